@@ -1,0 +1,130 @@
+# fotahost: a Lua 5.4 host for firmware-over-the-air updates of an AVR MCU.
+#
+# Everything comes from Debian's packages through pkg-config. Override any
+# of CC, CFLAGS, LDFLAGS, PREFIX, DESTDIR, PKG_CONFIG on the command line.
+#
+#   make                 build ./fotahost (a link to build/fotahost)
+#   make test            C unit tests + busted specs run by ./fotahost
+#   make check-asan      the same suite against an ASan+UBSan build
+#   make bench           start-up time, peak RSS and binary size against lua5.4
+#   make demo            the README's main job
+#   make install         binary, scripts, plugins and docs under $(DESTDIR)$(PREFIX)
+#   make example-plugin  build examples/plugin (the model for custom plugins)
+
+VERSION    := 0.1.0
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+DATADIR    ?= $(PREFIX)/share/fotahost
+LIBDIR     ?= $(PREFIX)/lib/fotahost
+DOCDIR     ?= $(PREFIX)/share/doc/fotahost
+SYSCONFDIR ?= /etc/fotahost
+
+CC         ?= cc
+PKG_CONFIG ?= pkg-config
+BUILD      ?= build
+
+# Lua is linked statically by default, as Debian's own lua5.4 does: start-up
+# is faster and the API is exported from the binary with -Wl,-E, so plugins
+# and Debian's Lua C modules (which link no liblua) resolve against it.
+# LUA_LINK=shared links liblua5.4.so instead.
+LUA_LINK   ?= static
+LUA_PC     ?= lua5.4
+CJSON_PC   ?= lua5.4-cjson
+
+LUA_CFLAGS   := $(shell $(PKG_CONFIG) --cflags $(LUA_PC) $(CJSON_PC))
+LUA_LDIRS    := $(shell $(PKG_CONFIG) --libs-only-L $(LUA_PC))
+ifeq ($(LUA_LINK),static)
+LUA_LIBS     := $(LUA_LDIRS) -Wl,-Bstatic -l$(LUA_PC) -Wl,-Bdynamic -lm -ldl
+else
+LUA_LIBS     := $(shell $(PKG_CONFIG) --libs $(LUA_PC)) -lm -ldl
+endif
+# lua-cjson ships a static archive; linking it in keeps `require "cjson"`
+# free of any search path and of a second copy of the Lua API.
+CJSON_LIBS   := -Wl,-Bstatic -l$(CJSON_PC) -Wl,-Bdynamic
+
+WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+CFLAGS   ?= -O2 -g
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(LUA_CFLAGS) -Ihost \
+             -DFOTAHOST_VERSION='"$(VERSION)"' \
+             -DFOTAHOST_DATADIR='"$(DATADIR)"' -DFOTAHOST_LIBDIR='"$(LIBDIR)"' \
+             -DFOTAHOST_SYSCONFDIR='"$(SYSCONFDIR)"'
+ALL_LDFLAGS = -Wl,-E $(LDFLAGS)
+
+# The host proper, and the native modules built into it (see host/preload.c).
+HOST_SRC    := host/main.c host/paths.c host/signals.c host/preload.c host/result.c host/tools.c
+BUILTIN_SRC := plugins/poll.c plugins/sys.c
+# Native modules built as loadable .so plugins (none yet: heavy-dependency
+# modules such as HTTP go here so that start-up does not pay for them).
+PLUGIN_SRC  :=
+
+HOST_OBJ    := $(HOST_SRC:%.c=$(BUILD)/%.o) $(BUILTIN_SRC:%.c=$(BUILD)/%.o)
+PLUGIN_SO   := $(PLUGIN_SRC:plugins/%.c=$(BUILD)/plugins/fotahost/%.so)
+UNIT_SRC    := $(wildcard tests/unit/test_*.c)
+UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all test unit spec check-asan bench demo install uninstall clean \
+        example-plugin fuzz
+
+all: fotahost $(PLUGIN_SO)
+
+fotahost: $(BUILD)/fotahost
+	ln -sf $(BUILD)/fotahost $@
+
+$(BUILD)/fotahost: $(HOST_OBJ)
+	$(CC) $(ALL_CFLAGS) -o $@ $(HOST_OBJ) $(CJSON_LIBS) $(LUA_LIBS) $(ALL_LDFLAGS)
+
+$(BUILD)/%.o: %.c host/fotahost.h host/paths.h Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/plugins/fotahost/%.so: plugins/%.c host/fotahost.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -fPIC -shared -o $@ $< $(LDFLAGS)
+
+# C unit tests link the host objects they test (not main.o) against Lua.
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(filter-out $(BUILD)/host/main.o,$(HOST_OBJ))
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< \
+	    $(filter-out $(BUILD)/host/main.o,$(HOST_OBJ)) $(CJSON_LIBS) $(LUA_LIBS) $(ALL_LDFLAGS)
+
+# The example plugin builds with its own Makefile, as a deployment would.
+example-plugin: fotahost
+	$(MAKE) -C examples/plugin O=$(abspath $(BUILD))/plugins CC="$(CC)" \
+	    CFLAGS="$(CFLAGS)" LDFLAGS="$(LDFLAGS)" PKG_CONFIG="$(PKG_CONFIG)"
+
+test: all example-plugin $(UNIT_BIN)
+	@BUILD=$(BUILD) sh tests/run
+
+check-asan:
+	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	    LDFLAGS="-fsanitize=address,undefined" build-asan/fotahost example-plugin \
+	    $(UNIT_SRC:tests/unit/%.c=build-asan/tests/%) $(PLUGIN_SRC:plugins/%.c=build-asan/plugins/fotahost/%.so)
+	@BUILD=build-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp) sh tests/run
+
+bench: all
+	@sh bench/run
+
+demo: all
+	./fotahost hello
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/scripts \
+	    $(DESTDIR)$(LIBDIR)/plugins $(DESTDIR)$(DOCDIR)
+	install -m 755 $(BUILD)/fotahost $(DESTDIR)$(BINDIR)/fotahost
+	cd scripts && find . -type d -exec install -d $(DESTDIR)$(DATADIR)/scripts/{} \;
+	cd scripts && find . -type f -name '*.lua' -exec install -m 644 {} $(DESTDIR)$(DATADIR)/scripts/{} \;
+	if [ -d $(BUILD)/plugins ]; then cd $(BUILD)/plugins && \
+	    find . -type d -exec install -d $(DESTDIR)$(LIBDIR)/plugins/{} \; && \
+	    find . -type f -name '*.so' -exec install -m 755 {} $(DESTDIR)$(LIBDIR)/plugins/{} \; ; fi
+	install -m 644 README.md DEVELOPERS.md $(DESTDIR)$(DOCDIR)/
+	cd docs && find . -type d -exec install -d $(DESTDIR)$(DOCDIR)/{} \;
+	cd docs && find . -type f -exec install -m 644 {} $(DESTDIR)$(DOCDIR)/{} \;
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/fotahost
+	rm -rf $(DESTDIR)$(DATADIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(DOCDIR)
+
+clean:
+	rm -rf build build-asan fotahost

@@ -1,0 +1,49 @@
+/*
+ * fotahost.h: what the host shares with its native modules.
+ *
+ * Native modules (built in or loaded as .so plugins) include this header and
+ * nothing else of the host's. Plugins link no liblua: the host exports the
+ * Lua API and the functions below (-Wl,-E).
+ */
+#ifndef FOTAHOST_H
+#define FOTAHOST_H
+
+#include <lua.h>
+#include <lauxlib.h>
+
+#ifndef FOTAHOST_VERSION
+#define FOTAHOST_VERSION "unknown"
+#endif
+
+#define FOTAHOST_PROGNAME "fotahost"
+
+/*
+ * Expected failures return `fail, "what: strerror(errno)", errno`, the shape
+ * of luaL_fileresult. `what` names the thing (a path, an fd, a pin). Save
+ * errno before any call that may change it, then call this.
+ */
+int fh_result_errno(lua_State *L, int err, const char *what);
+
+/* `fail, msg` with no code, for failures that are not an errno. */
+int fh_result_msg(lua_State *L, const char *fmt, ...);
+
+/*
+ * Signals. SIGINT and SIGTERM set a flag; a Lua hook (never the handler
+ * itself) raises "interrupted (SIGxxx)" at the next instruction of the main
+ * thread or of any thread armed with fh_signals_arm_thread().
+ */
+void fh_signals_install(lua_State *L);
+void fh_signals_restore(void);
+void fh_signals_arm_thread(lua_State *co);
+/* The signal that raised an interrupt error, or 0. */
+int fh_signals_raised(void);
+
+/* Registers the built-in native modules in package.preload (host/preload.c). */
+void fh_open_builtins(lua_State *L);
+
+/* Built-in module entry points. */
+int luaopen_fotahost_host(lua_State *L);
+int luaopen_fotahost_poll(lua_State *L);
+int luaopen_fotahost_sys(lua_State *L);
+
+#endif

@@ -1,0 +1,238 @@
+/*
+ * sys.c: `fotahost.sys`, the small OS layer the Lua scripts stand on:
+ * clocks, non-blocking fds (pipes for tests and glue), syslog, and the
+ * host's signal state for the scheduler.
+ *
+ * fds are plain integers here; device modules (serial, GPIO, sockets) wrap
+ * theirs in objects with __close/__gc and expose :fd() for the scheduler.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fotahost.h"
+
+#define SYS_READ_DEFAULT 4096
+
+static lua_Number clock_seconds(clockid_t id)
+{
+    struct timespec ts;
+
+    clock_gettime(id, &ts);
+    return (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9;
+}
+
+/* sys.now() -> seconds on the monotonic clock (for timeouts and timers) */
+static int sys_now(lua_State *L)
+{
+    lua_pushnumber(L, clock_seconds(CLOCK_MONOTONIC));
+    return 1;
+}
+
+/* sys.time() -> seconds since the epoch, with a fraction (for logs) */
+static int sys_time(lua_State *L)
+{
+    lua_pushnumber(L, clock_seconds(CLOCK_REALTIME));
+    return 1;
+}
+
+static int check_fd(lua_State *L, int arg)
+{
+    lua_Integer fd = luaL_checkinteger(L, arg);
+
+    luaL_argcheck(L, fd >= 0 && fd <= INT_MAX, arg, "not a file descriptor");
+    return (int)fd;
+}
+
+static int fd_error(lua_State *L, int err, const char *verb, int fd)
+{
+    char what[48];
+
+    snprintf(what, sizeof what, "%s fd %d", verb, fd);
+    return fh_result_errno(L, err, what);
+}
+
+/* sys.pipe() -> rfd, wfd (both non-blocking, close-on-exec) | fail, msg, errno */
+static int sys_pipe(lua_State *L)
+{
+    int fds[2];
+
+    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0)
+        return fh_result_errno(L, errno, "pipe");
+    lua_pushinteger(L, fds[0]);
+    lua_pushinteger(L, fds[1]);
+    return 2;
+}
+
+/*
+ * sys.read(fd[, max]) -> data (1..max bytes)
+ *                      | nil, "closed" at end of file
+ *                      | nil, "wouldblock" when nothing is ready
+ *                      | fail, msg, errno
+ */
+static int sys_read(lua_State *L)
+{
+    int fd = check_fd(L, 1);
+    lua_Integer max = luaL_optinteger(L, 2, SYS_READ_DEFAULT);
+    luaL_Buffer b;
+    char *buf;
+    ssize_t n;
+
+    luaL_argcheck(L, max > 0 && max <= INT_MAX, 2, "size out of range");
+    buf = luaL_buffinitsize(L, &b, (size_t)max);
+    do
+        n = read(fd, buf, (size_t)max);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        int err = errno;
+        if (err == EAGAIN || err == EWOULDBLOCK) {
+            lua_pushnil(L);
+            lua_pushliteral(L, "wouldblock");
+            return 2;
+        }
+        return fd_error(L, err, "read", fd);
+    }
+    if (n == 0) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "closed");
+        return 2;
+    }
+    luaL_pushresultsize(&b, (size_t)n);
+    return 1;
+}
+
+/*
+ * sys.write(fd, data) -> bytes written (may be fewer than #data)
+ *                      | nil, "wouldblock" | fail, msg, errno
+ */
+static int sys_write(lua_State *L)
+{
+    int fd = check_fd(L, 1);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    ssize_t n;
+
+    do
+        n = write(fd, data, len);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        int err = errno;
+        if (err == EAGAIN || err == EWOULDBLOCK) {
+            lua_pushnil(L);
+            lua_pushliteral(L, "wouldblock");
+            return 2;
+        }
+        return fd_error(L, err, "write", fd);
+    }
+    lua_pushinteger(L, n);
+    return 1;
+}
+
+/* sys.close(fd) -> true | fail, msg, errno */
+static int sys_close(lua_State *L)
+{
+    int fd = check_fd(L, 1);
+
+    if (close(fd) != 0 && errno != EINTR)
+        return fd_error(L, errno, "close", fd);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* sys.isatty(fd) -> boolean */
+static int sys_isatty(lua_State *L)
+{
+    lua_pushboolean(L, isatty(check_fd(L, 1)));
+    return 1;
+}
+
+/* sys.getpid() -> integer */
+static int sys_getpid(lua_State *L)
+{
+    lua_pushinteger(L, getpid());
+    return 1;
+}
+
+static const char *const prio_names[] = {
+    "debug", "info", "notice", "warning", "error", "critical", NULL,
+};
+static const int prio_values[] = {
+    LOG_DEBUG, LOG_INFO, LOG_NOTICE, LOG_WARNING, LOG_ERR, LOG_CRIT,
+};
+
+/*
+ * sys.openlog(ident): names this process in syslog. The ident string is
+ * kept in the registry because openlog() keeps the pointer.
+ */
+static int sys_openlog(lua_State *L)
+{
+    const char *ident = luaL_checkstring(L, 1);
+
+    lua_pushvalue(L, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "fotahost.sys.ident");
+    openlog(ident, LOG_PID | LOG_NDELAY, LOG_DAEMON);
+    return 0;
+}
+
+/* sys.syslog(priority, message): priority is "debug" .. "critical" */
+static int sys_syslog(lua_State *L)
+{
+    int prio = prio_values[luaL_checkoption(L, 1, NULL, prio_names)];
+    const char *msg = luaL_checkstring(L, 2);
+
+    syslog(prio, "%s", msg);
+    return 0;
+}
+
+/*
+ * sys.arm(co): makes a coroutine stop with the interrupt error when
+ * SIGINT/SIGTERM arrives, even if it never yields. The scheduler arms
+ * every task; other code rarely needs it.
+ */
+static int sys_arm(lua_State *L)
+{
+    lua_State *co = lua_tothread(L, 1);
+
+    luaL_argexpected(L, co != NULL, 1, "thread");
+    fh_signals_arm_thread(co);
+    return 0;
+}
+
+/* sys.interrupted() -> "SIGINT" | "SIGTERM" | nil: the signal that stopped us */
+static int sys_interrupted(lua_State *L)
+{
+    switch (fh_signals_raised()) {
+    case 0: lua_pushnil(L); break;
+    case SIGINT: lua_pushliteral(L, "SIGINT"); break;
+    case SIGTERM: lua_pushliteral(L, "SIGTERM"); break;
+    default: lua_pushliteral(L, "signal"); break;
+    }
+    return 1;
+}
+
+static const luaL_Reg sys_funcs[] = {
+    {"now", sys_now},
+    {"time", sys_time},
+    {"pipe", sys_pipe},
+    {"read", sys_read},
+    {"write", sys_write},
+    {"close", sys_close},
+    {"isatty", sys_isatty},
+    {"getpid", sys_getpid},
+    {"openlog", sys_openlog},
+    {"syslog", sys_syslog},
+    {"arm", sys_arm},
+    {"interrupted", sys_interrupted},
+    {NULL, NULL},
+};
+
+int luaopen_fotahost_sys(lua_State *L)
+{
+    luaL_newlib(L, sys_funcs);
+    return 1;
+}
