@@ -51,7 +51,9 @@ static void raise_pending(lua_State *L)
         return;
     sig_pending = 0;
     sig_raised = sig;
-    luaL_error(L, "interrupted (%s)", signame(sig));
+    /* No position prefix: where the hook fired says nothing useful. */
+    lua_pushfstring(L, "interrupted (%s)", signame(sig));
+    lua_error(L);
 }
 
 static void main_hook(lua_State *L, lua_Debug *ar)

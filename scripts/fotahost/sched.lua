@@ -143,13 +143,18 @@ local function resume(task)
   if co_status(co) == "dead" then
     if not r[1] then
       local err = r[2]
+      local traceback = debug.traceback(co, tostring(err))
+      -- A coroutine that died keeps its pending <close> variables until it
+      -- is closed: close it now, so a failed task releases what it held.
+      local closed_ok, close_err = co_close(co)
+      if not closed_ok and close_err ~= err then err = close_err end
       -- The interrupt error (SIGINT/SIGTERM) is the whole program's, not
       -- the task's: let it stop run().
       if sys.interrupted() and tostring(err):find("interrupted (", 1, true) then
         task.status = "failed"
         error(err, 0)
       end
-      task.traceback = debug.traceback(co, tostring(err))
+      task.traceback = traceback
       finish(task, false, err)
       if not task.joiners_seen and task.on_error ~= false then
         log_task_error(task)

@@ -1,0 +1,82 @@
+/*
+ * Unit tests of host/signals.c: a signal becomes a Lua error raised by a
+ * hook, in the main thread and in an armed coroutine that never yields,
+ * and <close> variables run while it unwinds.
+ */
+#include <signal.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "fotahost.h"
+#include "unit.h"
+
+/* raise() from Lua, so the signal arrives while Lua code runs. */
+static int l_raise(lua_State *L)
+{
+    raise((int)luaL_checkinteger(L, 1));
+    return 0;
+}
+
+static int l_arm(lua_State *L)
+{
+    fh_signals_arm_thread(lua_tothread(L, 1));
+    return 0;
+}
+
+static int run(lua_State *L, const char *code)
+{
+    int status;
+
+    fh_signals_install(L);
+    status = luaL_dostring(L, code);
+    fh_signals_restore();
+    return status;
+}
+
+int main(void)
+{
+    lua_State *L = luaL_newstate();
+
+    luaL_openlibs(L);
+    lua_register(L, "raise", l_raise);
+    lua_register(L, "arm", l_arm);
+    CHECK(fh_signals_raised() == 0);
+
+    /* main thread: the loop after raise() is stopped, the close runs */
+    CHECK(run(L, "closed = false\n"
+                 "local c <close> = setmetatable({}, {__close = function() closed = true end})\n"
+                 "raise(15)\n"
+                 "while true do end") != LUA_OK);
+    CHECK(strstr(lua_tostring(L, -1), "interrupted (SIGTERM)") != NULL);
+    lua_pop(L, 1);
+    CHECK(fh_signals_raised() == SIGTERM);
+    lua_getglobal(L, "closed");
+    CHECK(lua_toboolean(L, -1));
+    lua_pop(L, 1);
+
+    /* an armed coroutine that never yields is stopped too; the error is
+     * consumed once, so the code after resume sees no second one */
+    CHECK(run(L, "local co = coroutine.create(function() raise(2) while true do end end)\n"
+                 "arm(co)\n"
+                 "ok, err = coroutine.resume(co)\n"
+                 "after = true") == LUA_OK);
+    lua_getglobal(L, "ok");
+    CHECK(lua_isboolean(L, -1) && !lua_toboolean(L, -1));
+    lua_getglobal(L, "err");
+    CHECK(strstr(lua_tostring(L, -1), "interrupted (SIGINT)") != NULL);
+    lua_getglobal(L, "after");
+    CHECK(lua_toboolean(L, -1));
+    lua_pop(L, 3);
+    CHECK(fh_signals_raised() == SIGINT);
+
+    /* handlers are restored after the run: SIGINT is ignored again here */
+    signal(SIGINT, SIG_IGN);
+    CHECK(run(L, "x = 1") == LUA_OK);
+    raise(SIGINT); /* would kill the test if our handler were left behind... */
+    CHECK(run(L, "y = 1") == LUA_OK); /* ...or raise here */
+
+    lua_close(L);
+    return UNIT_END();
+}
