@@ -17,6 +17,7 @@ BINDIR     ?= $(PREFIX)/bin
 DATADIR    ?= $(PREFIX)/share/fotahost
 LIBDIR     ?= $(PREFIX)/lib/fotahost
 DOCDIR     ?= $(PREFIX)/share/doc/fotahost
+INCLUDEDIR ?= $(PREFIX)/include/fotahost
 SYSCONFDIR ?= /etc/fotahost
 
 CC         ?= cc
@@ -62,8 +63,7 @@ PLUGIN_SO   := $(PLUGIN_SRC:plugins/%.c=$(BUILD)/plugins/fotahost/%.so)
 UNIT_SRC    := $(wildcard tests/unit/test_*.c)
 UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test unit spec check-asan bench demo install uninstall clean \
-        example-plugin fuzz
+.PHONY: all test check-asan bench demo install uninstall clean example-plugin FORCE
 
 all: fotahost $(PLUGIN_SO)
 
@@ -73,11 +73,20 @@ fotahost: $(BUILD)/fotahost
 $(BUILD)/fotahost: $(HOST_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $(HOST_OBJ) $(CJSON_LIBS) $(LUA_LIBS) $(ALL_LDFLAGS)
 
-$(BUILD)/%.o: %.c host/fotahost.h host/paths.h Makefile
+# The compiler flags (PREFIX included) in a file that changes only when they
+# do, so `make PREFIX=/usr` after a plain `make` rebuilds what it must.
+$(BUILD)/config.flags: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS)' | cmp -s - $@ || \
+	    echo '$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS)' > $@
+
+FORCE:
+
+$(BUILD)/%.o: %.c host/fotahost.h host/paths.h $(BUILD)/config.flags
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
-$(BUILD)/plugins/fotahost/%.so: plugins/%.c host/fotahost.h
+$(BUILD)/plugins/fotahost/%.so: plugins/%.c host/fotahost.h $(BUILD)/config.flags
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -fPIC -shared -o $@ $< $(LDFLAGS)
 
@@ -111,20 +120,19 @@ demo: all
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/scripts \
-	    $(DESTDIR)$(LIBDIR)/plugins $(DESTDIR)$(DOCDIR)
+	    $(DESTDIR)$(LIBDIR)/plugins/fotahost $(DESTDIR)$(DOCDIR) $(DESTDIR)$(INCLUDEDIR)
 	install -m 755 $(BUILD)/fotahost $(DESTDIR)$(BINDIR)/fotahost
 	cd scripts && find . -type d -exec install -d $(DESTDIR)$(DATADIR)/scripts/{} \;
 	cd scripts && find . -type f -name '*.lua' -exec install -m 644 {} $(DESTDIR)$(DATADIR)/scripts/{} \;
-	if [ -d $(BUILD)/plugins ]; then cd $(BUILD)/plugins && \
-	    find . -type d -exec install -d $(DESTDIR)$(LIBDIR)/plugins/{} \; && \
-	    find . -type f -name '*.so' -exec install -m 755 {} $(DESTDIR)$(LIBDIR)/plugins/{} \; ; fi
+	for so in $(PLUGIN_SO); do install -m 755 $$so $(DESTDIR)$(LIBDIR)/plugins/fotahost/; done
+	install -m 644 host/fotahost.h $(DESTDIR)$(INCLUDEDIR)/
 	install -m 644 README.md DEVELOPERS.md $(DESTDIR)$(DOCDIR)/
 	cd docs && find . -type d -exec install -d $(DESTDIR)$(DOCDIR)/{} \;
 	cd docs && find . -type f -exec install -m 644 {} $(DESTDIR)$(DOCDIR)/{} \;
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/fotahost
-	rm -rf $(DESTDIR)$(DATADIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(DOCDIR)
+	rm -rf $(DESTDIR)$(DATADIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(INCLUDEDIR)
 
 clean:
 	rm -rf build build-asan fotahost

@@ -1,0 +1,27 @@
+---@meta fotahost.host
+-- API stub for script authors (LuaLS). The module is C: host/tools.c.
+
+---What the running fotahost is and where it looks (see `fotahost --paths`).
+---@class fotahost.host
+---@field version string fotahost's version, e.g. "0.1.0"
+---@field lua_version string e.g. "Lua 5.4.4"
+---@field exe_dir string|nil directory of the running binary
+---@field checkout string|nil top of the source checkout the binary runs from
+---@field scripts string[] script directories, first match wins (override first)
+---@field plugins string[] plugin directories, first match wins (override first)
+---@field bundled_scripts string
+---@field bundled_plugins string
+---@field path string package.path as set at start-up
+---@field cpath string package.cpath as set at start-up
+local host = {}
+
+---Names of the bundled tools found in the script directories, sorted.
+---@return string[]
+function host.tools() end
+
+---The file of tool `name` (override directory first).
+---@return string|nil path
+---@return string? err "no tool named '<name>'"
+function host.find_tool(name) end
+
+return host

@@ -1,0 +1,83 @@
+-- Native modules: built in through package.preload, or loaded from .so
+-- plugins on the plugin path; none of them sets a global.
+local h = require "helper"
+
+describe("native modules", function()
+  it("are registered in package.preload, not as globals", function()
+    for _, name in ipairs({ "fotahost.poll", "fotahost.sys", "fotahost.host", "cjson", "cjson.safe" }) do
+      assert.is_function(package.preload[name], name)
+    end
+    local r = h.run({ "-e", [[
+      local std = {}
+      for k in pairs(_G) do std[#std + 1] = k end
+      for _, m in ipairs({ "fotahost.poll", "fotahost.sys", "fotahost.host", "cjson",
+                           "cjson.safe", "fotahost.sched", "fotahost.log" }) do
+        require(m)
+      end
+      local n = 0
+      for k in pairs(_G) do n = n + 1 end
+      print(#std == n, rawget(_G, "poll"), rawget(_G, "sys"), rawget(_G, "cjson"))
+    ]] })
+    assert.are.equal(0, r.status, r.err)
+    assert.are.equal("true\tnil\tnil\tnil\n", r.out)
+  end)
+
+  it("include Debian's lua-cjson as cjson and cjson.safe", function()
+    local cjson = require "cjson"
+    assert.are.equal('{"a":[1,2]}', cjson.encode({ a = { 1, 2 } }))
+    assert.has_error(function() cjson.decode("{bad") end)
+    local v, err = require("cjson.safe").decode("{bad")
+    assert.is_nil(v)
+    assert.matches("Expected object key string", err)
+  end)
+
+  it("tell scripts the version and the paths through fotahost.host", function()
+    local host = require "fotahost.host"
+    assert.matches("^%d+%.%d+%.%d+$", host.version)
+    assert.matches("^Lua 5%.4", host.lua_version)
+    assert.are.equal(h.top, host.checkout)
+    assert.are.equal(h.top .. "/scripts", host.scripts[2])
+    assert.are.same(host.tools(), (function()
+      local t = {}
+      for _, n in ipairs(host.tools()) do t[#t + 1] = n end
+      return t
+    end)())
+    assert.truthy(host.find_tool("hello"):match("/scripts/tools/hello%.lua$"))
+    local none, err = host.find_tool("nope")
+    assert.is_nil(none)
+    assert.are.equal("no tool named 'nope'", err)
+  end)
+
+  describe(".so plugins", function()
+    it("load with require from the plugin path (the example plugin)", function()
+      local r = h.run({ "-e", [[
+        local s = require "sysinfo"
+        local up = s.uptime()
+        local free, total = s.memory()
+        print(math.type(up), up >= 0, total > 0, free <= total, select("#", s.loadavg()))
+        print(package.searchpath("sysinfo", package.cpath))
+      ]] })
+      assert.are.equal(0, r.status, r.err)
+      assert.matches("^integer\ttrue\ttrue\ttrue\t3\n", r.out)
+      assert.matches("/build[%w%-]*/plugins/sysinfo%.so\n$", r.out)
+    end)
+
+    it("load from the override plugin directory first", function()
+      local dir = h.tmpdir()
+      local so = h.top .. "/" .. (os.getenv("FOTAHOST_BIN"):match("/([^/]+)/fotahost$")) .. "/plugins/sysinfo.so"
+      os.execute(("cp %s %s/sysinfo.so"):format(h.q(so), h.q(dir)))
+      local r = h.run({ "-e", "require 'sysinfo' print(package.searchpath('sysinfo', package.cpath))" },
+        { env = { FOTAHOST_PLUGINS_DIR = dir } })
+      h.rmdir(dir)
+      assert.are.equal(0, r.status, r.err)
+      assert.are.equal(dir .. "/sysinfo.so\n", r.out)
+    end)
+
+    it("report a missing plugin with the places searched", function()
+      local r = h.run({ "-e", "require 'no_such_plugin'" })
+      assert.are.equal(1, r.status)
+      assert.matches("module 'no_such_plugin' not found", r.err)
+      assert.matches("no file '[^']*/plugins/no_such_plugin%.so'", r.err)
+    end)
+  end)
+end)

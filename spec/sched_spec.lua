@@ -1,0 +1,251 @@
+-- The cooperative scheduler: tasks, timers, fd waits, joins, cancellation.
+local sched = require "fotahost.sched"
+local sys = require "fotahost.sys"
+local log = require "fotahost.log"
+
+describe("fotahost.sched", function()
+  it("interleaves a timer task and an fd-waiting task", function()
+    local events = {}
+    local t0
+    local function note(what) events[#events + 1] = what end
+    local rfd, wfd = assert(sys.pipe())
+    sched.run(function()
+      t0 = sched.now()
+      -- task A waits on the pipe; task B ticks on a timer and feeds the pipe
+      local a = sched.spawn("reader", function()
+        for _ = 1, 2 do
+          assert(sched.wait_fd(rfd, "r", 2))
+          note("A read " .. sys.read(rfd))
+        end
+      end)
+      sched.spawn("ticker", function()
+        for i = 1, 4 do
+          sched.sleep(0.05)
+          note("B tick " .. i)
+          if i % 2 == 0 then assert(sys.write(wfd, "m" .. i)) end
+        end
+      end)
+      assert(sched.join(a))
+    end)
+    assert.are.same({ "B tick 1", "B tick 2", "A read m2", "B tick 3", "B tick 4", "A read m4" }, events)
+    assert.is_true(sched.now() - t0 >= 0.2)
+    sys.close(rfd)
+    sys.close(wfd)
+  end)
+
+  it("wakes sleepers in deadline order and returns the main task's results", function()
+    local order = {}
+    local a, b = sched.run(function()
+      for _, d in ipairs({ 0.03, 0.01, 0.02, 0 }) do
+        sched.spawn(function() sched.sleep(d) order[#order + 1] = d end)
+      end
+      sched.sleep(0.05)
+      return "a", "b"
+    end)
+    assert.are.same({ 0, 0.01, 0.02, 0.03 }, order)
+    assert.are.same({ "a", "b" }, { a, b })
+  end)
+
+  it("lets a wait on an fd time out", function()
+    local rfd, wfd = assert(sys.pipe())
+    local ok, why, took = sched.run(function()
+      local t = sched.now()
+      local r, w = sched.wait_fd(rfd, "r", 0.05)
+      return r, w, sched.now() - t
+    end)
+    assert.is_nil(ok)
+    assert.are.equal("timeout", why)
+    assert.is_true(took >= 0.05 and took < 1)
+    sys.close(rfd)
+    sys.close(wfd)
+  end)
+
+  it("lets two tasks wait on one fd, one to read and one to write", function()
+    local rfd, wfd = assert(sys.pipe())
+    local got = sched.run(function()
+      local reader = sched.spawn(function()
+        assert(sched.wait_fd(rfd, "r", 1))
+        return sys.read(rfd)
+      end)
+      sched.spawn(function()
+        assert(sched.wait_fd(wfd, "w", 1))
+        sys.write(wfd, "both")
+      end)
+      return select(2, sched.join(reader))
+    end)
+    assert.are.equal("both", got)
+    assert.has_error(function()
+      sched.run(function()
+        sched.spawn(function() sched.wait_fd(rfd, "r", 0.1) end)
+        sched.yield()
+        sched.wait_fd(rfd, "r", 0.1)
+      end)
+    end, ("sched.wait_fd: fd %d already has a task waiting to read"):format(rfd))
+    sys.close(rfd)
+    sys.close(wfd)
+  end)
+
+  it("keeps a timer on schedule while another task is busy in short bursts", function()
+    local late = 0
+    sched.run(function()
+      local n = 0
+      local start = sched.now()
+      local ticker = sched.every(0.02, function()
+        n = n + 1
+        late = math.max(late, sched.now() - (start + n * 0.02))
+      end)
+      for _ = 1, 20 do -- a worker that yields between 5 ms bursts
+        local t = sched.now()
+        while sched.now() - t < 0.005 do end
+        sched.yield()
+      end
+      sched.sleep(0.1)
+      sched.cancel(ticker)
+    end)
+    assert.is_true(late < 0.05, "a tick was late by " .. late)
+  end)
+
+  it("joins a task, with its results or its error, and with a timeout", function()
+    log.configure { sink = function() end }
+    local r = { sched.run(function()
+      local ok_task = sched.spawn(function() sched.sleep(0.01) return 1, 2 end)
+      local bad_task = sched.spawn(function() error("bad thing", 0) end)
+      local slow = sched.spawn(function() sched.sleep(10) end)
+      local results = { sched.join(ok_task) }
+      local failed = { sched.join(bad_task) }
+      local timed = { sched.join(slow, 0.01) }
+      sched.cancel(slow)
+      return results, failed, timed, slow.status
+    end) }
+    log.configure { sink = "stderr" }
+    assert.are.same({ true, 1, 2 }, r[1])
+    assert.are.same({ false, "bad thing" }, r[2])
+    assert.are.same({ nil, "timeout" }, r[3])
+    assert.are.equal("cancelled", r[4])
+  end)
+
+  it("logs a failed task with its traceback and keeps the others running", function()
+    local logged = {}
+    log.configure { sink = function(level, comp, msg) logged[#logged + 1] = { level, comp, msg } end }
+    local survived = sched.run(function()
+      sched.spawn("doomed", function() sched.sleep(0.01) error("kaboom") end)
+      sched.sleep(0.03)
+      return "still here"
+    end)
+    log.configure { sink = "stderr" }
+    assert.are.equal("still here", survived)
+    assert.are.equal(1, #logged)
+    assert.are.equal("error", logged[1][1])
+    assert.are.equal("sched", logged[1][2])
+    assert.matches("^doomed failed: .*sched_spec%.lua:%d+: kaboom\nstack traceback:", logged[1][3])
+  end)
+
+  it("raises the main task's error from run()", function()
+    assert.has_error(function()
+      sched.run(function() sched.sleep(0) error("main broke", 0) end)
+    end, "main broke")
+    -- and the scheduler is usable again afterwards
+    assert.are.equal(5, sched.run(function() return 5 end))
+  end)
+
+  it("cancels a waiting task, running its <close> variables", function()
+    local closed = false
+    local rfd, wfd = assert(sys.pipe())
+    sched.run(function()
+      local t = sched.spawn(function()
+        local c <close> = setmetatable({}, { __close = function() closed = true end })
+        sched.wait_fd(rfd, "r")
+      end)
+      sched.yield()
+      assert.are.equal("waiting", t.status)
+      assert.is_true(sched.cancel(t))
+      assert.is_false(sched.cancel(t))
+      -- the fd is free for another waiter
+      sched.spawn(function() sys.write(wfd, "x") end)
+      assert(sched.wait_fd(rfd, "r", 1))
+    end)
+    assert.is_true(closed)
+    sys.close(rfd)
+    sys.close(wfd)
+  end)
+
+  it("closes a failed task's <close> variables", function()
+    local closed = false
+    log.configure { sink = function() end }
+    sched.run(function()
+      sched.spawn(function()
+        local c <close> = setmetatable({}, { __close = function() closed = true end })
+        error("fail")
+      end)
+      sched.sleep(0.01)
+    end)
+    log.configure { sink = "stderr" }
+    assert.is_true(closed)
+  end)
+
+  it("stops on stop(), closing what is left", function()
+    local closed = false
+    sched.run(function()
+      sched.spawn(function()
+        local c <close> = setmetatable({}, { __close = function() closed = true end })
+        sched.sleep(60)
+      end)
+      sched.sleep(0.01)
+      sched.stop()
+    end)
+    assert.is_true(closed)
+    assert.are.equal(0, sched.count())
+  end)
+
+  it("calls an after() function once and runs every() until cancelled", function()
+    local fired, ticks = 0, 0
+    sched.run(function()
+      sched.after(0.01, function() fired = fired + 1 end)
+      local e = sched.every(0.01, function() ticks = ticks + 1 end)
+      sched.sleep(0.055)
+      sched.cancel(e)
+      sched.sleep(0.03)
+    end)
+    assert.are.equal(1, fired)
+    assert.is_true(ticks >= 4 and ticks <= 6, "ticks: " .. ticks)
+  end)
+
+  it("detects a deadlock instead of hanging", function()
+    assert.has_error(function()
+      sched.run(function()
+        local a
+        local b = sched.spawn(function() sched.join(a) end)
+        a = sched.spawn(function() sched.join(b) end)
+        sched.join(a)
+      end)
+    end, "sched: deadlock: 3 task(s) waiting with no timer and no fd")
+  end)
+
+  it("refuses waits outside a task, and bad arguments", function()
+    assert.has_error(function() sched.sleep(1) end,
+      "sched.sleep: not inside a scheduler task (use sched.run or sched.spawn)")
+    assert.has_error(function() sched.wait_fd(0, "r") end,
+      "sched.wait_fd: not inside a scheduler task (use sched.run or sched.spawn)")
+    sched.run(function()
+      assert.has_error(function() sched.sleep(-1) end)
+      assert.has_error(function() sched.wait_fd(0, "x") end)
+      assert.has_error(function() sched.wait_fd(-3, "r") end)
+      assert.has_error(function() sched.run(function() end) end,
+        "sched.run: the scheduler is already running")
+      local ok, err = pcall(sched.wait_fd, 999, "r", 0.1)
+      assert.is_false(ok)
+      assert.matches("watch fd 999: Bad file descriptor", err)
+    end)
+  end)
+
+  it("gives tasks names and a readable tostring", function()
+    sched.run(function()
+      local t = sched.spawn("worker", function() end)
+      assert.are.equal("task worker (ready)", tostring(t))
+      assert.are.equal("main", sched.current().name)
+      sched.yield()
+      assert.are.equal("task worker (done)", tostring(t))
+    end)
+    assert.is_nil(sched.current())
+  end)
+end)
