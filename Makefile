@@ -32,6 +32,16 @@ LUA_LINK   ?= static
 LUA_PC     ?= lua5.4
 CJSON_PC   ?= lua5.4-cjson
 
+# A missing package stops the build at once, naming the Debian package.
+ifeq ($(filter clean,$(MAKECMDGOALS)),)
+ifneq ($(shell $(PKG_CONFIG) --exists $(LUA_PC) && echo yes),yes)
+$(error pkg-config cannot find $(LUA_PC): apt-get install liblua5.4-dev (or run .ci/install-deps))
+endif
+ifneq ($(shell $(PKG_CONFIG) --exists $(CJSON_PC) && echo yes),yes)
+$(error pkg-config cannot find $(CJSON_PC): apt-get install lua-cjson-dev (or run .ci/install-deps))
+endif
+endif
+
 LUA_CFLAGS   := $(shell $(PKG_CONFIG) --cflags $(LUA_PC) $(CJSON_PC))
 LUA_LDIRS    := $(shell $(PKG_CONFIG) --libs-only-L $(LUA_PC))
 ifeq ($(LUA_LINK),static)

@@ -57,6 +57,17 @@ static int fd_error(lua_State *L, int err, const char *verb, int fd)
     return fh_result_errno(L, err, what);
 }
 
+/* A failed read or write: "wouldblock" when the fd is just not ready. */
+static int io_failure(lua_State *L, int err, const char *verb, int fd)
+{
+    if (err == EAGAIN || err == EWOULDBLOCK) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "wouldblock");
+        return 2;
+    }
+    return fd_error(L, err, verb, fd);
+}
+
 /* sys.pipe() -> rfd, wfd (both non-blocking, close-on-exec) | fail, msg, errno */
 static int sys_pipe(lua_State *L)
 {
@@ -88,15 +99,8 @@ static int sys_read(lua_State *L)
     do
         n = read(fd, buf, (size_t)max);
     while (n < 0 && errno == EINTR);
-    if (n < 0) {
-        int err = errno;
-        if (err == EAGAIN || err == EWOULDBLOCK) {
-            lua_pushnil(L);
-            lua_pushliteral(L, "wouldblock");
-            return 2;
-        }
-        return fd_error(L, err, "read", fd);
-    }
+    if (n < 0)
+        return io_failure(L, errno, "read", fd);
     if (n == 0) {
         lua_pushnil(L);
         lua_pushliteral(L, "closed");
@@ -120,15 +124,8 @@ static int sys_write(lua_State *L)
     do
         n = write(fd, data, len);
     while (n < 0 && errno == EINTR);
-    if (n < 0) {
-        int err = errno;
-        if (err == EAGAIN || err == EWOULDBLOCK) {
-            lua_pushnil(L);
-            lua_pushliteral(L, "wouldblock");
-            return 2;
-        }
-        return fd_error(L, err, "write", fd);
-    }
+    if (n < 0)
+        return io_failure(L, errno, "write", fd);
     lua_pushinteger(L, n);
     return 1;
 }
