@@ -40,6 +40,9 @@ endif
 ifneq ($(shell $(PKG_CONFIG) --exists $(CJSON_PC) && echo yes),yes)
 $(error pkg-config cannot find $(CJSON_PC): apt-get install lua-cjson-dev (or run .ci/install-deps))
 endif
+ifneq ($(shell $(PKG_CONFIG) --exists libgpiod && echo yes),yes)
+$(error pkg-config cannot find libgpiod: apt-get install libgpiod-dev (or run .ci/install-deps))
+endif
 endif
 
 LUA_CFLAGS   := $(shell $(PKG_CONFIG) --cflags $(LUA_PC) $(CJSON_PC))
@@ -55,23 +58,33 @@ CJSON_LIBS   := -Wl,-Bstatic -l$(CJSON_PC) -Wl,-Bdynamic
 
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?= -O2 -g
-ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(LUA_CFLAGS) -Ihost \
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(LUA_CFLAGS) -Ihost -I$(BUILD) \
              -DFOTAHOST_VERSION='"$(VERSION)"' \
              -DFOTAHOST_DATADIR='"$(DATADIR)"' -DFOTAHOST_LIBDIR='"$(LIBDIR)"' \
              -DFOTAHOST_SYSCONFDIR='"$(SYSCONFDIR)"'
 ALL_LDFLAGS = -Wl,-E $(LDFLAGS)
 
-# The host proper, and the native modules built into it (see host/preload.c).
-HOST_SRC    := host/main.c host/paths.c host/signals.c host/preload.c host/result.c host/tools.c
-BUILTIN_SRC := plugins/poll.c plugins/sys.c
-# Native modules built as loadable .so plugins (none yet: heavy-dependency
-# modules such as HTTP go here so that start-up does not pay for them).
+# The host proper, and the native modules built into it. Every
+# plugins/NAME.c is a module (luaopen_fotahost_NAME), built in unless it is
+# listed in PLUGIN_SRC; plugins/NAME/*.c are its support files. The preload
+# table is generated from the list (build/builtins.h, see host/preload.c).
+HOST_SRC    := $(wildcard host/*.c)
+MODULE_SRC  := $(sort $(wildcard plugins/*.c))
+SUPPORT_SRC := $(sort $(wildcard plugins/*/*.c))
+# Native modules built as loadable .so plugins instead (none yet: a module
+# with a heavy dependency such as libcurl goes here, so start-up does not
+# pay for it).
 PLUGIN_SRC  :=
+BUILTIN_SRC := $(filter-out $(PLUGIN_SRC),$(MODULE_SRC))
+HEADERS     := $(wildcard host/*.h plugins/*/*.h)
 
-HOST_OBJ    := $(HOST_SRC:%.c=$(BUILD)/%.o) $(BUILTIN_SRC:%.c=$(BUILD)/%.o)
+HOST_OBJ    := $(HOST_SRC:%.c=$(BUILD)/%.o) $(BUILTIN_SRC:%.c=$(BUILD)/%.o) \
+               $(SUPPORT_SRC:%.c=$(BUILD)/%.o)
 PLUGIN_SO   := $(PLUGIN_SRC:plugins/%.c=$(BUILD)/plugins/fotahost/%.so)
 UNIT_SRC    := $(wildcard tests/unit/test_*.c)
 UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+GPIOD_LIBS  := $(shell $(PKG_CONFIG) --libs libgpiod)
+EXTRA_LIBS  := $(GPIOD_LIBS)
 
 .PHONY: all test check-asan bench demo install uninstall clean example-plugin FORCE
 
@@ -81,7 +94,15 @@ fotahost: $(BUILD)/fotahost
 	ln -sf $(BUILD)/fotahost $@
 
 $(BUILD)/fotahost: $(HOST_OBJ)
-	$(CC) $(ALL_CFLAGS) -o $@ $(HOST_OBJ) $(CJSON_LIBS) $(LUA_LIBS) $(ALL_LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -o $@ $(HOST_OBJ) $(CJSON_LIBS) $(LUA_LIBS) $(EXTRA_LIBS) $(ALL_LDFLAGS)
+
+$(BUILD)/builtins.h: $(BUILD)/config.flags
+	@mkdir -p $(BUILD)
+	@for f in $(BUILTIN_SRC); do n=$$(basename $$f .c); \
+	    echo "FH_BUILTIN(\"fotahost.$$n\", luaopen_fotahost_$$n)"; done > $@.tmp
+	@cmp -s $@.tmp $@ || mv $@.tmp $@; rm -f $@.tmp
+
+$(BUILD)/host/preload.o: $(BUILD)/builtins.h
 
 # The compiler flags (PREFIX included) in a file that changes only when they
 # do, so `make PREFIX=/usr` after a plain `make` rebuilds what it must.
@@ -92,11 +113,11 @@ $(BUILD)/config.flags: FORCE
 
 FORCE:
 
-$(BUILD)/%.o: %.c host/fotahost.h host/paths.h $(BUILD)/config.flags
+$(BUILD)/%.o: %.c $(HEADERS) $(BUILD)/config.flags
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
-$(BUILD)/plugins/fotahost/%.so: plugins/%.c host/fotahost.h $(BUILD)/config.flags
+$(BUILD)/plugins/fotahost/%.so: plugins/%.c $(HEADERS) $(BUILD)/config.flags
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -fPIC -shared -o $@ $< $(LDFLAGS)
 
@@ -104,7 +125,7 @@ $(BUILD)/plugins/fotahost/%.so: plugins/%.c host/fotahost.h $(BUILD)/config.flag
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(filter-out $(BUILD)/host/main.o,$(HOST_OBJ))
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< \
-	    $(filter-out $(BUILD)/host/main.o,$(HOST_OBJ)) $(CJSON_LIBS) $(LUA_LIBS) $(ALL_LDFLAGS)
+	    $(filter-out $(BUILD)/host/main.o,$(HOST_OBJ)) $(CJSON_LIBS) $(LUA_LIBS) $(EXTRA_LIBS) $(ALL_LDFLAGS)
 
 # The example plugin builds with its own Makefile, as a deployment would.
 example-plugin: fotahost

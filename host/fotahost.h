@@ -41,9 +41,9 @@ int fh_signals_raised(void);
 /* Registers the built-in native modules in package.preload (host/preload.c). */
 void fh_open_builtins(lua_State *L);
 
-/* Built-in module entry points. */
+/* The host's own module (host/tools.c). The modules in plugins/ are listed
+ * in the generated build/builtins.h; each declares its own luaopen_ just
+ * above its definition. */
 int luaopen_fotahost_host(lua_State *L);
-int luaopen_fotahost_poll(lua_State *L);
-int luaopen_fotahost_sys(lua_State *L);
 
 #endif

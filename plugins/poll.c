@@ -216,6 +216,8 @@ static const luaL_Reg poll_funcs[] = {
     {NULL, NULL},
 };
 
+int luaopen_fotahost_poll(lua_State *L);
+
 int luaopen_fotahost_poll(lua_State *L)
 {
     luaL_newmetatable(L, POLL_MT);

@@ -228,6 +228,8 @@ static const luaL_Reg sys_funcs[] = {
     {NULL, NULL},
 };
 
+int luaopen_fotahost_sys(lua_State *L);
+
 int luaopen_fotahost_sys(lua_State *L)
 {
     luaL_newlib(L, sys_funcs);
