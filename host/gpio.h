@@ -1,0 +1,90 @@
+/*
+ * gpio.h: a few GPIO lines opened together, whatever drives them.
+ *
+ * One interface, several backends (plugins/gpio/): the Linux character
+ * device through libgpiod, /sys/class/gpio, the MT7688's registers through
+ * /dev/mem, and in-process pins wired to the simulated chip. The ISP
+ * programmer bit-bangs through fh_gpio_set/fh_gpio_get, which apply pin
+ * inversion, skip lines that would not change, and count what they cost.
+ */
+#ifndef FOTAHOST_GPIO_H
+#define FOTAHOST_GPIO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <lua.h>
+
+#define FH_GPIO_MAX_LINES 8
+#define FH_GPIO_ERRLEN 160
+
+struct fh_gpio_backend;
+
+/* What a backend may be told besides the line numbers (all optional). */
+struct fh_gpio_opts {
+    const char *sysfs_root;   /* sysfs: "/sys/class/gpio" unless set (tests use a fake tree) */
+    const char *mem_path;     /* mmio: "/dev/mem" unless set (tests map a regular file) */
+    const void *sim_part;     /* sim: struct fh_avr_part * of the chip to create if absent */
+    const uint8_t *sim_factory; /* sim: factory fuses [FH_NFUSES] or NULL */
+    const char *consumer;     /* gpiod: label shown by gpioinfo, "fotahost" unless set */
+};
+
+typedef struct fh_gpio {
+    const struct fh_gpio_backend *be;
+    void *ctx;                 /* the backend's */
+    int nlines;
+    unsigned offsets[FH_GPIO_MAX_LINES];
+    uint32_t outputs;          /* bit i: line i is an output */
+    uint32_t invert;           /* bit i: line i is active low (logical = !physical) */
+    uint32_t state;            /* physical levels last written to the outputs */
+    int open;
+    /* Costs, for benchmarks: calls into the backend, and the system calls
+     * the backend made (0 for mmio and sim). */
+    unsigned long set_calls, get_calls, syscalls;
+    char chip[96];             /* what was opened, for messages */
+} fh_gpio;
+
+struct fh_gpio_backend {
+    const char *name;
+    /* Claims the lines; outputs start at the physical levels in `initial`.
+     * On failure fills err ("<thing>: <cause>") and returns -1. */
+    int (*open)(fh_gpio *g, const char *chip, uint32_t initial,
+                const struct fh_gpio_opts *opts, char *err, size_t errlen);
+    /* Drives the outputs in `mask` to the physical levels in `values`,
+     * in as few operations as the hardware allows. */
+    int (*set)(fh_gpio *g, uint32_t mask, uint32_t values, char *err, size_t errlen);
+    /* Reads the physical level of line i. */
+    int (*get)(fh_gpio *g, int line, int *value, char *err, size_t errlen);
+    /* Releases every line (outputs become inputs). Never fails loudly. */
+    void (*close)(fh_gpio *g);
+};
+
+extern const struct fh_gpio_backend fh_gpio_sysfs, fh_gpio_gpiod, fh_gpio_mmio, fh_gpio_sim;
+
+/* The backend called `name`, or NULL. */
+const struct fh_gpio_backend *fh_gpio_backend_find(const char *name);
+
+/*
+ * Opens `n` lines on `chip` through backend `be`. offsets[i] is the line
+ * number; bit i of `outputs`, `invert` and `initial` (a logical level) give
+ * its direction, polarity and first value. Returns 0, or -1 with err set.
+ */
+int fh_gpio_open(fh_gpio *g, const struct fh_gpio_backend *be, const char *chip, int n,
+                 const unsigned *offsets, uint32_t outputs, uint32_t invert, uint32_t initial,
+                 const struct fh_gpio_opts *opts, char *err, size_t errlen);
+
+/* Sets the logical levels of the output lines in `mask`; lines already at
+ * that level are left alone. 0, or -1 with err set. */
+int fh_gpio_set(fh_gpio *g, uint32_t mask, uint32_t values, char *err, size_t errlen);
+
+/* Reads the logical level of line i. 0, or -1 with err set. */
+int fh_gpio_get(fh_gpio *g, int line, int *value, char *err, size_t errlen);
+
+/* Releases the lines. Idempotent. */
+void fh_gpio_close(fh_gpio *g);
+
+/* The Lua userdata behind a `fotahost.gpio` lines object (for the ISP). */
+#define FH_GPIO_MT "fotahost.gpio.lines"
+fh_gpio *fh_gpio_check(lua_State *L, int idx);
+
+#endif

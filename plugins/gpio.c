@@ -1,0 +1,353 @@
+/*
+ * gpio.c: `fotahost.gpio`, GPIO lines for scripts and for the ISP
+ * programmer, on any backend of host/gpio.h.
+ *
+ *   local gpio = require "fotahost.gpio"
+ *   local lines <close> = assert(gpio.open{
+ *     backend = "gpiod", chip = "gpiochip0",
+ *     lines = { 3, 15, 16, 17 },               -- RESET, SCK, MOSI, MISO
+ *     outputs = { true, true, true, false },
+ *     initial = { 0, 0, 0 },                   -- logical levels of the outputs
+ *   })
+ *   lines:set(2, 1); print(lines:get(4))
+ *
+ * Lines are released (outputs back to inputs, so the board's pull-up takes
+ * the MCU out of reset) by close(), <close>, __gc, and on any error while
+ * opening.
+ */
+#include <string.h>
+
+#include "avr.h"
+#include "fotahost.h"
+#include "gpio.h"
+
+static const struct fh_gpio_backend *const backends[] = {
+    &fh_gpio_gpiod, &fh_gpio_sysfs, &fh_gpio_mmio, &fh_gpio_sim, NULL,
+};
+
+const struct fh_gpio_backend *fh_gpio_backend_find(const char *name)
+{
+    int i;
+
+    for (i = 0; backends[i] != NULL; i++)
+        if (strcmp(backends[i]->name, name) == 0)
+            return backends[i];
+    return NULL;
+}
+
+int fh_gpio_open(fh_gpio *g, const struct fh_gpio_backend *be, const char *chip, int n,
+                 const unsigned *offsets, uint32_t outputs, uint32_t invert, uint32_t initial,
+                 const struct fh_gpio_opts *opts, char *err, size_t errlen)
+{
+    static const struct fh_gpio_opts none;
+    uint32_t all = n >= 32 ? 0xFFFFFFFFu : ((1u << n) - 1);
+    int i, j;
+
+    memset(g, 0, sizeof *g);
+    if (n < 1 || n > FH_GPIO_MAX_LINES) {
+        snprintf(err, errlen, "%s: between 1 and %d lines, not %d", chip, FH_GPIO_MAX_LINES, n);
+        return -1;
+    }
+    for (i = 0; i < n; i++)
+        for (j = 0; j < i; j++)
+            if (offsets[i] == offsets[j]) {
+                snprintf(err, errlen, "%s: line %u is given twice", chip, offsets[i]);
+                return -1;
+            }
+    g->be = be;
+    g->nlines = n;
+    memcpy(g->offsets, offsets, (size_t)n * sizeof *offsets);
+    g->outputs = outputs & all;
+    g->invert = invert & all;
+    g->state = (initial ^ g->invert) & g->outputs;
+    snprintf(g->chip, sizeof g->chip, "%s", chip);
+    if (be->open(g, chip, g->state, opts != NULL ? opts : &none, err, errlen) != 0)
+        return -1;
+    g->open = 1;
+    return 0;
+}
+
+int fh_gpio_set(fh_gpio *g, uint32_t mask, uint32_t values, char *err, size_t errlen)
+{
+    uint32_t phys, changed;
+
+    if (mask & ~g->outputs) {
+        int i;
+        for (i = 0; !(mask & ~g->outputs & (1u << i)); i++)
+            ;
+        snprintf(err, errlen, "%s line %u: not an output", g->chip, g->offsets[i]);
+        return -1;
+    }
+    phys = (values ^ g->invert) & mask;
+    changed = (phys ^ g->state) & mask;
+    if (changed == 0)
+        return 0;
+    g->set_calls++;
+    if (g->be->set(g, changed, phys, err, errlen) != 0)
+        return -1;
+    g->state = (g->state & ~changed) | (phys & changed);
+    return 0;
+}
+
+int fh_gpio_get(fh_gpio *g, int line, int *value, char *err, size_t errlen)
+{
+    int v;
+
+    g->get_calls++;
+    if (g->be->get(g, line, &v, err, errlen) != 0)
+        return -1;
+    *value = (v != 0) ^ (int)((g->invert >> line) & 1);
+    return 0;
+}
+
+void fh_gpio_close(fh_gpio *g)
+{
+    if (g->open) {
+        g->open = 0;
+        g->be->close(g);
+    }
+}
+
+/* ------------------------------------------------------------------ Lua */
+
+fh_gpio *fh_gpio_check(lua_State *L, int idx)
+{
+    fh_gpio *g = (fh_gpio *)luaL_checkudata(L, idx, FH_GPIO_MT);
+
+    if (!g->open)
+        luaL_error(L, "attempt to use closed GPIO lines");
+    return g;
+}
+
+/* Reads t[key] as a list of n booleans (or 0/1) into a bit mask. */
+static uint32_t bool_list(lua_State *L, int t, const char *key, int n, uint32_t dflt)
+{
+    uint32_t mask = 0;
+    int i;
+
+    if (lua_getfield(L, t, key) == LUA_TNIL) {
+        lua_pop(L, 1);
+        return dflt;
+    }
+    if (!lua_istable(L, -1))
+        luaL_error(L, "gpio.open: '%s' must be a list", key);
+    for (i = 0; i < n; i++) {
+        int v;
+        lua_rawgeti(L, -1, i + 1);
+        v = lua_isnumber(L, -1) ? lua_tointeger(L, -1) != 0 : lua_toboolean(L, -1);
+        if (v)
+            mask |= 1u << i;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return mask;
+}
+
+static const char *opt_string(lua_State *L, int t, const char *key)
+{
+    const char *s;
+
+    lua_getfield(L, t, key);
+    s = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
+    lua_pop(L, 1); /* the table keeps the string alive */
+    return s;
+}
+
+/*
+ * gpio.open{ backend=, chip=, lines={...}, outputs={...}[, invert={...}]
+ *            [, initial={...}][, sysfs_root=][, mem_path=][, part=][, factory=] }
+ *   -> lines | nil, "<chip> line N: <cause>"
+ */
+static int l_open(lua_State *L)
+{
+    const struct fh_gpio_backend *be;
+    struct fh_gpio_opts opts;
+    struct fh_avr_part part;
+    uint8_t factory[FH_NFUSES];
+    unsigned offsets[FH_GPIO_MAX_LINES];
+    char err[FH_GPIO_ERRLEN];
+    const char *bname, *chip;
+    fh_gpio *g;
+    int n, i;
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    bname = opt_string(L, 1, "backend");
+    if (bname == NULL)
+        return luaL_error(L, "gpio.open: 'backend' is required (gpiod, sysfs, mmio or sim)");
+    be = fh_gpio_backend_find(bname);
+    if (be == NULL)
+        return luaL_error(L, "gpio.open: unknown backend '%s' (gpiod, sysfs, mmio or sim)", bname);
+    chip = opt_string(L, 1, "chip");
+    if (chip == NULL)
+        return luaL_error(L, "gpio.open: 'chip' is required");
+    if (lua_getfield(L, 1, "lines") != LUA_TTABLE)
+        return luaL_error(L, "gpio.open: 'lines' must be a list of line numbers");
+    n = (int)luaL_len(L, -1);
+    if (n < 1 || n > FH_GPIO_MAX_LINES)
+        return luaL_error(L, "gpio.open: between 1 and %d lines", FH_GPIO_MAX_LINES);
+    for (i = 0; i < n; i++) {
+        lua_Integer v;
+        int isint;
+        lua_rawgeti(L, -1, i + 1);
+        v = lua_tointegerx(L, -1, &isint);
+        if (!isint || v < 0 || v > 65535)
+            return luaL_error(L, "gpio.open: lines[%d] is not a line number", i + 1);
+        offsets[i] = (unsigned)v;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+
+    memset(&opts, 0, sizeof opts);
+    opts.sysfs_root = opt_string(L, 1, "sysfs_root");
+    opts.mem_path = opt_string(L, 1, "mem_path");
+    opts.consumer = opt_string(L, 1, "consumer");
+    if (lua_getfield(L, 1, "part") == LUA_TTABLE) {
+        fh_avr_part_get(L, -1, &part);
+        opts.sim_part = &part;
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, 1, "factory") == LUA_TTABLE) {
+        static const char *const names[FH_NFUSES] = {"lfuse", "hfuse", "efuse", "lock"};
+        for (i = 0; i < FH_NFUSES; i++) {
+            lua_getfield(L, -1, names[i]);
+            factory[i] = (uint8_t)luaL_optinteger(L, -1, 0xFF);
+            lua_pop(L, 1);
+        }
+        opts.sim_factory = factory;
+    }
+    lua_pop(L, 1);
+
+    g = (fh_gpio *)lua_newuserdatauv(L, sizeof *g, 0);
+    memset(g, 0, sizeof *g);
+    luaL_setmetatable(L, FH_GPIO_MT);
+    if (fh_gpio_open(g, be, chip, n, offsets, bool_list(L, 1, "outputs", n, 0),
+                     bool_list(L, 1, "invert", n, 0), bool_list(L, 1, "initial", n, 0),
+                     &opts, err, sizeof err) != 0)
+        return fh_result_msg(L, "%s", err);
+    return 1;
+}
+
+static int check_line(lua_State *L, fh_gpio *g, int arg)
+{
+    lua_Integer i = luaL_checkinteger(L, arg);
+
+    luaL_argcheck(L, i >= 1 && i <= g->nlines, arg, "no such line in this set");
+    return (int)i - 1;
+}
+
+/* lines:set(i, level) -> true | nil, err */
+static int l_set(lua_State *L)
+{
+    fh_gpio *g = fh_gpio_check(L, 1);
+    int line = check_line(L, g, 2);
+    int v = lua_isnumber(L, 3) ? lua_tointeger(L, 3) != 0 : lua_toboolean(L, 3);
+    char err[FH_GPIO_ERRLEN];
+
+    if (fh_gpio_set(g, 1u << line, (uint32_t)v << line, err, sizeof err) != 0)
+        return fh_result_msg(L, "%s", err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* lines:get(i) -> 0|1 | nil, err */
+static int l_get(lua_State *L)
+{
+    fh_gpio *g = fh_gpio_check(L, 1);
+    int line = check_line(L, g, 2);
+    char err[FH_GPIO_ERRLEN];
+    int v;
+
+    if (fh_gpio_get(g, line, &v, err, sizeof err) != 0)
+        return fh_result_msg(L, "%s", err);
+    lua_pushinteger(L, v);
+    return 1;
+}
+
+/* lines:stats() -> { set_calls=, get_calls=, syscalls= } */
+static int l_stats(lua_State *L)
+{
+    fh_gpio *g = (fh_gpio *)luaL_checkudata(L, 1, FH_GPIO_MT);
+
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, (lua_Integer)g->set_calls);
+    lua_setfield(L, -2, "set_calls");
+    lua_pushinteger(L, (lua_Integer)g->get_calls);
+    lua_setfield(L, -2, "get_calls");
+    lua_pushinteger(L, (lua_Integer)g->syscalls);
+    lua_setfield(L, -2, "syscalls");
+    return 1;
+}
+
+static int l_close(lua_State *L)
+{
+    fh_gpio *g = (fh_gpio *)luaL_checkudata(L, 1, FH_GPIO_MT);
+
+    fh_gpio_close(g);
+    return 0;
+}
+
+static int l_tostring(lua_State *L)
+{
+    fh_gpio *g = (fh_gpio *)luaL_checkudata(L, 1, FH_GPIO_MT);
+    luaL_Buffer b;
+    int i;
+
+    luaL_buffinit(L, &b);
+    lua_pushfstring(L, "gpio lines %s:%s [", g->be != NULL ? g->be->name : "?", g->chip);
+    luaL_addvalue(&b);
+    for (i = 0; i < g->nlines; i++) {
+        lua_pushfstring(L, i == 0 ? "%d" : ",%d", (int)g->offsets[i]);
+        luaL_addvalue(&b);
+    }
+    luaL_addstring(&b, g->open ? "]" : "] (closed)");
+    luaL_pushresult(&b);
+    return 1;
+}
+
+static int l_backends(lua_State *L)
+{
+    int i;
+
+    lua_newtable(L);
+    for (i = 0; backends[i] != NULL; i++) {
+        lua_pushstring(L, backends[i]->name);
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
+static const luaL_Reg methods[] = {
+    {"set", l_set},
+    {"get", l_get},
+    {"stats", l_stats},
+    {"close", l_close},
+    {NULL, NULL},
+};
+
+static const luaL_Reg meta[] = {
+    {"__index", NULL},
+    {"__gc", l_close},
+    {"__close", l_close},
+    {"__tostring", l_tostring},
+    {NULL, NULL},
+};
+
+static const luaL_Reg funcs[] = {
+    {"open", l_open},
+    {"backends", l_backends},
+    {NULL, NULL},
+};
+
+int luaopen_fotahost_gpio(lua_State *L);
+
+int luaopen_fotahost_gpio(lua_State *L)
+{
+    luaL_newmetatable(L, FH_GPIO_MT);
+    luaL_setfuncs(L, meta, 0);
+    luaL_newlibtable(L, methods);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    luaL_newlib(L, funcs);
+    return 1;
+}

@@ -1,0 +1,221 @@
+/*
+ * sim.c: in-process GPIO lines wired to the simulated chip
+ * (plugins/avrsim), the way the LinkIt Smart 7688 Duo wires its MT7688 to
+ * the ATmega32U4:
+ *
+ *   GPIO3  -> RESET (the board pulls it up: a released line means "run")
+ *   GPIO15 -> SCK
+ *   GPIO16 -> PDI (the chip's MOSI)      boards before revision 3: PDO
+ *   GPIO17 <- PDO (the chip's MISO)      boards before revision 3: PDI
+ *
+ * `chip` is the directory holding the simulated chip (flash.bin, ...). The
+ * board revision is byte 1043 of DIR/mtd2, as on the real board's factory
+ * partition (/dev/mtd2); without that file the board is revision 3.
+ * Other line numbers are plain latches.
+ *
+ * Fault knobs for tests of whole programs (fotahost flash, the FOTA
+ * policy): DIR/faults, one per line: "silent", "miso_stuck 0|1",
+ * "bit_error N", "slow_write K" (see avrsim.h), read when the lines open.
+ *
+ * The chip's memories are saved whenever RESET is released (the MCU starts
+ * running the new flash, and another process, the virtual board, may read
+ * it) and on close.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "avr.h"
+#include "avrsim/avrsim.h"
+#include "gpio.h"
+
+#define SIM_GPIO_RESET 3
+#define SIM_GPIO_SCK 15
+#define SIM_GPIO_A 16 /* PDI on revision >= 3 */
+#define SIM_GPIO_B 17 /* PDO on revision >= 3 */
+#define REVISION_OFFSET 1043
+/* The shortest SCK half-period the 8 MHz chip accepts. */
+#define SIM_MIN_HALF_NS 250
+
+enum role { ROLE_NONE, ROLE_RESET, ROLE_SCK, ROLE_PDI, ROLE_PDO };
+
+struct sim_ctx {
+    avrsim *chip;
+    enum role role[FH_GPIO_MAX_LINES];
+    int reset_level; /* what the chip saw last */
+};
+
+/* The board revision from DIR/mtd2, or 3 when unknown. */
+static int board_revision(const char *dir)
+{
+    char path[512];
+    FILE *f;
+    int c = EOF;
+
+    snprintf(path, sizeof path, "%s/mtd2", dir);
+    f = fopen(path, "rbe");
+    if (f == NULL)
+        return 3;
+    if (fseek(f, REVISION_OFFSET, SEEK_SET) == 0)
+        c = fgetc(f);
+    fclose(f);
+    return c == EOF ? 3 : c;
+}
+
+/* Level the chip sees on the pin of `role`: driven by an output line, or
+ * the board's default (RESET pulled up, the others low). */
+static int pin_level(fh_gpio *g, struct sim_ctx *c, enum role r)
+{
+    int i;
+
+    for (i = 0; i < g->nlines; i++)
+        if (c->role[i] == r && ((g->outputs >> i) & 1))
+            return (int)((g->state >> i) & 1);
+    return r == ROLE_RESET;
+}
+
+/* Applies DIR/faults, if any. Unknown lines are an error: a typo must not
+ * silently run a test without its fault. */
+static int load_faults(avrsim *chip, const char *dir, char *err, size_t errlen)
+{
+    static const struct { const char *name; enum avrsim_fault f; } names[] = {
+        {"silent", AVRSIM_SILENT}, {"miso_stuck", AVRSIM_MISO_STUCK},
+        {"bit_error", AVRSIM_BIT_ERROR}, {"slow_write", AVRSIM_SLOW_WRITE},
+    };
+    char path[512], line[128], word[32];
+    int lineno = 0;
+    FILE *f;
+
+    snprintf(path, sizeof path, "%s/faults", dir);
+    f = fopen(path, "re");
+    if (f == NULL)
+        return 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+        long param = 0;
+        size_t k;
+        int n = sscanf(line, "%31s %ld", word, &param);
+        lineno++;
+        if (n < 1 || word[0] == '#')
+            continue;
+        for (k = 0; k < sizeof names / sizeof names[0]; k++)
+            if (strcmp(word, names[k].name) == 0)
+                break;
+        if (k == sizeof names / sizeof names[0]) {
+            snprintf(err, errlen, "%s:%d: unknown fault '%s' (silent, miso_stuck, bit_error, slow_write)",
+                     path, lineno, word);
+            fclose(f);
+            return -1;
+        }
+        avrsim_set_fault(chip, names[k].f, param);
+    }
+    fclose(f);
+    return 0;
+}
+
+static int drive(fh_gpio *g, struct sim_ctx *c, char *err, size_t errlen)
+{
+    int reset = pin_level(g, c, ROLE_RESET);
+
+    avrsim_set_pins(c->chip, reset, pin_level(g, c, ROLE_SCK), pin_level(g, c, ROLE_PDI));
+    if (reset && !c->reset_level) {
+        c->reset_level = reset;
+        if (avrsim_save(c->chip, err, errlen) != 0)
+            return -1;
+    }
+    c->reset_level = reset;
+    return 0;
+}
+
+static int sim_open(fh_gpio *g, const char *chip, uint32_t initial,
+                    const struct fh_gpio_opts *opts, char *err, size_t errlen)
+{
+    struct sim_ctx *c;
+    int i, rev;
+
+    (void)initial; /* already in g->state */
+    if (opts->sim_part == NULL) {
+        snprintf(err, errlen, "%s: the sim backend needs the part of the simulated chip", chip);
+        return -1;
+    }
+    c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        snprintf(err, errlen, "sim: out of memory");
+        return -1;
+    }
+    c->chip = avrsim_open(chip, opts->sim_part, opts->sim_factory, SIM_MIN_HALF_NS, err, errlen);
+    if (c->chip == NULL) {
+        free(c);
+        return -1;
+    }
+    if (load_faults(c->chip, chip, err, errlen) != 0) {
+        avrsim_free(c->chip);
+        free(c);
+        return -1;
+    }
+    rev = board_revision(chip);
+    for (i = 0; i < g->nlines; i++) {
+        switch (g->offsets[i]) {
+        case SIM_GPIO_RESET: c->role[i] = ROLE_RESET; break;
+        case SIM_GPIO_SCK: c->role[i] = ROLE_SCK; break;
+        case SIM_GPIO_A: c->role[i] = rev >= 3 ? ROLE_PDI : ROLE_PDO; break;
+        case SIM_GPIO_B: c->role[i] = rev >= 3 ? ROLE_PDO : ROLE_PDI; break;
+        default: c->role[i] = ROLE_NONE; break;
+        }
+    }
+    c->reset_level = 1;
+    g->ctx = c;
+    if (drive(g, c, err, errlen) != 0) {
+        avrsim_free(c->chip);
+        free(c);
+        g->ctx = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static int sim_set(fh_gpio *g, uint32_t mask, uint32_t values, char *err, size_t errlen)
+{
+    uint32_t saved = g->state;
+    int rv;
+
+    /* fh_gpio_set updates g->state after we return; the chip needs the new
+     * levels now. */
+    g->state = (g->state & ~mask) | (values & mask);
+    rv = drive(g, g->ctx, err, errlen);
+    g->state = saved;
+    return rv;
+}
+
+static int sim_get(fh_gpio *g, int line, int *value, char *err, size_t errlen)
+{
+    struct sim_ctx *c = g->ctx;
+
+    (void)err;
+    (void)errlen;
+    if ((g->outputs >> line) & 1)
+        *value = (int)((g->state >> line) & 1); /* an output reads what it drives */
+    else if (c->role[line] == ROLE_PDO)
+        *value = avrsim_miso(c->chip);
+    else
+        *value = c->role[line] == ROLE_RESET ? 1 : 0; /* pulled up, or floating low */
+    return 0;
+}
+
+static void sim_close(fh_gpio *g)
+{
+    struct sim_ctx *c = g->ctx;
+    char err[FH_GPIO_ERRLEN];
+
+    if (c == NULL)
+        return;
+    g->outputs = 0; /* every line released: RESET goes up, the MCU runs */
+    (void)drive(g, c, err, sizeof err);
+    (void)avrsim_save(c->chip, err, sizeof err);
+    avrsim_free(c->chip);
+    free(c);
+    g->ctx = NULL;
+}
+
+const struct fh_gpio_backend fh_gpio_sim = {
+    "sim", sim_open, sim_set, sim_get, sim_close,
+};

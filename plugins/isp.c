@@ -1,0 +1,603 @@
+/*
+ * isp.c: `fotahost.isp`, the AVR serial (ISP) programmer, bit-banged over
+ * four GPIO lines of a `fotahost.gpio` set: RESET, SCK, MOSI, MISO, in that
+ * order (any of them may be inverted in the set).
+ *
+ * Instructions and timing follow the ATmega datasheets (see
+ * ../shared/docs/avr-isp.md): data is clocked in on the rising edge of SCK
+ * and out on the falling edge; each SCK half-period is at least the part's
+ * minimum (250 ns at 8 MHz), enforced here by pacing on CLOCK_MONOTONIC so
+ * the fastest backend (mmio) stays legal. Writes wait on RDY/BSY polling,
+ * never on fixed delays, unless polling is turned off.
+ *
+ * Per SCK cycle the programmer makes three GPIO operations: SCK low
+ * together with the next MOSI bit (one call; the backend skips MOSI when it
+ * does not change), SCK high, read MISO.
+ *
+ * This module is the engine; scripts/fotahost/avr/isp.lua sequences whole
+ * jobs (erase, write, verify, fuses) page by page, so the scheduler gets
+ * control back between pages.
+ */
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include "avr.h"
+#include "fotahost.h"
+#include "gpio.h"
+
+#define ISP_MT "fotahost.isp"
+#define L_RESET 0
+#define L_SCK 1
+#define L_MOSI 2
+#define L_MISO 3
+#define ENABLE_WAIT_US 20000   /* datasheet: >= 20 ms after RESET before Programming Enable */
+#define RESET_PULSE_NS 2000    /* >= 2 CPU clocks; generous for slow parts */
+#define POLL_LIMIT_FACTOR 10   /* give up after 10x the datasheet write time */
+#define POLL_INTERVAL_NS 250000L /* between two RDY/BSY polls that said busy */
+
+typedef struct {
+    fh_gpio *g;                 /* owned by the lines userdata (uservalue 1) */
+    struct fh_avr_part part;
+    long half_ns;
+    struct timespec last_edge;
+    int connected;
+    int poll;                   /* RDY/BSY polling; else datasheet delays */
+    int retries;
+    int ext;                    /* last Load Extended Address byte, -1 = none */
+    unsigned long commands, bits, polls, enable_tries;
+    unsigned long long sleep_us; /* fixed sleeps */
+    unsigned long long poll_wait_us; /* pauses between busy polls */
+    char err[FH_GPIO_ERRLEN + 64];
+} Isp;
+
+/* --------------------------------------------------------------- timing */
+
+static long long ns_since(const struct timespec *t)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long long)(now.tv_sec - t->tv_sec) * 1000000000LL + (now.tv_nsec - t->tv_nsec);
+}
+
+/* Busy-waits until at least half_ns have passed since the last SCK edge. */
+static void pace(Isp *p)
+{
+    if (p->half_ns > 0)
+        while (ns_since(&p->last_edge) < p->half_ns)
+            ;
+}
+
+static void mark_edge(Isp *p)
+{
+    clock_gettime(CLOCK_MONOTONIC, &p->last_edge);
+}
+
+/* A fixed sleep, counted: only where the datasheet demands one. */
+static void sleep_us(Isp *p, unsigned long us)
+{
+    struct timespec ts = {(time_t)(us / 1000000), (long)(us % 1000000) * 1000};
+
+    p->sleep_us += us;
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* ------------------------------------------------------------ bit level */
+
+static int gset(Isp *p, uint32_t mask, uint32_t values)
+{
+    return fh_gpio_set(p->g, mask, values, p->err, sizeof p->err);
+}
+
+/*
+ * Shifts one 4-byte instruction out on MOSI and the answer in from MISO,
+ * MSB first. SCK is low on entry and on return.
+ */
+static int transfer(Isp *p, const uint8_t out[4], uint8_t in[4])
+{
+    uint32_t word = (uint32_t)out[0] << 24 | (uint32_t)out[1] << 16 | (uint32_t)out[2] << 8 | out[3];
+    uint32_t r = 0;
+    int bit, v;
+
+    if (gset(p, 1u << L_MOSI, (word >> 31) << L_MOSI) != 0)
+        return -1;
+    for (bit = 31; bit >= 0; bit--) {
+        pace(p);
+        if (gset(p, 1u << L_SCK, 1u << L_SCK) != 0)
+            return -1;
+        mark_edge(p);
+        if (fh_gpio_get(p->g, L_MISO, &v, p->err, sizeof p->err) != 0)
+            return -1;
+        r = r << 1 | (uint32_t)v;
+        pace(p);
+        /* SCK falls; the next bit goes out on MOSI in the same operation. */
+        if (bit > 0) {
+            if (gset(p, 1u << L_SCK | 1u << L_MOSI, ((word >> (bit - 1)) & 1) << L_MOSI) != 0)
+                return -1;
+        } else if (gset(p, 1u << L_SCK, 0) != 0) {
+            return -1;
+        }
+        mark_edge(p);
+    }
+    p->bits += 32;
+    p->commands++;
+    in[0] = (uint8_t)(r >> 24);
+    in[1] = (uint8_t)(r >> 16);
+    in[2] = (uint8_t)(r >> 8);
+    in[3] = (uint8_t)r;
+    return 0;
+}
+
+static int cmd(Isp *p, uint8_t a, uint8_t b, uint8_t c, uint8_t d, uint8_t *res)
+{
+    uint8_t out[4] = {a, b, c, d}, in[4];
+
+    if (transfer(p, out, in) != 0)
+        return -1;
+    if (res != NULL)
+        *res = in[3];
+    return 0;
+}
+
+/* Waits for the end of a write: RDY/BSY polling, or the datasheet delay. */
+static int wait_ready(Isp *p, uint32_t t_wd_us, const char *what)
+{
+    struct timespec start;
+    long long limit = (long long)t_wd_us * POLL_LIMIT_FACTOR * 1000 + 50000000LL;
+    uint8_t r;
+
+    if (!p->poll) {
+        sleep_us(p, t_wd_us);
+        return 0;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        p->polls++;
+        if (cmd(p, 0xF0, 0x00, 0x00, 0x00, &r) != 0)
+            return -1;
+        if (!(r & 1))
+            return 0;
+        /* Still busy: ask again a little later rather than flooding the
+         * lines (a poll is 32 SCK cycles, ~100 system calls on sysfs). */
+        {
+            struct timespec ts = {0, POLL_INTERVAL_NS};
+            nanosleep(&ts, NULL);
+            p->poll_wait_us += POLL_INTERVAL_NS / 1000;
+        }
+        if (ns_since(&start) > limit) {
+            snprintf(p->err, sizeof p->err, "%s: the MCU still reports busy after %lld ms",
+                     what, limit / 1000000);
+            return -1;
+        }
+    }
+}
+
+/* Sends Load Extended Address when the word address crosses 64K words. */
+static int ext_addr(Isp *p, uint32_t word)
+{
+    int ext = (int)((word >> 16) & 0xFF);
+
+    if (!FH_AVR_NEEDS_EXT_ADDR(&p->part) || ext == p->ext)
+        return 0;
+    if (cmd(p, 0x4D, 0x00, (uint8_t)ext, 0x00, NULL) != 0)
+        return -1;
+    p->ext = ext;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ Lua */
+
+static Isp *check_isp(lua_State *L)
+{
+    Isp *p = (Isp *)luaL_checkudata(L, 1, ISP_MT);
+
+    if (p->g == NULL || !p->g->open)
+        luaL_error(L, "attempt to use a programmer whose GPIO lines are closed");
+    return p;
+}
+
+static Isp *check_connected(lua_State *L)
+{
+    Isp *p = check_isp(L);
+
+    if (!p->connected)
+        luaL_error(L, "the programmer is not connected (call connect() first)");
+    return p;
+}
+
+static int fail(lua_State *L, Isp *p)
+{
+    return fh_result_msg(L, "%s", p->err);
+}
+
+/*
+ * isp.new(lines, part[, opts]) -> programmer
+ * lines: a fotahost.gpio set of 4 lines: RESET, SCK, MOSI (outputs) and
+ * MISO (input). opts.half_period_ns (default 250), opts.poll (default
+ * true), opts.retries (Programming Enable attempts, default 4).
+ */
+static int l_new(lua_State *L)
+{
+    fh_gpio *g = fh_gpio_check(L, 1);
+    Isp *p;
+
+    if (g->nlines != 4 || (g->outputs & 0xF) != 0x7)
+        return luaL_argerror(L, 1, "4 lines expected: RESET, SCK, MOSI as outputs, MISO as input");
+    luaL_checktype(L, 2, LUA_TTABLE);
+    p = (Isp *)lua_newuserdatauv(L, sizeof *p, 1);
+    memset(p, 0, sizeof *p);
+    luaL_setmetatable(L, ISP_MT);
+    fh_avr_part_get(L, 2, &p->part);
+    p->g = g;
+    p->half_ns = 250;
+    p->poll = 1;
+    p->retries = 4;
+    p->ext = -1;
+    if (lua_istable(L, 3)) {
+        lua_getfield(L, 3, "half_period_ns");
+        p->half_ns = (long)luaL_optinteger(L, -1, 250);
+        lua_getfield(L, 3, "poll");
+        if (!lua_isnil(L, -1))
+            p->poll = lua_toboolean(L, -1);
+        lua_getfield(L, 3, "retries");
+        p->retries = (int)luaL_optinteger(L, -1, 4);
+        lua_pop(L, 3);
+        luaL_argcheck(L, p->half_ns >= 0 && p->retries >= 1 && p->retries <= 100, 3,
+                      "half_period_ns >= 0 and retries 1..100");
+    }
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1); /* keep the lines alive as long as we are */
+    mark_edge(p);
+    return 1;
+}
+
+/*
+ * prog:connect() -> true | nil, err
+ * Datasheet sequence: SCK low, a positive pulse on RESET, 20 ms, then
+ * Programming Enable, which must echo 0x53 in its third byte. Out of sync:
+ * pulse RESET and try again, at most `retries` times.
+ */
+static int l_connect(lua_State *L)
+{
+    Isp *p = check_isp(L);
+    uint8_t in[4], seen_or = 0, seen_and = 0xFF;
+    static const uint8_t enable[4] = {0xAC, 0x53, 0x00, 0x00};
+    int i;
+
+    p->connected = 0;
+    p->ext = -1;
+    if (gset(p, 1u << L_SCK | 1u << L_MOSI, 0) != 0)
+        return fail(L, p);
+    for (i = 0; i < p->retries; i++) {
+        struct timespec t;
+        p->enable_tries++;
+        if (gset(p, 1u << L_RESET, 1u << L_RESET) != 0)
+            return fail(L, p);
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        while (ns_since(&t) < RESET_PULSE_NS)
+            ;
+        if (gset(p, 1u << L_RESET, 0) != 0)
+            return fail(L, p);
+        sleep_us(p, ENABLE_WAIT_US);
+        if (transfer(p, enable, in) != 0)
+            return fail(L, p);
+        seen_or |= in[1] | in[2] | in[3];
+        seen_and &= in[1] & in[2] & in[3];
+        if (in[2] == 0x53) {
+            p->connected = 1;
+            lua_pushboolean(L, 1);
+            return 1;
+        }
+    }
+    if (seen_or == 0x00 || seen_and == 0xFF)
+        return fh_result_msg(L, "%s: no answer from the MCU (MISO stays %d) after %d attempts: "
+                             "check the wiring, the power and the MOSI/MISO lines",
+                             p->g->chip, seen_or ? 1 : 0, p->retries);
+    return fh_result_msg(L, "%s: the MCU does not echo Programming Enable (got 0x%02X, expected "
+                         "0x53) after %d attempts: out of sync or wrong pins",
+                         p->g->chip, in[2], p->retries);
+}
+
+/* prog:cmd(b1, b2, b3, b4) -> r1, r2, r3, r4 | nil, err: one raw instruction */
+static int l_cmd(lua_State *L)
+{
+    Isp *p = check_isp(L);
+    uint8_t out[4], in[4];
+    int i;
+
+    for (i = 0; i < 4; i++)
+        out[i] = (uint8_t)luaL_checkinteger(L, 2 + i);
+    if (transfer(p, out, in) != 0)
+        return fail(L, p);
+    for (i = 0; i < 4; i++)
+        lua_pushinteger(L, in[i]);
+    return 4;
+}
+
+/* prog:signature() -> 3-byte string | nil, err */
+static int l_signature(lua_State *L)
+{
+    Isp *p = check_connected(L);
+    uint8_t sig[3];
+    int i;
+
+    for (i = 0; i < 3; i++)
+        if (cmd(p, 0x30, 0x00, (uint8_t)i, 0x00, &sig[i]) != 0)
+            return fail(L, p);
+    lua_pushlstring(L, (const char *)sig, 3);
+    return 1;
+}
+
+/* prog:erase() -> true | nil, err: Chip Erase, then wait until done */
+static int l_erase(lua_State *L)
+{
+    Isp *p = check_connected(L);
+
+    if (cmd(p, 0xAC, 0x80, 0x00, 0x00, NULL) != 0 ||
+        wait_ready(p, p->part.t_wd_erase_us, "chip erase") != 0)
+        return fail(L, p);
+    p->ext = -1;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/*
+ * prog:write_page(addr, data) -> true (written) | false (nothing to write)
+ *                              | nil, err
+ * addr: byte address of a flash page; data: up to one page, 0xFF beyond.
+ * A page write can only clear bits, so 0xFF words are never loaded and an
+ * all-0xFF page is not written at all.
+ */
+static int l_write_page(lua_State *L)
+{
+    Isp *p = check_connected(L);
+    lua_Integer addr = luaL_checkinteger(L, 2);
+    size_t len, i;
+    const uint8_t *data = (const uint8_t *)luaL_checklstring(L, 3, &len);
+    uint32_t page = p->part.flash_page, word;
+    int loaded = 0;
+
+    luaL_argcheck(L, addr >= 0 && (uint64_t)addr < p->part.flash_size && addr % page == 0, 2,
+                  "not the start of a flash page");
+    luaL_argcheck(L, len <= page, 3, "more than one page of data");
+    for (i = 0; i < len; i += 2) {
+        uint8_t lo = data[i], hi = i + 1 < len ? data[i + 1] : 0xFF;
+        uint8_t off = (uint8_t)((i / 2) & 0xFF);
+        if (lo == 0xFF && hi == 0xFF)
+            continue;
+        if (cmd(p, 0x40, 0x00, off, lo, NULL) != 0 || cmd(p, 0x48, 0x00, off, hi, NULL) != 0)
+            return fail(L, p);
+        loaded = 1;
+    }
+    if (!loaded) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    word = (uint32_t)addr / 2;
+    if (ext_addr(p, word) != 0 ||
+        cmd(p, 0x4C, (uint8_t)(word >> 8), (uint8_t)word, 0x00, NULL) != 0)
+        return fail(L, p);
+    if (wait_ready(p, p->part.t_wd_flash_us, "flash page write") != 0) {
+        snprintf(p->err + strlen(p->err), sizeof p->err - strlen(p->err), " (page at 0x%05lX)",
+                 (unsigned long)addr);
+        return fail(L, p);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* prog:read_flash(addr, len) -> string | nil, err */
+static int l_read_flash(lua_State *L)
+{
+    Isp *p = check_connected(L);
+    lua_Integer addr = luaL_checkinteger(L, 2), len = luaL_checkinteger(L, 3), i;
+    luaL_Buffer b;
+
+    luaL_argcheck(L, addr >= 0 && len >= 0 && addr + len <= (lua_Integer)p->part.flash_size, 3,
+                  "range outside the flash");
+    luaL_buffinit(L, &b);
+    for (i = addr; i < addr + len; i++) {
+        uint32_t word = (uint32_t)i / 2;
+        uint8_t v;
+        if (ext_addr(p, word) != 0 ||
+            cmd(p, (i & 1) ? 0x28 : 0x20, (uint8_t)(word >> 8), (uint8_t)word, 0x00, &v) != 0)
+            return fail(L, p);
+        luaL_addchar(&b, (char)v);
+    }
+    luaL_pushresult(&b);
+    return 1;
+}
+
+/* prog:read_eeprom(addr, len) -> string | nil, err */
+static int l_read_eeprom(lua_State *L)
+{
+    Isp *p = check_connected(L);
+    lua_Integer addr = luaL_checkinteger(L, 2), len = luaL_checkinteger(L, 3), i;
+    luaL_Buffer b;
+
+    luaL_argcheck(L, addr >= 0 && len >= 0 && addr + len <= (lua_Integer)p->part.eeprom_size, 3,
+                  "range outside the EEPROM");
+    luaL_buffinit(L, &b);
+    for (i = addr; i < addr + len; i++) {
+        uint8_t v;
+        if (cmd(p, 0xA0, (uint8_t)(i >> 8), (uint8_t)i, 0x00, &v) != 0)
+            return fail(L, p);
+        luaL_addchar(&b, (char)v);
+    }
+    luaL_pushresult(&b);
+    return 1;
+}
+
+/*
+ * prog:write_eeprom(addr, data) -> true | nil, err
+ * Page by page (Load EEPROM Page, Write EEPROM Page), each page waited for.
+ */
+static int l_write_eeprom(lua_State *L)
+{
+    Isp *p = check_connected(L);
+    lua_Integer addr = luaL_checkinteger(L, 2);
+    size_t len, i = 0;
+    const uint8_t *data = (const uint8_t *)luaL_checklstring(L, 3, &len);
+    uint32_t pg = p->part.eeprom_page;
+
+    luaL_argcheck(L, addr >= 0 && (uint64_t)addr + len <= p->part.eeprom_size, 3,
+                  "range outside the EEPROM");
+    while (i < len) {
+        uint32_t a = (uint32_t)addr + (uint32_t)i, start = a & ~(pg - 1);
+        for (; i < len && (((uint32_t)addr + (uint32_t)i) & ~(pg - 1)) == start; i++) {
+            uint32_t ai = (uint32_t)addr + (uint32_t)i;
+            if (cmd(p, 0xC1, 0x00, (uint8_t)(ai & (pg - 1)), data[i], NULL) != 0)
+                return fail(L, p);
+        }
+        if (cmd(p, 0xC2, (uint8_t)(start >> 8), (uint8_t)start, 0x00, NULL) != 0 ||
+            wait_ready(p, p->part.t_wd_eeprom_us, "EEPROM page write") != 0)
+            return fail(L, p);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static const char *const fuse_names[] = {"lfuse", "hfuse", "efuse", "lock", NULL};
+static const uint8_t fuse_read[FH_NFUSES][2] = {{0x50, 0x00}, {0x58, 0x08}, {0x50, 0x08}, {0x58, 0x00}};
+static const uint8_t fuse_write[FH_NFUSES] = {0xA0, 0xA8, 0xA4, 0xE0};
+
+static int fuse_arg(lua_State *L, Isp *p, int arg)
+{
+    int f = luaL_checkoption(L, arg, NULL, fuse_names);
+
+    if (f == FH_EFUSE && !p->part.has_efuse)
+        luaL_argerror(L, arg, lua_pushfstring(L, "%s has no extended fuse", p->part.desc));
+    return f;
+}
+
+/* prog:read_fuse(name) -> byte | nil, err; name: lfuse, hfuse, efuse, lock */
+static int l_read_fuse(lua_State *L)
+{
+    Isp *p = check_connected(L);
+    int f = fuse_arg(L, p, 2);
+    uint8_t v;
+
+    if (cmd(p, fuse_read[f][0], fuse_read[f][1], 0x00, 0x00, &v) != 0)
+        return fail(L, p);
+    lua_pushinteger(L, v);
+    return 1;
+}
+
+/*
+ * prog:write_fuse(name, value) -> value read back | nil, err
+ * Only the bits of the part's mask are compared: the lock byte's bits 7:6
+ * do not exist and read 1, so writing 0x0F and reading 0xCF is success.
+ * The lock byte goes on the wire with bits 7:6 set, as the datasheet says.
+ */
+static int l_write_fuse(lua_State *L)
+{
+    Isp *p = check_connected(L);
+    int f = fuse_arg(L, p, 2);
+    lua_Integer value = luaL_checkinteger(L, 3);
+    uint8_t mask = p->part.fuse_mask[f], wire, back;
+
+    luaL_argcheck(L, value >= 0 && value <= 255, 3, "not a byte");
+    wire = f == FH_LOCK ? (uint8_t)(value | 0xC0) : (uint8_t)value;
+    if (cmd(p, 0xAC, fuse_write[f], 0x00, wire, NULL) != 0 ||
+        wait_ready(p, p->part.t_wd_fuse_us, fuse_names[f]) != 0 ||
+        cmd(p, fuse_read[f][0], fuse_read[f][1], 0x00, 0x00, &back) != 0)
+        return fail(L, p);
+    if ((back & mask) != (value & mask))
+        return fh_result_msg(L, "%s: wrote 0x%02X, read back 0x%02X (bits compared: 0x%02X)",
+                             fuse_names[f], (int)value, back, mask);
+    lua_pushinteger(L, back);
+    return 1;
+}
+
+/* prog:release(): RESET deasserted, the MCU runs; lines stay open. */
+static int l_release(lua_State *L)
+{
+    Isp *p = check_isp(L);
+
+    p->connected = 0;
+    if (gset(p, 1u << L_RESET | 1u << L_SCK | 1u << L_MOSI, 1u << L_RESET) != 0)
+        return fail(L, p);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* prog:stats() -> table of counters (for benchmarks and progress) */
+static int l_stats(lua_State *L)
+{
+    Isp *p = (Isp *)luaL_checkudata(L, 1, ISP_MT);
+
+    lua_createtable(L, 0, 9);
+    lua_pushinteger(L, (lua_Integer)p->commands);
+    lua_setfield(L, -2, "commands");
+    lua_pushinteger(L, (lua_Integer)p->bits);
+    lua_setfield(L, -2, "bits");
+    lua_pushinteger(L, (lua_Integer)p->polls);
+    lua_setfield(L, -2, "polls");
+    lua_pushinteger(L, (lua_Integer)p->enable_tries);
+    lua_setfield(L, -2, "enable_tries");
+    lua_pushinteger(L, (lua_Integer)p->sleep_us);
+    lua_setfield(L, -2, "sleep_us");
+    lua_pushinteger(L, (lua_Integer)p->poll_wait_us);
+    lua_setfield(L, -2, "poll_wait_us");
+    if (p->g != NULL) {
+        lua_pushinteger(L, (lua_Integer)p->g->set_calls);
+        lua_setfield(L, -2, "gpio_sets");
+        lua_pushinteger(L, (lua_Integer)p->g->get_calls);
+        lua_setfield(L, -2, "gpio_gets");
+        lua_pushinteger(L, (lua_Integer)p->g->syscalls);
+        lua_setfield(L, -2, "syscalls");
+    }
+    return 1;
+}
+
+static int l_tostring(lua_State *L)
+{
+    Isp *p = (Isp *)luaL_checkudata(L, 1, ISP_MT);
+
+    lua_pushfstring(L, "isp programmer for %s (%s)", p->part.desc,
+                    p->connected ? "connected" : "not connected");
+    return 1;
+}
+
+static const luaL_Reg methods[] = {
+    {"connect", l_connect},
+    {"cmd", l_cmd},
+    {"signature", l_signature},
+    {"erase", l_erase},
+    {"write_page", l_write_page},
+    {"read_flash", l_read_flash},
+    {"read_eeprom", l_read_eeprom},
+    {"write_eeprom", l_write_eeprom},
+    {"read_fuse", l_read_fuse},
+    {"write_fuse", l_write_fuse},
+    {"release", l_release},
+    {"stats", l_stats},
+    {NULL, NULL},
+};
+
+static const luaL_Reg meta[] = {
+    {"__index", NULL},
+    {"__tostring", l_tostring},
+    {NULL, NULL},
+};
+
+static const luaL_Reg funcs[] = {
+    {"new", l_new},
+    {NULL, NULL},
+};
+
+int luaopen_fotahost_isp(lua_State *L);
+
+int luaopen_fotahost_isp(lua_State *L)
+{
+    luaL_newmetatable(L, ISP_MT);
+    luaL_setfuncs(L, meta, 0);
+    luaL_newlibtable(L, methods);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    luaL_newlib(L, funcs);
+    return 1;
+}

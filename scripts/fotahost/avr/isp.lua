@@ -1,0 +1,349 @@
+--- fotahost.avr.isp: programming an AVR over GPIO ISP, job by job.
+--
+--     local isp = require "fotahost.avr.isp"
+--     local s <close> = assert(isp.open{ backend = "sysfs", board = "linkit-smart-7688-duo" })
+--     assert(s:connect())                 -- reset, Programming Enable, signature check
+--     assert(s:erase())
+--     assert(s:write_flash(image))        -- an fotahost.ihex image, or a list of {addr=, data=}
+--     assert(s:verify_flash(image))
+--     assert(s:write_fuse("lock", 0x0F))  -- reads back 0xCF: success
+--
+-- The bit-banging is C (`fotahost.isp`); this file sequences it page by
+-- page, calls the progress function (under pcall: a raising callback stops
+-- the job, releases the lines and re-raises) and, inside a scheduler task,
+-- lets the other tasks run between pages. Closing the session always
+-- releases RESET, so the MCU runs again.
+
+local gpio = require "fotahost.gpio"
+local ispc = require "fotahost.isp"
+local parts = require "fotahost.avr.parts"
+local boards = require "fotahost.avr.boards"
+
+local M = {}
+
+local Session = {}
+Session.__index = Session
+
+local function hex_bytes(s)
+  return (s:gsub(".", function(c) return ("%02X "):format(c:byte()) end):sub(1, -2))
+end
+
+local function lookup(kind, getter, v)
+  if type(v) == "table" then return v end
+  return getter(v)
+end
+
+--- The part of the simulated chip in `dir` (from its fuses.txt), or nil.
+function M.sim_chip_part(dir)
+  local f = io.open(dir .. "/fuses.txt", "r")
+  if not f then return nil end
+  local text = f:read("a")
+  f:close()
+  local id = text:match("part=([%w_]+)")
+  return id and parts.get(id)
+end
+
+--- Opens a programming session; nothing touches the MCU until connect().
+-- opts: backend ("gpiod", "sysfs", "mmio", "sim"), chip (gpiochip, sysfs
+-- chip, or the simulated chip's directory), part (id or table), board
+-- (name or table; gives pins, part and chip when not given), pins {reset,
+-- sck, mosi, miso}, invert {reset = true, ...}, swap (true, false, or
+-- "auto": from the board's revision byte, else by trying both), force
+-- (accept a wrong signature), progress = function(phase, done, total),
+-- half_period_ns, poll, retries, sysfs_root, mem_path, revision_path.
+function M.open(opts)
+  local board, err
+  if opts.board then
+    board, err = lookup("board", boards.get, opts.board)
+    if not board then return nil, err end
+  end
+  local part
+  part, err = lookup("part", parts.get, opts.part or (board and board.part) or "m32u4")
+  if not part then return nil, err end
+  local pins = opts.pins or (board and board.pins)
+  if not pins then return nil, "no pins: give a board or pins = { reset=, sck=, mosi=, miso= }" end
+  for _, k in ipairs({ "reset", "sck", "mosi", "miso" }) do
+    if math.type(pins[k]) ~= "integer" then
+      return nil, ("pins.%s must be a GPIO number"):format(k)
+    end
+  end
+  if not opts.backend then return nil, "no backend (gpiod, sysfs, mmio or sim)" end
+  local self = setmetatable({
+    opts = opts, board = board, part = part, pins = pins,
+    invert = opts.invert or (board and board.invert) or {},
+    chip = opts.chip or (board and board.chip) or "gpiochip0",
+    swap = opts.swap == nil and "auto" or opts.swap,
+    swapped = false,
+  }, Session)
+  if opts.backend == "sim" then
+    -- The simulated chip is what it is: a new one is made of the part asked for.
+    self.sim_part = M.sim_chip_part(self.chip) or part
+    self.revision_path = opts.revision_path or (self.chip .. "/mtd2")
+  else
+    self.revision_path = opts.revision_path
+  end
+  return self
+end
+
+function Session:_open_lines(swapped)
+  local p = self.pins
+  local mosi, miso = p.mosi, p.miso
+  if swapped then mosi, miso = miso, mosi end
+  local inv = self.invert
+  local lines, err = gpio.open{
+    backend = self.opts.backend, chip = self.chip,
+    lines = { p.reset, p.sck, mosi, miso },
+    outputs = { true, true, true, false },
+    invert = { inv.reset, inv.sck, inv.mosi, inv.miso },
+    initial = { 0, 0, 0 },               -- RESET asserted at once: the MCU stops
+    sysfs_root = self.opts.sysfs_root, mem_path = self.opts.mem_path,
+    part = self.sim_part, factory = self.opts.sim_factory or (self.board and self.board.fuses),
+  }
+  if not lines then return nil, err end
+  self.lines = lines
+  self.swapped = swapped
+  self.prog = ispc.new(lines, self.part, {
+    half_period_ns = self.opts.half_period_ns, poll = self.opts.poll, retries = self.opts.retries,
+  })
+  return true
+end
+
+function Session:_close_lines()
+  if self.prog then pcall(self.prog.release, self.prog) end
+  if self.lines then self.lines:close() end
+  self.prog, self.lines = nil, nil
+end
+
+function Session:_open_enable()
+  local en = self.board and self.board.enable
+  if not en or self.enable_lines then return true end
+  local offs, init, outs = {}, {}, {}
+  for i, e in ipairs(en) do offs[i], init[i], outs[i] = e.line, e.level, true end
+  local lines, err = gpio.open{ backend = self.opts.backend, chip = self.chip, lines = offs,
+    outputs = outs, initial = init, sysfs_root = self.opts.sysfs_root, mem_path = self.opts.mem_path,
+    part = self.sim_part }
+  if not lines then return nil, err end
+  self.enable_lines = lines
+  return true
+end
+
+--- Resets the MCU into programming mode and checks its signature.
+-- Returns the signature as "1E 95 87", or nil, err (the lines are released).
+function Session:connect()
+  local ok, err = self:_open_enable()
+  if not ok then return nil, err end
+  local first = false
+  if self.swap == true then
+    first = true
+  elseif self.swap == "auto" and self.board and self.board.revision then
+    local rev = boards.revision(self.board, self.revision_path)
+    if rev and rev < self.board.revision.swap_below then first = true end
+    self.revision = rev
+  end
+  local tries = { first }
+  if self.swap == "auto" then tries[2] = not first end
+  local errs = {}
+  for _, swapped in ipairs(tries) do
+    ok, err = self:_open_lines(swapped)
+    if not ok then self:close() return nil, err end
+    ok, err = self.prog:connect()
+    if ok then break end
+    errs[#errs + 1] = err .. (swapped and " (MOSI/MISO swapped)" or "")
+    self:_close_lines()
+  end
+  if not ok then
+    self:close()
+    return nil, table.concat(errs, "; ")
+  end
+  local sig
+  sig, err = self.prog:signature()
+  if not sig then self:close() return nil, err end
+  local want = string.char(table.unpack(self.part.signature))
+  self.signature = hex_bytes(sig)
+  if sig ~= want then
+    if sig == "\0\0\0" or sig == "\255\255\255" then
+      self:close()
+      return nil, ("signature reads %s: the MCU is not answering properly (wiring, power, or a locked chip)")
+        :format(self.signature)
+    end
+    if not self.opts.force then
+      self:close()
+      return nil, ("signature %s is not %s's (%s): wrong part or wrong chip (force to override)")
+        :format(self.signature, self.part.desc, hex_bytes(want))
+    end
+  end
+  return self.signature
+end
+
+-- Calls the progress function under pcall; a raising one ends the session.
+function Session:_progress(phase, done, total)
+  local fn = self.opts.progress
+  if fn then
+    local ok, err = pcall(fn, phase, done, total)
+    if not ok then
+      self:close()
+      error(err, 0)
+    end
+  end
+  -- Inside a scheduler task, let the others run between pages.
+  local sched = package.loaded["fotahost.sched"]
+  if sched and sched.current() then sched.yield() end
+end
+
+local function check(self, what)
+  if not self.prog then error(("isp: %s: the session is not connected"):format(what), 3) end
+end
+
+--- Chip erase: flash, lock bits (and EEPROM unless EESAVE).
+function Session:erase()
+  check(self, "erase")
+  self:_progress("erase", 0, 1)
+  local ok, err = self.prog:erase()
+  if not ok then return nil, err end
+  self:_progress("erase", 1, 1)
+  return true
+end
+
+local function segments_of(image)
+  if type(image) == "userdata" or (type(image) == "table" and image.segments and not image[1]) then
+    return image:segments()
+  end
+  return image
+end
+
+--- Splits segments into whole flash pages: a sorted list of {addr, data}.
+-- Fails if anything lies outside the part's flash.
+function M.pages(part, image)
+  local size, psize = part.flash_size, part.flash_page
+  local byaddr, order = {}, {}
+  for _, seg in ipairs(segments_of(image)) do
+    local a, d = seg.addr, seg.data
+    if a < 0 or a + #d > size then
+      return nil, ("image data at 0x%X..0x%X is outside %s's flash (0x0..0x%X)")
+        :format(a, a + #d - 1, part.desc, size - 1)
+    end
+    local i = 1
+    while i <= #d do
+      local addr = a + i - 1
+      local page = addr - addr % psize
+      local off = addr - page
+      local n = math.min(psize - off, #d - i + 1)
+      local cur = byaddr[page]
+      if not cur then
+        cur = string.rep("\255", psize)
+        order[#order + 1] = page
+      end
+      byaddr[page] = cur:sub(1, off) .. d:sub(i, i + n - 1) .. cur:sub(off + n + 1)
+      i = i + n
+    end
+  end
+  table.sort(order)
+  local list = {}
+  for k, page in ipairs(order) do list[k] = { addr = page, data = byaddr[page] } end
+  return list
+end
+
+--- Writes the image's pages (after an erase, all-0xFF pages cost nothing).
+-- @return number of pages written | nil, err
+function Session:write_flash(image)
+  check(self, "write_flash")
+  local pages, err = M.pages(self.part, image)
+  if not pages then return nil, err end
+  local written = 0
+  self:_progress("write", 0, #pages)
+  for i, pg in ipairs(pages) do
+    local ok, werr = self.prog:write_page(pg.addr, pg.data)
+    if ok == nil then return nil, werr end
+    if ok then written = written + 1 end
+    self:_progress("write", i, #pages)
+  end
+  return written
+end
+
+--- Reads the image's addresses back and compares.
+-- @return true | nil, "verification error at 0x...: file 0x.., MCU 0x.."
+function Session:verify_flash(image)
+  check(self, "verify_flash")
+  local segs = segments_of(image)
+  local psize = self.part.flash_page
+  local total, done = 0, 0
+  for _, seg in ipairs(segs) do total = total + #seg.data end
+  self:_progress("verify", 0, total)
+  for _, seg in ipairs(segs) do
+    local i = 1
+    while i <= #seg.data do
+      local addr = seg.addr + i - 1
+      local n = math.min(psize - addr % psize, #seg.data - i + 1)
+      local got, err = self.prog:read_flash(addr, n)
+      if not got then return nil, err end
+      local want = seg.data:sub(i, i + n - 1)
+      if got ~= want then
+        for k = 1, n do
+          if got:byte(k) ~= want:byte(k) then
+            return nil, ("verification error at 0x%04X: file 0x%02X, MCU 0x%02X")
+              :format(addr + k - 1, want:byte(k), got:byte(k))
+          end
+        end
+      end
+      i = i + n
+      done = done + n
+      self:_progress("verify", done, total)
+    end
+  end
+  return true
+end
+
+--- Reads `len` bytes of flash from `addr`, page by page.
+function Session:read_flash(addr, len)
+  check(self, "read_flash")
+  local out, done = {}, 0
+  local psize = self.part.flash_page
+  self:_progress("read", 0, len)
+  while done < len do
+    local n = math.min(psize - (addr + done) % psize, len - done)
+    local got, err = self.prog:read_flash(addr + done, n)
+    if not got then return nil, err end
+    out[#out + 1] = got
+    done = done + n
+    self:_progress("read", done, len)
+  end
+  return table.concat(out)
+end
+
+function Session:read_eeprom(addr, len)
+  check(self, "read_eeprom")
+  return self.prog:read_eeprom(addr, len)
+end
+
+function Session:write_eeprom(addr, data)
+  check(self, "write_eeprom")
+  return self.prog:write_eeprom(addr, data)
+end
+
+--- Reads a fuse or the lock byte: "lfuse", "hfuse", "efuse", "lock".
+function Session:read_fuse(name)
+  check(self, "read_fuse")
+  return self.prog:read_fuse(name)
+end
+
+--- Writes a fuse or the lock byte and checks it (the part's meaningful bits).
+function Session:write_fuse(name, value)
+  check(self, "write_fuse")
+  return self.prog:write_fuse(name, value)
+end
+
+--- Counters of the session: ISP commands, SPI bits, GPIO calls, system calls, sleeps.
+function Session:stats()
+  return self.prog and self.prog:stats() or self.last_stats or {}
+end
+
+--- Releases RESET (the MCU runs) and every line. Idempotent.
+function Session:close()
+  if self.prog then self.last_stats = self.prog:stats() end
+  self:_close_lines()
+  if self.enable_lines then self.enable_lines:close() self.enable_lines = nil end
+end
+Session.__close = Session.close
+Session.__gc = Session.close
+
+return M

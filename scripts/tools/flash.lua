@@ -1,0 +1,435 @@
+-- fotahost flash: program an AVR over GPIO ISP, with avrdude's options.
+--
+-- Existing instructions keep working with `avrdude` replaced by
+-- `fotahost flash`, e.g. the LinkIt Smart 7688 Duo's bootloader restore:
+--
+--   fotahost flash -p m32u4 -c linuxgpio -v -e \
+--       -U flash:w:/etc/arduino/Caterina-smart7688.hex -U lock:w:0x0f:m
+--
+-- Safer than avrdude on one point above all: every input file is read and
+-- parsed, and the signature checked, before anything is erased. A bad file
+-- or a wrong chip never leaves the MCU blank.
+
+local isp = require "fotahost.avr.isp"
+local parts = require "fotahost.avr.parts"
+local boards = require "fotahost.avr.boards"
+local conf = require "fotahost.avr.avrdude_conf"
+local ihex = require "fotahost.ihex"
+local sys = require "fotahost.sys"
+
+local PROG = "fotahost flash"
+local SYSTEM_CONF = os.getenv("FOTAHOST_AVRDUDE_CONF") or "/etc/avrdude.conf"
+
+local USAGE = [[
+usage: fotahost flash [options]
+  -p PART          part: m32u4 (atmega32u4), m328p, m2560 (default: the board's)
+  -c PROGRAMMER    linuxgpio (= sysfs, as avrdude names it), sysfs, gpiod, mmio, sim,
+                   or the id of a programmer entry in the configuration
+  -P PORT          gpiochip for gpiod (default gpiochip0); the simulated chip's
+                   directory for sim
+  -C [+]FILE       read programmer entries from FILE instead of /etc/avrdude.conf;
+                   with +, in addition to it
+  --board NAME     pins and part of a board: linkit-smart-7688-duo (default), arduino-yun
+  -e               erase the chip first
+  -D               do not erase before writing flash (avrdude's auto-erase is on otherwise)
+  -U MEM:OP:FILE[:FMT]  MEM: flash, eeprom, lfuse, hfuse, efuse, lock, signature;
+                   OP: r (read to FILE), w (write from FILE), v (verify against FILE);
+                   FMT: i (Intel HEX), r (raw binary), m (immediate: FILE is the value),
+                   h (hex text), a (auto, input only; the default for input)
+  -V               do not verify after writing
+  -F               go on when the signature does not match the part
+  -n               dry run: connect and read, but write and erase nothing
+  -v               more messages;  -q  fewer messages (no progress bars)
+  -h, --help       this help
+]]
+
+local verbose, quiet = 0, 0
+
+local function say(fmt, ...)
+  if quiet < 1 then io.stderr:write(PROG, ": ", fmt:format(...), "\n") end
+end
+
+local function fail(fmt, ...)
+  io.stderr:write(PROG, ": ", fmt:format(...), "\n")
+  os.exit(1)
+end
+
+---------------------------------------------------------------- options
+
+local function parse_args(argv)
+  local o = { ops = {}, board = nil, conf = {} }
+  local i = 1
+  local function value(opt, attached)
+    if attached ~= "" then return attached end
+    i = i + 1
+    local v = argv[i]
+    if v == nil then fail("option %s needs a value\n%s", opt, USAGE) end
+    return v
+  end
+  while i <= #argv do
+    local a = argv[i]
+    if a == "-h" or a == "--help" or a == "-?" then
+      io.stdout:write(USAGE)
+      os.exit(0)
+    elseif a == "--board" then
+      o.board = value(a, "")
+    elseif a:match("^%-%-board=") then
+      o.board = a:sub(9)
+    elseif a:match("^%-[pcPCU]") then
+      local opt, rest = a:sub(1, 2), a:sub(3)
+      local v = value(opt, rest)
+      if opt == "-p" then o.part = v
+      elseif opt == "-c" then o.programmer = v
+      elseif opt == "-P" then o.port = v
+      elseif opt == "-C" then o.conf[#o.conf + 1] = v
+      else o.ops[#o.ops + 1] = v end
+    elseif a:match("^%-[eDVFnvq]+$") then
+      for f in a:sub(2):gmatch(".") do
+        if f == "e" then o.erase = true
+        elseif f == "D" then o.no_auto_erase = true
+        elseif f == "V" then o.no_verify = true
+        elseif f == "F" then o.force = true
+        elseif f == "n" then o.dry_run = true
+        elseif f == "v" then verbose = verbose + 1
+        elseif f == "q" then quiet = quiet + 1 end
+      end
+    else
+      fail("unknown option '%s'\n%s", a, USAGE)
+    end
+    i = i + 1
+  end
+  return o
+end
+
+local MEMS = { flash = true, eeprom = true, lfuse = true, hfuse = true, efuse = true,
+               lock = true, signature = true }
+local FUSES = { lfuse = true, hfuse = true, efuse = true, lock = true }
+local FORMATS = { i = true, r = true, m = true, h = true, a = true }
+
+-- "-U mem:op:file[:fmt]"; a file name may itself contain ':'.
+local function parse_update(spec)
+  local fields = {}
+  for f in (spec .. ":"):gmatch("([^:]*):") do fields[#fields + 1] = f end
+  if #fields < 3 then
+    fail("-U %s: expected memtype:op:filename[:format]", spec)
+  end
+  local u = { mem = fields[1], op = fields[2], spec = spec }
+  if #fields >= 4 and #fields[#fields] == 1 then
+    u.format = fields[#fields]
+    u.file = table.concat(fields, ":", 3, #fields - 1)
+  else
+    u.file = table.concat(fields, ":", 3)
+  end
+  if not MEMS[u.mem] then
+    fail("-U %s: unknown memory type '%s' (flash, eeprom, lfuse, hfuse, efuse, lock, signature)",
+      spec, u.mem)
+  end
+  if u.op ~= "r" and u.op ~= "w" and u.op ~= "v" then
+    fail("-U %s: unknown operation '%s' (r, w or v)", spec, u.op)
+  end
+  if u.format and not FORMATS[u.format] then
+    fail("-U %s: unknown format '%s' (i, r, m, h or a)", spec, u.format)
+  end
+  if u.mem == "signature" and u.op == "w" then fail("-U %s: the signature cannot be written", spec) end
+  if u.file == "" then fail("-U %s: no file name", spec) end
+  if u.op == "r" and (u.format == "m" or u.format == "a") then
+    fail("-U %s: format '%s' cannot be used to write a file", spec, u.format)
+  end
+  return u
+end
+
+---------------------------------------------------------------- input data
+
+local function read_file(path)
+  local f, err = io.open(path, "rb")
+  if not f then fail("%s", err) end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- Numbers in "0x0f", "15", "0x12 0x34" or "0x12,0x34" form.
+local function parse_numbers(text, what)
+  local bytes = {}
+  for tok in text:gmatch("[^%s,]+") do
+    local v = tok:match("^0[xX]%x+$") and tonumber(tok:sub(3), 16)
+      or tok:match("^0[bB][01]+$") and tonumber(tok:sub(3), 2)
+      or tok:match("^%d+$") and tonumber(tok)
+    if not v or v > 255 then fail("%s: '%s' is not a byte value", what, tok) end
+    bytes[#bytes + 1] = string.char(v)
+  end
+  if #bytes == 0 then fail("%s: no value", what) end
+  return table.concat(bytes)
+end
+
+-- Loads the data of a write or verify: an ihex image (for flash and eeprom)
+-- or a byte string (for fuses).
+local function load_input(u, part)
+  local fmt = u.format or "a"
+  local what = ("-U %s"):format(u.spec)
+  local img
+  if fmt == "m" then
+    img = ihex.from_binary(parse_numbers(u.file, what), 0)
+  elseif fmt == "h" then
+    img = ihex.from_binary(parse_numbers(read_file(u.file), u.file), 0)
+  else
+    if fmt == "a" then
+      local f = io.open(u.file, "rb")
+      if not f then fail("%s: cannot open: %s", u.file, select(2, io.open(u.file, "rb"))) end
+      local head = f:read(1) or ""
+      f:close()
+      fmt = head == ":" and "i" or "r"
+    end
+    if fmt == "i" then
+      local err
+      img, err = ihex.load(u.file)
+      if not img then fail("%s", err) end
+    else
+      img = ihex.from_binary(read_file(u.file), 0)
+    end
+  end
+  local lo, hi = img:range()
+  if not lo then fail("%s: no data", u.file) end
+  local size = u.mem == "flash" and part.flash_size or u.mem == "eeprom" and part.eeprom_size or 1
+  if hi >= size then
+    fail("%s: data up to 0x%X does not fit the %s of %s (%d byte%s)", u.file, hi, u.mem,
+      part.desc, size, size == 1 and "" or "s")
+  end
+  return img
+end
+
+---------------------------------------------------------------- output
+
+local function write_output(u, data)
+  local fmt = u.format or (u.file:match("%.hex$") and "i") or "r"
+  local content
+  if fmt == "i" then
+    content = ihex.from_binary(data, 0):to_hex()
+  elseif fmt == "h" then
+    local t = {}
+    for k = 1, #data do t[k] = ("0x%02x"):format(data:byte(k)) end
+    content = table.concat(t, ",") .. "\n"
+  else
+    content = data
+  end
+  if u.file == "-" then
+    io.stdout:write(content)
+    return
+  end
+  local tmp = u.file .. ".tmp"
+  local f, err = io.open(tmp, "wb")
+  if not f then fail("%s", err) end
+  f:write(content)
+  f:close()
+  local ok, rerr = os.rename(tmp, u.file)
+  if not ok then os.remove(tmp) fail("%s", rerr) end
+end
+
+---------------------------------------------------------------- progress
+
+local function progress_bar()
+  if quiet > 0 or not sys.isatty(2) then
+    return nil
+  end
+  local titles = { write = "Writing", verify = "Reading", read = "Reading", erase = "Erasing" }
+  local started = {}
+  return function(phase, done, total)
+    if not started[phase] then started[phase] = sys.now() end
+    local frac = total > 0 and done / total or 1
+    local n = math.floor(frac * 50 + 0.5)
+    io.stderr:write(("\r%-7s | %s%s | %3d%% %0.2f s"):format(titles[phase] or phase,
+      ("#"):rep(n), (" "):rep(50 - n), math.floor(frac * 100 + 0.5), sys.now() - started[phase]))
+    if done >= total then
+      io.stderr:write("\n")
+      started[phase] = nil
+    end
+  end
+end
+
+---------------------------------------------------------------- programmer
+
+local BUILTIN = { linuxgpio = "sysfs", sysfs = "sysfs", gpiod = "gpiod", mmio = "mmio", sim = "sim" }
+
+local function resolve_programmer(o, board)
+  -- The configuration: /etc/avrdude.conf, replaced by -C FILE or extended by -C +FILE.
+  local files = {}
+  local replace = false
+  for _, c in ipairs(o.conf) do
+    if c:sub(1, 1) ~= "+" then replace = true end
+  end
+  if not replace then
+    local f = io.open(SYSTEM_CONF, "r")
+    if f then f:close() files[#files + 1] = SYSTEM_CONF end
+  end
+  for _, c in ipairs(o.conf) do files[#files + 1] = c:sub(1, 1) == "+" and c:sub(2) or c end
+  local entries = {}
+  for _, path in ipairs(files) do
+    local parsed, err = conf.load(path)
+    if not parsed then fail("%s", err) end
+    for id, e in pairs(parsed.programmers) do entries[id] = e end
+  end
+  local e = entries[o.programmer]
+  if e then
+    if e.type ~= "linuxgpio" then
+      fail("programmer '%s' is of type '%s'; fotahost flash drives GPIO lines only (linuxgpio)",
+        o.programmer, tostring(e.type))
+    end
+    for _, role in ipairs({ "reset", "sck", "mosi", "miso" }) do
+      if e.pins[role] == nil then
+        fail("programmer '%s' (line %d) gives no %s pin", o.programmer, e.line, role)
+      end
+    end
+    return "sysfs", e.pins, e.invert, ("'%s' from the configuration"):format(o.programmer)
+  end
+  local backend = BUILTIN[o.programmer]
+  if not backend then
+    local known = {}
+    for id in pairs(entries) do known[#known + 1] = id end
+    table.sort(known)
+    fail("unknown programmer '%s' (linuxgpio, sysfs, gpiod, mmio, sim%s)", o.programmer,
+      #known > 0 and (", or from the configuration: " .. table.concat(known, ", ")) or "")
+  end
+  return backend, board.pins, board.invert or {}, o.programmer
+end
+
+---------------------------------------------------------------- main
+
+local o = parse_args(arg)
+if not o.programmer then fail("no programmer given: use -c (linuxgpio, sysfs, gpiod, mmio or sim)") end
+local board, berr = boards.get(o.board or "linkit-smart-7688-duo")
+if not board then fail("%s", berr) end
+local part, perr = parts.get(o.part or board.part)
+if not part then fail("%s", perr) end
+local backend, pins, invert, pdesc = resolve_programmer(o, board)
+if backend == "sim" and not o.port then
+  fail("the sim programmer needs -P DIR, the directory of the simulated chip")
+end
+
+-- 1. Every -U parsed and every input read before the MCU is touched.
+local updates = {}
+for _, spec in ipairs(o.ops) do
+  local u = parse_update(spec)
+  if u.mem == "efuse" and part.has_efuse == false then fail("%s has no extended fuse", part.desc) end
+  if u.op ~= "r" then
+    u.image = load_input(u, part)
+    if verbose > 0 or u.mem == "flash" then
+      local lo, hi = u.image:range()
+      local nseg = #u.image:segments()
+      say("%s for %s: %d bytes in %d section%s within [0x%04x, 0x%04x]",
+        u.file, u.mem, u.image:size(), nseg, nseg == 1 and "" or "s", lo, hi)
+    end
+  end
+  updates[#updates + 1] = u
+end
+local writes_flash = false
+for _, u in ipairs(updates) do
+  if u.mem == "flash" and u.op == "w" then writes_flash = true end
+end
+local erase = o.erase or (writes_flash and not o.no_auto_erase)
+
+-- 2. Connect and check the signature.
+local t_start = sys.now()
+local session <close>, err = isp.open{
+  backend = backend, chip = o.port or board.chip, part = part, board = board,
+  pins = pins, invert = invert, force = o.force, progress = progress_bar(),
+  -- For tests: a fake /sys/class/gpio tree.
+  sysfs_root = os.getenv("FOTAHOST_SYSFS_ROOT"),
+}
+if not session then fail("%s", err) end
+if verbose > 0 then say("using %s on %s, pins reset=%d sck=%d mosi=%d miso=%d", pdesc, backend,
+  pins.reset, pins.sck, pins.mosi, pins.miso) end
+local sig
+sig, err = session:connect()
+if not sig then fail("%s", err) end
+say("AVR device initialized and ready to accept instructions%s",
+  session.swapped and " (MOSI/MISO swapped: board revision before 3)" or "")
+say("device signature = 0x%s (%s)", sig:gsub(" ", ""):lower(), part.desc)
+
+local function check(ok, e)
+  if ok == nil then fail("%s", e) end
+  return ok
+end
+
+-- 3. Erase, then the operations in the order given.
+if erase then
+  if o.dry_run then
+    say("dry run: the chip would be erased now")
+  else
+    say("erasing chip")
+    check(session:erase())
+  end
+end
+
+for _, u in ipairs(updates) do
+  if u.op == "w" and o.dry_run then
+    say("dry run: %s would be written from %s", u.mem, u.file)
+  elseif u.mem == "flash" and u.op == "w" then
+    local pages = check(session:write_flash(u.image))
+    say("%d bytes of flash written (%d page%s)", u.image:size(), pages, pages == 1 and "" or "s")
+    if not o.no_verify then
+      check(session:verify_flash(u.image))
+      say("%d bytes of flash verified", u.image:size())
+    end
+  elseif (u.mem == "flash" or u.mem == "eeprom") and u.op == "v" then
+    if u.mem == "flash" then
+      check(session:verify_flash(u.image))
+    else
+      for _, seg in ipairs(u.image:segments()) do
+        local got = check(session:read_eeprom(seg.addr, #seg.data))
+        if got ~= seg.data then fail("eeprom verification error in [0x%04x, 0x%04x]", seg.addr,
+          seg.addr + #seg.data - 1) end
+      end
+    end
+    say("%d bytes of %s verified", u.image:size(), u.mem)
+  elseif u.mem == "eeprom" and u.op == "w" then
+    for _, seg in ipairs(u.image:segments()) do
+      check(session:write_eeprom(seg.addr, seg.data))
+      if not o.no_verify then
+        local got = check(session:read_eeprom(seg.addr, #seg.data))
+        if got ~= seg.data then fail("eeprom verification error in [0x%04x, 0x%04x]", seg.addr,
+          seg.addr + #seg.data - 1) end
+      end
+    end
+    say("%d bytes of eeprom written", u.image:size())
+  elseif FUSES[u.mem] and u.op == "w" then
+    local value = u.image:bytes(0, 0):byte()
+    local back = check(session:write_fuse(u.mem, value))
+    say("1 byte of %s written (0x%02x%s)", u.mem, value,
+      back ~= value and (", reads 0x%02x: the other bits do not exist"):format(back) or "")
+  elseif FUSES[u.mem] and u.op == "v" then
+    local value = u.image:bytes(0, 0):byte()
+    local got = check(session:read_fuse(u.mem))
+    local mask = part.fuse_mask[u.mem]
+    if (got & mask) ~= (value & mask) then
+      fail("%s verification error: file 0x%02x, MCU 0x%02x (bits compared: 0x%02x)", u.mem, value, got, mask)
+    end
+    say("1 byte of %s verified", u.mem)
+  elseif u.op == "r" then
+    local data
+    if u.mem == "flash" then
+      data = check(session:read_flash(0, part.flash_size))
+      local trimmed = data:gsub("\255+$", "")
+      if #trimmed < #data then
+        if verbose > 0 then say("cutting off %d trailing 0xff bytes", #data - #trimmed) end
+        data = trimmed
+      end
+    elseif u.mem == "eeprom" then
+      data = check(session:read_eeprom(0, part.eeprom_size))
+    elseif u.mem == "signature" then
+      data = sig:gsub("%x%x ?", function(h) return string.char(tonumber(h:sub(1, 2), 16)) end)
+    else
+      data = string.char(check(session:read_fuse(u.mem)))
+    end
+    write_output(u, data)
+    say("%d byte%s of %s read to %s", #data, #data == 1 and "" or "s", u.mem, u.file)
+  end
+end
+
+if verbose > 0 then
+  local s = session:stats()
+  say("%d ISP commands, %d SPI bits, %d GPIO operations, %d system calls, %.1f ms fixed sleeps, %.2f s",
+    s.commands or 0, s.bits or 0, (s.gpio_sets or 0) + (s.gpio_gets or 0), s.syscalls or 0,
+    (s.sleep_us or 0) / 1000, sys.now() - t_start)
+end
+session:close()
+say("done.")

@@ -1,0 +1,167 @@
+-- GPIO backends, each on something that stands in for the hardware:
+-- sysfs on a fake /sys/class/gpio tree, mmio on a regular file mapped in
+-- place of /dev/mem, gpiod on this machine (which has no GPIO chip).
+local gpio = require "fotahost.gpio"
+local h = require "helper"
+
+local function sh(cmd) assert(os.execute(cmd), cmd) end
+
+describe("fotahost.gpio", function()
+  local dir
+  before_each(function() dir = h.tmpdir() end)
+  after_each(function() h.rmdir(dir) end)
+
+  local ISP = { lines = { 3, 15, 16, 17 }, outputs = { true, true, true, false } }
+
+  local function with(t)
+    local o = { lines = ISP.lines, outputs = ISP.outputs }
+    for k, v in pairs(t) do o[k] = v end
+    return o
+  end
+
+  describe("sysfs", function()
+    -- A tree with gpio<N>/{direction,value} already there (as after an
+    -- earlier export) and an optional chip with a base.
+    local function fake_tree(base, nums)
+      sh(("mkdir -p %s && touch %s/export %s/unexport"):format(h.q(dir), h.q(dir), h.q(dir)))
+      if base then
+        sh(("mkdir -p %s/gpiochip%d && echo %d > %s/gpiochip%d/base"):format(h.q(dir), base, base, h.q(dir), base))
+      end
+      for _, n in ipairs(nums) do
+        sh(("mkdir -p %s/gpio%d && echo in > %s/gpio%d/direction && echo 0 > %s/gpio%d/value")
+          :format(h.q(dir), n, h.q(dir), n, h.q(dir), n))
+      end
+    end
+    local function attr(n, name) return (h.read(("%s/gpio%d/%s"):format(dir, n, name)) or ""):gsub("\n", "") end
+
+    it("adds the chip base, sets direction and level in one write, and releases to input", function()
+      fake_tree(512, { 515, 527, 528, 529 })
+      local lines = assert(gpio.open(with{ backend = "sysfs", chip = "gpiochip0", sysfs_root = dir,
+        initial = { 0, 0, 1 } }))
+      assert.are.equal("low", attr(515, "direction"))   -- RESET asserted at once, no glitch
+      assert.are.equal("high", attr(528, "direction"))
+      assert.are.equal("in", attr(529, "direction"))
+      assert(lines:set(2, 1))
+      assert.are.equal("1", attr(527, "value"))
+      h.write(dir .. "/gpio529/value", "1\n")
+      assert.are.equal(1, lines:get(4))
+      local st = lines:stats()
+      assert.are.same({ set_calls = 1, get_calls = 1 }, { set_calls = st.set_calls, get_calls = st.get_calls })
+      lines:close()
+      for _, n in ipairs({ 515, 527, 528, 529 }) do assert.are.equal("in", attr(n, "direction")) end
+      assert.matches("closed", tostring(lines))
+      assert.has_error(function() lines:set(1, 0) end, "attempt to use closed GPIO lines")
+    end)
+
+    it("uses the numbers as given when the tree shows no chip", function()
+      fake_tree(nil, { 3, 15, 16, 17 })
+      local lines = assert(gpio.open(with{ backend = "sysfs", chip = "gpiochip0", sysfs_root = dir }))
+      assert.are.equal("low", attr(3, "direction"))
+      lines:close()
+    end)
+
+    it("exports, retries until udev has made the files, and unexports what it exported", function()
+      fake_tree(nil, { 15, 16, 17 })
+      -- gpio3 appears 50 ms after the export, as udev would make it
+      sh(("(sleep 0.05; mkdir -p %s/gpio3; echo in > %s/gpio3/direction; echo 1 > %s/gpio3/value) &")
+        :format(h.q(dir), h.q(dir), h.q(dir)))
+      local lines = assert(gpio.open(with{ backend = "sysfs", chip = "x", sysfs_root = dir }))
+      assert.are.equal("3", (h.read(dir .. "/export"):gsub("%s", "")))
+      assert.are.equal("low", attr(3, "direction"))
+      lines:close()
+      assert.are.equal("3", (h.read(dir .. "/unexport"):gsub("%s", "")))
+    end)
+
+    it("names the file and the cause when a line cannot be opened", function()
+      fake_tree(nil, {})
+      os.remove(dir .. "/export")
+      local lines, err = gpio.open(with{ backend = "sysfs", chip = "x", sysfs_root = dir })
+      assert.is_nil(lines)
+      assert.are.equal(dir .. "/export: export of GPIO 3 failed: No such file or directory", err)
+    end)
+
+    it("counts one system call per changed line written and one per read", function()
+      fake_tree(nil, { 3, 15, 16, 17 })
+      local lines = assert(gpio.open(with{ backend = "sysfs", chip = "x", sysfs_root = dir }))
+      local before = lines:stats().syscalls
+      lines:set(2, 1)   -- 1 pwrite
+      lines:set(2, 1)   -- unchanged: nothing
+      lines:get(4)      -- 1 pread
+      assert.are.equal(2, lines:stats().syscalls - before)
+      lines:close()
+    end)
+  end)
+
+  describe("mmio", function()
+    local MEM_SIZE = 0x10001000
+    local function reg(path, off)
+      local f = assert(io.open(path, "rb"))
+      f:seek("set", 0x10000000 + off)
+      local v = string.unpack("<I4", f:read(4))
+      f:close()
+      return v
+    end
+    local function poke(path, off, v)
+      local f = assert(io.open(path, "r+b"))
+      f:seek("set", 0x10000000 + off)
+      f:write(string.pack("<I4", v))
+      f:close()
+    end
+
+    it("switches the SPI-slave pins to GPIO, drives DSET/DCLR, reads DATA, and restores", function()
+      local mem = dir .. "/mem"
+      sh(("truncate -s %d %s"):format(MEM_SIZE, h.q(mem)))   -- sparse: costs no disk
+      poke(mem, 0x060, 0x00000000)                           -- spi_s in SPI-slave mode
+      local lines = assert(gpio.open(with{ backend = "mmio", chip = "mt7688", mem_path = mem,
+        initial = { 0, 0, 1 } }))
+      assert.are.equal(0x4, reg(mem, 0x060) & 0xC)           -- GPIO1_MODE bits 3:2 = 01
+      assert.are.equal((1 << 3) | (1 << 15) | (1 << 16), reg(mem, 0x600)) -- outputs
+      assert.are.equal(1 << 16, reg(mem, 0x630))             -- MOSI set high at open
+      assert(lines:set(2, 1))
+      assert.are.equal(1 << 15, reg(mem, 0x630))             -- SCK high: one DSET store
+      assert(lines:set(3, 0))
+      assert.are.equal(1 << 16, reg(mem, 0x640))             -- MOSI low: one DCLR store
+      poke(mem, 0x620, 1 << 17)
+      assert.are.equal(1, lines:get(4))
+      poke(mem, 0x620, 0)
+      assert.are.equal(0, lines:get(4))
+      assert.are.equal(0, lines:stats().syscalls)
+      lines:close()
+      assert.are.equal(0, reg(mem, 0x600))                   -- all inputs again
+      assert.are.equal(0, reg(mem, 0x060))                   -- pinmux restored
+    end)
+
+    it("refuses lines the MT7688 does not have, and names /dev/mem problems", function()
+      local mem = dir .. "/mem"
+      sh(("truncate -s %d %s"):format(MEM_SIZE, h.q(mem)))
+      local lines, err = gpio.open{ backend = "mmio", chip = "x", mem_path = mem, lines = { 96 },
+        outputs = { true } }
+      assert.is_nil(lines)
+      assert.are.equal("mmio: GPIO 96 does not exist on the MT7688 (0..95)", err)
+      lines, err = gpio.open(with{ backend = "mmio", chip = "x", mem_path = dir .. "/nomem" })
+      assert.is_nil(lines)
+      assert.are.equal(dir .. "/nomem: No such file or directory", err)
+    end)
+  end)
+
+  describe("gpiod", function()
+    it("names the chip and the cause when it cannot be opened", function()
+      local lines, err = gpio.open(with{ backend = "gpiod", chip = "gpiochip-none" })
+      assert.is_nil(lines)
+      assert.matches("^gpiochip%-none: ", err)
+    end)
+  end)
+
+  it("rejects bad arguments with errors that say what is wrong", function()
+    assert.has_error(function() gpio.open{ chip = "x", lines = { 1 } } end,
+      "gpio.open: 'backend' is required (gpiod, sysfs, mmio or sim)")
+    assert.has_error(function() gpio.open{ backend = "usb", chip = "x", lines = { 1 } } end,
+      "gpio.open: unknown backend 'usb' (gpiod, sysfs, mmio or sim)")
+    assert.has_error(function() gpio.open{ backend = "sysfs", chip = "x", lines = { -1 } } end,
+      "gpio.open: lines[1] is not a line number")
+    local lines, err = gpio.open{ backend = "sysfs", chip = "x", lines = { 4, 4 }, outputs = {} }
+    assert.is_nil(lines)
+    assert.are.equal("x: line 4 is given twice", err)
+    assert.are.same({ "gpiod", "sysfs", "mmio", "sim" }, gpio.backends())
+  end)
+end)

@@ -1,0 +1,198 @@
+-- The ISP programmer on the simulated chip: every part, the faults, a wrong
+-- chip, swapped pins, and what a failure leaves behind.
+local isp = require "fotahost.avr.isp"
+local parts = require "fotahost.avr.parts"
+local ihex = require "fotahost.ihex"
+local h = require "helper"
+
+local function pattern(n, seed)
+  local t = {}
+  for i = 1, n do t[i] = string.char((i * seed + (i >> 7)) % 256) end
+  return table.concat(t)
+end
+
+local function flash_bin(dir) return h.read(dir .. "/flash.bin") end
+
+describe("ISP programming on the simulated chip", function()
+  local dir
+  before_each(function() dir = h.tmpdir() end)
+  after_each(function() h.rmdir(dir) end)
+
+  local function session(opts)
+    opts = opts or {}
+    opts.backend = "sim"
+    opts.chip = opts.chip or dir
+    if not opts.pins then opts.board = opts.board or "linkit-smart-7688-duo" end
+    return assert(isp.open(opts))
+  end
+
+  it("writes, verifies, reads back, and sets fuses, lock and EEPROM on an m32u4", function()
+    local s <close> = session()
+    assert.are.equal("1E 95 87", s:connect())
+    assert(s:erase())
+    local boot = pattern(4086, 13)
+    local img = ihex.from_binary(boot, 0x7000)
+    assert.are.equal(32, s:write_flash(img))
+    assert(s:verify_flash(img))
+    assert.are.equal(boot, s:read_flash(0x7000, #boot))
+    assert.are.equal(("\255"):rep(16), s:read_flash(0, 16))
+    assert.are.equal(0xD9, s:write_fuse("hfuse", 0xD9))
+    assert.are.equal(0xCF, s:write_fuse("lock", 0x0F))   -- bits 7:6 read 1: success
+    assert(s:write_eeprom(10, "hello"))
+    assert.are.equal("hello", s:read_eeprom(10, 5))
+    local st = s:stats()
+    assert.is_true(st.commands > 8000 and st.bits == st.commands * 32)
+    assert.are.equal(20000, st.sleep_us)                  -- only the datasheet's 20 ms
+    s:close()
+    local fb = flash_bin(dir)
+    assert.are.equal(32768, #fb)
+    assert.are.equal(("\255"):rep(0x7000) .. boot .. ("\255"):rep(32768 - 0x7000 - #boot), fb)
+    assert.matches("lock=0xCF", h.read(dir .. "/fuses.txt"))
+    assert.matches("hfuse=0xD9", h.read(dir .. "/fuses.txt"))
+  end)
+
+  it("skips all-0xFF pages and 0xFF words after an erase", function()
+    local s <close> = session()
+    s:connect()
+    s:erase()
+    local data = ("\255"):rep(128) .. "\1\2" .. ("\255"):rep(126)
+    assert.are.equal(1, s:write_flash(ihex.from_binary(data, 0)))
+    assert.are.equal("\1\2\255", s:read_flash(128, 3))
+  end)
+
+  it("programs an m328p and an m2560 beyond 128 KiB (Load Extended Address)", function()
+    for _, case in ipairs({ { "m328p", "1E 95 0F", 0x7E00 }, { "m2560", "1E 98 01", 0x3FE00 } }) do
+      local sub = dir .. "/" .. case[1]
+      os.execute("mkdir " .. h.q(sub))
+      local s <close> = session{ chip = sub, part = case[1],
+        pins = { reset = 3, sck = 15, mosi = 16, miso = 17 } }
+      assert.are.equal(case[2], s:connect())
+      s:erase()
+      local data = pattern(512, 7)
+      local img = ihex.from_binary(data, case[3])
+      assert(s:write_flash(img))
+      assert(s:verify_flash(img))
+      s:close()
+      assert.are.equal(data, flash_bin(sub):sub(case[3] + 1, case[3] + 512))
+    end
+  end)
+
+  it("refuses an image that does not fit the flash, before touching the MCU", function()
+    local s <close> = session()
+    local pages, err = isp.pages(parts.m32u4, ihex.from_binary("abc", 0x7FFE))
+    assert.is_nil(pages)
+    assert.are.equal("image data at 0x7FFE..0x8000 is outside ATmega32U4's flash (0x0..0x7FFF)", err)
+    assert.truthy(s)
+  end)
+
+  it("refuses a chip with another signature, leaving its flash as it was", function()
+    local s0 <close> = session{ part = "m328p", pins = { reset = 3, sck = 15, mosi = 16, miso = 17 } }
+    s0:connect()
+    s0:erase()
+    s0:write_flash(ihex.from_binary("old firmware", 0))
+    s0:close()
+    local before = flash_bin(dir)
+    local s <close> = session{ part = "m32u4" }
+    local ok, err = s:connect()
+    assert.is_nil(ok)
+    assert.are.equal("signature 1E 95 0F is not ATmega32U4's (1E 95 87): wrong part or wrong chip (force to override)", err)
+    assert.are.equal(before, flash_bin(dir))
+    -- force: accepted
+    local f <close> = session{ part = "m32u4", force = true }
+    assert.are.equal("1E 95 0F", f:connect())
+  end)
+
+  it("finds swapped MOSI/MISO from the board revision byte", function()
+    local rev = string.rep("\0", 1043) .. "\2"          -- revision 2: swapped on the board
+    h.write(dir .. "/mtd2", rev)
+    local s <close> = session()
+    assert.are.equal("1E 95 87", s:connect())
+    assert.is_true(s.swapped)
+    assert.are.equal(2, s.revision)
+    assert.are.equal(1, s:stats().enable_tries)          -- right the first time
+  end)
+
+  it("finds swapped MOSI/MISO by trying when the revision is unknown", function()
+    h.write(dir .. "/mtd2", string.rep("\0", 1043) .. "\2")
+    local s <close> = session{ revision_path = dir .. "/no-such-file" }
+    assert.are.equal("1E 95 87", s:connect())
+    assert.is_true(s.swapped)
+  end)
+
+  describe("faults, each failing before the erase with the MCU untouched", function()
+    local function with_fault(fault)
+      local s0 <close> = session()
+      s0:connect()
+      s0:erase()
+      s0:write_flash(ihex.from_binary("firmware v1", 0))
+      s0:close()
+      h.write(dir .. "/faults", fault .. "\n")
+      local before = flash_bin(dir)
+      local s <close> = session()
+      local ok, err = s:connect()
+      s:close()
+      assert.are.equal(before, flash_bin(dir))
+      return ok, err
+    end
+
+    it("a chip that does not answer", function()
+      local ok, err = with_fault("silent")
+      assert.is_nil(ok)
+      assert.matches(": no answer from the MCU %(MISO stays 1%) after 4 attempts: check the wiring", err)
+    end)
+
+    it("MISO stuck low", function()
+      local ok, err = with_fault("miso_stuck 0")
+      assert.is_nil(ok)
+      assert.matches("no answer from the MCU %(MISO stays 0%)", err)
+    end)
+
+    it("a bit error in the signature", function()
+      -- bits 0-31: Programming Enable; 32-127: the signature; bit 120 is in its last byte
+      local ok, err = with_fault("bit_error 120")
+      assert.is_nil(ok)
+      assert.matches("^signature 1E 95 %x%x is not ATmega32U4's", err)
+    end)
+  end)
+
+  it("rides out a slow chip by polling RDY/BSY, with no fixed delays", function()
+    h.write(dir .. "/faults", "slow_write 3\n")
+    local s <close> = session()
+    s:connect()
+    s:erase()
+    local img = ihex.from_binary(pattern(1024, 3), 0)
+    assert(s:write_flash(img))
+    assert(s:verify_flash(img))
+    assert.are.equal(20000, s:stats().sleep_us)
+  end)
+
+  it("stops cleanly when the progress callback raises, releasing RESET", function()
+    local calls = 0
+    local s = session{ progress = function(phase, done)
+      calls = calls + 1
+      if phase == "write" and done == 3 then error("user abort") end
+    end }
+    s:connect()
+    s:erase()
+    assert.has_error(function() s:write_flash(ihex.from_binary(pattern(2048, 5), 0)) end, "user abort")
+    assert.is_nil(s.lines)                               -- released
+    -- the chip runs again: a new session connects normally
+    local s2 <close> = session()
+    assert.are.equal("1E 95 87", s2:connect())
+    assert.is_true(calls >= 4)
+  end)
+
+  it("lets other scheduler tasks run between pages", function()
+    local sched = require "fotahost.sched"
+    local ticks = 0
+    sched.run(function()
+      local ticker = sched.every(0.005, function() ticks = ticks + 1 end)
+      local s <close> = session()
+      s:connect()
+      s:erase()
+      assert(s:write_flash(ihex.from_binary(pattern(8192, 9), 0)))
+      sched.cancel(ticker)
+    end)
+    assert.is_true(ticks >= 10, "ticks: " .. ticks)
+  end)
+end)
