@@ -58,7 +58,7 @@ CJSON_LIBS   := -Wl,-Bstatic -l$(CJSON_PC) -Wl,-Bdynamic
 
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?= -O2 -g
-ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(LUA_CFLAGS) -Ihost -I$(BUILD) \
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(LUA_CFLAGS) -Ihost -Iplugins -I$(BUILD) \
              -DFOTAHOST_VERSION='"$(VERSION)"' \
              -DFOTAHOST_DATADIR='"$(DATADIR)"' -DFOTAHOST_LIBDIR='"$(LIBDIR)"' \
              -DFOTAHOST_SYSCONFDIR='"$(SYSCONFDIR)"'
@@ -86,9 +86,15 @@ UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 GPIOD_LIBS  := $(shell $(PKG_CONFIG) --libs libgpiod)
 EXTRA_LIBS  := $(GPIOD_LIBS)
 
-.PHONY: all test check-asan bench demo install uninstall clean example-plugin FORCE
+.PHONY: all test check-asan bench demo install uninstall clean example-plugin fuzz FORCE
 
-all: fotahost $(PLUGIN_SO)
+# ./fotahost links to the default build only; other builds (build-asan,
+# a packager's BUILD=...) never move it.
+ifeq ($(BUILD),build)
+TOP_LINK := fotahost
+endif
+
+all: $(BUILD)/fotahost $(PLUGIN_SO) $(TOP_LINK)
 
 fotahost: $(BUILD)/fotahost
 	ln -sf $(BUILD)/fotahost $@
@@ -96,7 +102,8 @@ fotahost: $(BUILD)/fotahost
 $(BUILD)/fotahost: $(HOST_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $(HOST_OBJ) $(CJSON_LIBS) $(LUA_LIBS) $(EXTRA_LIBS) $(ALL_LDFLAGS)
 
-$(BUILD)/builtins.h: $(BUILD)/config.flags
+# Rewritten only when the list of modules changes (a new plugins/NAME.c).
+$(BUILD)/builtins.h: FORCE
 	@mkdir -p $(BUILD)
 	@for f in $(BUILTIN_SRC); do n=$$(basename $$f .c); \
 	    echo "FH_BUILTIN(\"fotahost.$$n\", luaopen_fotahost_$$n)"; done > $@.tmp
@@ -128,7 +135,7 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(filter-out $(BUILD)/host/ma
 	    $(filter-out $(BUILD)/host/main.o,$(HOST_OBJ)) $(CJSON_LIBS) $(LUA_LIBS) $(EXTRA_LIBS) $(ALL_LDFLAGS)
 
 # The example plugin builds with its own Makefile, as a deployment would.
-example-plugin: fotahost
+example-plugin: $(BUILD)/fotahost
 	$(MAKE) -C examples/plugin O=$(abspath $(BUILD))/plugins CC="$(CC)" \
 	    CFLAGS="$(CFLAGS)" LDFLAGS="$(LDFLAGS)" PKG_CONFIG="$(PKG_CONFIG)"
 
@@ -166,4 +173,29 @@ uninstall:
 	rm -rf $(DESTDIR)$(DATADIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(INCLUDEDIR)
 
 clean:
-	rm -rf build build-asan fotahost
+	rm -rf build build-asan build-fuzz fotahost
+
+# libFuzzer on the Intel HEX core (plugins/ihex/ihex.c, nothing else): clang
+# with ASan+UBSan (Debian: clang, libclang-rt-14-dev). It runs FUZZ_SECONDS
+# on a scratch copy of the seed corpus, so the inputs it finds stay out of
+# the checkout; a crash, a sanitizer report or a failed round trip (the
+# target abort()s) fails the target, leaving the input in build-fuzz/.
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang
+FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE $(WARN) -g -O1 -fno-omit-frame-pointer \
+                -fno-sanitize-recover=undefined
+
+build-fuzz/ihex.o: plugins/ihex/ihex.c plugins/ihex/ihex.h
+	@mkdir -p build-fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c -o $@ plugins/ihex/ihex.c
+
+build-fuzz/fuzz_ihex: tests/fuzz/fuzz_ihex.c build-fuzz/ihex.o plugins/ihex/ihex.h
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ \
+	    tests/fuzz/fuzz_ihex.c build-fuzz/ihex.o
+
+fuzz: build-fuzz/fuzz_ihex
+	rm -rf build-fuzz/corpus_ihex
+	mkdir -p build-fuzz/corpus_ihex
+	cp tests/fuzz/corpus_ihex/* build-fuzz/corpus_ihex/
+	build-fuzz/fuzz_ihex -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    -artifact_prefix=build-fuzz/ build-fuzz/corpus_ihex

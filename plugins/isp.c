@@ -19,6 +19,8 @@
  * control back between pages.
  */
 #include <errno.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
 #include <string.h>
 #include <time.h>
 
@@ -34,7 +36,7 @@
 #define ENABLE_WAIT_US 20000   /* datasheet: >= 20 ms after RESET before Programming Enable */
 #define RESET_PULSE_NS 2000    /* >= 2 CPU clocks; generous for slow parts */
 #define POLL_LIMIT_FACTOR 10   /* give up after 10x the datasheet write time */
-#define POLL_INTERVAL_NS 250000L /* between two RDY/BSY polls that said busy */
+#define POLL_INTERVAL_NS 100000L /* between two RDY/BSY polls that said busy */
 
 typedef struct {
     fh_gpio *g;                 /* owned by the lines userdata (uservalue 1) */
@@ -46,6 +48,9 @@ typedef struct {
     int retries;
     int ext;                    /* last Load Extended Address byte, -1 = none */
     unsigned long commands, bits, polls, enable_tries;
+    uint8_t *trace;             /* every instruction sent, when tracing */
+    size_t trace_len, trace_cap;
+    int tracing;
     unsigned long long sleep_us; /* fixed sleeps */
     unsigned long long poll_wait_us; /* pauses between busy polls */
     char err[FH_GPIO_ERRLEN + 64];
@@ -61,7 +66,12 @@ static long long ns_since(const struct timespec *t)
     return (long long)(now.tv_sec - t->tv_sec) * 1000000000LL + (now.tv_nsec - t->tv_nsec);
 }
 
-/* Busy-waits until at least half_ns have passed since the last SCK edge. */
+/*
+ * Busy-waits until half_ns have passed since the end of the operation that
+ * made the last SCK edge. Timing from the end, not the start, of each
+ * operation keeps every half-period legal whatever happens in between (a
+ * preempted edge only lengthens the next half-period, never shortens it).
+ */
 static void pace(Isp *p)
 {
     if (p->half_ns > 0)
@@ -71,7 +81,8 @@ static void pace(Isp *p)
 
 static void mark_edge(Isp *p)
 {
-    clock_gettime(CLOCK_MONOTONIC, &p->last_edge);
+    if (p->half_ns > 0)
+        clock_gettime(CLOCK_MONOTONIC, &p->last_edge);
 }
 
 /* A fixed sleep, counted: only where the datasheet demands one. */
@@ -93,7 +104,10 @@ static int gset(Isp *p, uint32_t mask, uint32_t values)
 
 /*
  * Shifts one 4-byte instruction out on MOSI and the answer in from MISO,
- * MSB first. SCK is low on entry and on return.
+ * MSB first. Three GPIO operations per bit and not one more: the SCK
+ * falling edge that ends an instruction is left to the next one, where it
+ * goes out together with that instruction's first MOSI bit. So SCK may be
+ * high on entry and is high on return (connect and release set it low).
  */
 static int transfer(Isp *p, const uint8_t out[4], uint8_t in[4])
 {
@@ -101,8 +115,10 @@ static int transfer(Isp *p, const uint8_t out[4], uint8_t in[4])
     uint32_t r = 0;
     int bit, v;
 
-    if (gset(p, 1u << L_MOSI, (word >> 31) << L_MOSI) != 0)
+    pace(p);
+    if (gset(p, 1u << L_SCK | 1u << L_MOSI, (word >> 31) << L_MOSI) != 0)
         return -1;
+    mark_edge(p);
     for (bit = 31; bit >= 0; bit--) {
         pace(p);
         if (gset(p, 1u << L_SCK, 1u << L_SCK) != 0)
@@ -111,18 +127,30 @@ static int transfer(Isp *p, const uint8_t out[4], uint8_t in[4])
         if (fh_gpio_get(p->g, L_MISO, &v, p->err, sizeof p->err) != 0)
             return -1;
         r = r << 1 | (uint32_t)v;
-        pace(p);
-        /* SCK falls; the next bit goes out on MOSI in the same operation. */
         if (bit > 0) {
+            /* SCK falls; the next bit goes out on MOSI in the same operation. */
+            pace(p);
             if (gset(p, 1u << L_SCK | 1u << L_MOSI, ((word >> (bit - 1)) & 1) << L_MOSI) != 0)
                 return -1;
-        } else if (gset(p, 1u << L_SCK, 0) != 0) {
-            return -1;
+            mark_edge(p);
         }
-        mark_edge(p);
     }
     p->bits += 32;
     p->commands++;
+    if (p->tracing) {
+        if (p->trace_len + 4 > p->trace_cap) {
+            size_t cap = p->trace_cap ? p->trace_cap * 2 : 4096;
+            uint8_t *t = realloc(p->trace, cap);
+            if (t == NULL) {
+                snprintf(p->err, sizeof p->err, "isp: out of memory for the trace");
+                return -1;
+            }
+            p->trace = t;
+            p->trace_cap = cap;
+        }
+        memcpy(p->trace + p->trace_len, out, 4);
+        p->trace_len += 4;
+    }
     in[0] = (uint8_t)(r >> 24);
     in[1] = (uint8_t)(r >> 16);
     in[2] = (uint8_t)(r >> 8);
@@ -154,22 +182,27 @@ static int wait_ready(Isp *p, uint32_t t_wd_us, const char *what)
     }
     clock_gettime(CLOCK_MONOTONIC, &start);
     for (;;) {
+        /* The deadline is checked before the poll, so the last poll is
+         * always made after it: a process descheduled past the deadline
+         * asks once more instead of blaming the MCU. */
+        int late = ns_since(&start) > limit;
+
         p->polls++;
         if (cmd(p, 0xF0, 0x00, 0x00, 0x00, &r) != 0)
             return -1;
         if (!(r & 1))
             return 0;
+        if (late) {
+            snprintf(p->err, sizeof p->err, "%s: the MCU still reports busy after %lld ms",
+                     what, ns_since(&start) / 1000000);
+            return -1;
+        }
         /* Still busy: ask again a little later rather than flooding the
          * lines (a poll is 32 SCK cycles, ~100 system calls on sysfs). */
         {
             struct timespec ts = {0, POLL_INTERVAL_NS};
             nanosleep(&ts, NULL);
             p->poll_wait_us += POLL_INTERVAL_NS / 1000;
-        }
-        if (ns_since(&start) > limit) {
-            snprintf(p->err, sizeof p->err, "%s: the MCU still reports busy after %lld ms",
-                     what, limit / 1000000);
-            return -1;
         }
     }
 }
@@ -243,12 +276,17 @@ static int l_new(lua_State *L)
             p->poll = lua_toboolean(L, -1);
         lua_getfield(L, 3, "retries");
         p->retries = (int)luaL_optinteger(L, -1, 4);
-        lua_pop(L, 3);
+        lua_getfield(L, 3, "trace");
+        p->tracing = lua_toboolean(L, -1);
+        lua_pop(L, 4);
         luaL_argcheck(L, p->half_ns >= 0 && p->retries >= 1 && p->retries <= 100, 3,
                       "half_period_ns >= 0 and retries 1..100");
     }
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1); /* keep the lines alive as long as we are */
+    /* The pauses between RDY/BSY polls are short; the kernel's default
+     * 50 us timer slack would double them. */
+    prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
     mark_edge(p);
     return 1;
 }
@@ -511,6 +549,46 @@ static int l_write_fuse(lua_State *L)
     return 1;
 }
 
+/* prog:trace() -> string of every instruction sent (4 bytes each), when
+ * created with opts.trace. For benchmarks: replay it on another backend. */
+static int l_trace(lua_State *L)
+{
+    Isp *p = (Isp *)luaL_checkudata(L, 1, ISP_MT);
+
+    lua_pushlstring(L, (const char *)p->trace, p->trace_len);
+    return 1;
+}
+
+/*
+ * prog:replay(trace) -> true | nil, err: sends the instructions of a trace
+ * as they are, answers ignored, with the same bit-level code as a session.
+ * It measures what a backend costs for exactly the traffic of a real job.
+ */
+static int l_replay(lua_State *L)
+{
+    Isp *p = check_isp(L);
+    size_t len, i;
+    const uint8_t *t = (const uint8_t *)luaL_checklstring(L, 2, &len);
+    uint8_t in[4];
+
+    luaL_argcheck(L, len % 4 == 0, 2, "a trace is a multiple of 4 bytes");
+    for (i = 0; i < len; i += 4)
+        if (transfer(p, t + i, in) != 0)
+            return fail(L, p);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_gc(lua_State *L)
+{
+    Isp *p = (Isp *)luaL_checkudata(L, 1, ISP_MT);
+
+    free(p->trace);
+    p->trace = NULL;
+    p->trace_len = p->trace_cap = 0;
+    return 0;
+}
+
 /* prog:release(): RESET deasserted, the MCU runs; lines stay open. */
 static int l_release(lua_State *L)
 {
@@ -574,11 +652,14 @@ static const luaL_Reg methods[] = {
     {"write_fuse", l_write_fuse},
     {"release", l_release},
     {"stats", l_stats},
+    {"trace", l_trace},
+    {"replay", l_replay},
     {NULL, NULL},
 };
 
 static const luaL_Reg meta[] = {
     {"__index", NULL},
+    {"__gc", l_gc},
     {"__tostring", l_tostring},
     {NULL, NULL},
 };

@@ -51,6 +51,7 @@ describe("fotahost flash", function()
     local fb = h.read(chip .. "/flash.bin")
     assert.are.equal(("\255"):rep(0x7000) .. boot .. ("\255"):rep(32768 - 0x7000 - #boot), fb)
     assert.matches("lock=0xCF", h.read(chip .. "/fuses.txt"))
+    assert.is_nil(h.read(chip .. "/violations.log"))
   end)
 
   it("refuses a bad HEX file before touching the MCU", function()
@@ -100,8 +101,9 @@ describe("fotahost flash", function()
   it("reads memories back to files in each format, and verifies", function()
     local fw = pattern(300, 7)
     hexfile("fw.hex", fw)
-    assert.are.equal(0, flash({ "-q", "-c", "sim", "-P", chip, "-U", "flash:w:fw.hex",
-      "-U", "hfuse:w:0xd9:m", "-U", "eeprom:w:0x01,0x02,0x03:m" }).status)
+    local w = flash({ "-q", "-c", "sim", "-P", chip, "-U", "flash:w:fw.hex",
+      "-U", "hfuse:w:0xd9:m", "-U", "eeprom:w:0x01,0x02,0x03:m" })
+    assert.are.equal(0, w.status, w.err)
     local r = flash({ "-c", "sim", "-P", chip, "-U", "flash:r:back.hex:i", "-U", "flash:r:back.bin:r",
       "-U", "hfuse:r:-:h", "-U", "signature:r:sig.txt:h", "-U", "eeprom:r:ee.bin:r",
       "-U", "flash:v:fw.hex:i", "-U", "hfuse:v:0xd9:m", "-U", "eeprom:v:0x01,0x02,0x03:m" })

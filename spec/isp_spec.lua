@@ -49,6 +49,8 @@ describe("ISP programming on the simulated chip", function()
     assert.are.equal(("\255"):rep(0x7000) .. boot .. ("\255"):rep(32768 - 0x7000 - #boot), fb)
     assert.matches("lock=0xCF", h.read(dir .. "/fuses.txt"))
     assert.matches("hfuse=0xD9", h.read(dir .. "/fuses.txt"))
+    -- the chip saw no SCK half-period under 250 ns, no access while busy
+    assert.is_nil(h.read(dir .. "/violations.log"))
   end)
 
   it("skips all-0xFF pages and 0xFF words after an erase", function()
@@ -164,6 +166,28 @@ describe("ISP programming on the simulated chip", function()
     assert(s:write_flash(img))
     assert(s:verify_flash(img))
     assert.are.equal(20000, s:stats().sleep_us)
+    s:close()
+    assert.is_nil(h.read(dir .. "/violations.log"))
+  end)
+
+  it("with polling off, waits the datasheet delays (and the chip sees no early access)", function()
+    local s <close> = session{ poll = false }
+    s:connect()
+    s:erase()
+    local img = ihex.from_binary(pattern(512, 3), 0)
+    assert.are.equal(4, s:write_flash(img))
+    assert(s:verify_flash(img))
+    assert.are.equal(20000 + 9000 + 4 * 4500, s:stats().sleep_us)
+    assert.are.equal(0, s:stats().polls)
+    s:close()
+    assert.is_nil(h.read(dir .. "/violations.log"))
+  end)
+
+  it("shows a programmer that breaks the timing rules in violations.log", function()
+    local s <close> = session{ half_period_ns = 0 }   -- no pacing: SCK too fast for the chip
+    s:connect()
+    s:close()
+    assert.matches("SCK half%-period %d+ ns < 250 ns", h.read(dir .. "/violations.log"))
   end)
 
   it("stops cleanly when the progress callback raises, releasing RESET", function()

@@ -43,7 +43,33 @@ struct sim_ctx {
     avrsim *chip;
     enum role role[FH_GPIO_MAX_LINES];
     int reset_level; /* what the chip saw last */
+    int line_of[ROLE_PDO + 1]; /* the line wired to each pin, or -1 */
+    unsigned long violations_logged;
 };
+
+/*
+ * Appends the chip's new timing and protocol violations (SCK too fast,
+ * access while busy, enable too early) to DIR/violations.log: a programmer
+ * that breaks the datasheet's rules leaves a trace tests can check.
+ */
+static void log_violations(struct sim_ctx *c)
+{
+    struct avrsim_stats st;
+    char path[512];
+    FILE *f;
+
+    avrsim_stats(c->chip, &st);
+    if (st.violations <= c->violations_logged)
+        return;
+    snprintf(path, sizeof path, "%s/violations.log", avrsim_dir(c->chip));
+    f = fopen(path, "ae");
+    if (f != NULL) {
+        fprintf(f, "%lu violation(s); the last: %s\n", st.violations - c->violations_logged,
+                st.last_violation);
+        fclose(f);
+    }
+    c->violations_logged = st.violations;
+}
 
 /* The board revision from DIR/mtd2, or 3 when unknown. */
 static int board_revision(const char *dir)
@@ -66,11 +92,10 @@ static int board_revision(const char *dir)
  * the board's default (RESET pulled up, the others low). */
 static int pin_level(fh_gpio *g, struct sim_ctx *c, enum role r)
 {
-    int i;
+    int i = c->line_of[r];
 
-    for (i = 0; i < g->nlines; i++)
-        if (c->role[i] == r && ((g->outputs >> i) & 1))
-            return (int)((g->state >> i) & 1);
+    if (i >= 0 && ((g->outputs >> i) & 1))
+        return (int)((g->state >> i) & 1);
     return r == ROLE_RESET;
 }
 
@@ -119,6 +144,7 @@ static int drive(fh_gpio *g, struct sim_ctx *c, char *err, size_t errlen)
     avrsim_set_pins(c->chip, reset, pin_level(g, c, ROLE_SCK), pin_level(g, c, ROLE_PDI));
     if (reset && !c->reset_level) {
         c->reset_level = reset;
+        log_violations(c);
         if (avrsim_save(c->chip, err, errlen) != 0)
             return -1;
     }
@@ -162,6 +188,11 @@ static int sim_open(fh_gpio *g, const char *chip, uint32_t initial,
         default: c->role[i] = ROLE_NONE; break;
         }
     }
+    for (i = 0; i <= ROLE_PDO; i++)
+        c->line_of[i] = -1;
+    for (i = g->nlines - 1; i >= 0; i--)
+        if (c->role[i] != ROLE_NONE)
+            c->line_of[c->role[i]] = i;
     c->reset_level = 1;
     g->ctx = c;
     if (drive(g, c, err, errlen) != 0) {
@@ -210,6 +241,7 @@ static void sim_close(fh_gpio *g)
         return;
     g->outputs = 0; /* every line released: RESET goes up, the MCU runs */
     (void)drive(g, c, err, sizeof err);
+    log_violations(c);
     (void)avrsim_save(c->chip, err, sizeof err);
     avrsim_free(c->chip);
     free(c);

@@ -39,6 +39,7 @@ local tasks = {}     -- task -> true, every live task
 local by_co = {}     -- coroutine -> task
 local ntasks = 0
 local stopping = false
+local main_task     -- the task of run(fn): when it ends, run() ends
 
 --- A task: a coroutine plus what the scheduler knows of it.
 -- Fields users may read: `name`, `status` ("ready", "waiting", "done",
@@ -156,11 +157,13 @@ local function resume(task)
       end
       task.traceback = traceback
       finish(task, false, err)
+      if task == main_task then stopping = true end
       if not task.joiners_seen and task.on_error ~= false then
         log_task_error(task)
       end
     else
       finish(task, true, table.unpack(r, 2, r.n))
+      if task == main_task then stopping = true end
     end
   end
 end
@@ -436,25 +439,30 @@ local function loop()
   end
 end
 
---- Runs the scheduler: `fn(...)`, if given, becomes the first task
--- ("main"); returns when no task is left or stop() is called. Returns
--- what the main task returned, or raises its error. An uncaught
--- interrupt (SIGINT/SIGTERM) closes every task, running their <close>
--- variables, then propagates.
+--- Runs the scheduler. With `fn`, `fn(...)` becomes the "main" task and
+-- run() ends when it ends: it returns what fn returned, or raises fn's
+-- error, after closing every task still running (their <close> variables
+-- run). Without `fn`, run() ends when no task is left. stop() ends it
+-- early either way. An uncaught interrupt (SIGINT/SIGTERM) closes every
+-- task, then propagates.
 function M.run(fn, ...)
   assert(not poller, "sched.run: the scheduler is already running")
   local co, main = co_running()
   if not main then sys.arm(co) end
   poller = assert(poll.new())
-  local main_task
-  if fn then main_task = M.spawn({ name = "main", log_errors = false }, fn, ...) end
+  local mt
+  if fn then
+    mt = M.spawn({ name = "main", log_errors = false }, fn, ...)
+    main_task = mt
+  end
   local ok, err = pcall(loop)
+  main_task = nil
   shutdown()
   if not ok then error(err, 0) end
-  if main_task then
-    if main_task.status == "failed" then error(main_task.error, 0) end
-    if main_task.result then
-      return table.unpack(main_task.result, 1, main_task.result.n)
+  if mt then
+    if mt.status == "failed" then error(mt.error, 0) end
+    if mt.result then
+      return table.unpack(mt.result, 1, mt.result.n)
     end
   end
 end

@@ -104,6 +104,7 @@ function Session:_open_lines(swapped)
   self.swapped = swapped
   self.prog = ispc.new(lines, self.part, {
     half_period_ns = self.opts.half_period_ns, poll = self.opts.poll, retries = self.opts.retries,
+    trace = self.opts.trace,
   })
   return true
 end
