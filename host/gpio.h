@@ -83,6 +83,11 @@ int fh_gpio_get(fh_gpio *g, int line, int *value, char *err, size_t errlen);
 /* Releases the lines. Idempotent. */
 void fh_gpio_close(fh_gpio *g);
 
+/* Switches the MT7688's SPI-slave pin group (GPIO14-17, the 7688 Duo's ISP
+ * pins) to GPIO, as `mt7688_pinmux set spi_s gpio` does. mem_path NULL:
+ * /dev/mem, only on an MT7688/MT7628. *changed: whether it was not GPIO. */
+int fh_mt7688_spis_gpio(const char *mem_path, int *changed, char *err, size_t errlen);
+
 /* The Lua userdata behind a `fotahost.gpio` lines object (for the ISP). */
 #define FH_GPIO_MT "fotahost.gpio.lines"
 fh_gpio *fh_gpio_check(lua_State *L, int idx);

@@ -316,6 +316,23 @@ static int l_backends(lua_State *L)
     return 1;
 }
 
+/*
+ * gpio.mt7688_pinmux([mem_path]) -> "changed" | "already" | nil, err
+ * The SPI-slave pins to GPIO (what the sysfs and gpiod backends need on
+ * the 7688 Duo; the mmio backend does it itself).
+ */
+static int l_mt7688_pinmux(lua_State *L)
+{
+    const char *mem = luaL_optstring(L, 1, NULL);
+    char err[FH_GPIO_ERRLEN];
+    int changed;
+
+    if (fh_mt7688_spis_gpio(mem, &changed, err, sizeof err) != 0)
+        return fh_result_msg(L, "%s", err);
+    lua_pushstring(L, changed ? "changed" : "already");
+    return 1;
+}
+
 static const luaL_Reg methods[] = {
     {"set", l_set},
     {"get", l_get},
@@ -335,6 +352,7 @@ static const luaL_Reg meta[] = {
 static const luaL_Reg funcs[] = {
     {"open", l_open},
     {"backends", l_backends},
+    {"mt7688_pinmux", l_mt7688_pinmux},
     {NULL, NULL},
 };
 

@@ -36,7 +36,7 @@
 #define ENABLE_WAIT_US 20000   /* datasheet: >= 20 ms after RESET before Programming Enable */
 #define RESET_PULSE_NS 2000    /* >= 2 CPU clocks; generous for slow parts */
 #define POLL_LIMIT_FACTOR 10   /* give up after 10x the datasheet write time */
-#define POLL_INTERVAL_NS 100000L /* between two RDY/BSY polls that said busy */
+#define POLL_INTERVAL_NS 20000L /* between two RDY/BSY polls that said busy */
 
 typedef struct {
     fh_gpio *g;                 /* owned by the lines userdata (uservalue 1) */

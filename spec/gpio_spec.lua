@@ -131,6 +131,26 @@ describe("fotahost.gpio", function()
       assert.are.equal(0, reg(mem, 0x060))                   -- pinmux restored
     end)
 
+    it("switches only the pinmux for the sysfs and gpiod backends", function()
+      local mem = dir .. "/mem"
+      sh(("truncate -s %d %s"):format(MEM_SIZE, h.q(mem)))
+      poke(mem, 0x060, 0x00000003)
+      assert.are.equal("changed", gpio.mt7688_pinmux(mem))
+      assert.are.equal(0x7, reg(mem, 0x060))                 -- bits 3:2 = 01, the rest kept
+      assert.are.equal("already", gpio.mt7688_pinmux(mem))
+    end)
+
+    it("refuses to touch /dev/mem on a machine that is not an MT7688", function()
+      local f = io.open("/proc/cpuinfo")
+      local cpu = f and f:read("a") or ""
+      if f then f:close() end
+      assert.is_nil(cpu:find("MT7688", 1, true), "this spec runs off the board")
+      local lines, err = gpio.open(with{ backend = "mmio", chip = "x" })
+      assert.is_nil(lines)
+      assert.matches("^mmio: /proc/cpuinfo names no MT7688/MT7628; refusing", err)
+      assert.matches("refusing", select(2, gpio.mt7688_pinmux()))
+    end)
+
     it("refuses lines the MT7688 does not have, and names /dev/mem problems", function()
       local mem = dir .. "/mem"
       sh(("truncate -s %d %s"):format(MEM_SIZE, h.q(mem)))

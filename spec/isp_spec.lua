@@ -62,7 +62,7 @@ describe("ISP programming on the simulated chip", function()
     assert.are.equal("\1\2\255", s:read_flash(128, 3))
   end)
 
-  it("programs an m328p and an m2560 beyond 128 KiB (Load Extended Address)", function()
+  it("programs an m328p and an m2560 (beyond 128 KiB: Load Extended Address), fuses, lock, EEPROM", function()
     for _, case in ipairs({ { "m328p", "1E 95 0F", 0x7E00 }, { "m2560", "1E 98 01", 0x3FE00 } }) do
       local sub = dir .. "/" .. case[1]
       os.execute("mkdir " .. h.q(sub))
@@ -74,8 +74,16 @@ describe("ISP programming on the simulated chip", function()
       local img = ihex.from_binary(data, case[3])
       assert(s:write_flash(img))
       assert(s:verify_flash(img))
+      assert.are.equal(data, s:read_flash(case[3], 512))
+      assert.are.equal(0xD9, s:write_fuse("hfuse", 0xD9))
+      assert.are.equal(0xFD, s:write_fuse("efuse", 0xFD))
+      assert.are.equal(0xEF, s:write_fuse("lock", 0x2F))
+      assert(s:write_eeprom(0x100, "eeprom data"))
+      assert.are.equal("eeprom data", s:read_eeprom(0x100, 11))
       s:close()
       assert.are.equal(data, flash_bin(sub):sub(case[3] + 1, case[3] + 512))
+      assert.are.equal("eeprom data", h.read(sub .. "/eeprom.bin"):sub(0x101, 0x10B))
+      assert.is_nil(h.read(sub .. "/violations.log"))
     end
   end)
 

@@ -39,6 +39,70 @@
 #define SPIS_FIRST 14
 #define SPIS_LAST 17
 
+/*
+ * /dev/mem reaches physical memory: on anything but an MT7688 (or the
+ * MT7628, the same die) these addresses are someone else's RAM. Refuse
+ * unless /proc/cpuinfo names the SoC, or a test maps a file instead.
+ */
+static int check_soc(const char *mem_path, char *err, size_t errlen)
+{
+    char line[256];
+    FILE *f;
+    int ok = 0;
+
+    if (mem_path != NULL)
+        return 0; /* a file standing in for /dev/mem */
+    f = fopen("/proc/cpuinfo", "re");
+    if (f != NULL) {
+        while (!ok && fgets(line, sizeof line, f) != NULL)
+            ok = strstr(line, "MT7688") != NULL || strstr(line, "MT7628") != NULL;
+        fclose(f);
+    }
+    if (!ok)
+        snprintf(err, errlen, "mmio: /proc/cpuinfo names no MT7688/MT7628; refusing to write "
+                 "GPIO registers through /dev/mem on another machine");
+    return ok ? 0 : -1;
+}
+
+/* Maps the palmbus page (registers at 0x10000000). */
+static volatile uint8_t *map_regs(const char *path, char *err, size_t errlen)
+{
+    void *map;
+    int fd = open(path, O_RDWR | O_SYNC | O_CLOEXEC);
+
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: %s%s", path, strerror(errno),
+                 errno == EACCES || errno == EPERM ? " (the mmio backend needs root)" : "");
+        return NULL;
+    }
+    map = mmap(NULL, MAP_LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)PALMBUS_BASE);
+    close(fd);
+    if (map == MAP_FAILED) {
+        snprintf(err, errlen, "%s: cannot map the GPIO registers at 0x%lx: %s", path,
+                 PALMBUS_BASE, strerror(errno));
+        return NULL;
+    }
+    return map;
+}
+
+int fh_mt7688_spis_gpio(const char *mem_path, int *changed, char *err, size_t errlen)
+{
+    volatile uint8_t *regs;
+    volatile uint32_t *mode;
+
+    if (check_soc(mem_path, err, errlen) != 0)
+        return -1;
+    regs = map_regs(mem_path != NULL ? mem_path : "/dev/mem", err, errlen);
+    if (regs == NULL)
+        return -1;
+    mode = (volatile uint32_t *)(regs + REG_GPIO1_MODE);
+    *changed = (*mode & SPIS_MASK) != SPIS_GPIO;
+    if (*changed)
+        *mode = (*mode & ~SPIS_MASK) | SPIS_GPIO;
+    munmap((void *)regs, MAP_LEN);
+    return 0;
+}
+
 struct mmio_ctx {
     volatile uint8_t *regs;
     uint32_t old_mode;   /* GPIO1_MODE before we changed it */
@@ -56,7 +120,7 @@ static int mmio_open(fh_gpio *g, const char *chip, uint32_t initial,
     const char *path = opts->mem_path != NULL ? opts->mem_path : "/dev/mem";
     struct mmio_ctx *c;
     void *map;
-    int fd, i, spis = 0;
+    int i, spis = 0;
 
     (void)chip;
     for (i = 0; i < g->nlines; i++) {
@@ -68,19 +132,11 @@ static int mmio_open(fh_gpio *g, const char *chip, uint32_t initial,
         if (g->offsets[i] >= SPIS_FIRST && g->offsets[i] <= SPIS_LAST)
             spis = 1;
     }
-    fd = open(path, O_RDWR | O_SYNC | O_CLOEXEC);
-    if (fd < 0) {
-        snprintf(err, errlen, "%s: %s%s", path, strerror(errno),
-                 errno == EACCES || errno == EPERM ? " (the mmio backend needs root)" : "");
+    if (check_soc(opts->mem_path, err, errlen) != 0)
         return -1;
-    }
-    map = mmap(NULL, MAP_LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)PALMBUS_BASE);
-    close(fd);
-    if (map == MAP_FAILED) {
-        snprintf(err, errlen, "%s: cannot map the GPIO registers at 0x%lx: %s", path,
-                 PALMBUS_BASE, strerror(errno));
+    map = (void *)map_regs(path, err, errlen);
+    if (map == NULL)
         return -1;
-    }
     c = calloc(1, sizeof *c);
     if (c == NULL) {
         munmap(map, MAP_LEN);

@@ -6,7 +6,8 @@
 -- revision MOSI and MISO are swapped. `enable`: extra lines that must be
 -- driven while programming (a level shifter's output enable). `fuses`: the
 -- values the board ships with. `bootloader`: where the USB bootloader
--- lives, so an update can keep it.
+-- lives, so an update can keep it. `pinmux`: a pin group to switch to
+-- GPIO first.
 
 local M = {}
 
@@ -17,6 +18,9 @@ M["linkit-smart-7688-duo"] = {
   pins = { reset = 3, sck = 15, mosi = 16, miso = 17 },
   -- Factory partition, byte 1043: boards before revision 3 swap MOSI and MISO.
   revision = { path = "/dev/mtd2", offset = 1043, swap_below = 3 },
+  -- GPIO14-17 are the SPI-slave group: switched to GPIO before sysfs or
+  -- gpiod can drive them (the mmio backend does it itself).
+  pinmux = "mt7688-spis",
   fuses = { lfuse = 0xFF, hfuse = 0xD8, efuse = 0xCE, lock = 0x2F },
   bootloader = { file = "/etc/arduino/Caterina-smart7688.hex", addr = 0x7000, size = 4096 },
   app_size = 28672,

@@ -131,7 +131,22 @@ end
 --- Resets the MCU into programming mode and checks its signature.
 -- Returns the signature as "1E 95 87", or nil, err (the lines are released).
 function Session:connect()
-  local ok, err = self:_open_enable()
+  local ok, err
+  local backend = self.opts.backend
+  if self.board and self.board.pinmux == "mt7688-spis" and (backend == "sysfs" or backend == "gpiod") then
+    -- On the board itself (or with a file standing in for /dev/mem).
+    -- Elsewhere (a development machine) it refuses, and that is right.
+    -- On the board, a failure may be harmless (mt7688_pinmux already ran),
+    -- so it is a warning; connect() says more if the MCU does not answer.
+    ok, err = gpio.mt7688_pinmux(self.opts.mem_path)
+    self.pinmux = ok
+    if not ok and not err:find("names no MT7688", 1, true) then
+      self.pinmux_error = err
+      require("fotahost.log").warn("isp", "cannot switch the SPI-slave pins to GPIO: %s "
+        .. "(run `mt7688_pinmux set spi_s gpio`, or use the mmio backend)", err)
+    end
+  end
+  ok, err = self:_open_enable()
   if not ok then return nil, err end
   local first = false
   if self.swap == true then
@@ -154,6 +169,9 @@ function Session:connect()
   end
   if not ok then
     self:close()
+    if self.pinmux_error then
+      errs[#errs + 1] = "the SPI-slave pins may not be GPIOs: " .. self.pinmux_error
+    end
     return nil, table.concat(errs, "; ")
   end
   local sig
