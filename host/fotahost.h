@@ -28,6 +28,14 @@ int fh_result_errno(lua_State *L, int err, const char *what);
 int fh_result_msg(lua_State *L, const char *fmt, ...);
 
 /*
+ * Registers an object class the liolib.c way: a metatable called `name`
+ * holding `meta` (__gc, __close, __tostring...), with a separate table of
+ * `methods` as its __index. `meta` may list "__index" with a NULL function
+ * as a placeholder; it is replaced. Leaves the stack as it found it.
+ */
+void fh_new_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods);
+
+/*
  * Signals. SIGINT and SIGTERM set a flag; a Lua hook (never the handler
  * itself) raises "interrupted (SIGxxx)" at the next instruction of the main
  * thread or of any thread armed with fh_signals_arm_thread().

@@ -339,12 +339,7 @@ int luaopen_fotahost_avrsim(lua_State *L);
 
 int luaopen_fotahost_avrsim(lua_State *L)
 {
-    luaL_newmetatable(L, AVRSIM_MT);
-    luaL_setfuncs(L, chip_meta, 0);
-    luaL_newlibtable(L, chip_methods);
-    luaL_setfuncs(L, chip_methods, 0);
-    lua_setfield(L, -2, "__index"); /* mt.__index = methods */
-    lua_pop(L, 1);
+    fh_new_class(L, AVRSIM_MT, chip_meta, chip_methods);
     luaL_newlib(L, avrsim_funcs);
     return 1;
 }

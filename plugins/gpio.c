@@ -360,12 +360,7 @@ int luaopen_fotahost_gpio(lua_State *L);
 
 int luaopen_fotahost_gpio(lua_State *L)
 {
-    luaL_newmetatable(L, FH_GPIO_MT);
-    luaL_setfuncs(L, meta, 0);
-    luaL_newlibtable(L, methods);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    fh_new_class(L, FH_GPIO_MT, meta, methods);
     luaL_newlib(L, funcs);
     return 1;
 }

@@ -308,12 +308,7 @@ int luaopen_fotahost_ihex(lua_State *L);
 
 int luaopen_fotahost_ihex(lua_State *L)
 {
-    luaL_newmetatable(L, IHEX_MT);
-    luaL_setfuncs(L, image_meta, 0);
-    luaL_newlibtable(L, image_methods);
-    luaL_setfuncs(L, image_methods, 0);
-    lua_setfield(L, -2, "__index"); /* mt.__index = methods */
-    lua_pop(L, 1);
+    fh_new_class(L, IHEX_MT, image_meta, image_methods);
     luaL_newlib(L, ihex_funcs);
     return 1;
 }

@@ -426,21 +426,24 @@ static int l_write_page(lua_State *L)
     return 1;
 }
 
-/* prog:read_flash(addr, len) -> string | nil, err */
-static int l_read_flash(lua_State *L)
+/* Reads len bytes of flash or EEPROM from addr, one instruction a byte. */
+static int read_memory(lua_State *L, int eeprom)
 {
     Isp *p = check_connected(L);
     lua_Integer addr = luaL_checkinteger(L, 2), len = luaL_checkinteger(L, 3), i;
+    uint32_t size = eeprom ? p->part.eeprom_size : p->part.flash_size;
     luaL_Buffer b;
 
-    luaL_argcheck(L, addr >= 0 && len >= 0 && addr + len <= (lua_Integer)p->part.flash_size, 3,
-                  "range outside the flash");
+    luaL_argcheck(L, addr >= 0 && len >= 0 && addr + len <= (lua_Integer)size, 3,
+                  eeprom ? "range outside the EEPROM" : "range outside the flash");
     luaL_buffinit(L, &b);
     for (i = addr; i < addr + len; i++) {
         uint32_t word = (uint32_t)i / 2;
         uint8_t v;
-        if (ext_addr(p, word) != 0 ||
-            cmd(p, (i & 1) ? 0x28 : 0x20, (uint8_t)(word >> 8), (uint8_t)word, 0x00, &v) != 0)
+        int rc = eeprom ? cmd(p, 0xA0, (uint8_t)(i >> 8), (uint8_t)i, 0x00, &v)
+                        : ext_addr(p, word) != 0 ? -1
+                        : cmd(p, (i & 1) ? 0x28 : 0x20, (uint8_t)(word >> 8), (uint8_t)word, 0x00, &v);
+        if (rc != 0)
             return fail(L, p);
         luaL_addchar(&b, (char)v);
     }
@@ -448,24 +451,16 @@ static int l_read_flash(lua_State *L)
     return 1;
 }
 
+/* prog:read_flash(addr, len) -> string | nil, err */
+static int l_read_flash(lua_State *L)
+{
+    return read_memory(L, 0);
+}
+
 /* prog:read_eeprom(addr, len) -> string | nil, err */
 static int l_read_eeprom(lua_State *L)
 {
-    Isp *p = check_connected(L);
-    lua_Integer addr = luaL_checkinteger(L, 2), len = luaL_checkinteger(L, 3), i;
-    luaL_Buffer b;
-
-    luaL_argcheck(L, addr >= 0 && len >= 0 && addr + len <= (lua_Integer)p->part.eeprom_size, 3,
-                  "range outside the EEPROM");
-    luaL_buffinit(L, &b);
-    for (i = addr; i < addr + len; i++) {
-        uint8_t v;
-        if (cmd(p, 0xA0, (uint8_t)(i >> 8), (uint8_t)i, 0x00, &v) != 0)
-            return fail(L, p);
-        luaL_addchar(&b, (char)v);
-    }
-    luaL_pushresult(&b);
-    return 1;
+    return read_memory(L, 1);
 }
 
 /*
@@ -673,12 +668,7 @@ int luaopen_fotahost_isp(lua_State *L);
 
 int luaopen_fotahost_isp(lua_State *L)
 {
-    luaL_newmetatable(L, ISP_MT);
-    luaL_setfuncs(L, meta, 0);
-    luaL_newlibtable(L, methods);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    fh_new_class(L, ISP_MT, meta, methods);
     luaL_newlib(L, funcs);
     return 1;
 }

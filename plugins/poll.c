@@ -220,12 +220,7 @@ int luaopen_fotahost_poll(lua_State *L);
 
 int luaopen_fotahost_poll(lua_State *L)
 {
-    luaL_newmetatable(L, POLL_MT);
-    luaL_setfuncs(L, poller_meta, 0);
-    luaL_newlibtable(L, poller_methods);
-    luaL_setfuncs(L, poller_methods, 0);
-    lua_setfield(L, -2, "__index"); /* mt.__index = methods */
-    lua_pop(L, 1);
+    fh_new_class(L, POLL_MT, poller_meta, poller_methods);
     luaL_newlib(L, poll_funcs);
     return 1;
 }

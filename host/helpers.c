@@ -1,5 +1,6 @@
 /*
- * result.c: the two shapes of an expected failure, shared by every module.
+ * helpers.c: what every native module shares: the two shapes of an
+ * expected failure, and the registration of an object class.
  */
 #include <stdarg.h>
 #include <string.h>
@@ -26,4 +27,14 @@ int fh_result_msg(lua_State *L, const char *fmt, ...)
     lua_pushvfstring(L, fmt, ap);
     va_end(ap);
     return 2;
+}
+
+void fh_new_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods)
+{
+    luaL_newmetatable(L, name);
+    luaL_setfuncs(L, meta, 0);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index"); /* mt.__index = methods */
+    lua_pop(L, 1);
 }
