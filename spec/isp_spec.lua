@@ -51,6 +51,8 @@ describe("ISP programming on the simulated chip", function()
     assert.matches("hfuse=0xD9", h.read(dir .. "/fuses.txt"))
     -- the chip saw no SCK half-period under 250 ns, no access while busy
     assert.is_nil(h.read(dir .. "/violations.log"))
+    -- and the virtual board is told the MCU runs again
+    assert.are.equal("1\n", h.read(dir .. "/reset"))
   end)
 
   it("skips all-0xFF pages and 0xFF words after an erase", function()

@@ -17,10 +17,17 @@
  * policy): DIR/faults, one per line: "silent", "miso_stuck 0|1",
  * "bit_error N", "slow_write K" (see avrsim.h), read when the lines open.
  *
+ * The virtual board (another process, running the MCU from flash.bin)
+ * follows RESET through DIR/reset: "0" while an ISP session holds RESET
+ * low (the MCU must halt), "1" once it is released and flash.bin saved
+ * (the MCU restarts from the new flash). Each change replaces the file
+ * atomically.
+ *
  * The chip's memories are saved whenever RESET is released (the MCU starts
  * running the new flash, and another process, the virtual board, may read
  * it) and on close.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,15 +144,33 @@ static int load_faults(avrsim *chip, const char *dir, char *err, size_t errlen)
     return 0;
 }
 
+/* Publishes the RESET level in DIR/reset for the virtual board. */
+static int publish_reset(struct sim_ctx *c, int level, char *err, size_t errlen)
+{
+    char path[512], tmp[520];
+    FILE *f;
+
+    snprintf(path, sizeof path, "%s/reset", avrsim_dir(c->chip));
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    f = fopen(tmp, "we");
+    if (f == NULL || fprintf(f, "%d\n", level) < 0 || fclose(f) != 0 || rename(tmp, path) != 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 static int drive(fh_gpio *g, struct sim_ctx *c, char *err, size_t errlen)
 {
     int reset = pin_level(g, c, ROLE_RESET);
 
+    if (!reset && c->reset_level && publish_reset(c, 0, err, errlen) != 0)
+        return -1; /* the board halts the MCU before the ISP traffic */
     avrsim_set_pins(c->chip, reset, pin_level(g, c, ROLE_SCK), pin_level(g, c, ROLE_PDI));
     if (reset && !c->reset_level) {
         c->reset_level = reset;
         log_violations(c);
-        if (avrsim_save(c->chip, err, errlen) != 0)
+        if (avrsim_save(c->chip, err, errlen) != 0 || publish_reset(c, 1, err, errlen) != 0)
             return -1;
     }
     c->reset_level = reset;
