@@ -71,11 +71,16 @@ ALL_LDFLAGS = -Wl,-E $(LDFLAGS)
 HOST_SRC    := $(wildcard host/*.c)
 MODULE_SRC  := $(sort $(wildcard plugins/*.c))
 SUPPORT_SRC := $(sort $(wildcard plugins/*/*.c))
-# Native modules built as loadable .so plugins instead (none yet: a module
-# with a heavy dependency such as libcurl goes here, so start-up does not
-# pay for it).
+# Native modules built as loadable .so plugins instead: those with a heavy
+# or optional dependency, so start-up does not pay for them and the board
+# build does not need them. The virtual board (plugins/vboard.c) needs
+# simavr, a development and test dependency: built only where installed.
+OPTIONAL_SRC := plugins/vboard.c
 PLUGIN_SRC  :=
-BUILTIN_SRC := $(filter-out $(PLUGIN_SRC),$(MODULE_SRC))
+ifeq ($(shell $(PKG_CONFIG) --exists simavr && echo yes),yes)
+PLUGIN_SRC  += $(wildcard plugins/vboard.c)
+endif
+BUILTIN_SRC := $(filter-out $(PLUGIN_SRC) $(OPTIONAL_SRC),$(MODULE_SRC))
 HEADERS     := $(wildcard host/*.h plugins/*/*.h)
 
 HOST_OBJ    := $(HOST_SRC:%.c=$(BUILD)/%.o) $(BUILTIN_SRC:%.c=$(BUILD)/%.o) \
@@ -126,7 +131,10 @@ $(BUILD)/%.o: %.c $(HEADERS) $(BUILD)/config.flags
 
 $(BUILD)/plugins/fotahost/%.so: plugins/%.c $(HEADERS) $(BUILD)/config.flags
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -fPIC -shared -o $@ $< $(LDFLAGS)
+	$(CC) $(ALL_CFLAGS) $(PLUGIN_CFLAGS) -fPIC -shared -o $@ $< $(LDFLAGS) $(PLUGIN_LIBS)
+
+$(BUILD)/plugins/fotahost/vboard.so: PLUGIN_CFLAGS = $(shell $(PKG_CONFIG) --cflags simavr)
+$(BUILD)/plugins/fotahost/vboard.so: PLUGIN_LIBS = $(shell $(PKG_CONFIG) --libs simavr) -lutil
 
 # C unit tests link the host objects they test (not main.o) against Lua.
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(filter-out $(BUILD)/host/main.o,$(HOST_OBJ))

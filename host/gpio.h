@@ -23,6 +23,7 @@ struct fh_gpio_backend;
 /* What a backend may be told besides the line numbers (all optional). */
 struct fh_gpio_opts {
     const char *sysfs_root;   /* sysfs: "/sys/class/gpio" unless set (tests use a fake tree) */
+    int sysfs_absolute;       /* sysfs: numbers are global (avrdude.conf's), no chip base added */
     const char *mem_path;     /* mmio: "/dev/mem" unless set (tests map a regular file) */
     const void *sim_part;     /* sim: struct fh_avr_part * of the chip to create if absent */
     const uint8_t *sim_factory; /* sim: factory fuses [FH_NFUSES] or NULL */

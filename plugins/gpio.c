@@ -145,11 +145,14 @@ static uint32_t bool_list(lua_State *L, int t, const char *key, int n, uint32_t 
 
 static const char *opt_string(lua_State *L, int t, const char *key)
 {
-    const char *s;
+    const char *s = NULL;
+    int type = lua_getfield(L, t, key);
 
-    lua_getfield(L, t, key);
-    s = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
-    lua_pop(L, 1); /* the table keeps the string alive */
+    if (type == LUA_TSTRING)
+        s = lua_tostring(L, -1);
+    else if (type != LUA_TNIL)
+        luaL_error(L, "gpio.open: '%s' must be a string, not a %s", key, luaL_typename(L, -1));
+    lua_pop(L, 1); /* the table keeps the string alive (it is a string, not a number) */
     return s;
 }
 
@@ -201,6 +204,9 @@ static int l_open(lua_State *L)
     opts.sysfs_root = opt_string(L, 1, "sysfs_root");
     opts.mem_path = opt_string(L, 1, "mem_path");
     opts.consumer = opt_string(L, 1, "consumer");
+    lua_getfield(L, 1, "absolute");
+    opts.sysfs_absolute = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     if (lua_getfield(L, 1, "part") == LUA_TTABLE) {
         fh_avr_part_get(L, -1, &part);
         opts.sim_part = &part;

@@ -53,7 +53,7 @@ typedef struct {
     int tracing;
     unsigned long long sleep_us; /* fixed sleeps */
     unsigned long long poll_wait_us; /* pauses between busy polls */
-    char err[FH_GPIO_ERRLEN + 64];
+    char err[FH_GPIO_ERRLEN + 256];
 } Isp;
 
 /* --------------------------------------------------------------- timing */
@@ -306,11 +306,15 @@ static int l_connect(lua_State *L)
 
     p->connected = 0;
     p->ext = -1;
-    if (gset(p, 1u << L_SCK | 1u << L_MOSI, 0) != 0)
-        return fail(L, p);
     for (i = 0; i < p->retries; i++) {
         struct timespec t;
         p->enable_tries++;
+        /* The datasheet's RESET pulse comes with SCK low; a failed attempt
+         * leaves SCK high (transfer() does), so it is lowered every time. */
+        pace(p);
+        if (gset(p, 1u << L_SCK | 1u << L_MOSI, 0) != 0)
+            return fail(L, p);
+        mark_edge(p);
         if (gset(p, 1u << L_RESET, 1u << L_RESET) != 0)
             return fail(L, p);
         clock_gettime(CLOCK_MONOTONIC, &t);
@@ -331,11 +335,13 @@ static int l_connect(lua_State *L)
     }
     if (seen_or == 0x00 || seen_and == 0xFF)
         return fh_result_msg(L, "%s: no answer from the MCU (MISO stays %d) after %d attempts: "
-                             "check the wiring, the power and the MOSI/MISO lines",
+                             "check the wiring, the power, the MOSI/MISO lines, and the MCU's "
+                             "clock (a slower clock needs a slower SCK: -B)",
                              p->g->chip, seen_or ? 1 : 0, p->retries);
-    return fh_result_msg(L, "%s: the MCU does not echo Programming Enable (got 0x%02X, expected "
-                         "0x53) after %d attempts: out of sync or wrong pins",
-                         p->g->chip, in[2], p->retries);
+    snprintf(p->err, sizeof p->err, "%s: the MCU does not echo Programming Enable (got 0x%02X, "
+             "expected 0x53) after %d attempts: out of sync, wrong pins, or SCK too fast for the "
+             "MCU's clock", p->g->chip, in[2], p->retries);
+    return fail(L, p);
 }
 
 /* prog:cmd(b1, b2, b3, b4) -> r1, r2, r3, r4 | nil, err: one raw instruction */
@@ -537,9 +543,11 @@ static int l_write_fuse(lua_State *L)
         wait_ready(p, p->part.t_wd_fuse_us, fuse_names[f]) != 0 ||
         cmd(p, fuse_read[f][0], fuse_read[f][1], 0x00, 0x00, &back) != 0)
         return fail(L, p);
-    if ((back & mask) != (value & mask))
-        return fh_result_msg(L, "%s: wrote 0x%02X, read back 0x%02X (bits compared: 0x%02X)",
-                             fuse_names[f], (int)value, back, mask);
+    if ((back & mask) != (value & mask)) {
+        snprintf(p->err, sizeof p->err, "%s: wrote 0x%02X, read back 0x%02X (bits compared: 0x%02X)",
+                 fuse_names[f], (unsigned)value, back, mask);
+        return fail(L, p);
+    }
     lua_pushinteger(L, back);
     return 1;
 }

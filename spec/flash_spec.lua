@@ -88,6 +88,74 @@ describe("fotahost flash", function()
     assert.are.equal("new firmware", h.read(chip .. "/flash.bin"):sub(1, 12))
   end)
 
+  it("never flashes a file it cannot recognise (an error page saved as sketch.hex)", function()
+    local before = preload_chip()
+    local page = "<html><body>404 Not Found</body></html>\n"
+    h.write(dir .. "/sketch.hex", page)
+    local r = flash({ "-c", "sim", "-P", chip, "-U", "flash:w:sketch.hex" })
+    assert.are.equal(1, r.status)
+    assert.matches("sketch%.hex:1: ", r.err)
+    h.write(dir .. "/sketch", page)
+    r = flash({ "-c", "sim", "-P", chip, "-U", "flash:w:sketch" })
+    assert.are.equal(1, r.status)
+    assert.matches("sketch: text in no format fotahost knows %(not Intel HEX%); add :i or :r", r.err)
+    h.write(dir .. "/prog.elf", "\127ELF\2\1\1")
+    r = flash({ "-c", "sim", "-P", chip, "-U", "flash:w:prog.elf" })
+    assert.matches("prog%.elf: an ELF file", r.err)
+    assert.are.equal(before, h.read(chip .. "/flash.bin"))
+    -- but binary data is raw, and a HEX file with a byte-order mark is HEX
+    h.write(dir .. "/fw.bin", "\0\1\2\255\254")
+    assert.are.equal(0, flash({ "-q", "-c", "sim", "-P", chip, "-U", "flash:w:fw.bin" }).status)
+    assert.are.equal("\0\1\2\255\254", h.read(chip .. "/flash.bin"):sub(1, 5))
+    local hex = ihex.from_binary("BOM", 0):to_hex()
+    h.write(dir .. "/bom.hex", "\239\187\191" .. hex)
+    assert.are.equal(0, flash({ "-q", "-c", "sim", "-P", chip, "-U", "flash:w:bom.hex" }).status)
+    assert.are.equal("BOM", h.read(chip .. "/flash.bin"):sub(1, 3))
+  end)
+
+  it("reads a backup listed before a write from the chip as it was, then erases", function()
+    local before = preload_chip()
+    hexfile("new.hex", "new firmware")
+    local r = flash({ "-c", "sim", "-P", chip, "-U", "flash:r:backup.bin:r", "-U", "flash:w:new.hex" })
+    assert.are.equal(0, r.status, r.err)
+    assert.are.equal(before:gsub("\255+$", ""), h.read(dir .. "/backup.bin"))
+    assert.matches("read to backup%.bin.*erasing chip", r.err:gsub("\n", " "))
+    -- an output that cannot be written stops everything before the MCU
+    r = flash({ "-c", "sim", "-P", chip, "-U", "flash:r:/no/such/dir/b.bin:r", "-U", "flash:w:new.hex" })
+    assert.are.equal(1, r.status)
+    assert.matches("/no/such/dir/b%.bin%.tmp: No such file or directory", r.err)
+  end)
+
+  it("releases RESET and saves the chip when a step after connect fails", function()
+    preload_chip()
+    h.write(dir .. "/new.bin", "new")
+    local r = flash({ "-c", "sim", "-P", chip, "-D", "-U", "flash:w:new.bin:r" })  -- no erase: verify fails
+    assert.are.equal(1, r.status)
+    assert.matches("verification error at 0x000%d: file 0x%x%x, MCU 0x%x%x", r.err)
+    assert.are.equal("1\n", h.read(chip .. "/reset"))
+  end)
+
+  it("reads immediate values as C does, and verifies the signature", function()
+    assert.are.equal(0, flash({ "-q", "-c", "sim", "-P", chip, "-U", "lock:w:0x0f:m" }).status)
+    local r = flash({ "-c", "sim", "-P", chip, "-U", "lock:v:017:m", "-U", "signature:v:0x1e,0x95,0x87:m" })
+    assert.are.equal(0, r.status, r.err)                    -- 017 is octal 0x0F
+    assert.matches("3 bytes of signature verified", r.err)
+    r = flash({ "-c", "sim", "-P", chip, "-U", "signature:v:0x1e,0x95,0x0f:m" })
+    assert.are.equal(1, r.status)
+    assert.matches("signature verification error: file 1E 95 0F, MCU 1E 95 87", r.err)
+    r = flash({ "-c", "sim", "-P", chip, "-U", "lock:w:09:m" })
+    assert.matches("'09' is not a byte value", r.err)
+  end)
+
+  it("slows SCK with -B or -i, and rejects a bad value", function()
+    hexfile("fw.hex", "slow")
+    local r = flash({ "-v", "-c", "sim", "-P", chip, "-B", "4", "-U", "flash:w:fw.hex" })
+    assert.are.equal(0, r.status, r.err)
+    assert.is_nil(h.read(chip .. "/violations.log"))
+    r = flash({ "-c", "sim", "-P", chip, "-B", "fast" })
+    assert.matches("%-B fast: a time in microseconds expected", r.err)
+  end)
+
   it("changes nothing in a dry run", function()
     local before = preload_chip()
     hexfile("fw.hex", "new firmware")
@@ -146,6 +214,25 @@ programmer
     assert.matches("no answer from the MCU", r.err)
     -- released afterwards
     assert.are.equal("in", (h.read(sysfs .. "/gpio18/direction"):gsub("%s", "")))
+  end)
+
+  it("uses configuration pin numbers as global sysfs numbers, without swapping", function()
+    -- A kernel-6 style tree: the first chip's base is 512, and the
+    -- configuration already says 515 for GPIO3.
+    local sysfs = dir .. "/sysfs"
+    os.execute(("mkdir -p %s/gpiochip512 && echo 512 > %s/gpiochip512/base"):format(h.q(sysfs), h.q(sysfs)))
+    for _, n in ipairs({ 515, 527, 528, 529 }) do
+      os.execute(("mkdir -p %s/gpio%d && echo in > %s/gpio%d/direction && echo 0 > %s/gpio%d/value")
+        :format(h.q(sysfs), n, h.q(sysfs), n, h.q(sysfs), n))
+    end
+    h.write(dir .. "/k6.conf", 'programmer id = "k6"; type = "linuxgpio"; reset = 515; sck = 527;\n'
+      .. '  mosi = 528; miso = 529; ;\n')
+    hexfile("fw.hex", "x")
+    local r = flash({ "-c", "k6", "-C", dir .. "/k6.conf", "-U", "flash:w:fw.hex" }, { FOTAHOST_SYSFS_ROOT = sysfs })
+    assert.are.equal(1, r.status)
+    assert.matches("no answer from the MCU %(MISO stays 0%) after 4 attempts", r.err)
+    assert.falsy(r.err:find("swapped", 1, true))          -- one attempt, as configured
+    assert.falsy(r.err:find("did not appear", 1, true))   -- 515, not 1027
   end)
 
   it("parses a real avrdude.conf and names what it knows when -c is unknown", function()

@@ -179,6 +179,8 @@ describe("fotahost.gpio", function()
       "gpio.open: unknown backend 'usb' (gpiod, sysfs, mmio or sim)")
     assert.has_error(function() gpio.open{ backend = "sysfs", chip = "x", lines = { -1 } } end,
       "gpio.open: lines[1] is not a line number")
+    assert.has_error(function() gpio.open{ backend = "sysfs", chip = 12345, lines = { 1 } } end,
+      "gpio.open: 'chip' must be a string, not a number")
     local lines, err = gpio.open{ backend = "sysfs", chip = "x", lines = { 4, 4 }, outputs = {} }
     assert.is_nil(lines)
     assert.are.equal("x: line 4 is given twice", err)

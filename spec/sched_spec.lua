@@ -206,6 +206,20 @@ describe("fotahost.sched", function()
     assert.is_true(closed)
   end)
 
+  it("keeps a cancelled joiner cancelled when the task it joined ends", function()
+    local ok, why = sched.run(function()
+      local a = sched.spawn(function() sched.sleep(0.02) end)
+      local b = sched.spawn(function() sched.join(a) end)
+      sched.yield()
+      sched.cancel(b)
+      sched.sleep(0.03)                  -- a ends; b must not come back to life
+      assert.are.equal("cancelled", b.status)
+      return sched.join(b, 0.05)
+    end)
+    assert.is_false(ok)
+    assert.are.equal("cancelled", why)
+  end)
+
   it("stops on stop(), closing what is left", function()
     local closed = false
     sched.run(function()

@@ -263,7 +263,13 @@ static int gpiod_set(fh_gpio *g, uint32_t mask, uint32_t values, char *err, size
 
 static int gpiod_get(fh_gpio *g, int line, int *value, char *err, size_t errlen)
 {
-    int v = lib_get(g, g->ctx, line);
+    int v;
+
+    if ((g->outputs >> line) & 1) {
+        *value = (int)((g->state >> line) & 1); /* an output reads what it drives */
+        return 0;
+    }
+    v = lib_get(g, g->ctx, line);
 
     if (v < 0) {
         snprintf(err, errlen, "%s line %u: %s", g->chip, g->offsets[line], strerror(errno));

@@ -153,8 +153,14 @@ static int publish_reset(struct sim_ctx *c, int level, char *err, size_t errlen)
     snprintf(path, sizeof path, "%s/reset", avrsim_dir(c->chip));
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     f = fopen(tmp, "we");
-    if (f == NULL || fprintf(f, "%d\n", level) < 0 || fclose(f) != 0 || rename(tmp, path) != 0) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    if (f == NULL) {
+        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    if (fprintf(f, "%d\n", level) < 0 || fclose(f) != 0 || rename(tmp, path) != 0) {
+        int e = errno;
+        remove(tmp);
+        snprintf(err, errlen, "%s: %s", path, strerror(e));
         return -1;
     }
     return 0;

@@ -139,11 +139,20 @@ static int open_line(fh_gpio *g, struct sysfs_ctx *c, int i, int output, int lev
     if (stat(path, &st) != 0) {
         char exp[256];
         snprintf(exp, sizeof exp, "%s/export", c->root);
-        if (write_attr(g, exp, num) != 0 && errno != EBUSY) {
-            snprintf(err, errlen, "%s: export of GPIO %u failed: %s", exp, n, strerror(errno));
-            return -1;
+        if (write_attr(g, exp, num) != 0) {
+            if (errno == EBUSY && stat(path, &st) != 0) {
+                /* Not exported, yet busy: a kernel driver holds the line. */
+                snprintf(err, errlen, "GPIO %u is in use by the kernel or another program "
+                         "(%s: %s)", n, exp, strerror(EBUSY));
+                return -1;
+            }
+            if (errno != EBUSY) {
+                snprintf(err, errlen, "%s: export of GPIO %u failed: %s", exp, n, strerror(errno));
+                return -1;
+            }
+        } else {
+            c->exported[i] = 1;
         }
-        c->exported[i] = 1;
         for (tries = 0; stat(path, &st) != 0; tries++) {
             if (tries >= RETRY_LIMIT) {
                 snprintf(err, errlen, "%s: did not appear after export", path);
@@ -185,7 +194,7 @@ static int sysfs_open(fh_gpio *g, const char *chip, uint32_t initial,
     snprintf(c->root, sizeof c->root, "%s", opts->sysfs_root != NULL ? opts->sysfs_root : SYSFS_ROOT);
     for (i = 0; i < FH_GPIO_MAX_LINES; i++)
         c->fd[i] = -1;
-    c->base = find_base(c->root, chip);
+    c->base = opts->sysfs_absolute ? 0 : find_base(c->root, chip);
     g->ctx = c;
     for (i = 0; i < g->nlines; i++) {
         if (open_line(g, c, i, (g->outputs >> i) & 1, (initial >> i) & 1, err, errlen) != 0) {

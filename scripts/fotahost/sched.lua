@@ -88,7 +88,8 @@ end
 ---------------------------------------------------------------- core
 
 local function make_ready(task, ...)
-  if task.status == "ready" then return end
+  -- A task that ended (cancelled while it waited on a join, say) stays ended.
+  if task.status == "ready" or not tasks[task] then return end
   task.status = "ready"
   task.wait_token = nil
   ready[#ready + 1] = task

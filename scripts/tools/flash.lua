@@ -27,6 +27,9 @@ usage: fotahost flash [options]
                    or the id of a programmer entry in the configuration
   -P PORT          gpiochip for gpiod (default gpiochip0); the simulated chip's
                    directory for sim
+  -B PERIOD        SCK period in microseconds (default 0.5, for an 8 MHz MCU; a chip
+                   running at 1 MHz needs -B 4 or more)
+  -i DELAY         SCK half-period in microseconds (avrdude's ispdelay), instead of -B
   -C [+]FILE       read programmer entries from FILE instead of /etc/avrdude.conf;
                    with +, in addition to it
   --board NAME     pins and part of a board: linkit-smart-7688-duo (default), arduino-yun
@@ -44,14 +47,17 @@ usage: fotahost flash [options]
 ]]
 
 local verbose, quiet = 0, 0
+local detect_format
 
 local function say(fmt, ...)
   if quiet < 1 then io.stderr:write(PROG, ": ", fmt:format(...), "\n") end
 end
 
+-- Exits with status 1, closing the Lua state first, so an open session's
+-- <close> and __gc run: RESET is released and the lines too.
 local function fail(fmt, ...)
   io.stderr:write(PROG, ": ", fmt:format(...), "\n")
-  os.exit(1)
+  os.exit(1, true)
 end
 
 ---------------------------------------------------------------- options
@@ -75,13 +81,17 @@ local function parse_args(argv)
       o.board = value(a, "")
     elseif a:match("^%-%-board=") then
       o.board = a:sub(9)
-    elseif a:match("^%-[pcPCU]") then
+    elseif a:match("^%-[pcPCUBi]") then
       local opt, rest = a:sub(1, 2), a:sub(3)
       local v = value(opt, rest)
       if opt == "-p" then o.part = v
       elseif opt == "-c" then o.programmer = v
       elseif opt == "-P" then o.port = v
       elseif opt == "-C" then o.conf[#o.conf + 1] = v
+      elseif opt == "-B" or opt == "-i" then
+        local us = tonumber(v)
+        if not us or us <= 0 or us > 100000 then fail("%s %s: a time in microseconds expected", opt, v) end
+        o.half_period_ns = math.floor((opt == "-B" and us * 500 or us * 1000) + 0.5)
       else o.ops[#o.ops + 1] = v end
     elseif a:match("^%-[eDVFnvq]+$") then
       for f in a:sub(2):gmatch(".") do
@@ -148,18 +158,46 @@ local function read_file(path)
   return s
 end
 
--- Numbers in "0x0f", "15", "0x12 0x34" or "0x12,0x34" form.
+-- Numbers as C writes them, as avrdude reads them: "0x0f" (hex), "017"
+-- (octal: a leading zero), "15" (decimal); several separated by spaces or
+-- commas.
 local function parse_numbers(text, what)
   local bytes = {}
   for tok in text:gmatch("[^%s,]+") do
     local v = tok:match("^0[xX]%x+$") and tonumber(tok:sub(3), 16)
-      or tok:match("^0[bB][01]+$") and tonumber(tok:sub(3), 2)
-      or tok:match("^%d+$") and tonumber(tok)
+      or tok:match("^0[0-7]*$") and tonumber(tok, 8)
+      or tok:match("^[1-9]%d*$") and tonumber(tok)
     if not v or v > 255 then fail("%s: '%s' is not a byte value", what, tok) end
     bytes[#bytes + 1] = string.char(v)
   end
   if #bytes == 0 then fail("%s: no value", what) end
   return table.concat(bytes)
+end
+
+-- What -U ...:a (the default for input) means: Intel HEX when the file
+-- starts with ':' (after a byte-order mark and blank space) or is named
+-- .hex; raw binary when it is binary data. Anything else is refused rather
+-- than guessed: an HTML error page saved as sketch.hex must never be
+-- flashed as raw bytes.
+detect_format = function(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local head = f:read(4096) or ""
+  f:close()
+  if head == "" then return nil, "empty file" end
+  local body = head:gsub("^\239\187\191", "")
+  if body:match("^%s*:") then return "i" end
+  if head:sub(1, 4) == "\127ELF" then
+    return nil, "an ELF file: give the .hex that avr-objcopy makes from it"
+  end
+  if body:match("^%s*S[0-9]%x%x") then
+    return nil, "Motorola S-records, which fotahost does not read: convert to Intel HEX"
+  end
+  if path:lower():match("%.hex$") or path:lower():match("%.ihx$") then return "i" end
+  if not head:find("[^\t\r\n\32-\126]") then
+    return nil, "text in no format fotahost knows (not Intel HEX); add :i or :r to -U to say which"
+  end
+  return "r"
 end
 
 -- Loads the data of a write or verify: an ihex image (for flash and eeprom)
@@ -173,16 +211,17 @@ local function load_input(u, part)
   elseif fmt == "h" then
     img = ihex.from_binary(parse_numbers(read_file(u.file), u.file), 0)
   else
+    local text
     if fmt == "a" then
-      local f = io.open(u.file, "rb")
-      if not f then fail("%s: cannot open: %s", u.file, select(2, io.open(u.file, "rb"))) end
-      local head = f:read(1) or ""
-      f:close()
-      fmt = head == ":" and "i" or "r"
+      local why
+      fmt, why = detect_format(u.file)
+      if not fmt then fail("%s: %s", u.file, why) end
     end
     if fmt == "i" then
       local err
-      img, err = ihex.load(u.file)
+      text = read_file(u.file)
+      -- A byte-order mark is not part of Intel HEX; editors add one.
+      img, err = ihex.parse((text:gsub("^\239\187\191", "")), u.file)
       if not img then fail("%s", err) end
     else
       img = ihex.from_binary(read_file(u.file), 0)
@@ -190,7 +229,8 @@ local function load_input(u, part)
   end
   local lo, hi = img:range()
   if not lo then fail("%s: no data", u.file) end
-  local size = u.mem == "flash" and part.flash_size or u.mem == "eeprom" and part.eeprom_size or 1
+  local size = u.mem == "flash" and part.flash_size or u.mem == "eeprom" and part.eeprom_size
+    or u.mem == "signature" and 3 or 1
   if hi >= size then
     fail("%s: data up to 0x%X does not fit the %s of %s (%d byte%s)", u.file, hi, u.mem,
       part.desc, size, size == 1 and "" or "s")
@@ -279,7 +319,7 @@ local function resolve_programmer(o, board)
         fail("programmer '%s' (line %d) gives no %s pin", o.programmer, e.line, role)
       end
     end
-    return "sysfs", e.pins, e.invert, ("'%s' from the configuration"):format(o.programmer)
+    return "sysfs", e.pins, e.invert, ("'%s' from the configuration"):format(o.programmer), true
   end
   local backend = BUILTIN[o.programmer]
   if not backend then
@@ -300,7 +340,7 @@ local board, berr = boards.get(o.board or "linkit-smart-7688-duo")
 if not board then fail("%s", berr) end
 local part, perr = parts.get(o.part or board.part)
 if not part then fail("%s", perr) end
-local backend, pins, invert, pdesc = resolve_programmer(o, board)
+local backend, pins, invert, pdesc, from_conf = resolve_programmer(o, board)
 if backend == "sim" and not o.port then
   fail("the sim programmer needs -P DIR, the directory of the simulated chip")
 end
@@ -321,10 +361,22 @@ for _, spec in ipairs(o.ops) do
   end
   updates[#updates + 1] = u
 end
+-- Output files must be writable before anything happens to the MCU.
+for _, u in ipairs(updates) do
+  if u.op == "r" and u.file ~= "-" then
+    local f, err = io.open(u.file .. ".tmp", "wb")
+    if not f then fail("%s", err) end
+    f:close()
+    os.remove(u.file .. ".tmp")
+  end
+end
 local writes_flash = false
 for _, u in ipairs(updates) do
   if u.mem == "flash" and u.op == "w" then writes_flash = true end
 end
+-- -e, or avrdude's auto-erase before a flash write (unless -D). The erase
+-- comes just before the first write, so any read listed before it (a
+-- backup of the old firmware) reads the chip as it was.
 local erase = o.erase or (writes_flash and not o.no_auto_erase)
 
 -- 2. Connect and check the signature.
@@ -332,6 +384,10 @@ local t_start = sys.now()
 local session <close>, err = isp.open{
   backend = backend, chip = o.port or board.chip, part = part, board = board,
   pins = pins, invert = invert, force = o.force, progress = progress_bar(),
+  half_period_ns = o.half_period_ns,
+  -- A configuration entry gives the board's own numbers, already swapped
+  -- where the board needs it, and global (no chip base added).
+  swap = not from_conf and "auto" or false, absolute_numbers = from_conf,
   -- For tests: a fake /sys/class/gpio tree.
   sysfs_root = os.getenv("FOTAHOST_SYSFS_ROOT"),
 }
@@ -350,8 +406,11 @@ local function check(ok, e)
   return ok
 end
 
--- 3. Erase, then the operations in the order given.
-if erase then
+-- 3. The operations in the order given, the erase just before the first write.
+local erased = false
+local function erase_now()
+  if erased or not erase then return end
+  erased = true
   if o.dry_run then
     say("dry run: the chip would be erased now")
   else
@@ -361,6 +420,7 @@ if erase then
 end
 
 for _, u in ipairs(updates) do
+  if u.op == "w" and (o.erase or u.mem == "flash") then erase_now() end
   if u.op == "w" and o.dry_run then
     say("dry run: %s would be written from %s", u.mem, u.file)
   elseif u.mem == "flash" and u.op == "w" then
@@ -404,6 +464,14 @@ for _, u in ipairs(updates) do
       fail("%s verification error: file 0x%02x, MCU 0x%02x (bits compared: 0x%02x)", u.mem, value, got, mask)
     end
     say("1 byte of %s verified", u.mem)
+  elseif u.mem == "signature" and u.op == "v" then
+    local want = u.image:bytes(0, 2)
+    local got = sig:gsub("%x%x ?", function(x) return string.char(tonumber(x:sub(1, 2), 16)) end)
+    if got ~= want then
+      fail("signature verification error: file %s, MCU %s",
+        (want:gsub(".", function(c) return ("%02X "):format(c:byte()) end):sub(1, -2)), sig)
+    end
+    say("3 bytes of signature verified")
   elseif u.op == "r" then
     local data
     if u.mem == "flash" then
@@ -424,6 +492,8 @@ for _, u in ipairs(updates) do
     say("%d byte%s of %s read to %s", #data, #data == 1 and "" or "s", u.mem, u.file)
   end
 end
+
+erase_now()   -- -e with no write at all: after the reads, as asked
 
 if verbose > 0 then
   local s = session:stats()

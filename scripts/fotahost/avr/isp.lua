@@ -50,7 +50,8 @@ end
 -- sck, mosi, miso}, invert {reset = true, ...}, swap (true, false, or
 -- "auto": from the board's revision byte, else by trying both), force
 -- (accept a wrong signature), progress = function(phase, done, total),
--- half_period_ns, poll, retries, sysfs_root, mem_path, revision_path.
+-- half_period_ns, poll, retries, sysfs_root, mem_path, revision_path,
+-- absolute_numbers (sysfs: the pins are global numbers, as avrdude.conf's).
 function M.open(opts)
   local board, err
   if opts.board then
@@ -97,6 +98,7 @@ function Session:_open_lines(swapped)
     invert = { inv.reset, inv.sck, inv.mosi, inv.miso },
     initial = { 0, 0, 0 },               -- RESET asserted at once: the MCU stops
     sysfs_root = self.opts.sysfs_root, mem_path = self.opts.mem_path,
+    absolute = self.opts.absolute_numbers,
     part = self.sim_part, factory = self.opts.sim_factory or (self.board and self.board.fuses),
   }
   if not lines then return nil, err end
@@ -131,6 +133,9 @@ end
 --- Resets the MCU into programming mode and checks its signature.
 -- Returns the signature as "1E 95 87", or nil, err (the lines are released).
 function Session:connect()
+  -- A second connect starts over: the first set of lines is released now,
+  -- not left for the garbage collector to release under the new one.
+  self:_close_lines()
   local ok, err
   local backend = self.opts.backend
   if self.board and self.board.pinmux == "mt7688-spis" and (backend == "sysfs" or backend == "gpiod") then
