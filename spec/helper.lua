@@ -64,4 +64,22 @@ function M.run(args, opts)
   return r
 end
 
+--- The example firmware (examples/firmware), built once per test run into
+-- a scratch directory; returns the path of `name` (e.g. "serial-led.hex").
+local fwdir
+function M.firmware(name)
+  if not fwdir then
+    local dir = M.tmpdir()
+    local ok = os.execute(("make -s -C %s O=%s >%s/make.log 2>&1")
+      :format(shell_quote(M.top .. "/examples/firmware"), shell_quote(dir), shell_quote(dir)))
+    local log = M.read(dir .. "/make.log") or ""
+    if not ok then
+      M.rmdir(dir)
+      error("building examples/firmware failed (it needs gcc-avr and avr-libc):\n" .. log)
+    end
+    fwdir = dir
+  end
+  return fwdir .. "/" .. name
+end
+
 return M

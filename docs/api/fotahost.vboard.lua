@@ -1,0 +1,74 @@
+---@meta fotahost.vboard
+-- API stub for script authors (LuaLS). The native part is plugins/vboard.c,
+-- a plugin built only where simavr is installed; `require "fotahost.vboard"`
+-- finds scripts/fotahost/vboard.lua, which loads it and adds run().
+
+---The virtual LinkIt Smart 7688 Duo: its ATmega32U4 (simavr, 8 MHz) runs
+---DIR/flash.bin, the memory `fotahost flash -c sim -P DIR` writes; it halts
+---while DIR/reset is "0" (an ISP session holds RESET) and restarts from the
+---new flash when it goes back to "1".
+---@class fotahost.vboard
+local vboard = {}
+
+---@class fotahost.vboard.Board
+local Board = {}
+
+---@param dir string the simulated chip's directory
+---@param opts? { pace?: boolean, led_log?: string } pace (default true): simulated time never runs ahead of real time
+---@return fotahost.vboard.Board|nil board
+---@return string? err "dir/flash.bin: <cause>"
+function vboard.open(dir, opts) end
+
+---True when the native plugin is built; else false and why.
+---@return boolean ok
+---@return string? why
+function vboard.available() end
+
+---Runs the board as the current scheduler task (see scripts/fotahost/vboard.lua).
+---@param board fotahost.vboard.Board
+---@param opts? { until_time?: number, on_step?: fun(board: fotahost.vboard.Board) }
+function vboard.run(board, opts) end
+
+---Runs the MCU for at most `max_wall` seconds of real time (and not past
+---`until_sim` simulated seconds); returns how long to wait before the next
+---step is useful (0 when unpaced or behind).
+---@return number wait
+function Board:step(max_wall, until_sim) end
+
+---D13 (PC7) transitions since the last call, in simulated seconds.
+---@return { t: number, on: boolean }[]
+function Board:led_events() end
+
+---Serial1 bytes since the last call: "rx" received by the MCU (t: end of
+---the stop bit), "tx" sent by it; lost = true for a byte sent while the
+---MCU's receiver was off.
+---@return { t: number, byte: integer, dir: "rx"|"tx", lost?: boolean }[]
+function Board:serial_events() end
+
+---RESET changes since the last call.
+---@return { t: number, halted: boolean }[]
+function Board:reset_events() end
+
+---@return boolean on D13 now
+function Board:led() end
+
+---Serial1's pseudo-terminal: the stable link DIR/ttyS0 and the pty itself.
+---@return string link, string pts
+function Board:tty() end
+
+---fds worth waiting on between steps (the pty, for input).
+---@return integer[]
+function Board:fds() end
+
+---@return number seconds simulated time
+function Board:time() end
+
+---{ cycles, sim_seconds, restarts, halted, stopped, led_events_lost,
+---serial_events_lost, tx_dropped, rx_pending, last_error }
+---@return table
+function Board:stats() end
+
+---Stops the MCU and removes DIR/ttyS0. Idempotent; also <close> and __gc.
+function Board:close() end
+
+return vboard

@@ -1,0 +1,1047 @@
+/*
+ * vboard.c: `fotahost.vboard`, a virtual LinkIt Smart 7688 Duo whose
+ * ATmega32U4 really runs the flashed firmware (simavr's m32u4 core, 8 MHz).
+ *
+ *   local board = assert(vboard.open(dir, { pace = true, led_log = path }))
+ *   local wait = board:step(0.01)   -- run at most 10 ms of wall time
+ *   for _, e in ipairs(board:led_events()) do print(e.t, e.on) end
+ *
+ * `dir` is the simulated chip that `fotahost flash -c sim -P dir` programs
+ * (plugins/gpio/sim.c): the MCU runs from dir/flash.bin, and follows RESET
+ * through dir/reset ("0" while an ISP session holds it low: the MCU is
+ * halted; "1": it restarts from the flash just written).
+ *
+ * What the board shows of the MCU:
+ *   - D13 = PC7: every transition, with its simulated time, from the cycle
+ *     counter, so a timestamp is exact to the instruction whatever the
+ *     host's load;
+ *   - Serial1 = USART1: a pseudo-terminal, published as dir/ttyS0. Bytes
+ *     written to it reach the MCU one byte time apart in simulated time;
+ *     bytes the MCU sends come out of it.
+ *
+ * Nothing blocks: step() runs the core for a bounded wall time and says how
+ * long the caller may wait; fds() lists what to wait on. With pacing (the
+ * default) simulated time never runs ahead of real time.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <pty.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fotahost.h"
+
+/* simavr's headers are not written for our warning set. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wshadow"
+#pragma GCC diagnostic ignored "-Wstrict-prototypes"
+#pragma GCC diagnostic ignored "-Wmissing-prototypes"
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#include <sim_avr.h>
+#include <sim_core.h>
+#include <sim_cycle_timers.h>
+#include <sim_io.h>
+#include <sim_irq.h>
+#include <avr_ioport.h>
+#include <avr_uart.h>
+#pragma GCC diagnostic pop
+
+#define VBOARD_MT "fotahost.vboard"
+#define VB_PART "atmega32u4"
+#define VB_HZ 8000000.0
+#define VB_FLASH_SIZE 32768
+#define VB_LED_PORT 'C'
+#define VB_LED_PIN 7
+#define VB_UART '1'
+/* dir/reset is looked at this often (wall seconds). */
+#define VB_RESET_CHECK 0.004
+/* Sim cycles run between looks at the wall clock and dir/reset. */
+#define VB_CHUNK_CYCLES 16000
+/* Instructions between looks at the wall clock inside a chunk. */
+#define VB_CLOCK_EVERY 2048
+/* Paced and behind by more than this (the process was stopped, say):
+ * forget the lag instead of racing to catch up. */
+#define VB_MAX_LAG 1.0
+#define VB_LED_RING 4096
+#define VB_SERIAL_RING 8192
+#define VB_RX_QUEUE 4096
+/* 10 bits at 57600 baud, until the firmware sets the baud rate. */
+#define VB_DEFAULT_BYTE_CYCLES 1389
+
+struct led_event {
+    uint64_t cycle;
+    int on;
+};
+
+struct serial_event {
+    uint64_t cycle;
+    uint8_t byte;
+    uint8_t tx;   /* sent by the MCU (1) or to it (0) */
+    uint8_t lost; /* to the MCU while its receiver was off */
+};
+
+struct reset_event {
+    uint64_t cycle;
+    int halted;
+};
+
+typedef struct {
+    avr_t *avr;     /* NULL once closed */
+    char *dir;
+    char *tty_link; /* dir/ttyS0 */
+    char tty_name[64];
+    int master, slave;
+    FILE *led_log;
+    int pace;
+
+    /* Board time in cycles is base + (avr->cycle - epoch): a restart or a
+     * halt does not move it backwards. */
+    uint64_t base;
+    avr_cycle_count_t epoch;
+    uint64_t target; /* where the running chunk stops */
+    double wall_anchor;
+    uint64_t sim_anchor;
+    double last_wall;
+
+    /* RESET, from dir/reset */
+    int halted;
+    int stopped; /* the core crashed or slept with interrupts off */
+    unsigned long restarts;
+    double next_reset_check;
+    struct stat reset_st;
+    int reset_seen;
+    int release_seen; /* RESET released while halted, at release_at */
+    double release_at;
+    char last_error[256];
+
+    /* D13 */
+    avr_ioport_t *portc;
+    int led;
+    struct led_event *leds;
+    size_t led_head, led_count;
+    unsigned long led_lost;
+
+    /* Serial1 */
+    avr_uart_t *uart;
+    avr_irq_t *uart_irq;
+    uint8_t rxq[VB_RX_QUEUE];
+    size_t rx_head, rx_count;
+    int rx_feeding, xoff;
+    uint64_t rx_free, tx_free; /* when each line is idle again */
+    struct serial_event *ser;
+    size_t ser_head, ser_count;
+    unsigned long ser_lost, tx_dropped;
+
+    struct reset_event resets[64];
+    size_t reset_count;
+} Board;
+
+static double wall_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static uint64_t board_cycles(const Board *b)
+{
+    return b->base + (uint64_t)(b->avr->cycle - b->epoch);
+}
+
+static double cycles_to_s(uint64_t c)
+{
+    return (double)c / VB_HZ;
+}
+
+/* ---------------------------------------------------------------- logging */
+
+/* simavr's messages go nowhere by default: the last error is kept for
+ * stats() instead of cluttering the user's terminal. */
+static void quiet_logger(avr_t *avr, const int level, const char *fmt, va_list ap)
+{
+    Board *b;
+
+    if (avr == NULL || level > LOG_ERROR)
+        return;
+    b = (Board *)avr->custom.data;
+    if (b != NULL)
+        vsnprintf(b->last_error, sizeof b->last_error, fmt, ap);
+}
+
+/* The core's sleeps are ours to pace, not usleep()'s. */
+static void no_sleep(avr_t *avr, avr_cycle_count_t how_long)
+{
+    (void)avr;
+    (void)how_long;
+}
+
+/* ---------------------------------------------------------------- D13 */
+
+static void led_record(Board *b, uint64_t cycle, int on)
+{
+    size_t i;
+
+    b->led = on;
+    if (b->led_count == VB_LED_RING) { /* drop the oldest */
+        b->led_head = (b->led_head + 1) % VB_LED_RING;
+        b->led_count--;
+        b->led_lost++;
+    }
+    i = (b->led_head + b->led_count) % VB_LED_RING;
+    b->leds[i].cycle = cycle;
+    b->leds[i].on = on;
+    b->led_count++;
+    if (b->led_log != NULL)
+        fprintf(b->led_log, "t=%.6f D13 %s\n", cycles_to_s(cycle), on ? "on" : "off");
+}
+
+/* D13 lights when PC7 drives high; an input pin floats and the LED is off.
+ * Both the pin and the direction irqs lead here, and the registers say the
+ * rest (simavr updates them before it raises the irqs). */
+static void led_changed(avr_irq_t *irq, uint32_t value, void *param)
+{
+    Board *b = (Board *)param;
+    avr_t *avr = b->avr;
+    int on;
+
+    (void)irq;
+    (void)value;
+    if (b->halted)
+        return;
+    on = (avr->data[b->portc->r_ddr] >> VB_LED_PIN) & (avr->data[b->portc->r_port] >> VB_LED_PIN) & 1;
+    if (on != b->led)
+        led_record(b, board_cycles(b), on);
+}
+
+/* ---------------------------------------------------------------- Serial1 */
+
+static void serial_record(Board *b, uint64_t cycle, uint8_t byte, int tx, int lost)
+{
+    size_t i;
+
+    if (b->ser_count == VB_SERIAL_RING) {
+        b->ser_head = (b->ser_head + 1) % VB_SERIAL_RING;
+        b->ser_count--;
+        b->ser_lost++;
+    }
+    i = (b->ser_head + b->ser_count) % VB_SERIAL_RING;
+    b->ser[i].cycle = cycle;
+    b->ser[i].byte = byte;
+    b->ser[i].tx = (uint8_t)tx;
+    b->ser[i].lost = (uint8_t)lost;
+    b->ser_count++;
+}
+
+static uint64_t byte_cycles(const Board *b)
+{
+    return b->uart->cycles_per_byte > 0 ? (uint64_t)b->uart->cycles_per_byte : VB_DEFAULT_BYTE_CYCLES;
+}
+
+/* A byte from the MCU: out to the pty at once, timed at the end of its
+ * stop bit. A full pty (nobody reading) loses it, as a serial line would. */
+static void uart_tx(avr_irq_t *irq, uint32_t value, void *param)
+{
+    Board *b = (Board *)param;
+    uint64_t now = board_cycles(b);
+    uint8_t c = (uint8_t)value;
+
+    (void)irq;
+    b->tx_free = (b->tx_free > now ? b->tx_free : now) + byte_cycles(b);
+    serial_record(b, b->tx_free, c, 1, 0);
+    if (b->master >= 0 && write(b->master, &c, 1) != 1)
+        b->tx_dropped++;
+}
+
+/*
+ * Feeds the next queued byte to USART1: the start bit now, so simavr raises
+ * RXC one byte time later, at the end of the stop bit (the time recorded).
+ * Runs as a cycle timer, one byte time apart, while bytes remain and the
+ * UART has room.
+ */
+static avr_cycle_count_t rx_feed(avr_t *avr, avr_cycle_count_t when, void *param)
+{
+    Board *b = (Board *)param;
+    uint64_t now, bc;
+    uint8_t c;
+    int lost;
+
+    (void)avr;
+    if (b->rx_count == 0 || b->xoff || b->halted) {
+        b->rx_feeding = 0;
+        return 0;
+    }
+    now = board_cycles(b);
+    bc = byte_cycles(b);
+    c = b->rxq[b->rx_head];
+    b->rx_head = (b->rx_head + 1) % VB_RX_QUEUE;
+    b->rx_count--;
+    lost = !avr_regbit_get(b->avr, b->uart->rxen);
+    serial_record(b, now + bc, c, 0, lost);
+    b->rx_free = now + bc;
+    avr_raise_irq(b->uart_irq + UART_IRQ_INPUT, c);
+    if (b->rx_count == 0 || b->xoff) {
+        b->rx_feeding = 0;
+        return 0;
+    }
+    return when + (avr_cycle_count_t)bc;
+}
+
+static void rx_kick(Board *b)
+{
+    uint64_t now;
+
+    if (b->rx_feeding || b->rx_count == 0 || b->xoff || b->halted || b->avr == NULL)
+        return;
+    now = board_cycles(b);
+    b->rx_feeding = 1;
+    avr_cycle_timer_register(b->avr, b->rx_free > now ? (avr_cycle_count_t)(b->rx_free - now) : 1,
+                             rx_feed, b);
+}
+
+static void uart_xon(avr_irq_t *irq, uint32_t value, void *param)
+{
+    Board *b = (Board *)param;
+
+    (void)irq;
+    if (value) {
+        b->xoff = 0;
+        rx_kick(b);
+    }
+}
+
+static void uart_xoff(avr_irq_t *irq, uint32_t value, void *param)
+{
+    Board *b = (Board *)param;
+
+    (void)irq;
+    b->xoff = value != 0;
+}
+
+/* Takes what was written to the tty into the queue, as far as it has room:
+ * the rest waits in the pty, so nothing is dropped. */
+static void rx_pump(Board *b)
+{
+    while (b->rx_count < VB_RX_QUEUE) {
+        uint8_t buf[512];
+        size_t room = VB_RX_QUEUE - b->rx_count, i;
+        ssize_t n = read(b->master, buf, room < sizeof buf ? room : sizeof buf);
+        if (n <= 0)
+            break;
+        for (i = 0; i < (size_t)n; i++)
+            b->rxq[(b->rx_head + b->rx_count + i) % VB_RX_QUEUE] = buf[i];
+        b->rx_count += (size_t)n;
+    }
+    rx_kick(b);
+}
+
+/* ---------------------------------------------------------------- flash, RESET */
+
+/* Reads dir/flash.bin into `buf` (VB_FLASH_SIZE bytes, 0xFF past its end). */
+static int read_flash(Board *b, uint8_t *buf, char *err, size_t errlen)
+{
+    char path[PATH_MAX];
+    FILE *f;
+    size_t n;
+    int extra;
+
+    snprintf(path, sizeof path, "%s/flash.bin", b->dir);
+    f = fopen(path, "rbe");
+    if (f == NULL) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    memset(buf, 0xFF, VB_FLASH_SIZE);
+    n = fread(buf, 1, VB_FLASH_SIZE, f);
+    extra = fgetc(f);
+    if (ferror(f)) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        fclose(f);
+        return -1;
+    }
+    fclose(f);
+    if (extra != EOF) {
+        snprintf(err, errlen, "%s: larger than the ATmega32U4's %d bytes of flash", path, VB_FLASH_SIZE);
+        return -1;
+    }
+    (void)n;
+    return 0;
+}
+
+static void reset_record(Board *b, int halted)
+{
+    if (b->reset_count == sizeof b->resets / sizeof b->resets[0]) {
+        memmove(b->resets, b->resets + 1, sizeof b->resets - sizeof b->resets[0]);
+        b->reset_count--;
+    }
+    b->resets[b->reset_count].cycle = board_cycles(b);
+    b->resets[b->reset_count].halted = halted;
+    b->reset_count++;
+}
+
+/* Things simavr's reset forgets, set again on each (re)start. */
+static void core_setup(Board *b)
+{
+    uint32_t flags = 0;
+
+    b->avr->sleep = no_sleep;
+    b->avr->log = LOG_ERROR;
+    b->avr->codeend = b->avr->flashend;
+    if (avr_ioctl(b->avr, AVR_IOCTL_UART_GET_FLAGS(VB_UART), &flags) == 0) {
+        flags &= ~(uint32_t)(AVR_UART_FLAG_STDIO | AVR_UART_FLAG_POLL_SLEEP);
+        avr_ioctl(b->avr, AVR_IOCTL_UART_SET_FLAGS(VB_UART), &flags);
+    }
+}
+
+static void halt(Board *b)
+{
+    if (b->halted)
+        return;
+    reset_record(b, 1);
+    if (b->led)
+        led_record(b, board_cycles(b), 0); /* PC7 floats: D13 goes dark */
+    b->halted = 1;
+    b->rx_feeding = 0;
+    avr_cycle_timer_cancel(b->avr, rx_feed, b);
+}
+
+/* RESET released: the MCU starts again from the flash just written. */
+static void restart(Board *b)
+{
+    static uint8_t image[VB_FLASH_SIZE];
+    uint64_t now = board_cycles(b);
+
+    if (read_flash(b, image, b->last_error, sizeof b->last_error) != 0)
+        return; /* stay halted; the next look may find the file */
+    b->halted = 1; /* the reset's own pin changes are not D13 transitions */
+    avr_reset(b->avr);
+    memcpy(b->avr->flash, image, VB_FLASH_SIZE);
+    core_setup(b);
+    b->base = now;
+    b->epoch = b->avr->cycle;
+    b->halted = 0;
+    b->stopped = 0;
+    b->led = 0;
+    b->xoff = 0;
+    b->rx_feeding = 0;
+    b->rx_free = b->tx_free = now;
+    b->restarts++;
+    reset_record(b, 0);
+    rx_kick(b);
+}
+
+/*
+ * Looks at dir/reset. Each change replaces the file, so a new inode or
+ * mtime with "1" in it means a whole ISP session happened between two
+ * looks: halt and restart all the same. A missing file means running.
+ */
+static void check_reset(Board *b, double now)
+{
+    char path[PATH_MAX], c = '1';
+    struct stat st;
+    int fd, changed;
+
+    snprintf(path, sizeof path, "%s/reset", b->dir);
+    if (stat(path, &st) != 0) {
+        if (b->halted)
+            restart(b);
+        b->release_seen = 0;
+        b->reset_seen = 0;
+        return;
+    }
+    changed = !b->reset_seen || st.st_ino != b->reset_st.st_ino
+              || st.st_mtim.tv_sec != b->reset_st.st_mtim.tv_sec
+              || st.st_mtim.tv_nsec != b->reset_st.st_mtim.tv_nsec || st.st_size != b->reset_st.st_size;
+    if (!changed && !b->halted)
+        return;
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        if (read(fd, &c, 1) != 1)
+            c = '1';
+        close(fd);
+    }
+    if (c == '0') {
+        halt(b);
+        b->release_seen = 0;
+    } else if (b->halted) {
+        /* The programmer pulses RESET high for microseconds to resync;
+         * only a release that lasts is the end of the session. */
+        if (!b->release_seen) {
+            b->release_seen = 1;
+            b->release_at = now;
+        } else if (now - b->release_at >= VB_RESET_CHECK * 0.9) {
+            b->release_seen = 0;
+            restart(b);
+        }
+    } else if (changed && b->reset_seen) {
+        halt(b); /* a whole session between two looks */
+        restart(b);
+    }
+    if (!b->halted || c == '0' || b->release_seen) { /* a failed restart looks again */
+        b->reset_st = st;
+        b->reset_seen = 1;
+    }
+}
+
+/* ---------------------------------------------------------------- running */
+
+/* Stops a core that sleeps until its next timer at the chunk's end. */
+static avr_cycle_count_t chunk_end(avr_t *avr, avr_cycle_count_t when, void *param)
+{
+    (void)avr;
+    (void)when;
+    (void)param;
+    return 0;
+}
+
+/* Runs the core to b->target or the wall deadline. */
+static void run_chunk(Board *b, double deadline)
+{
+    avr_t *avr = b->avr;
+    uint64_t now = board_cycles(b);
+    unsigned n = 0;
+
+    if (b->target <= now)
+        return;
+    avr_cycle_timer_register(avr, (avr_cycle_count_t)(b->target - now), chunk_end, b);
+    while (board_cycles(b) < b->target && !b->halted) {
+        int state = avr_run(avr);
+        if (state == cpu_Done || state == cpu_Crashed) {
+            b->stopped = 1;
+            break;
+        }
+        if (++n % VB_CLOCK_EVERY == 0 && wall_now() >= deadline)
+            break;
+    }
+    avr_cycle_timer_cancel(avr, chunk_end, b);
+}
+
+/* ---------------------------------------------------------------- Lua API */
+
+static Board *check_board(lua_State *L)
+{
+    Board *b = (Board *)luaL_checkudata(L, 1, VBOARD_MT);
+
+    if (b->avr == NULL)
+        luaL_error(L, "attempt to use a closed board");
+    return b;
+}
+
+/*
+ * board:step(max_wall_seconds[, until_sim_seconds])
+ *   -> seconds to wait before stepping again
+ * Runs the MCU for at most max_wall_seconds of wall time, and not past
+ * until_sim_seconds of simulated time when given; 0 means "step again at
+ * once" (unpaced, behind real time, or stopped by either limit).
+ */
+static int board_step(lua_State *L)
+{
+    Board *b = check_board(L);
+    lua_Number max_wall = luaL_checknumber(L, 2);
+    lua_Number until = luaL_optnumber(L, 3, HUGE_VAL);
+    double start = wall_now(), deadline, now, wait;
+    uint64_t limit = UINT64_MAX;
+
+    luaL_argcheck(L, !isnan(max_wall) && max_wall >= 0, 2, "seconds must be >= 0");
+    luaL_argcheck(L, !isnan(until), 3, "time is NaN");
+    if (until < 0)
+        limit = 0;
+    else if (until * VB_HZ < 1.8e19)
+        limit = (uint64_t)ceil(until * VB_HZ);
+    deadline = start + (max_wall > 3600 ? 3600 : max_wall);
+    rx_pump(b);
+    for (;;) {
+        now = wall_now();
+        if (now >= b->next_reset_check) {
+            check_reset(b, now);
+            b->next_reset_check = now + VB_RESET_CHECK;
+        }
+        if (b->halted || b->stopped) {
+            /* The board's clock runs on while the MCU does not. */
+            b->base += (uint64_t)((now - b->last_wall) * VB_HZ);
+            b->last_wall = now;
+            if (b->pace) {
+                b->wall_anchor = now;
+                b->sim_anchor = board_cycles(b);
+            }
+            wait = b->next_reset_check - now;
+            break;
+        }
+        b->last_wall = now;
+        if (b->pace) {
+            uint64_t due = b->sim_anchor + (uint64_t)((now - b->wall_anchor) * VB_HZ);
+            uint64_t at = board_cycles(b);
+            if (due <= at) { /* caught up: nothing to do before the next look */
+                wait = b->next_reset_check - now;
+                if (wait < 0.001)
+                    wait = 0.001;
+                break;
+            }
+            if (cycles_to_s(due - at) > VB_MAX_LAG) {
+                b->wall_anchor = now;
+                b->sim_anchor = at;
+                continue;
+            }
+            b->target = due - at > VB_CHUNK_CYCLES ? at + VB_CHUNK_CYCLES : due;
+        } else {
+            b->target = board_cycles(b) + VB_CHUNK_CYCLES;
+        }
+        if (b->target > limit)
+            b->target = limit;
+        if (now >= deadline || board_cycles(b) >= limit) {
+            wait = 0;
+            break;
+        }
+        run_chunk(b, deadline);
+    }
+    if (b->led_log != NULL)
+        fflush(b->led_log);
+    lua_pushnumber(L, wait > 0 ? wait : 0);
+    return 1;
+}
+
+/* board:led_events() -> { {t=, on=}, ... }, oldest first; clears them */
+static int board_led_events(lua_State *L)
+{
+    Board *b = check_board(L);
+    size_t i;
+
+    lua_createtable(L, (int)b->led_count, 0);
+    for (i = 0; i < b->led_count; i++) {
+        const struct led_event *e = &b->leds[(b->led_head + i) % VB_LED_RING];
+        lua_createtable(L, 0, 2);
+        lua_pushnumber(L, cycles_to_s(e->cycle));
+        lua_setfield(L, -2, "t");
+        lua_pushboolean(L, e->on);
+        lua_setfield(L, -2, "on");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    b->led_head = b->led_count = 0;
+    return 1;
+}
+
+/* board:serial_events() -> { {t=, byte=, dir="rx"|"tx"[, lost=true]}, ... }
+ * "rx" is a byte the MCU received, "tx" one it sent; t is the end of its
+ * stop bit. Clears them. */
+static int board_serial_events(lua_State *L)
+{
+    Board *b = check_board(L);
+    size_t i;
+
+    lua_createtable(L, (int)b->ser_count, 0);
+    for (i = 0; i < b->ser_count; i++) {
+        const struct serial_event *e = &b->ser[(b->ser_head + i) % VB_SERIAL_RING];
+        lua_createtable(L, 0, 4);
+        lua_pushnumber(L, cycles_to_s(e->cycle));
+        lua_setfield(L, -2, "t");
+        lua_pushinteger(L, e->byte);
+        lua_setfield(L, -2, "byte");
+        lua_pushstring(L, e->tx ? "tx" : "rx");
+        lua_setfield(L, -2, "dir");
+        if (e->lost) {
+            lua_pushboolean(L, 1);
+            lua_setfield(L, -2, "lost");
+        }
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    b->ser_head = b->ser_count = 0;
+    return 1;
+}
+
+/* board:reset_events() -> { {t=, halted=true|false}, ... }; clears them */
+static int board_reset_events(lua_State *L)
+{
+    Board *b = check_board(L);
+    size_t i;
+
+    lua_createtable(L, (int)b->reset_count, 0);
+    for (i = 0; i < b->reset_count; i++) {
+        lua_createtable(L, 0, 2);
+        lua_pushnumber(L, cycles_to_s(b->resets[i].cycle));
+        lua_setfield(L, -2, "t");
+        lua_pushboolean(L, b->resets[i].halted);
+        lua_setfield(L, -2, "halted");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    b->reset_count = 0;
+    return 1;
+}
+
+/* board:led() -> true | false */
+static int board_led(lua_State *L)
+{
+    lua_pushboolean(L, check_board(L)->led);
+    return 1;
+}
+
+/* board:tty() -> "dir/ttyS0", "/dev/pts/N" */
+static int board_tty(lua_State *L)
+{
+    Board *b = check_board(L);
+
+    lua_pushstring(L, b->tty_link);
+    lua_pushstring(L, b->tty_name);
+    return 2;
+}
+
+/* board:fds() -> { fd, ... }: what step() may be waiting for */
+static int board_fds(lua_State *L)
+{
+    Board *b = check_board(L);
+
+    lua_createtable(L, 1, 0);
+    if (b->rx_count < VB_RX_QUEUE) { /* full: reading more must wait */
+        lua_pushinteger(L, b->master);
+        lua_rawseti(L, -2, 1);
+    }
+    return 1;
+}
+
+/* board:time() -> simulated seconds since open */
+static int board_time(lua_State *L)
+{
+    lua_pushnumber(L, cycles_to_s(board_cycles(check_board(L))));
+    return 1;
+}
+
+static void set_int(lua_State *L, const char *k, lua_Integer v)
+{
+    lua_pushinteger(L, v);
+    lua_setfield(L, -2, k);
+}
+
+/* board:stats() -> { cycles=, sim_seconds=, restarts=, halted=, ... } */
+static int board_stats(lua_State *L)
+{
+    Board *b = check_board(L);
+    uint64_t c = board_cycles(b);
+
+    lua_createtable(L, 0, 12);
+    set_int(L, "cycles", (lua_Integer)c);
+    lua_pushnumber(L, cycles_to_s(c));
+    lua_setfield(L, -2, "sim_seconds");
+    set_int(L, "restarts", (lua_Integer)b->restarts);
+    lua_pushboolean(L, b->halted);
+    lua_setfield(L, -2, "halted");
+    lua_pushboolean(L, b->stopped);
+    lua_setfield(L, -2, "stopped");
+    set_int(L, "led_events_lost", (lua_Integer)b->led_lost);
+    set_int(L, "serial_events_lost", (lua_Integer)b->ser_lost);
+    set_int(L, "tx_dropped", (lua_Integer)b->tx_dropped);
+    set_int(L, "rx_pending", (lua_Integer)b->rx_count);
+    if (b->last_error[0] != '\0') {
+        lua_pushstring(L, b->last_error);
+        lua_setfield(L, -2, "last_error");
+    }
+    return 1;
+}
+
+/*
+ * avr_terminate() frees the io modules' irq blocks but not the others (the
+ * interrupt vectors'), nor any irq's name and hooks, nor the pool's array,
+ * and it leaves the pool pointing at what it freed. So: before it, free
+ * every name and hook (a hook starts with its `next` pointer) and note
+ * the blocks no io module owns; after it, free those and the pool.
+ * A block avr_alloc_irq() made is a run of IRQ_FLAG_ALLOC irqs, adjacent
+ * in memory and listed in order in the pool.
+ */
+struct irq_hook_head {
+    struct irq_hook_head *next;
+};
+
+static int owned_by_io(avr_t *avr, const avr_irq_t *irq)
+{
+    avr_io_t *io;
+
+    for (io = avr->io_port; io != NULL; io = io->next)
+        if (io->irq == irq)
+            return 1;
+    return 0;
+}
+
+static void terminate_core(avr_t *avr)
+{
+    avr_irq_pool_t *pool = &avr->irq_pool;
+    avr_irq_t *prev = NULL;
+    avr_irq_t **blocks = calloc((size_t)pool->count + 1, sizeof *blocks);
+    int i, n = 0;
+
+    for (i = 0; i < pool->count; i++) {
+        avr_irq_t *irq = pool->irq[i];
+        struct irq_hook_head *h;
+        if (irq == NULL) {
+            prev = NULL;
+            continue;
+        }
+        if ((irq->flags & IRQ_FLAG_ALLOC) && (prev == NULL || irq != prev + 1)
+            && blocks != NULL && !owned_by_io(avr, irq))
+            blocks[n++] = irq;
+        prev = irq;
+        free((char *)irq->name);
+        irq->name = NULL;
+        for (h = (struct irq_hook_head *)irq->hook; h != NULL;) {
+            struct irq_hook_head *next = h->next;
+            free(h);
+            h = next;
+        }
+        irq->hook = NULL;
+    }
+    avr_terminate(avr);
+    for (i = 0; i < n; i++)
+        free(blocks[i]);
+    free(blocks);
+    free(pool->irq);
+    pool->irq = NULL;
+    pool->count = 0;
+}
+
+/* Idempotent: close(), __gc and __close all end here. */
+static int board_close(lua_State *L)
+{
+    Board *b = (Board *)luaL_checkudata(L, 1, VBOARD_MT);
+
+    if (b->avr != NULL) {
+        terminate_core(b->avr);
+        free(b->avr);
+        b->avr = NULL;
+    }
+    if (b->tty_link != NULL) {
+        char target[sizeof b->tty_name];
+        ssize_t n = readlink(b->tty_link, target, sizeof target - 1);
+        if (n > 0) {
+            target[n] = '\0';
+            if (strcmp(target, b->tty_name) == 0) /* still ours */
+                unlink(b->tty_link);
+        }
+        free(b->tty_link);
+        b->tty_link = NULL;
+    }
+    if (b->master >= 0)
+        close(b->master);
+    if (b->slave >= 0)
+        close(b->slave);
+    b->master = b->slave = -1;
+    if (b->led_log != NULL)
+        fclose(b->led_log);
+    b->led_log = NULL;
+    free(b->leds);
+    free(b->ser);
+    free(b->dir);
+    b->leds = NULL;
+    b->ser = NULL;
+    b->dir = NULL;
+    return 0;
+}
+
+static int board_tostring(lua_State *L)
+{
+    Board *b = (Board *)luaL_checkudata(L, 1, VBOARD_MT);
+
+    if (b->avr == NULL)
+        lua_pushliteral(L, "vboard (closed)");
+    else
+        lua_pushfstring(L, "vboard (%s)", b->dir);
+    return 1;
+}
+
+/* Opens the pty for Serial1 (raw, 57600) and links dir/ttyS0 to it. */
+static int open_tty(Board *b, char *err, size_t errlen)
+{
+    struct termios tio;
+    char tmp[PATH_MAX];
+    size_t n;
+
+    if (openpty(&b->master, &b->slave, b->tty_name, NULL, NULL) != 0) {
+        snprintf(err, errlen, "openpty: %s", strerror(errno));
+        return -1;
+    }
+    /* We hold the slave open, so the master never reads EIO when the
+     * user's side closes. */
+    fcntl(b->master, F_SETFD, FD_CLOEXEC);
+    fcntl(b->slave, F_SETFD, FD_CLOEXEC);
+    fcntl(b->master, F_SETFL, fcntl(b->master, F_GETFL) | O_NONBLOCK);
+    if (tcgetattr(b->slave, &tio) == 0) {
+        cfmakeraw(&tio);
+        cfsetispeed(&tio, B57600);
+        cfsetospeed(&tio, B57600);
+        tcsetattr(b->slave, TCSANOW, &tio);
+    }
+    n = strlen(b->dir) + sizeof "/ttyS0";
+    b->tty_link = malloc(n);
+    if (b->tty_link == NULL) {
+        snprintf(err, errlen, "vboard: out of memory");
+        return -1;
+    }
+    snprintf(b->tty_link, n, "%s/ttyS0", b->dir);
+    snprintf(tmp, sizeof tmp, "%s/.ttyS0.%ld", b->dir, (long)getpid());
+    unlink(tmp);
+    if (symlink(b->tty_name, tmp) != 0 || rename(tmp, b->tty_link) != 0) {
+        snprintf(err, errlen, "%s: %s", b->tty_link, strerror(errno));
+        unlink(tmp);
+        free(b->tty_link);
+        b->tty_link = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static avr_io_t *find_io(avr_t *avr, const char *kind, char name)
+{
+    avr_io_t *io;
+
+    for (io = avr->io_port; io != NULL; io = io->next) {
+        if (strcmp(io->kind, kind) != 0)
+            continue;
+        if (strcmp(kind, "uart") == 0 && ((avr_uart_t *)io)->name == name)
+            return io;
+        if (strcmp(kind, "port") == 0 && ((avr_ioport_t *)io)->name == name)
+            return io;
+    }
+    return NULL;
+}
+
+static int open_core(Board *b, char *err, size_t errlen)
+{
+    static uint8_t image[VB_FLASH_SIZE];
+    avr_irq_t *irq;
+
+    if (read_flash(b, image, err, errlen) != 0)
+        return -1;
+    b->avr = avr_make_mcu_by_name(VB_PART);
+    if (b->avr == NULL) {
+        snprintf(err, errlen, "simavr has no %s core", VB_PART);
+        return -1;
+    }
+    b->avr->custom.data = b;
+    if (avr_init(b->avr) != 0) {
+        snprintf(err, errlen, "simavr: cannot initialise the %s core", VB_PART);
+        free(b->avr);
+        b->avr = NULL;
+        return -1;
+    }
+    b->avr->frequency = (uint32_t)VB_HZ;
+    memcpy(b->avr->flash, image, VB_FLASH_SIZE);
+    core_setup(b);
+    b->portc = (avr_ioport_t *)find_io(b->avr, "port", VB_LED_PORT);
+    b->uart = (avr_uart_t *)find_io(b->avr, "uart", VB_UART);
+    if (b->portc == NULL || b->uart == NULL) {
+        snprintf(err, errlen, "simavr's %s core lacks PORT%c or USART%c", VB_PART, VB_LED_PORT, VB_UART);
+        return -1;
+    }
+    irq = avr_io_getirq(b->avr, AVR_IOCTL_IOPORT_GETIRQ(VB_LED_PORT), VB_LED_PIN);
+    avr_irq_register_notify(irq, led_changed, b);
+    irq = avr_io_getirq(b->avr, AVR_IOCTL_IOPORT_GETIRQ(VB_LED_PORT), IOPORT_IRQ_DIRECTION_ALL);
+    avr_irq_register_notify(irq, led_changed, b);
+    b->uart_irq = avr_io_getirq(b->avr, AVR_IOCTL_UART_GETIRQ(VB_UART), 0);
+    avr_irq_register_notify(b->uart_irq + UART_IRQ_OUTPUT, uart_tx, b);
+    avr_irq_register_notify(b->uart_irq + UART_IRQ_OUT_XON, uart_xon, b);
+    avr_irq_register_notify(b->uart_irq + UART_IRQ_OUT_XOFF, uart_xoff, b);
+    b->epoch = b->avr->cycle;
+    return 0;
+}
+
+/* Closes the board on the top of the stack (a failed open). */
+static void close_new(lua_State *L)
+{
+    lua_pushcfunction(L, board_close);
+    lua_pushvalue(L, -2);
+    lua_call(L, 1, 0);
+}
+
+/* vboard.open(dir[, {pace=true, led_log=path}]) -> board | fail, msg */
+static int vboard_open(lua_State *L)
+{
+    const char *dir = luaL_checkstring(L, 1);
+    int pace = 1;
+    const char *led_log = NULL;
+    char err[PATH_MAX + 128];
+    Board *b;
+
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        lua_getfield(L, 2, "pace");
+        if (!lua_isnil(L, -1))
+            pace = lua_toboolean(L, -1);
+        lua_getfield(L, 2, "led_log");
+        if (!lua_isnil(L, -1))
+            led_log = luaL_checkstring(L, -1);
+        lua_pop(L, 1); /* led_log stays reachable through opts */
+        lua_pop(L, 1);
+    }
+    b = (Board *)lua_newuserdatauv(L, sizeof(Board), 0);
+    memset(b, 0, sizeof *b);
+    b->master = b->slave = -1;
+    luaL_setmetatable(L, VBOARD_MT);
+    b->pace = pace;
+    b->dir = strdup(dir);
+    b->leds = calloc(VB_LED_RING, sizeof *b->leds);
+    b->ser = calloc(VB_SERIAL_RING, sizeof *b->ser);
+    if (b->dir == NULL || b->leds == NULL || b->ser == NULL) {
+        close_new(L);
+        return fh_result_msg(L, "vboard: out of memory");
+    }
+    if (open_core(b, err, sizeof err) != 0 || open_tty(b, err, sizeof err) != 0) {
+        close_new(L);
+        return fh_result_msg(L, "%s", err);
+    }
+    if (led_log != NULL) {
+        b->led_log = fopen(led_log, "ae");
+        if (b->led_log == NULL) {
+            int e = errno;
+            close_new(L);
+            return fh_result_errno(L, e, led_log);
+        }
+    }
+    b->last_wall = b->wall_anchor = wall_now();
+    check_reset(b, b->last_wall); /* RESET may be held already */
+    b->next_reset_check = b->last_wall + VB_RESET_CHECK;
+    return 1;
+}
+
+static const luaL_Reg board_methods[] = {
+    {"step", board_step},
+    {"led_events", board_led_events},
+    {"serial_events", board_serial_events},
+    {"reset_events", board_reset_events},
+    {"led", board_led},
+    {"tty", board_tty},
+    {"fds", board_fds},
+    {"time", board_time},
+    {"stats", board_stats},
+    {"close", board_close},
+    {NULL, NULL},
+};
+
+static const luaL_Reg board_meta[] = {
+    {"__index", NULL}, /* set by fh_new_class */
+    {"__gc", board_close},
+    {"__close", board_close},
+    {"__tostring", board_tostring},
+    {NULL, NULL},
+};
+
+static const luaL_Reg vboard_funcs[] = {
+    {"open", vboard_open},
+    {NULL, NULL},
+};
+
+int luaopen_fotahost_vboard(lua_State *L);
+
+int luaopen_fotahost_vboard(lua_State *L)
+{
+    avr_global_logger_set(quiet_logger);
+    fh_new_class(L, VBOARD_MT, board_meta, board_methods);
+    luaL_newlib(L, vboard_funcs);
+    lua_pushnumber(L, VB_HZ);
+    lua_setfield(L, -2, "hz");
+    return 1;
+}

@@ -1,0 +1,90 @@
+-- fotahost blink: the tutorial's board test. Sends "1" and "0" alternately
+-- to the MCU's serial port; a sketch like examples/firmware/serial-led
+-- turns LED D13 on for "1" and off for "0".
+--
+-- This is the script users edit on the board (copy it to
+-- /etc/fotahost/scripts/tools/blink.lua first; that copy wins).
+
+local sched = require "fotahost.sched"
+local serial = require "fotahost.serial_port"
+
+local USAGE = [[
+usage: fotahost blink [options]
+  --port PATH      the MCU's serial port (default /dev/ttyS0: Serial1 on the 7688 Duo)
+  --baud N         baud rate (default 57600, as the sketch's Serial1.begin)
+  --board sim DIR  the virtual board whose simulated chip is in DIR (port DIR/ttyS0)
+  --interval S     seconds between "1" and "0" (default 1)
+  --count N        on/off cycles, then stop (default: until Ctrl-C)
+  -q               no line per byte
+  -h, --help       this help
+Ctrl-C stops it and leaves the LED off.
+]]
+
+local function usage_error(fmt, ...)
+  io.stderr:write("fotahost blink: ", fmt:format(...), "\n", USAGE)
+  os.exit(2)
+end
+
+local opts = { port = "/dev/ttyS0", baud = 57600, interval = 1 }
+local i = 1
+while i <= #arg do
+  local a = arg[i]
+  local function value()
+    i = i + 1
+    if arg[i] == nil then usage_error("%s needs a value", a) end
+    return arg[i]
+  end
+  if a == "-h" or a == "--help" then
+    io.stdout:write(USAGE)
+    os.exit(0)
+  elseif a == "--port" then opts.port = value()
+  elseif a == "--baud" then opts.baud = math.tointeger(tonumber(value())) or usage_error("--baud: a whole number")
+  elseif a == "--interval" then
+    opts.interval = tonumber(value())
+    if not opts.interval or opts.interval <= 0 then usage_error("--interval: seconds > 0") end
+  elseif a == "--count" then
+    opts.count = math.tointeger(tonumber(value()))
+    if not opts.count or opts.count < 1 then usage_error("--count: a whole number >= 1") end
+  elseif a == "--board" then
+    if value() ~= "sim" then usage_error("--board: only 'sim DIR' (the virtual board)") end
+    opts.port = value() .. "/ttyS0"
+  elseif a == "-q" then opts.quiet = true
+  else usage_error("unknown option '%s'", a) end
+  i = i + 1
+end
+
+local function say(fmt, ...)
+  if not opts.quiet then print(fmt:format(...)) end
+end
+
+local ok, err = pcall(sched.run, function()
+  local port <close>, perr = serial.open(opts.port, { baud = opts.baud })
+  if not port then error(perr, 0) end
+  -- Whatever ends the test (the count, Ctrl-C, an error), the LED ends off.
+  local led_off <close> = setmetatable({}, { __close = function()
+    pcall(port.write, port, "0", 1)
+    pcall(port.drain, port, 1)
+  end })
+  say("blinking D13 through %s at %d baud, %g s on, %g s off", opts.port, opts.baud,
+    opts.interval, opts.interval)
+  local cycle = 0
+  while not opts.count or cycle < opts.count do
+    cycle = cycle + 1
+    for _, byte in ipairs({ "1", "0" }) do
+      local wok, werr = port:write(byte, 2)
+      if not wok then error(("%s: %s"):format(opts.port, werr), 0) end
+      say("%s  LED %s (cycle %d)", byte, byte == "1" and "on " or "off", cycle)
+      sched.sleep(opts.interval)
+    end
+  end
+end)
+
+if not ok then
+  local sig = tostring(err):match("^interrupted %((SIG%u+)%)")
+  if sig then
+    io.stderr:write("fotahost blink: stopped, LED off\n")
+    os.exit(sig == "SIGINT" and 130 or 143)
+  end
+  io.stderr:write("fotahost blink: ", tostring(err), "\n")
+  os.exit(1)
+end

@@ -1,0 +1,91 @@
+-- fotahost board: run the virtual LinkIt Smart 7688 Duo and watch its MCU.
+--
+-- The board's ATmega32U4 runs whatever `fotahost flash -c sim -P DIR`
+-- wrote to the simulated chip in DIR; flashing it again while this runs
+-- halts the MCU for the session and restarts it on the new firmware, as on
+-- the real board. D13's transitions are printed as they happen, with the
+-- MCU's own (simulated) time; Serial1 is the pseudo-terminal DIR/ttyS0.
+--
+--   fotahost board --sim DIR [--for SECONDS] [--unpaced] [--log FILE]
+
+local sched = require "fotahost.sched"
+local vboard = require "fotahost.vboard"
+
+local USAGE = [[
+usage: fotahost board --sim DIR [--for SECONDS] [--unpaced] [--log FILE]
+  --sim DIR       the simulated chip (what `fotahost flash -c sim -P DIR` programs);
+                  Serial1 appears as the pseudo-terminal DIR/ttyS0
+  --for SECONDS   stop after SECONDS of simulated time (default: until Ctrl-C)
+  --unpaced       run as fast as possible instead of in step with real time
+  --log FILE      also append each D13 transition to FILE ("t=1.000000 D13 on")
+  -h, --help      this help
+]]
+
+local function usage_error(fmt, ...)
+  io.stderr:write("fotahost board: ", fmt:format(...), "\n", USAGE)
+  os.exit(2)
+end
+
+local opts = {}
+local i = 1
+while i <= #arg do
+  local a = arg[i]
+  local function value()
+    i = i + 1
+    if arg[i] == nil then usage_error("option %s needs a value", a) end
+    return arg[i]
+  end
+  if a == "-h" or a == "--help" then
+    io.stdout:write(USAGE)
+    os.exit(0)
+  elseif a == "--sim" then opts.dir = value()
+  elseif a == "--for" then
+    local v = value()
+    opts.duration = tonumber(v)
+    if not opts.duration or opts.duration <= 0 then
+      usage_error("--for %s: a number of seconds > 0 expected", v)
+    end
+  elseif a == "--unpaced" then opts.unpaced = true
+  elseif a == "--log" then opts.log = value()
+  else usage_error("unknown argument '%s'", a) end
+  i = i + 1
+end
+if not opts.dir then usage_error("--sim DIR is required") end
+
+io.stdout:setvbuf("line")
+
+-- Both kinds of event, in the MCU's time order.
+local function report(board)
+  local lines = {}
+  for _, e in ipairs(board:led_events()) do
+    lines[#lines + 1] = { t = e.t, text = ("D13 %-3s at %.3f s"):format(e.on and "on" or "off", e.t) }
+  end
+  for _, e in ipairs(board:reset_events()) do
+    lines[#lines + 1] = { t = e.t, text = e.halted
+      and ("MCU halted for programming at %.3f s"):format(e.t)
+      or ("MCU restarted from new flash at %.3f s"):format(e.t) }
+  end
+  table.sort(lines, function(a, b) return a.t < b.t end)
+  for _, l in ipairs(lines) do io.stdout:write(l.text, "\n") end
+end
+
+-- Ctrl-C ends the run: the board is closed by <close> as the scheduler
+-- unwinds, and the exit status is the shell's for the signal.
+local ok, err = pcall(sched.run, function()
+  local board <close>, err = vboard.open(opts.dir, { pace = not opts.unpaced, led_log = opts.log })
+  if not board then
+    io.stderr:write("fotahost board: ", err, "\n")
+    os.exit(1)
+  end
+  local link, pts = board:tty()
+  io.stdout:write(("board %s: Serial1 on %s (%s)%s\n"):format(opts.dir, link, pts,
+    board:stats().halted and "; MCU held in reset" or ""))
+  vboard.run(board, { until_time = opts.duration, on_step = report })
+  report(board)
+end)
+if not ok then
+  local sig = tostring(err):match("^interrupted %((SIG%u+)%)")
+  if not sig then error(err, 0) end
+  io.stderr:write("fotahost board: ", sig == "SIGINT" and "stopped (Ctrl-C)" or "stopped (" .. sig .. ")", "\n")
+  os.exit(sig == "SIGINT" and 130 or 143)
+end

@@ -1,0 +1,86 @@
+-- `fotahost blink` on the virtual board: the tutorial's board test, end to
+-- end. `fotahost flash -c sim` writes serial-led; the board runs it in this
+-- process, paced to real time; the real `fotahost blink` CLI talks to its
+-- Serial1 pty; D13's transitions are timed in simulated time.
+local h = require "helper"
+local vb = require "fotahost.vboard"
+
+describe("fotahost blink", function()
+  local dir, chip
+  before_each(function()
+    local ok, why = vb.available()
+    assert(ok, "the virtual board plugin is needed (apt-get install libsimavr-dev, then make): " .. tostring(why))
+    dir = h.tmpdir()
+    chip = dir .. "/chip"
+    os.execute("mkdir " .. h.q(chip))
+    local r = h.run({ "flash", "-q", "-c", "sim", "-P", chip, "-U", "flash:w:" .. h.firmware("serial-led.hex") })
+    assert.are.equal(0, r.status, r.err)
+  end)
+  after_each(function() h.rmdir(dir) end)
+
+  -- Starts `fotahost blink ARGS` in the background; steps the board until it
+  -- exits (or `signal_after` seconds, when it gets SIGINT), plus 50 ms.
+  local function blink_on_board(args, signal_after)
+    local board <close> = assert(vb.open(chip, { pace = true }))
+    local leds, rx = {}, {}
+    local cmd = ("cd %s || exit 1\n%s blink --board sim chip %s > out 2> err & echo $! > pid; wait $!; echo $? > status")
+      :format(h.q(dir), h.q(h.bin), args)
+    os.execute("(" .. cmd .. ") &")
+    local sys = require "fotahost.sys"
+    local t0, done_at, signalled = sys.now(), nil, false
+    while not done_at or sys.now() - done_at < 0.05 do
+      local wait = board:step(0.01)
+      for _, e in ipairs(board:led_events()) do leds[#leds + 1] = e end
+      for _, e in ipairs(board:serial_events()) do
+        if e.dir == "rx" then rx[#rx + 1] = e end
+      end
+      if signal_after and not signalled and sys.now() - t0 > signal_after then
+        os.execute("kill -INT $(cat " .. h.q(dir .. "/pid") .. ")")
+        signalled = true
+      end
+      if not done_at and h.read(dir .. "/status") then done_at = sys.now() end
+      assert.is_true(sys.now() - t0 < 20, "fotahost blink did not finish")
+      if wait > 0 then os.execute(("sleep %.3f"):format(math.min(wait, 0.005))) end
+    end
+    return leds, rx, tonumber(h.read(dir .. "/status")), h.read(dir .. "/out"), h.read(dir .. "/err")
+  end
+
+  it("runs 5 cycles; D13 follows each byte within 1 ms of its stop bit", function()
+    local leds, rx, status, out = blink_on_board("--count 5 --interval 0.1")
+    assert.are.equal(0, status)
+    assert.matches("1  LED on  %(cycle 1%)", out)
+    -- 10 bytes, "1010101010", then the "0" that leaves the LED off
+    local bytes = {}
+    for i, e in ipairs(rx) do bytes[i] = string.char(e.byte) end
+    assert.are.equal("10101010100", table.concat(bytes))
+    assert.are.equal(10, #leds)
+    for i = 1, 10 do
+      local d = leds[i].t - rx[i].t
+      assert.is_true(d >= 0 and d <= 0.001, ("transition %d came %.6f s after the stop bit"):format(i, d))
+      assert.are.equal(i % 2 == 1, leds[i].on)
+      if i > 1 then
+        local gap = leds[i].t - leds[i - 1].t
+        assert.is_true(gap > 0.08 and gap < 0.2, ("%.3f s between transitions %d and %d"):format(gap, i - 1, i))
+      end
+    end
+  end)
+
+  it("stops on Ctrl-C with the LED off", function()
+    local leds, _, status, _, err = blink_on_board("--interval 0.1 -q", 0.35)
+    assert.are.equal(130, status)
+    assert.matches("fotahost blink: stopped, LED off", err)
+    assert.is_true(#leds >= 2)
+    assert.is_false(leds[#leds].on)
+  end)
+
+  it("names the port and the cause when it cannot be used", function()
+    local r = h.run({ "blink", "--port", dir .. "/nothere" })
+    assert.are.equal(1, r.status)
+    assert.are.equal("fotahost blink: " .. dir .. "/nothere: No such file or directory\n", r.err)
+    r = h.run({ "blink", "--port", "/etc/hostname" })
+    assert.matches("/etc/hostname: not a serial port", r.err)
+    r = h.run({ "blink", "--count", "0" })
+    assert.are.equal(2, r.status)
+    assert.matches("%-%-count: a whole number >= 1", r.err)
+  end)
+end)

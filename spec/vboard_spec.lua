@@ -1,0 +1,204 @@
+-- The virtual LinkIt Smart 7688 Duo: its ATmega32U4 runs the firmware that
+-- `fotahost flash -c sim` wrote, and what it does with D13 and Serial1 is
+-- timed in simulated time, from the MCU's own cycle counter.
+local h = require "helper"
+local vb = require "fotahost.vboard"
+
+local available, why = vb.available()
+local function firmware(name)
+  assert(available, why)
+  return h.firmware(name)
+end
+
+local function flash_cmd(chip, hex)
+  return { "flash", "-q", "-c", "sim", "-P", chip, "-U", "flash:w:" .. hex }
+end
+
+local function flash(chip, hex)
+  local r = h.run(flash_cmd(chip, hex))
+  assert.are.equal(0, r.status, r.err)
+end
+
+-- Steps `board` (unpaced) until `t` simulated seconds; returns the D13
+-- transitions seen on the way.
+local function run_until(board, t, events)
+  events = events or {}
+  while board:time() < t do
+    board:step(0.05, t)
+    for _, e in ipairs(board:led_events()) do events[#events + 1] = e end
+  end
+  return events
+end
+
+-- Asserts `events` alternate on/off, `half` seconds apart within 0.5%,
+-- and returns how many intervals were checked.
+local function assert_period(events, half)
+  assert.is_true(#events >= 4, ("only %d D13 transitions"):format(#events))
+  for i = 2, #events do
+    local d = events[i].t - events[i - 1].t
+    assert.is_true(math.abs(d - half) <= half * 0.005,
+      ("transition %d: %.6f s after the previous one, expected %.3f s +- 0.5%%"):format(i, d, half))
+    assert.are_not.equal(events[i].on, events[i - 1].on)
+  end
+  return #events - 1
+end
+
+-- The "dark" check: no transition at all.
+local function assert_dark(events)
+  assert.are.equal(0, #events, ("D13 changed %d time(s), first at %.6f s"):format(
+    #events, events[1] and events[1].t or 0))
+end
+
+describe("the virtual board", function()
+  local dir, chip
+  before_each(function()
+    assert(available, "the virtual board needs the fotahost.vboard plugin, built only where "
+      .. "simavr is installed (apt-get install libsimavr-dev, then make): " .. tostring(why))
+    dir = h.tmpdir()
+    chip = dir .. "/chip"
+    os.execute("mkdir " .. h.q(chip))
+  end)
+  after_each(function() h.rmdir(dir) end)
+
+  it("runs blink-1000 at exactly 1 s, and blink-250 after flashing it over ISP while it runs", function()
+    flash(chip, firmware("blink-1000.hex"))
+    local board <close> = assert(vb.open(chip, { pace = false }))
+    local before = run_until(board, 5.5)
+    assert.are.equal(5, assert_period(before, 1.0) + 1)
+    assert.is_true(before[1].on)
+    assert.is_true(math.abs(before[1].t - 1.0) < 0.001)
+    local restarts = board:stats().restarts
+
+    -- Flash blink-250 from a child process while this one runs the board.
+    local status = dir .. "/flash.status"
+    local argv = {}
+    for i, a in ipairs(flash_cmd(chip, firmware("blink-250.hex"))) do argv[i] = h.q(a) end
+    os.execute(("(%s %s >%s/flash.out 2>&1; echo $? >%s.tmp; mv %s.tmp %s) &"):format(
+      h.q(h.bin), table.concat(argv, " "), h.q(dir), h.q(status), h.q(status), h.q(status)))
+    local during, resets = {}, {}
+    local limit = os.time() + 60
+    while not h.read(status) do
+      assert(os.time() < limit, "fotahost flash did not finish in 60 s")
+      board:step(0.01)
+      for _, e in ipairs(board:led_events()) do during[#during + 1] = e end
+      for _, e in ipairs(board:reset_events()) do resets[#resets + 1] = e end
+    end
+    assert.are.equal("0\n", h.read(status), h.read(dir .. "/flash.out"))
+    -- Let the board see RESET released, then run on.
+    while board:stats().halted or #resets < 2 do
+      assert(os.time() < limit, "the board never left reset")
+      board:step(0.01)
+      for _, e in ipairs(board:led_events()) do during[#during + 1] = e end
+      for _, e in ipairs(board:reset_events()) do resets[#resets + 1] = e end
+    end
+    assert.are.equal(2, #resets)
+    local halted_at, restarted_at = resets[1].t, resets[2].t
+    assert.is_true(resets[1].halted)
+    assert.is_false(resets[2].halted)
+    assert.is_true(restarted_at > halted_at)
+    assert.are.equal(restarts + 1, board:stats().restarts)
+    -- Nothing happens on D13 while RESET is held (at most the LED going
+    -- dark at the very moment the MCU halts).
+    for _, e in ipairs(during) do
+      local inside = e.t > halted_at and e.t < restarted_at
+      assert.is_false(inside, ("D13 %s at %.6f s while the MCU was held in reset (%.6f..%.6f)"):format(
+        e.on and "on" or "off", e.t, halted_at, restarted_at))
+      if e.t == halted_at then assert.is_false(e.on) end
+    end
+
+    -- The board ran on (unpaced) until the child had exited: look at the
+    -- first 2.1 s after the restart.
+    run_until(board, restarted_at + 2.1, during)
+    local after = {}
+    for _, e in ipairs(during) do
+      if e.t >= restarted_at and e.t <= restarted_at + 2.1 then after[#after + 1] = e end
+    end
+    assert.are.equal(8, assert_period(after, 0.25) + 1)
+    assert.is_true(math.abs(after[1].t - restarted_at - 0.25) < 0.001)
+  end)
+
+  it("sees no D13 transition from dark, and the same check catches a blinking firmware", function()
+    flash(chip, firmware("dark.hex"))
+    local board <close> = assert(vb.open(chip, { pace = false }))
+    assert_dark(run_until(board, 5))
+    assert.is_false(board:led())
+    board:close()
+
+    flash(chip, firmware("blink-250.hex"))
+    local blinking <close> = assert(vb.open(chip, { pace = false }))
+    local events = run_until(blinking, 5)
+    assert.has_error(function() assert_dark(events) end)
+  end)
+
+  it("switches D13 with '1' and '0' on Serial1, within 1 ms of the byte's stop bit", function()
+    flash(chip, firmware("serial-led.hex"))
+    local board <close> = assert(vb.open(chip, { pace = false }))
+    local link, pts = board:tty()
+    assert.are.equal(chip .. "/ttyS0", link)
+    assert.matches("^/dev/pts/%d+$", pts)
+    run_until(board, 0.01)
+    local tty = assert(io.open(link, "r+b"))
+    local leds, serial = {}, {}
+    local function collect()
+      for _, e in ipairs(board:led_events()) do leds[#leds + 1] = e end
+      for _, e in ipairs(board:serial_events()) do serial[#serial + 1] = e end
+    end
+    -- One byte at a time, each followed by 5 ms of simulated time.
+    for _, c in ipairs({ "1", "x", "0", "1" }) do
+      tty:write(c)
+      tty:flush()
+      local t = board:time() + 0.005
+      local rx = 0
+      while board:time() < t or rx == 0 do
+        board:step(0.01, t)
+        collect()
+        rx = 0
+        for _, e in ipairs(serial) do if e.dir == "rx" then rx = rx + 1 end end
+      end
+    end
+    tty:close()
+    collect()
+
+    local sent, rx = {}, {}
+    for _, e in ipairs(serial) do
+      if e.dir == "tx" then sent[#sent + 1] = string.char(e.byte) else rx[#rx + 1] = e end
+    end
+    assert.are.equal("ready\r\n", table.concat(sent))
+    assert.are.equal(4, #rx)
+    assert.are.same({ "1", "x", "0", "1" },
+      { string.char(rx[1].byte), string.char(rx[2].byte), string.char(rx[3].byte), string.char(rx[4].byte) })
+    assert.are.equal(3, #leds) -- on, off, on: 'x' changes nothing
+    for i, k in ipairs({ 1, 3, 4 }) do
+      local d = leds[i].t - rx[k].t
+      assert.is_true(d >= 0 and d <= 0.001,
+        ("D13 changed %.6f s after the end of the stop bit of '%s'"):format(d, string.char(rx[k].byte)))
+      assert.are.equal(rx[k].byte == 49, leds[i].on)
+    end
+    assert.is_true(board:led())
+  end)
+
+  it("fotahost board prints D13's transitions as they happen", function()
+    flash(chip, firmware("blink-250.hex"))
+    local r = h.run({ "board", "--sim", chip, "--for", "1.1", "--unpaced", "--log", dir .. "/led.log" })
+    assert.are.equal(0, r.status, r.err)
+    assert.matches("Serial1 on " .. chip:gsub("%p", "%%%0") .. "/ttyS0", r.out)
+    local lines = {}
+    for l in r.out:gmatch("D13[^\n]*") do lines[#lines + 1] = l end
+    assert.are.same({ "D13 on  at 0.250 s", "D13 off at 0.500 s", "D13 on  at 0.750 s",
+      "D13 off at 1.000 s" }, lines)
+    assert.matches("^t=0%.250%d+ D13 on\nt=0%.500%d+ D13 off\n", h.read(dir .. "/led.log"))
+    assert.is_nil(h.read(chip .. "/ttyS0")) -- the tty link goes with the board
+
+    -- Paced: in step with real time, for a short while.
+    r = h.run({ "board", "--sim", chip, "--for", "0.3" })
+    assert.are.equal(0, r.status, r.err)
+    assert.matches("D13 on  at 0%.250 s\n", r.out)
+
+    r = h.run({ "board", "--help" })
+    assert.are.equal(0, r.status)
+    assert.matches("usage: fotahost board %-%-sim DIR", r.out)
+    r = h.run({ "board", "--sim", dir .. "/nothere" })
+    assert.are.equal(1, r.status)
+    assert.matches("nothere/flash%.bin: No such file or directory", r.err)
+  end)
+end)
