@@ -79,6 +79,13 @@ describe("fotahost blink", function()
     assert.are.equal("fotahost blink: " .. dir .. "/nothere: No such file or directory\n", r.err)
     r = h.run({ "blink", "--port", "/etc/hostname" })
     assert.matches("/etc/hostname: not a serial port", r.err)
+    -- busy: another program holds the port
+    local serial = require "fotahost.serial_port"
+    local master <close>, slave = assert(serial.openpty())
+    local holder <close> = assert(serial.open(slave))
+    r = h.run({ "blink", "--port", slave, "--count", "1" })
+    assert.are.equal(1, r.status)
+    assert.are.equal(("fotahost blink: %s: Device or resource busy (in use by another program)\n"):format(slave), r.err)
     r = h.run({ "blink", "--count", "0" })
     assert.are.equal(2, r.status)
     assert.matches("%-%-count: a whole number >= 1", r.err)
