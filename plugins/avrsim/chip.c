@@ -865,6 +865,23 @@ static int part_ok(const struct fh_avr_part *p)
         && p->eeprom_page >= 1 && (p->eeprom_page & (p->eeprom_page - 1)) == 0;
 }
 
+/* Loads DIR/name into buf, or, when the file is absent, erases buf (0xFF)
+ * and writes it: a new chip is a blank one. 0, or -1 with err set. */
+static int load_or_erase(avrsim *s, const char *dir, const char *name, uint8_t *buf,
+                         size_t size, const char *what, char *err, size_t errlen)
+{
+    char path[PATH_MAX];
+    int r;
+
+    if (make_path(path, sizeof path, dir, name, err, errlen) != 0)
+        return -1;
+    r = load_raw(path, buf, size, s, what, err, errlen);
+    if (r <= 0)
+        return r;
+    memset(buf, 0xFF, size);
+    return save_raw(path, buf, size, err, errlen);
+}
+
 avrsim *avrsim_open(const char *dir, const struct fh_avr_part *part, const uint8_t *factory,
                     long min_half_period_ns, char *err, size_t errlen)
 {
@@ -907,26 +924,9 @@ avrsim *avrsim_open(const char *dir, const struct fh_avr_part *part, const uint8
     memset(s->eebuf, 0xFF, part->eeprom_page);
     memset(s->eeloaded, 0, part->eeprom_page);
 
-    if (make_path(path, sizeof path, dir, "flash.bin", err, errlen) != 0)
+    if (load_or_erase(s, dir, "flash.bin", s->flash, part->flash_size, "flash", err, errlen) != 0 ||
+        load_or_erase(s, dir, "eeprom.bin", s->eeprom, part->eeprom_size, "EEPROM", err, errlen) != 0)
         goto fail;
-    r = load_raw(path, s->flash, part->flash_size, s, "flash", err, errlen);
-    if (r < 0)
-        goto fail;
-    if (r > 0) {
-        memset(s->flash, 0xFF, part->flash_size);
-        if (save_raw(path, s->flash, part->flash_size, err, errlen) != 0)
-            goto fail;
-    }
-    if (make_path(path, sizeof path, dir, "eeprom.bin", err, errlen) != 0)
-        goto fail;
-    r = load_raw(path, s->eeprom, part->eeprom_size, s, "EEPROM", err, errlen);
-    if (r < 0)
-        goto fail;
-    if (r > 0) {
-        memset(s->eeprom, 0xFF, part->eeprom_size);
-        if (save_raw(path, s->eeprom, part->eeprom_size, err, errlen) != 0)
-            goto fail;
-    }
     if (make_path(path, sizeof path, dir, "fuses.txt", err, errlen) != 0)
         goto fail;
     r = load_fuses(s, path, err, errlen);
