@@ -76,7 +76,9 @@ SUPPORT_SRC := $(sort $(wildcard plugins/*/*.c))
 # build does not need them. The virtual board (plugins/vboard.c) needs
 # simavr, a development and test dependency: built only where installed.
 OPTIONAL_SRC := plugins/vboard.c
-PLUGIN_SRC  :=
+# Digests come from libcrypto (OpenSSL, libcurl's TLS library): a plugin,
+# so start-up does not map libcrypto.
+PLUGIN_SRC  := plugins/digest.c
 ifeq ($(shell $(PKG_CONFIG) --exists simavr && echo yes),yes)
 PLUGIN_SRC  += $(wildcard plugins/vboard.c)
 endif
@@ -133,6 +135,7 @@ $(BUILD)/plugins/fotahost/%.so: plugins/%.c $(HEADERS) $(BUILD)/config.flags
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(PLUGIN_CFLAGS) -fPIC -shared -o $@ $< $(LDFLAGS) $(PLUGIN_LIBS)
 
+$(BUILD)/plugins/fotahost/digest.so: PLUGIN_LIBS = $(shell $(PKG_CONFIG) --libs libcrypto)
 $(BUILD)/plugins/fotahost/vboard.so: PLUGIN_CFLAGS = $(shell $(PKG_CONFIG) --cflags simavr)
 $(BUILD)/plugins/fotahost/vboard.so: PLUGIN_LIBS = $(shell $(PKG_CONFIG) --libs simavr) -lutil
 

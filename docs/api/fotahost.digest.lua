@@ -1,0 +1,49 @@
+---@meta fotahost.digest
+-- API stub for script authors (LuaLS). The module is C: plugins/digest.c, a
+-- plugin linking OpenSSL's libcrypto (loaded on first require).
+
+---MD5, SHA-1 and SHA-256, streaming, hex output.
+---@class fotahost.digest
+local digest = {}
+
+---@class fotahost.digest.Hasher
+local Hasher = {}
+
+---@param data string
+---@return string hex lowercase
+function digest.md5(data) end
+
+---@param data string
+---@return string hex
+function digest.sha1(data) end
+
+---@param data string
+---@return string hex
+function digest.sha256(data) end
+
+---A hasher to feed as data arrives (a download's sink).
+---@param name "md5"|"sha1"|"sha256"
+---@return fotahost.digest.Hasher
+function digest.new(name) end
+
+---Hashes a file in 64 KiB chunks.
+---@param path string
+---@param name? "md5"|"sha1"|"sha256" default "sha256"
+---@return string|nil hex
+---@return string? err "path: cause"
+---@return integer? errno
+function digest.file(path, name) end
+
+---@param data string
+---@return fotahost.digest.Hasher self
+function Hasher:update(data) end
+
+---Finishes (no more update) and returns the hex digest; repeatable.
+---@return string
+function Hasher:hex() end
+
+---The raw digest bytes.
+---@return string
+function Hasher:digest() end
+
+return digest
