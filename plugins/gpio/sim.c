@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "avr.h"
 #include "avrsim/avrsim.h"
@@ -43,6 +44,8 @@
 #define REVISION_OFFSET 1043
 /* The shortest SCK half-period the 8 MHz chip accepts. */
 #define SIM_MIN_HALF_NS 250
+/* RESET high this long (or at close) counts as released: see settle_release(). */
+#define RELEASE_SETTLE_NS 1000000LL
 
 enum role { ROLE_NONE, ROLE_RESET, ROLE_SCK, ROLE_PDI, ROLE_PDO };
 
@@ -50,6 +53,9 @@ struct sim_ctx {
     avrsim *chip;
     enum role role[FH_GPIO_MAX_LINES];
     int reset_level; /* what the chip saw last */
+    int published;   /* the level DIR/reset shows: 1 running, 0 halted */
+    int release_pending;
+    long long release_since;
     int line_of[ROLE_PDO + 1]; /* the line wired to each pin, or -1 */
     unsigned long violations_logged;
 };
@@ -166,20 +172,50 @@ static int publish_reset(struct sim_ctx *c, int level, char *err, size_t errlen)
     return 0;
 }
 
+static long long now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/*
+ * Saves the chip and tells the virtual board the MCU runs (DIR/reset = 1).
+ * Done once RESET has stayed released for RELEASE_SETTLE_NS (or when the
+ * lines close): the few-microsecond RESET pulse of a Programming Enable
+ * retry is not a release, and saving on it would stretch it to
+ * milliseconds, long enough for the board to start the MCU.
+ */
+static int settle_release(struct sim_ctx *c, char *err, size_t errlen)
+{
+    c->release_pending = 0;
+    log_violations(c);
+    if (avrsim_save(c->chip, err, errlen) != 0 || publish_reset(c, 1, err, errlen) != 0)
+        return -1;
+    c->published = 1;
+    return 0;
+}
+
 static int drive(fh_gpio *g, struct sim_ctx *c, char *err, size_t errlen)
 {
     int reset = pin_level(g, c, ROLE_RESET);
 
-    if (!reset && c->reset_level && publish_reset(c, 0, err, errlen) != 0)
-        return -1; /* the board halts the MCU before the ISP traffic */
-    avrsim_set_pins(c->chip, reset, pin_level(g, c, ROLE_SCK), pin_level(g, c, ROLE_PDI));
-    if (reset && !c->reset_level) {
-        c->reset_level = reset;
-        log_violations(c);
-        if (avrsim_save(c->chip, err, errlen) != 0 || publish_reset(c, 1, err, errlen) != 0)
-            return -1;
+    if (!reset && c->reset_level) {
+        c->release_pending = 0;
+        if (c->published) {
+            /* the board halts the MCU before the ISP traffic */
+            if (publish_reset(c, 0, err, errlen) != 0)
+                return -1;
+            c->published = 0;
+        }
     }
+    avrsim_set_pins(c->chip, reset, pin_level(g, c, ROLE_SCK), pin_level(g, c, ROLE_PDI));
+    if (reset && !c->reset_level)
+        c->release_since = now_ns(), c->release_pending = 1;
     c->reset_level = reset;
+    if (c->release_pending && now_ns() - c->release_since >= RELEASE_SETTLE_NS)
+        return settle_release(c, err, errlen);
     return 0;
 }
 
@@ -225,6 +261,7 @@ static int sim_open(fh_gpio *g, const char *chip, uint32_t initial,
         if (c->role[i] != ROLE_NONE)
             c->line_of[c->role[i]] = i;
     c->reset_level = 1;
+    c->published = 1; /* a missing DIR/reset means running */
     g->ctx = c;
     if (drive(g, c, err, errlen) != 0) {
         avrsim_free(c->chip);
@@ -272,8 +309,12 @@ static void sim_close(fh_gpio *g)
         return;
     g->outputs = 0; /* every line released: RESET goes up, the MCU runs */
     (void)drive(g, c, err, sizeof err);
-    log_violations(c);
-    (void)avrsim_save(c->chip, err, sizeof err);
+    if (c->release_pending || !c->published) {
+        (void)settle_release(c, err, sizeof err); /* saves, then DIR/reset = 1 */
+    } else {
+        log_violations(c);
+        (void)avrsim_save(c->chip, err, sizeof err);
+    }
     avrsim_free(c->chip);
     free(c);
     g->ctx = NULL;

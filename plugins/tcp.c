@@ -1,0 +1,779 @@
+/*
+ * tcp.c: `fotahost.tcp`, non-blocking TCP sockets over IPv4 and IPv6: the
+ * device's command channel to the cloud, and the listening side that tests
+ * and the local cloud use.
+ *
+ *   local tcp = require "fotahost.tcp"
+ *   local sock = assert(tcp.connect_start("127.0.0.1", 8080))
+ *   -- wait until sock:fd() is writable, then
+ *   assert(sock:connect_finish())       -- true, or nil, "wouldblock" if too early
+ *   sock:write_available("hello\n")     -- bytes written, or nil, "wouldblock"
+ *
+ * Only non-blocking primitives live here: every call returns at once.
+ * Waiting, with a timeout and under the scheduler, is the Lua side's job
+ * (scripts/fotahost/tcp_socket.lua). Names are resolved without blocking
+ * the process: numeric addresses at once, others by glibc's getaddrinfo_a
+ * (a helper thread), whose result the Lua side polls (resolve_start).
+ * Sends use MSG_NOSIGNAL: a peer that went away is a return value, never a
+ * SIGPIPE.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "fotahost.h"
+
+#define SOCK_MT "fotahost.tcp.socket"
+#define SERVER_MT "fotahost.tcp.server"
+#define RESOLVER_MT "fotahost.tcp.resolver"
+#define TCP_READ_MAX 65536
+#define TCP_READ_DEFAULT 4096
+#define TCP_BACKLOG_DEFAULT 32
+/* "host:port": a DNS name is at most 253 bytes */
+#define NAME_MAX_LEN 300
+/* a numeric host, an IPv6 scope included */
+#define NUMHOST_LEN 64
+
+typedef struct {
+    int fd;         /* -1 once closed */
+    int connecting; /* connect_start said EINPROGRESS; connect_finish not yet true */
+    char name[NAME_MAX_LEN]; /* "host:port" as given (or the peer's), for messages */
+} Sock;
+
+/* ------------------------------------------------------------ helpers */
+
+/* "host:port", or "[v6]:port" so the port cannot be read as part of it. */
+static void format_name(char *buf, size_t len, const char *host, int port)
+{
+    if (strchr(host, ':') != NULL)
+        snprintf(buf, len, "[%s]:%d", host, port);
+    else
+        snprintf(buf, len, "%s:%d", host, port);
+}
+
+static int check_port(lua_State *L, int arg)
+{
+    lua_Integer port = luaL_checkinteger(L, arg);
+
+    luaL_argcheck(L, port >= 0 && port <= 65535, arg, "port must be 0..65535");
+    return (int)port;
+}
+
+/* Numeric host and port to addresses; never touches DNS or the network. */
+static int numeric_addrinfo(const char *host, int port, int passive, struct addrinfo **res)
+{
+    struct addrinfo hints;
+    char serv[8];
+
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+    snprintf(serv, sizeof serv, "%d", port);
+    return getaddrinfo(host, serv, &hints, res);
+}
+
+static int numeric_failure(lua_State *L, const char *name, int gai)
+{
+    if (gai == EAI_NONAME)
+        return fh_result_msg(L, "%s: not a numeric address (names are resolved with "
+                                "tcp.resolve_start or tcp_socket.connect)", name);
+    return fh_result_msg(L, "%s: %s", name, gai_strerror(gai));
+}
+
+/* Pushes host (numeric) and port of `sa`, or fail, msg, errno. */
+static int push_address(lua_State *L, const struct sockaddr *sa, socklen_t len, const char *what)
+{
+    char host[NI_MAXHOST], serv[NI_MAXSERV];
+    int gai = getnameinfo(sa, len, host, sizeof host, serv, sizeof serv,
+                          NI_NUMERICHOST | NI_NUMERICSERV);
+
+    if (gai != 0)
+        return fh_result_msg(L, "%s: %s", what, gai_strerror(gai));
+    lua_pushstring(L, host);
+    lua_pushinteger(L, atoi(serv));
+    return 2;
+}
+
+static Sock *new_sock(lua_State *L, const char *mt, const char *name)
+{
+    Sock *s = (Sock *)lua_newuserdatauv(L, sizeof(Sock), 0);
+
+    s->fd = -1;
+    s->connecting = 0;
+    snprintf(s->name, sizeof s->name, "%s", name);
+    luaL_setmetatable(L, mt);
+    return s;
+}
+
+static Sock *check_open(lua_State *L, const char *mt, const char *what)
+{
+    Sock *s = (Sock *)luaL_checkudata(L, 1, mt);
+
+    if (s->fd < 0)
+        luaL_error(L, "attempt to use a closed %s", what);
+    return s;
+}
+
+static Sock *check_sock(lua_State *L)
+{
+    return check_open(L, SOCK_MT, "tcp socket");
+}
+
+static Sock *check_server(lua_State *L)
+{
+    return check_open(L, SERVER_MT, "tcp server");
+}
+
+/* ------------------------------------------------------------ resolver */
+
+/*
+ * getaddrinfo_a runs the lookup in a helper thread: the request (and the
+ * strings it points to) must outlive it. A resolver closed while its lookup
+ * still runs and cannot be cancelled is parked on `orphans` and freed by a
+ * later resolve_start or close once the thread is done with it. The list
+ * holds no Lua state and is only touched from the Lua thread.
+ */
+typedef struct Req {
+    struct gaicb cb;
+    struct addrinfo hints;
+    struct addrinfo *numeric; /* a numeric host, resolved at once */
+    int started;              /* getaddrinfo_a owns cb */
+    int gai;                  /* the numeric lookup's error, if it failed */
+    struct Req *next_orphan;
+    char host[256];
+    char serv[8];
+    char name[NAME_MAX_LEN];
+} Req;
+
+typedef struct {
+    Req *req; /* NULL once closed */
+} Resolver;
+
+static Req *orphans;
+
+static void free_req(Req *r)
+{
+    if (r->cb.ar_result != NULL)
+        freeaddrinfo(r->cb.ar_result);
+    if (r->numeric != NULL)
+        freeaddrinfo(r->numeric);
+    free(r);
+}
+
+static void reap_orphans(void)
+{
+    Req **p = &orphans;
+
+    while (*p != NULL) {
+        Req *r = *p;
+        if (gai_error(&r->cb) != EAI_INPROGRESS) {
+            *p = r->next_orphan;
+            free_req(r);
+        } else {
+            p = &r->next_orphan;
+        }
+    }
+}
+
+static void release_req(Req *r)
+{
+    if (r->started && gai_error(&r->cb) == EAI_INPROGRESS &&
+        gai_cancel(&r->cb) != EAI_CANCELED && gai_error(&r->cb) == EAI_INPROGRESS) {
+        r->next_orphan = orphans;
+        orphans = r;
+        return;
+    }
+    free_req(r);
+}
+
+/*
+ * tcp.resolve_start(host, port) -> resolver | fail, "host:port: cause"
+ * Starts looking `host` up; resolver:result() says when it is done. A
+ * numeric address is done at once.
+ */
+static int tcp_resolve_start(lua_State *L)
+{
+    size_t hlen;
+    const char *host = luaL_checklstring(L, 1, &hlen);
+    int port = check_port(L, 2);
+    Resolver *res;
+    Req *r;
+    struct gaicb *list[1];
+    int gai;
+
+    luaL_argcheck(L, hlen > 0 && hlen < sizeof r->host, 1, "host name empty or too long");
+    reap_orphans();
+    res = (Resolver *)lua_newuserdatauv(L, sizeof(Resolver), 0);
+    res->req = NULL;
+    luaL_setmetatable(L, RESOLVER_MT);
+    r = (Req *)calloc(1, sizeof *r);
+    if (r == NULL)
+        return luaL_error(L, "out of memory");
+    res->req = r;
+    memcpy(r->host, host, hlen + 1);
+    snprintf(r->serv, sizeof r->serv, "%d", port);
+    format_name(r->name, sizeof r->name, host, port);
+    gai = numeric_addrinfo(host, port, 0, &r->numeric);
+    if (gai == 0)
+        return 1;
+    r->numeric = NULL;
+    if (gai != EAI_NONAME) {
+        r->gai = gai;
+        return 1;
+    }
+    r->hints.ai_family = AF_UNSPEC;
+    r->hints.ai_socktype = SOCK_STREAM;
+    r->hints.ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG;
+    r->cb.ar_name = r->host;
+    r->cb.ar_service = r->serv;
+    r->cb.ar_request = &r->hints;
+    list[0] = &r->cb;
+    gai = getaddrinfo_a(GAI_NOWAIT, list, 1, NULL);
+    if (gai != 0)
+        return fh_result_msg(L, "%s: %s", r->name, gai_strerror(gai));
+    r->started = 1;
+    return 1;
+}
+
+static Resolver *check_resolver(lua_State *L)
+{
+    Resolver *res = (Resolver *)luaL_checkudata(L, 1, RESOLVER_MT);
+
+    if (res->req == NULL)
+        luaL_error(L, "attempt to use a closed resolver");
+    return res;
+}
+
+/*
+ * resolver:result() -> { "addr", ... } (numeric, in the order to try)
+ *                    | nil, "wouldblock" | fail, "host:port: cause"
+ */
+static int resolver_result(lua_State *L)
+{
+    Req *r = check_resolver(L)->req;
+    struct addrinfo *ai;
+    int gai, i = 0;
+
+    if (r->numeric != NULL) {
+        ai = r->numeric;
+    } else if (!r->started) {
+        return fh_result_msg(L, "%s: %s", r->name, gai_strerror(r->gai));
+    } else {
+        gai = gai_error(&r->cb);
+        if (gai == EAI_INPROGRESS) {
+            lua_pushnil(L);
+            lua_pushliteral(L, "wouldblock");
+            return 2;
+        }
+        if (gai != 0)
+            return fh_result_msg(L, "%s: %s", r->name, gai_strerror(gai));
+        ai = r->cb.ar_result;
+    }
+    lua_newtable(L);
+    for (; ai != NULL; ai = ai->ai_next) {
+        char host[NI_MAXHOST];
+        if (getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof host, NULL, 0,
+                        NI_NUMERICHOST) != 0)
+            continue;
+        lua_pushstring(L, host);
+        lua_rawseti(L, -2, ++i);
+    }
+    return 1;
+}
+
+/* Idempotent: __gc, __close and resolver:close() all end here. */
+static int resolver_close(lua_State *L)
+{
+    Resolver *res = (Resolver *)luaL_checkudata(L, 1, RESOLVER_MT);
+
+    if (res->req != NULL) {
+        release_req(res->req);
+        res->req = NULL;
+    }
+    reap_orphans();
+    return 0;
+}
+
+static int resolver_tostring(lua_State *L)
+{
+    Resolver *res = (Resolver *)luaL_checkudata(L, 1, RESOLVER_MT);
+
+    if (res->req == NULL)
+        lua_pushliteral(L, "tcp resolver (closed)");
+    else
+        lua_pushfstring(L, "tcp resolver %s", res->req->name);
+    return 1;
+}
+
+/* ------------------------------------------------------------ client */
+
+/*
+ * tcp.connect_start(addr, port[, name]) -> sock (connecting)
+ *                                       | fail, "name: cause"[, errno]
+ * `addr` must be numeric (resolve_start turns names into addresses);
+ * `name` ("host:port" by default) is what messages and tostring call it.
+ */
+static int tcp_connect_start(lua_State *L)
+{
+    const char *host = luaL_checkstring(L, 1);
+    int port = check_port(L, 2);
+    const char *given = luaL_optstring(L, 3, NULL);
+    char name[NAME_MAX_LEN];
+    struct addrinfo *ai;
+    Sock *s;
+    int gai;
+
+    if (given != NULL)
+        snprintf(name, sizeof name, "%s", given);
+    else
+        format_name(name, sizeof name, host, port);
+    if ((gai = numeric_addrinfo(host, port, 0, &ai)) != 0)
+        return numeric_failure(L, name, gai);
+    s = new_sock(L, SOCK_MT, name);
+    s->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s->fd < 0) {
+        int err = errno;
+        freeaddrinfo(ai);
+        return fh_result_errno(L, err, name);
+    }
+    if (connect(s->fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+        int err = errno;
+        if (err != EINPROGRESS && err != EINTR) {
+            freeaddrinfo(ai);
+            close(s->fd);
+            s->fd = -1;
+            return fh_result_errno(L, err, name);
+        }
+        s->connecting = 1;
+    }
+    freeaddrinfo(ai);
+    return 1;
+}
+
+/*
+ * sock:connect_finish() -> true | nil, "wouldblock" | fail, "name: cause", errno
+ * Call once the fd is writable: SO_ERROR says how the connect ended.
+ */
+static int sock_connect_finish(lua_State *L)
+{
+    Sock *s = check_sock(L);
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(int);
+    int err = 0;
+
+    if (!s->connecting) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+        err = errno;
+    if (err != 0)
+        return fh_result_errno(L, err, s->name);
+    len = sizeof ss;
+    if (getpeername(s->fd, (struct sockaddr *)&ss, &len) != 0) {
+        if (errno == ENOTCONN) {
+            lua_pushnil(L);
+            lua_pushliteral(L, "wouldblock");
+            return 2;
+        }
+        return fh_result_errno(L, errno, s->name);
+    }
+    s->connecting = 0;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* sock:fd() -> integer, for the scheduler's wait_fd and for poll */
+static int sock_fd(lua_State *L)
+{
+    lua_pushinteger(L, check_sock(L)->fd);
+    return 1;
+}
+
+/* sock:name() -> "host:port", as connect was given it or as accepted */
+static int sock_name(lua_State *L)
+{
+    lua_pushstring(L, check_sock(L)->name);
+    return 1;
+}
+
+/* A reset or a write after the peer shut down is the peer gone: "closed". */
+static int io_failure(lua_State *L, Sock *s, int err)
+{
+    if (err == EAGAIN || err == EWOULDBLOCK) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "wouldblock");
+        return 2;
+    }
+    if (err == EPIPE || err == ECONNRESET) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "closed");
+        return 2;
+    }
+    return fh_result_errno(L, err, s->name);
+}
+
+/*
+ * sock:read_available([max]) -> data (1..max bytes, default max 4096)
+ *                             | nil, "wouldblock" | nil, "closed"
+ *                             | fail, "name: strerror", errno
+ */
+static int sock_read_available(lua_State *L)
+{
+    Sock *s = check_sock(L);
+    lua_Integer max = luaL_optinteger(L, 2, TCP_READ_DEFAULT);
+    luaL_Buffer b;
+    char *buf;
+    ssize_t n;
+
+    luaL_argcheck(L, max > 0, 2, "size must be positive");
+    if (max > TCP_READ_MAX)
+        max = TCP_READ_MAX;
+    buf = luaL_buffinitsize(L, &b, (size_t)max);
+    do
+        n = recv(s->fd, buf, (size_t)max, MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return io_failure(L, s, errno);
+    if (n == 0) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "closed");
+        return 2;
+    }
+    luaL_pushresultsize(&b, (size_t)n);
+    return 1;
+}
+
+/*
+ * sock:write_available(data[, i]) -> bytes written (0..#data-i+1)
+ *                                  | nil, "wouldblock" | nil, "closed"
+ *                                  | fail, "name: strerror", errno
+ * Sends data from byte i on (default 1), as much as the kernel takes now.
+ */
+static int sock_write_available(lua_State *L)
+{
+    Sock *s = check_sock(L);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    lua_Integer i = luaL_optinteger(L, 3, 1);
+    ssize_t n;
+
+    luaL_argcheck(L, i >= 1 && (size_t)(i - 1) <= len, 3, "index out of range");
+    if ((size_t)(i - 1) == len) {
+        lua_pushinteger(L, 0);
+        return 1;
+    }
+    do
+        n = send(s->fd, data + (i - 1), len - (size_t)(i - 1), MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return io_failure(L, s, errno);
+    lua_pushinteger(L, n);
+    return 1;
+}
+
+/* sock:shutdown([how]) -> true | fail, msg, errno; how: "w" (default), "r", "rw" */
+static int sock_shutdown(lua_State *L)
+{
+    static const char *const names[] = { "w", "r", "rw", NULL };
+    static const int hows[] = { SHUT_WR, SHUT_RD, SHUT_RDWR };
+    Sock *s = check_sock(L);
+    int how = hows[luaL_checkoption(L, 2, "w", names)];
+
+    if (shutdown(s->fd, how) != 0)
+        return fh_result_errno(L, errno, s->name);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static const char *const option_names[] = { "keepalive", "nodelay", NULL };
+
+static void option_level(int which, int *level, int *opt)
+{
+    *level = which == 0 ? SOL_SOCKET : IPPROTO_TCP;
+    *opt = which == 0 ? SO_KEEPALIVE : TCP_NODELAY;
+}
+
+/* sock:setoption("keepalive"|"nodelay", bool) -> true | fail, msg, errno */
+static int sock_setoption(lua_State *L)
+{
+    Sock *s = check_sock(L);
+    int which = luaL_checkoption(L, 2, NULL, option_names);
+    int level, opt, on;
+
+    luaL_checktype(L, 3, LUA_TBOOLEAN);
+    on = lua_toboolean(L, 3);
+    option_level(which, &level, &opt);
+    if (setsockopt(s->fd, level, opt, &on, sizeof on) != 0)
+        return fh_result_errno(L, errno, s->name);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* sock:getoption("keepalive"|"nodelay") -> bool | fail, msg, errno */
+static int sock_getoption(lua_State *L)
+{
+    Sock *s = check_sock(L);
+    int which = luaL_checkoption(L, 2, NULL, option_names);
+    int level, opt, on = 0;
+    socklen_t len = sizeof on;
+
+    option_level(which, &level, &opt);
+    if (getsockopt(s->fd, level, opt, &on, &len) != 0)
+        return fh_result_errno(L, errno, s->name);
+    lua_pushboolean(L, on != 0);
+    return 1;
+}
+
+static int get_address(lua_State *L, Sock *s, int peer)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    int rc = peer ? getpeername(s->fd, (struct sockaddr *)&ss, &len)
+                  : getsockname(s->fd, (struct sockaddr *)&ss, &len);
+
+    if (rc != 0)
+        return fh_result_errno(L, errno, s->name);
+    return push_address(L, (struct sockaddr *)&ss, len, s->name);
+}
+
+/* sock:getpeername() -> host, port | fail, msg, errno */
+static int sock_getpeername(lua_State *L)
+{
+    return get_address(L, check_sock(L), 1);
+}
+
+/* sock:getsockname() -> host, port | fail, msg, errno */
+static int sock_getsockname(lua_State *L)
+{
+    return get_address(L, check_sock(L), 0);
+}
+
+/* Idempotent, never raises: close(), __close and __gc all end here. */
+static void close_sock(Sock *s)
+{
+    if (s->fd >= 0) {
+        close(s->fd);
+        s->fd = -1;
+    }
+}
+
+/* sock:close() / server:close() -> true (a socket's close has nothing to report) */
+static int sock_close(lua_State *L)
+{
+    Sock *s = (Sock *)luaL_testudata(L, 1, SOCK_MT);
+
+    if (s == NULL)
+        s = (Sock *)luaL_checkudata(L, 1, SERVER_MT);
+    close_sock(s);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int sock_gc(lua_State *L)
+{
+    Sock *s = (Sock *)luaL_testudata(L, 1, SOCK_MT);
+
+    if (s == NULL)
+        s = (Sock *)luaL_testudata(L, 1, SERVER_MT);
+    if (s != NULL)
+        close_sock(s);
+    return 0;
+}
+
+/* "tcp socket 127.0.0.1:80", "(connecting)" or "(closed)" after it */
+static int sock_tostring(lua_State *L)
+{
+    Sock *s = (Sock *)luaL_checkudata(L, 1, SOCK_MT);
+
+    lua_pushfstring(L, "tcp socket %s%s", s->name,
+                    s->fd < 0 ? " (closed)" : s->connecting ? " (connecting)" : "");
+    return 1;
+}
+
+/* ------------------------------------------------------------ server */
+
+/*
+ * tcp.listen(addr, port[, backlog]) -> server | fail, "addr:port: cause", errno
+ * `addr` numeric ("127.0.0.1", "::1", "0.0.0.0", "::"); port 0 picks a
+ * free one (server:getsockname() says which). SO_REUSEADDR is set, so a
+ * restarted local cloud can bind again at once.
+ */
+static int tcp_listen(lua_State *L)
+{
+    const char *host = luaL_checkstring(L, 1);
+    int port = check_port(L, 2);
+    lua_Integer backlog = luaL_optinteger(L, 3, TCP_BACKLOG_DEFAULT);
+    char name[NAME_MAX_LEN];
+    struct addrinfo *ai;
+    Sock *s;
+    int gai, on = 1;
+
+    luaL_argcheck(L, backlog >= 0 && backlog <= 65535, 3, "backlog must be 0..65535");
+    format_name(name, sizeof name, host, port);
+    if ((gai = numeric_addrinfo(host, port, 1, &ai)) != 0)
+        return numeric_failure(L, name, gai);
+    s = new_sock(L, SERVER_MT, name);
+    s->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s->fd < 0 ||
+        setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
+        bind(s->fd, ai->ai_addr, ai->ai_addrlen) != 0 ||
+        listen(s->fd, (int)backlog) != 0) {
+        int err = errno;
+        freeaddrinfo(ai);
+        close_sock(s);
+        return fh_result_errno(L, err, name);
+    }
+    freeaddrinfo(ai);
+    return 1;
+}
+
+/* server:fd() -> integer */
+static int server_fd(lua_State *L)
+{
+    lua_pushinteger(L, check_server(L)->fd);
+    return 1;
+}
+
+/* server:getsockname() -> host, port | fail, msg, errno */
+static int server_getsockname(lua_State *L)
+{
+    return get_address(L, check_server(L), 0);
+}
+
+/*
+ * server:accept_available() -> sock (named after its peer)
+ *                            | nil, "wouldblock" | fail, msg, errno
+ * A connection that died in the queue (ECONNABORTED) is "wouldblock" too:
+ * there is nothing to take now.
+ */
+static int server_accept_available(lua_State *L)
+{
+    Sock *srv = check_server(L);
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    char host[NUMHOST_LEN], serv[NI_MAXSERV], name[NAME_MAX_LEN];
+    Sock *s;
+    int fd;
+
+    do
+        fd = accept4(srv->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+        int err = errno;
+        if (err == EAGAIN || err == EWOULDBLOCK || err == ECONNABORTED) {
+            lua_pushnil(L);
+            lua_pushliteral(L, "wouldblock");
+            return 2;
+        }
+        return fh_result_errno(L, err, srv->name);
+    }
+    if (getnameinfo((struct sockaddr *)&ss, len, host, sizeof host, serv, sizeof serv,
+                    NI_NUMERICHOST | NI_NUMERICSERV) == 0)
+        format_name(name, sizeof name, host, atoi(serv));
+    else
+        snprintf(name, sizeof name, "peer of %.200s", srv->name);
+    s = new_sock(L, SOCK_MT, name);
+    s->fd = fd;
+    return 1;
+}
+
+/* "tcp server 127.0.0.1:0 (listening on 127.0.0.1:41234)" or "(closed)" */
+static int server_tostring(lua_State *L)
+{
+    Sock *s = (Sock *)luaL_checkudata(L, 1, SERVER_MT);
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    char host[NUMHOST_LEN], serv[NI_MAXSERV], bound[NAME_MAX_LEN];
+
+    if (s->fd < 0)
+        lua_pushfstring(L, "tcp server %s (closed)", s->name);
+    else if (getsockname(s->fd, (struct sockaddr *)&ss, &len) == 0 &&
+             getnameinfo((struct sockaddr *)&ss, len, host, sizeof host, serv, sizeof serv,
+                         NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
+        format_name(bound, sizeof bound, host, atoi(serv));
+        lua_pushfstring(L, "tcp server %s", bound);
+    } else
+        lua_pushfstring(L, "tcp server %s", s->name);
+    return 1;
+}
+
+/* ------------------------------------------------------------ module */
+
+static const luaL_Reg sock_methods[] = {
+    {"fd", sock_fd},
+    {"name", sock_name},
+    {"connect_finish", sock_connect_finish},
+    {"read_available", sock_read_available},
+    {"write_available", sock_write_available},
+    {"shutdown", sock_shutdown},
+    {"setoption", sock_setoption},
+    {"getoption", sock_getoption},
+    {"getpeername", sock_getpeername},
+    {"getsockname", sock_getsockname},
+    {"close", sock_close},
+    {NULL, NULL},
+};
+
+static const luaL_Reg sock_meta[] = {
+    {"__index", NULL}, /* set by fh_new_class */
+    {"__gc", sock_gc},
+    {"__close", sock_gc},
+    {"__tostring", sock_tostring},
+    {NULL, NULL},
+};
+
+static const luaL_Reg server_methods[] = {
+    {"fd", server_fd},
+    {"accept_available", server_accept_available},
+    {"getsockname", server_getsockname},
+    {"close", sock_close},
+    {NULL, NULL},
+};
+
+static const luaL_Reg server_meta[] = {
+    {"__index", NULL},
+    {"__gc", sock_gc},
+    {"__close", sock_gc},
+    {"__tostring", server_tostring},
+    {NULL, NULL},
+};
+
+static const luaL_Reg resolver_methods[] = {
+    {"result", resolver_result},
+    {"close", resolver_close},
+    {NULL, NULL},
+};
+
+static const luaL_Reg resolver_meta[] = {
+    {"__index", NULL},
+    {"__gc", resolver_close},
+    {"__close", resolver_close},
+    {"__tostring", resolver_tostring},
+    {NULL, NULL},
+};
+
+static const luaL_Reg tcp_funcs[] = {
+    {"resolve_start", tcp_resolve_start},
+    {"connect_start", tcp_connect_start},
+    {"listen", tcp_listen},
+    {NULL, NULL},
+};
+
+int luaopen_fotahost_tcp(lua_State *L);
+
+int luaopen_fotahost_tcp(lua_State *L)
+{
+    fh_new_class(L, SOCK_MT, sock_meta, sock_methods);
+    fh_new_class(L, SERVER_MT, server_meta, server_methods);
+    fh_new_class(L, RESOLVER_MT, resolver_meta, resolver_methods);
+    luaL_newlib(L, tcp_funcs);
+    return 1;
+}

@@ -1,0 +1,401 @@
+-- TCP sockets over loopback: fotahost.tcp (C, non-blocking) and
+-- fotahost.tcp_socket (Lua, waits with timeouts, under the scheduler).
+-- Server and client live in this one process.
+local tcp = require "fotahost.tcp"
+local tcp_socket = require "fotahost.tcp_socket"
+local sched = require "fotahost.sched"
+local poll = require "fotahost.poll"
+
+local function elapsed(fn)
+  local t0 = sched.now()
+  local r = table.pack(fn())
+  return sched.now() - t0, table.unpack(r, 1, r.n)
+end
+
+-- Waits (at most 1 s) until `fd` is ready for `mode`, without touching it.
+local function until_ready(fd, mode)
+  local p <close> = assert(poll.new())
+  assert(p:add(fd, mode == "r", mode == "w"))
+  assert(p:wait(1), "fd not ready within 1 s")
+end
+
+-- A listening server on 127.0.0.1 with a port of its own, a client
+-- connected to it, and the server's side of that connection.
+local function pair(host)
+  host = host or "127.0.0.1"
+  local server = assert(tcp_socket.listen(host, 0))
+  local _, port = server:getsockname()
+  local client = assert(tcp_socket.connect(host, port, 1))
+  local peer = assert(server:accept(1))
+  return server, client, peer, port
+end
+
+-- A port with nothing listening: bound by us, then closed.
+local function free_port()
+  local s = assert(tcp.listen("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return port
+end
+
+describe("fotahost.tcp", function()
+  it("connects without waiting, then finishes once the fd is writable", function()
+    local server <close> = assert(tcp.listen("127.0.0.1", 0))
+    local host, port = server:getsockname()
+    assert.are.equal("127.0.0.1", host)
+    assert.is_true(port > 0)
+    assert.are.equal(("tcp server 127.0.0.1:%d"):format(port), tostring(server))
+    assert.are.same({ nil, "wouldblock" }, { server:accept_available() })
+    local sock <close> = assert(tcp.connect_start("127.0.0.1", port))
+    until_ready(sock:fd(), "w")
+    assert.is_true(sock:connect_finish())
+    assert.is_true(sock:connect_finish()) -- and again: it stays connected
+    until_ready(server:fd(), "r")
+    local peer <close> = assert(server:accept_available())
+    assert.are.same({ "127.0.0.1", port }, { sock:getpeername() })
+    local lh, lport = sock:getsockname()
+    assert.are.same({ "127.0.0.1", lport }, { peer:getpeername() })
+    assert.are.equal("127.0.0.1", lh)
+    assert.are.equal(("tcp socket 127.0.0.1:%d"):format(port), tostring(sock))
+    assert.are.equal(("tcp socket 127.0.0.1:%d"):format(lport), tostring(peer))
+    assert.are.same({ nil, "wouldblock" }, { peer:read_available() })
+    assert.are.equal(5, sock:write_available("hello"))
+    until_ready(peer:fd(), "r")
+    assert.are.equal("hel", peer:read_available(3))
+    assert.are.equal("lo", peer:read_available())
+    assert.are.equal(2, sock:write_available("hello", 4))
+    assert.are.equal(0, sock:write_available("hello", 6))
+    assert.has_error(function() sock:write_available("ab", 4) end)
+    assert.has_error(function() sock:read_available(0) end)
+  end)
+
+  it("names what it cannot parse, resolve or bind", function()
+    assert.are.same({ nil, "example.com:80: not a numeric address (names are resolved with "
+                      .. "tcp.resolve_start or tcp_socket.connect)" },
+      { tcp.connect_start("example.com", 80) })
+    assert.are.same({ nil, "localhost:0: not a numeric address (names are resolved with "
+                      .. "tcp.resolve_start or tcp_socket.connect)" },
+      { tcp.listen("localhost", 0) })
+    local server <close> = assert(tcp.listen("127.0.0.1", 0))
+    local _, port = server:getsockname()
+    assert.are.same({ nil, ("127.0.0.1:%d: Address already in use"):format(port), 98 },
+      { tcp.listen("127.0.0.1", port, 0) })
+    assert.has_error(function() tcp.listen("127.0.0.1", 70000) end)
+    assert.has_error(function() tcp.connect_start("127.0.0.1", -1) end)
+  end)
+
+  it("resolves names without blocking, numeric addresses at once", function()
+    local r <close> = assert(tcp.resolve_start("::1", 80))
+    assert.are.same({ "::1" }, r:result())
+    local named <close> = assert(tcp.resolve_start("localhost", 80))
+    local addrs
+    local deadline = sched.now() + 5
+    repeat
+      local why
+      addrs, why = named:result()
+      if not addrs then
+        assert.are.equal("wouldblock", why)
+        local p <close> = assert(poll.new())
+        p:wait(0.005)
+      end
+    until addrs or sched.now() > deadline
+    assert.is_table(addrs)
+    assert.is_true(#addrs >= 1)
+    for _, a in ipairs(addrs) do assert.truthy(a == "127.0.0.1" or a == "::1", a) end
+    -- closing a lookup still in progress is fine
+    local abandoned = assert(tcp.resolve_start("nosuch.invalid", 80))
+    abandoned:close()
+    abandoned:close()
+    assert.are.equal("tcp resolver (closed)", tostring(abandoned))
+  end)
+
+  it("sets and reads back keepalive and nodelay", function()
+    local server, client, peer = pair()
+    assert.is_false(client:getoption("keepalive"))
+    assert.is_true(client:setoption("keepalive", true))
+    assert.is_true(client:getoption("keepalive"))
+    assert.is_true(client:setoption("nodelay", true))
+    assert.is_true(client:getoption("nodelay"))
+    assert.is_true(client:setoption("keepalive", false))
+    assert.is_false(client:getoption("keepalive"))
+    assert.has_error(function() client:setoption("reuse", true) end)
+    assert.has_error(function() client:setoption("keepalive", 1) end)
+    client:close() peer:close() server:close()
+  end)
+
+  it("closes idempotently, never raising; a closed socket raises when used", function()
+    local server <close> = assert(tcp.listen("127.0.0.1", 0))
+    local _, port = server:getsockname()
+    local sock = assert(tcp.connect_start("127.0.0.1", port))
+    assert.is_true(sock:close())
+    assert.is_true(sock:close())
+    assert.are.equal(("tcp socket 127.0.0.1:%d (closed)"):format(port), tostring(sock))
+    for _, m in ipairs({ "fd", "read_available", "write_available", "connect_finish",
+                         "getpeername", "getsockname" }) do
+      assert.has_error(function() sock[m](sock, "x") end, "attempt to use a closed tcp socket")
+    end
+    assert.is_true(server:close())
+    assert.is_true(server:close())
+    assert.has_error(function() server:accept_available() end, "attempt to use a closed tcp server")
+    do
+      local scoped <close> = assert(tcp.listen("127.0.0.1", 0))
+    end
+    -- dropped without close: __gc closes, so the port can be bound again
+    local dropped = assert(tcp.listen("127.0.0.1", 0))
+    local _, p2 = dropped:getsockname()
+    dropped = nil
+    collectgarbage()
+    collectgarbage()
+    assert(tcp.listen("127.0.0.1", p2)):close()
+  end)
+end)
+
+describe("fotahost.tcp_socket", function()
+  local server, client, peer
+  before_each(function()
+    server, client, peer = pair()
+  end)
+  after_each(function()
+    client:close()
+    peer:close()
+    server:close()
+  end)
+
+  it("connects and accepts over 127.0.0.1 and ::1", function()
+    assert.is_true(client:write("ping\n", 1))
+    assert.are.equal("ping", peer:read_line(1))
+    assert.is_true(peer:write("pong\r\n", 1))
+    assert.are.equal("pong", client:read_line(1))
+    local srv6, err = tcp_socket.listen("::1", 0)
+    if not srv6 then
+      -- no IPv6 loopback here: the refusal must say so, clearly
+      assert.matches("^%[::1%]:0: ", err)
+      return
+    end
+    local _, port6 = srv6:getsockname()
+    local c6 <close> = assert(tcp_socket.connect("::1", port6, 1))
+    local p6 <close> = assert(srv6:accept(1))
+    assert.are.equal(("[::1]:%d"):format(port6), c6.name)
+    assert.are.same({ "::1", port6 }, { c6:getpeername() })
+    assert.is_true(c6:write("six\n", 1))
+    assert.are.equal("six", p6:read_line(1))
+    assert.are.equal(("tcp server [::1]:%d"):format(port6), tostring(srv6))
+    srv6:close()
+  end)
+
+  it("connects to a name", function()
+    local _, port = server:getsockname()
+    local c <close> = assert(tcp_socket.connect("localhost", port, 2))
+    assert.are.equal(("tcp socket localhost:%d"):format(port), tostring(c))
+    local p <close> = assert(server:accept(1))
+    assert.is_true(c:write("x", 1))
+    assert.are.equal("x", p:read(1, 1))
+  end)
+
+  it("reads lines split across tiny writes, and several lines from one write", function()
+    local lines = sched.run(function()
+      sched.spawn("writer", function()
+        for _, piece in ipairs({ "h", "e", "l", "lo\r", "\nwor", "ld\n", "a\nb\r\nc\n\nx\ry\n" }) do
+          assert(client:write(piece, 1))
+          sched.sleep(0.01)
+        end
+      end)
+      local lines = {}
+      for _ = 1, 7 do lines[#lines + 1] = assert(peer:read_line(2)) end
+      return lines
+    end)
+    assert.are.same({ "hello", "world", "a", "b", "c", "", "x\ry" }, lines)
+    assert.are.same({ nil, "timeout", "" }, { peer:read_line(0) })
+  end)
+
+  it("reads n bytes arriving in several pieces, while other tasks run", function()
+    local got, pieces = sched.run(function()
+      local n = 0
+      sched.spawn("writer", function()
+        for _, piece in ipairs({ "he", "ll", "o w", "orld" }) do
+          sched.sleep(0.02)
+          assert(peer:write(piece, 1))
+          n = n + 1
+        end
+      end)
+      return client:read(11, 2), n
+    end)
+    assert.are.equal("hello world", got)
+    assert.are.equal(4, pieces)
+  end)
+
+  it("mixes lines and counted reads on one buffer", function()
+    assert(peer:write("OK 4\r\nDATAnext\n", 1))
+    assert.are.equal("OK 4", client:read_line(1))
+    assert.are.equal("DATA", client:read(4, 1))
+    assert.are.equal("next", client:read_line(1))
+  end)
+
+  it("returns the partial data when a read times out", function()
+    assert(peer:write("abc", 1))
+    local took, data, why, partial = elapsed(function() return client:read(5, 0.1) end)
+    assert.are.same({ nil, "timeout", "abc" }, { data, why, partial })
+    assert.is_true(took >= 0.1 and took < 1, "took " .. took)
+    assert(peer:write("de", 1))
+    assert.are.equal("de", client:read(2, 1))
+    assert(peer:write("no newline yet", 1))
+    took, data, why, partial = elapsed(function() return client:read_line(0.05) end)
+    assert.are.same({ nil, "timeout", "no newline yet" }, { data, why, partial })
+    assert.is_true(took >= 0.05 and took < 1, "took " .. took)
+  end)
+
+  it("says closed, with the partial data, when the peer closes", function()
+    assert(peer:write("bye", 1))
+    peer:close()
+    assert.are.same({ nil, "closed", "bye" }, { client:read(10, 1) })
+    assert.are.same({ nil, "closed", "" }, { client:read_line(1) })
+    -- and to a reader waiting in a task
+    local c2 <close> = assert(tcp_socket.connect("127.0.0.1", select(2, server:getsockname()), 1))
+    local p2 = assert(server:accept(1))
+    local r = { sched.run(function()
+      sched.spawn("other end", function()
+        assert(p2:write("par", 1))
+        sched.sleep(0.05)
+        p2:close()
+      end)
+      return c2:read_line(2)
+    end) }
+    assert.are.same({ nil, "closed", "par" }, r)
+  end)
+
+  it("returns an error, not SIGPIPE, when writing to a closed peer", function()
+    peer:close()
+    -- the first write may be taken before the reset comes back; keep on
+    local ok, why, written
+    local deadline = sched.now() + 2
+    repeat
+      ok, why, written = client:write(("x"):rep(65536), 1)
+    until not ok or sched.now() > deadline
+    assert.is_nil(ok)
+    assert.are.equal("closed", why)
+    assert.is_number(written)
+    assert.are.same({ nil, "closed", 0 }, { client:write("more", 1) })
+  end)
+
+  it("stops writing to a peer that does not read, when the timeout is up", function()
+    local big = ("w"):rep(16 * 1024 * 1024)
+    local took, ok, why, written = elapsed(function() return client:write(big, 0.1) end)
+    assert.are.same({ nil, "timeout" }, { ok, why })
+    assert.is_true(written > 0 and written < #big, "written " .. written)
+    assert.is_true(took >= 0.1 and took < 1, "took " .. took)
+  end)
+
+  it("says a refused connection names host:port and the cause", function()
+    local port = free_port()
+    local took, s, err, code = elapsed(function() return tcp_socket.connect("127.0.0.1", port, 1) end)
+    assert.are.same({ nil, ("127.0.0.1:%d: Connection refused"):format(port), 111 }, { s, err, code })
+    assert.is_true(took < 0.5, "took " .. took)
+    -- a name that cannot exist: the cause is the resolver's (no such name,
+    -- or no DNS server to ask in a sandbox)
+    local s2, err2 = tcp_socket.connect("nosuch.invalid", 80, 2)
+    assert.is_nil(s2)
+    assert.matches("^nosuch%.invalid:80: %u[%w ]+$", err2)
+  end)
+
+  it("times out a connect that gets no answer, naming it", function()
+    -- a listener with a full backlog that never accepts drops new SYNs
+    local full <close> = assert(tcp.listen("127.0.0.1", 0, 0))
+    local _, port = full:getsockname()
+    local held, err = {}, nil
+    local took = elapsed(function()
+      for _ = 1, 8 do
+        local s, e = tcp_socket.connect("127.0.0.1", port, 0.2)
+        if not s then err = e break end
+        held[#held + 1] = s
+      end
+    end)
+    for _, s in ipairs(held) do s:close() end
+    assert.are.equal(("127.0.0.1:%d: connect timed out after 0.2 s"):format(port), err)
+    assert.is_true(took < 2, "took " .. took)
+  end)
+
+  it("accepts with a timeout", function()
+    local took, s, why = elapsed(function() return server:accept(0.05) end)
+    assert.are.same({ nil, "timeout" }, { s, why })
+    assert.is_true(took >= 0.05 and took < 1, "took " .. took)
+  end)
+
+  it("keeps a timer task ticking while a read waits", function()
+    local ticks = 0
+    local took, got = elapsed(function()
+      return sched.run(function()
+        local ticker = sched.every(0.01, function() ticks = ticks + 1 end)
+        sched.after(0.15, function() assert(peer:write("late", 1)) end)
+        local data = client:read(4, 2)
+        sched.cancel(ticker)
+        return data
+      end)
+    end)
+    assert.are.equal("late", got)
+    assert.is_true(took >= 0.15 and took < 1.5, "took " .. took)
+    assert.is_true(ticks >= 5, "ticks: " .. ticks)
+  end)
+
+  it("serves and connects from two tasks", function()
+    local _, port = server:getsockname()
+    local reply = sched.run(function()
+      sched.spawn("server", function()
+        local s <close> = assert(server:accept(2))
+        local line = assert(s:read_line(2))
+        assert(s:write(line:upper() .. "\n", 2))
+      end)
+      -- a name, resolved while the server task runs: "localhost" may
+      -- give ::1 first, refused here, then 127.0.0.1
+      local c <close> = assert(tcp_socket.connect("localhost", port, 2))
+      assert(c:write("hello\n", 2))
+      return c:read_line(2)
+    end)
+    assert.are.equal("HELLO", reply)
+  end)
+
+  it("refuses a line longer than max", function()
+    assert(peer:write(("x"):rep(20) .. "\nok\n0123456789\r\n", 1))
+    assert.are.same({ nil, "line too long", ("x"):rep(20) }, { client:read_line(1, 10) })
+    assert.are.equal("ok", client:read_line(1, 10))
+    assert.are.equal("0123456789", client:read_line(1, 10))
+    assert(peer:write(("y"):rep(30), 1))
+    local line, why, partial = client:read_line(1, 10)
+    assert.are.same({ nil, "line too long" }, { line, why })
+    assert.matches("^y+$", partial)
+    assert.is_true(#partial > 10)
+    assert(peer:write(("z"):rep(5000) .. "\n", 2))
+    line, why, partial = client:read_line(2)
+    assert.are.same({ nil, "line too long" }, { line, why })
+    assert.matches("^z+$", partial)
+    assert.is_true(#partial > 4096)
+  end)
+
+  it("never waits without a timeout; misuse raises", function()
+    for _, call in ipairs({
+      function() client:read(1) end,
+      function() client:read_line() end,
+      function() client:write("x") end,
+      function() server:accept() end,
+      function() tcp_socket.connect("127.0.0.1", 1) end,
+      function() client:read(1, 0 / 0) end,
+      function() client:read_line(1, 0) end,
+      function() client:write(42, 1) end,
+      function() tcp_socket.connect("127.0.0.1", 70000, 1) end,
+    }) do
+      assert.has_error(call)
+    end
+    assert.has_error(function() client:read(1) end,
+      "sock:read: timeout required (seconds >= 0, or math.huge to wait for ever), got nil")
+    -- timeout 0: one look, no wait
+    local took, a, b, c = elapsed(function() return peer:read(1, 0) end)
+    assert.are.same({ nil, "timeout", "" }, { a, b, c })
+    assert.is_true(took < 0.05, "took " .. took)
+    client:close()
+    assert.is_true(client:close())
+    assert.are.equal(("tcp socket 127.0.0.1:%d (closed)"):format(select(2, server:getsockname())),
+      tostring(client))
+    assert.has_error(function() client:read(1, 1) end, "attempt to use a closed tcp socket")
+    server:close()
+    assert.has_error(function() server:accept(1) end, "attempt to use a closed tcp server")
+  end)
+end)
