@@ -268,23 +268,20 @@ static void format_settings(char *buf, size_t len, const Settings *s)
 }
 
 /*
- * Takes or gives up exclusive use. TIOCEXCL makes the kernel refuse other
- * opens (EBUSY), but not to root; the flock is what a second fotahost (or
- * pyserial, or anything that locks) running as root runs into.
+ * Takes or gives up exclusive use, with flock: what a second fotahost (or
+ * pyserial, or anything that locks) runs into. Not TIOCEXCL: that is a
+ * property of the tty, not of our open file, so a holder that dies leaves
+ * it set for as long as anything keeps the tty alive (the virtual board's
+ * pty master does), and every later open fails; root ignores it anyway.
+ * The kernel drops a dead holder's flock.
  */
 static int set_exclusive(Port *p, int on)
 {
     if (on && !p->excl) {
         if (flock(p->fd, LOCK_EX | LOCK_NB) != 0)
             return errno == EWOULDBLOCK ? EBUSY : errno;
-        if (ioctl(p->fd, TIOCEXCL) != 0) {
-            int err = errno;
-            flock(p->fd, LOCK_UN);
-            return err;
-        }
         p->excl = 1;
     } else if (!on && p->excl) {
-        ioctl(p->fd, TIOCNXCL);
         flock(p->fd, LOCK_UN);
         p->excl = 0;
     }
@@ -720,12 +717,19 @@ static int port_close(lua_State *L)
     return 1;
 }
 
+/*
+ * __gc: output still queued is thrown away first, so that the kernel's
+ * close does not wait for it (up to a UART's closing_wait, 30 s by default)
+ * inside the garbage collector, freezing the scheduler. A program that
+ * wants its bytes sent drains, or closes with serial_port's close().
+ */
 static int port_gc(lua_State *L)
 {
     Port *p = (Port *)luaL_checkudata(L, 1, SERIAL_MT);
 
     if (p->fd >= 0) {
         set_exclusive(p, 0);
+        tcflush(p->fd, TCOFLUSH);
         close(p->fd);
         p->fd = -1;
     }
@@ -782,7 +786,7 @@ static const luaL_Reg port_methods[] = {
 static const luaL_Reg port_meta[] = {
     {"__index", NULL}, /* set by fh_new_class */
     {"__gc", port_gc},
-    {"__close", port_gc},
+    {"__close", port_close},
     {"__tostring", port_tostring},
     {NULL, NULL},
 };

@@ -220,6 +220,20 @@ describe("fotahost.sched", function()
     assert.are.equal("cancelled", why)
   end)
 
+  it("says clearly that a <close> handler cannot wait while the scheduler stops", function()
+    local seen
+    sched.run(function()
+      sched.spawn(function()
+        local c <close> = setmetatable({}, { __close = function()
+          seen = select(2, pcall(sched.sleep, 0.01))
+        end })
+        sched.sleep(60)
+      end)
+      sched.sleep(0.01)
+    end)
+    assert.matches("sched: a task cannot wait while the scheduler stops it", seen)
+  end)
+
   it("stops on stop(), closing what is left", function()
     local closed = false
     sched.run(function()

@@ -36,9 +36,11 @@ int main(void)
 {
     DDRC |= _BV(PC7);
     PORTC &= ~_BV(PC7);
+    /* U2X1 before UBRR1L, as Arduino does: the baud rate is taken when
+     * UBRR1L is written (simavr computes the byte time then too). */
+    UCSR1A = _BV(U2X1);
     UBRR1H = (unsigned char)(UBRR_VALUE >> 8);
     UBRR1L = (unsigned char)UBRR_VALUE;
-    UCSR1A = _BV(U2X1);
     UCSR1C = _BV(UCSZ11) | _BV(UCSZ10); /* 8 data bits, no parity, 1 stop */
     UCSR1B = _BV(RXEN1) | _BV(TXEN1) | _BV(RXCIE1);
     sei();

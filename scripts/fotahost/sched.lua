@@ -112,7 +112,13 @@ end
 
 -- Suspends the current task until something calls make_ready on it.
 -- `token` identifies this wait, so a stale timer cannot wake a later one.
+local closing = false -- shutdown() is closing the tasks: nothing may wait
+
 local function suspend(task, token)
+  if closing then
+    error("sched: a task cannot wait while the scheduler stops it (a <close> handler "
+      .. "that needs to wait belongs after sched.run returns)", 3)
+  end
   task.status = "waiting"
   task.wait_token = token
   return co_yield()
@@ -370,12 +376,14 @@ end
 
 -- Closes every remaining task (runs their <close> variables) and resets.
 local function shutdown()
+  closing = true
   for task in pairs(tasks) do
     if task.co ~= co_running() and co_status(task.co) == "suspended" then
       co_close(task.co)
     end
     task.status = "cancelled"
   end
+  closing = false
   tasks, by_co, ready, ready_args, timers, fd_waiters = {}, {}, {}, {}, {}, {}
   ntasks = 0
   stopping = false

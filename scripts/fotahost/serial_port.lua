@@ -282,9 +282,16 @@ end
 
 --- Closes the port. Idempotent; `<close>` calls it too.
 -- @return true | nil, err, errno
-function Port:close()
+--- Closes the port. Bytes still queued get up to `timeout` seconds to
+-- leave (default 1); what is still stuck then is discarded, so the close
+-- itself never waits on the UART (the kernel's close would, up to 30 s).
+function Port:close(timeout)
   if getmetatable(self) ~= port_mt then error("port:close: serial port expected", 2) end
   if self._closed then return true end
+  local ok, drained, why = pcall(self.drain, self, timeout or 1)
+  if ok and drained == nil and why == "timeout" then
+    pcall(self._raw.flush, self._raw, "out")   -- stuck: do not let close() wait on it
+  end
   self._closed = true
   self._rbuf = ""
   if self._poller then

@@ -57,14 +57,13 @@ local function say(fmt, ...)
   if not opts.quiet then print(fmt:format(...)) end
 end
 
+local port, perr = serial.open(opts.port, { baud = opts.baud })
+if not port then
+  io.stderr:write("fotahost blink: ", perr, "\n")
+  os.exit(1)
+end
+
 local ok, err = pcall(sched.run, function()
-  local port <close>, perr = serial.open(opts.port, { baud = opts.baud })
-  if not port then error(perr, 0) end
-  -- Whatever ends the test (the count, Ctrl-C, an error), the LED ends off.
-  local led_off <close> = setmetatable({}, { __close = function()
-    pcall(port.write, port, "0", 1)
-    pcall(port.drain, port, 1)
-  end })
   say("blinking D13 through %s at %d baud, %g s on, %g s off", opts.port, opts.baud,
     opts.interval, opts.interval)
   local cycle = 0
@@ -78,6 +77,11 @@ local ok, err = pcall(sched.run, function()
     end
   end
 end)
+
+-- Whatever ended the test (the count, Ctrl-C, an error), the LED ends off.
+-- Done here, after the scheduler has stopped, where waiting is allowed.
+pcall(port.write, port, "0", 1)
+port:close(1)
 
 if not ok then
   local sig = tostring(err):match("^interrupted %((SIG%u+)%)")
