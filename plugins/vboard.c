@@ -17,7 +17,15 @@
  *     host's load;
  *   - Serial1 = USART1: a pseudo-terminal, published as dir/ttyS0. Bytes
  *     written to it reach the MCU one byte time apart in simulated time;
- *     bytes the MCU sends come out of it.
+ *     bytes the MCU sends come out of it. As on the real /dev/ttyS0, what
+ *     the MCU sends while nobody has the tty open is lost, and so is what
+ *     is written to it while the MCU is held in reset.
+ *   - dir/ttyS0.pid ("PID\n", decimal): the process running the board, so
+ *     a user of dir/ttyS0 can tell a live link from one left by a board
+ *     killed with -9 (its /dev/pts/N may belong to someone else since).
+ *
+ * opts: pace (boolean, default true), led_log (a file name); any other
+ * key, or a value of the wrong type, is an error.
  *
  * Nothing blocks: step() runs the core for a bounded wall time and says how
  * long the caller may wait; fds() lists what to wait on. With pacing (the
@@ -27,7 +35,9 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <poll.h>
 #include <pty.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,9 +108,12 @@ typedef struct {
     avr_t *avr;     /* NULL once closed */
     char *dir;
     char *tty_link; /* dir/ttyS0 */
+    char *pid_file; /* dir/ttyS0.pid: this process's pid, while the link is ours */
     char tty_name[64];
-    int master, slave;
+    int master;
+    int listening; /* someone has the tty open (the master is not hung up) */
     FILE *led_log;
+    char *led_log_path;
     int pace;
 
     /* Board time in cycles is base + (avr->cycle - epoch): a restart or a
@@ -119,8 +132,6 @@ typedef struct {
     double next_reset_check;
     struct stat reset_st;
     int reset_seen;
-    int release_seen; /* RESET released while halted, at release_at */
-    double release_at;
     char last_error[256];
 
     /* D13 */
@@ -135,7 +146,7 @@ typedef struct {
     avr_irq_t *uart_irq;
     uint8_t rxq[VB_RX_QUEUE];
     size_t rx_head, rx_count;
-    int rx_feeding, xoff;
+    int rx_in_feed, xoff; /* rx_in_feed: rx_feed() is running */
     uint64_t rx_free, tx_free; /* when each line is idle again */
     struct serial_event *ser;
     size_t ser_head, ser_count;
@@ -205,22 +216,33 @@ static void led_record(Board *b, uint64_t cycle, int on)
         fprintf(b->led_log, "t=%.6f D13 %s\n", cycles_to_s(cycle), on ? "on" : "off");
 }
 
-/* D13 lights when PC7 drives high; an input pin floats and the LED is off.
- * Both the pin and the direction irqs lead here, and the registers say the
- * rest (simavr updates them before it raises the irqs). */
+/* D13 lights when PC7 drives high; an input pin floats and the LED is off. */
+static void led_update(Board *b, uint8_t ddr, uint8_t port)
+{
+    int on = (ddr >> VB_LED_PIN) & (port >> VB_LED_PIN) & 1;
+
+    if (!b->halted && on != b->led)
+        led_record(b, board_cycles(b), on);
+}
+
+/* PC7's pin irq: simavr has stored PORTC and DDRC when it raises it. */
 static void led_changed(avr_irq_t *irq, uint32_t value, void *param)
 {
     Board *b = (Board *)param;
-    avr_t *avr = b->avr;
-    int on;
 
     (void)irq;
     (void)value;
-    if (b->halted)
-        return;
-    on = (avr->data[b->portc->r_ddr] >> VB_LED_PIN) & (avr->data[b->portc->r_port] >> VB_LED_PIN) & 1;
-    if (on != b->led)
-        led_record(b, board_cycles(b), on);
+    led_update(b, b->avr->data[b->portc->r_ddr], b->avr->data[b->portc->r_port]);
+}
+
+/* PORTC's direction irq: simavr 1.6 raises it before it stores DDRC, so
+ * the new DDRC is the irq's value, not the register. */
+static void led_direction(avr_irq_t *irq, uint32_t value, void *param)
+{
+    Board *b = (Board *)param;
+
+    (void)irq;
+    led_update(b, (uint8_t)value, b->avr->data[b->portc->r_port]);
 }
 
 /* ---------------------------------------------------------------- Serial1 */
@@ -247,8 +269,47 @@ static uint64_t byte_cycles(const Board *b)
     return b->uart->cycles_per_byte > 0 ? (uint64_t)b->uart->cycles_per_byte : VB_DEFAULT_BYTE_CYCLES;
 }
 
+/* Discards what the MCU sent that the last reader of the tty left unread:
+ * the next one must not get it. */
+static void flush_tty(Board *b)
+{
+    int fd = open(b->tty_name, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+
+    if (fd >= 0) {
+        tcflush(fd, TCIFLUSH);
+        close(fd);
+    }
+}
+
+/*
+ * Whether someone has the tty open. The board does not hold the slave
+ * side, so with nobody on it the master is hung up (POLLHUP; read() fails
+ * with EIO). Like a real /dev/ttyS0, a tty nobody has open discards what
+ * arrives: the MCU's bytes are dropped meanwhile, and what the last reader
+ * left unread is flushed when it goes.
+ */
+static int tty_listening(Board *b)
+{
+    struct pollfd p;
+    int on;
+
+    if (b->master < 0)
+        return 0;
+    p.fd = b->master;
+    p.events = POLLIN;
+    p.revents = 0;
+    if (poll(&p, 1, 0) < 0)
+        return b->listening;
+    on = !(p.revents & (POLLHUP | POLLERR | POLLNVAL));
+    if (b->listening && !on)
+        flush_tty(b);
+    b->listening = on;
+    return on;
+}
+
 /* A byte from the MCU: out to the pty at once, timed at the end of its
- * stop bit. A full pty (nobody reading) loses it, as a serial line would. */
+ * stop bit. Nobody listening, or a full pty (nobody reading), loses it, as
+ * a serial line would; stats().tx_dropped counts them. */
 static void uart_tx(avr_irq_t *irq, uint32_t value, void *param)
 {
     Board *b = (Board *)param;
@@ -258,7 +319,7 @@ static void uart_tx(avr_irq_t *irq, uint32_t value, void *param)
     (void)irq;
     b->tx_free = (b->tx_free > now ? b->tx_free : now) + byte_cycles(b);
     serial_record(b, b->tx_free, c, 1, 0);
-    if (b->master >= 0 && write(b->master, &c, 1) != 1)
+    if (!tty_listening(b) || write(b->master, &c, 1) != 1)
         b->tx_dropped++;
 }
 
@@ -276,10 +337,9 @@ static avr_cycle_count_t rx_feed(avr_t *avr, avr_cycle_count_t when, void *param
     int lost;
 
     (void)avr;
-    if (b->rx_count == 0 || b->xoff || b->halted) {
-        b->rx_feeding = 0;
+    if (b->rx_count == 0 || b->xoff || b->halted)
         return 0;
-    }
+    b->rx_in_feed = 1;
     now = board_cycles(b);
     bc = byte_cycles(b);
     c = b->rxq[b->rx_head];
@@ -289,21 +349,23 @@ static avr_cycle_count_t rx_feed(avr_t *avr, avr_cycle_count_t when, void *param
     serial_record(b, now + bc, c, 0, lost);
     b->rx_free = now + bc;
     avr_raise_irq(b->uart_irq + UART_IRQ_INPUT, c);
-    if (b->rx_count == 0 || b->xoff) {
-        b->rx_feeding = 0;
+    b->rx_in_feed = 0;
+    if (b->rx_count == 0 || b->xoff)
         return 0;
-    }
     return when + (avr_cycle_count_t)bc;
 }
 
+/* Schedules rx_feed() unless it is due or running already. The timer is
+ * asked, not a flag: any reset of the core (the watchdog's too) cancels
+ * every cycle timer. */
 static void rx_kick(Board *b)
 {
     uint64_t now;
 
-    if (b->rx_feeding || b->rx_count == 0 || b->xoff || b->halted || b->avr == NULL)
+    if (b->rx_count == 0 || b->xoff || b->halted || b->avr == NULL || b->rx_in_feed
+        || avr_cycle_timer_status(b->avr, rx_feed, b) != 0)
         return;
     now = board_cycles(b);
-    b->rx_feeding = 1;
     avr_cycle_timer_register(b->avr, b->rx_free > now ? (avr_cycle_count_t)(b->rx_free - now) : 1,
                              rx_feed, b);
 }
@@ -327,10 +389,33 @@ static void uart_xoff(avr_irq_t *irq, uint32_t value, void *param)
     b->xoff = value != 0;
 }
 
+/* Loses what is queued for the MCU, as it is held in reset. */
+static void rx_drop(Board *b)
+{
+    uint64_t now = board_cycles(b);
+
+    for (; b->rx_count > 0; b->rx_count--) {
+        serial_record(b, now, b->rxq[b->rx_head], 0, 1);
+        b->rx_head = (b->rx_head + 1) % VB_RX_QUEUE;
+    }
+    b->rx_head = 0;
+}
+
 /* Takes what was written to the tty into the queue, as far as it has room:
- * the rest waits in the pty, so nothing is dropped. */
+ * the rest waits in the pty, so nothing is dropped. An MCU held in reset
+ * hears nothing: what arrives meanwhile is lost (serial events with
+ * lost = true). */
 static void rx_pump(Board *b)
 {
+    if (b->halted) {
+        uint8_t buf[512];
+        ssize_t n, i;
+        int rounds;
+        for (rounds = 0; rounds < 64 && (n = read(b->master, buf, sizeof buf)) > 0; rounds++)
+            for (i = 0; i < n; i++)
+                serial_record(b, board_cycles(b), buf[i], 0, 1);
+        return;
+    }
     while (b->rx_count < VB_RX_QUEUE) {
         uint8_t buf[512];
         size_t room = VB_RX_QUEUE - b->rx_count, i;
@@ -410,8 +495,8 @@ static void halt(Board *b)
     if (b->led)
         led_record(b, board_cycles(b), 0); /* PC7 floats: D13 goes dark */
     b->halted = 1;
-    b->rx_feeding = 0;
     avr_cycle_timer_cancel(b->avr, rx_feed, b);
+    rx_drop(b);
 }
 
 /* RESET released: the MCU starts again from the flash just written. */
@@ -432,7 +517,7 @@ static void restart(Board *b)
     b->stopped = 0;
     b->led = 0;
     b->xoff = 0;
-    b->rx_feeding = 0;
+    rx_drop(b); /* nothing is queued while halted: this is only in case */
     b->rx_free = b->tx_free = now;
     b->restarts++;
     reset_record(b, 0);
@@ -443,50 +528,47 @@ static void restart(Board *b)
  * Looks at dir/reset. Each change replaces the file, so a new inode or
  * mtime with "1" in it means a whole ISP session happened between two
  * looks: halt and restart all the same. A missing file means running.
+ * The programmer's few-microsecond RESET pulses (a Programming Enable
+ * retry) never show here: "1" is published only once RESET has stayed
+ * released (plugins/gpio/sim.c), after flash.bin is saved, so a "1" seen
+ * while halted restarts the MCU at once. The state read and the inode and
+ * mtime compared come from the same open file.
  */
-static void check_reset(Board *b, double now)
+static void check_reset(Board *b)
 {
     char path[PATH_MAX], c = '1';
     struct stat st;
     int fd, changed;
 
     snprintf(path, sizeof path, "%s/reset", b->dir);
-    if (stat(path, &st) != 0) {
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        if (fd >= 0)
+            close(fd);
         if (b->halted)
             restart(b);
-        b->release_seen = 0;
         b->reset_seen = 0;
         return;
     }
-    changed = !b->reset_seen || st.st_ino != b->reset_st.st_ino
+    changed = !b->reset_seen || st.st_ino != b->reset_st.st_ino || st.st_dev != b->reset_st.st_dev
               || st.st_mtim.tv_sec != b->reset_st.st_mtim.tv_sec
               || st.st_mtim.tv_nsec != b->reset_st.st_mtim.tv_nsec || st.st_size != b->reset_st.st_size;
-    if (!changed && !b->halted)
-        return;
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        if (read(fd, &c, 1) != 1)
-            c = '1';
+    if (!changed && !b->halted) {
         close(fd);
+        return;
     }
+    if (read(fd, &c, 1) != 1)
+        c = '1';
+    close(fd);
     if (c == '0') {
         halt(b);
-        b->release_seen = 0;
     } else if (b->halted) {
-        /* The programmer pulses RESET high for microseconds to resync;
-         * only a release that lasts is the end of the session. */
-        if (!b->release_seen) {
-            b->release_seen = 1;
-            b->release_at = now;
-        } else if (now - b->release_at >= VB_RESET_CHECK * 0.9) {
-            b->release_seen = 0;
-            restart(b);
-        }
+        restart(b);
     } else if (changed && b->reset_seen) {
         halt(b); /* a whole session between two looks */
         restart(b);
     }
-    if (!b->halted || c == '0' || b->release_seen) { /* a failed restart looks again */
+    if (!b->halted || c == '0') { /* a failed restart looks again */
         b->reset_st = st;
         b->reset_seen = 1;
     }
@@ -558,11 +640,12 @@ static int board_step(lua_State *L)
     else if (until * VB_HZ < 1.8e19)
         limit = (uint64_t)ceil(until * VB_HZ);
     deadline = start + (max_wall > 3600 ? 3600 : max_wall);
+    (void)tty_listening(b); /* notices a reader gone, and flushes after it */
     rx_pump(b);
     for (;;) {
         now = wall_now();
         if (now >= b->next_reset_check) {
-            check_reset(b, now);
+            check_reset(b);
             b->next_reset_check = now + VB_RESET_CHECK;
         }
         if (b->halted || b->stopped) {
@@ -693,13 +776,15 @@ static int board_tty(lua_State *L)
     return 2;
 }
 
-/* board:fds() -> { fd, ... }: what step() may be waiting for */
+/* board:fds() -> { fd, ... }: what step() may be waiting for. Empty while
+ * nobody has the tty open (a hung-up master would always poll ready) or
+ * the queue for the MCU is full (reading more must wait). */
 static int board_fds(lua_State *L)
 {
     Board *b = check_board(L);
 
     lua_createtable(L, 1, 0);
-    if (b->rx_count < VB_RX_QUEUE) { /* full: reading more must wait */
+    if (b->rx_count < VB_RX_QUEUE && tty_listening(b)) {
         lua_pushinteger(L, b->master);
         lua_rawseti(L, -2, 1);
     }
@@ -804,10 +889,31 @@ static void terminate_core(avr_t *avr)
     pool->count = 0;
 }
 
+/* The pid in a dir/ttyS0.pid file ("1234\n"), or -1. */
+static long read_pid(const char *path)
+{
+    char buf[32], *end;
+    FILE *f = fopen(path, "re");
+    size_t n;
+    long pid;
+
+    if (f == NULL)
+        return -1;
+    n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    errno = 0;
+    pid = strtol(buf, &end, 10);
+    if (end == buf || errno != 0 || pid <= 0 || (*end != '\n' && *end != '\0'))
+        return -1;
+    return pid;
+}
+
 /* Idempotent: close(), __gc and __close all end here. */
 static int board_close(lua_State *L)
 {
     Board *b = (Board *)luaL_checkudata(L, 1, VBOARD_MT);
+    int ours = 1; /* the link is ours, or was never made */
 
     if (b->avr != NULL) {
         terminate_core(b->avr);
@@ -817,22 +923,30 @@ static int board_close(lua_State *L)
     if (b->tty_link != NULL) {
         char target[sizeof b->tty_name];
         ssize_t n = readlink(b->tty_link, target, sizeof target - 1);
+        ours = n < 0 && errno == ENOENT;
         if (n > 0) {
             target[n] = '\0';
-            if (strcmp(target, b->tty_name) == 0) /* still ours */
+            ours = strcmp(target, b->tty_name) == 0;
+            if (ours)
                 unlink(b->tty_link);
         }
         free(b->tty_link);
         b->tty_link = NULL;
     }
+    if (b->pid_file != NULL) { /* after the link: a pid file alone names no tty */
+        if (ours && read_pid(b->pid_file) == (long)getpid())
+            unlink(b->pid_file);
+        free(b->pid_file);
+        b->pid_file = NULL;
+    }
     if (b->master >= 0)
         close(b->master);
-    if (b->slave >= 0)
-        close(b->slave);
-    b->master = b->slave = -1;
+    b->master = -1;
     if (b->led_log != NULL)
         fclose(b->led_log);
     b->led_log = NULL;
+    free(b->led_log_path);
+    b->led_log_path = NULL;
     free(b->leds);
     free(b->ser);
     free(b->dir);
@@ -853,35 +967,82 @@ static int board_tostring(lua_State *L)
     return 1;
 }
 
-/* Opens the pty for Serial1 (raw, 57600) and links dir/ttyS0 to it. */
+/* Replaces `path` with a file holding "PID\n", this process's pid. */
+static int write_pid_file(const Board *b, const char *path, char *err, size_t errlen)
+{
+    char tmp[PATH_MAX];
+    FILE *f;
+
+    snprintf(tmp, sizeof tmp, "%s/.ttyS0.pid.%ld", b->dir, (long)getpid());
+    f = fopen(tmp, "we");
+    if (f == NULL) {
+        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    if (fprintf(f, "%ld\n", (long)getpid()) < 0 || fclose(f) != 0 || rename(tmp, path) != 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Opens the pty for Serial1 (raw, 57600) and links dir/ttyS0 to it, with
+ * dir/ttyS0.pid ("PID\n", the board's process) beside it: the link is
+ * the board's while that process lives. A link left by a board that died
+ * without closing (kill -9), whose pid file names a process that is gone,
+ * may point to a /dev/pts/N some unrelated program got since: it is
+ * removed, and replaced. The pid file is written before the link and
+ * removed after it, so a live link always has its pid file.
+ *
+ * The board does not keep the slave open: a tty nobody has open discards
+ * what the MCU sends, as /dev/ttyS0 does (see tty_listening()). The raw
+ * mode set here stays with the pty while the master is open.
+ */
 static int open_tty(Board *b, char *err, size_t errlen)
 {
     struct termios tio;
     char tmp[PATH_MAX];
+    int slave;
     size_t n;
+    long pid;
 
-    if (openpty(&b->master, &b->slave, b->tty_name, NULL, NULL) != 0) {
+    if (openpty(&b->master, &slave, b->tty_name, NULL, NULL) != 0) {
         snprintf(err, errlen, "openpty: %s", strerror(errno));
         return -1;
     }
-    /* We hold the slave open, so the master never reads EIO when the
-     * user's side closes. */
     fcntl(b->master, F_SETFD, FD_CLOEXEC);
-    fcntl(b->slave, F_SETFD, FD_CLOEXEC);
     fcntl(b->master, F_SETFL, fcntl(b->master, F_GETFL) | O_NONBLOCK);
-    if (tcgetattr(b->slave, &tio) == 0) {
+    if (tcgetattr(slave, &tio) == 0) {
         cfmakeraw(&tio);
         cfsetispeed(&tio, B57600);
         cfsetospeed(&tio, B57600);
-        tcsetattr(b->slave, TCSANOW, &tio);
+        tcsetattr(slave, TCSANOW, &tio);
     }
-    n = strlen(b->dir) + sizeof "/ttyS0";
+    close(slave);
+    b->listening = 0;
+    n = strlen(b->dir) + sizeof "/ttyS0.pid";
     b->tty_link = malloc(n);
-    if (b->tty_link == NULL) {
+    b->pid_file = malloc(n);
+    if (b->tty_link == NULL || b->pid_file == NULL) {
         snprintf(err, errlen, "vboard: out of memory");
         return -1;
     }
     snprintf(b->tty_link, n, "%s/ttyS0", b->dir);
+    snprintf(b->pid_file, n, "%s/ttyS0.pid", b->dir);
+    pid = read_pid(b->pid_file);
+    if (pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH) {
+        unlink(b->tty_link); /* stale: its board died without closing */
+        unlink(b->pid_file);
+    }
+    if (write_pid_file(b, b->pid_file, err, errlen) != 0) {
+        free(b->pid_file);
+        b->pid_file = NULL;
+        free(b->tty_link);
+        b->tty_link = NULL;
+        return -1;
+    }
     snprintf(tmp, sizeof tmp, "%s/.ttyS0.%ld", b->dir, (long)getpid());
     unlink(tmp);
     if (symlink(b->tty_name, tmp) != 0 || rename(tmp, b->tty_link) != 0) {
@@ -889,7 +1050,7 @@ static int open_tty(Board *b, char *err, size_t errlen)
         unlink(tmp);
         free(b->tty_link);
         b->tty_link = NULL;
-        return -1;
+        return -1; /* board_close() removes the pid file */
     }
     return 0;
 }
@@ -940,7 +1101,7 @@ static int open_core(Board *b, char *err, size_t errlen)
     irq = avr_io_getirq(b->avr, AVR_IOCTL_IOPORT_GETIRQ(VB_LED_PORT), VB_LED_PIN);
     avr_irq_register_notify(irq, led_changed, b);
     irq = avr_io_getirq(b->avr, AVR_IOCTL_IOPORT_GETIRQ(VB_LED_PORT), IOPORT_IRQ_DIRECTION_ALL);
-    avr_irq_register_notify(irq, led_changed, b);
+    avr_irq_register_notify(irq, led_direction, b);
     b->uart_irq = avr_io_getirq(b->avr, AVR_IOCTL_UART_GETIRQ(VB_UART), 0);
     avr_irq_register_notify(b->uart_irq + UART_IRQ_OUTPUT, uart_tx, b);
     avr_irq_register_notify(b->uart_irq + UART_IRQ_OUT_XON, uart_xon, b);
@@ -957,31 +1118,49 @@ static void close_new(lua_State *L)
     lua_call(L, 1, 0);
 }
 
+/* The options of vboard.open(), into `b` (raises an error on a bad one). */
+static void open_options(lua_State *L, int opts, Board *b)
+{
+    lua_pushnil(L);
+    while (lua_next(L, opts) != 0) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        if (k != NULL && strcmp(k, "pace") == 0) {
+            if (!lua_isboolean(L, -1))
+                luaL_error(L, "vboard.open: 'pace' must be a boolean");
+            b->pace = lua_toboolean(L, -1);
+        } else if (k != NULL && strcmp(k, "led_log") == 0) {
+            if (lua_type(L, -1) != LUA_TSTRING)
+                luaL_error(L, "vboard.open: 'led_log' must be a string (a file name)");
+            free(b->led_log_path);
+            b->led_log_path = strdup(lua_tostring(L, -1));
+            if (b->led_log_path == NULL)
+                luaL_error(L, "vboard: out of memory");
+        } else if (k != NULL) {
+            luaL_error(L, "vboard.open: unknown option '%s'", k);
+        } else {
+            luaL_error(L, "vboard.open: unknown option (a %s key)", luaL_typename(L, -2));
+        }
+        lua_pop(L, 1);
+    }
+}
+
 /* vboard.open(dir[, {pace=true, led_log=path}]) -> board | fail, msg */
 static int vboard_open(lua_State *L)
 {
     const char *dir = luaL_checkstring(L, 1);
-    int pace = 1;
-    const char *led_log = NULL;
     char err[PATH_MAX + 128];
     Board *b;
 
-    if (!lua_isnoneornil(L, 2)) {
+    if (!lua_isnoneornil(L, 2))
         luaL_checktype(L, 2, LUA_TTABLE);
-        lua_getfield(L, 2, "pace");
-        if (!lua_isnil(L, -1))
-            pace = lua_toboolean(L, -1);
-        lua_getfield(L, 2, "led_log");
-        if (!lua_isnil(L, -1))
-            led_log = luaL_checkstring(L, -1);
-        lua_pop(L, 1); /* led_log stays reachable through opts */
-        lua_pop(L, 1);
-    }
+    lua_settop(L, 2);
     b = (Board *)lua_newuserdatauv(L, sizeof(Board), 0);
     memset(b, 0, sizeof *b);
-    b->master = b->slave = -1;
-    luaL_setmetatable(L, VBOARD_MT);
-    b->pace = pace;
+    b->master = -1;
+    b->pace = 1;
+    luaL_setmetatable(L, VBOARD_MT); /* from here, __gc frees what b holds */
+    if (!lua_isnil(L, 2))
+        open_options(L, 2, b);
     b->dir = strdup(dir);
     b->leds = calloc(VB_LED_RING, sizeof *b->leds);
     b->ser = calloc(VB_SERIAL_RING, sizeof *b->ser);
@@ -989,20 +1168,23 @@ static int vboard_open(lua_State *L)
         close_new(L);
         return fh_result_msg(L, "vboard: out of memory");
     }
+    if (b->led_log_path != NULL) { /* first: nothing is published yet */
+        b->led_log = fopen(b->led_log_path, "ae");
+        if (b->led_log == NULL) {
+            int e = errno;
+            lua_pushstring(L, b->led_log_path);
+            lua_rotate(L, -2, 1); /* the board on top, for close_new() */
+            close_new(L);
+            lua_pop(L, 1);
+            return fh_result_errno(L, e, lua_tostring(L, -1));
+        }
+    }
     if (open_core(b, err, sizeof err) != 0 || open_tty(b, err, sizeof err) != 0) {
         close_new(L);
         return fh_result_msg(L, "%s", err);
     }
-    if (led_log != NULL) {
-        b->led_log = fopen(led_log, "ae");
-        if (b->led_log == NULL) {
-            int e = errno;
-            close_new(L);
-            return fh_result_errno(L, e, led_log);
-        }
-    }
     b->last_wall = b->wall_anchor = wall_now();
-    check_reset(b, b->last_wall); /* RESET may be held already */
+    check_reset(b); /* RESET may be held already */
     b->next_reset_check = b->last_wall + VB_RESET_CHECK;
     return 1;
 }

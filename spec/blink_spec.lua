@@ -73,7 +73,9 @@ describe("fotahost blink", function()
       assert.are.equal(i % 2 == 1, leds[i].on)
       if i > 1 then
         local gap = leds[i].t - leds[i - 1].t
-        assert.is_true(gap > 0.08 and gap < 0.2, ("%.3f s between transitions %d and %d"):format(gap, i - 1, i))
+        -- blink's 0.1 s interval, seen in simulated time: a paced board that
+        -- lags real time under load catches up, so only a loose bound holds
+        assert.is_true(gap > 0.04 and gap < 0.4, ("%.3f s between transitions %d and %d"):format(gap, i - 1, i))
       end
     end
   end)
@@ -100,6 +102,12 @@ describe("fotahost blink", function()
     r = h.run({ "blink", "--port", slave, "--count", "1" })
     assert.are.equal(1, r.status)
     assert.are.equal(("fotahost blink: %s: Device or resource busy (in use by another program)\n"):format(slave), r.err)
+    -- a link left by a board that is gone is refused, not written to
+    os.execute(("ln -s %s %s/ttyS0"):format(h.q(slave), h.q(chip)))
+    h.write(chip .. "/ttyS0.pid", "999999999\n")
+    r = h.run({ "blink", "--board", "sim", chip, "--count", "1" })
+    assert.are.equal(1, r.status)
+    assert.matches("no virtual board is running on " .. chip:gsub("%p", "%%%0"), r.err)
     r = h.run({ "blink", "--count", "0" })
     assert.are.equal(2, r.status)
     assert.matches("%-%-count: a whole number >= 1", r.err)

@@ -10,6 +10,23 @@ local function firmware(name)
   return h.firmware(name)
 end
 
+-- A test firmware of spec/firmware, built with avr-gcc into `dir`.
+local function spec_firmware(dir, name)
+  assert(available, why)
+  local src = h.top .. "/spec/firmware/" .. name .. ".c"
+  local elf, hex = dir .. "/" .. name .. ".elf", dir .. "/" .. name .. ".hex"
+  local ok = os.execute(("avr-gcc -mmcu=atmega32u4 -DF_CPU=8000000UL -std=gnu11 -Os -Wall -Werror -o %s %s "
+    .. ">%s/avr-gcc.log 2>&1 && avr-objcopy -O ihex -R .eeprom %s %s"):format(
+    h.q(elf), h.q(src), h.q(dir), h.q(elf), h.q(hex)))
+  assert(ok, "building " .. src .. " failed (it needs gcc-avr and avr-libc):\n"
+    .. (h.read(dir .. "/avr-gcc.log") or ""))
+  return hex
+end
+
+local function is_link(path)
+  return os.execute("test -L " .. h.q(path)) == true
+end
+
 local function flash_cmd(chip, hex)
   return { "flash", "-q", "-c", "sim", "-P", chip, "-U", "flash:w:" .. hex }
 end
@@ -187,7 +204,9 @@ describe("the virtual board", function()
     assert.are.same({ "D13 on  at 0.250 s", "D13 off at 0.500 s", "D13 on  at 0.750 s",
       "D13 off at 1.000 s" }, lines)
     assert.matches("^t=0%.250%d+ D13 on\nt=0%.500%d+ D13 off\n", h.read(dir .. "/led.log"))
-    assert.is_nil(h.read(chip .. "/ttyS0")) -- the tty link goes with the board
+    -- the tty link goes with the board, and its pid file
+    assert.is_false(is_link(chip .. "/ttyS0"))
+    assert.is_nil(h.read(chip .. "/ttyS0.pid"))
 
     -- Paced: in step with real time, for a short while.
     r = h.run({ "board", "--sim", chip, "--for", "0.3" })
@@ -200,5 +219,106 @@ describe("the virtual board", function()
     r = h.run({ "board", "--sim", dir .. "/nothere" })
     assert.are.equal(1, r.status)
     assert.matches("nothere/flash%.bin: No such file or directory", r.err)
+  end)
+
+  it("sees D13 follow DDRC7 when PORTC7 is set first, at the time of each write", function()
+    flash(chip, spec_firmware(dir, "ddr-toggle"))
+    local board <close> = assert(vb.open(chip, { pace = false }))
+    local events = run_until(board, 0.025)
+    assert.are.equal(2, #events)
+    assert.is_true(board:led() == false)
+    run_until(board, 0.05, events)
+    assert.are.equal(3, #events)
+    for i, want in ipairs({ { 0.010, true }, { 0.020, false }, { 0.030, true } }) do
+      assert.are.equal(want[2], events[i].on)
+      assert.is_true(math.abs(events[i].t - want[1]) < 0.0002,
+        ("transition %d at %.6f s, expected %.3f s"):format(i, events[i].t, want[1]))
+    end
+    assert.is_true(board:led())
+  end)
+
+  it("publishes its pid beside the tty link, and replaces a link left by a dead board", function()
+    flash(chip, firmware("dark.hex"))
+    -- What a board killed with -9 leaves: a link and the pid of a process gone.
+    local p = io.popen("sh -c 'echo $$'")
+    local dead = p:read("l")
+    p:close()
+    os.execute("ln -s /dev/pts/999999 " .. h.q(chip .. "/ttyS0"))
+    h.write(chip .. "/ttyS0.pid", dead .. "\n")
+    local board <close> = assert(vb.open(chip, { pace = false }))
+    local link, pts = board:tty()
+    local p2 = io.popen("readlink " .. h.q(link))
+    assert.are.equal(pts, p2:read("l"))
+    p2:close()
+    local pid = assert(h.read(chip .. "/ttyS0.pid")):match("^(%d+)\n$")
+    assert.is_truthy(pid)
+    assert.are_not.equal(dead, pid)
+    assert.is_true(os.execute("kill -0 " .. pid) == true)
+    board:close()
+    assert.is_false(is_link(chip .. "/ttyS0"))
+    assert.is_nil(h.read(chip .. "/ttyS0.pid"))
+  end)
+
+  it("checks its options", function()
+    flash(chip, firmware("dark.hex"))
+    assert.has_error(function() vb.open(chip, { paced = false }) end, "vboard.open: unknown option 'paced'")
+    assert.has_error(function() vb.open(chip, { pace = "false" }) end, "vboard.open: 'pace' must be a boolean")
+    assert.has_error(function() vb.open(chip, { led_log = 1 }) end,
+      "vboard.open: 'led_log' must be a string (a file name)")
+    local b, err = vb.open(chip, { led_log = dir .. "/no/such/led.log" })
+    assert.is_nil(b)
+    assert.matches("no/such/led%.log", err)
+    assert.is_false(is_link(chip .. "/ttyS0"))
+  end)
+
+  it("drops what the MCU sends while nobody has the tty open, and what is written while it is halted", function()
+    flash(chip, firmware("serial-led.hex"))
+    local board <close> = assert(vb.open(chip, { pace = false }))
+    local link = board:tty()
+    run_until(board, 0.02)
+    for _ = 1, 2 do -- each restart prints "ready\r\n" to nobody
+      flash(chip, firmware("serial-led.hex"))
+      run_until(board, board:time() + 0.02)
+    end
+    assert.are.equal(3, board:stats().restarts + 1)
+    assert.is_true(board:stats().tx_dropped >= 21)
+
+    -- A reader now: no stale "ready" lines; then one fresh boot's.
+    local out, done = dir .. "/tty.out", dir .. "/tty.done"
+    os.execute(("(timeout 2 cat %s >%s; touch %s) &"):format(h.q(link), h.q(out), h.q(done)))
+    for _ = 1, 25 do
+      board:step(0.005, board:time() + 0.005)
+      os.execute("sleep 0.02")
+    end
+    flash(chip, firmware("serial-led.hex"))
+    local limit = os.time() + 10
+    while not h.read(done) do
+      assert(os.time() < limit, "the reader did not finish")
+      board:step(0.005, board:time() + 0.005)
+      os.execute("sleep 0.01")
+    end
+    assert.are.equal("ready\r\n", h.read(out))
+
+    -- Written while RESET is held: lost, not kept for the next firmware.
+    h.write(chip .. "/reset", "0\n")
+    run_until(board, board:time() + 0.01)
+    assert.is_true(board:stats().halted)
+    board:serial_events()
+    local tty = assert(io.open(link, "r+b"))
+    tty:write("1")
+    tty:flush()
+    run_until(board, board:time() + 0.01)
+    h.write(chip .. "/reset", "1\n")
+    run_until(board, board:time() + 0.02)
+    tty:close()
+    assert.is_false(board:stats().halted)
+    local rx = {}
+    for _, e in ipairs(board:serial_events()) do
+      if e.dir == "rx" then rx[#rx + 1] = e end
+    end
+    assert.are.equal(1, #rx)
+    assert.are.equal(49, rx[1].byte)
+    assert.is_true(rx[1].lost)
+    assert.is_false(board:led())
   end)
 end)

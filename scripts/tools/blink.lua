@@ -47,7 +47,8 @@ while i <= #arg do
     if not opts.count or opts.count < 1 then usage_error("--count: a whole number >= 1") end
   elseif a == "--board" then
     if value() ~= "sim" then usage_error("--board: only 'sim DIR' (the virtual board)") end
-    opts.port = value() .. "/ttyS0"
+    opts.board_dir = value()
+    opts.port = opts.board_dir .. "/ttyS0"
   elseif a == "-q" then opts.quiet = true
   else usage_error("unknown option '%s'", a) end
   i = i + 1
@@ -55,6 +56,22 @@ end
 
 local function say(fmt, ...)
   if not opts.quiet then print(fmt:format(...)) end
+end
+
+-- The virtual board publishes DIR/ttyS0 with its pid in DIR/ttyS0.pid. A
+-- link left by a board that died may point at a pty that now belongs to
+-- someone else: refuse it rather than write there.
+if opts.board_dir then
+  local f = io.open(opts.board_dir .. "/ttyS0.pid", "r")
+  local pid = f and math.tointeger(tonumber(f:read("l") or ""))
+  if f then f:close() end
+  local alive = pid and io.open("/proc/" .. pid .. "/stat", "r")
+  if alive then alive:close() end
+  if not alive then
+    io.stderr:write(("fotahost blink: %s: no virtual board is running on %s "
+      .. "(start one with: fotahost board --sim %s)\n"):format(opts.port, opts.board_dir, opts.board_dir))
+    os.exit(1)
+  end
 end
 
 local port, perr = serial.open(opts.port, { baud = opts.baud })
