@@ -19,14 +19,13 @@
 -- before it happened. Partial data is handed over, not kept: the next read
 -- starts after it. Misuse (a missing timeout, a closed port) raises.
 
-local poll = require "fotahost.poll"
 local sched = require "fotahost.sched"
 local serial = require "fotahost.serial"
+local stream = require "fotahost.stream"
 
 local M = {}
 
 local now = sched.now
-local concat = table.concat
 
 M.LINE_MAX = 4096 -- read_line's default limit, in bytes
 
@@ -44,57 +43,7 @@ local function live(self, what)
   return self._raw
 end
 
-local function check_timeout(timeout, what)
-  if type(timeout) ~= "number" or timeout ~= timeout or timeout < 0 then
-    error(("%s: timeout required (seconds >= 0, or math.huge to wait for ever), got %s")
-      :format(what, tostring(timeout)), 3)
-  end
-end
-
--- Takes the port's fd out of its poller however the wait ends, an
--- interrupt raised in the middle included.
-local unwatch_mt = { __close = function(w) w.poller:del(w.fd) end }
-
-local function own_poller(self)
-  local p = self._poller
-  if not p then
-    p = assert(poll.new())
-    self._poller = p
-  end
-  return p
-end
-
--- Waits until the port is ready to read ("r") or write ("w"), or until
--- `deadline`. true when ready (or when it may be: a hang-up counts), false
--- when the time is up.
-local function wait(self, mode, deadline)
-  local left = deadline - now()
-  if left <= 0 then return false end
-  local fd = self._raw:fd()
-  if sched.current() then
-    return sched.wait_fd(fd, mode, left) == true
-  end
-  local p = own_poller(self)
-  assert(p:add(fd, mode == "r", mode == "w"))
-  local _ <close> = setmetatable({ poller = p, fd = fd }, unwatch_mt)
-  repeat
-    local ready, why = p:wait(left)
-    if ready then return true end
-    if why ~= "timeout" and why ~= "signal" then
-      error(("%s: %s"):format(self.path, tostring(why)), 0)
-    end
-    left = deadline - now()
-  until left <= 0
-  return false
-end
-
--- Lets time pass: the scheduler's sleep in a task, the poller's otherwise.
-local function pause(self, seconds)
-  if sched.current() then return sched.sleep(seconds) end
-  local p = own_poller(self)
-  local deadline = now() + seconds
-  repeat p:wait(deadline - now()) until now() >= deadline
-end
+local check_timeout = stream.check_timeout
 
 local function wrap(raw, path)
   return setmetatable({ _raw = raw, _rbuf = "", path = path }, port_mt)
@@ -118,101 +67,10 @@ function M.openpty(opts)
   return wrap(raw, raw:path()), slave
 end
 
---- Reads exactly `n` bytes, waiting at most `timeout` seconds.
--- @return data | nil, "timeout"|"closed"|err, partial
-function Port:read(n, timeout)
-  local raw = live(self, "port:read")
-  if math.type(n) ~= "integer" or n < 0 then
-    error("port:read: byte count must be an integer >= 0, got " .. tostring(n), 2)
-  end
-  check_timeout(timeout, "port:read")
-  local deadline = now() + timeout
-  local buf = self._rbuf
-  if #buf >= n then
-    self._rbuf = buf:sub(n + 1)
-    return buf:sub(1, n)
-  end
-  self._rbuf = ""
-  local parts, have = { buf }, #buf
-  while have < n do
-    local data, why = raw:read_available(n - have)
-    if data then
-      parts[#parts + 1] = data
-      have = have + #data
-    elseif why ~= "wouldblock" then
-      return nil, why, concat(parts)
-    elseif not wait(self, "r", deadline) then
-      return nil, "timeout", concat(parts)
-    end
-  end
-  return concat(parts)
-end
-
---- Reads one line, waiting at most `timeout` seconds. The line comes back
--- without its "\n" and without a "\r" just before it. A line longer than
--- `max` bytes (default 4096) is an error: the line so far is returned as
--- partial (all of it, if its "\n" had arrived; else what had arrived, and
--- the rest of it comes back as the next line).
--- @return line | nil, "timeout"|"closed"|"line too long"|err, partial
-function Port:read_line(timeout, max)
-  local raw = live(self, "port:read_line")
-  check_timeout(timeout, "port:read_line")
-  if max == nil then max = M.LINE_MAX end
-  if math.type(max) ~= "integer" or max < 1 then
-    error("port:read_line: max must be an integer >= 1, got " .. tostring(max), 2)
-  end
-  local deadline = now() + timeout
-  local buf, from = self._rbuf, 1
-  while true do
-    local nl = buf:find("\n", from, true)
-    if nl then
-      self._rbuf = buf:sub(nl + 1)
-      local line = buf:sub(1, buf:byte(nl - 1) == 13 and nl - 2 or nl - 1)
-      if #line > max then return nil, "line too long", line end
-      return line
-    end
-    -- a "\r" at the end may be the start of "\r\n", so it does not count yet
-    if #buf - (buf:byte(-1) == 13 and 1 or 0) > max then
-      self._rbuf = ""
-      return nil, "line too long", buf
-    end
-    from = #buf + 1
-    local data, why = raw:read_available()
-    if data then
-      buf = buf .. data
-    elseif why ~= "wouldblock" then
-      self._rbuf = ""
-      return nil, why, buf
-    elseif not wait(self, "r", deadline) then
-      self._rbuf = ""
-      return nil, "timeout", buf
-    end
-  end
-end
-
---- Writes all of `data`, waiting at most `timeout` seconds for the port to
--- take it (into the driver's buffer: see drain() for the wire).
--- @return true | nil, "timeout"|"closed"|err, bytes_written
-function Port:write(data, timeout)
-  local raw = live(self, "port:write")
-  if type(data) ~= "string" then
-    error("port:write: string expected, got " .. type(data), 2)
-  end
-  check_timeout(timeout, "port:write")
-  local deadline = now() + timeout
-  local i, len = 1, #data
-  while i <= len do
-    local n, why = raw:write_available(data, i)
-    if n and n > 0 then
-      i = i + n
-    elseif n == nil and why ~= "wouldblock" then
-      return nil, why, i - 1
-    elseif not wait(self, "w", deadline) then
-      return nil, "timeout", i - 1
-    end
-  end
-  return true
-end
+-- read(n, timeout), read_line(timeout[, max]) and write(data, timeout):
+-- see fotahost.stream. write() waits for the port to take the bytes (into
+-- the driver's buffer: see drain() for the wire).
+for k, fn in pairs(stream.methods("port", live, M)) do Port[k] = fn end
 
 --- Waits until every byte written has left the UART, at most `timeout`
 -- seconds (default: twice the time the bytes queued now take at the
@@ -236,7 +94,7 @@ function Port:drain(timeout)
   while queued > 0 do
     local left = deadline - now()
     if left <= 0 then return nil, "timeout", queued end
-    pause(self, math.min(left, math.max(0.001, math.min(0.05, queued * per_byte))))
+    stream.pause(self, math.min(left, math.max(0.001, math.min(0.05, queued * per_byte))))
     _, queued, code = raw:pending()
     if not _ then return nil, queued, code end
   end

@@ -20,14 +20,13 @@
 -- nil, "host:port: cause" (a timeout says "connect timed out after N s").
 -- Misuse (a missing timeout, a closed socket) raises.
 
-local poll = require "fotahost.poll"
 local sched = require "fotahost.sched"
+local stream = require "fotahost.stream"
 local tcp = require "fotahost.tcp"
 
 local M = {}
 
 local now = sched.now
-local concat = table.concat
 
 M.LINE_MAX = 4096 -- read_line's default limit, in bytes
 
@@ -36,22 +35,20 @@ local sock_mt = { __name = "fotahost.tcp_socket", __index = Sock }
 local Server = {}
 local server_mt = { __name = "fotahost.tcp_socket.server", __index = Server }
 
-local function live(self, mt, what)
-  if getmetatable(self) ~= mt then
-    error(what .. ": " .. (mt == sock_mt and "tcp socket" or "tcp server") .. " expected", 3)
+-- A checker per class: live(self, what) returns the native object, or
+-- raises at the caller of the method that called it.
+local function make_live(mt, kind)
+  return function(self, what)
+    if getmetatable(self) ~= mt then error(what .. ": " .. kind .. " expected", 3) end
+    if self._closed then error("attempt to use a closed " .. kind, 3) end
+    return self._raw
   end
-  if self._closed then
-    error("attempt to use a closed " .. (mt == sock_mt and "tcp socket" or "tcp server"), 3)
-  end
-  return self._raw
 end
+local live_sock = make_live(sock_mt, "tcp socket")
+local live_server = make_live(server_mt, "tcp server")
 
-local function check_timeout(timeout, what)
-  if type(timeout) ~= "number" or timeout ~= timeout or timeout < 0 then
-    error(("%s: timeout required (seconds >= 0, or math.huge to wait for ever), got %s")
-      :format(what, tostring(timeout)), 3)
-  end
-end
+local check_timeout = stream.check_timeout
+local wait, pause = stream.wait, stream.pause
 
 local function check_port(port, what)
   if math.type(port) ~= "integer" or port < 0 or port > 65535 then
@@ -61,45 +58,6 @@ end
 
 local function seconds(t)
   return ("%g"):format(t)
-end
-
--- Takes the fd out of the poller however the wait ends, an interrupt
--- raised in the middle included.
-local unwatch_mt = { __close = function(w) w.poller:del(w.fd) end }
-
--- Waits until `fd` is ready to read ("r") or write ("w"), or until
--- `deadline`. true when ready (or when it may be: a hang-up counts), false
--- when the time is up. `holder` keeps the poller used outside tasks.
-local function wait(holder, fd, mode, deadline)
-  local left = deadline - now()
-  if left <= 0 then return false end
-  if sched.current() then
-    return sched.wait_fd(fd, mode, left) == true
-  end
-  local p = holder._poller
-  if not p then
-    p = assert(poll.new())
-    holder._poller = p
-  end
-  assert(p:add(fd, mode == "r", mode == "w"))
-  local _ <close> = setmetatable({ poller = p, fd = fd }, unwatch_mt)
-  repeat
-    local ready, why = p:wait(left)
-    if ready then return true end
-    if why ~= "timeout" and why ~= "signal" then
-      error(("%s: %s"):format(holder.name, tostring(why)), 0)
-    end
-    left = deadline - now()
-  until left <= 0
-  return false
-end
-
--- Lets time pass: the scheduler's sleep in a task, a poller's otherwise.
-local function pause(seconds_)
-  if sched.current() then return sched.sleep(seconds_) end
-  local p <close> = assert(poll.new())
-  local deadline = now() + seconds_
-  repeat p:wait(deadline - now()) until now() >= deadline
 end
 
 local function wrap(raw)
@@ -127,7 +85,7 @@ local function resolve(host, port, name, deadline, timeout)
     if left <= 0 then
       return nil, ("%s: name lookup timed out after %s s"):format(name, seconds(timeout))
     end
-    pause(math.min(step, left))
+    pause(nil, math.min(step, left))
     step = math.min(step * 2, 0.05)
   end
 end
@@ -174,130 +132,38 @@ function M.connect(host, port, timeout)
   return nil, last, code
 end
 
---- Reads exactly `n` bytes, waiting at most `timeout` seconds.
--- @return data | nil, "timeout"|"closed"|err, partial
-function Sock:read(n, timeout)
-  local raw = live(self, sock_mt, "sock:read")
-  if math.type(n) ~= "integer" or n < 0 then
-    error("sock:read: byte count must be an integer >= 0, got " .. tostring(n), 2)
-  end
-  check_timeout(timeout, "sock:read")
-  local deadline = now() + timeout
-  local buf = self._rbuf
-  if #buf >= n then
-    self._rbuf = buf:sub(n + 1)
-    return buf:sub(1, n)
-  end
-  self._rbuf = ""
-  local parts, have = { buf }, #buf
-  while have < n do
-    local data, why = raw:read_available(n - have)
-    if data then
-      parts[#parts + 1] = data
-      have = have + #data
-    elseif why ~= "wouldblock" then
-      return nil, why, concat(parts)
-    elseif not wait(self, raw:fd(), "r", deadline) then
-      return nil, "timeout", concat(parts)
-    end
-  end
-  return concat(parts)
-end
-
---- Reads one line, waiting at most `timeout` seconds. The line comes back
--- without its "\n" and without a "\r" just before it. A line longer than
--- `max` bytes (default 4096) is an error: the line so far is returned as
--- partial (all of it, if its "\n" had arrived; else what had arrived, and
--- the rest of it comes back as the next line).
--- @return line | nil, "timeout"|"closed"|"line too long"|err, partial
-function Sock:read_line(timeout, max)
-  local raw = live(self, sock_mt, "sock:read_line")
-  check_timeout(timeout, "sock:read_line")
-  if max == nil then max = M.LINE_MAX end
-  if math.type(max) ~= "integer" or max < 1 then
-    error("sock:read_line: max must be an integer >= 1, got " .. tostring(max), 2)
-  end
-  local deadline = now() + timeout
-  local buf, from = self._rbuf, 1
-  while true do
-    local nl = buf:find("\n", from, true)
-    if nl then
-      self._rbuf = buf:sub(nl + 1)
-      local line = buf:sub(1, buf:byte(nl - 1) == 13 and nl - 2 or nl - 1)
-      if #line > max then return nil, "line too long", line end
-      return line
-    end
-    -- a "\r" at the end may be the start of "\r\n", so it does not count yet
-    if #buf - (buf:byte(-1) == 13 and 1 or 0) > max then
-      self._rbuf = ""
-      return nil, "line too long", buf
-    end
-    from = #buf + 1
-    local data, why = raw:read_available()
-    if data then
-      buf = buf .. data
-    elseif why ~= "wouldblock" then
-      self._rbuf = ""
-      return nil, why, buf
-    elseif not wait(self, raw:fd(), "r", deadline) then
-      self._rbuf = ""
-      return nil, "timeout", buf
-    end
-  end
-end
-
---- Writes all of `data`, waiting at most `timeout` seconds for the kernel
--- to take it.
--- @return true | nil, "timeout"|"closed"|err, bytes_written
-function Sock:write(data, timeout)
-  local raw = live(self, sock_mt, "sock:write")
-  if type(data) ~= "string" then
-    error("sock:write: string expected, got " .. type(data), 2)
-  end
-  check_timeout(timeout, "sock:write")
-  local deadline = now() + timeout
-  local i, len = 1, #data
-  while i <= len do
-    local n, why = raw:write_available(data, i)
-    if n and n > 0 then
-      i = i + n
-    elseif n == nil and why ~= "wouldblock" then
-      return nil, why, i - 1
-    elseif not wait(self, raw:fd(), "w", deadline) then
-      return nil, "timeout", i - 1
-    end
-  end
-  return true
-end
+-- read(n, timeout), read_line(timeout[, max]) and write(data, timeout):
+-- see fotahost.stream.
+for k, fn in pairs(stream.methods("sock", live_sock, M)) do Sock[k] = fn end
 
 --- Sets "keepalive" or "nodelay". @return true | nil, err, errno
 function Sock:setoption(opt, on)
-  return live(self, sock_mt, "sock:setoption"):setoption(opt, on)
+  return live_sock(self, "sock:setoption"):setoption(opt, on)
 end
 
 --- Reads "keepalive" or "nodelay" back. @return boolean | nil, err, errno
 function Sock:getoption(opt)
-  return live(self, sock_mt, "sock:getoption"):getoption(opt)
+  return live_sock(self, "sock:getoption"):getoption(opt)
 end
 
 --- Ends the sending side ("w", the default), the receiving one ("r") or both ("rw").
 function Sock:shutdown(how)
-  return live(self, sock_mt, "sock:shutdown"):shutdown(how)
+  return live_sock(self, "sock:shutdown"):shutdown(how)
 end
 
 --- The peer's address. @return host, port | nil, err, errno
 function Sock:getpeername()
-  return live(self, sock_mt, "sock:getpeername"):getpeername()
+  return live_sock(self, "sock:getpeername"):getpeername()
 end
 
 --- The local address. @return host, port | nil, err, errno
 function Sock:getsockname()
-  return live(self, sock_mt, "sock:getsockname"):getsockname()
+  return live_sock(self, "sock:getsockname"):getsockname()
 end
 
 --- The fd, for a caller's own poll or sched.wait_fd.
 function Sock:fd()
-  return live(self, sock_mt, "sock:fd"):fd()
+  return live_sock(self, "sock:fd"):fd()
 end
 
 --- Closes the socket. Idempotent, never raises; `<close>` calls it too.
@@ -333,7 +199,7 @@ end
 --- Accepts one connection, waiting at most `timeout` seconds.
 -- @return sock | nil, "timeout" | nil, err, errno
 function Server:accept(timeout)
-  local raw = live(self, server_mt, "server:accept")
+  local raw = live_server(self, "server:accept")
   check_timeout(timeout, "server:accept")
   local deadline = now() + timeout
   while true do
@@ -346,11 +212,11 @@ end
 
 --- The address listened on. @return host, port
 function Server:getsockname()
-  return live(self, server_mt, "server:getsockname"):getsockname()
+  return live_server(self, "server:getsockname"):getsockname()
 end
 
 function Server:fd()
-  return live(self, server_mt, "server:fd"):fd()
+  return live_server(self, "server:fd"):fd()
 end
 
 --- Stops listening. Idempotent, never raises. @return true
