@@ -28,6 +28,23 @@ int fh_result_errno(lua_State *L, int err, const char *what);
 int fh_result_msg(lua_State *L, const char *fmt, ...);
 
 /*
+ * A failed read or write on a non-blocking fd, as every stream module
+ * reports it: `nil, "wouldblock"` for EAGAIN, `nil, "closed"` when err is
+ * closed_a or closed_b (the line or the peer is gone: EIO on a tty,
+ * EPIPE/ECONNRESET on a socket; 0 for none), else `fail, "what: strerror",
+ * errno`.
+ */
+int fh_io_failure(lua_State *L, int err, int closed_a, int closed_b, const char *what);
+
+/*
+ * Reads what is there now, up to `max` bytes, from a non-blocking fd:
+ * pushes the data, or `nil, "closed"` at end of file, or fh_io_failure's
+ * results. Returns the number of values pushed.
+ */
+int fh_read_available(lua_State *L, int fd, size_t max, int closed_a, int closed_b,
+                      const char *what);
+
+/*
  * Registers an object class the liolib.c way: a metatable called `name`
  * holding `meta` (__gc, __close, __tostring...), with a separate table of
  * `methods` as its __index. `meta` may list "__index" with a NULL function

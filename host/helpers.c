@@ -1,9 +1,12 @@
 /*
  * helpers.c: what every native module shares: the two shapes of an
- * expected failure, and the registration of an object class.
+ * expected failure, non-blocking reads and their failures, and the
+ * registration of an object class.
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fotahost.h"
 
@@ -37,4 +40,40 @@ void fh_new_class(lua_State *L, const char *name, const luaL_Reg *meta, const lu
     luaL_setfuncs(L, methods, 0);
     lua_setfield(L, -2, "__index"); /* mt.__index = methods */
     lua_pop(L, 1);
+}
+
+int fh_io_failure(lua_State *L, int err, int closed_a, int closed_b, const char *what)
+{
+    if (err == EAGAIN || err == EWOULDBLOCK) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "wouldblock");
+        return 2;
+    }
+    if (err != 0 && (err == closed_a || err == closed_b)) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "closed");
+        return 2;
+    }
+    return fh_result_errno(L, err, what);
+}
+
+int fh_read_available(lua_State *L, int fd, size_t max, int closed_a, int closed_b,
+                      const char *what)
+{
+    luaL_Buffer b;
+    char *buf = luaL_buffinitsize(L, &b, max);
+    ssize_t n;
+
+    do
+        n = read(fd, buf, max);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return fh_io_failure(L, errno, closed_a, closed_b, what);
+    if (n == 0) { /* end of file; a hung-up tty reads so too */
+        lua_pushnil(L);
+        lua_pushliteral(L, "closed");
+        return 2;
+    }
+    luaL_pushresultsize(&b, (size_t)n);
+    return 1;
 }

@@ -501,20 +501,7 @@ static int port_path(lua_State *L)
  * reports once hung up (a USB adapter unplugged): for the reader or
  * writer, the line is closed.
  */
-static int io_failure(lua_State *L, Port *p, int err)
-{
-    if (err == EAGAIN || err == EWOULDBLOCK) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "wouldblock");
-        return 2;
-    }
-    if (err == EIO) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "closed");
-        return 2;
-    }
-    return fh_result_errno(L, err, p->name);
-}
+#define TTY_CLOSED EIO
 
 /*
  * port:read_available([max]) -> data (1..max bytes, default max 4096)
@@ -525,26 +512,11 @@ static int port_read_available(lua_State *L)
 {
     Port *p = check_port(L);
     lua_Integer max = luaL_optinteger(L, 2, SERIAL_READ_DEFAULT);
-    luaL_Buffer b;
-    char *buf;
-    ssize_t n;
 
     luaL_argcheck(L, max > 0, 2, "size must be positive");
     if (max > SERIAL_READ_MAX)
         max = SERIAL_READ_MAX;
-    buf = luaL_buffinitsize(L, &b, (size_t)max);
-    do
-        n = read(p->fd, buf, (size_t)max);
-    while (n < 0 && errno == EINTR);
-    if (n < 0)
-        return io_failure(L, p, errno);
-    if (n == 0) { /* a hung-up tty reads as end of file */
-        lua_pushnil(L);
-        lua_pushliteral(L, "closed");
-        return 2;
-    }
-    luaL_pushresultsize(&b, (size_t)n);
-    return 1;
+    return fh_read_available(L, p->fd, (size_t)max, TTY_CLOSED, 0, p->name);
 }
 
 /*
@@ -570,7 +542,7 @@ static int port_write_available(lua_State *L)
         n = write(p->fd, data + (i - 1), len - (size_t)(i - 1));
     while (n < 0 && errno == EINTR);
     if (n < 0)
-        return io_failure(L, p, errno);
+        return fh_io_failure(L, errno, TTY_CLOSED, 0, p->name);
     lua_pushinteger(L, n);
     return 1;
 }

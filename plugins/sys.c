@@ -57,16 +57,6 @@ static int fd_error(lua_State *L, int err, const char *verb, int fd)
     return fh_result_errno(L, err, what);
 }
 
-/* A failed read or write: "wouldblock" when the fd is just not ready. */
-static int io_failure(lua_State *L, int err, const char *verb, int fd)
-{
-    if (err == EAGAIN || err == EWOULDBLOCK) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "wouldblock");
-        return 2;
-    }
-    return fd_error(L, err, verb, fd);
-}
 
 /* sys.pipe() -> rfd, wfd (both non-blocking, close-on-exec) | fail, msg, errno */
 static int sys_pipe(lua_State *L)
@@ -90,24 +80,11 @@ static int sys_read(lua_State *L)
 {
     int fd = check_fd(L, 1);
     lua_Integer max = luaL_optinteger(L, 2, SYS_READ_DEFAULT);
-    luaL_Buffer b;
-    char *buf;
-    ssize_t n;
+    char what[32];
 
     luaL_argcheck(L, max > 0 && max <= INT_MAX, 2, "size out of range");
-    buf = luaL_buffinitsize(L, &b, (size_t)max);
-    do
-        n = read(fd, buf, (size_t)max);
-    while (n < 0 && errno == EINTR);
-    if (n < 0)
-        return io_failure(L, errno, "read", fd);
-    if (n == 0) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "closed");
-        return 2;
-    }
-    luaL_pushresultsize(&b, (size_t)n);
-    return 1;
+    snprintf(what, sizeof what, "read fd %d", fd);
+    return fh_read_available(L, fd, (size_t)max, 0, 0, what);
 }
 
 /*
@@ -124,8 +101,12 @@ static int sys_write(lua_State *L)
     do
         n = write(fd, data, len);
     while (n < 0 && errno == EINTR);
-    if (n < 0)
-        return io_failure(L, errno, "write", fd);
+    if (n < 0) {
+        char what[32];
+        int err = errno;
+        snprintf(what, sizeof what, "write fd %d", fd);
+        return fh_io_failure(L, err, 0, 0, what);
+    }
     lua_pushinteger(L, n);
     return 1;
 }

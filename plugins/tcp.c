@@ -404,21 +404,9 @@ static int sock_name(lua_State *L)
     return 1;
 }
 
-/* A reset or a write after the peer shut down is the peer gone: "closed". */
-static int io_failure(lua_State *L, Sock *s, int err)
-{
-    if (err == EAGAIN || err == EWOULDBLOCK) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "wouldblock");
-        return 2;
-    }
-    if (err == EPIPE || err == ECONNRESET) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "closed");
-        return 2;
-    }
-    return fh_result_errno(L, err, s->name);
-}
+/* A reset, or a write after the peer shut down: the peer is gone, "closed". */
+#define PEER_GONE_A EPIPE
+#define PEER_GONE_B ECONNRESET
 
 /*
  * sock:read_available([max]) -> data (1..max bytes, default max 4096)
@@ -429,26 +417,12 @@ static int sock_read_available(lua_State *L)
 {
     Sock *s = check_sock(L);
     lua_Integer max = luaL_optinteger(L, 2, TCP_READ_DEFAULT);
-    luaL_Buffer b;
-    char *buf;
-    ssize_t n;
 
     luaL_argcheck(L, max > 0, 2, "size must be positive");
     if (max > TCP_READ_MAX)
         max = TCP_READ_MAX;
-    buf = luaL_buffinitsize(L, &b, (size_t)max);
-    do
-        n = recv(s->fd, buf, (size_t)max, MSG_DONTWAIT);
-    while (n < 0 && errno == EINTR);
-    if (n < 0)
-        return io_failure(L, s, errno);
-    if (n == 0) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "closed");
-        return 2;
-    }
-    luaL_pushresultsize(&b, (size_t)n);
-    return 1;
+    /* read() on the non-blocking socket: recv(MSG_DONTWAIT) without flags */
+    return fh_read_available(L, s->fd, (size_t)max, PEER_GONE_A, PEER_GONE_B, s->name);
 }
 
 /*
@@ -474,7 +448,7 @@ static int sock_write_available(lua_State *L)
         n = send(s->fd, data + (i - 1), len - (size_t)(i - 1), MSG_NOSIGNAL | MSG_DONTWAIT);
     while (n < 0 && errno == EINTR);
     if (n < 0)
-        return io_failure(L, s, errno);
+        return fh_io_failure(L, errno, PEER_GONE_A, PEER_GONE_B, s->name);
     lua_pushinteger(L, n);
     return 1;
 }
