@@ -79,6 +79,9 @@ OPTIONAL_SRC := plugins/vboard.c
 # Digests come from libcrypto (OpenSSL, libcurl's TLS library): a plugin,
 # so start-up does not map libcrypto.
 PLUGIN_SRC  := plugins/digest.c
+# HTTP(S) on libcurl: a plugin too, loaded by the first require of
+# fotahost.http, so a script that never downloads never maps libcurl.
+PLUGIN_SRC  += plugins/curl.c
 ifeq ($(shell $(PKG_CONFIG) --exists simavr && echo yes),yes)
 PLUGIN_SRC  += $(wildcard plugins/vboard.c)
 endif
@@ -136,6 +139,8 @@ $(BUILD)/plugins/fotahost/%.so: plugins/%.c $(HEADERS) $(BUILD)/config.flags
 	$(CC) $(ALL_CFLAGS) $(PLUGIN_CFLAGS) -fPIC -shared -o $@ $< $(LDFLAGS) $(PLUGIN_LIBS)
 
 $(BUILD)/plugins/fotahost/digest.so: PLUGIN_LIBS = $(shell $(PKG_CONFIG) --libs libcrypto)
+$(BUILD)/plugins/fotahost/curl.so: PLUGIN_CFLAGS = $(shell $(PKG_CONFIG) --cflags libcurl)
+$(BUILD)/plugins/fotahost/curl.so: PLUGIN_LIBS = $(shell $(PKG_CONFIG) --libs libcurl)
 $(BUILD)/plugins/fotahost/vboard.so: PLUGIN_CFLAGS = $(shell $(PKG_CONFIG) --cflags simavr)
 $(BUILD)/plugins/fotahost/vboard.so: PLUGIN_LIBS = $(shell $(PKG_CONFIG) --libs simavr) -lutil
 
