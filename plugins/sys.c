@@ -193,6 +193,120 @@ static int sys_interrupted(lua_State *L)
     return 1;
 }
 
+/* fsyncs the directory holding `path`, so a rename in it is on disk. */
+static int sync_parent(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char dir[PATH_MAX];
+    if (!slash) {
+        strcpy(dir, ".");
+    } else if (slash == path) {
+        strcpy(dir, "/");
+    } else {
+        size_t n = (size_t)(slash - path);
+        if (n >= sizeof dir) {
+            errno = ENAMETOOLONG;
+            return -1;
+        }
+        memcpy(dir, path, n);
+        dir[n] = '\0';
+    }
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return rc;
+}
+
+static int fsync_path(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return rc;
+}
+
+/*
+ * sys.replace(tmp, path) -> true | nil, err, errno: puts a finished file in
+ * place durably: fsyncs `tmp`, renames it over `path` (atomic: readers see
+ * the old file or the new, never a mix), then fsyncs the directory so the
+ * rename survives a power cut. Both must be on one filesystem.
+ */
+static int sys_replace(lua_State *L)
+{
+    const char *tmp = luaL_checkstring(L, 1);
+    const char *path = luaL_checkstring(L, 2);
+
+    if (fsync_path(tmp) < 0)
+        return fh_result_errno(L, errno, tmp);
+    if (rename(tmp, path) < 0) {
+        int e = errno;
+        lua_pushfstring(L, "%s -> %s", tmp, path);
+        return fh_result_errno(L, e, lua_tostring(L, -1));
+    }
+    if (sync_parent(path) < 0)
+        return fh_result_errno(L, errno, path);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/*
+ * sys.write_file(path, data[, mode]) -> true | nil, err, errno: writes
+ * `path` atomically and durably: into "path.tmp-PID", fsync'd, then
+ * sys.replace()'d. On failure the temporary file is removed and `path` is
+ * as it was. `mode` defaults to 0644 (before the umask).
+ */
+static int sys_write_file(lua_State *L)
+{
+    size_t len;
+    const char *path = luaL_checkstring(L, 1);
+    const char *data = luaL_checklstring(L, 2, &len);
+    lua_Integer mode = luaL_optinteger(L, 3, 0644);
+    const char *tmp = lua_pushfstring(L, "%s.tmp-%d", path, (int)getpid());
+
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, (mode_t)mode);
+    if (fd < 0)
+        return fh_result_errno(L, errno, path);
+    const char *p = data;
+    size_t left = len;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            goto fail;
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) < 0)
+        goto fail;
+    if (close(fd) < 0) {
+        fd = -1;
+        goto fail;
+    }
+    fd = -1;
+    if (rename(tmp, path) < 0)
+        goto fail;
+    if (sync_parent(path) < 0)
+        return fh_result_errno(L, errno, path);
+    lua_pushboolean(L, 1);
+    return 1;
+fail: {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        unlink(tmp);
+        return fh_result_errno(L, e, path);
+    }
+}
+
 static const luaL_Reg sys_funcs[] = {
     {"now", sys_now},
     {"time", sys_time},
@@ -206,6 +320,8 @@ static const luaL_Reg sys_funcs[] = {
     {"syslog", sys_syslog},
     {"arm", sys_arm},
     {"interrupted", sys_interrupted},
+    {"replace", sys_replace},
+    {"write_file", sys_write_file},
     {NULL, NULL},
 };
 
