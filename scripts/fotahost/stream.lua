@@ -78,10 +78,11 @@ end
 -- ("port", "sock"); `live(self, what)` checks `self` and returns its native
 -- object, raising at level 3 (the method's caller) on misuse; `mod.LINE_MAX`
 -- is read_line's default limit.
--- @return { read = fn, read_line = fn, write = fn }
+-- @return { read = fn, read_some = fn, read_line = fn, write = fn }
 function M.methods(prefix, live, mod)
   local m = {}
   local what_read, what_line, what_write = prefix .. ":read", prefix .. ":read_line", prefix .. ":write"
+  local what_some = prefix .. ":read_some"
 
   --- Reads exactly `n` bytes, waiting at most `timeout` seconds.
   -- @return data | nil, "timeout"|"closed"|err, partial
@@ -111,6 +112,30 @@ function M.methods(prefix, live, mod)
       end
     end
     return concat(parts)
+  end
+
+  --- Reads what is there: 1 to `max` bytes (default 4096), waiting at most
+  -- `timeout` seconds for the first of them.
+  -- @return data | nil, "timeout"|"closed"|err
+  function m.read_some(self, max, timeout)
+    local raw = live(self, what_some)
+    if max == nil then max = 4096 end
+    if math.type(max) ~= "integer" or max < 1 then
+      error(what_some .. ": max must be an integer >= 1, got " .. tostring(max), 2)
+    end
+    M.check_timeout(timeout, what_some)
+    local buf = self._rbuf
+    if #buf > 0 then
+      self._rbuf = buf:sub(max + 1)
+      return buf:sub(1, max)
+    end
+    local deadline = now() + timeout
+    while true do
+      local data, why = raw:read_available(math.min(max, 65536))
+      if data then return data end
+      if why ~= "wouldblock" then return nil, why end
+      if not M.wait(self, raw:fd(), "r", deadline) then return nil, "timeout" end
+    end
   end
 
   --- Reads one line, waiting at most `timeout` seconds. The line comes back
