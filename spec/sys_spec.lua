@@ -56,4 +56,44 @@ describe("fotahost.sys", function()
     assert.is_false(sys.isatty(assert(sys.pipe())))
     assert.is_true(sys.getpid() > 1)
   end)
+
+  describe("durable files", function()
+    local h = require "helper"
+    local dir
+    before_each(function() dir = h.tmpdir() end)
+    after_each(function() h.rmdir(dir) end)
+
+    it("writes a file atomically, leaving no temporary behind", function()
+      local path = dir .. "/state.lua"
+      h.write(path, "old")
+      assert.is_true(sys.write_file(path, "new\0bytes"))
+      assert.are.equal("new\0bytes", h.read(path))
+      local p = io.popen("ls -A " .. h.q(dir))
+      local listing = p:read("a")
+      p:close()
+      assert.are.equal("state.lua\n", listing)
+    end)
+
+    it("leaves the old file as it was when the write fails", function()
+      local ro = dir .. "/ro"
+      os.execute("mkdir " .. h.q(ro) .. " && chmod 555 " .. h.q(ro))
+      local ok, err, code = sys.write_file(ro .. "/x", "data")
+      if ok then return end -- running as root: permissions do not bind
+      assert.is_nil(ok)
+      assert.are.equal(ro .. "/x: Permission denied", err)
+      assert.are.equal(13, code)
+    end)
+
+    it("replaces a finished file over another, naming both on failure", function()
+      h.write(dir .. "/a.part", "whole")
+      h.write(dir .. "/a", "old")
+      assert.is_true(sys.replace(dir .. "/a.part", dir .. "/a"))
+      assert.are.equal("whole", h.read(dir .. "/a"))
+      assert.is_nil(h.read(dir .. "/a.part"))
+      local ok, err = sys.replace(dir .. "/none", dir .. "/a")
+      assert.is_nil(ok)
+      assert.are.equal(dir .. "/none: No such file or directory", err)
+      assert.are.equal("whole", h.read(dir .. "/a"))
+    end)
+  end)
 end)

@@ -231,6 +231,22 @@ describe("fotahost.tcp_socket", function()
     assert.are.equal("next", client:read_line(1))
   end)
 
+  it("reads what is there with read_some, buffered bytes first", function()
+    assert(peer:write("OK\nrest", 1))
+    assert.are.equal("OK", client:read_line(1))
+    assert.are.equal("re", client:read_some(2, 1)) -- from the buffer
+    assert.are.equal("st", client:read_some(100, 1))
+    local took, data, why = (function()
+      local t0 = sched.now()
+      local d, w = client:read_some(100, 0.05)
+      return sched.now() - t0, d, w
+    end)()
+    assert.are.same({ nil, "timeout" }, { data, why })
+    assert.is_true(took >= 0.04, "took " .. took)
+    peer:close()
+    assert.are.same({ nil, "closed" }, { client:read_some(100, 1) })
+  end)
+
   it("returns the partial data when a read times out", function()
     assert(peer:write("abc", 1))
     local took, data, why, partial = elapsed(function() return client:read(5, 0.1) end)
