@@ -64,6 +64,94 @@ function M.run(args, opts)
   return r
 end
 
+-- Background servers (start_server) wait with these; the specs run in
+-- the fotahost binary, so its modules are there.
+local sched = require "fotahost.sched"
+local stream = require "fotahost.stream"
+local sys = require "fotahost.sys"
+
+-- Whether process `pid` still runs (a zombie no longer does).
+local function alive(pid)
+  local stat = M.read("/proc/" .. pid .. "/stat")
+  if not stat then return false end
+  local state = stat:match("%) (%a)")
+  return state ~= "Z" and state ~= "X"
+end
+
+-- Waits up to `seconds` for `pid` to end. @return true when it has
+local function wait_exit(pid, seconds)
+  local deadline = sched.now() + seconds
+  while alive(pid) do
+    if sched.now() > deadline then return false end
+    stream.pause(nil, 0.01)
+  end
+  return true
+end
+
+--- Starts fotahost running `args` (a list: a script and its arguments) in
+-- the background, and waits at most `opts.timeout` seconds (default 5) for
+-- it to print "listening HOST:PORT" on stdout. Its stdin is a pipe whose
+-- only write end this process holds (close-on-exec, so no other child
+-- inherits it): stop() closes it, and so does this process dying, so a
+-- server that exits at the end of its stdin never outlives the specs.
+-- Returns { host, port, url, pid, dir (its out and err files), stderr(),
+-- stop() }; stop() closes stdin, waits 2 s for the server to exit, else
+-- sends SIGTERM (then SIGKILL), removes dir, and returns "exited" or
+-- "killed" and what the server wrote on stderr.
+function M.start_server(args, opts)
+  opts = opts or {}
+  local dir = M.tmpdir()
+  local rfd, wfd = assert(sys.pipe())
+  local parts = {}
+  for i, a in ipairs(args) do parts[i] = shell_quote(a) end
+  -- The child opens the read end through /proc: ours is close-on-exec.
+  os.execute(("%s %s < /proc/%d/fd/%d > %s/out 2> %s/err & echo $! > %s/pid"):format(
+    shell_quote(M.bin), table.concat(parts, " "), sys.getpid(), rfd,
+    shell_quote(dir), shell_quote(dir), shell_quote(dir)))
+  local pid = math.tointeger(tonumber(M.read(dir .. "/pid") or ""))
+  local srv = { pid = pid, dir = dir }
+  function srv.stderr() return M.read(dir .. "/err") or "" end
+  local result
+  function srv.stop()
+    if result then return table.unpack(result) end
+    if wfd then sys.close(wfd) wfd = nil end
+    if rfd then sys.close(rfd) rfd = nil end
+    local how = "exited"
+    if pid and not wait_exit(pid, 2) then
+      how = "killed"
+      os.execute("kill -TERM " .. pid .. " 2>/dev/null")
+      if not wait_exit(pid, 2) then
+        os.execute("kill -KILL " .. pid .. " 2>/dev/null")
+        wait_exit(pid, 1)
+      end
+    end
+    result = { how, srv.stderr() }
+    M.rmdir(dir)
+    return how, result[2]
+  end
+  local deadline = sched.now() + (opts.timeout or 5)
+  while true do
+    local host, port = (M.read(dir .. "/out") or ""):match("listening (%S+):(%d+)\n")
+    if port then
+      srv.host, srv.port = host, math.tointeger(tonumber(port))
+      srv.url = ("http://%s:%d"):format(host, srv.port)
+      break
+    end
+    if not pid or not alive(pid) or sched.now() > deadline then
+      local err = srv.stderr()
+      local why = (pid and alive(pid)) and "did not say \"listening\" within "
+        .. (opts.timeout or 5) .. " s" or "exited before listening"
+      srv.stop()
+      error(("server %s %s; its stderr:\n%s"):format(table.concat(args, " "), why, err), 2)
+    end
+    stream.pause(nil, 0.01)
+  end
+  -- it has opened its stdin: the read end is its alone now
+  sys.close(rfd)
+  rfd = nil
+  return srv
+end
+
 --- The example firmware (examples/firmware), built once per test run into
 -- a scratch directory; returns the path of `name` (e.g. "serial-led.hex").
 local fwdir
