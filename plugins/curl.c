@@ -59,6 +59,7 @@
 #define HEADER_MAX (64 * 1024)     /* one response's header block, at most */
 #define DEFAULT_MEMORY_MAX (8L * 1024 * 1024)
 #define RECV_BUFFER (128 * 1024)
+#define SINK_PIECE (32 * 1024)
 
 enum sink_kind { SINK_MEMORY, SINK_FILE, SINK_FUNCTION };
 
@@ -308,13 +309,18 @@ static size_t on_body(char *data, size_t size, size_t n, void *userp)
         }
         break;
     case SINK_FUNCTION: {
+        /* In pieces of at most SINK_PIECE bytes: strings that size come
+         * from the heap and are reused, where larger ones would each be a
+         * fresh mmap (and page faults) in glibc's allocator. */
         lua_State *L = t->L;
-        lua_rawgeti(L, LUA_REGISTRYINDEX, t->sink_ref);
-        lua_pushlstring(L, data, len);
-        if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-            t->cb_error_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-            set_why(t, "callback", 0, "the sink raised an error");
-            return 0;
+        for (size_t off = 0; off < len; off += SINK_PIECE) {
+            lua_rawgeti(L, LUA_REGISTRYINDEX, t->sink_ref);
+            lua_pushlstring(L, data + off, len - off < SINK_PIECE ? len - off : SINK_PIECE);
+            if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+                t->cb_error_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+                set_why(t, "callback", 0, "the sink raised an error");
+                return 0;
+            }
         }
         break;
     }

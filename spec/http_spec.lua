@@ -1,0 +1,451 @@
+-- fotahost.http against loopback servers started here: the project's own
+-- fault-injecting test server (spec/support/http_test_server.lua, a
+-- separate fotahost process) for HTTP, and `openssl s_server` for HTTPS
+-- with a self-signed certificate.
+local h = require "helper"
+local http = require "fotahost.http"
+local sched = require "fotahost.sched"
+local digest = require "fotahost.digest"
+local tcp = require "fotahost.tcp"
+local tcp_socket = require "fotahost.tcp_socket"
+
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+local function rss_kib()
+  for line in io.lines("/proc/self/status") do
+    local v = line:match("^VmRSS:%s+(%d+)")
+    if v then return tonumber(v) end
+  end
+end
+
+-- A file of `size` pseudo-random bytes (from /dev/urandom, by dd).
+local function make_file(path, size)
+  local bs = math.min(size, 1 << 20)
+  assert(os.execute(("dd if=/dev/urandom of=%s bs=%d count=%d iflag=fullblock status=none")
+    :format(h.q(path), bs, size // bs)))
+  if size % bs ~= 0 then
+    assert(os.execute(("head -c %d /dev/urandom >> %s"):format(size % bs, h.q(path))))
+  end
+end
+
+-- A port nothing listens on: bound, then let go.
+local function closed_port()
+  local s = assert(tcp.listen("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return port
+end
+
+local function elapsed(fn)
+  local t0 = sched.now()
+  local r = table.pack(fn())
+  return sched.now() - t0, table.unpack(r, 1, r.n)
+end
+
+describe("fotahost.http", function()
+  local dir, root, srv, logf, base
+  local QUIET = { retries = 0 }
+
+  setup(function()
+    dir = h.tmpdir()
+    root = dir .. "/root"
+    os.execute("mkdir " .. h.q(root))
+    make_file(root .. "/1k.bin", 1024)
+    make_file(root .. "/1m.bin", 1 << 20)
+    make_file(root .. "/100m.bin", 100 << 20)
+    make_file(root .. "/600k.bin", 600 * 1024)
+    logf = dir .. "/requests.log"
+    srv = h.start_server({ "spec/support/http_test_server.lua", "--root", root, "--log", logf })
+    base = srv.url
+  end)
+
+  teardown(function()
+    if srv then srv.stop() end
+    h.rmdir(dir)
+  end)
+
+  local function sha(path) return assert(digest.file(path, "sha256")) end
+
+  local function requests_log()
+    return h.read(logf) or ""
+  end
+
+  describe("downloads", function()
+    for _, name in ipairs({ "1k.bin", "1m.bin" }) do
+      it("fetches " .. name .. " equal by SHA-256, and leaves no .part", function()
+        local dest = dir .. "/" .. name
+        local res, err = http.download(base .. "/files/" .. name, dest, QUIET)
+        assert.is_nil(err)
+        assert.are.equal(sha(root .. "/" .. name), sha(dest))
+        assert.are.equal(200, res.status)
+        assert.are.equal(#h.read(root .. "/" .. name), res.bytes)
+        assert.is_false(exists(dest .. ".part"))
+        os.remove(dest)
+      end)
+    end
+
+    it("fetches 100 MB equal by SHA-256 with the RSS constant", function()
+      local dest = dir .. "/100m.out"
+      -- The baseline: RSS right after a small download (libcurl and the
+      -- TLS library are mapped and warm).
+      assert(http.download(base .. "/files/1m.bin", dir .. "/warm.bin", QUIET))
+      os.remove(dir .. "/warm.bin")
+      collectgarbage()
+      local idle = rss_kib()
+      local peak, calls, last = idle, 0, -1
+      local res, err = http.download(base .. "/files/100m.bin", dest, {
+        retries = 0,
+        progress = function(done, total)
+          calls = calls + 1
+          assert.is_true(done >= last)
+          last = done
+          assert.is_true(total == nil or total == 100 << 20) -- nil until the headers are in
+          peak = math.max(peak, rss_kib())
+        end,
+      })
+      assert.is_nil(err)
+      assert.are.equal(100 << 20, res.bytes)
+      assert.are.equal(100 << 20, last) -- the last call says "all of it"
+      assert.is_true(calls >= 2)
+      assert.is_true(peak - idle < 2048, ("RSS grew %d KiB during the download"):format(peak - idle))
+      assert.are.equal(sha(root .. "/100m.bin"), sha(dest))
+      os.remove(dest)
+    end)
+
+    it("resumes with Range after the server cuts the connection mid-body", function()
+      local dest = dir .. "/cut.bin"
+      local res, err = http.download(base .. "/cut/600k.bin?after=200000", dest,
+        { retries = 2, retry_delay = 0.01 })
+      assert.is_nil(err)
+      assert.are.equal(2, res.attempts)
+      assert.are.equal(1, res.resumed)
+      assert.are.equal(0, res.restarted)
+      assert.are.equal(206, res.status)
+      assert.are.equal(sha(root .. "/600k.bin"), sha(dest))
+      assert.matches("GET /cut/600k%.bin%?after=200000 range=bytes=200000%- if%-range=[^%s]+ status=206",
+        requests_log())
+    end)
+
+    it("starts again from byte 0 when the server ignores the Range", function()
+      local dest = dir .. "/norange.bin"
+      local res, err = http.download(base .. "/cut/600k.bin?after=100000&range=0", dest,
+        { retries = 2, retry_delay = 0.01 })
+      assert.is_nil(err)
+      assert.are.equal(2, res.attempts)
+      assert.are.equal(1, res.restarted)
+      assert.are.equal(200, res.status)
+      assert.are.equal(sha(root .. "/600k.bin"), sha(dest))
+    end)
+
+    it("gives up after the retries, removing the partial file", function()
+      local dest = dir .. "/cut3.bin"
+      local t, res, err, code = elapsed(function()
+        return http.download(base .. "/cut/600k.bin?after=1000&times=5", dest,
+          { retries = 2, retry_delay = 0.05 })
+      end)
+      assert.is_nil(res)
+      assert.are.equal("truncated", code)
+      assert.matches("/cut/600k%.bin%?after=1000&times=5: .* %(after 3 attempts%)$", err)
+      assert.is_false(exists(dest))
+      assert.is_false(exists(dest .. ".part"))
+      assert.is_true(t >= 0.05 * 1.5 * 0.5, "backoff waits: " .. t)
+    end)
+
+    for _, code in ipairs({ 404, 500 }) do
+      it("never lands a " .. code .. " body, and leaves an existing file alone", function()
+        local dest = dir .. "/err" .. code .. ".bin"
+        h.write(dest, "the old firmware")
+        local res, err, c = http.download(base .. "/status/" .. code, dest,
+          { retries = 1, retry_delay = 0.01 })
+        assert.is_nil(res)
+        assert.are.equal(code, c)
+        assert.matches("^" .. base:gsub("%p", "%%%0") .. "/status/" .. code .. ": HTTP " .. code, err)
+        assert.are.equal("the old firmware", h.read(dest))
+        assert.is_false(exists(dest .. ".part"))
+      end)
+    end
+
+    it("retries a 500 but not a 404", function()
+      local _, _, c1 = http.download(base .. "/status/500?n=1", dir .. "/r500", { retries = 2, retry_delay = 0.01 })
+      local _, _, c2 = http.download(base .. "/status/404?n=1", dir .. "/r404", { retries = 2, retry_delay = 0.01 })
+      assert.are.same({ 500, 404 }, { c1, c2 })
+      local log = requests_log()
+      local n500 = select(2, log:gsub("GET /status/500%?n=1 ", ""))
+      local n404 = select(2, log:gsub("GET /status/404%?n=1 ", ""))
+      assert.are.same({ 3, 1 }, { n500, n404 })
+    end)
+
+    it("treats a body shorter than its Content-Length as an error, leaving nothing", function()
+      local dest = dir .. "/trunc.bin"
+      local res, err, code = http.download(base .. "/truncate/600k.bin?send=5000", dest,
+        { retries = 1, retry_delay = 0.01 })
+      assert.is_nil(res)
+      assert.are.equal("truncated", code)
+      assert.matches("/truncate/600k%.bin%?send=5000: .*", err)
+      assert.is_false(exists(dest))
+      assert.is_false(exists(dest .. ".part"))
+    end)
+
+    it("aborts past max_size, whether the length is announced or not", function()
+      local dest = dir .. "/big.bin"
+      local res, err, code = http.download(base .. "/files/600k.bin", dest, { max_size = 1000 })
+      assert.is_nil(res)
+      assert.are.equal("too_large", code)
+      assert.matches("body larger than max_size %(1000 bytes%)", err)
+      assert.is_false(exists(dest))
+      assert.is_false(exists(dest .. ".part"))
+      -- no Content-Length: counted as it arrives
+      res, err, code = http.download(base .. "/nolength/600k.bin", dest, { max_size = 100000 })
+      assert.are.same({ nil, "too_large" }, { res, code })
+      assert.is_false(exists(dest .. ".part"))
+    end)
+
+    it("trips the low-speed timeout on a slow-drip server", function()
+      local dest = dir .. "/drip.bin"
+      local t, res, err, code = elapsed(function()
+        return http.download(base .. "/drip?bytes=1000&interval=0.5", dest,
+          { retries = 0, low_speed_limit = 100, low_speed_time = 1 })
+      end)
+      assert.is_nil(res)
+      assert.are.equal("timeout", code)
+      assert.matches("Operation too slow", err)
+      assert.is_true(t >= 1 and t < 5, "took " .. t)
+      assert.is_false(exists(dest .. ".part"))
+    end)
+
+    it("refuses redirects to file:// and ftp://, and bounds redirect chains", function()
+      local dest = dir .. "/redir.bin"
+      for _, target in ipairs({ "file:///etc/passwd", "ftp://127.0.0.1/x" }) do
+        local res, err, code = http.download(base .. "/redirect?to=" .. target, dest, QUIET)
+        assert.is_nil(res)
+        assert.are.equal("protocol", code)
+        assert.matches("not supported", err)
+        assert.is_false(exists(dest))
+      end
+      local res, err = http.download(base .. "/chain/3/1k.bin", dest, QUIET)
+      assert.is_nil(err)
+      assert.are.equal(base .. "/files/1k.bin", res.url)
+      assert.are.equal(sha(root .. "/1k.bin"), sha(dest))
+      os.remove(dest)
+      local _, err2, code2 = http.download(base .. "/chain/3/1k.bin", dest, { retries = 0, max_redirects = 2 })
+      assert.are.equal("redirects", code2)
+      assert.matches("Maximum %(2%) redirects followed", err2)
+      assert.is_false(exists(dest))
+    end)
+
+    it("refuses a first URL that is not http or https", function()
+      for _, url in ipairs({ "file:///etc/passwd", "ftp://127.0.0.1/x", "gopher://x/" }) do
+        local res, err, code = http.download(url, dir .. "/x", QUIET)
+        assert.is_nil(res)
+        assert.are.equal("protocol", code)
+        assert.matches("^" .. url:gsub("%p", "%%%0") .. ": ", err)
+      end
+    end)
+
+    it("calls progress under pcall: an error aborts, cleans up, and is raised again", function()
+      local dest = dir .. "/abort.bin"
+      local err = { "a table error survives" }
+      local ok, got = pcall(http.download, base .. "/files/100m.bin", dest, {
+        progress = function(done) if done > 0 then error(err) end end,
+      })
+      assert.is_false(ok)
+      assert.are.equal(err, got)
+      assert.is_false(exists(dest))
+      assert.is_false(exists(dest .. ".part"))
+    end)
+
+    it("streams into a sink function, and re-raises a sink's error", function()
+      local d = digest.new("sha256")
+      local res, err = http.download(base .. "/files/600k.bin", function(chunk) d:update(chunk) end, QUIET)
+      assert.is_nil(err)
+      assert.are.equal(600 * 1024, res.bytes)
+      assert.are.equal(sha(root .. "/600k.bin"), d:hex())
+      local ok, got = pcall(http.download, base .. "/files/600k.bin", function() error("full", 0) end)
+      assert.are.same({ false, "full" }, { ok, got })
+    end)
+
+    it("keeps a timer task on schedule during a throttled 10 s download", function()
+      local late, ticks = 0, 0
+      local res, err
+      sched.run(function()
+        local timer = sched.spawn("timer", function()
+          local next_at = sched.now() + 0.1
+          while true do
+            sched.sleep(next_at - sched.now())
+            late = math.max(late, sched.now() - next_at)
+            ticks = ticks + 1
+            next_at = next_at + 0.1
+          end
+        end)
+        -- 600 KiB at 60 KiB/s: about 10 s
+        res, err = http.download(base .. "/throttle/600k.bin?rate=61440", dir .. "/slow.bin", QUIET)
+        sched.cancel(timer)
+      end)
+      assert.is_nil(err)
+      assert.are.equal(600 * 1024, res.bytes)
+      assert.is_true(ticks >= 80, "ticks: " .. ticks)
+      assert.is_true(late < 0.05, ("a tick was %.0f ms late"):format(late * 1000))
+      assert.are.equal(sha(root .. "/600k.bin"), sha(dir .. "/slow.bin"))
+    end)
+
+    it("runs two downloads at once in two tasks", function()
+      local r = {}
+      sched.run(function()
+        local a = sched.spawn(function() r.a = { http.download(base .. "/files/1m.bin", dir .. "/a.bin", QUIET) } end)
+        local b = sched.spawn(function() r.b = { http.download(base .. "/files/600k.bin", dir .. "/b.bin", QUIET) } end)
+        sched.join(a) sched.join(b)
+      end)
+      assert.are.equal(sha(root .. "/1m.bin"), sha(dir .. "/a.bin"))
+      assert.are.equal(sha(root .. "/600k.bin"), sha(dir .. "/b.bin"))
+    end)
+  end)
+
+  describe("requests", function()
+    it("sends GET, POST, PUT and DELETE with headers and a body", function()
+      local cjson = require "cjson"
+      local res = assert(http.get(base .. "/echo?a=1", { headers = { ["X-Test"] = "yes" } }))
+      assert.are.equal(200, res.status)
+      assert.matches("application/json", res.headers["content-type"])
+      local e = cjson.decode(res.body)
+      assert.are.same({ "GET", "/echo", "a=1", "yes" }, { e.method, e.path, e.query, e.headers["x-test"] })
+      for _, m in ipairs({ "post", "put" }) do
+        res = assert(http[m](base .. "/echo", "a,b\n1,2", { headers = { ["Content-Type"] = "text/csv" } }))
+        e = cjson.decode(res.body)
+        assert.are.same({ m:upper(), "a,b\n1,2", "text/csv" }, { e.method, e.body, e.headers["content-type"] })
+      end
+      res = assert(http.delete(base .. "/echo"))
+      assert.are.equal("DELETE", cjson.decode(res.body).method)
+    end)
+
+    it("returns error statuses as responses", function()
+      local res = assert(http.get(base .. "/status/404"))
+      assert.are.equal(404, res.status)
+      assert.are.equal("<html>error 404</html>", res.body)
+    end)
+
+    it("decodes JSON and makes a non-2xx an error with the server's message", function()
+      local v, res = http.json("POST", base .. "/echo", { version = "2" })
+      assert.are.equal("POST", v.method)
+      assert.are.same({ version = "2" }, require("cjson").decode(v.body))
+      assert.are.equal(200, res.status)
+      local nv, err, code = http.json("GET", base .. "/status/401", nil)
+      assert.is_nil(nv)
+      assert.are.equal(401, code)
+      assert.matches("/status/401: HTTP 401: <html>error 401</html>", err)
+    end)
+
+    it("never prints a deviceKey, in a header or in the URL", function()
+      local key = "g06jBWOtB0kqHk2B"
+      local _, err = http.get(("http://127.0.0.1:%d/mcs?deviceKey=%s"):format(closed_port(), key),
+        { headers = { deviceKey = key } })
+      assert.is_not_nil(err)
+      assert.is_nil(err:find(key, 1, true))
+      assert.matches("deviceKey=%*%*%*%*", err)
+      -- registered as a log secret: masked wherever it appears later
+      assert.is_nil(require("fotahost.log").redact("the key is " .. key):find(key, 1, true))
+      assert.are.equal("https://****@h/x?a=1&token=****&b=2",
+        http.redact_url("https://user:pw@h/x?a=1&token=abc&b=2"))
+    end)
+
+    it("refuses header names or values with line breaks", function()
+      assert.has_error(function()
+        http.get(base .. "/echo", { headers = { ["X-A"] = "1\r\nX-Injected: 1" } })
+      end)
+    end)
+
+    it("reports a refused connection and a connect timeout, naming the URL", function()
+      local url = ("http://127.0.0.1:%d/x"):format(closed_port())
+      local t, res, err, code = elapsed(function() return http.get(url) end)
+      assert.are.same({ nil, "connect" }, { res, code })
+      assert.are.equal(1, err:find(url .. ": ", 1, true))
+      assert.matches("Couldn't connect to server", err)
+      assert.is_true(t < 1)
+      -- a listener with a full backlog that never accepts drops new SYNs
+      local full <close> = assert(tcp.listen("127.0.0.1", 0, 0))
+      local _, port = full:getsockname()
+      local held = {}
+      for _ = 1, 8 do
+        local s = tcp_socket.connect("127.0.0.1", port, 0.2)
+        if not s then break end
+        held[#held + 1] = s
+      end
+      t, res, err, code = elapsed(function()
+        return http.get(("http://127.0.0.1:%d/x"):format(port), { connect_timeout = 0.3 })
+      end)
+      for _, s in ipairs(held) do s:close() end
+      assert.are.same({ nil, "timeout" }, { res, code })
+      assert.matches("Failed to connect to 127%.0%.0%.1 port %d+ after %d+ ms: Timeout was reached", err)
+      assert.is_true(t >= 0.25 and t < 3, "took " .. t)
+    end)
+
+    it("times out a server that never answers", function()
+      local t, res, _, code = elapsed(function() return http.get(base .. "/hang", { timeout = 0.5 }) end)
+      assert.are.same({ nil, "timeout" }, { res, code })
+      assert.is_true(t >= 0.45 and t < 3, "took " .. t)
+    end)
+  end)
+
+  describe("over HTTPS", function()
+    local tls, cert, port, proc
+    setup(function()
+      tls = dir .. "/tls"
+      os.execute("mkdir " .. h.q(tls))
+      cert = tls .. "/cert.pem"
+      assert(os.execute(("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+        .. " -keyout %s/key.pem -out %s -days 2 -subj /CN=localhost"
+        .. " -addext subjectAltName=IP:127.0.0.1,DNS:localhost 2>/dev/null"):format(h.q(tls), h.q(cert))))
+      h.write(tls .. "/fw.hex", ":00000001FF\n")
+      -- a free port: bind 0, read it, let go, hand it to s_server
+      local probe = assert(tcp.listen("127.0.0.1", 0))
+      port = select(2, probe:getsockname())
+      probe:close()
+      proc = io.popen(("cd %s && exec openssl s_server -quiet -WWW -accept 127.0.0.1:%d -cert cert.pem -key key.pem >/dev/null 2>&1")
+        :format(h.q(tls), port), "w")
+      -- wait until it listens
+      for _ = 1, 100 do
+        local s = tcp_socket.connect("127.0.0.1", port, 0.1)
+        if s then s:close() break end
+        os.execute("sleep 0.05")
+      end
+    end)
+    teardown(function()
+      os.execute(("pkill -f 's_server -quiet -WWW -accept 127.0.0.1:%d'"):format(port))
+      if proc then proc:close() end
+    end)
+
+    it("refuses a self-signed server by default", function()
+      local dest = tls .. "/out.hex"
+      local res, err, code = http.download(("https://127.0.0.1:%d/fw.hex"):format(port), dest, QUIET)
+      assert.is_nil(res)
+      assert.are.equal("tls", code)
+      assert.matches("self%-signed certificate", err)
+      assert.is_false(exists(dest))
+    end)
+
+    it("accepts it with its CA configured, and by name", function()
+      for _, host in ipairs({ "127.0.0.1", "localhost" }) do
+        local dest = tls .. "/out-" .. host .. ".hex"
+        local res, err = http.download(("https://%s:%d/fw.hex"):format(host, port), dest,
+          { retries = 0, cainfo = cert })
+        assert.is_nil(err)
+        assert.are.equal(200, res.status)
+        assert.are.equal(":00000001FF\n", h.read(dest))
+      end
+    end)
+
+    it("accepts it with verification off, and says so in the log", function()
+      local log = require "fotahost.log"
+      local lines = {}
+      log.configure({ sink = function(level, component, msg) lines[#lines + 1] = level .. " " .. component .. " " .. msg end })
+      local res, err = http.get(("https://127.0.0.1:%d/fw.hex"):format(port), { insecure = true })
+      log.configure({ sink = "stderr" })
+      assert.is_nil(err)
+      assert.are.equal(200, res.status)
+      assert.matches("^warn http TLS certificate and host verification are OFF", lines[1])
+    end)
+  end)
+end)
