@@ -1,0 +1,368 @@
+--- fotahost.mcs: the MediaTek Cloud Sandbox (MCS) device client.
+--
+-- The protocol is in docs/mcs.md (from MediaTek's API reference and what
+-- mcsjs did). A device registers, keeps a command channel open to receive
+-- pushes (a switch turned on, a FOTA push), and makes REST calls: data
+-- points up, the installed firmware version, the firmwares available.
+--
+--     local sched = require "fotahost.sched"
+--     local mcs = require "fotahost.mcs"
+--     sched.run(function()
+--       local cloud = mcs.register{ device_id = "Dbxx9k", device_key = "TPJVxxxxBxBv",
+--                                   api = "http://127.0.0.1:8080" }
+--       cloud:on("LED", function(value, timestamp) print("LED", value) end)
+--       cloud:on("FOTA", function(value) ... end)   -- "version,md5,url"
+--       cloud:emit("temperature", 21.5)
+--       sched.sleep(math.huge)
+--     end)
+--
+-- register() returns at once; the client then stays connected by itself:
+-- when the connection drops, the server restarts, a REST call fails or
+-- (with `dead_peer`) nothing is heard for a while, it reconnects after a
+-- delay that doubles from `backoff_base` up to `backoff_cap` (default 60 s),
+-- with jitter, never giving up. The delay starts over once a connection has
+-- lasted `stable_after` seconds. State changes go to the log and to the
+-- functions given to on_state().
+--
+-- Handlers run as scheduler tasks of their own: a slow one (a download and
+-- a flash) never stops the heartbeats or the reading of further commands,
+-- and an error in one is logged, not fatal.
+
+local sched = require "fotahost.sched"
+local sys = require "fotahost.sys"
+local http = require "fotahost.http"
+local logmod = require "fotahost.log"
+local cjson = require "cjson.safe"
+local framer = require "fotahost.mcs.framer"
+
+local log = logmod.get("mcs")
+
+local M = {}
+
+--- What register() uses where its options say nothing.
+M.DEFAULTS = {
+  api = "https://api.mediatek.com", -- the public service's base URL (gone now)
+  heartbeat = 50,         -- seconds between heartbeats (mcsjs: 50; the reference: 120)
+  heartbeat_newline = false, -- mcsjs sent none; servers must cope with either
+  connect_timeout = 10,   -- seconds, TCP connect to the command server
+  write_timeout = 10,     -- seconds, a heartbeat write
+  quiet_gap = 0.2,        -- seconds of silence that end an unterminated command
+  max_command = 8192,     -- bytes; a longer command is cut off, not buffered
+  dead_peer = nil,        -- seconds without a byte from the server before
+                          -- reconnecting; off by default, as servers send
+                          -- nothing between commands (TCP keepalive is on)
+  backoff_base = 1,       -- seconds, the first reconnect delay
+  backoff_cap = 60,       -- seconds, the longest
+  stable_after = 10,      -- seconds connected before the delay starts over
+  max_queue = 100,        -- data points kept while the API is unreachable
+  http = nil,             -- options for fotahost.http (cainfo, timeouts...)
+  transport = nil,        -- the command channel; default fotahost.mcs.tcp_channel
+}
+
+local Client = {}
+Client.__index = Client
+
+local function check_id(v, what)
+  if type(v) ~= "string" or v == "" or v:find("[,%c%s/?#]") then
+    error(("mcs.register: %s must be a non-empty string without commas, spaces or slashes, got %s")
+      :format(what, type(v) == "string" and ("%q"):format(v) or tostring(v)), 3)
+  end
+end
+
+--- The time now in UNIX milliseconds, as MCS timestamps are.
+function M.now_ms()
+  return math.floor(sys.time() * 1000)
+end
+
+--- Starts a client; call it inside sched.run. `opts`: `device_id`,
+-- `device_key`, and any of M.DEFAULTS.
+function M.register(opts)
+  assert(type(opts) == "table", "mcs.register: options table expected")
+  check_id(opts.device_id, "device_id")
+  check_id(opts.device_key, "device_key")
+  if not sched.current() then
+    error("mcs.register: call it inside sched.run (the client runs as scheduler tasks)", 2)
+  end
+  local o = {}
+  for k, v in pairs(M.DEFAULTS) do o[k] = v end
+  for k, v in pairs(opts) do o[k] = v end
+  o.api = o.api:gsub("/+$", "")
+  if not o.api:match("^https?://") then
+    error("mcs.register: api must be an http:// or https:// URL, got " .. tostring(o.api), 2)
+  end
+  for _, k in ipairs({ "heartbeat", "connect_timeout", "write_timeout", "quiet_gap", "backoff_base",
+                       "backoff_cap", "stable_after" }) do
+    if type(o[k]) ~= "number" or o[k] <= 0 then
+      error(("mcs.register: %s must be a number > 0, got %s"):format(k, tostring(o[k])), 2)
+    end
+  end
+  logmod.secret(o.device_key)
+  local self = setmetatable({
+    device_id = o.device_id,
+    device_key = o.device_key,
+    opts = o,
+    _log = log,
+    _transport = o.transport or require "fotahost.mcs.tcp_channel",
+    _handlers = {},
+    _catch_all = nil,
+    _state_fns = {},
+    _queue = {},
+    state = "connecting",
+    heartbeats_sent = 0,
+    commands = 0,         -- commands dispatched
+    ignored = 0,          -- commands not for us (id or key), or malformed
+    cut_off = 0,          -- over-long commands dropped
+    failures = 0,         -- consecutive failed sessions
+  }, Client)
+  self._task = sched.spawn({ name = "mcs connection" }, function() self:_keep_connected() end)
+  return self
+end
+
+---------------------------------------------------------------- handlers
+
+--- Calls `fn(value, timestamp)` for each command on `channel`. With
+-- channel "*", `fn(value, timestamp, channel)` gets every command that has
+-- no handler of its own. One handler per channel; nil removes it.
+function Client:on(channel, fn)
+  if type(channel) ~= "string" or channel == "" then error("mcs:on: channel name expected", 2) end
+  if fn ~= nil and type(fn) ~= "function" then error("mcs:on: function expected", 2) end
+  if channel == "*" then self._catch_all = fn else self._handlers[channel] = fn end
+  return self
+end
+
+--- Calls `fn(state, detail)` on every state change: "connected" (detail:
+-- "ip:port"), "disconnected" (why), "retrying" (the delay in seconds).
+function Client:on_state(fn)
+  self._state_fns[#self._state_fns + 1] = fn
+  return self
+end
+
+function Client:_set_state(state, detail)
+  self.state = state
+  if state == "connected" then
+    log.info("connected to the command server %s", detail)
+  elseif state == "disconnected" then
+    log.warn("disconnected: %s", tostring(detail))
+  elseif state == "retrying" then
+    log.info("retrying in %.1f s", detail)
+  end
+  for _, fn in ipairs(self._state_fns) do
+    local ok, err = pcall(fn, state, detail)
+    if not ok then log.error("a state handler failed: %s", tostring(err)) end
+  end
+end
+
+-- One command's text, from the transport.
+function Client:_command(text)
+  local c, why = framer.parse(text)
+  if not c then
+    self.ignored = self.ignored + 1
+    log.warn("ignored a malformed command (%s): %s", why, text:sub(1, 60))
+    return
+  end
+  if c.device_id ~= self.device_id or c.device_key ~= self.device_key then
+    self.ignored = self.ignored + 1
+    -- the key is not printed: ours is a secret, and another is none of ours
+    log.warn("ignored a command on channel %s for device %s: the %s does not match",
+      c.channel, c.device_id, c.device_id ~= self.device_id and "device id" or "device key")
+    return
+  end
+  self.commands = self.commands + 1
+  local fn, args = self._handlers[c.channel], { c.value, c.timestamp }
+  if not fn and self._catch_all then
+    fn, args = self._catch_all, { c.value, c.timestamp, c.channel }
+  end
+  if not fn then
+    log.info("no handler for channel %s; command ignored", c.channel)
+    return
+  end
+  log.debug("command on %s: %s", c.channel, c.value)
+  sched.spawn({ name = "mcs handler " .. c.channel, log_errors = false }, function()
+    local ok, err = xpcall(fn, debug.traceback, table.unpack(args))
+    if not ok then log.error("the %s handler failed: %s", c.channel, tostring(err)) end
+  end)
+end
+
+---------------------------------------------------------------- connection
+
+function Client:_backoff()
+  local o = self.opts
+  local d = math.min(o.backoff_cap, o.backoff_base * 2 ^ (self.failures - 1))
+  -- "equal jitter": between half the step and all of it, so delays still
+  -- grow from one failure to the next while clients spread out
+  return d / 2 + math.random() * d / 2
+end
+
+function Client:_keep_connected()
+  while not self._closed do
+    self:_set_state("connecting")
+    local connected_at
+    local ok, r1, r2 = pcall(self._transport.session, self, function(where)
+      connected_at = sched.now()
+      self:_set_state("connected", where)
+    end)
+    if self._closed then break end
+    local why = r2
+    if not ok then
+      why = "the transport failed: " .. tostring(r1) -- a bug: logged, and the client goes on
+      log.error("%s", why)
+    end
+    if connected_at and sched.now() - connected_at >= self.opts.stable_after then
+      self.failures = 0
+    end
+    self.failures = self.failures + 1
+    self:_set_state("disconnected", why)
+    local delay = self:_backoff()
+    self:_set_state("retrying", delay)
+    sched.sleep(delay)
+  end
+end
+
+--- Stops the client: the connection is closed and nothing more is sent.
+function Client:close()
+  if self._closed then return end
+  self._closed = true
+  if self._task then sched.cancel(self._task) end
+  if self._sender then sched.cancel(self._sender) end
+end
+
+---------------------------------------------------------------- REST
+
+local function api_opts(self, extra)
+  local o = {}
+  for k, v in pairs(self.opts.http or {}) do o[k] = v end
+  for k, v in pairs(extra) do o[k] = v end
+  o.headers = { deviceKey = self.device_key }
+  for k, v in pairs(extra.headers or {}) do o.headers[k] = v end
+  return o
+end
+
+--- A REST call under /mcs/v2/devices/{id}: the response when 2xx, else
+-- nil, "<url>: HTTP n: message", n (or http's transport failure).
+function Client:_api(method, path, body, content_type)
+  local url = ("%s/mcs/v2/devices/%s%s"):format(self.opts.api, self.device_id, path)
+  local res, err, code = http.request(api_opts(self, {
+    url = url, method = method, body = body,
+    headers = content_type and { ["Content-Type"] = content_type } or nil,
+  }))
+  if not res then return nil, err, code end
+  if res.status < 200 or res.status > 299 then
+    local j = cjson.decode(res.body)
+    local msg = type(j) == "table" and type(j.message) == "string" and j.message
+      or res.body:sub(1, 120):gsub("%s+", " ")
+    return nil, logmod.redact(("%s: HTTP %d: %s"):format(http.redact_url(url), res.status, msg)), res.status
+  end
+  return res
+end
+
+--- Reports the firmware version now installed (PUT .../firmwares).
+-- @return true | nil, err, code
+function Client:report_version(version)
+  if type(version) ~= "string" or version == "" then error("mcs:report_version: version string expected", 2) end
+  local res, err, code = self:_api("PUT", "/firmwares", cjson.encode({ version = version }), "application/json")
+  if not res then return nil, err, code end
+  log.info("reported firmware version %s", version)
+  return true
+end
+
+--- The firmwares the cloud offers this device (GET
+-- .../firmwares/available?url=true): a list of { fwid, name, version,
+-- description, URL }, or nil, err, code.
+function Client:available_firmware()
+  local res, err, code = self:_api("GET", "/firmwares/available?url=true")
+  if not res then return nil, err, code end
+  local j = cjson.decode(res.body)
+  if type(j) ~= "table" or type(j.results) ~= "table" then
+    return nil, "firmwares/available: the answer has no results list", "protocol"
+  end
+  return j.results
+end
+
+---------------------------------------------------------------- data points
+
+local MAX_PER_REQUEST = 5 -- the API's limit
+
+local function plain_csv(v)
+  return not v:find("[,\r\n\"]")
+end
+
+-- The request body for up to 5 points: CSV when every value is plain,
+-- else the JSON form (commas in a CSV value would read as more values).
+local function datapoints_body(batch)
+  local csv = true
+  for _, p in ipairs(batch) do
+    if not plain_csv(p.value) then csv = false break end
+  end
+  if csv then
+    local lines = {}
+    for i, p in ipairs(batch) do
+      lines[i] = ("%s,%s,%s"):format(p.channel, p.timestamp and ("%d"):format(p.timestamp) or "", p.value)
+    end
+    return "/datapoints.csv", table.concat(lines, "\n"), "text/csv"
+  end
+  local list = {}
+  for i, p in ipairs(batch) do
+    list[i] = { dataChnId = p.channel, timestamp = p.timestamp, values = { value = p.value } }
+  end
+  return "/datapoints", cjson.encode({ datapoints = list }), "application/json"
+end
+
+function Client:_send_points()
+  local failures = 0
+  while #self._queue > 0 and not self._closed do
+    local batch = {}
+    for i = 1, math.min(MAX_PER_REQUEST, #self._queue) do batch[i] = self._queue[i] end
+    local path, body, ctype = datapoints_body(batch)
+    local res, err = self:_api("POST", path, body, ctype)
+    if res then
+      failures = 0
+      for _ = 1, #batch do table.remove(self._queue, 1) end
+      self.points_sent = (self.points_sent or 0) + #batch
+    else
+      failures = failures + 1
+      local d = math.min(self.opts.backoff_cap, self.opts.backoff_base * 2 ^ (failures - 1))
+      log.warn("data points not sent (%s); retrying in %.0f s", err, d)
+      sched.sleep(d)
+    end
+  end
+  self._sender = nil
+end
+
+--- Uploads a data point: `value` (a string or number) on `channel`, at
+-- `timestamp` (UNIX ms; default: the server's time). Points are queued and
+-- sent by a task of their own, up to 5 per request, and kept (at most
+-- max_queue, the oldest dropped first) while the API cannot be reached.
+-- @return true
+function Client:emit(channel, value, timestamp)
+  if type(channel) ~= "string" or channel == "" or channel:find("[,%c]") then
+    error("mcs:emit: channel name expected (no commas)", 2)
+  end
+  if type(value) == "number" then value = tostring(value) end
+  if type(value) ~= "string" then error("mcs:emit: value must be a string or a number", 2) end
+  if timestamp ~= nil and math.type(timestamp) ~= "integer" then
+    error("mcs:emit: timestamp must be an integer (UNIX ms)", 2)
+  end
+  local q = self._queue
+  if #q >= self.opts.max_queue then
+    table.remove(q, 1)
+    log.warn("data point queue full (%d): the oldest point was dropped", self.opts.max_queue)
+  end
+  q[#q + 1] = { channel = channel, value = value, timestamp = timestamp }
+  if not self._sender and not self._closed then
+    self._sender = sched.spawn({ name = "mcs data points" }, function() self:_send_points() end)
+  end
+  return true
+end
+
+--- Waits until every queued data point has been sent, at most `timeout`
+-- seconds. @return true | nil, "timeout"
+function Client:flush(timeout)
+  local deadline = sched.now() + (timeout or math.huge)
+  while #self._queue > 0 do
+    if sched.now() >= deadline then return nil, "timeout" end
+    sched.sleep(0.02)
+  end
+  return true
+end
+
+return M
