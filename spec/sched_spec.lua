@@ -296,6 +296,23 @@ describe("fotahost.sched", function()
     end)
   end)
 
+  it("does not keep the timers of waits that ended early", function()
+    local rfd, wfd = assert(sys.pipe())
+    local peak = sched.run(function()
+      local peak = 0
+      for _ = 1, 5000 do
+        assert(sys.write(wfd, "x"))
+        assert(sched.wait_fd(rfd, "r", 100)) -- ready at once; its timer is stale
+        assert(sys.read(rfd))
+        peak = math.max(peak, sched.timer_count())
+      end
+      return peak
+    end)
+    sys.close(rfd)
+    sys.close(wfd)
+    assert.is_true(peak < 300, "timers kept: " .. peak)
+  end)
+
   it("gives tasks names and a readable tostring", function()
     sched.run(function()
       local t = sched.spawn("worker", function() end)

@@ -53,7 +53,35 @@ end
 
 ---------------------------------------------------------------- timers
 
+-- A timer whose wait ended otherwise (an fd became ready first, the task
+-- was cancelled) stays in the heap until its time comes and is skipped
+-- then. With long timeouts and frequent waits (a socket read with a 50 s
+-- timeout, woken by every packet) those would pile up, so when they
+-- outnumber the live ones the heap is rebuilt without them.
+local stale_timers = 0
+
+local function timer_live(item)
+  local task = item.task
+  return task.status ~= "done" and tasks[task] ~= nil and task.wait_token == item.token
+end
+
+local function heap_less(a, b)
+  return a.at < b.at or (a.at == b.at and a.seq < b.seq)
+end
+
+local function heap_compact()
+  local live = {}
+  for _, item in ipairs(timers) do
+    if timer_live(item) then live[#live + 1] = item end
+  end
+  -- any order sorted is a heap
+  table.sort(live, heap_less)
+  timers = live
+  stale_timers = 0
+end
+
 local function heap_push(item)
+  if stale_timers > 64 and stale_timers * 2 > #timers then heap_compact() end
   local h = timers
   local i = #h + 1
   h[i] = item
@@ -261,6 +289,7 @@ function M.wait_fd(fd, mode, timeout)
     heap_push({ at = now() + timeout, task = task, token = token, seq = timer_seq })
   end
   local why = suspend(task, token)
+  if timeout and why ~= "timeout" then stale_timers = stale_timers + 1 end
   -- Deregister this waiter whatever woke us.
   w[mode] = nil
   if w.r == nil and w.w == nil then
@@ -385,7 +414,7 @@ local function shutdown()
   end
   closing = false
   tasks, by_co, ready, ready_args, timers, fd_waiters = {}, {}, {}, {}, {}, {}
-  ntasks = 0
+  ntasks, stale_timers = 0, 0
   stopping = false
   if poller then poller:close() poller = nil end
 end
@@ -446,6 +475,12 @@ local function loop()
     end
     expire_timers(now())
   end
+end
+
+--- How many timers the heap holds, stale ones included (for diagnostics
+-- and tests: it stays near the number of live waits).
+function M.timer_count()
+  return #timers
 end
 
 --- Runs the scheduler. With `fn`, `fn(...)` becomes the "main" task and
