@@ -1,0 +1,386 @@
+-- fotahost cloud: a local MCS-compatible cloud (development and test tool).
+--
+-- `serve` runs the cloud (fotahost.mcs_cloud): the MCS device REST API,
+-- the TCP command channel, firmware files and an admin API. The other
+-- subcommands talk to a running cloud through that admin API. See
+-- docs/cloud.md.
+
+local USAGE = [[
+usage: fotahost cloud serve [options]       run the cloud until Ctrl-C / SIGTERM
+       fotahost cloud status [--json]       devices, connections, heartbeats, firmwares
+       fotahost cloud register --version V --file PATH
+       fotahost cloud push --device ID --version V [--file PATH] [--url URL] [--md5 HEX|null]
+       fotahost cloud send --device ID --channel C --value V
+       fotahost cloud send --device ID --raw BYTES [--chunks N,N,...] [--gap-ms MS]
+       fotahost cloud datapoints --device ID [--channel C]
+       fotahost cloud add-device ID:KEY
+       fotahost cloud disconnect --device ID
+
+serve options:
+  --host ADDR          numeric address to listen on (default 127.0.0.1; 0.0.0.0 for all)
+  --port N             HTTP port (default 8080; 0: a free one)
+  --tcp-port N         TCP command channel port (default 0: a free one)
+  --device ID:KEY      a device the cloud knows (repeat for more)
+  --firmware-dir DIR   where firmware files live, with a manifest of the registered
+                       ones, so a restart keeps them (default: a new /tmp directory)
+  --firmware V=PATH    register firmware version V at start (repeat for more)
+  --public-url URL     base of the URLs handed out to devices (default http://HOST:PORT)
+  --no-newline         send commands without the "\n" terminator
+  --idle-timeout S     close a device connection silent for S seconds (default: never)
+  --watch-stdin        stop when stdin reaches end of file (for scripts and tests)
+Prints "cloud http://HOST:PORT tcp HOST:TCPPORT" once both ports listen.
+
+client options:
+  --cloud URL          the running cloud (default http://127.0.0.1:8080)
+  --file PATH          push: register PATH as version V first
+  --url URL, --md5 X   push: send exactly this URL / MD5 ("null" for none), for tests
+  --raw BYTES          send: bytes as given; \n \r \t \\ and \xHH are decoded
+  --chunks N,N,...     send --raw: write in pieces of these sizes (the rest last)
+  --gap-ms MS          send --raw: pause between pieces (default 20)
+  -h, --help           this help
+]]
+
+local function usage_error(fmt, ...)
+  io.stderr:write("fotahost cloud: ", fmt:format(...), "\n", USAGE)
+  os.exit(2)
+end
+
+local function die(msg)
+  io.stderr:write("fotahost cloud: ", tostring(msg), "\n")
+  os.exit(1)
+end
+
+---------------------------------------------------------------- options
+
+-- Options each subcommand takes: name -> "value" | "list" (repeatable) | "flag".
+local OPTIONS = {
+  serve = { ["--host"] = "value", ["--port"] = "value", ["--tcp-port"] = "value",
+            ["--device"] = "list", ["--firmware-dir"] = "value", ["--firmware"] = "list",
+            ["--public-url"] = "value", ["--no-newline"] = "flag", ["--idle-timeout"] = "value",
+            ["--watch-stdin"] = "flag" },
+  status = { ["--cloud"] = "value", ["--json"] = "flag" },
+  register = { ["--cloud"] = "value", ["--version"] = "value", ["--file"] = "value" },
+  push = { ["--cloud"] = "value", ["--device"] = "value", ["--version"] = "value",
+           ["--file"] = "value", ["--url"] = "value", ["--md5"] = "value" },
+  send = { ["--cloud"] = "value", ["--device"] = "value", ["--channel"] = "value",
+           ["--value"] = "value", ["--raw"] = "value", ["--chunks"] = "value", ["--gap-ms"] = "value" },
+  datapoints = { ["--cloud"] = "value", ["--device"] = "value", ["--channel"] = "value" },
+  ["add-device"] = { ["--cloud"] = "value" },
+  disconnect = { ["--cloud"] = "value", ["--device"] = "value" },
+}
+
+local function parse(argv)
+  local cmd = argv[1]
+  if cmd == nil then usage_error("a subcommand is required") end
+  if cmd == "-h" or cmd == "--help" then
+    io.stdout:write(USAGE)
+    os.exit(0)
+  end
+  local known = OPTIONS[cmd]
+  if not known then usage_error("unknown subcommand '%s'", cmd) end
+  local o, positional = {}, {}
+  local i = 2
+  while argv[i] ~= nil do
+    local a = argv[i]
+    if a == "-h" or a == "--help" then
+      io.stdout:write(USAGE)
+      os.exit(0)
+    end
+    local kind = known[a]
+    local key = a:gsub("^%-%-", ""):gsub("%-", "_")
+    if kind == "flag" then
+      o[key] = true
+    elseif kind then
+      i = i + 1
+      if argv[i] == nil then usage_error("option %s needs a value", a) end
+      if kind == "list" then
+        o[key] = o[key] or {}
+        table.insert(o[key], argv[i])
+      else
+        o[key] = argv[i]
+      end
+    elseif a:sub(1, 1) == "-" then
+      usage_error("%s: unknown option '%s'", cmd, a)
+    else
+      positional[#positional + 1] = a
+    end
+    i = i + 1
+  end
+  return cmd, o, positional
+end
+
+local function port_value(v, name)
+  local n = math.tointeger(tonumber(v))
+  if not n or n < 0 or n > 65535 then usage_error("%s %s: a port 0..65535 expected", name, v) end
+  return n
+end
+
+local function need(o, key, cmd)
+  if not o[key] then usage_error("%s needs --%s", cmd, key:gsub("_", "-")) end
+  return o[key]
+end
+
+---------------------------------------------------------------- serve
+
+local function serve(o)
+  local sched = require "fotahost.sched"
+  local sys = require "fotahost.sys"
+  local log = require "fotahost.log"
+  local mcs_cloud = require "fotahost.mcs_cloud"
+  -- A tool someone runs in a terminal or a test harness: log to stderr
+  -- unless FOTAHOST_LOG says otherwise.
+  if not os.getenv("FOTAHOST_LOG") then log.configure { sink = "stderr" } end
+
+  local firmwares = {}
+  for _, spec in ipairs(o.firmware or {}) do
+    local v, path = spec:match("^([^=]+)=(.+)$")
+    if not v then usage_error("--firmware %s: VERSION=PATH expected", spec) end
+    firmwares[#firmwares + 1] = { version = v, file = path }
+  end
+  local idle
+  if o.idle_timeout then
+    idle = tonumber(o.idle_timeout)
+    if not idle or idle <= 0 then usage_error("--idle-timeout %s: seconds > 0 expected", o.idle_timeout) end
+  end
+  local cloud, err = mcs_cloud.new {
+    host = o.host or "127.0.0.1",
+    port = o.port and port_value(o.port, "--port") or 8080,
+    tcp_port = o.tcp_port and port_value(o.tcp_port, "--tcp-port") or 0,
+    devices = o.device,
+    firmware_dir = o.firmware_dir,
+    firmwares = firmwares,
+    public_url = o.public_url,
+    newline = not o.no_newline,
+    idle_timeout = idle,
+  }
+  if not cloud then die(err) end
+
+  local ok, run_err = pcall(sched.run, function()
+    local started, serr = cloud:start()
+    if not started then
+      cloud:remove_temp_dir()
+      die(serr)
+    end
+    io.stdout:write(cloud:ready_line(), "\n")
+    io.stdout:flush()
+    io.stderr:write(("fotahost cloud: firmware directory %s; admin API %s/admin\n")
+      :format(cloud.firmware_dir, cloud.url))
+    if o.watch_stdin then
+      -- Returns at end of file (the starter went away) or on a read error.
+      while true do
+        if sched.wait_fd(0, "r", 3600) then
+          local data, why = sys.read(0, 4096)
+          if not data and why ~= "wouldblock" then break end
+        end
+      end
+      io.stderr:write("fotahost cloud: stdin closed, stopping\n")
+    else
+      while true do sched.sleep(3600) end
+    end
+    cloud:close()
+  end)
+  cloud:remove_temp_dir()
+  if not ok then
+    local sig = tostring(run_err):match("^interrupted %((SIG%u+)%)")
+    if not sig then error(run_err, 0) end
+    io.stderr:write("fotahost cloud: stopped (", sig, ")\n")
+    -- SIGTERM is how a service manager or a test stops the cloud: a clean exit.
+    os.exit(sig == "SIGINT" and 130 or 0)
+  end
+  os.exit(0)
+end
+
+---------------------------------------------------------------- client side
+
+local function client(o)
+  local http = require "fotahost.http"
+  local base = (o.cloud or "http://127.0.0.1:8080"):gsub("/+$", "")
+  local function call(method, path, value)
+    local r, err = http.json(method, base .. path, value, { retries = 0, timeout = 30, connect_timeout = 5 })
+    if r == nil then die(err) end
+    return r
+  end
+  return call
+end
+
+-- Paths the cloud opens are its own: make a relative one absolute here.
+local function absolute(path)
+  if path:sub(1, 1) == "/" then return path end
+  local pwd = os.getenv("PWD")
+  if not pwd then
+    local p = io.popen("pwd")
+    pwd = p and p:read("l")
+    if p then p:close() end
+  end
+  return (pwd or ".") .. "/" .. path
+end
+
+local function unescape_raw(s)
+  return (s:gsub("\\(x%x%x)", function(h) return string.char(tonumber(h:sub(2), 16)) end)
+    :gsub("\\(.)", { n = "\n", r = "\r", t = "\t", ["\\"] = "\\" }))
+end
+
+local function ago(now, t)
+  if type(t) ~= "number" then return "-" end
+  local s = now - t
+  if s < 0 then s = 0 end
+  if s < 120 then return ("%.0f s ago"):format(s) end
+  if s < 7200 then return ("%.0f min ago"):format(s / 60) end
+  return os.date("%Y-%m-%d %H:%M:%S", math.floor(t))
+end
+
+local function text(v)
+  if v == nil or v == require("cjson").null then return "-" end
+  if type(v) == "number" then return math.tointeger(v) and ("%d"):format(v) or ("%g"):format(v) end
+  return tostring(v)
+end
+
+local function print_table(rows)
+  local widths = {}
+  for _, row in ipairs(rows) do
+    for i, cell in ipairs(row) do widths[i] = math.max(widths[i] or 0, #cell) end
+  end
+  for _, row in ipairs(rows) do
+    local cells = {}
+    for i, cell in ipairs(row) do
+      cells[i] = i < #row and cell .. (" "):rep(widths[i] - #cell) or cell
+    end
+    io.stdout:write(table.concat(cells, "  "), "\n")
+  end
+end
+
+local COMMANDS = {}
+
+function COMMANDS.status(o)
+  local call = client(o)
+  local d = call("GET", "/admin/devices")
+  local f = call("GET", "/admin/firmwares")
+  if o.json then
+    local cjson = require "cjson"
+    io.stdout:write(cjson.encode({ devices = d.devices, firmwares = f.firmwares }), "\n")
+    return
+  end
+  local rows = { { "DEVICE", "CONNECTED", "PEER", "SINCE", "HEARTBEATS", "LAST HEARTBEAT", "VERSION", "DATA" } }
+  for _, dev in ipairs(d.devices) do
+    local data = {}
+    for chn, points in pairs(dev.datapoints or {}) do
+      local last = points[#points]
+      data[#data + 1] = ("%s=%s"):format(chn, last and text(last.values and last.values.value) or "-")
+    end
+    table.sort(data)
+    rows[#rows + 1] = {
+      dev.id, dev.connected and "yes" or "no", text(dev.peer), ago(d.now, dev.connected_since),
+      text(dev.heartbeats and dev.heartbeats.count), ago(d.now, dev.last_heartbeat),
+      text(dev.version), #data > 0 and table.concat(data, " ") or "-",
+    }
+  end
+  print_table(rows)
+  io.stdout:write("\n")
+  if #f.firmwares == 0 then
+    io.stdout:write("no firmware registered\n")
+  else
+    local frows = { { "FIRMWARE", "FWID", "MD5", "URL" } }
+    for _, fw in ipairs(f.firmwares) do
+      frows[#frows + 1] = { text(fw.version), text(fw.fwId), text(fw.md5), text(fw.url) }
+    end
+    print_table(frows)
+  end
+end
+
+local function register(call, version, file)
+  return call("POST", "/admin/firmwares", { version = version, file = absolute(file) })
+end
+
+function COMMANDS.register(o)
+  local call = client(o)
+  local fw = register(call, need(o, "version", "register"), need(o, "file", "register"))
+  io.stdout:write(("registered %s as %s: md5 %s, %s\n"):format(fw.version, fw.fwId, fw.md5, fw.url))
+end
+
+function COMMANDS.push(o)
+  local call = client(o)
+  local device, version = need(o, "device", "push"), need(o, "version", "push")
+  if o.file then register(call, version, o.file) end
+  local body = { version = version, url = o.url }
+  if o.md5 then body.md5 = o.md5 == "null" and require("cjson").null or o.md5 end
+  local r = call("POST", "/admin/devices/" .. device .. "/fota", body)
+  io.stdout:write("sent ", (tostring(r.command):gsub("\n$", "")), "\n")
+end
+
+function COMMANDS.send(o)
+  local call = client(o)
+  local device = need(o, "device", "send")
+  local body
+  if o.raw then
+    body = { raw = unescape_raw(o.raw) }
+    if o.chunks then
+      body.chunks = {}
+      for n in o.chunks:gmatch("[^,]+") do
+        local v = math.tointeger(tonumber(n))
+        if not v or v < 1 then usage_error("--chunks %s: sizes >= 1 expected", o.chunks) end
+        body.chunks[#body.chunks + 1] = v
+      end
+    end
+    if o.gap_ms then
+      body.gap_ms = tonumber(o.gap_ms) or usage_error("--gap-ms %s: a number expected", o.gap_ms)
+    end
+  else
+    body = { channel = need(o, "channel", "send"), value = need(o, "value", "send") }
+  end
+  local r = call("POST", "/admin/devices/" .. device .. "/commands", body)
+  local shown = tostring(r.command):gsub("[%c\\]", function(c)
+    local named = { ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t", ["\\"] = "\\\\" }
+    return named[c] or ("\\x%02x"):format(c:byte())
+  end)
+  io.stdout:write("sent ", shown, "\n")
+end
+
+function COMMANDS.datapoints(o)
+  local call = client(o)
+  local device = need(o, "device", "datapoints")
+  local channels
+  if o.channel then
+    local r = call("GET", "/admin/devices/" .. device .. "/datapoints?channel=" .. o.channel)
+    channels = { [o.channel] = r.datapoints }
+  else
+    channels = call("GET", "/admin/devices/" .. device .. "/datapoints").channels
+  end
+  local names = {}
+  for chn in pairs(channels) do names[#names + 1] = chn end
+  table.sort(names)
+  local rows = { { "CHANNEL", "TIMESTAMP", "VALUE" } }
+  for _, chn in ipairs(names) do
+    for _, p in ipairs(channels[chn]) do
+      local v = p.values and p.values.value
+      if v == nil then v = require("cjson").encode(p.values) end
+      rows[#rows + 1] = { chn, text(p.timestamp), text(v) }
+    end
+  end
+  print_table(rows)
+end
+
+function COMMANDS.add_device(o, positional)
+  local call = client(o)
+  local id, key = (positional[1] or ""):match("^([^:]+):(.+)$")
+  if not id then usage_error("add-device needs ID:KEY") end
+  call("POST", "/admin/devices", { id = id, key = key })
+  io.stdout:write("added device ", id, "\n")
+end
+
+function COMMANDS.disconnect(o)
+  local call = client(o)
+  local device = need(o, "device", "disconnect")
+  call("POST", "/admin/devices/" .. device .. "/disconnect", {})
+  io.stdout:write("disconnected ", device, "\n")
+end
+
+local cmd, o, positional = parse(arg)
+if cmd == "serve" then
+  if #positional > 0 then usage_error("serve: unexpected argument '%s'", positional[1]) end
+  serve(o)
+else
+  if cmd ~= "add-device" and #positional > 0 then
+    usage_error("%s: unexpected argument '%s'", cmd, positional[1])
+  end
+  COMMANDS[cmd:gsub("%-", "_")](o, positional)
+end
