@@ -90,7 +90,8 @@ end
 
 --- Starts fotahost running `args` (a list: a script and its arguments) in
 -- the background, and waits at most `opts.timeout` seconds (default 5) for
--- it to print "listening HOST:PORT" on stdout. Its stdin is a pipe whose
+-- it to print "listening HOST:PORT" on stdout (or a line matching
+-- `opts.ready`, a pattern capturing host and port). Its stdin is a pipe whose
 -- only write end this process holds (close-on-exec, so no other child
 -- inherits it): stop() closes it, and so does this process dying, so a
 -- server that exits at the end of its stdin never outlives the specs.
@@ -131,15 +132,17 @@ function M.start_server(args, opts)
   end
   local deadline = sched.now() + (opts.timeout or 5)
   while true do
-    local host, port = (M.read(dir .. "/out") or ""):match("listening (%S+):(%d+)\n")
+    local out = M.read(dir .. "/out") or ""
+    local host, port = out:match(opts.ready or "listening (%S+):(%d+)\n")
     if port then
       srv.host, srv.port = host, math.tointeger(tonumber(port))
       srv.url = ("http://%s:%d"):format(host, srv.port)
+      srv.out = out
       break
     end
     if not pid or not alive(pid) or sched.now() > deadline then
       local err = srv.stderr()
-      local why = (pid and alive(pid)) and "did not say \"listening\" within "
+      local why = (pid and alive(pid)) and "did not say it was ready within "
         .. (opts.timeout or 5) .. " s" or "exited before listening"
       srv.stop()
       error(("server %s %s; its stderr:\n%s"):format(table.concat(args, " "), why, err), 2)
