@@ -1,0 +1,19 @@
+-- The tutorial's app.js, done safely: `fotahost app.lua` on the board.
+-- Reads the configuration ($FOTAHOST_CONFIG, default /etc/fotahost/config.lua),
+-- finishes any update a power cut interrupted, registers with the cloud,
+-- and hands every FOTA push to the update policy (scripts/fotahost/fota.lua).
+local sched = require "fotahost.sched"
+local mcs = require "fotahost.mcs"
+local fota = require "fotahost.fota"
+local config = assert(require("fotahost.fota.config").load())
+
+sched.run(function()
+  local policy = fota.new(config)
+  policy:recover()                    -- before anything else: the MCU must hold a good image
+  local cloud = mcs.register{ device_id = config.device_id, device_key = config.device_key,
+                              api = config.api, heartbeat = config.heartbeat,
+                              backoff_cap = config.backoff_cap, http = config.http }
+  policy:attach(cloud)
+  cloud:on("FOTA", function(value) policy:push(value) end)
+  sched.sleep(math.huge)
+end)

@@ -1,0 +1,22 @@
+-- An example /etc/fotahost/config.lua (or point $FOTAHOST_CONFIG at a copy).
+-- Every key is checked when fotahost starts; `fotahost doctor` checks the rest.
+return {
+  device_id = "Dbxx9k",                  -- from the MCS console
+  device_key = "TPJVxxxxxxxxBxBv",       -- ditto; never printed in logs
+  api = "https://api.mediatek.com",      -- or the local cloud: "http://192.168.1.10:8080"
+  board = "linkit-smart-7688-duo",       -- or "sim" for the virtual board
+  -- sim_dir = "/var/lib/fotahost/sim",  -- the simulated chip, when board = "sim"
+  state_dir = "/var/lib/fotahost",       -- journal, images, last-known-good
+  status_channel = "fota_status",        -- data channel for progress and results
+  backend = "gpiod",                     -- GPIO access: gpiod, sysfs or mmio
+  lock = 0x0F,                           -- lock bits after a flash, as the tutorial; false: none
+  -- Keep the Caterina USB bootloader across the chip erase:
+  -- bootloader = "/etc/arduino/Caterina-smart7688.hex",
+
+  -- Hooks: each gets the job ({ version, md5, url, ... }) and returns true,
+  -- or nil and a reason to stop the update.
+  -- health_check = function(job)
+  --   -- e.g. ask the new sketch over /dev/ttyS0 whether it runs
+  --   return true
+  -- end,
+}

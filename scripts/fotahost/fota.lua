@@ -1,0 +1,420 @@
+--- fotahost.fota: the update policy. What happens, in order, when the cloud
+-- pushes `version,MD5,URL` -- the file a user reads (and edits) to know what
+-- the device does with a firmware.
+--
+--     local fota = require "fotahost.fota"
+--     local policy = fota.new(config)    -- a checked config (fotahost.fota.config)
+--     policy:recover()                   -- first: finish a flash a power cut interrupted
+--     policy:attach(cloud)               -- an fotahost.mcs client, for status and versions
+--     cloud:on("FOTA", function(value) policy:push(value) end)
+--
+-- The rule: nothing touches the MCU until the new image is downloaded in
+-- full, its MD5 checked (when the cloud gave one), parsed as Intel HEX and
+-- found to fit the application section. Then, and only then:
+-- board setup, connect, signature check, erase, write, verify, lock bits,
+-- release RESET; then the health check. If the verify or the health check
+-- fails, the last-known-good image goes back on.
+--
+-- A journal in state_dir says what is under way, written atomically before
+-- each step that matters. If the process dies while the MCU is being
+-- flashed (a power cut, a kill), recover() on the next start flashes again
+-- -- the new image if it was complete, else the last-known-good -- before
+-- anything else.
+--
+-- Files in state_dir: journal.json (what is under way), installed.json (the
+-- version on the MCU, verified), lkg.hex (the last-known-good image),
+-- new.hex (the image being installed), download.hex (the download; .part
+-- while it runs).
+--
+-- Status data points on config.status_channel: "downloading", "verifying",
+-- "flashing", then "done" or "failed: <reason>"; also "skipped: <version>
+-- is already installed", "queued: <version>" and "recovered: ..." /
+-- "rolled back: ...".
+
+local sched = require "fotahost.sched"
+local sys = require "fotahost.sys"
+local http = require "fotahost.http"
+local ihex = require "fotahost.ihex"
+local digest = require "fotahost.digest"
+local isp = require "fotahost.avr.isp"
+local parts = require "fotahost.avr.parts"
+local boards = require "fotahost.avr.boards"
+local cjson = require "cjson.safe"
+local logmod = require "fotahost.log"
+
+local log = logmod.get("fota")
+
+local M = {}
+
+local Policy = {}
+Policy.__index = Policy
+
+---------------------------------------------------------------- state files
+
+local function read_json(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local text = f:read("a")
+  f:close()
+  local v = cjson.decode(text)
+  if type(v) ~= "table" then
+    log.warn("%s: not valid JSON; ignored", path)
+    return nil
+  end
+  return v
+end
+
+local function write_json(path, value)
+  return sys.write_file(path, assert(cjson.encode(value)) .. "\n")
+end
+
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+---------------------------------------------------------------- setup
+
+--- A policy for a checked configuration. `opts.cloud`: an fotahost.mcs
+-- client (or attach() it later); `opts.isp`: extra options for
+-- fotahost.avr.isp.open (tests).
+function M.new(config, opts)
+  opts = opts or {}
+  local board, part, err
+  if config.board ~= "sim" then
+    board, err = boards.get(config.board)
+    if not board then error("fota.new: " .. err, 2) end
+  else
+    board = boards.get("linkit-smart-7688-duo") -- the virtual board is a 7688 Duo
+  end
+  part, err = parts.get(config.part or board.part)
+  if not part then error("fota.new: " .. err, 2) end
+  local dir = config.state_dir
+  os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'")
+  local self = setmetatable({
+    config = config,
+    board = board,
+    part = part,
+    dir = dir,
+    cloud = opts.cloud,
+    isp_opts = opts.isp or {},
+    -- the application section: below the bootloader
+    app_end = (board.app_size or part.flash_size) - 1,
+    max_download = config.max_download or part.flash_size * 6,
+    busy = false,
+    pending = nil,
+  }, Policy)
+  self.paths = {
+    journal = dir .. "/journal.json",
+    installed = dir .. "/installed.json",
+    lkg = dir .. "/lkg.hex",
+    new = dir .. "/new.hex",
+    download = dir .. "/download.hex",
+  }
+  return self
+end
+
+--- Gives the policy its cloud client: statuses and versions go there.
+-- A recovery done before (recover()) is reported now.
+function Policy:attach(cloud)
+  self.cloud = cloud
+  if self.recovered then cloud:emit(self.config.status_channel, self.recovered) end
+  local inst = self:installed()
+  if inst and self.recovered and not self.recovered:find("^failed") then
+    cloud:report_version(inst.version)
+  end
+end
+
+--- The version on the MCU (verified), or nil.
+function Policy:installed()
+  return read_json(self.paths.installed)
+end
+
+function Policy:status(text)
+  log.info("status: %s", text)
+  if self.on_status then pcall(self.on_status, text) end
+  if self.cloud then self.cloud:emit(self.config.status_channel, text) end
+end
+
+---------------------------------------------------------------- the MCU
+
+-- One ISP session on the configured board: connect (signature check),
+-- erase, write, verify, lock, release. Returns true or nil, why, stage.
+function Policy:flash_image(image, label)
+  local c = self.config
+  local o = {
+    backend = c.board == "sim" and "sim" or c.backend,
+    chip = c.board == "sim" and c.sim_dir or nil,
+    board = self.board, part = self.part,
+  }
+  for k, v in pairs(self.isp_opts) do o[k] = v end
+  if c.board == "linkit-smart-7688-duo" and o.backend ~= "mmio" then
+    -- the SPI-slave pins are not GPIOs until the pinmux says so (mmio
+    -- switches it itself)
+    local gpio = require "fotahost.gpio"
+    local ok, err = gpio.mt7688_pinmux()
+    if not ok then return nil, "pinmux: " .. tostring(err), "setup" end
+  end
+  local s <close>, err = isp.open(o)
+  if not s then return nil, err, "setup" end
+  log.info("flashing %s (%d bytes)", label, image:size())
+  local sig
+  sig, err = s:connect()
+  if not sig then return nil, err, "connect" end
+  -- From here on the MCU's flash is erased: a journal entry already says so.
+  local ok
+  ok, err = s:erase()
+  if not ok then return nil, "erase: " .. err, "erase" end
+  ok, err = s:write_flash(image)
+  if not ok then return nil, "write: " .. err, "write" end
+  ok, err = s:verify_flash(image)
+  if not ok then return nil, "verify: " .. err, "verify" end
+  if c.lock then
+    ok, err = s:write_fuse("lock", c.lock)
+    if not ok then return nil, "lock bits: " .. err, "lock" end
+  end
+  s:close() -- RESET released: the new firmware runs
+  return true
+end
+
+-- Flashes the last-known-good image back. Returns true, or nil and why.
+function Policy:restore_lkg(why)
+  if not exists(self.paths.lkg) then
+    return nil, "no last-known-good image to restore"
+  end
+  local image, err = ihex.load(self.paths.lkg)
+  if not image then return nil, err end
+  local lkg = self:installed()
+  write_json(self.paths.journal, { stage = "rollback", why = why, version = lkg and lkg.version })
+  local ok, ferr = self:flash_image(image, "the last-known-good image")
+  if not ok then return nil, ferr end
+  os.remove(self.paths.journal)
+  return true, lkg and lkg.version
+end
+
+---------------------------------------------------------------- the steps
+
+--- Checks a FOTA command's value: version, md5 (or nil), url.
+function M.parse_command(value)
+  if type(value) ~= "string" then return nil, "the command has no value" end
+  local version, md5, url = value:match("^([^,]*),([^,]*),(.*)$")
+  if not version then return nil, "not version,MD5,URL: " .. value:sub(1, 80) end
+  version, md5, url = version:match("^%s*(.-)%s*$"), md5:match("^%s*(.-)%s*$"), url:match("^%s*(.-)%s*$")
+  if version == "" or #version > 64 or version:find("[%c\"\\/]") then
+    return nil, "bad version label: " .. version:sub(1, 64)
+  end
+  if md5 == "null" or md5 == "" then
+    md5 = nil
+  elseif not md5:match("^%x+$") or #md5 ~= 32 then
+    return nil, "bad MD5 (32 hex digits or null): " .. md5:sub(1, 40)
+  end
+  if not url:match("^[hH][tT][tT][pP][sS]?://[^%s]+$") then
+    return nil, "the URL must be http:// or https://: " .. http.redact_url(url):sub(1, 120)
+  end
+  return { version = version, md5 = md5 and md5:lower(), url = url }
+end
+
+-- Downloads, checks and parses; returns the image to flash or nil, reason.
+-- Nothing here touches the MCU.
+function Policy:prepare(job)
+  local c = self.config
+  self:status("downloading")
+  local res, err = http.download(job.url, self.paths.download, {
+    max_size = self.max_download, cainfo = c.http and c.http.cainfo, capath = c.http and c.http.capath,
+    insecure = c.insecure or (c.http and c.http.insecure),
+    connect_timeout = c.http and c.http.connect_timeout,
+    low_speed_time = c.http and c.http.low_speed_time,
+    retries = c.http and c.http.retries,
+    retry_delay = c.http and c.http.retry_delay,
+  })
+  if not res then return nil, "download: " .. err end
+  job.bytes = res.bytes
+  self:status("verifying")
+  local md5 = assert(digest.file(self.paths.download, "md5"))
+  job.got_md5 = md5
+  if job.md5 and md5 ~= job.md5 then
+    return nil, ("MD5 mismatch: the cloud says %s, the file is %s"):format(job.md5, md5)
+  end
+  local image
+  image, err = ihex.load(self.paths.download, { max_size = self.max_download })
+  if not image then return nil, "not a valid Intel HEX file: " .. err end
+  local lo, hi = image:range()
+  if not lo then return nil, "the HEX file holds no data" end
+  if hi > self.app_end then
+    return nil, ("image too large: it reaches 0x%04X, the application section ends at 0x%04X")
+      :format(hi, self.app_end)
+  end
+  if c.bootloader then
+    local boot
+    boot, err = ihex.load(c.bootloader)
+    if not boot then return nil, "bootloader: " .. err end
+    image, err = image:merge(boot)
+    if not image then return nil, "the image overlaps the bootloader: " .. err end
+  end
+  return image
+end
+
+-- Writes the journal and flashes `image`; on a verify failure restores
+-- the last-known-good. Returns true or nil, reason.
+function Policy:install(job, image)
+  local ok, err = image:write(self.paths.new)
+  if not ok then return nil, err end
+  job.sha256 = assert(digest.file(self.paths.new, "sha256"))
+  -- Before the erase: if we die after it, the next start knows.
+  ok, err = write_json(self.paths.journal, { stage = "flashing", version = job.version,
+    image = self.paths.new, sha256 = job.sha256, md5 = job.got_md5 })
+  if not ok then return nil, "journal: " .. err end
+  self:status("flashing")
+  local stage
+  ok, err, stage = self:flash_image(image, job.version)
+  if not ok then
+    if stage == "setup" or stage == "connect" then
+      -- nothing was erased: the old firmware still runs
+      os.remove(self.paths.journal)
+      return nil, err
+    end
+    local rok, rerr = self:restore_lkg(err)
+    if rok then return nil, err .. "; rolled back to " .. tostring(rerr or "the last-known-good image") end
+    return nil, err .. "; and the rollback failed: " .. rerr
+  end
+  if self.config.health_check then
+    local hok, hres, hwhy = pcall(self.config.health_check, job)
+    if not hok or not hres then
+      local why = "health check: " .. tostring(hok and (hwhy or "failed") or hres)
+      local rok, rerr = self:restore_lkg(why)
+      if rok then return nil, why .. "; rolled back to " .. tostring(rerr or "the last-known-good image") end
+      return nil, why .. "; and the rollback failed: " .. rerr
+    end
+  end
+  return self:commit(job)
+end
+
+-- The new image is good: it becomes the last-known-good, the version is
+-- recorded, the journal ends.
+function Policy:commit(job)
+  local ok, err = sys.replace(self.paths.new, self.paths.lkg)
+  if not ok then return nil, err end
+  ok, err = write_json(self.paths.installed, { version = job.version, sha256 = job.sha256,
+    md5 = job.got_md5, at = os.time() })
+  if not ok then return nil, err end
+  os.remove(self.paths.journal)
+  os.remove(self.paths.download)
+  return true
+end
+
+local function hook(self, name, job)
+  local fn = self.config[name]
+  if not fn then return true end
+  local ok, res, why = pcall(fn, job)
+  if not ok then return nil, name .. ": " .. tostring(res) end
+  if not res then return nil, name .. ": " .. tostring(why or "refused") end
+  return true
+end
+
+--- Runs one update to its end; returns true or nil, reason. Does not
+-- queue: push() is what the cloud handler calls.
+function Policy:update(job)
+  local installed = self:installed()
+  if installed and installed.version == job.version and not job.force then
+    self:status(("skipped: %s is already installed"):format(job.version))
+    if self.cloud then self.cloud:report_version(job.version) end
+    return true, "already installed"
+  end
+  local t0 = sched.now()
+  local ok, err = hook(self, "before_download", job)
+  local image
+  if ok then
+    image, err = self:prepare(job)
+    ok = image ~= nil
+  end
+  if ok then ok, err = hook(self, "before_flash", job) end
+  if ok then ok, err = self:install(job, image) end
+  if ok then ok, err = hook(self, "after_flash", job) end
+  os.remove(self.paths.download)
+  if not ok then
+    log.error("update to %s failed: %s", job.version, err)
+    self:status("failed: " .. err)
+    return nil, err
+  end
+  job.seconds = sched.now() - t0
+  log.info("%s installed and verified in %.2f s", job.version, job.seconds)
+  self:status("done")
+  if self.cloud then
+    local rok, rerr = self.cloud:report_version(job.version)
+    if not rok then log.warn("version not reported: %s", rerr) end
+  end
+  return true
+end
+
+--- Handles a FOTA command's value ("version,MD5,URL"). One update at a
+-- time: a push during an update waits its turn (only the latest waits; an
+-- older waiting one is dropped), never interleaved.
+function Policy:push(value)
+  local job, err = M.parse_command(value)
+  if not job then
+    log.warn("FOTA push refused: %s", err)
+    self:status("failed: " .. err)
+    return nil, err
+  end
+  if self.busy then
+    if self.pending then log.info("dropping queued %s for %s", self.pending.version, job.version) end
+    self.pending = job
+    self:status(("queued: %s (an update is running)"):format(job.version))
+    return true, "queued"
+  end
+  self.busy = true
+  local ok, res, why = pcall(function()
+    local r, w = self:update(job)
+    while self.pending do
+      local next_job = self.pending
+      self.pending = nil
+      r, w = self:update(next_job)
+    end
+    return r, w
+  end)
+  self.busy = false
+  if not ok then
+    log.error("update failed: %s", tostring(res))
+    self:status("failed: " .. tostring(res))
+    error(res, 0)
+  end
+  return res, why
+end
+
+---------------------------------------------------------------- recovery
+
+--- Finishes what a journal says was under way when the process died.
+-- Call it first, before connecting to the cloud. Returns a short summary,
+-- or nil when there was nothing to do.
+function Policy:recover()
+  local j = read_json(self.paths.journal)
+  if not j then return nil end
+  log.warn("an update was interrupted (journal: %s %s); recovering", tostring(j.stage), tostring(j.version))
+  if j.stage == "flashing" and j.image and exists(j.image)
+      and digest.file(j.image, "sha256") == j.sha256 then
+    local image = ihex.load(j.image)
+    if image then
+      local ok, err = self:flash_image(image, j.version .. " (again, after an interruption)")
+      if ok then
+        ok, err = self:commit({ version = j.version, sha256 = j.sha256, got_md5 = j.md5 })
+      end
+      if ok then
+        self.recovered = ("recovered: %s flashed again after an interruption"):format(j.version)
+        return self.recovered
+      end
+      log.error("re-flashing %s failed: %s", j.version, err)
+    end
+  end
+  local ok, err = self:restore_lkg("interrupted update")
+  if ok then
+    self.recovered = ("recovered: the last-known-good image (%s) restored after an interruption")
+      :format(tostring(err or "unknown version"))
+    return self.recovered
+  end
+  log.error("recovery failed: %s", err)
+  self.recovered = "failed: recovery after an interruption: " .. err
+  return self.recovered
+end
+
+return M

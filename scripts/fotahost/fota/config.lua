@@ -1,0 +1,142 @@
+--- fotahost.fota.config: the device's configuration, a Lua file returning
+-- a table, read from $FOTAHOST_CONFIG (default /etc/fotahost/config.lua)
+-- and checked key by key, so a typo is an error that names the key and
+-- says what it should be, never a surprise at the first push.
+--
+--     return {
+--       device_id = "Dbxx9k", device_key = "TPJVxxxxBxBv",
+--       api = "https://api.mediatek.com",     -- MCS base URL
+--       board = "linkit-smart-7688-duo",      -- or "sim"
+--       sim_dir = "/var/lib/fotahost/sim",    -- the simulated chip, when board = "sim"
+--       state_dir = "/var/lib/fotahost",      -- journal, images, last-known-good
+--       status_channel = "fota_status",       -- data channel for progress and results
+--       -- hooks, each function(job) returning true, or nil and a reason to stop:
+--       -- before_download, before_flash, after_flash, health_check
+--     }
+--
+-- Every other key is optional and listed in M.SPEC with its default.
+
+local M = {}
+
+M.DEFAULT_PATH = "/etc/fotahost/config.lua"
+
+local function is_string(v) return type(v) == "string" and v ~= "" end
+local function is_id(v) return is_string(v) and not v:find("[,%c%s/?#]") end
+local function is_url(v) return is_string(v) and v:match("^https?://[^%s]+$") ~= nil end
+local function is_pos(v) return type(v) == "number" and v > 0 end
+local function is_bool(v) return type(v) == "boolean" end
+local function is_fn(v) return type(v) == "function" end
+local function is_byte_or_false(v) return v == false or (math.type(v) == "integer" and v >= 0 and v <= 255) end
+local function is_table(v) return type(v) == "table" end
+
+--- Each key: { check, what it must be, default (nil: required or none) }.
+M.SPEC = {
+  device_id = { is_id, "the MCS device id (a string without commas or spaces)" },
+  device_key = { is_id, "the MCS device key (a string without commas or spaces)" },
+  api = { is_url, "an http:// or https:// base URL", "https://api.mediatek.com" },
+  board = { function(v) return v == "sim" or is_string(v) end,
+            "\"linkit-smart-7688-duo\", \"arduino-yun\" or \"sim\"", "linkit-smart-7688-duo" },
+  sim_dir = { is_string, "the simulated chip's directory (needed when board = \"sim\")" },
+  state_dir = { is_string, "a directory for the journal and images", "/var/lib/fotahost" },
+  status_channel = { is_id, "a data channel id", "fota_status" },
+  backend = { function(v) return v == "gpiod" or v == "sysfs" or v == "mmio" end,
+              "\"gpiod\", \"sysfs\" or \"mmio\" (the GPIO access on a real board)", "gpiod" },
+  part = { is_string, "an AVR part id such as \"m32u4\" (default: the board's)" },
+  lock = { is_byte_or_false, "the lock byte written after a flash (0..255), or false for none", 0x0F },
+  bootloader = { is_string, "the path of a HEX bootloader merged into every image (e.g. Caterina)" },
+  max_download = { is_pos, "the largest download accepted, in bytes (default: 6x the flash size)" },
+  heartbeat = { is_pos, "seconds between heartbeats", 50 },
+  backoff_cap = { is_pos, "the longest reconnect delay, in seconds", 60 },
+  http = { is_table, "options for fotahost.http (cainfo, capath, connect_timeout...)" },
+  insecure = { is_bool, "true turns TLS verification off (logged)", false },
+  serial_port = { is_string, "the MCU's serial port, for hooks and `fotahost doctor`", "/dev/ttyS0" },
+  before_download = { is_fn, "a function(job)" },
+  before_flash = { is_fn, "a function(job)" },
+  after_flash = { is_fn, "a function(job)" },
+  health_check = { is_fn, "a function(job) returning true, or nil and a reason" },
+}
+
+local function describe(v)
+  if type(v) == "string" then return ("%q"):format(v) end
+  return tostring(v) .. " (a " .. type(v) .. ")"
+end
+
+--- Checks a configuration table and fills in the defaults. Returns the
+-- table, or nil and every problem found, one per line, each naming its key.
+function M.check(t, where)
+  where = where or "config"
+  if type(t) ~= "table" then
+    return nil, ("%s: must return a table, got %s"):format(where, type(t))
+  end
+  local errors = {}
+  local function bad(fmt, ...) errors[#errors + 1] = where .. ": " .. fmt:format(...) end
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = tostring(k) end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    if not M.SPEC[k] then
+      -- a near miss is most likely a typo
+      local hint = ""
+      for name in pairs(M.SPEC) do
+        if name:gsub("_", "") == k:lower():gsub("[_-]", "") then hint = " (did you mean " .. name .. "?)" end
+      end
+      bad("unknown key %s%s", k, hint)
+    end
+  end
+  local c = {}
+  local names = {}
+  for k in pairs(M.SPEC) do names[#names + 1] = k end
+  table.sort(names)
+  for _, k in ipairs(names) do
+    local check, what, default = table.unpack(M.SPEC[k])
+    local v = t[k]
+    if v == nil then
+      v = default
+    elseif not check(v) then
+      bad("%s must be %s, got %s", k, what, describe(v))
+    end
+    c[k] = v
+  end
+  if c.device_id == nil then bad("device_id is missing: %s", M.SPEC.device_id[2]) end
+  if c.device_key == nil then bad("device_key is missing: %s", M.SPEC.device_key[2]) end
+  if c.board == "sim" and c.sim_dir == nil then
+    bad("sim_dir is missing: board = \"sim\" needs the simulated chip's directory")
+  end
+  if c.board ~= "sim" and #errors == 0 then
+    local boards = require "fotahost.avr.boards"
+    local ok, err = boards.get(c.board)
+    if not ok then bad("board: %s", err) end
+  end
+  if #errors > 0 then return nil, table.concat(errors, "\n") end
+  return c
+end
+
+--- The path in use: $FOTAHOST_CONFIG, or the default.
+function M.path()
+  local p = os.getenv("FOTAHOST_CONFIG")
+  if p and p ~= "" then return p end
+  return M.DEFAULT_PATH
+end
+
+--- Reads and checks the configuration at `path` (default M.path()).
+-- @return config | nil, "path: what is wrong"
+function M.load(path)
+  path = path or M.path()
+  local f = io.open(path, "r")
+  if not f then
+    return nil, ("%s: no configuration file (set FOTAHOST_CONFIG, or create it: see "
+      .. "examples/config.lua)"):format(path)
+  end
+  local text = f:read("a")
+  f:close()
+  -- Its own environment: a config file sees the standard library, sets
+  -- no globals, and what it returns is all that counts.
+  local env = setmetatable({}, { __index = _G })
+  local chunk, err = load(text, "@" .. path, "t", env)
+  if not chunk then return nil, err end
+  local ok, t = pcall(chunk)
+  if not ok then return nil, tostring(t) end
+  return M.check(t, path)
+end
+
+return M
