@@ -234,7 +234,7 @@ function Policy:prepare(job)
   local md5 = assert(digest.file(self.paths.download, "md5"))
   job.got_md5 = md5
   if job.md5 and md5 ~= job.md5 then
-    return nil, ("MD5 mismatch: the cloud says %s, the file is %s"):format(job.md5, md5)
+    return nil, ("MD5 mismatch: expected %s, the file is %s"):format(job.md5, md5)
   end
   local image
   image, err = ihex.load(self.paths.download, { max_size = self.max_download })

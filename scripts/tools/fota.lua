@@ -1,0 +1,73 @@
+-- fotahost fota: run the update policy once from the command line, without
+-- a cloud: the same download, checks, flash, verify, journal and rollback as
+-- a FOTA push (scripts/fotahost/fota.lua), for testing a firmware by hand.
+
+local sched = require "fotahost.sched"
+local fota = require "fotahost.fota"
+local config = require "fotahost.fota.config"
+
+local USAGE = [[
+usage: fotahost fota --url URL [--md5 HEX] [--version V] [--config PATH] [--force]
+  --url URL        the firmware (Intel HEX) to install: http:// or https://
+  --md5 HEX        its MD5; without it the file is not checked against one
+  --version V      the version label recorded (default: the file name)
+  --config PATH    the configuration (default $FOTAHOST_CONFIG or /etc/fotahost/config.lua)
+  --force          install even if this version is already installed
+  -h, --help       this help
+Any update a power cut interrupted is finished first. Exit status 0 when the
+image is installed and verified (or already was), 1 when it is not.
+]]
+
+local function usage_error(fmt, ...)
+  io.stderr:write("fotahost fota: ", fmt:format(...), "\n", USAGE)
+  os.exit(2)
+end
+
+local o = {}
+local i = 1
+while i <= #arg do
+  local a = arg[i]
+  local function value()
+    i = i + 1
+    if arg[i] == nil then usage_error("%s needs a value", a) end
+    return arg[i]
+  end
+  if a == "-h" or a == "--help" then
+    io.stdout:write(USAGE)
+    os.exit(0)
+  elseif a == "--url" then o.url = value()
+  elseif a == "--md5" then o.md5 = value()
+  elseif a == "--version" then o.version = value()
+  elseif a == "--config" then o.config = value()
+  elseif a == "--force" then o.force = true
+  else usage_error("unknown option %s", a) end
+  i = i + 1
+end
+if not o.url then usage_error("--url is required") end
+o.version = o.version or o.url:match("([^/?#]+)%.[hH][eE][xX]") or o.url:match("([^/?#]+)$") or "manual"
+
+local cfg, err = config.load(o.config)
+if not cfg then
+  io.stderr:write("fotahost fota: ", err, "\n")
+  os.exit(1)
+end
+
+local job
+job, err = fota.parse_command(("%s,%s,%s"):format(o.version, o.md5 or "null", o.url))
+if not job then
+  io.stderr:write("fotahost fota: ", err, "\n")
+  os.exit(1)
+end
+job.force = o.force
+
+local ok, why = sched.run(function()
+  local policy = fota.new(cfg)
+  policy.on_status = function(text) io.stdout:write(text, "\n") io.stdout:flush() end
+  local rec = policy:recover()
+  if rec then io.stdout:write(rec, "\n") end
+  return policy:update(job)
+end)
+if not ok then
+  io.stderr:write("fotahost fota: ", why, "\n")
+  os.exit(1)
+end
