@@ -879,12 +879,26 @@ static const luaL_Reg funcs[] = {
     {NULL, NULL},
 };
 
+/* The library's global state goes when the Lua state closes: this
+ * sentinel's finaliser runs before the plugin is unloaded (finalisers run
+ * in the reverse order of creation, and the loader's table of libraries
+ * is older). Transfers still open are finalised first for the same reason. */
+static int library_gc(lua_State *L)
+{
+    (void)L;
+    if (share) {
+        curl_share_cleanup(share);
+        share = NULL;
+    }
+    curl_global_cleanup();
+    return 0;
+}
+
 int luaopen_fotahost_curl(lua_State *L);
 
 int luaopen_fotahost_curl(lua_State *L)
 {
-    static int initialised;
-    if (!initialised) {
+    if (lua_getfield(L, LUA_REGISTRYINDEX, "fotahost.curl.library") == LUA_TNIL) {
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
             return luaL_error(L, "fotahost.curl: libcurl would not initialise");
         share = curl_share_init();
@@ -892,8 +906,14 @@ int luaopen_fotahost_curl(lua_State *L)
             curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
             curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
         }
-        initialised = 1;
+        lua_newuserdatauv(L, 1, 0);
+        lua_createtable(L, 0, 1);
+        lua_pushcfunction(L, library_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_setmetatable(L, -2);
+        lua_setfield(L, LUA_REGISTRYINDEX, "fotahost.curl.library");
     }
+    lua_pop(L, 1);
     fh_new_class(L, TRANSFER_MT, meta, methods);
     luaL_newlib(L, funcs);
     return 1;
