@@ -49,6 +49,14 @@ local M = {}
 local Policy = {}
 Policy.__index = Policy
 
+-- A hook or handler that failed because SIGINT/SIGTERM arrived did not
+-- fail: the process is stopping. That error must go up to sched.run (and
+-- the journal makes the next start finish the job), never be reported as
+-- a failed check or trigger a rollback.
+local function pass_interrupts(err)
+  if sys.interrupted() then error(err, 0) end
+end
+
 ---------------------------------------------------------------- state files
 
 local function read_json(path)
@@ -117,13 +125,20 @@ end
 
 --- Gives the policy its cloud client: statuses and versions go there.
 -- A recovery done before (recover()) is reported now.
+-- The installed version is reported on every connection, so a report
+-- that failed (the cloud was down) is made good at the next one.
 function Policy:attach(cloud)
   self.cloud = cloud
   if self.recovered then cloud:emit(self.config.status_channel, self.recovered) end
-  local inst = self:installed()
-  if inst and self.recovered and not self.recovered:find("^failed") then
-    cloud:report_version(inst.version)
-  end
+  cloud:on_state(function(state)
+    if state ~= "connected" then return end
+    sched.spawn({ name = "fota version report" }, function()
+      local inst = self:installed()
+      if not inst then return end
+      local ok, err = cloud:report_version(inst.version)
+      if not ok then log.warn("version %s not reported: %s", inst.version, err) end
+    end)
+  end)
 end
 
 --- The version on the MCU (verified), or nil.
@@ -238,7 +253,11 @@ function Policy:prepare(job)
   end
   local image
   image, err = ihex.load(self.paths.download, { max_size = self.max_download })
-  if not image then return nil, "not a valid Intel HEX file: " .. err end
+  if not image then
+    -- "download.hex:12: bad checksum", not the state directory's path
+    local plain = self.paths.download:gsub("%p", "%%%0")
+    return nil, "not a valid Intel HEX file: " .. err:gsub("^" .. plain, "line"):gsub("^line:", "line ")
+  end
   local lo, hi = image:range()
   if not lo then return nil, "the HEX file holds no data" end
   if hi > self.app_end then
@@ -280,6 +299,7 @@ function Policy:install(job, image)
   end
   if self.config.health_check then
     local hok, hres, hwhy = pcall(self.config.health_check, job)
+    if not hok then pass_interrupts(hres) end
     if not hok or not hres then
       local why = "health check: " .. tostring(hok and (hwhy or "failed") or hres)
       local rok, rerr = self:restore_lkg(why)
@@ -290,14 +310,18 @@ function Policy:install(job, image)
   return self:commit(job)
 end
 
--- The new image is good: it becomes the last-known-good, the version is
--- recorded, the journal ends.
+-- The new image is good: the version is recorded, the image becomes the
+-- last-known-good, the journal ends -- in that order, so that a power cut
+-- between two steps leaves a journal whose image is still there (or is
+-- already lkg.hex), and recover() finishes the job.
 function Policy:commit(job)
-  local ok, err = sys.replace(self.paths.new, self.paths.lkg)
-  if not ok then return nil, err end
-  ok, err = write_json(self.paths.installed, { version = job.version, sha256 = job.sha256,
+  local ok, err = write_json(self.paths.installed, { version = job.version, sha256 = job.sha256,
     md5 = job.got_md5, at = os.time() })
   if not ok then return nil, err end
+  if exists(self.paths.new) then
+    ok, err = sys.replace(self.paths.new, self.paths.lkg)
+    if not ok then return nil, err end
+  end
   os.remove(self.paths.journal)
   os.remove(self.paths.download)
   return true
@@ -307,7 +331,10 @@ local function hook(self, name, job)
   local fn = self.config[name]
   if not fn then return true end
   local ok, res, why = pcall(fn, job)
-  if not ok then return nil, name .. ": " .. tostring(res) end
+  if not ok then
+    pass_interrupts(res)
+    return nil, name .. ": " .. tostring(res)
+  end
   if not res then return nil, name .. ": " .. tostring(why or "refused") end
   return true
 end
@@ -375,6 +402,7 @@ function Policy:push(value)
   end)
   self.busy = false
   if not ok then
+    pass_interrupts(res)
     log.error("update failed: %s", tostring(res))
     self:status("failed: " .. tostring(res))
     error(res, 0)
@@ -391,9 +419,16 @@ function Policy:recover()
   local j = read_json(self.paths.journal)
   if not j then return nil end
   log.warn("an update was interrupted (journal: %s %s); recovering", tostring(j.stage), tostring(j.version))
-  if j.stage == "flashing" and j.image and exists(j.image)
-      and digest.file(j.image, "sha256") == j.sha256 then
-    local image = ihex.load(j.image)
+  -- The new image: where the journal says, or already renamed to lkg.hex
+  -- (a cut inside commit()).
+  local path
+  if j.stage == "flashing" and j.sha256 then
+    for _, p in ipairs({ j.image, self.paths.lkg }) do
+      if p and exists(p) and digest.file(p, "sha256") == j.sha256 then path = p break end
+    end
+  end
+  if path then
+    local image = ihex.load(path)
     if image then
       local ok, err = self:flash_image(image, j.version .. " (again, after an interruption)")
       if ok then

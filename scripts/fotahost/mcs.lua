@@ -179,7 +179,11 @@ function Client:_command(text)
   log.debug("command on %s: %s", c.channel, c.value)
   sched.spawn({ name = "mcs handler " .. c.channel, log_errors = false }, function()
     local ok, err = xpcall(fn, debug.traceback, table.unpack(args))
-    if not ok then log.error("the %s handler failed: %s", c.channel, tostring(err)) end
+    if not ok then
+      -- SIGINT/SIGTERM is not the handler's failure: it stops the process
+      if sys.interrupted() then error(err, 0) end
+      log.error("the %s handler failed: %s", c.channel, tostring(err))
+    end
   end)
 end
 
