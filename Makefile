@@ -170,7 +170,7 @@ bench: all
 	@sh bench/run
 
 demo: all
-	./fotahost hello
+	./fotahost demo
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/scripts \

@@ -1,0 +1,335 @@
+-- fotahost doctor: the tutorial's checks as one command. Each check prints
+-- one line, OK with what it found, or FAIL with what is wrong and the fix;
+-- a check that needs an earlier one that failed says SKIP and why.
+--
+--   fotahost doctor [--config PATH]
+--
+-- The checks, in order: the configuration; the MCS API (the tutorial's
+-- ping: connections.csv with the device key); the command server it names;
+-- the MCU's serial port; the GPIO lines of the ISP wiring; the MCU's
+-- signature over ISP. Nothing is written to the MCU: the signature check
+-- holds it in reset for a moment and releases it.
+--
+-- The device key is never printed (it is registered with fotahost.log as a
+-- secret, and masked in every line this tool writes).
+
+local cfgmod = require "fotahost.fota.config"
+local logmod = require "fotahost.log"
+
+local USAGE = [[
+usage: fotahost doctor [--config PATH]
+  --config PATH   the configuration to check (default $FOTAHOST_CONFIG, else
+                  /etc/fotahost/config.lua)
+  -h, --help      this help
+Checks, in order: config, api (MCS reachable, device id and key accepted),
+command server, serial port, gpio, signature (the MCU answers over ISP).
+Prints one line per check, "OK", "FAIL ... - fix" or "SKIP"; exit status 0
+only when every check passed.
+]]
+
+local function usage_error(fmt, ...)
+  io.stderr:write("fotahost doctor: ", fmt:format(...), "\n", USAGE)
+  os.exit(2)
+end
+
+local opts = {}
+local i = 1
+while i <= #arg do
+  local a = arg[i]
+  local function value()
+    i = i + 1
+    if arg[i] == nil then usage_error("%s needs a value", a) end
+    return arg[i]
+  end
+  if a == "-h" or a == "--help" then
+    io.stdout:write(USAGE)
+    os.exit(0)
+  elseif a == "--config" then opts.config = value()
+  elseif a:match("^%-%-config=") then opts.config = a:sub(10)
+  else usage_error("unknown argument '%s'", a) end
+  i = i + 1
+end
+
+io.stdout:setvbuf("line")
+
+---------------------------------------------------------------- output
+
+local secrets = {}
+local failed = false
+
+-- Every line goes through here: whatever the key, it never reaches stdout.
+local function mask(s)
+  for _, k in ipairs(secrets) do
+    local from = 1
+    while true do
+      local a, b = s:find(k, from, true)
+      if not a then break end
+      s = s:sub(1, a - 1) .. "****" .. s:sub(b + 1)
+      from = a + 4
+    end
+  end
+  return s
+end
+
+local function line(tag, name, text)
+  io.stdout:write(mask(("%-4s %s: %s\n"):format(tag, name, text)))
+end
+local function ok(name, fmt, ...) line("OK", name, fmt:format(...)) end
+local function fail(name, what, fix)
+  failed = true
+  line("FAIL", name, what .. (fix and (" - " .. fix) or ""))
+end
+local function skip(name, why) line("SKIP", name, "not checked: " .. why) end
+
+local function exists(path)
+  local f = io.open(path, "r")
+  if f then f:close() return true end
+  return false
+end
+
+local function is_dir(path)
+  return os.execute("test -d '" .. path:gsub("'", "'\\''") .. "'") == true
+end
+
+local function quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+---------------------------------------------------------------- 1. config
+
+local path = opts.config or cfgmod.path()
+local config, cerr = cfgmod.load(path)
+local results = {}
+
+if config then
+  secrets[1] = config.device_key
+  logmod.secret(config.device_key)
+  ok("config", "%s (device %s, board %s%s)", path, config.device_id, config.board,
+    config.board == "sim" and (", simulated chip " .. tostring(config.sim_dir)) or "")
+  results.config = true
+else
+  -- A malformed device_key would be quoted by the message: not here.
+  cerr = tostring(cerr):gsub("(device_key must be .-, got )%b\"\"", "%1\"****\"")
+  local fix
+  if cerr:find("no configuration file", 1, true) then
+    fix = ("create it (a Lua file returning { device_id = ..., device_key = ..., api = ..., board = ... }), "
+      .. "or give its path with --config or FOTAHOST_CONFIG")
+    cerr = path .. ": no configuration file"
+  else
+    fix = "edit " .. path .. " (keys and their meaning: scripts/fotahost/fota/config.lua)"
+  end
+  -- several problems: one line, each separated by "; "
+  fail("config", (cerr:gsub("\n", "; ")), fix)
+end
+
+---------------------------------------------------------------- 2. api
+
+local api_ip, api_port
+if not results.config then
+  skip("api", "the config is not valid")
+else
+  local http = require "fotahost.http"
+  local base = config.api:gsub("/+$", "")
+  local url = ("%s/mcs/v2/devices/%s/connections.csv"):format(base, config.device_id)
+  local o = {}
+  for k, v in pairs(config.http or {}) do o[k] = v end
+  o.headers = { deviceKey = config.device_key }
+  o.connect_timeout = math.min(o.connect_timeout or 5, 5)
+  o.timeout = math.min(o.timeout or 10, 10)
+  o.retries = 0
+  o.insecure = config.insecure or nil
+  local res, err, code = http.get(url, o)
+  if not res then
+    -- the cause alone: the URL is said once, below
+    err = tostring(err)
+    local url_shown = http.redact_url(url) .. ": "
+    if err:sub(1, #url_shown) == url_shown then err = err:sub(#url_shown + 1) end
+    if code == "tls" then
+      fail("api", "TLS problem with " .. base .. ": " .. err,
+        "check the clock (date), the CA certificates (http = { cainfo = ... } in the config) "
+        .. "and that the api URL is the service's")
+    elseif code == "timeout" or code == "connect" or code == "resolve" then
+      fail("api", "unreachable: " .. base .. ": " .. err,
+        "check the network and the api URL in " .. path
+        .. " (for the local cloud: is `fotahost cloud serve` running on that port?)")
+    else
+      fail("api", "request to " .. base .. " failed: " .. err,
+        "check the api URL in " .. path)
+    end
+  elseif res.status == 401 then
+    fail("api", ("401: %s refused the device key of device %s"):format(base, config.device_id),
+      "set device_key in " .. path .. " to the key the cloud shows for device " .. config.device_id)
+  elseif res.status == 404 then
+    fail("api", ("404: %s does not know device %s"):format(base, config.device_id),
+      "check device_id in " .. path .. " (and that api is the cloud the device is registered with)")
+  elseif res.status ~= 200 then
+    fail("api", ("HTTP %d from %s"):format(res.status, url), "check the api URL in " .. path)
+  else
+    local ip, port = res.body:match("^%s*([^,%s]+)%s*,%s*(%d+)%s*$")
+    port = port and math.tointeger(tonumber(port))
+    if not ip or not port or port < 1 or port > 65535 then
+      fail("api", ("%s answered %q, not \"ip,port\""):format(url, res.body:sub(1, 60)),
+        "check the api URL in " .. path .. " (it must be an MCS service)")
+    else
+      api_ip, api_port = ip, port
+      results.api = true
+      ok("api", "%s accepts device %s (command server %s:%d)", base, config.device_id, ip, port)
+    end
+  end
+end
+
+---------------------------------------------------------------- 3. command server
+
+if not results.api then
+  skip("command server", "the api check failed")
+else
+  local tcp_socket = require "fotahost.tcp_socket"
+  local sock, err = tcp_socket.connect(api_ip, api_port, 5)
+  if sock then
+    sock:close()
+    results.command = true
+    ok("command server", "%s:%d accepts connections", api_ip, api_port)
+  else
+    fail("command server", ("cannot connect to %s:%d: %s"):format(api_ip, api_port, tostring(err)),
+      "check that a firewall lets TCP to that port through (the cloud hands out this address; "
+      .. "for the local cloud on another machine: --host 0.0.0.0 and --public-url)")
+  end
+end
+
+---------------------------------------------------------------- 4. serial port
+
+local sim = config and config.board == "sim"
+if not results.config then
+  skip("serial port", "the config is not valid")
+else
+  local port_path = config.serial_port
+  if sim and port_path == cfgmod.SPEC.serial_port[3] then port_path = config.sim_dir .. "/ttyS0" end
+  local board_fix = ("start the virtual board: fotahost board --sim %s (%s exists only while it runs)")
+    :format(sim and config.sim_dir or "", port_path)
+  local alive = true
+  if sim then
+    -- The link of a board that died may point at a pty someone else has now.
+    local f = io.open(config.sim_dir .. "/ttyS0.pid", "r")
+    local pid = f and math.tointeger(tonumber(f:read("l") or ""))
+    if f then f:close() end
+    alive = pid and exists("/proc/" .. pid .. "/stat") or false
+  end
+  if sim and not alive then
+    fail("serial port", ("%s: no virtual board is running on %s"):format(port_path, config.sim_dir), board_fix)
+  else
+    local serial_port = require "fotahost.serial_port"
+    local port, err = serial_port.open(port_path, { baud = 57600 })
+    if port then
+      port:close()
+      results.serial = true
+      ok("serial port", "%s opens (57600 baud)", port_path)
+    else
+      err = tostring(err)
+      local fix
+      if sim then fix = board_fix
+      elseif err:find("No such file", 1, true) then
+        fix = "set serial_port in " .. path .. " (the 7688 Duo's MCU is on /dev/ttyS0)"
+      elseif err:find("ermission denied", 1, true) then
+        fix = "run as root, or give this user access to " .. port_path .. " (group dialout)"
+      elseif err:find("busy", 1, true) then
+        fix = "stop the program holding " .. port_path .. " (fuser " .. port_path .. " names it)"
+      else
+        fix = "check serial_port in " .. path
+      end
+      fail("serial port", err, fix)
+    end
+  end
+end
+
+---------------------------------------------------------------- 5. gpio
+
+local boards = require "fotahost.avr.boards"
+local board
+if not results.config then
+  skip("gpio", "the config is not valid")
+elseif sim then
+  local dir = config.sim_dir
+  local probe = dir .. "/.doctor-probe"
+  if not is_dir(dir) then
+    fail("gpio", dir .. ": no such directory (the simulated chip's lines live there)",
+      ("create the simulated chip: mkdir -p %s && fotahost flash -c sim -P %s -U flash:w:FIRMWARE.hex")
+        :format(quote(dir), quote(dir)))
+  else
+    local f, err = io.open(probe, "w")
+    if f then
+      f:close()
+      os.remove(probe)
+      results.gpio = true
+      ok("gpio", "%s is a writable simulated chip directory", dir)
+    else
+      fail("gpio", tostring(err), "make " .. dir .. " writable for this user")
+    end
+  end
+else
+  board = assert(boards.get(config.board)) -- config.load checked the name
+  local gpio = require "fotahost.gpio"
+  local p = board.pins
+  local nums = { p.reset, p.sck, p.mosi, p.miso }
+  -- Opened as inputs and closed at once: nothing is driven.
+  local lines, err = gpio.open{ backend = config.backend, chip = board.chip, lines = nums }
+  if lines then
+    lines:close()
+    results.gpio = true
+    ok("gpio", "%s lines %d (RESET), %d (SCK), %d (MOSI), %d (MISO) on %s open", config.backend,
+      p.reset, p.sck, p.mosi, p.miso, board.chip)
+  else
+    err = tostring(err)
+    local fix
+    if err:find("ermission denied", 1, true) then
+      fix = "run as root (GPIO access needs it on the board)"
+    elseif config.backend == "gpiod" then
+      fix = "check that /dev/" .. board.chip .. " exists (a kernel with the GPIO character device), "
+        .. "or set backend = \"sysfs\" in " .. path .. " (the factory 3.18 kernel)"
+    elseif config.backend == "sysfs" then
+      fix = "check /sys/class/gpio and that no other program exported these lines, "
+        .. "or set backend = \"gpiod\" in " .. path
+    else
+      fix = "the mmio backend needs /dev/mem and an MT7688: run as root on the board"
+    end
+    fail("gpio", err, fix)
+  end
+end
+
+---------------------------------------------------------------- 6. signature
+
+if not results.gpio then
+  skip("signature", results.config and "the gpio check failed" or "the config is not valid")
+elseif sim and not (exists(config.sim_dir .. "/flash.bin") or exists(config.sim_dir .. "/fuses.txt")) then
+  fail("signature", config.sim_dir .. ": no simulated chip there yet",
+    ("create one by flashing it: fotahost flash -c sim -P %s -U flash:w:FIRMWARE.hex"):format(quote(config.sim_dir)))
+else
+  local isp = require "fotahost.avr.isp"
+  local s, err = isp.open{
+    backend = sim and "sim" or config.backend,
+    chip = sim and config.sim_dir or nil,
+    board = sim and "linkit-smart-7688-duo" or config.board, -- the virtual board is a 7688 Duo
+    part = config.part,
+  }
+  local sig
+  if s then
+    sig, err = s:connect()
+    s:close() -- releases RESET: the MCU runs again
+  end
+  if sig then
+    results.signature = true
+    ok("signature", "%s: %s%s", sig, s.part.desc,
+      s.revision and (", board revision " .. s.revision) or "")
+  else
+    local fix
+    if sim then
+      fix = "check the simulated chip in " .. config.sim_dir .. " (its faults file, its fuses.txt)"
+    else
+      fix = "check the MCU's power and the ISP wiring; on the 7688 Duo run "
+        .. "`mt7688_pinmux set spi_s gpio` (or use backend = \"mmio\"); set part in " .. path
+        .. " if the MCU is not the board's"
+    end
+    fail("signature", tostring(err), fix)
+  end
+end
+
+os.exit(failed and 1 or 0)

@@ -1,0 +1,69 @@
+-- `fotahost demo` (the README's main job, `make demo`): the whole tutorial
+-- on the virtual board and a local cloud, run as a user runs it, with what
+-- it prints checked and nothing left behind.
+local h = require "helper"
+
+describe("fotahost demo", function()
+  local function lines_of(s)
+    local t = {}
+    for l in (s or ""):gmatch("[^\n]+") do t[#t + 1] = l end
+    return t
+  end
+
+  local function demo_pids()
+    local p = io.popen("pgrep -f 'fotahost-dem[o]-' 2>/dev/null")
+    local out = p:read("a")
+    p:close()
+    return out
+  end
+
+  it("runs the tutorial end to end: blink test, two pushes, D13 at 1 s then 0.25 s", function()
+    local r = h.run({ "demo" })
+    assert.are.equal(0, r.status, r.out .. r.err)
+    local lines = lines_of(r.out)
+    local work = lines[1]:match("^fotahost demo: the tutorial on the virtual board and a local cloud "
+      .. "%(work directory (/tmp/fotahost%-demo%-%w+)%)$")
+    assert.is_truthy(work, lines[1])
+
+    local steps = {}
+    for _, l in ipairs(lines) do
+      local tag, name = l:match("^(%u+) +([^:|]+):")
+      if tag then steps[#steps + 1] = tag .. " " .. name end
+    end
+    assert.are.same({ "OK firmware", "OK cloud", "OK flash serial-led", "OK virtual board", "OK blink test",
+      "OK app", "OK push blink-1000", "OK D13 blink-1000", "OK push blink-250", "OK D13 blink-250",
+      "OK cloud status" }, steps)
+
+    local out = r.out
+    assert.matches("OK   blink test: fotahost blink sent 1,0,1,0 in [%d.]+ s; D13 went on, off, on, off, 0%.3%d s apart",
+      out)
+    assert.matches("OK   push blink%-1000: status downloading > verifying > flashing > done in [%d.]+ s; "
+      .. "the app reported version blink%-1000\n", out)
+    assert.matches("OK   D13 blink%-1000: half%-period 1%.000 s over %d+ intervals %(expected 1%.000 s; simulated time%)",
+      out)
+    assert.matches("OK   push blink%-250: status downloading > verifying > flashing > done in [%d.]+ s; "
+      .. "the app reported version blink%-250\n", out)
+    assert.matches("OK   D13 blink%-250: half%-period 0%.250 s over %d+ intervals %(expected 0%.250 s; simulated time%)",
+      out)
+    -- `fotahost cloud status`, shown as it printed it
+    assert.matches("\n       | demo7688  yes  +127%.0%.0%.1:%d+ .* blink%-250  fota_status=done\n", out)
+    assert.matches("OK   cloud status: device demo7688 runs version blink%-250; 8 status points: downloading, "
+      .. "verifying, flashing, done, downloading, verifying, flashing, done\n", out)
+    assert.matches("\ndemo: all 11 steps held in [%d.]+ s; every process stopped\n$", out)
+
+    -- the device key is not shown, the work directory is gone, and so is
+    -- every process it started (their command lines name the directory)
+    assert.is_nil(out:find("DemoKey7688duo", 1, true))
+    assert.is_false(os.execute("test -e " .. h.q(work)) == true, work .. " is still there")
+    assert.are.equal("", demo_pids())
+  end)
+
+  it("has --help, and refuses unknown arguments", function()
+    local r = h.run({ "demo", "--help" })
+    assert.are.equal(0, r.status)
+    assert.matches("^usage: fotahost demo %[%-%-keep%]\n", r.out)
+    r = h.run({ "demo", "--nope" })
+    assert.are.equal(2, r.status)
+    assert.matches("fotahost demo: unknown argument '%-%-nope'", r.err)
+  end)
+end)

@@ -1,0 +1,190 @@
+-- `fotahost doctor`, as a user runs it: against the local cloud (`fotahost
+-- cloud serve`) and the virtual board (`fotahost board --sim`), each a
+-- separate process, with configurations right and wrong.
+local h = require "helper"
+
+local ID, KEY = "Dbxx9k", "TPJVxxxxBxBv"
+
+describe("fotahost doctor", function()
+  local dir, chip, cloud, board
+
+  setup(function()
+    dir = h.tmpdir()
+    chip = dir .. "/chip"
+    os.execute("mkdir " .. h.q(chip))
+    local r = h.run({ "flash", "-q", "-c", "sim", "-P", chip, "-U", "flash:w:" .. h.firmware("serial-led.hex") })
+    assert.are.equal(0, r.status, r.err)
+    cloud = h.start_server({ "cloud", "serve", "--port", "0", "--device", ID .. ":" .. KEY,
+      "--firmware-dir", dir .. "/fw", "--watch-stdin" }, { ready = "cloud http://(%S+):(%d+) tcp" })
+    -- ready once Serial1's pty is published (the "port" captured is the pty's number)
+    board = h.start_server({ "board", "--sim", chip }, { ready = "board (%S+): Serial1 on %S+ %(/dev/pts/(%d+)%)" })
+  end)
+
+  teardown(function()
+    if board then
+      os.execute("kill -TERM " .. board.pid .. " 2>/dev/null")
+      board.stop()
+    end
+    if cloud then cloud.stop() end
+    h.rmdir(dir)
+  end)
+
+  -- A config file from the defaults and `over` (a value "nil" removes a key,
+  -- `raw` is added as Lua text); returns its path.
+  local n = 0
+  local function config(over, raw)
+    local t = { device_id = ID, device_key = KEY, api = cloud.url, board = "sim", sim_dir = chip,
+                state_dir = dir .. "/state" }
+    for k, v in pairs(over or {}) do
+      if v == "nil" then t[k] = nil else t[k] = v end
+    end
+    local keys = {}
+    for k in pairs(t) do keys[#keys + 1] = k end
+    table.sort(keys)
+    local parts = {}
+    for _, k in ipairs(keys) do parts[#parts + 1] = ("  %s = %q,"):format(k, t[k]) end
+    if raw then parts[#parts + 1] = "  " .. raw end
+    n = n + 1
+    return h.write(("%s/config%d.lua"):format(dir, n), "return {\n" .. table.concat(parts, "\n") .. "\n}\n")
+  end
+
+  local function doctor(path, env)
+    local args = { "doctor" }
+    if path then args[2], args[3] = "--config", path end
+    local r = h.run(args, { env = env })
+    local lines = {}
+    for l in (r.out or ""):gmatch("[^\n]+") do lines[#lines + 1] = l end
+    r.lines = lines
+    assert.are.equal("", r.err)
+    assert.is_nil(r.out:find(KEY, 1, true), "the device key was printed:\n" .. r.out)
+    return r
+  end
+
+  -- The check names, in order, with each line's tag.
+  local function tags(r)
+    local t = {}
+    for i, l in ipairs(r.lines) do t[i] = l:match("^(%u+) +") .. " " .. l:match("^%u+ +([^:]+):") end
+    return t
+  end
+
+  it("passes every check against a running cloud and virtual board", function()
+    local path = config()
+    local r = doctor(path)
+    assert.are.equal(0, r.status, r.out)
+    assert.are.same({ "OK config", "OK api", "OK command server", "OK serial port", "OK gpio", "OK signature" },
+      tags(r))
+    assert.are.equal(("OK   config: %s (device %s, board sim, simulated chip %s)"):format(path, ID, chip), r.lines[1])
+    assert.matches("^OK   api: " .. cloud.url:gsub("%p", "%%%0") .. " accepts device " .. ID
+      .. " %(command server 127%.0%.0%.1:%d+%)$", r.lines[2])
+    assert.matches("^OK   command server: 127%.0%.0%.1:%d+ accepts connections$", r.lines[3])
+    assert.are.equal("OK   serial port: " .. chip .. "/ttyS0 opens (57600 baud)", r.lines[4])
+    assert.are.equal("OK   signature: 1E 95 87: ATmega32U4", r.lines[6])
+    -- the MCU was held in reset only for the check: nothing was written
+    assert.is_nil(h.read(chip .. "/violations.log"))
+  end)
+
+  it("takes the config from FOTAHOST_CONFIG, and says when there is none", function()
+    local r = doctor(nil, { FOTAHOST_CONFIG = dir .. "/missing.lua" })
+    assert.are.equal(1, r.status)
+    assert.are.equal("FAIL config: " .. dir .. "/missing.lua: no configuration file - create it (a Lua file "
+      .. "returning { device_id = ..., device_key = ..., api = ..., board = ... }), or give its path with "
+      .. "--config or FOTAHOST_CONFIG", r.lines[1])
+    assert.are.same({ "FAIL config", "SKIP api", "SKIP command server", "SKIP serial port", "SKIP gpio",
+      "SKIP signature" }, tags(r))
+    assert.are.equal("SKIP api: not checked: the config is not valid", r.lines[2])
+
+    r = doctor(nil, { FOTAHOST_CONFIG = config() })
+    assert.are.equal(0, r.status, r.out)
+  end)
+
+  it("names a bad key and a bad value of the config", function()
+    local path = config({ state_dir = "nil" }, "statedir = '/tmp',")
+    local r = doctor(path)
+    assert.are.equal(1, r.status)
+    assert.are.equal("FAIL config: " .. path .. ": unknown key statedir (did you mean state_dir?) - edit "
+      .. path .. " (keys and their meaning: scripts/fotahost/fota/config.lua)", r.lines[1])
+    assert.are.equal(6, #r.lines)
+
+    -- a malformed key is named, its value is not shown
+    path = config({ device_key = "TPJV xxxx", heartbeat = "nil" }, "heartbeat = 'often',")
+    r = doctor(path)
+    assert.are.equal(1, r.status)
+    assert.matches("device_key must be the MCS device key %(a string without commas or spaces%), got \"%*%*%*%*\"",
+      r.lines[1])
+    assert.matches("; " .. path:gsub("%p", "%%%0") .. ": heartbeat must be seconds between heartbeats, got \"often\"",
+      r.lines[1])
+    assert.is_nil(r.out:find("TPJV xxxx", 1, true))
+  end)
+
+  it("says 401 and the fix for a wrong device key", function()
+    local path = config({ device_key = "WrongKey1234" })
+    local r = doctor(path)
+    assert.are.equal(1, r.status)
+    assert.are.equal(("FAIL api: 401: %s refused the device key of device %s - set device_key in %s to the key "
+      .. "the cloud shows for device %s"):format(cloud.url, ID, path, ID), r.lines[2])
+    assert.are.equal("SKIP command server: not checked: the api check failed", r.lines[3])
+    assert.are.same({ "OK config", "FAIL api", "SKIP command server", "OK serial port", "OK gpio", "OK signature" },
+      tags(r))
+    assert.is_nil(r.out:find("WrongKey1234", 1, true))
+  end)
+
+  it("says 404 for a device the cloud does not know", function()
+    local path = config({ device_id = "nobody" })
+    local r = doctor(path)
+    assert.are.equal(1, r.status)
+    assert.are.equal(("FAIL api: 404: %s does not know device nobody - check device_id in %s (and that api is "
+      .. "the cloud the device is registered with)"):format(cloud.url, path), r.lines[2])
+  end)
+
+  it("says unreachable when the cloud is down, and TLS when it does not speak TLS", function()
+    local other = h.start_server({ "cloud", "serve", "--port", "0", "--device", ID .. ":" .. KEY, "--watch-stdin" },
+      { ready = "cloud http://(%S+):(%d+) tcp" })
+    local url = other.url
+    assert.are.equal("exited", (other.stop()))
+    local path = config({ api = url })
+    local r = doctor(path)
+    assert.are.equal(1, r.status)
+    assert.matches("^FAIL api: unreachable: " .. url:gsub("%p", "%%%0") .. ": .*[Cc]onnect.* %- check the network "
+      .. "and the api URL in " .. path:gsub("%p", "%%%0") .. " %(for the local cloud: is `fotahost cloud serve` "
+      .. "running on that port%?%)$", r.lines[2])
+    assert.are.same({ "OK config", "FAIL api", "SKIP command server", "OK serial port", "OK gpio", "OK signature" },
+      tags(r))
+
+    r = doctor(config({ api = (cloud.url:gsub("^http:", "https:")) }))
+    assert.are.equal(1, r.status)
+    assert.matches("^FAIL api: TLS problem with https://127%.0%.0%.1:%d+: .* %- check the clock", r.lines[2])
+  end)
+
+  it("fails the serial port, GPIO and signature checks without a simulated chip", function()
+    local nochip = dir .. "/nochip"
+    local path = config({ sim_dir = nochip })
+    local r = doctor(path)
+    assert.are.equal(1, r.status)
+    assert.are.same({ "OK config", "OK api", "OK command server", "FAIL serial port", "FAIL gpio", "SKIP signature" },
+      tags(r))
+    assert.are.equal(("FAIL serial port: %s/ttyS0: no virtual board is running on %s - start the virtual board: "
+      .. "fotahost board --sim %s (%s/ttyS0 exists only while it runs)"):format(nochip, nochip, nochip, nochip),
+      r.lines[4])
+    assert.are.equal(("FAIL gpio: %s: no such directory (the simulated chip's lines live there) - create the "
+      .. "simulated chip: mkdir -p '%s' && fotahost flash -c sim -P '%s' -U flash:w:FIRMWARE.hex")
+      :format(nochip, nochip, nochip), r.lines[5])
+    assert.are.equal("SKIP signature: not checked: the gpio check failed", r.lines[6])
+    assert.is_nil(h.read(nochip .. "/flash.bin")) -- the doctor made no chip
+
+    -- a directory with no chip in it yet: the signature check says how to make one
+    os.execute("mkdir " .. h.q(nochip))
+    r = doctor(path)
+    assert.are.equal(("FAIL signature: %s: no simulated chip there yet - create one by flashing it: fotahost "
+      .. "flash -c sim -P '%s' -U flash:w:FIRMWARE.hex"):format(nochip, nochip), r.lines[6])
+    assert.is_nil(h.read(nochip .. "/flash.bin"))
+  end)
+
+  it("has --help, and refuses unknown arguments", function()
+    local r = h.run({ "doctor", "--help" })
+    assert.are.equal(0, r.status)
+    assert.matches("usage: fotahost doctor %[%-%-config PATH%]", r.out)
+    r = h.run({ "doctor", "--frobnicate" })
+    assert.are.equal(2, r.status)
+    assert.matches("fotahost doctor: unknown argument '%-%-frobnicate'", r.err)
+  end)
+end)
