@@ -443,7 +443,8 @@ return {
     push(t, "blink-250")
     local final, list = wait_status(t)
     assert.matches("^failed: .*signature 1E 95 0F", final)
-    assert.are.same({ "downloading", "verifying", "flashing", final }, list)
+    -- "flashing" is said only once the signature is right
+    assert.are.same({ "downloading", "verifying", final }, list)
     sleep(0.3)
     assert.are.equal(n, erases(t))
     assert.is_true(before == flash_bytes(t), "flash.bin changed")

@@ -155,8 +155,10 @@ end
 ---------------------------------------------------------------- the MCU
 
 -- One ISP session on the configured board: connect (signature check),
--- erase, write, verify, lock, release. Returns true or nil, why, stage.
-function Policy:flash_image(image, label)
+-- erase, write, verify, lock, release. `connected()`, if given, is called
+-- once the signature is right, just before the erase. Returns true or nil,
+-- why, stage.
+function Policy:flash_image(image, label, connected)
   local c = self.config
   local o = {
     backend = c.board == "sim" and "sim" or c.backend,
@@ -177,6 +179,7 @@ function Policy:flash_image(image, label)
   local sig
   sig, err = s:connect()
   if not sig then return nil, err, "connect" end
+  if connected then connected() end
   -- From here on the MCU's flash is erased: a journal entry already says so.
   local ok
   ok, err = s:erase()
@@ -284,9 +287,8 @@ function Policy:install(job, image)
   ok, err = write_json(self.paths.journal, { stage = "flashing", version = job.version,
     image = self.paths.new, sha256 = job.sha256, md5 = job.got_md5 })
   if not ok then return nil, "journal: " .. err end
-  self:status("flashing")
   local stage
-  ok, err, stage = self:flash_image(image, job.version)
+  ok, err, stage = self:flash_image(image, job.version, function() self:status("flashing") end)
   if not ok then
     if stage == "setup" or stage == "connect" then
       -- nothing was erased: the old firmware still runs
