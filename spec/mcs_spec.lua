@@ -47,6 +47,16 @@ describe("fotahost.mcs.framer", function()
     assert.are.same({ nil, "not a command (fewer than 5 fields)" }, { framer.parse("a,b,c") })
   end)
 
+  it("waits for the line end once the server has been seen to send them", function()
+    local f = framer.new(ID, KEY, 128)
+    for _ in f:feed(c1 .. "\n") do end
+    for _ in f:feed(c2:sub(1, 10)) do end
+    assert.is_true(f.saw_eol) -- so a pause now is waited out longer
+    local got = {}
+    for kind, a in f:feed(c2:sub(11) .. "\n") do got[#got + 1] = a end
+    assert.are.same({ c2 }, got)
+  end)
+
   it("cuts off an over-long command without buffering it, and goes on", function()
     local long = ID .. "," .. KEY .. ",1,IMG," .. ("x"):rep(1000)
     assert.are.same({ "<too_long " .. #long .. ">", c1 }, frame({ long:sub(1, 500), long:sub(501) .. "\n" .. c1 .. "\n" }))
@@ -133,15 +143,20 @@ describe("fotahost.mcs against the local cloud", function()
       -- one command in four segments
       send({ raw = p .. "1,LED,1\n", chunks = { 3, 7, 5 }, gap_ms = 30 })
       until_true("split command", 3, function() return #got >= 1 end)
-      -- three in one segment, the last without a terminator; a comma value
-      send({ raw = p .. "2,LED,0\n" .. p .. "3,GPS,25.03,121.56,10\n" .. p .. "4,PWM,128,20" })
+      -- three in one segment, the last split off by the next prefix only; a comma value
+      send({ raw = p .. "2,LED,0\n" .. p .. "3,GPS,25.03,121.56,10\n" .. p .. "4,PWM,128,20" .. p .. "4,X,1\n" })
       until_true("coalesced commands", 3, function() return #got >= 4 end)
       -- a wrong key, then a good one
       send({ raw = ID .. ",WRONGKEY1,5,LED,1\n" .. p .. "6,LED,1\n" })
-      until_true("after the wrong key", 3, function() return #got >= 5 end)
+      until_true("after the wrong key", 3, function() return #got >= 6 end)
       sched.sleep(0.1)
-      assert.are.same({ "LED=1", "LED=0", "GPS=25.03,121.56,10", "*PWM=128,20", "LED=1" }, got)
+      assert.are.same({ "LED=1", "LED=0", "GPS=25.03,121.56,10", "*PWM=128,20", "*X=1", "LED=1" }, got)
       assert.are.equal(1, c.ignored)
+      -- newline-terminated from here on: a 0.5 s pause inside a command
+      -- (a retransmission) does not cut it
+      send({ raw = p .. "7,GPS,1,2,3\n", chunks = { 25 }, gap_ms = 500 })
+      until_true("the paused command", 5, function() return #got >= 7 end)
+      assert.are.equal("GPS=1,2,3", got[7])
     end)
   end)
 

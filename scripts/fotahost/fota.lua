@@ -199,6 +199,9 @@ end
 -- Flashes the last-known-good image back. Returns true, or nil and why.
 function Policy:restore_lkg(why)
   if not exists(self.paths.lkg) then
+    -- Nothing to go back to (the first update over the air): the journal
+    -- has nothing left to finish either.
+    os.remove(self.paths.journal)
     return nil, "no last-known-good image to restore"
   end
   local image, err = ihex.load(self.paths.lkg)
@@ -304,6 +307,8 @@ function Policy:install(job, image)
     if not hok then pass_interrupts(hres) end
     if not hok or not hres then
       local why = "health check: " .. tostring(hok and (hwhy or "failed") or hres)
+      -- The image is rejected: recover() must never flash it again.
+      os.remove(self.paths.new)
       local rok, rerr = self:restore_lkg(why)
       if rok then return nil, why .. "; rolled back to " .. tostring(rerr or "the last-known-good image") end
       return nil, why .. "; and the rollback failed: " .. rerr
@@ -359,7 +364,12 @@ function Policy:update(job)
   end
   if ok then ok, err = hook(self, "before_flash", job) end
   if ok then ok, err = self:install(job, image) end
-  if ok then ok, err = hook(self, "after_flash", job) end
+  if ok then
+    -- The image is installed and committed by now: a failing after_flash
+    -- hook is worth a warning, not a "failed" that would misinform the cloud.
+    local hok, herr = hook(self, "after_flash", job)
+    if not hok then log.warn("%s", herr) end
+  end
   os.remove(self.paths.download)
   if not ok then
     log.error("update to %s failed: %s", job.version, err)
@@ -405,6 +415,11 @@ function Policy:push(value)
   self.busy = false
   if not ok then
     pass_interrupts(res)
+    if self.pending then
+      -- it was told "queued": it gets a final word too
+      self:status(("failed: %s was not started: the update before it failed"):format(self.pending.version))
+      self.pending = nil
+    end
     log.error("update failed: %s", tostring(res))
     self:status("failed: " .. tostring(res))
     error(res, 0)

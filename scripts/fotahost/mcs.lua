@@ -47,6 +47,7 @@ M.DEFAULTS = {
   connect_timeout = 10,   -- seconds, TCP connect to the command server
   write_timeout = 10,     -- seconds, a heartbeat write
   quiet_gap = 0.2,        -- seconds of silence that end an unterminated command
+  eol_gap = 5,            -- the same, once the server has sent line ends
   max_command = 8192,     -- bytes; a longer command is cut off, not buffered
   dead_peer = nil,        -- seconds without a byte from the server before
                           -- reconnecting; off by default, as servers send
@@ -90,7 +91,7 @@ function M.register(opts)
   if not o.api:match("^https?://") then
     error("mcs.register: api must be an http:// or https:// URL, got " .. tostring(o.api), 2)
   end
-  for _, k in ipairs({ "heartbeat", "connect_timeout", "write_timeout", "quiet_gap", "backoff_base",
+  for _, k in ipairs({ "heartbeat", "connect_timeout", "write_timeout", "quiet_gap", "eol_gap", "backoff_base",
                        "backoff_cap", "stable_after" }) do
     if type(o[k]) ~= "number" or o[k] <= 0 then
       error(("mcs.register: %s must be a number > 0, got %s"):format(k, tostring(o[k])), 2)
@@ -236,6 +237,9 @@ local function api_opts(self, extra)
   local o = {}
   for k, v in pairs(self.opts.http or {}) do o[k] = v end
   for k, v in pairs(extra) do o[k] = v end
+  -- The MCS API does not redirect, and libcurl would send the deviceKey
+  -- header to wherever a redirect points: none are followed.
+  o.max_redirects = 0
   o.headers = { deviceKey = self.device_key }
   for k, v in pairs(extra.headers or {}) do o.headers[k] = v end
   return o
@@ -314,15 +318,22 @@ end
 function Client:_send_points()
   local failures = 0
   while #self._queue > 0 and not self._closed do
+    -- The batch leaves the queue while it is sent (emit() may drop the
+    -- oldest queued point meanwhile), and goes back on failure.
     local batch = {}
-    for i = 1, math.min(MAX_PER_REQUEST, #self._queue) do batch[i] = self._queue[i] end
+    for i = 1, math.min(MAX_PER_REQUEST, #self._queue) do batch[i] = table.remove(self._queue, 1) end
     local path, body, ctype = datapoints_body(batch)
-    local res, err = self:_api("POST", path, body, ctype)
+    local res, err, code = self:_api("POST", path, body, ctype)
     if res then
       failures = 0
-      for _ = 1, #batch do table.remove(self._queue, 1) end
       self.points_sent = (self.points_sent or 0) + #batch
+    elseif math.type(code) == "integer" and code >= 400 and code < 500 and code ~= 408 and code ~= 429 then
+      -- refused for what it is: sending it again would block every later point
+      self.points_dropped = (self.points_dropped or 0) + #batch
+      log.error("data points refused, dropped (%d): %s", #batch, err)
     else
+      for i = #batch, 1, -1 do table.insert(self._queue, 1, batch[i]) end
+      while #self._queue > self.opts.max_queue do table.remove(self._queue, 1) end
       failures = failures + 1
       local d = math.min(self.opts.backoff_cap, self.opts.backoff_base * 2 ^ (failures - 1))
       log.warn("data points not sent (%s); retrying in %.0f s", err, d)
@@ -338,8 +349,8 @@ end
 -- max_queue, the oldest dropped first) while the API cannot be reached.
 -- @return true
 function Client:emit(channel, value, timestamp)
-  if type(channel) ~= "string" or channel == "" or channel:find("[,%c]") then
-    error("mcs:emit: channel name expected (no commas)", 2)
+  if type(channel) ~= "string" or not channel:match("^[%w_%-]+$") then
+    error("mcs:emit: channel id expected (letters, digits, _ and -), got " .. tostring(channel), 2)
   end
   if type(value) == "number" then value = tostring(value) end
   if type(value) ~= "string" then error("mcs:emit: value must be a string or a number", 2) end
@@ -362,7 +373,7 @@ end
 -- seconds. @return true | nil, "timeout"
 function Client:flush(timeout)
   local deadline = sched.now() + (timeout or math.huge)
-  while #self._queue > 0 do
+  while #self._queue > 0 or self._sender do
     if sched.now() >= deadline then return nil, "timeout" end
     sched.sleep(0.02)
   end

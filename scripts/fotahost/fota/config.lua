@@ -38,7 +38,8 @@ M.SPEC = {
             "\"linkit-smart-7688-duo\", \"arduino-yun\" or \"sim\"", "linkit-smart-7688-duo" },
   sim_dir = { is_string, "the simulated chip's directory (needed when board = \"sim\")" },
   state_dir = { is_string, "a directory for the journal and images", "/var/lib/fotahost" },
-  status_channel = { is_id, "a data channel id", "fota_status" },
+  status_channel = { function(v) return type(v) == "string" and v:match("^[%w_%-]+$") ~= nil end,
+                     "a data channel id (letters, digits, _ and -)", "fota_status" },
   backend = { function(v) return v == "gpiod" or v == "sysfs" or v == "mmio" end,
               "\"gpiod\", \"sysfs\" or \"mmio\" (the GPIO access on a real board)", "gpiod" },
   part = { is_string, "an AVR part id such as \"m32u4\" (default: the board's)" },
@@ -108,6 +109,14 @@ function M.check(t, where)
     if not ok then bad("board: %s", err) end
   end
   if #errors > 0 then return nil, table.concat(errors, "\n") end
+  -- One TLS setting for every connection the device makes: the MCS API
+  -- and the firmware downloads.
+  if c.insecure then
+    local h = {}
+    for k, v in pairs(c.http or {}) do h[k] = v end
+    h.insecure = true
+    c.http = h
+  end
   return c
 end
 

@@ -55,7 +55,7 @@ local function next_separator(s, from, cmd_start, prefix)
   if p and (not nl or p < nl) then return p, 0 end
   if nl then
     local len = (s:byte(nl) == 13 and s:byte(nl + 1) == 10) and 2 or 1
-    return nl, len
+    return nl, len, true
   end
   return nil
 end
@@ -89,8 +89,9 @@ function Framer:feed(data)
   end
   local from = start
   while true do
-    local at, seplen = next_separator(s, from, start, prefix)
+    local at, seplen, eol = next_separator(s, from, start, prefix)
     if not at then break end
+    if eol then self.saw_eol = true end
     local text = s:sub(start, at - 1)
     if #text > self.max then
       out[#out + 1] = { "too_long", #text }
@@ -112,6 +113,9 @@ function Framer:feed(data)
 end
 
 --- True when an unfinished command is buffered (flush it after a gap).
+-- `saw_eol` says whether this stream has ended commands with line ends:
+-- then a pause inside one is more likely a slow network than its end, and
+-- the caller waits longer before flushing.
 function Framer:pending()
   return self.buf ~= "" or self.dropping > 0
 end

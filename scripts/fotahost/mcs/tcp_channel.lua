@@ -87,7 +87,9 @@ function M.session(client, on_connected)
   end
   while not ended do
     -- Wait for bytes; with a command buffered, only for a quiet gap.
-    local wait = f:pending() and o.quiet_gap or o.heartbeat
+    -- (longer once the server has been seen to end commands with line
+    -- ends: a pause inside one is then a slow network, not its end)
+    local wait = f:pending() and (f.saw_eol and o.eol_gap or o.quiet_gap) or o.heartbeat
     if o.dead_peer then
       wait = math.min(wait, math.max(0, last_heard + o.dead_peer - sched.now()))
     end
@@ -96,7 +98,9 @@ function M.session(client, on_connected)
       last_heard = sched.now()
       for kind, a in f:feed(data) do deliver(kind, a) end
     elseif rwhy == "timeout" then
-      for kind, a in f:flush() do deliver(kind, a) end
+      if f:pending() then
+        for kind, a in f:flush() do deliver(kind, a) end
+      end
       if o.dead_peer and sched.now() - last_heard >= o.dead_peer then
         ended = ("%s: nothing heard for %g s"):format(name, o.dead_peer)
       end
