@@ -58,7 +58,7 @@
 #define MAX_EVENTS 8
 #define HEADER_MAX (64 * 1024)     /* one response's header block, at most */
 #define DEFAULT_MEMORY_MAX (8L * 1024 * 1024)
-#define RECV_BUFFER (128 * 1024)
+#define RECV_BUFFER (64 * 1024)
 #define SINK_PIECE (32 * 1024)
 
 enum sink_kind { SINK_MEMORY, SINK_FILE, SINK_FUNCTION };
@@ -473,6 +473,8 @@ static int l_new(lua_State *L)
     const char *cainfo = opt_string(L, "cainfo");
     const char *capath = opt_string(L, "capath");
     const char *user_agent = opt_string(L, "user_agent");
+    if (user_agent && strpbrk(user_agent, "\r\n"))
+        return luaL_error(L, "curl.new: user_agent has a line break");
     size_t body_len = 0;
     const char *body = NULL;
     if (lua_getfield(L, 1, "body") == LUA_TSTRING)

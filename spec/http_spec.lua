@@ -292,6 +292,21 @@ describe("fotahost.http", function()
       assert.are.equal(sha(root .. "/600k.bin"), sha(dir .. "/slow.bin"))
     end)
 
+    it("lets other tasks run during a fast download", function()
+      local ticks, res, err = 0, nil, nil
+      local took = elapsed(function()
+        sched.run(function()
+          local ticker = sched.every(0.01, function() ticks = ticks + 1 end)
+          res, err = http.download(base .. "/files/100m.bin", function() end, QUIET)
+          sched.cancel(ticker)
+        end)
+      end)
+      assert.is_nil(err)
+      assert.are.equal(100 << 20, res.bytes)
+      -- a 10 ms timer: a third of its ticks at least, however fast it went
+      assert.is_true(ticks >= math.floor(took / 0.01 / 3), ("%d ticks in %.2f s"):format(ticks, took))
+    end)
+
     it("runs two downloads at once in two tasks", function()
       local r = {}
       sched.run(function()

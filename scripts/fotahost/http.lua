@@ -120,9 +120,15 @@ local function drive(t, holder, progress)
       end
     end
     if state == "done" then return end
-    -- libcurl always keeps a timer while it runs; the 1 s cap is only a
-    -- safety net.
-    stream.wait(holder, fd, "r", now() + math.min(wait or 1, 1))
+    if wait and wait <= 0 then
+      -- libcurl has more to do at once (a fast download): let the other
+      -- tasks run first, or a loopback transfer would hold the process
+      if sched.current() then sched.yield() end
+    else
+      -- libcurl always keeps a timer while it runs; the 1 s cap is only a
+      -- safety net.
+      stream.wait(holder, fd, "r", now() + math.min(wait or 1, 1))
+    end
   end
 end
 
