@@ -11,7 +11,7 @@
 # alone.
 set -eu
 BUILD=${BUILD:-build}
-N=${N:-5}
+N=${HTTP_RUNS:-9}
 SIZE_MB=${SIZE_MB:-100}
 CURL=$(command -v curl || true)
 if [ -z "$CURL" ]; then
