@@ -467,42 +467,63 @@ static int sock_shutdown(lua_State *L)
     return 1;
 }
 
-static const char *const option_names[] = { "keepalive", "nodelay", NULL };
+static const char *const option_names[] = { "keepalive", "nodelay", "user_timeout", NULL };
 
 static void option_level(int which, int *level, int *opt)
 {
-    *level = which == 0 ? SOL_SOCKET : IPPROTO_TCP;
-    *opt = which == 0 ? SO_KEEPALIVE : TCP_NODELAY;
+    static const int levels[] = { SOL_SOCKET, IPPROTO_TCP, IPPROTO_TCP };
+    static const int opts[] = { SO_KEEPALIVE, TCP_NODELAY, TCP_USER_TIMEOUT };
+    *level = levels[which];
+    *opt = opts[which];
 }
 
-/* sock:setoption("keepalive"|"nodelay", bool) -> true | fail, msg, errno */
+/*
+ * sock:setoption("keepalive"|"nodelay", bool) -> true | fail, msg, errno
+ * sock:setoption("user_timeout", seconds) -> true | fail, msg, errno:
+ * how long sent data may stay unacknowledged before the connection is
+ * declared dead (TCP_USER_TIMEOUT; 0: the system's default, ~15 minutes).
+ */
 static int sock_setoption(lua_State *L)
 {
     Sock *s = check_sock(L);
     int which = luaL_checkoption(L, 2, NULL, option_names);
     int level, opt, on;
+    unsigned int ms;
 
-    luaL_checktype(L, 3, LUA_TBOOLEAN);
-    on = lua_toboolean(L, 3);
     option_level(which, &level, &opt);
-    if (setsockopt(s->fd, level, opt, &on, sizeof on) != 0)
-        return fh_result_errno(L, errno, s->name);
+    if (which == 2) {
+        lua_Number sec = luaL_checknumber(L, 3);
+        luaL_argcheck(L, sec >= 0 && sec <= 86400, 3, "seconds out of range");
+        ms = (unsigned int)(sec * 1000);
+        if (setsockopt(s->fd, level, opt, &ms, sizeof ms) != 0)
+            return fh_result_errno(L, errno, s->name);
+    } else {
+        luaL_checktype(L, 3, LUA_TBOOLEAN);
+        on = lua_toboolean(L, 3);
+        if (setsockopt(s->fd, level, opt, &on, sizeof on) != 0)
+            return fh_result_errno(L, errno, s->name);
+    }
     lua_pushboolean(L, 1);
     return 1;
 }
 
-/* sock:getoption("keepalive"|"nodelay") -> bool | fail, msg, errno */
+/* sock:getoption("keepalive"|"nodelay") -> bool, ("user_timeout") -> seconds
+ * | fail, msg, errno */
 static int sock_getoption(lua_State *L)
 {
     Sock *s = check_sock(L);
     int which = luaL_checkoption(L, 2, NULL, option_names);
-    int level, opt, on = 0;
-    socklen_t len = sizeof on;
+    int level, opt;
+    unsigned int v = 0;
+    socklen_t len = sizeof v;
 
     option_level(which, &level, &opt);
-    if (getsockopt(s->fd, level, opt, &on, &len) != 0)
+    if (getsockopt(s->fd, level, opt, &v, &len) != 0)
         return fh_result_errno(L, errno, s->name);
-    lua_pushboolean(L, on != 0);
+    if (which == 2)
+        lua_pushnumber(L, (lua_Number)v / 1000);
+    else
+        lua_pushboolean(L, v != 0);
     return 1;
 }
 

@@ -120,6 +120,11 @@ describe("fotahost.tcp", function()
     assert.is_false(client:getoption("keepalive"))
     assert.has_error(function() client:setoption("reuse", true) end)
     assert.has_error(function() client:setoption("keepalive", 1) end)
+    -- how long unacknowledged data may wait before the connection is dead
+    assert.are.equal(0, client:getoption("user_timeout"))
+    assert.is_true(client:setoption("user_timeout", 110))
+    assert.are.equal(110, client:getoption("user_timeout"))
+    assert.has_error(function() client:setoption("user_timeout", -1) end)
     client:close() peer:close() server:close()
   end)
 

@@ -97,15 +97,18 @@ function Socket:write_available(data, i) end
 ---@return integer? errno
 function Socket:shutdown(how) end
 
----@param option "keepalive"|"nodelay"
----@param on boolean
+---"user_timeout" takes seconds: how long sent data may stay unacknowledged
+---before the connection is declared dead (TCP_USER_TIMEOUT; 0: the system's
+---default, about 15 minutes).
+---@param option "keepalive"|"nodelay"|"user_timeout"
+---@param on boolean|number
 ---@return true|nil ok
 ---@return string? err
 ---@return integer? errno
 function Socket:setoption(option, on) end
 
----@param option "keepalive"|"nodelay"
----@return boolean|nil on
+---@param option "keepalive"|"nodelay"|"user_timeout"
+---@return boolean|number|nil on
 ---@return string? err
 ---@return integer? errno
 function Socket:getoption(option) end

@@ -48,6 +48,11 @@ function M.session(client, on_connected)
   local sock <close>, err = tcp_socket.connect(ip, port, o.connect_timeout)
   if not sock then return nil, err end
   sock:setoption("keepalive", true)
+  -- A heartbeat the server has not acknowledged within this time means
+  -- the connection is dead (a cloud gone without a reset, a lost NAT
+  -- mapping): the next read fails and the client reconnects, instead of
+  -- waiting for TCP's own ~15 minutes.
+  sock:setoption("user_timeout", o.heartbeat * 2 + 10)
   local name = sock.name
   local beat = ("%s,%s,0"):format(client.device_id, client.device_key)
   if o.heartbeat_newline then beat = beat .. "\n" end
