@@ -293,18 +293,23 @@ describe("fotahost.http", function()
     end)
 
     it("lets other tasks run during a fast download", function()
-      local ticks, res, err = 0, nil, nil
-      local took = elapsed(function()
-        sched.run(function()
-          local ticker = sched.every(0.01, function() ticks = ticks + 1 end)
-          res, err = http.download(base .. "/files/100m.bin", function() end, QUIET)
-          sched.cancel(ticker)
+      local ticks, gap, res, err = 0, 0, nil, nil
+      sched.run(function()
+        local last = sched.now()
+        local ticker = sched.every(0.01, function()
+          ticks = ticks + 1
+          gap = math.max(gap, sched.now() - last)
+          last = sched.now()
         end)
+        res, err = http.download(base .. "/files/100m.bin", function() end, QUIET)
+        sched.cancel(ticker)
       end)
       assert.is_nil(err)
       assert.are.equal(100 << 20, res.bytes)
-      -- a 10 ms timer: a third of its ticks at least, however fast it went
-      assert.is_true(ticks >= math.floor(took / 0.01 / 3), ("%d ticks in %.2f s"):format(ticks, took))
+      -- a 10 ms timer keeps ticking: libcurl reads up to a few MB per call
+      -- on loopback, so the bound is loose (ASan builds are slow)
+      assert.is_true(ticks >= 2, "ticks: " .. ticks)
+      assert.is_true(gap < 0.5, ("the timer stalled for %.0f ms"):format(gap * 1000))
     end)
 
     it("runs two downloads at once in two tasks", function()
