@@ -20,38 +20,24 @@ usage: fotahost blink [options]
 Ctrl-C stops it and leaves the LED off.
 ]]
 
-local function usage_error(fmt, ...)
-  io.stderr:write("fotahost blink: ", fmt:format(...), "\n", USAGE)
-  os.exit(2)
-end
+local cli = require("fotahost.cli").new("blink", USAGE)
 
 local opts = { port = "/dev/ttyS0", baud = 57600, interval = 1 }
-local i = 1
-while i <= #arg do
-  local a = arg[i]
-  local function value()
-    i = i + 1
-    if arg[i] == nil then usage_error("%s needs a value", a) end
-    return arg[i]
-  end
-  if a == "-h" or a == "--help" then
-    io.stdout:write(USAGE)
-    os.exit(0)
-  elseif a == "--port" then opts.port = value()
-  elseif a == "--baud" then opts.baud = math.tointeger(tonumber(value())) or usage_error("--baud: a whole number")
+for a, value in cli:each(arg) do
+  if a == "--port" then opts.port = value()
+  elseif a == "--baud" then opts.baud = math.tointeger(tonumber(value())) or cli:fail("--baud: a whole number")
   elseif a == "--interval" then
     opts.interval = tonumber(value())
-    if not opts.interval or opts.interval <= 0 then usage_error("--interval: seconds > 0") end
+    if not opts.interval or opts.interval <= 0 then cli:fail("--interval: seconds > 0") end
   elseif a == "--count" then
     opts.count = math.tointeger(tonumber(value()))
-    if not opts.count or opts.count < 1 then usage_error("--count: a whole number >= 1") end
+    if not opts.count or opts.count < 1 then cli:fail("--count: a whole number >= 1") end
   elseif a == "--board" then
-    if value() ~= "sim" then usage_error("--board: only 'sim DIR' (the virtual board)") end
+    if value() ~= "sim" then cli:fail("--board: only 'sim DIR' (the virtual board)") end
     opts.board_dir = value()
     opts.port = opts.board_dir .. "/ttyS0"
   elseif a == "-q" then opts.quiet = true
-  else usage_error("unknown option '%s'", a) end
-  i = i + 1
+  else cli:fail("unknown option '%s'", a) end
 end
 
 local function say(fmt, ...)

@@ -21,36 +21,22 @@ usage: fotahost board --sim DIR [--for SECONDS] [--unpaced] [--log FILE]
   -h, --help      this help
 ]]
 
-local function usage_error(fmt, ...)
-  io.stderr:write("fotahost board: ", fmt:format(...), "\n", USAGE)
-  os.exit(2)
-end
+local cli = require("fotahost.cli").new("board", USAGE)
 
 local opts = {}
-local i = 1
-while i <= #arg do
-  local a = arg[i]
-  local function value()
-    i = i + 1
-    if arg[i] == nil then usage_error("option %s needs a value", a) end
-    return arg[i]
-  end
-  if a == "-h" or a == "--help" then
-    io.stdout:write(USAGE)
-    os.exit(0)
-  elseif a == "--sim" then opts.dir = value()
+for a, value in cli:each(arg, "option %s needs a value") do
+  if a == "--sim" then opts.dir = value()
   elseif a == "--for" then
     local v = value()
     opts.duration = tonumber(v)
     if not opts.duration or opts.duration <= 0 then
-      usage_error("--for %s: a number of seconds > 0 expected", v)
+      cli:fail("--for %s: a number of seconds > 0 expected", v)
     end
   elseif a == "--unpaced" then opts.unpaced = true
   elseif a == "--log" then opts.log = value()
-  else usage_error("unknown argument '%s'", a) end
-  i = i + 1
+  else cli:fail("unknown argument '%s'", a) end
 end
-if not opts.dir then usage_error("--sim DIR is required") end
+if not opts.dir then cli:fail("--sim DIR is required") end
 
 io.stdout:setvbuf("line")
 

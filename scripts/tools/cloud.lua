@@ -40,10 +40,7 @@ client options:
   -h, --help           this help
 ]]
 
-local function usage_error(fmt, ...)
-  io.stderr:write("fotahost cloud: ", fmt:format(...), "\n", USAGE)
-  os.exit(2)
-end
+local cli = require("fotahost.cli").new("cloud", USAGE)
 
 local function die(msg)
   io.stderr:write("fotahost cloud: ", tostring(msg), "\n")
@@ -71,52 +68,41 @@ local OPTIONS = {
 
 local function parse(argv)
   local cmd = argv[1]
-  if cmd == nil then usage_error("a subcommand is required") end
+  if cmd == nil then cli:fail("a subcommand is required") end
   if cmd == "-h" or cmd == "--help" then
     io.stdout:write(USAGE)
     os.exit(0)
   end
   local known = OPTIONS[cmd]
-  if not known then usage_error("unknown subcommand '%s'", cmd) end
+  if not known then cli:fail("unknown subcommand '%s'", cmd) end
   local o, positional = {}, {}
-  local i = 2
-  while argv[i] ~= nil do
-    local a = argv[i]
-    if a == "-h" or a == "--help" then
-      io.stdout:write(USAGE)
-      os.exit(0)
-    end
+  for a, value in cli:each(table.move(argv, 2, #argv, 1, {}), "option %s needs a value") do
     local kind = known[a]
     local key = a:gsub("^%-%-", ""):gsub("%-", "_")
     if kind == "flag" then
       o[key] = true
+    elseif kind == "list" then
+      o[key] = o[key] or {}
+      table.insert(o[key], value())
     elseif kind then
-      i = i + 1
-      if argv[i] == nil then usage_error("option %s needs a value", a) end
-      if kind == "list" then
-        o[key] = o[key] or {}
-        table.insert(o[key], argv[i])
-      else
-        o[key] = argv[i]
-      end
+      o[key] = value()
     elseif a:sub(1, 1) == "-" then
-      usage_error("%s: unknown option '%s'", cmd, a)
+      cli:fail("%s: unknown option '%s'", cmd, a)
     else
       positional[#positional + 1] = a
     end
-    i = i + 1
   end
   return cmd, o, positional
 end
 
 local function port_value(v, name)
   local n = math.tointeger(tonumber(v))
-  if not n or n < 0 or n > 65535 then usage_error("%s %s: a port 0..65535 expected", name, v) end
+  if not n or n < 0 or n > 65535 then cli:fail("%s %s: a port 0..65535 expected", name, v) end
   return n
 end
 
 local function need(o, key, cmd)
-  if not o[key] then usage_error("%s needs --%s", cmd, key:gsub("_", "-")) end
+  if not o[key] then cli:fail("%s needs --%s", cmd, key:gsub("_", "-")) end
   return o[key]
 end
 
@@ -134,13 +120,13 @@ local function serve(o)
   local firmwares = {}
   for _, spec in ipairs(o.firmware or {}) do
     local v, path = spec:match("^([^=]+)=(.+)$")
-    if not v then usage_error("--firmware %s: VERSION=PATH expected", spec) end
+    if not v then cli:fail("--firmware %s: VERSION=PATH expected", spec) end
     firmwares[#firmwares + 1] = { version = v, file = path }
   end
   local idle
   if o.idle_timeout then
     idle = tonumber(o.idle_timeout)
-    if not idle or idle <= 0 then usage_error("--idle-timeout %s: seconds > 0 expected", o.idle_timeout) end
+    if not idle or idle <= 0 then cli:fail("--idle-timeout %s: seconds > 0 expected", o.idle_timeout) end
   end
   local cloud, err = mcs_cloud.new {
     host = o.host or "127.0.0.1",
@@ -317,12 +303,12 @@ function COMMANDS.send(o)
       body.chunks = {}
       for n in o.chunks:gmatch("[^,]+") do
         local v = math.tointeger(tonumber(n))
-        if not v or v < 1 then usage_error("--chunks %s: sizes >= 1 expected", o.chunks) end
+        if not v or v < 1 then cli:fail("--chunks %s: sizes >= 1 expected", o.chunks) end
         body.chunks[#body.chunks + 1] = v
       end
     end
     if o.gap_ms then
-      body.gap_ms = tonumber(o.gap_ms) or usage_error("--gap-ms %s: a number expected", o.gap_ms)
+      body.gap_ms = tonumber(o.gap_ms) or cli:fail("--gap-ms %s: a number expected", o.gap_ms)
     end
   else
     body = { channel = need(o, "channel", "send"), value = need(o, "value", "send") }
@@ -362,7 +348,7 @@ end
 function COMMANDS.add_device(o, positional)
   local call = client(o)
   local id, key = (positional[1] or ""):match("^([^:]+):(.+)$")
-  if not id then usage_error("add-device needs ID:KEY") end
+  if not id then cli:fail("add-device needs ID:KEY") end
   call("POST", "/admin/devices", { id = id, key = key })
   io.stdout:write("added device ", id, "\n")
 end
@@ -376,11 +362,11 @@ end
 
 local cmd, o, positional = parse(arg)
 if cmd == "serve" then
-  if #positional > 0 then usage_error("serve: unexpected argument '%s'", positional[1]) end
+  if #positional > 0 then cli:fail("serve: unexpected argument '%s'", positional[1]) end
   serve(o)
 else
   if cmd ~= "add-device" and #positional > 0 then
-    usage_error("%s: unexpected argument '%s'", cmd, positional[1])
+    cli:fail("%s: unexpected argument '%s'", cmd, positional[1])
   end
   COMMANDS[cmd:gsub("%-", "_")](o, positional)
 end

@@ -33,18 +33,12 @@ Needs a source checkout (avr-gcc, avr-libc, and simavr for the virtual board).
 Exit status 0 only if every step held; 130 after Ctrl-C.
 ]]
 
-local function usage_error(fmt, ...)
-  io.stderr:write("fotahost demo: ", fmt:format(...), "\n", USAGE)
-  os.exit(2)
-end
+local cli = require("fotahost.cli").new("demo", USAGE)
 
 local opts = {}
-for _, a in ipairs(arg) do
-  if a == "-h" or a == "--help" then
-    io.stdout:write(USAGE)
-    os.exit(0)
-  elseif a == "--keep" then opts.keep = true
-  else usage_error("unknown argument '%s'", a) end
+for a in cli:each(arg) do
+  if a == "--keep" then opts.keep = true
+  else cli:fail("unknown argument '%s'", a) end
 end
 
 io.stdout:setvbuf("line")

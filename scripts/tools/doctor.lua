@@ -27,27 +27,13 @@ Prints one line per check, "OK", "FAIL ... - fix" or "SKIP"; exit status 0
 only when every check passed.
 ]]
 
-local function usage_error(fmt, ...)
-  io.stderr:write("fotahost doctor: ", fmt:format(...), "\n", USAGE)
-  os.exit(2)
-end
+local cli = require("fotahost.cli").new("doctor", USAGE)
 
 local opts = {}
-local i = 1
-while i <= #arg do
-  local a = arg[i]
-  local function value()
-    i = i + 1
-    if arg[i] == nil then usage_error("%s needs a value", a) end
-    return arg[i]
-  end
-  if a == "-h" or a == "--help" then
-    io.stdout:write(USAGE)
-    os.exit(0)
-  elseif a == "--config" then opts.config = value()
+for a, value in cli:each(arg) do
+  if a == "--config" then opts.config = value()
   elseif a:match("^%-%-config=") then opts.config = a:sub(10)
-  else usage_error("unknown argument '%s'", a) end
-  i = i + 1
+  else cli:fail("unknown argument '%s'", a) end
 end
 
 io.stdout:setvbuf("line")

@@ -18,32 +18,18 @@ Any update a power cut interrupted is finished first. Exit status 0 when the
 image is installed and verified (or already was), 1 when it is not.
 ]]
 
-local function usage_error(fmt, ...)
-  io.stderr:write("fotahost fota: ", fmt:format(...), "\n", USAGE)
-  os.exit(2)
-end
+local cli = require("fotahost.cli").new("fota", USAGE)
 
 local o = {}
-local i = 1
-while i <= #arg do
-  local a = arg[i]
-  local function value()
-    i = i + 1
-    if arg[i] == nil then usage_error("%s needs a value", a) end
-    return arg[i]
-  end
-  if a == "-h" or a == "--help" then
-    io.stdout:write(USAGE)
-    os.exit(0)
-  elseif a == "--url" then o.url = value()
+for a, value in cli:each(arg) do
+  if a == "--url" then o.url = value()
   elseif a == "--md5" then o.md5 = value()
   elseif a == "--version" then o.version = value()
   elseif a == "--config" then o.config = value()
   elseif a == "--force" then o.force = true
-  else usage_error("unknown option %s", a) end
-  i = i + 1
+  else cli:fail("unknown option %s", a) end
 end
-if not o.url then usage_error("--url is required") end
+if not o.url then cli:fail("--url is required") end
 o.version = o.version or o.url:match("([^/?#]+)%.[hH][eE][xX]") or o.url:match("([^/?#]+)$") or "manual"
 
 local cfg, err = config.load(o.config)
