@@ -45,6 +45,12 @@ int fh_read_available(lua_State *L, int fd, size_t max, int closed_a, int closed
                       const char *what);
 
 /*
+ * Writes all of `data` to a blocking fd (a file), retrying after EINTR and
+ * short writes. Returns 0, or -1 with errno set.
+ */
+int fh_write_all(int fd, const void *data, size_t len);
+
+/*
  * Registers an object class the liolib.c way: a metatable called `name`
  * holding `meta` (__gc, __close, __tostring...), with a separate table of
  * `methods` as its __index. `meta` may list "__index" with a NULL function

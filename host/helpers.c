@@ -57,6 +57,23 @@ int fh_io_failure(lua_State *L, int err, int closed_a, int closed_b, const char 
     return fh_result_errno(L, err, what);
 }
 
+int fh_write_all(int fd, const void *data, size_t len)
+{
+    const char *p = data;
+
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
 int fh_read_available(lua_State *L, int fd, size_t max, int closed_a, int closed_b,
                       const char *what)
 {

@@ -191,30 +191,55 @@ static size_t on_header(char *data, size_t size, size_t n, void *userp)
     return len;
 }
 
+/* One line of the kept header block: walks from *p to the next line, and
+ * gives the name (up to the colon) and the value (blanks and CR trimmed).
+ * A line without a colon (the status line) has no name: *name is NULL.
+ * Returns 0 at the end of the block. */
+typedef struct {
+    const char *name, *value;
+    size_t name_len, value_len;
+} HeaderLine;
+
+static int next_header(const char **p, const char *end, HeaderLine *h)
+{
+    if (*p >= end)
+        return 0;
+    const char *line = *p;
+    const char *eol = memchr(line, '\n', (size_t)(end - line));
+    if (!eol)
+        eol = end;
+    *p = eol + 1;
+    const char *colon = memchr(line, ':', (size_t)(eol - line));
+    if (!colon || colon == line) {
+        h->name = NULL;
+        return 1;
+    }
+    const char *v = colon + 1, *ve = eol;
+    while (v < ve && (*v == ' ' || *v == '\t'))
+        v++;
+    while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
+        ve--;
+    h->name = line;
+    h->name_len = (size_t)(colon - line);
+    h->value = v;
+    h->value_len = (size_t)(ve - v);
+    return 1;
+}
+
 /* Finds header `name` (lower case) in the kept block: its value, trimmed,
  * copied into out. */
 static int find_header(const Transfer *t, const char *name, char *out, size_t outsz)
 {
     size_t nlen = strlen(name);
     const char *p = t->hdr, *end = t->hdr + t->hdr_len;
-    while (p < end) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        if (!eol)
-            eol = end;
-        if ((size_t)(eol - p) > nlen && p[nlen] == ':' && strncasecmp(p, name, nlen) == 0) {
-            const char *v = p + nlen + 1, *ve = eol;
-            while (v < ve && (*v == ' ' || *v == '\t'))
-                v++;
-            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
-                ve--;
-            size_t vlen = (size_t)(ve - v);
-            if (vlen >= outsz)
-                vlen = outsz - 1;
-            memcpy(out, v, vlen);
+    HeaderLine h;
+    while (next_header(&p, end, &h)) {
+        if (h.name && h.name_len == nlen && strncasecmp(h.name, name, nlen) == 0) {
+            size_t vlen = h.value_len < outsz ? h.value_len : outsz - 1;
+            memcpy(out, h.value, vlen);
             out[vlen] = '\0';
             return 1;
         }
-        p = eol + 1;
     }
     return 0;
 }
@@ -260,21 +285,6 @@ static int check_status(Transfer *t)
     return 1;
 }
 
-static int write_all(int fd, const char *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
 static size_t on_body(char *data, size_t size, size_t n, void *userp)
 {
     Transfer *t = userp;
@@ -303,7 +313,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *userp)
         t->body_len += len;
         break;
     case SINK_FILE:
-        if (write_all(t->fd, data, len) < 0) {
+        if (fh_write_all(t->fd, data, len) < 0) {
             set_why(t, "file", 0, "%s: %s", t->path, strerror(errno));
             return 0;
         }
@@ -696,36 +706,29 @@ static void push_headers(lua_State *L, const Transfer *t)
 {
     lua_newtable(L);
     const char *p = t->hdr, *end = t->hdr + t->hdr_len;
+    HeaderLine h;
     int first = 1;
-    while (p && p < end) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        if (!eol)
-            eol = end;
-        const char *colon = memchr(p, ':', (size_t)(eol - p));
-        if (!first && colon && colon > p) {
+    while (p && next_header(&p, end, &h)) {
+        if (!first && h.name) {
             luaL_Buffer b;
             luaL_buffinit(L, &b);
-            for (const char *c = p; c < colon; c++)
-                luaL_addchar(&b, (char)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c));
+            for (size_t i = 0; i < h.name_len; i++) {
+                char c = h.name[i];
+                luaL_addchar(&b, (char)(c >= 'A' && c <= 'Z' ? c + 32 : c));
+            }
             luaL_pushresult(&b);
-            const char *v = colon + 1, *ve = eol;
-            while (v < ve && (*v == ' ' || *v == '\t'))
-                v++;
-            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
-                ve--;
             lua_pushvalue(L, -1);
             if (lua_rawget(L, -3) == LUA_TSTRING) {
                 lua_pushliteral(L, ", ");
-                lua_pushlstring(L, v, (size_t)(ve - v));
+                lua_pushlstring(L, h.value, h.value_len);
                 lua_concat(L, 3);
             } else {
                 lua_pop(L, 1);
-                lua_pushlstring(L, v, (size_t)(ve - v));
+                lua_pushlstring(L, h.value, h.value_len);
             }
             lua_rawset(L, -3);
         }
         first = 0;
-        p = eol + 1;
     }
 }
 

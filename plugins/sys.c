@@ -193,6 +193,19 @@ static int sys_interrupted(lua_State *L)
     return 1;
 }
 
+/* fsyncs `path` (a file, or a directory with O_DIRECTORY in `flags`). */
+static int fsync_path(const char *path, int flags)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | flags);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return rc;
+}
+
 /* fsyncs the directory holding `path`, so a rename in it is on disk. */
 static int sync_parent(const char *path)
 {
@@ -211,26 +224,7 @@ static int sync_parent(const char *path)
         memcpy(dir, path, n);
         dir[n] = '\0';
     }
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    int e = errno;
-    close(fd);
-    errno = e;
-    return rc;
-}
-
-static int fsync_path(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    int e = errno;
-    close(fd);
-    errno = e;
-    return rc;
+    return fsync_path(dir, O_DIRECTORY);
 }
 
 /*
@@ -244,7 +238,7 @@ static int sys_replace(lua_State *L)
     const char *tmp = luaL_checkstring(L, 1);
     const char *path = luaL_checkstring(L, 2);
 
-    if (fsync_path(tmp) < 0)
+    if (fsync_path(tmp, 0) < 0)
         return fh_result_errno(L, errno, tmp);
     if (rename(tmp, path) < 0) {
         int e = errno;
@@ -274,17 +268,8 @@ static int sys_write_file(lua_State *L)
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, (mode_t)mode);
     if (fd < 0)
         return fh_result_errno(L, errno, path);
-    const char *p = data;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            goto fail;
-        p += w;
-        left -= (size_t)w;
-    }
+    if (fh_write_all(fd, data, len) < 0)
+        goto fail;
     if (fsync(fd) < 0)
         goto fail;
     if (close(fd) < 0) {
