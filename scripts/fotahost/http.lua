@@ -69,6 +69,14 @@ function M.redact_url(url)
   end))
 end
 
+-- A shallow copy of `t` (nil: an empty table), with `extra`'s fields over it.
+local function copy(t, extra)
+  local c = {}
+  for k, v in pairs(t or {}) do c[k] = v end
+  for k, v in pairs(extra or {}) do c[k] = v end
+  return c
+end
+
 local function label(url, cause)
   return logmod.redact(M.redact_url(url) .. ": " .. cause)
 end
@@ -199,18 +207,12 @@ end
 
 for _, method in ipairs({ "get", "delete" }) do
   M[method] = function(url, opts)
-    local o = {}
-    for k, v in pairs(opts or {}) do o[k] = v end
-    o.url, o.method = url, method:upper()
-    return M.request(o)
+    return M.request(copy(opts, { url = url, method = method:upper() }))
   end
 end
 for _, method in ipairs({ "post", "put" }) do
   M[method] = function(url, body, opts)
-    local o = {}
-    for k, v in pairs(opts or {}) do o[k] = v end
-    o.url, o.method, o.body = url, method:upper(), body
-    return M.request(o)
+    return M.request(copy(opts, { url = url, method = method:upper(), body = body }))
   end
 end
 
@@ -221,11 +223,8 @@ end
 -- `message` field (MCS error bodies are {"code": N, "message": "..."}).
 function M.json(method, url, value, opts)
   local cjson = require "cjson.safe"
-  local o = {}
-  for k, v in pairs(opts or {}) do o[k] = v end
-  o.url, o.method = url, method
-  o.headers = {}
-  for k, v in pairs(opts and opts.headers or {}) do o.headers[k] = v end
+  local o = copy(opts, { url = url, method = method })
+  o.headers = copy(opts and opts.headers)
   o.headers["Accept"] = o.headers["Accept"] or "application/json"
   if value ~= nil then
     local body, err = cjson.encode(value)
@@ -290,9 +289,8 @@ function M.download(url, dest, opts)
   local part = not sink and dest .. ".part" or nil
   local tries = (opts.retries or 3) + 1
   local holder = { name = M.redact_url(url) }
-  local o = {}
-  for k, v in pairs(opts) do o[k] = v end
-  o.method, o.body = "GET", nil
+  local o = copy(opts, { method = "GET" })
+  o.body = nil
   local base = curl_opts(o, url)
   base.file, base.sink = part, sink
 
@@ -300,14 +298,8 @@ function M.download(url, dest, opts)
     local have, valid = 0, nil -- bytes kept from earlier tries; their validator
     local resumed, restarted = 0, 0
     for n = 1, tries do
-      local c = {}
-      for k, v in pairs(base) do c[k] = v end
-      c.resume_from = have
-      if have > 0 and valid then
-        c.headers = {}
-        for k, v in pairs(base.headers or {}) do c.headers[k] = v end
-        c.headers["If-Range"] = valid
-      end
+      local c = copy(base, { resume_from = have })
+      if have > 0 and valid then c.headers = copy(base.headers, { ["If-Range"] = valid }) end
       local t <close>, terr = curl.new(c)
       if not t then return nil, label(url, terr), "file" end
       drive(t, holder, opts.progress)
