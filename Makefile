@@ -8,6 +8,8 @@
 #   make check-asan      the same suite against an ASan+UBSan build
 #   make bench           start-up time, peak RSS and binary size against lua5.4
 #   make demo            the README's main job
+#   make mutate          the mutation check: break each safeguard, watch a spec fail
+#                        (ONLY=name[,name] runs those mutants; see tests/mutate/run.lua)
 #   make install         binary, scripts, plugins and docs under $(DESTDIR)$(PREFIX)
 #   make example-plugin  build examples/plugin (the model for custom plugins)
 
@@ -96,7 +98,7 @@ UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 GPIOD_LIBS  := $(shell $(PKG_CONFIG) --libs libgpiod)
 EXTRA_LIBS  := $(GPIOD_LIBS)
 
-.PHONY: all test check-asan bench demo install uninstall clean example-plugin fuzz FORCE
+.PHONY: all test unit-tests check-asan bench demo mutate install uninstall clean example-plugin fuzz FORCE
 
 # ./fotahost links to the default build only; other builds (build-asan,
 # a packager's BUILD=...) never move it.
@@ -155,8 +157,14 @@ example-plugin: $(BUILD)/fotahost
 	$(MAKE) -C examples/plugin O=$(abspath $(BUILD))/plugins CC="$(CC)" \
 	    CFLAGS="$(CFLAGS)" LDFLAGS="$(LDFLAGS)" PKG_CONFIG="$(PKG_CONFIG)"
 
+unit-tests: $(UNIT_BIN)
+
 test: all example-plugin $(UNIT_BIN)
 	@BUILD=$(BUILD) sh tests/run
+
+# Runs on a scratch copy of the tree (build-mutate/), never this one.
+mutate:
+	@lua5.4 tests/mutate/run.lua $(if $(ONLY),--only $(ONLY)) $(if $(QUICK),--quick)
 
 check-asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
@@ -189,7 +197,7 @@ uninstall:
 	rm -rf $(DESTDIR)$(DATADIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(INCLUDEDIR)
 
 clean:
-	rm -rf build build-asan build-fuzz fotahost
+	rm -rf build build-asan build-fuzz build-mutate fotahost
 
 # libFuzzer on the Intel HEX core (plugins/ihex/ihex.c, nothing else): clang
 # with ASan+UBSan (Debian: clang, libclang-rt-14-dev). It runs FUZZ_SECONDS
