@@ -21,10 +21,11 @@
 -- `equivalent = "the reason"` (listed, never run).
 --
 -- The work tree is never touched: the tree (as it is, uncommitted changes
--- included) is copied to a scratch directory and built once; each mutant
--- is written there, built incrementally, and run against the specs it
--- names; one that survives those runs the whole suite before it is called
--- a survivor. The original file goes back before the next mutant.
+-- included) is copied to scratch directories, one per worker, and built
+-- once; each mutant is written into a worker's copy, built incrementally,
+-- and run against the specs it names; one that survives those runs the
+-- whole suite before it is called a survivor. The original file goes back
+-- before the worker takes the next mutant.
 --
 -- Prints "killed NAME (N failed)", "SURVIVED NAME" or "equivalent NAME:
 -- reason" per mutant, then a score. Exits 1 if any mutant survived, did
@@ -33,7 +34,7 @@
 -- --quick skips that whole-suite run (for working on one area's specs).
 --
 -- Environment: MUTATE_DIR (scratch directory; default build-mutate),
--- MUTATE_JOBS (make -j, default 2).
+-- MUTATE_WORKERS (mutants run at once, default 2).
 
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
@@ -163,46 +164,79 @@ for _, m in ipairs(mutants) do
 end
 if stale > 0 then os.exit(1) end
 
----------------------------------------------------------------- scratch copy
+---------------------------------------------------------------- scratch trees
 
+-- Several mutants run at once, each in a tree of its own: the suite
+-- spends most of its time waiting on servers and timers, not computing.
 local scratch = os.getenv("MUTATE_DIR") or (top .. "/build-mutate")
-local jobs = os.getenv("MUTATE_JOBS") or "2"
-local tree = scratch .. "/tree"
+local workers = tonumber(os.getenv("MUTATE_WORKERS") or "2")
 local logdir = scratch .. "/logs"
-local make = ("make -C %s -j%s all example-plugin unit-tests > %s/build.log 2>&1")
-  :format(q(tree), jobs, q(logdir))
 
-io.write("mutate: copying the tree to ", tree, " and building it ... ")
+local function tree_of(w) return scratch .. "/tree" .. w end
+
+local function make_cmd(w)
+  return ("make -C %s -j2 all example-plugin unit-tests > %s/build%d.log 2>&1")
+    :format(q(tree_of(w)), q(logdir), w)
+end
+
+io.write(("mutate: copying the tree to %s/tree1..%d and building it ... "):format(scratch, workers))
 io.flush()
-assert(sh("rm -rf " .. q(tree) .. " && mkdir -p " .. q(tree) .. " " .. q(logdir)))
--- the files git knows or would know, as they are in the work tree
-assert(sh(("cd %s && git ls-files -z --cached --others --exclude-standard | " ..
-  "xargs -0 tar --ignore-failed-read -cf - | tar -C %s -xf -"):format(q(top), q(tree))))
 local t0 = os.time()
-if not sh(make) then
-  print("FAILED")
-  io.stderr:write("mutate: the unmutated tree does not build; see ", logdir, "/build.log\n")
-  os.exit(1)
+assert(sh("rm -rf " .. q(scratch) .. " && mkdir -p " .. q(logdir)))
+for w = 1, workers do
+  assert(sh("mkdir -p " .. q(tree_of(w))))
+  -- the files git knows or would know, as they are in the work tree
+  assert(sh(("cd %s && git ls-files -z --cached --others --exclude-standard | " ..
+    "xargs -0 tar --ignore-failed-read -cf - | tar -C %s -xf -"):format(q(top), q(tree_of(w)))))
+  if not sh(make_cmd(w)) then
+    print("FAILED")
+    io.stderr:write(("mutate: the unmutated tree does not build; see %s/build%d.log\n"):format(logdir, w))
+    os.exit(1)
+  end
 end
 print(("done (%d s)"):format(os.time() - t0))
 
--- Runs the suite in the scratch tree (narrowed by `busted_args`); returns
--- the number of failures, or nil when the run printed no summary.
-local function run_suite(busted_args, log)
-  local cmd = ("cd %s && BUSTED_ARGS=%s timeout 900 sh tests/run > %s 2>&1")
-    :format(q(tree), q(busted_args or ""), q(log))
-  sh(cmd)
-  local text = read(log) or ""
-  local failed
-  for p, f in text:gmatch("\n(%d+) passed, (%d+) failed") do failed = tonumber(f) end
-  return failed
-end
-
 local function spec_args(m)
   local a = {}
-  if m.filter then a[#a + 1] = "--filter=" .. m.filter end
+  if m.filter then a[#a + 1] = "--filter=" .. q(m.filter) end
   for _, s in ipairs(m.specs or {}) do a[#a + 1] = s end
   return table.concat(a, " ")
+end
+
+-- The job's end ("ran", "build"), or nil while it runs.
+local function job_done(w)
+  local s = read(logdir .. "/done" .. w)
+  return s and s:match("%a+")
+end
+
+-- Starts, in the background, worker w's build and a run of the suite
+-- (narrowed by `busted_args`). The job writes `done` when it ends:
+-- "build" if the build failed, else "ran".
+local function start_job(w, busted_args, log)
+  local done = logdir .. "/done" .. w
+  os.remove(done)
+  local script = ("echo $$ > %s/sid%d; if %s; then cd %s && BUSTED_ARGS=%s timeout 900 sh tests/run > %s 2>&1; " ..
+    "echo ran > %s; else echo build > %s; fi"):format(q(logdir), w, make_cmd(w), q(tree_of(w)), q(busted_args or ""),
+    q(log), q(done), q(done))
+  -- in a session of its own (timeout makes a process group of its own
+  -- inside it), so an interrupted run can stop all of it
+  assert(sh(("setsid sh -c %s < /dev/null > /dev/null 2>&1 &"):format(q(script))))
+end
+
+-- Stops every job still running (the run was interrupted).
+local function stop_jobs()
+  for w = 1, workers do
+    local sid = tonumber(read(logdir .. "/sid" .. w) or "")
+    if sid and not job_done(w) then sh("pkill -TERM -s " .. sid) end
+  end
+end
+
+
+-- The failures a run reported, or nil when it printed no summary.
+local function failures(log)
+  local failed
+  for _, f in (read(log) or ""):gmatch("\n(%d+) passed, (%d+) failed") do failed = tonumber(f) end
+  return failed
 end
 
 ---------------------------------------------------------------- the run
@@ -210,60 +244,100 @@ end
 local score = { killed = 0, survived = 0, equivalent = 0, broken = 0 }
 local survivors = {}
 local started = os.time()
-
+local queue = {}
 for _, m in ipairs(mutants) do
-  if not chosen(m) then goto continue end
-  if m.equivalent then
-    score.equivalent = score.equivalent + 1
-    print(("equivalent %s: %s"):format(m.name, m.equivalent))
-    goto continue
-  end
-  do
-    local path = tree .. "/" .. m.file
-    local original = read(path)
-    local s, e = original:find(m.from, 1, true)
-    write(path, original:sub(1, s - 1) .. m.to .. original:sub(e + 1))
-    local t = os.time()
-    local log = logdir .. "/" .. m.name .. ".log"
-    local verdict
-    if not sh(make) then
-      score.broken = score.broken + 1
-      verdict = ("BROKEN %s (does not build: see %s)"):format(m.name, logdir .. "/build.log")
-      sh(("cp %s/build.log %s"):format(q(logdir), q(log)))
+  if chosen(m) then
+    if m.equivalent then
+      score.equivalent = score.equivalent + 1
+      print(("equivalent %s: %s"):format(m.name, m.equivalent))
     else
-      local failed = run_suite(spec_args(m), log)
-      local where = "its specs"
-      if failed == 0 and (m.specs or m.filter) and not quick then
-        log = logdir .. "/" .. m.name .. ".full.log"
-        failed = run_suite(nil, log)
-        where = "the whole suite"
-      end
-      if failed == nil and not read(log) then
-        error("mutate: the suite did not run: " .. log)
-      elseif failed == nil then
-        score.killed = score.killed + 1
-        verdict = ("killed %s (no summary: crashed or hung; %s)"):format(m.name, log)
-      elseif failed > 0 then
-        score.killed = score.killed + 1
-        verdict = ("killed %s (%d failed%s)"):format(m.name, failed,
-          where == "its specs" and "" or ", by the whole suite only")
-        if not keep then os.remove(log) end
-      else
-        score.survived = score.survived + 1
-        survivors[#survivors + 1] = m.name
-        verdict = ("SURVIVED %s%s: %s (%s)"):format(m.name, where == "its specs" and " its specs" or "",
-          m.why or m.file, log)
-      end
+      queue[#queue + 1] = m
     end
-    write(path, original)
-    print(("%s [%d s]"):format(verdict, os.time() - t))
-    io.stdout:flush()
   end
-  ::continue::
 end
 
--- The tree goes back to unmutated, built, for the next --only run.
-sh(make)
+local busy = {} -- worker -> { m, original, phase, log, t }
+
+local function begin(w, m)
+  local path = tree_of(w) .. "/" .. m.file
+  local original = read(path)
+  local s, e = original:find(m.from, 1, true)
+  write(path, original:sub(1, s - 1) .. m.to .. original:sub(e + 1))
+  local log = logdir .. "/" .. m.name .. ".log"
+  busy[w] = { m = m, original = original, path = path, phase = "specs", log = log, t = os.time() }
+  start_job(w, spec_args(m), log)
+end
+
+-- Judges a finished job; returns the verdict line, or nil when the
+-- mutant goes on to the whole suite.
+local function judge(w, ended)
+  local b, m = busy[w], busy[w].m
+  if ended == "build" then
+    score.broken = score.broken + 1
+    sh(("cp %s/build%d.log %s"):format(q(logdir), w, q(b.log)))
+    return ("BROKEN %s (does not build: see %s)"):format(m.name, b.log)
+  end
+  local failed = failures(b.log)
+  if failed == nil then
+    score.killed = score.killed + 1
+    return ("killed %s (no summary: crashed or hung; %s)"):format(m.name, b.log)
+  elseif failed > 0 then
+    score.killed = score.killed + 1
+    if not keep then os.remove(b.log) end
+    return ("killed %s (%d failed%s)"):format(m.name, failed,
+      b.phase == "specs" and "" or ", by the whole suite only")
+  elseif b.phase == "specs" and (m.specs or m.filter) and not quick then
+    b.phase, b.log = "full", logdir .. "/" .. m.name .. ".full.log"
+    start_job(w, nil, b.log)
+    return nil
+  end
+  score.survived = score.survived + 1
+  survivors[#survivors + 1] = m.name
+  return ("SURVIVED %s%s: %s (%s)"):format(m.name, b.phase == "specs" and " its specs" or "",
+    m.why or m.file, b.log)
+end
+
+local function interrupted()
+  stop_jobs()
+  io.stderr:write("mutate: interrupted; the scratch trees may hold a mutant (the next run copies afresh)\n")
+  os.exit(130)
+end
+
+local next_m = 1
+local function step()
+  for w = 1, workers do
+    if not busy[w] and next_m <= #queue then
+      begin(w, queue[next_m])
+      next_m = next_m + 1
+    end
+  end
+  if not next(busy) then return false end
+  local ok, how = os.execute("sleep 0.2")
+  if not ok and how == "signal" then interrupted() end
+  for w = 1, workers do
+    local ended = busy[w] and job_done(w)
+    if ended then
+      local verdict = judge(w, ended)
+      if verdict then
+        write(busy[w].path, busy[w].original)
+        print(("%s [%d s]"):format(verdict, os.time() - busy[w].t))
+        io.stdout:flush()
+        busy[w] = nil
+      end
+    end
+  end
+  return true
+end
+
+-- lua5.4 turns a SIGINT into an error ("interrupted!"): the jobs stop too.
+while true do
+  local ok, more = pcall(step)
+  if not ok then
+    io.stderr:write("mutate: ", tostring(more), "\n")
+    interrupted()
+  end
+  if not more then break end
+end
 
 local run = score.killed + score.survived + score.broken
 print(("mutate: %d mutants: %d killed, %d survived, %d did not build, %d equivalent; score %d/%d in %d s")
