@@ -197,7 +197,7 @@ uninstall:
 	rm -rf $(DESTDIR)$(DATADIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(INCLUDEDIR)
 
 clean:
-	rm -rf build build-asan build-fuzz build-mutate fotahost
+	rm -rf build build-asan build-fuzz build-mutate* fotahost
 
 # libFuzzer on the Intel HEX core (plugins/ihex/ihex.c, nothing else): clang
 # with ASan+UBSan (Debian: clang, libclang-rt-14-dev). It runs FUZZ_SECONDS
