@@ -68,7 +68,8 @@ describe("fotahost doctor", function()
   end
 
   it("passes every check against a running cloud and virtual board", function()
-    local path = config()
+    -- not the default rate: the line shows the rate the port was set to
+    local path = config({ serial_baud = 115200 })
     local r = doctor(path)
     assert.are.equal(0, r.status, r.out)
     assert.are.same({ "OK config", "OK api", "OK command server", "OK serial port", "OK gpio", "OK signature" },
@@ -77,7 +78,7 @@ describe("fotahost doctor", function()
     assert.matches("^OK   api: " .. cloud.url:gsub("%p", "%%%0") .. " accepts device " .. ID
       .. " %(command server 127%.0%.0%.1:%d+%)$", r.lines[2])
     assert.matches("^OK   command server: 127%.0%.0%.1:%d+ accepts connections$", r.lines[3])
-    assert.are.equal("OK   serial port: " .. chip .. "/ttyS0 opens (57600 baud)", r.lines[4])
+    assert.are.equal("OK   serial port: " .. chip .. "/ttyS0 opens (115200 baud)", r.lines[4])
     assert.are.equal("OK   signature: 1E 95 87: ATmega32U4", r.lines[6])
     -- the MCU was held in reset only for the check: nothing was written
     assert.is_nil(h.read(chip .. "/violations.log"))
@@ -95,6 +96,8 @@ describe("fotahost doctor", function()
 
     r = doctor(nil, { FOTAHOST_CONFIG = config() })
     assert.are.equal(0, r.status, r.out)
+    -- the default rate, the tutorial sketch's
+    assert.are.equal("OK   serial port: " .. chip .. "/ttyS0 opens (57600 baud)", r.lines[4])
   end)
 
   it("names a bad key and a bad value of the config", function()

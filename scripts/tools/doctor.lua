@@ -204,11 +204,13 @@ else
     fail("serial port", ("%s: no virtual board is running on %s"):format(port_path, config.sim_dir), board_fix)
   else
     local serial_port = require "fotahost.serial_port"
-    local port, err = serial_port.open(port_path, { baud = 57600 })
+    local port, err = serial_port.open(port_path, { baud = config.serial_baud })
     if port then
+      -- the rate the driver took, read back, not the one asked for
+      local set = port:settings() or {}
       port:close()
       results.serial = true
-      ok("serial port", "%s opens (57600 baud)", port_path)
+      ok("serial port", "%s opens (%s baud)", port_path, tostring(set.baud or "unknown"))
     else
       err = tostring(err)
       local fix

@@ -24,6 +24,7 @@ local function is_string(v) return type(v) == "string" and v ~= "" end
 local function is_id(v) return is_string(v) and not v:find("[,%c%s/?#]") end
 local function is_url(v) return is_string(v) and v:match("^https?://[^%s]+$") ~= nil end
 local function is_pos(v) return type(v) == "number" and v > 0 end
+local function is_pos_int(v) return math.type(v) == "integer" and v > 0 end
 local function is_bool(v) return type(v) == "boolean" end
 local function is_fn(v) return type(v) == "function" end
 local function is_byte_or_false(v) return v == false or (math.type(v) == "integer" and v >= 0 and v <= 255) end
@@ -51,6 +52,7 @@ M.SPEC = {
   http = { is_table, "options for fotahost.http (cainfo, capath, connect_timeout...)" },
   insecure = { is_bool, "true turns TLS verification off (logged)", false },
   serial_port = { is_string, "the MCU's serial port, for hooks and `fotahost doctor`", "/dev/ttyS0" },
+  serial_baud = { is_pos_int, "the rate of the sketch's Serial1, in baud (an integer such as 57600)", 57600 },
   before_download = { is_fn, "a function(job)" },
   before_flash = { is_fn, "a function(job)" },
   after_flash = { is_fn, "a function(job)" },
