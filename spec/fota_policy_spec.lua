@@ -1,23 +1,40 @@
 -- The update policy in-process, for the cases an end-to-end run cannot
--- reach easily: a rejected image with nothing to roll back to, and what the
--- next start does then.
+-- reach easily: a rejected image with or without something to roll back
+-- to, a bootloader kept across updates, commits and journals that cannot
+-- be written, a recovery whose image is gone, pushes that pile up, and
+-- commands and downloads refused before anything is downloaded or erased.
+-- The simulated chip's directory is what the MCU holds (flash.bin) and
+-- whether it was ever erased (erases.log); `said` is every status the
+-- cloud would have been sent, in order.
 local h = require "helper"
 local sched = require "fotahost.sched"
 local fota = require "fotahost.fota"
 local config = require "fotahost.fota.config"
+local ihex = require "fotahost.ihex"
+local digest = require "fotahost.digest"
+local cjson = require "cjson"
+
+local FLASH_SIZE = 32768 -- the ATmega32U4's
+local BOOT_START = 0x7000 -- the 7688 Duo's bootloader section (Caterina)
 
 describe("fotahost.fota policy", function()
-  local dir, srv
+  local dir, srv, v1, v2
   setup(function()
     dir = h.tmpdir()
     os.execute("mkdir " .. h.q(dir .. "/www"))
+    assert(os.execute("cp " .. h.q(h.firmware("blink-1000.hex")) .. " " .. h.q(dir .. "/www/v1.hex")))
     assert(os.execute("cp " .. h.q(h.firmware("blink-250.hex")) .. " " .. h.q(dir .. "/www/v2.hex")))
+    v1 = assert(ihex.load(dir .. "/www/v1.hex"))
+    v2 = assert(ihex.load(dir .. "/www/v2.hex"))
     srv = h.start_server({ "spec/support/http_test_server.lua", "--root", dir .. "/www" })
   end)
   teardown(function()
     if srv then srv.stop() end
     h.rmdir(dir)
   end)
+
+  local function url(name) return srv.url .. "/files/" .. name end
+  local function cmd(version, file, md5) return ("%s,%s,%s"):format(version, md5 or "null", url(file)) end
 
   local function policy(name, extra)
     local t = { device_id = "Dev1", device_key = "Key12345", board = "sim",
@@ -32,31 +49,328 @@ describe("fotahost.fota policy", function()
     return p, said, cfg
   end
 
+  local function update(p, command)
+    return sched.run(function() return p:update(assert(fota.parse_command(command))) end)
+  end
+
+  local function state(p, name) return h.read(p.dir .. "/" .. name) end
+  local function flash_bin(p) return h.read(p.config.sim_dir .. "/flash.bin") end
+  local function erases(p)
+    local n = 0
+    for _ in (h.read(p.config.sim_dir .. "/erases.log") or ""):gmatch("\n") do n = n + 1 end
+    return n
+  end
+
+  -- flash.bin holds `image` (on an erased chip), with the first difference named
+  local function assert_chip(p, image, what)
+    local got, want = flash_bin(p), image:bytes(0, FLASH_SIZE - 1)
+    assert.is_not_nil(got, "no flash.bin")
+    assert.are.equal(FLASH_SIZE, #got)
+    if got ~= want then
+      local i = 1
+      while got:byte(i) == want:byte(i) do i = i + 1 end
+      error(("flash.bin does not hold %s: at 0x%04X it has 0x%02X, the image 0x%02X")
+        :format(what, i - 1, got:byte(i), want:byte(i)), 2)
+    end
+  end
+
+  -- the HEX file at `path` holds the same bytes as `image`
+  local function assert_hex(path, image, what)
+    local got = assert(ihex.load(path))
+    assert.is_true(got:bytes(0, FLASH_SIZE - 1) == image:bytes(0, FLASH_SIZE - 1), path .. " is not " .. what)
+  end
+
+  local function wait_for(what, pred)
+    local deadline = sched.now() + 60
+    while not pred() do
+      if sched.now() > deadline then error("timed out waiting for " .. what, 2) end
+      sched.sleep(0.01)
+    end
+  end
+
+  local FLASHED = { "downloading", "verifying", "flashing" }
+  local function seq(...)
+    local t = {}
+    for _, part in ipairs({ ... }) do
+      if type(part) == "table" then
+        for _, s in ipairs(part) do t[#t + 1] = s end
+      else
+        t[#t + 1] = part
+      end
+    end
+    return t
+  end
+
+  ---------------------------------------------------------------- health check
+
   it("never installs an image the health check rejected, even with nothing to roll back to", function()
     local p, said = policy("hc", { health_check = function() return nil, "the sketch is silent" end })
-    local ok, err = sched.run(function()
-      return p:update(assert(fota.parse_command("v2,null," .. srv.url .. "/files/v2.hex")))
-    end)
+    local ok, err = update(p, cmd("v2", "v2.hex"))
     assert.is_nil(ok)
-    assert.matches("^health check: the sketch is silent; and the rollback failed: no last%-known%-good image", err)
-    assert.matches("^failed: health check", said[#said])
+    local why = "health check: the sketch is silent; and the rollback failed: no last-known-good image to restore"
+    assert.are.equal(why, err)
+    assert.are.same(seq(FLASHED, "failed: " .. why), said)
     assert.is_nil(p:installed())
-    assert.is_nil(h.read(dir .. "/hc-state/journal.json"))
-    assert.is_nil(h.read(dir .. "/hc-state/new.hex"))
+    assert.is_nil(state(p, "journal.json"))
+    assert.is_nil(state(p, "new.hex"))
+    assert.is_nil(state(p, "lkg.hex"))
     -- the next start has nothing to finish, and does not adopt the image
     local p2 = policy("hc")
     assert.is_nil(sched.run(function() return p2:recover() end))
     assert.is_nil(p2:installed())
   end)
 
+  it("puts the last-known-good image back when the health check rejects the new one", function()
+    local p, said = policy("hcrb", { health_check = function(job)
+      if job.version == "v2" then return nil, "no heartbeat from the sketch" end
+      return true
+    end })
+    assert.is_true(update(p, cmd("v1", "v1.hex")))
+    local ok, err = update(p, cmd("v2", "v2.hex"))
+    assert.is_nil(ok)
+    local why = "health check: no heartbeat from the sketch; rolled back to v1"
+    assert.are.equal(why, err)
+    assert.are.same(seq(FLASHED, "done", FLASHED, "failed: " .. why), said)
+    -- v1, then v2, then v1 again
+    assert.are.equal(3, erases(p))
+    assert_chip(p, v1, "v1")
+    assert.are.equal("v1", p:installed().version)
+    assert_hex(p.dir .. "/lkg.hex", v1, "v1")
+    assert.is_nil(state(p, "new.hex"))
+    assert.is_nil(state(p, "journal.json"))
+  end)
+
   it("still reports done when after_flash fails once the image is committed", function()
     local p, said = policy("af", { after_flash = function() error("notify failed") end })
-    local ok = sched.run(function()
-      return p:update(assert(fota.parse_command("v2,null," .. srv.url .. "/files/v2.hex")))
-    end)
+    local ok = update(p, cmd("v2", "v2.hex"))
     assert.is_true(ok)
-    assert.are.equal("done", said[#said])
+    assert.are.same(seq(FLASHED, "done"), said)
     assert.are.equal("v2", p:installed().version)
+    assert_chip(p, v2, "v2")
+  end)
+
+  ---------------------------------------------------------------- bootloader
+
+  it("keeps the configured bootloader: the chip read back holds it after an update", function()
+    -- 4 KB in the bootloader section, every byte written (none 0xFF)
+    local t = {}
+    for i = 1, 4096 do t[i] = string.char((i * 7 + 3) % 251) end
+    local boot_bytes = table.concat(t)
+    local boot = assert(ihex.from_binary(boot_bytes, BOOT_START))
+    local boot_path = dir .. "/caterina.hex"
+    assert(boot:write(boot_path))
+    local p, said = policy("boot", { bootloader = boot_path })
+    assert.is_true(update(p, cmd("v2", "v2.hex")))
+    assert.are.same(seq(FLASHED, "done"), said)
+    local chip = flash_bin(p)
+    assert.are.equal(FLASH_SIZE, #chip)
+    assert.is_true(chip:sub(BOOT_START + 1) == boot_bytes, "the bootloader section of flash.bin is not the bootloader")
+    assert.is_true(chip:sub(1, BOOT_START) == v2:bytes(0, BOOT_START - 1), "the application section is not v2")
+    -- the last-known-good carries it too: a rollback keeps it
+    local lkg = assert(ihex.load(p.dir .. "/lkg.hex"))
+    assert.is_true(lkg:bytes(BOOT_START, FLASH_SIZE - 1) == boot_bytes, "lkg.hex has no bootloader")
+  end)
+
+  it("refuses an image that overlaps the configured bootloader, before the erase", function()
+    local boot_path = dir .. "/low-boot.hex"
+    assert(ihex.from_binary(("\x0C\x94"):rep(8), 0x0100):write(boot_path))
+    local p, said = policy("overlap", { bootloader = boot_path })
+    local ok, err = update(p, cmd("v2", "v2.hex"))
+    assert.is_nil(ok)
+    assert.matches("^the image overlaps the bootloader: ", err)
+    assert.are.same({ "downloading", "verifying", "failed: " .. err }, said)
+    assert.are.equal(0, erases(p))
+    assert.is_nil(flash_bin(p))
+    assert.is_nil(state(p, "journal.json"))
+  end)
+
+  ---------------------------------------------------------------- commit and journal
+
+  it("reports a commit that cannot be written, keeps the journal, and the next start finishes it", function()
+    local p, said = policy("commit")
+    assert.is_true(update(p, cmd("v1", "v1.hex")))
+    -- a directory where installed.json goes: the commit cannot record v2
+    assert(os.remove(p.dir .. "/installed.json"))
+    assert(os.execute("mkdir " .. h.q(p.dir .. "/installed.json")))
+    local ok, err = update(p, cmd("v2", "v2.hex"))
+    assert.is_nil(ok)
+    assert.matches("installed%.json", err)
+    assert.are.same(seq(FLASHED, "done", FLASHED, "failed: " .. err), said)
+    -- the MCU holds v2 (verified), but nothing says it is installed yet:
+    -- the journal stays, the last-known-good is still v1
+    assert_chip(p, v2, "v2")
+    local text = state(p, "journal.json")
+    assert.is_not_nil(text, "no journal")
+    local j = cjson.decode(text)
+    assert.are.equal("flashing", j.stage)
+    assert.are.equal("v2", j.version)
+    assert_hex(p.dir .. "/lkg.hex", v1, "v1")
+    assert_hex(p.dir .. "/new.hex", v2, "v2")
+    -- once the directory is gone, the next start completes the commit
+    assert(os.remove(p.dir .. "/installed.json"))
+    local p2, said2 = policy("commit")
+    local rec = sched.run(function() return p2:recover() end)
+    assert.are.equal("recovered: v2 flashed again after an interruption", rec)
+    assert.are.same({}, said2)
+    assert_chip(p2, v2, "v2")
+    assert.are.equal("v2", p2:installed().version)
+    assert_hex(p2.dir .. "/lkg.hex", v2, "v2")
+    assert.is_nil(state(p2, "journal.json"))
+    assert.is_nil(state(p2, "new.hex"))
+  end)
+
+  it("reports a last-known-good image that cannot be replaced, and keeps the journal", function()
+    local p, said = policy("lkgdir")
+    assert.is_true(update(p, cmd("v1", "v1.hex")))
+    assert(os.remove(p.dir .. "/lkg.hex"))
+    assert(os.execute("mkdir " .. h.q(p.dir .. "/lkg.hex")))
+    h.write(p.dir .. "/lkg.hex/in-the-way", "x")
+    local ok, err = update(p, cmd("v2", "v2.hex"))
+    assert.is_nil(ok)
+    assert.matches("lkg%.hex", err)
+    assert.are.same(seq(FLASHED, "done", FLASHED, "failed: " .. err), said)
+    assert.matches('"stage":"flashing"', state(p, "journal.json"))
+    assert_hex(p.dir .. "/new.hex", v2, "v2")
+  end)
+
+  it("does not erase the MCU when the journal cannot be written", function()
+    local p, said = policy("nojournal")
+    assert.is_true(update(p, cmd("v1", "v1.hex")))
+    assert(os.execute("mkdir " .. h.q(p.dir .. "/journal.json")))
+    local ok, err = update(p, cmd("v2", "v2.hex"))
+    assert.is_nil(ok)
+    assert.matches("^journal: .*journal%.json", err)
+    assert.are.same(seq(FLASHED, "done", "downloading", "verifying", "failed: " .. err), said)
+    assert.are.equal(1, erases(p))
+    assert_chip(p, v1, "v1")
+    assert.are.equal("v1", p:installed().version)
+  end)
+
+  ---------------------------------------------------------------- recovery
+
+  it("puts the last-known-good image back when the interrupted update's image is gone", function()
+    local p = policy("lost")
+    assert.is_true(update(p, cmd("v1", "v1.hex")))
+    -- What a stop between removing a rejected new.hex and the rollback's
+    -- journal leaves: a journal for v2, no new.hex, an erased MCU.
+    local tmp = dir .. "/lost-v2.hex"
+    assert(v2:write(tmp))
+    h.write(p.dir .. "/journal.json", cjson.encode({ stage = "flashing", version = "v2",
+      image = p.dir .. "/new.hex", sha256 = assert(digest.file(tmp, "sha256")) }))
+    h.write(p.config.sim_dir .. "/flash.bin", ("\xFF"):rep(FLASH_SIZE))
+    local p2, said2 = policy("lost")
+    local rec = sched.run(function() return p2:recover() end)
+    assert.are.equal("recovered: the last-known-good image (v1) restored after an interruption", rec)
+    assert.are.same({}, said2)
+    assert.are.equal(2, erases(p2))
+    assert_chip(p2, v1, "v1")
+    assert.are.equal("v1", p2:installed().version)
+    assert.is_nil(state(p2, "journal.json"))
+  end)
+
+  it("does not re-flash an image whose SHA-256 is not the journal's", function()
+    local p = policy("swapped")
+    assert.is_true(update(p, cmd("v1", "v1.hex")))
+    -- the journal is for v2, new.hex holds something else (v1's bytes)
+    local tmp = dir .. "/swapped-v2.hex"
+    assert(v2:write(tmp))
+    h.write(p.dir .. "/journal.json", cjson.encode({ stage = "flashing", version = "v2",
+      image = p.dir .. "/new.hex", sha256 = assert(digest.file(tmp, "sha256")) }))
+    assert(os.execute("cp " .. h.q(dir .. "/www/v1.hex") .. " " .. h.q(p.dir .. "/new.hex")))
+    local p2 = policy("swapped")
+    local rec = sched.run(function() return p2:recover() end)
+    assert.are.equal("recovered: the last-known-good image (v1) restored after an interruption", rec)
+    assert.are.equal("v1", p2:installed().version)
+    assert_chip(p2, v1, "v1")
+  end)
+
+  ---------------------------------------------------------------- queueing
+
+  it("installs only the latest of the pushes that come during an update, one at a time", function()
+    -- before_download holds v1 and v3 until the spec lets them go
+    local gates = { v1 = {}, v3 = {} }
+    local p, said = policy("queue", { before_download = function(job)
+      local g = gates[job.version]
+      if g then
+        g.reached = true
+        while not g.open do sched.sleep(0.01) end
+      end
+      return true
+    end })
+    local r = {}
+    sched.run(function()
+      local first = sched.spawn(function() return p:push(cmd("v1", "v1.hex")) end)
+      wait_for("v1's update to start", function() return gates.v1.reached end)
+      r.v2 = { p:push(cmd("v2", "v2.hex")) }
+      r.v3 = { p:push(cmd("v3", "v1.hex")) } -- v2 is dropped: only the latest waits
+      gates.v1.open = true
+      wait_for("v3's update to start", function() return gates.v3.reached end)
+      r.v4 = { p:push(cmd("v4", "v2.hex")) } -- during the queued update: it waits too
+      gates.v3.open = true
+      r.first = { sched.join(first, 60) }
+    end)
+    assert.are.same({ true, "queued" }, r.v2)
+    assert.are.same({ true, "queued" }, r.v3)
+    assert.are.same({ true, "queued" }, r.v4)
+    assert.are.same({ true, true }, r.first)
+    assert.are.same(seq("queued: v2 (an update is running)", "queued: v3 (an update is running)",
+      FLASHED, "done", "queued: v4 (an update is running)", FLASHED, "done", FLASHED, "done"), said)
+    assert.are.equal(3, erases(p))
+    assert.are.equal("v4", p:installed().version)
+    assert_chip(p, v2, "v2.hex (v4)")
+  end)
+
+  ---------------------------------------------------------------- refused at once
+
+  it("refuses a malformed command before downloading anything", function()
+    local p, said = policy("cmd")
+    local good_md5 = assert(digest.file(dir .. "/www/v2.hex", "md5"))
+    local cases = {
+      { "../v2," .. "null," .. url("v2.hex"), "bad version label: ../v2" },
+      { 'v"2,null,' .. url("v2.hex"), 'bad version label: v"2' },
+      { "v\t2,null," .. url("v2.hex"), "bad version label: v\t2" },
+      { ("v"):rep(65) .. ",null," .. url("v2.hex"), "bad version label: " .. ("v"):rep(64) },
+      { "v2," .. good_md5:sub(2) .. "," .. url("v2.hex"), "bad MD5 (32 hex digits or null): " .. good_md5:sub(2) },
+      { "v2," .. good_md5 .. "0," .. url("v2.hex"), "bad MD5 (32 hex digits or null): " .. good_md5 .. "0" },
+      { "v2," .. good_md5:sub(2) .. "g," .. url("v2.hex"), "bad MD5 (32 hex digits or null): " .. good_md5:sub(2) .. "g" },
+      { "v2,null,file://" .. dir .. "/www/v2.hex", "the URL must be http:// or https://: file://" .. dir .. "/www/v2.hex" },
+      { "v2,null,ftp://127.0.0.1/v2.hex", "the URL must be http:// or https://: ftp://127.0.0.1/v2.hex" },
+      { "v2,null", "not version,MD5,URL: v2,null" },
+    }
+    local expected = {}
+    sched.run(function()
+      for _, c in ipairs(cases) do
+        local ok, err = p:push(c[1])
+        assert.is_nil(ok, c[1])
+        assert.are.equal(c[2], err)
+        expected[#expected + 1] = "failed: " .. c[2]
+      end
+    end)
+    assert.are.same(expected, said) -- one status each: nothing was downloaded
+    assert.is_nil(state(p, "download.hex"))
+    assert.is_nil(flash_bin(p))
+    assert.are.equal(0, erases(p))
+  end)
+
+  it("takes an MD5 in capitals", function()
+    local p, said = policy("md5caps")
+    local md5 = assert(digest.file(dir .. "/www/v2.hex", "md5")):upper()
+    local ok = sched.run(function() return p:push(cmd("v2", "v2.hex", md5)) end)
+    assert.is_true(ok)
+    assert.are.same(seq(FLASHED, "done"), said)
+    assert_chip(p, v2, "v2")
+  end)
+
+  it("stops a download larger than max_download, before the MCU is touched", function()
+    -- v2.hex is 819 bytes
+    local p, said = policy("cap", { max_download = 400 })
+    local ok, err = update(p, cmd("v2", "v2.hex"))
+    assert.is_nil(ok)
+    assert.matches("^download: .*/files/v2%.hex: .*400 bytes", err)
+    assert.are.same({ "downloading", "failed: " .. err }, said)
+    assert.are.equal(0, erases(p))
+    assert.is_nil(state(p, "download.hex"))
+    assert.is_nil(state(p, "download.hex.part"))
   end)
 
   it("folds insecure into the HTTP options every connection uses", function()
