@@ -1,0 +1,118 @@
+-- fotahost.fota.config: every key checked, each problem named with its key,
+-- the defaults filled in, and the file read in an environment of its own.
+local h = require "helper"
+local config = require "fotahost.fota.config"
+
+describe("fotahost.fota.config", function()
+  local BASE = { device_id = "Dev1", device_key = "Key12345", board = "sim", sim_dir = "/tmp/chip" }
+
+  local function with(over, drop)
+    local t = {}
+    for k, v in pairs(BASE) do t[k] = v end
+    for k, v in pairs(over or {}) do t[k] = v end
+    if drop then t[drop] = nil end
+    return t
+  end
+
+  -- the one problem config.check finds in BASE changed by `over`
+  local function refused(over, drop)
+    local c, err = config.check(with(over, drop), "cfg.lua")
+    assert.is_nil(c)
+    assert.is_string(err)
+    assert.is_nil(err:find("\n"), "more than one problem: " .. err)
+    return err
+  end
+
+  it("fills in the defaults", function()
+    local c = assert(config.check(with()))
+    assert.are.equal("https://api.mediatek.com", c.api)
+    assert.are.equal("/var/lib/fotahost", c.state_dir)
+    assert.are.equal("fota_status", c.status_channel)
+    assert.are.equal(0x0F, c.lock)
+    assert.are.equal(50, c.heartbeat)
+    assert.are.equal(57600, c.serial_baud)
+    assert.is_false(c.insecure)
+    assert.is_nil(c.max_download)
+    assert.is_nil(c.http)
+  end)
+
+  it("needs sim_dir when the board is the simulated one", function()
+    assert.are.equal('cfg.lua: sim_dir is missing: board = "sim" needs the simulated chip\'s directory',
+      refused(nil, "sim_dir"))
+  end)
+
+  it("needs the device id and key", function()
+    assert.are.equal("cfg.lua: device_id is missing: the MCS device id (a string without commas or spaces)",
+      refused(nil, "device_id"))
+    assert.are.equal("cfg.lua: device_key must be the MCS device key (a string without commas or spaces), "
+      .. 'got "Key 12345"', refused({ device_key = "Key 12345" }))
+  end)
+
+  it("takes a lock byte from 0 to 255, or false", function()
+    for _, v in ipairs({ 0, 0xCF, 255 }) do assert.are.equal(v, assert(config.check(with({ lock = v }))).lock) end
+    assert.is_false(assert(config.check(with({ lock = false }))).lock)
+    for _, v in ipairs({ 256, -1 }) do
+      assert.are.equal(("cfg.lua: lock must be the lock byte written after a flash (0..255), or false for none, "
+        .. "got %d (a number)"):format(v), refused({ lock = v }))
+    end
+    assert.matches("^cfg%.lua: lock must be .* got 15%.0 %(a number%)$", refused({ lock = 15.0 }))
+  end)
+
+  it("takes only an http:// or https:// api", function()
+    assert.are.equal('cfg.lua: api must be an http:// or https:// base URL, got "api.mediatek.com"',
+      refused({ api = "api.mediatek.com" }))
+    assert.are.equal('cfg.lua: api must be an http:// or https:// base URL, got "ftp://api.mediatek.com"',
+      refused({ api = "ftp://api.mediatek.com" }))
+    assert.are.equal("http://127.0.0.1:8080", assert(config.check(with({ api = "http://127.0.0.1:8080" }))).api)
+  end)
+
+  it("takes only a positive number as max_download, and an integer rate as serial_baud", function()
+    assert.are.equal('cfg.lua: max_download must be the largest download accepted, in bytes (default: 6x the '
+      .. 'flash size), got "1M"', refused({ max_download = "1M" }))
+    assert.matches("^cfg%.lua: max_download must be .* got 0 %(a number%)$", refused({ max_download = 0 }))
+    assert.are.equal(1048576, assert(config.check(with({ max_download = 1048576 }))).max_download)
+    assert.matches("^cfg%.lua: serial_baud must be .* got 57600%.5 %(a number%)$", refused({ serial_baud = 57600.5 }))
+    assert.matches('^cfg%.lua: serial_baud must be .* got "fast"$', refused({ serial_baud = "fast" }))
+  end)
+
+  it("takes a status channel of letters, digits, _ and -", function()
+    assert.matches('^cfg%.lua: status_channel must be a data channel id %(letters, digits, _ and %-%), got "fota status"$',
+      refused({ status_channel = "fota status" }))
+  end)
+
+  it("names an unknown key, and the key it most likely meant", function()
+    assert.are.equal("cfg.lua: unknown key statedir (did you mean state_dir?)", refused({ statedir = "/tmp" }))
+    assert.are.equal("cfg.lua: unknown key colour", refused({ colour = "blue" }))
+  end)
+
+  it("lists every problem, one per line", function()
+    local c, err = config.check(with({ lock = 300, heartbeat = "often" }, "device_id"), "cfg.lua")
+    assert.is_nil(c)
+    local lines = {}
+    for l in err:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    assert.are.equal(3, #lines, err)
+  end)
+
+  it("folds insecure into the HTTP options, leaving the others", function()
+    local c = assert(config.check(with({ insecure = true, http = { retries = 1 } })))
+    assert.are.same({ retries = 1, insecure = true }, c.http)
+  end)
+
+  it("reads a file in an environment of its own, naming the file in its errors", function()
+    local dir = h.tmpdir()
+    local path = h.write(dir .. "/config.lua", [[
+leaked_global = true
+return { device_id = "Dev1", device_key = "Key12345", board = "sim", sim_dir = "/tmp/chip", lock = 300 }
+]])
+    local c, err = config.load(path)
+    assert.is_nil(c)
+    assert.are.equal(path .. ": lock must be the lock byte written after a flash (0..255), or false for none, "
+      .. "got 300 (a number)", err)
+    assert.is_nil(rawget(_G, "leaked_global"))
+    c, err = config.load(dir .. "/missing.lua")
+    assert.is_nil(c)
+    assert.are.equal(dir .. "/missing.lua: no configuration file (set FOTAHOST_CONFIG, or create it: see "
+      .. "examples/config.lua)", err)
+    h.rmdir(dir)
+  end)
+end)
