@@ -102,6 +102,20 @@ describe("FOTA end to end: the app, the local cloud and the simulated chip", fun
     return admin("POST", "/devices/" .. t.id .. "/fota", body, t.cloud_url)
   end
 
+  --- Waits until the device is done with every push so far (the n-th
+  -- terminal status is in): one more push, of a file the cloud does not
+  -- have, waits its turn behind an update still running ("queued") and
+  -- fails at its download. Once its final status is in, nothing of the
+  -- pushes before it can still be touching the chip. Returns the statuses
+  -- it added.
+  local function barrier(t, n)
+    local before = #statuses(t)
+    push(t, { version = "barrier", url = t.cloud_url .. "/firmwares/no-such-barrier.hex", md5 = cjson.null })
+    local final, list = wait_status(t, n + 1)
+    assert.matches("^failed: download: .*/no%-such%-barrier%.hex: HTTP 404$", final)
+    return { table.unpack(list, before + 1) }
+  end
+
   ---------------------------------------------------------------- the chip
 
   local function flash_bytes(t) return h.read(t.chip .. "/flash.bin") end
@@ -344,8 +358,10 @@ return {
       assert.matches("^failed: ", final)
       assert.matches(reason, final)
       for _, s in ipairs(list) do assert.are_not.equal("flashing", s) end
-      -- a moment for anything a bug might still do to the chip
-      sleep(0.3)
+      -- the device has finished with the push: no status came after its final one
+      local after = barrier(t, 1)
+      assert.is_truthy(after[1] == "downloading" or after[1] == "queued: barrier (an update is running)",
+        "a status after the final one: " .. tostring(after[1]))
       assert.are.equal(n, erases(t), "the chip was erased")
       assert.is_true(before == flash_bytes(t), "flash.bin changed")
       assert.are.equal(cjson.null, device(t).version)
@@ -427,6 +443,12 @@ return {
       local url, md5 = file_url("noise.hex", pattern(3000, 7))
       refused({ version = "xnoise", url = url, md5 = md5 }, "not a valid Intel HEX file")
     end)
+
+    it("a HEX file that holds no data", function()
+      -- valid Intel HEX: only the end-of-file record
+      local url, md5 = file_url("empty.hex", ":00000001FF\n")
+      refused({ version = "xempty", url = url, md5 = md5 }, "^failed: the HEX file holds no data$")
+    end)
   end)
 
   ---------------------------------------------------------------- 4, 5
@@ -442,10 +464,12 @@ return {
     local before, n = flash_bytes(t), erases(t)
     push(t, "blink-250")
     local final, list = wait_status(t)
-    assert.matches("^failed: .*signature 1E 95 0F", final)
+    -- nothing was erased: no rollback is tried (it would fail the same way)
+    assert.matches("^failed: [^;]*signature 1E 95 0F[^;]*$", final)
     -- "flashing" is said only once the signature is right
     assert.are.same({ "downloading", "verifying", final }, list)
-    sleep(0.3)
+    assert.are.same({ "downloading", "failed: download: " .. t.cloud_url .. "/firmwares/no-such-barrier.hex: HTTP 404" },
+      barrier(t, 1))
     assert.are.equal(n, erases(t))
     assert.is_true(before == flash_bytes(t), "flash.bin changed")
     assert.are.equal(cjson.null, device(t).version)
@@ -488,8 +512,13 @@ return {
     set_faults(t, "slow_write 4")
     local n = erases(t)
     push(t, "app-28k-a")
-    until_true("the erase of the chip", WAIT, function() return erases(t) > n end)
-    sleep(0.5) -- writing pages now
+    -- Killed once the chip is erased (the journal was written before) and
+    -- the cloud has "flashing": the simulated chip saves flash.bin only
+    -- when a session ends, so what a kill from here on leaves is the same
+    -- as a power cut mid-write.
+    until_true("the erase of the chip, and flashing at the cloud", WAIT, function()
+      return erases(t) > n and statuses(t)[7] == "flashing"
+    end)
     kill_app(t, "KILL")
     local list = statuses(t)
     assert.are.same({ "downloading", "verifying", "flashing", "done", "downloading", "verifying", "flashing" }, list)
@@ -599,6 +628,38 @@ return {
     assert.matches('"version":"blink%-250"', h.read(t.state .. "/installed.json"))
   end)
 
+  -- The same in a hook before the flash: the app stops, the chip is
+  -- never touched, and the cloud is not told the update failed.
+  it("exits on SIGTERM in a before_flash hook, leaving the chip as it was", function()
+    local t = new_device({ chip = template, extra_config = function(d) return ([[
+  before_flash = function(job)
+    io.open(%q, "w"):close()
+    local t0 = os.clock()
+    while os.clock() - t0 < 4 do end -- e.g. a checksum of the image
+    return true
+  end,
+]]):format(d.dir .. "/before-flash-running") end })
+    local marker = t.dir .. "/before-flash-running"
+    start_app(t)
+    local before, n = flash_bytes(t), erases(t)
+    push(t, "blink-250")
+    until_true("the before_flash hook", WAIT, function() return h.read(marker) end)
+    local pid = t.app.pid
+    os.execute("kill -TERM " .. pid)
+    local exited = pcall(until_true, "the app to exit", 15, function() return not alive(pid) end)
+    assert.is_true(exited, "the app still runs 15 s after a SIGTERM in before_flash; its log:\n" .. app_log(t))
+    assert.are.equal("143", app_rc(t))
+    kill_app(t)
+    -- (a hook that computes holds up the status sender too: "verifying"
+    -- may not have gone out)
+    for _, s in ipairs(statuses(t)) do
+      assert.is_truthy(s == "downloading" or s == "verifying", "the cloud was told " .. s)
+    end
+    assert.are.equal(n, erases(t))
+    assert.is_true(before == flash_bytes(t), "flash.bin changed")
+    assert.is_nil(h.read(t.state .. "/journal.json"))
+  end)
+
   -- A power cut inside commit(): recover() finds the journal's image as
   -- new.hex, or already renamed to lkg.hex (checked by SHA-256), and
   -- finishes the commit with the new version, never the old one.
@@ -647,19 +708,22 @@ return {
     set_faults(t, "slow_write 4")
     push(t, "app-28k-a")
     until_true("the erase of the chip", WAIT, function() return erases(t) > 0 end)
-    sleep(0.5)
     kill_app(t, "KILL")
     set_faults(t, nil)
     local port = own.port
     own.stop()
     -- the app starts while the cloud is down: the recovery runs, the
     -- version report fails
+    local logged = #app_log(t)
     start_app(t, false)
     until_true("the recovery", WAIT, function()
       return h.read(t.state .. "/journal.json") == nil
         and (h.read(t.state .. "/installed.json") or ""):find("app-28k-a", 1, true)
     end)
-    sleep(1)
+    -- the app has found the cloud down (and will retry) before it comes back
+    until_true("a failed connection", WAIT, function()
+      return app_log(t):find("retrying in", logged + 1, true)
+    end)
     own = own_cloud(port, dir, { "--device", dev .. ":" .. key })
     until_true("the app to reconnect", WAIT, function() return device(t).connected end)
     until_true("the recovery status", WAIT, function() return statuses(t)[1] ~= nil end)
