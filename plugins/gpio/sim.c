@@ -15,7 +15,9 @@
  *
  * Fault knobs for tests of whole programs (fotahost flash, the FOTA
  * policy): DIR/faults, one per line: "silent", "miso_stuck 0|1",
- * "bit_error N", "slow_write K" (see avrsim.h), read when the lines open.
+ * "bit_error N", "slow_write K" (see avrsim.h), and "clock HZ": the MCU's
+ * clock (default 8 MHz; a new chip's CKDIV8 fuse makes it 1 MHz), which
+ * sets the shortest legal SCK half-period. Read when the lines open.
  *
  * The virtual board (another process, running the MCU from flash.bin)
  * follows RESET through DIR/reset: "0" while an ISP session holds RESET
@@ -42,8 +44,8 @@
 #define SIM_GPIO_A 16 /* PDI on revision >= 3 */
 #define SIM_GPIO_B 17 /* PDO on revision >= 3 */
 #define REVISION_OFFSET 1043
-/* The shortest SCK half-period the 8 MHz chip accepts. */
-#define SIM_MIN_HALF_NS 250
+/* The MCU's clock unless DIR/faults says otherwise: the board's 8 MHz. */
+#define SIM_CLOCK_HZ 8000000L
 /* RESET high this long (or at close) counts as released: see settle_release(). */
 #define RELEASE_SETTLE_NS 1000000LL
 
@@ -112,9 +114,13 @@ static int pin_level(fh_gpio *g, struct sim_ctx *c, enum role r)
     return r == ROLE_RESET;
 }
 
-/* Applies DIR/faults, if any. Unknown lines are an error: a typo must not
- * silently run a test without its fault. */
-static int load_faults(avrsim *chip, const char *dir, char *err, size_t errlen)
+/*
+ * Reads DIR/faults, if any: applies the faults to `chip`, or, with chip
+ * NULL, only finds the clock (the chip is opened with the SCK limit it
+ * implies). Unknown lines are an error: a typo must not silently run a test
+ * without its fault.
+ */
+static int load_faults(avrsim *chip, const char *dir, long *clock_hz, char *err, size_t errlen)
 {
     static const struct { const char *name; enum avrsim_fault f; } names[] = {
         {"silent", AVRSIM_SILENT}, {"miso_stuck", AVRSIM_MISO_STUCK},
@@ -135,19 +141,40 @@ static int load_faults(avrsim *chip, const char *dir, char *err, size_t errlen)
         lineno++;
         if (n < 1 || word[0] == '#')
             continue;
+        if (strcmp(word, "clock") == 0) {
+            if (n < 2 || param < 1000 || param > 20000000) {
+                snprintf(err, errlen, "%s:%d: clock takes the MCU's frequency in Hz (1000 to 20000000)",
+                         path, lineno);
+                fclose(f);
+                return -1;
+            }
+            *clock_hz = param;
+            continue;
+        }
         for (k = 0; k < sizeof names / sizeof names[0]; k++)
             if (strcmp(word, names[k].name) == 0)
                 break;
         if (k == sizeof names / sizeof names[0]) {
-            snprintf(err, errlen, "%s:%d: unknown fault '%s' (silent, miso_stuck, bit_error, slow_write)",
+            snprintf(err, errlen, "%s:%d: unknown fault '%s' (silent, miso_stuck, bit_error, slow_write, clock)",
                      path, lineno, word);
             fclose(f);
             return -1;
         }
-        avrsim_set_fault(chip, names[k].f, param);
+        if (chip != NULL)
+            avrsim_set_fault(chip, names[k].f, param);
     }
     fclose(f);
     return 0;
+}
+
+/* The shortest legal SCK high or low time at clock_hz: more than 2 CPU
+ * clocks below 12 MHz, 3 from 12 MHz on (so SCK at most a quarter of the
+ * MCU's clock: 250 ns at 8 MHz). */
+static long min_half_ns(long clock_hz)
+{
+    long long cycles = clock_hz >= 12000000L ? 3 : 2;
+
+    return (long)((cycles * 1000000000LL + clock_hz - 1) / clock_hz);
 }
 
 /* Publishes the RESET level in DIR/reset for the virtual board. */
@@ -223,6 +250,7 @@ static int sim_open(fh_gpio *g, const char *chip, uint32_t initial,
                     const struct fh_gpio_opts *opts, char *err, size_t errlen)
 {
     struct sim_ctx *c;
+    long clock_hz = SIM_CLOCK_HZ;
     int i, rev;
 
     (void)initial; /* already in g->state */
@@ -235,12 +263,16 @@ static int sim_open(fh_gpio *g, const char *chip, uint32_t initial,
         snprintf(err, errlen, "sim: out of memory");
         return -1;
     }
-    c->chip = avrsim_open(chip, opts->sim_part, opts->sim_factory, SIM_MIN_HALF_NS, err, errlen);
+    if (load_faults(NULL, chip, &clock_hz, err, errlen) != 0) {
+        free(c);
+        return -1;
+    }
+    c->chip = avrsim_open(chip, opts->sim_part, opts->sim_factory, min_half_ns(clock_hz), err, errlen);
     if (c->chip == NULL) {
         free(c);
         return -1;
     }
-    if (load_faults(c->chip, chip, err, errlen) != 0) {
+    if (load_faults(c->chip, chip, &clock_hz, err, errlen) != 0) {
         avrsim_free(c->chip);
         free(c);
         return -1;
