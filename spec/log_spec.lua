@@ -51,6 +51,25 @@ describe("fotahost.log", function()
       "log.secret: a secret shorter than 4 characters cannot be masked safely")
   end)
 
+  it("masks a secret with pattern characters in it, as it is", function()
+    log.secret("k3y-Of.Dev+9%x")
+    log.info("t", "ignored Dev9,k3y-Of.Dev+9%x,1,,on and k3y-Of.Dev+9%x.")
+    assert.are.same({ "info t: ignored Dev9,****,1,,on and ****." }, got)
+  end)
+
+  it("masks a deviceKey value however the name is written", function()
+    log.info("t", "GET /x?devicekey=Aa111111&y=1")
+    log.info("t", "config line 3: device_key = \"Bb222222\"")
+    log.info("t", 'json {"device-key": "Cc333333"}')
+    log.info("t", "header DEVICEKEY: Dd444444")
+    assert.are.same({
+      "info t: GET /x?devicekey=****&y=1",
+      'info t: config line 3: device_key = "****"',
+      'info t: json {"device-key": "****"}',
+      "info t: header DEVICEKEY: ****",
+    }, got)
+  end)
+
   it("rejects an unknown level or sink", function()
     assert.has_error(function() log.configure { level = "loud" } end,
       "log.configure: unknown log level 'loud' (expected debug, info, notice, warn or error)")
