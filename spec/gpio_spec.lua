@@ -2,6 +2,8 @@
 -- sysfs on a fake /sys/class/gpio tree, mmio on a regular file mapped in
 -- place of /dev/mem, gpiod on this machine (which has no GPIO chip).
 local gpio = require "fotahost.gpio"
+local stream = require "fotahost.stream"
+local sys = require "fotahost.sys"
 local h = require "helper"
 
 local function sh(cmd) assert(os.execute(cmd), cmd) end
@@ -60,16 +62,74 @@ describe("fotahost.gpio", function()
       lines:close()
     end)
 
-    it("exports, retries until udev has made the files, and unexports what it exported", function()
-      fake_tree(nil, { 15, 16, 17 })
-      -- gpio3 appears 50 ms after the export, as udev would make it
-      sh(("(sleep 0.05; mkdir -p %s/gpio3; echo in > %s/gpio3/direction; echo 1 > %s/gpio3/value) &")
-        :format(h.q(dir), h.q(dir), h.q(dir)))
-      local lines = assert(gpio.open(with{ backend = "sysfs", chip = "x", sysfs_root = dir }))
-      assert.are.equal("3", (h.read(dir .. "/export"):gsub("%s", "")))
-      assert.are.equal("low", attr(3, "direction"))
+    -- Starts spec/support/fake_udev.lua on the tree: `export` becomes a
+    -- FIFO, and each gpioN of `nums` appears only after N was written to
+    -- it. Returns a function that waits for the helper to end (killing it,
+    -- by its pid, if it has not within 5 s) and returns its log.
+    local function fake_udev(nums)
+      os.remove(dir .. "/export")
+      sh("mkfifo " .. h.q(dir .. "/export"))
+      local args = {}
+      for i, n in ipairs(nums) do
+        local d = h.q(("%s/.udev/gpio%d"):format(dir, n))
+        sh(("mkdir -p %s && echo in > %s/direction && echo 0 > %s/value"):format(d, d, d))
+        args[i] = tostring(n)
+      end
+      sh(("%s %s %s %s > %s 2>&1 & echo $! > %s"):format(h.q(h.bin),
+        h.q(h.top .. "/spec/support/fake_udev.lua"), h.q(dir), table.concat(args, " "),
+        h.q(dir .. "/udev.err"), h.q(dir .. "/udev.pid")))
+      -- Open for reading and writing, which never blocks on a FIFO: the
+      -- helper's open returns at once, an export written before the helper
+      -- reads waits in the FIFO, and once this closes the helper sees the
+      -- end of it.
+      local hold = assert(io.open(dir .. "/export", "r+b"))
+      local pid = assert(math.tointeger(tonumber(h.read(dir .. "/udev.pid"):match("%d+"))))
+      return function()
+        hold:close()
+        local deadline = sys.now() + 5
+        while true do
+          local stat = h.read("/proc/" .. pid .. "/stat")
+          local state = stat and stat:match("%) (%a)")
+          if not state or state == "Z" or state == "X" then break end
+          if sys.now() > deadline then
+            os.execute("kill -TERM " .. pid)
+            break
+          end
+          stream.pause(nil, 0.01)
+        end
+        return (h.read(dir .. "/exported") or "") .. (h.read(dir .. "/udev.err") or "")
+      end
+    end
+
+    it("exports, waits until udev has made the files, and unexports what it exported, RESET last", function()
+      fake_tree(nil, {})
+      local udev_done = fake_udev({ 3, 15, 16, 17 })
+      local lines, err = gpio.open(with{ backend = "sysfs", chip = "x", sysfs_root = dir })
+      local log = udev_done()
+      assert.truthy(lines, err)
+      -- each line exported once, each waited for: no gpioN existed before its export
+      assert.are.equal("3\n15\n16\n17\n", log)
+      assert.are.equal("low", attr(3, "direction"))    -- RESET asserted
+      assert.are.equal("in", attr(17, "direction"))
       lines:close()
+      for _, n in ipairs({ 3, 15, 16, 17 }) do assert.are.equal("in", attr(n, "direction")) end
+      -- RESET is let go last, after the lines the MCU would see while starting
       assert.are.equal("3", (h.read(dir .. "/unexport"):gsub("%s", "")))
+    end)
+
+    it("drives an inverted line (the Yun's RESET) at the opposite level, from the moment it opens", function()
+      fake_tree(nil, { 3, 15, 16, 17 })
+      local lines = assert(gpio.open(with{ backend = "sysfs", chip = "x", sysfs_root = dir,
+        invert = { true, false, false, true }, initial = { 0, 0, 0 } }))
+      assert.are.equal("high", attr(3, "direction"))   -- RESET asserted through the inverter, no glitch
+      assert.are.equal("low", attr(15, "direction"))
+      assert(lines:set(1, 1))                          -- released: the inverter's input goes low
+      assert.are.equal("0", attr(3, "value"))
+      assert(lines:set(1, 0))
+      assert.are.equal("1", attr(3, "value"))
+      h.write(dir .. "/gpio17/value", "1\n")
+      assert.are.equal(0, lines:get(4))                -- an inverted input reads inverted
+      lines:close()
     end)
 
     it("names the file and the cause when a line cannot be opened", function()
