@@ -101,12 +101,19 @@ describe("ISP programming on the simulated chip", function()
     end
   end)
 
-  it("refuses an image that does not fit the flash, before touching the MCU", function()
-    local s <close> = session()
+  it("refuses an image that does not fit the flash, before writing any page", function()
     local pages, err = isp.pages(parts.m32u4, ihex.from_binary("abc", 0x7FFE))
     assert.is_nil(pages)
     assert.are.equal("image data at 0x7FFE..0x8000 is outside ATmega32U4's flash (0x0..0x7FFF)", err)
-    assert.truthy(s)
+    -- a session refuses it whole: not even the part that fits is written
+    local s <close> = session()
+    assert(s:connect())
+    local ok
+    ok, err = s:write_flash(ihex.from_binary("abc", 0x7FFE))
+    assert.is_nil(ok)
+    assert.are.equal("image data at 0x7FFE..0x8000 is outside ATmega32U4's flash (0x0..0x7FFF)", err)
+    s:close()
+    assert.are.equal(("\255"):rep(32768), flash_bin(dir))
   end)
 
   it("refuses a chip with another signature, leaving its flash as it was", function()
@@ -141,6 +148,42 @@ describe("ISP programming on the simulated chip", function()
     local s <close> = session{ revision_path = dir .. "/no-such-file" }
     assert.are.equal("1E 95 87", s:connect())
     assert.is_true(s.swapped)
+  end)
+
+  it("tries Programming Enable again when its echo comes back garbled", function()
+    -- bits 16-23 the MCU sends are the echo of the first Programming Enable
+    h.write(dir .. "/faults", "bit_error 16\n")
+    local s <close> = session()
+    assert.are.equal("1E 95 87", s:connect())
+    assert.are.equal(2, s:stats().enable_tries)
+    assert.is_false(s.swapped)                           -- the wiring was right all along
+  end)
+
+  it("pulses RESET before each Programming Enable, so an MCU out of step is brought back", function()
+    local gpio = require "fotahost.gpio"
+    local ispc = require "fotahost.isp"
+    local lines <close> = assert(gpio.open{ backend = "sim", chip = dir, lines = { 3, 15, 16, 17 },
+      outputs = { true, true, true, false }, initial = { 0, 0, 0 }, part = parts.m32u4 })
+    local prog = ispc.new(lines, parts.m32u4)
+    assert.is_true(prog:connect())
+    -- A glitch on SCK (it is high after an instruction): one rising edge
+    -- too many, and the MCU counts its bits one off from ours.
+    assert(lines:set(2, 0))
+    assert(lines:set(2, 1))
+    local _, _, echo = prog:cmd(0xAC, 0x53, 0x00, 0x00)
+    assert.are_not.equal(0x53, echo)                     -- out of step
+    assert.is_true(prog:connect())
+    assert.are.equal("\x1E\x95\x87", prog:signature())
+    assert.are.equal(2, prog:stats().enable_tries)       -- one connect each, no retry needed
+  end)
+
+  it("gives up on a chip that stays busy, naming the step", function()
+    h.write(dir .. "/faults", "slow_write 400\n")      -- a chip erase of 3.6 s, not 9 ms
+    local s <close> = session()
+    assert(s:connect())
+    local ok, err = s:erase()
+    assert.is_nil(ok)
+    assert.matches("^chip erase: the MCU still reports busy after %d+ ms$", err)
   end)
 
   describe("faults, each failing before the erase with the MCU untouched", function()
