@@ -131,7 +131,8 @@ describe("fotahost flash", function()
     h.write(dir .. "/new.bin", "new")
     local r = flash({ "-c", "sim", "-P", chip, "-D", "-U", "flash:w:new.bin:r" })  -- no erase: verify fails
     assert.are.equal(1, r.status)
-    assert.matches("verification error at 0x000%d: file 0x%x%x, MCU 0x%x%x", r.err)
+    -- "old firmware" under "new": 'o' & 'n' is 'n', but 'l' & 'e' (0x6C & 0x65) is 0x64
+    assert.matches("verification error at 0x0001: file 0x65, MCU 0x64", r.err, 1, true)
     assert.are.equal("1\n", h.read(chip .. "/reset"))
   end)
 
@@ -147,13 +148,36 @@ describe("fotahost flash", function()
     assert.matches("'09' is not a byte value", r.err)
   end)
 
-  it("slows SCK with -B or -i, and rejects a bad value", function()
+  it("slows SCK with -B or -i for an MCU on a slow clock, and rejects a bad value", function()
+    -- A new ATmega32U4 runs at 1 MHz (its CKDIV8 fuse): an SCK phase must
+    -- last 2 us (2 clocks), eight times what the 8 MHz default gives.
+    h.write(chip .. "/faults", "clock 1000000\n")
     hexfile("fw.hex", "slow")
-    local r = flash({ "-v", "-c", "sim", "-P", chip, "-B", "4", "-U", "flash:w:fw.hex" })
-    assert.are.equal(0, r.status, r.err)
-    assert.is_nil(h.read(chip .. "/violations.log"))
+    local r = flash({ "-q", "-c", "sim", "-P", chip, "-U", "flash:w:fw.hex" })
+    assert.matches("SCK half%-period %d+ ns < 2000 ns", h.read(chip .. "/violations.log") or "(no violations)")
+    for _, opts in ipairs({ { "-B", "4" }, { "-B4" }, { "-i", "2" } }) do
+      os.remove(chip .. "/violations.log")
+      local args = { "-c", "sim", "-P", chip }
+      table.move(opts, 1, #opts, #args + 1, args)
+      table.move({ "-U", "flash:w:fw.hex" }, 1, 2, #args + 1, args)
+      r = flash(args)
+      assert.are.equal(0, r.status, r.err)
+      assert.is_nil(h.read(chip .. "/violations.log"), table.concat(opts, " "))
+    end
+    assert.are.equal("slow", h.read(chip .. "/flash.bin"):sub(1, 4))
     r = flash({ "-c", "sim", "-P", chip, "-B", "fast" })
     assert.matches("%-B fast: a time in microseconds expected", r.err)
+  end)
+
+  it("fails when a lock byte does not take (lock bits stay programmed until an erase)", function()
+    assert.are.equal(0, flash({ "-q", "-c", "sim", "-P", chip, "-U", "lock:w:0x0f:m" }).status)
+    local r = flash({ "-c", "sim", "-P", chip, "-U", "lock:w:0x3f:m" })
+    assert.are.equal(1, r.status)
+    assert.matches("lock: wrote 0x3F, read back 0xCF (bits compared: 0x3F)", r.err, 1, true)
+    -- with -e the erase clears the lock bits first
+    r = flash({ "-c", "sim", "-P", chip, "-e", "-U", "lock:w:0x3f:m" })
+    assert.are.equal(0, r.status, r.err)
+    assert.matches("lock=0xFF", h.read(chip .. "/fuses.txt"))
   end)
 
   it("changes nothing in a dry run", function()
@@ -212,7 +236,8 @@ programmer
     assert.are.equal(1, r.status)
     assert.matches("using 'yun%-gpio' from the configuration on sysfs, pins reset=18 sck=11 mosi=27 miso=8", r.err)
     assert.matches("no answer from the MCU", r.err)
-    -- released afterwards
+    -- released afterwards: RESET let go through its inverter (driven low), then an input
+    assert.are.equal("0", (h.read(sysfs .. "/gpio18/value"):gsub("%s", "")))
     assert.are.equal("in", (h.read(sysfs .. "/gpio18/direction"):gsub("%s", "")))
   end)
 
