@@ -282,7 +282,7 @@ describe("fotahost.ihex", function()
       local function rss_kib()
         return assert(math.tointeger(tonumber(h.read("/proc/self/status"):match("VmRSS:%s*(%d+)"))))
       end
-      local data = ("\x0C\x94"):rep(8 * 1024 * 1024)
+      local data = ("\x0C\x94"):rep(16 * 1024 * 1024)
       local boot = ihex.from_binary("boot", 0x7000000)
       collectgarbage()
       collectgarbage()
