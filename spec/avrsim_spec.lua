@@ -93,8 +93,18 @@ describe("fotahost.avrsim", function()
 
   it("refuses Programming Enable within 20 ms of reset, then echoes 0x53 and accepts it", function()
     assert.are.equal(1, chip:miso()) -- RESET high: the MCU runs
-    chip:pins(false, false, false)
-    local _, _, echo = chip:transfer(0xAC, 0x53, 0x00, 0x00)
+    -- Early is within 20 ms of RESET falling. A loaded machine may pause
+    -- this process for that long between the two calls, so it tries again
+    -- until one attempt surely came early.
+    local echo
+    for _ = 1, 20 do
+      chip:pins(true, false, false)
+      chip:reset_stats()
+      local t = sys.now()
+      chip:pins(false, false, false)
+      _, _, echo = chip:transfer(0xAC, 0x53, 0x00, 0x00)
+      if sys.now() - t < 0.015 then break end
+    end
     assert.are.equal(0x53, echo)
     assert.is_false(chip:programming())
     local st = chip:stats()
@@ -221,7 +231,7 @@ describe("fotahost.avrsim", function()
 
   it("says busy while writing and counts any other access as a violation", function()
     enter(chip)
-    chip:fault("slow_write", 20) -- 90 ms: busy for sure
+    chip:fault("slow_write", 50) -- 225 ms: busy for sure, even if this process is paused a while
     cmd(chip, 0x4C, 0x00, 0x00, 0x00)
     assert.are.equal(1, cmd(chip, 0xF0, 0x00, 0x00, 0x00))
     cmd(chip, 0x30, 0x00, 0x00, 0x00)
@@ -300,7 +310,7 @@ describe("fotahost.avrsim", function()
 
     it("slow_write: busy periods multiplied", function()
       enter(chip)
-      chip:fault("slow_write", 10)
+      chip:fault("slow_write", 40) -- 180 ms: ample room for a loaded machine's pauses
       cmd(chip, 0xAC, 0xA0, 0x00, 0xFF)
       spin(0.010) -- twice t_wd_fuse
       assert.are.equal(1, cmd(chip, 0xF0, 0x00, 0x00, 0x00))
