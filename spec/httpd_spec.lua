@@ -526,6 +526,50 @@ describe("http_test_server", function()
     }, { table.unpack(lines, #lines - 3) })
   end)
 
+  it("answers an error with an empty body, and serves a file replaced after a cut", function()
+    assert.are.same({ "", "500 0" }, { curl(srv.url .. "/status/500?empty=1") })
+    h.write(dir .. "/fw2.bin", data:reverse())
+    local url = srv.url .. "/changing/fw.bin/fw2.bin?after=4000"
+    local part, status = curl("-D " .. h.q(dir .. "/head") .. " " .. url)
+    assert.are.same({ data:sub(1, 4000), "200 18" }, { part, status })
+    assert.matches('\r\n[Ee][Tt]ag: "v1"\r\n', h.read(dir .. "/head"))
+    -- the old validator: the new file whole; the new one (or none): its rest
+    assert.are.same({ data:reverse(), "200 0" }, { curl("-r 4000- -H 'If-Range: \"v1\"' " .. url) })
+    assert.are.same({ data:reverse():sub(4001), "206 0" }, { curl("-r 4000- -H 'If-Range: \"v2\"' " .. url) })
+    assert.are.same({ data:reverse():sub(4001), "206 0" }, { curl("-r 4000- " .. url) })
+  end)
+
+  it("matches If-Range with the date, never with a weak ETag", function()
+    local url = srv.url .. "/weak/fw.bin?after=4000"
+    local part, status = curl("-D " .. h.q(dir .. "/head") .. " " .. url)
+    assert.are.same({ data:sub(1, 4000), "200 18" }, { part, status })
+    local head = h.read(dir .. "/head")
+    assert.matches('\r\n[Ee][Tt]ag: W/"w1"\r\n', head)
+    local date = head:match("\r\n[Ll]ast%-[Mm]odified: ([^\r]+)\r\n")
+    assert.are.equal(httpd.http_date(1700000000), date)
+    assert.are.same({ data:sub(4001), "206 0" }, { curl("-r 4000- -H 'If-Range: " .. date .. "' " .. url) })
+    assert.are.same({ data, "200 0" }, { curl("-r 4000- -H 'If-Range: W/\"w1\"' " .. url) })
+  end)
+
+  it("grows a file between a cut and a resume, and sends 206s nobody asked for", function()
+    h.write(dir .. "/fw-big.bin", data .. data)
+    local url = srv.url .. "/grow/fw.bin/fw-big.bin?after=4000"
+    assert.are.same({ data:sub(1, 4000), "200 18" }, { curl(url) })
+    local rest, status = curl("-D " .. h.q(dir .. "/head") .. " -r 4000- " .. url)
+    assert.are.same({ (data .. data):sub(4001), "206 0" }, { rest, status })
+    local head = h.read(dir .. "/head"):lower()
+    assert.is_nil(head:find("content-length", 1, true))
+    assert.is_nil(head:find("etag", 1, true))
+    assert.matches("\r\ncontent%-range: bytes 4000%-199999/200000\r\n", head)
+    -- /partial: 206 from byte S whatever was asked, after a first cut
+    url = srv.url .. "/partial/fw.bin?start=10"
+    assert.are.same({ data:sub(11), "206 0" }, { curl(url) })
+    assert.are.same({ data:sub(11), "206 0" }, { curl("-r 500- " .. url) })
+    url = srv.url .. "/partial/fw.bin?start=10\\&after=100"
+    assert.are.same({ data:sub(1, 100), "200 18" }, { curl(url) })
+    assert.are.same({ data:sub(11), "206 0" }, { curl("-r 100- " .. url) })
+  end)
+
   it("truncates, drips, throttles and redirects", function()
     local body, status = curl(srv.url .. "/truncate/fw.bin?send=10")
     assert.are.same({ data:sub(1, 10), "200 18" }, { body, status })

@@ -38,6 +38,21 @@ Prints "listening HOST:PORT" once ready. Routes:
                                   bytes, closes
   /throttle/NAME?rate=B           the file at about B bytes/s, with Range
   /status/CODE                    CODE with the body <html>error CODE</html>
+                                  (&empty=1: with an empty body)
+  /changing/OLD/NEW?after=N       a file replaced between a cut and a resume:
+                                  the first request for this exact target gets
+                                  OLD (ETag "v1") cut after N body bytes, later
+                                  ones NEW (ETag "v2"), with Range and If-Range
+  /weak/NAME?after=N              NAME with a weak ETag and a Last-Modified,
+                                  the first request cut after N; If-Range
+                                  matches the Last-Modified only (a weak tag
+                                  never matches: the whole file)
+  /grow/OLD/NEW?after=N           no validators: the first request gets OLD
+                                  cut after N, later ones NEW with Range, and
+                                  a 206 without Content-Length
+  /partial/NAME?start=S[&after=N] a broken server: every answer is 206 from
+                                  byte S, whatever was asked (with after=N, the
+                                  first request gets the whole file cut after N)
   /drip?bytes=N&interval=S        N bytes declared, one every S seconds
   /redirect?to=URL&code=302       a redirect to any URL (301 302 303 307 308)
   /chain/N/NAME                   N redirects, then /files/NAME
@@ -144,6 +159,55 @@ end
 
 local cut_count = {} -- target -> requests seen, for /cut
 
+-- How many requests for this exact target there have been, this one included.
+local function nth(req)
+  local n = (cut_count[req.target] or 0) + 1
+  cut_count[req.target] = n
+  return n
+end
+
+-- Streams `path` with exactly the validators given (o.etag, o.last_modified:
+-- header values as sent, nil for none), for what send_file cannot do. A
+-- single Range is honoured, if an If-Range allows it: a strong ETag equal
+-- to o.etag or a date equal to o.last_modified (RFC 9110 13.1.5: a weak tag
+-- never matches). o.cut = N: declare the length, send N bytes, close.
+-- o.from = S: 206 from byte S whatever was asked. o.no_length: a 206 with
+-- no Content-Length, the body ending when the connection closes.
+local function send_with(req, res, path, o)
+  local f <close> = assert(io.open(path, "rb"))
+  local size = f:seek("end")
+  local h = { ["Content-Type"] = "application/octet-stream", ETag = o.etag, ["Last-Modified"] = o.last_modified }
+  local first, last, status = 0, size - 1, 200
+  if o.from then
+    first, status = o.from, 206
+  elseif req.headers.range then
+    local ir = req.headers["if-range"]
+    local strong = o.etag and not o.etag:match("^W/") and o.etag
+    if ir == nil or ir == strong or ir == o.last_modified then
+      local a, b = httpd.parse_range(req.headers.range, size)
+      if a == "unsatisfiable" then
+        return res:send(416, { ["Content-Range"] = ("bytes */%d"):format(size) }, "")
+      elseif a then
+        first, last, status = a, b, 206
+      end
+    end
+  end
+  if status == 206 then h["Content-Range"] = ("bytes %d-%d/%d"):format(first, last, size) end
+  local length = last - first + 1
+  if not (o.no_length and status == 206) then h["Content-Length"] = length end
+  if not res:start(status, h) then return end
+  f:seek("set", first)
+  local to_send = math.min(length, o.cut or length)
+  local left = to_send
+  while left > 0 do
+    local data = assert(f:read(math.min(httpd.CHUNK, left)))
+    if not res:write(data) then return end
+    left = left - #data
+  end
+  if to_send < length then return res:abort() end
+  res:finish()
+end
+
 ---------------------------------------------------------------- routes
 
 -- { path pattern, function(req, res, captures...) }, tried in order.
@@ -201,7 +265,48 @@ local ROUTES = {
   { "^/status/(%d+)$", function(req, res, code)
     code = math.tointeger(tonumber(code))
     if code < 200 or code > 599 then return bad_request(res, "status must be 200..599") end
-    res:send(code, { ["Content-Type"] = "text/html" }, ("<html>error %d</html>"):format(code))
+    res:send(code, { ["Content-Type"] = "text/html" },
+      req.args.empty ~= "1" and ("<html>error %d</html>"):format(code) or "")
+  end },
+
+  { "^/changing/([^/]+)/([^/]+)$", function(req, res, old, new)
+    local after, err = int_arg(req, "after", nil)
+    if not after then return bad_request(res, err) end
+    local first = nth(req) == 1
+    with_file(res, first and old or new, function(path)
+      return res:send_file(path, nil, { etag = first and "v1" or "v2", max_send = first and after or nil })
+    end)
+  end },
+
+  { "^/weak/([^/]+)$", function(req, res, name)
+    local after, err = int_arg(req, "after", nil)
+    if not after then return bad_request(res, err) end
+    local first = nth(req) == 1
+    with_file(res, name, function(path)
+      return send_with(req, res, path, { etag = 'W/"w1"', last_modified = httpd.http_date(1700000000),
+                                         cut = first and after or nil })
+    end)
+  end },
+
+  { "^/grow/([^/]+)/([^/]+)$", function(req, res, old, new)
+    local after, err = int_arg(req, "after", nil)
+    if not after then return bad_request(res, err) end
+    local first = nth(req) == 1
+    with_file(res, first and old or new, function(path)
+      return send_with(req, res, path, { cut = first and after or nil, no_length = true })
+    end)
+  end },
+
+  { "^/partial/([^/]+)$", function(req, res, name)
+    local start, err = int_arg(req, "start", nil)
+    if not start then return bad_request(res, err) end
+    local after
+    after, err = int_arg(req, "after", -1, -1)
+    if not after then return bad_request(res, err) end
+    local cut = after >= 0 and nth(req) == 1
+    with_file(res, name, function(path)
+      return send_with(req, res, path, cut and { cut = after } or { from = start })
+    end)
   end },
 
   { "^/drip$", function(req, res)
