@@ -310,7 +310,7 @@ describe("fotahost.tcp_socket", function()
     local port = free_port()
     local took, s, err, code = elapsed(function() return tcp_socket.connect("127.0.0.1", port, 1) end)
     assert.are.same({ nil, ("127.0.0.1:%d: Connection refused"):format(port), 111 }, { s, err, code })
-    assert.is_true(took < 0.5, "took " .. took)
+    assert.is_true(took < 0.9, "took " .. took) -- at once, not at the 1 s timeout
     -- a name that cannot exist: the cause is the resolver's (no such name,
     -- or no DNS server to ask in a sandbox)
     local s2, err2 = tcp_socket.connect("nosuch.invalid", 80, 2)
@@ -407,10 +407,11 @@ describe("fotahost.tcp_socket", function()
     end
     assert.has_error(function() client:read(1) end,
       "sock:read: timeout required (seconds >= 0, or math.huge to wait for ever), got nil")
-    -- timeout 0: one look, no wait
+    -- timeout 0: one look, no wait (the bound only has to tell "no wait"
+    -- from a real one on a loaded machine)
     local took, a, b, c = elapsed(function() return peer:read(1, 0) end)
     assert.are.same({ nil, "timeout", "" }, { a, b, c })
-    assert.is_true(took < 0.05, "took " .. took)
+    assert.is_true(took < 0.5, "took " .. took)
     client:close()
     assert.is_true(client:close())
     assert.are.equal(("tcp socket 127.0.0.1:%d (closed)"):format(select(2, server:getsockname())),
