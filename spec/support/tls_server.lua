@@ -58,9 +58,27 @@ local function alive()
   return state ~= nil and state ~= "Z" and state ~= "X"
 end
 
+-- Waits up to `seconds` for s_server (and `timeout`, which waits for it)
+-- to be gone. @return true when it is
+local function gone_within(seconds)
+  local poller <close> = assert(require("fotahost.poll").new())
+  local deadline = sys.now() + seconds
+  while alive() do
+    if sys.now() > deadline then return false end
+    poller:wait(0.01)
+  end
+  return true
+end
+
+-- Stops s_server before we exit, so that a spec that saw us exit finds
+-- the port closed.
 local function stop()
   if pid and alive() then
     os.execute("kill -TERM " .. pid .. " 2>/dev/null")
+    if not gone_within(5) then
+      os.execute("kill -KILL " .. pid .. " 2>/dev/null")
+      gone_within(1)
+    end
   end
   os.execute("rm -rf " .. q(work))
 end
