@@ -29,7 +29,7 @@
 --
 -- Prints "killed NAME (N failed)", "SURVIVED NAME" or "equivalent NAME:
 -- reason" per mutant, then a score. Exits 1 if any mutant survived, did
--- not build, or its rewrite no longer matches the code.
+-- not build, selects no test, or its rewrite no longer matches the code.
 --
 -- --quick skips that whole-suite run (for working on one area's specs).
 --
@@ -123,6 +123,9 @@ do
       seen[m.name] = true
       assert(m.equivalent or (m.file and m.from and m.to),
         path .. ": " .. m.name .. " needs file, from and to (or equivalent)")
+      for _, spec in ipairs(m.specs or {}) do
+        assert(read(top .. "/" .. spec), path .. ": " .. m.name .. ": no such spec file " .. spec)
+      end
       m.area = area
       seen[area] = true
       mutants[#mutants + 1] = m
@@ -196,12 +199,7 @@ for w = 1, workers do
 end
 print(("done (%d s)"):format(os.time() - t0))
 
-local function spec_args(m)
-  local a = {}
-  if m.filter then a[#a + 1] = "--filter=" .. q(m.filter) end
-  for _, s in ipairs(m.specs or {}) do a[#a + 1] = s end
-  return table.concat(a, " ")
-end
+
 
 -- The job's end ("ran", "build"), or nil while it runs.
 local function job_done(w)
@@ -210,13 +208,14 @@ local function job_done(w)
 end
 
 -- Starts, in the background, worker w's build and a run of the suite
--- (narrowed by `busted_args`). The job writes `done` when it ends:
+-- (narrowed to mutant m's specs and filter, when m is given). The job writes `done` when it ends:
 -- "build" if the build failed, else "ran".
-local function start_job(w, busted_args, log)
+local function start_job(w, m, log)
   local done = logdir .. "/done" .. w
   os.remove(done)
-  local script = ("echo $$ > %s/sid%d; if %s; then cd %s && BUSTED_ARGS=%s timeout 900 sh tests/run > %s 2>&1; " ..
-    "echo ran > %s; else echo build > %s; fi"):format(q(logdir), w, make_cmd(w), q(tree_of(w)), q(busted_args or ""),
+  local script = ("echo $$ > %s/sid%d; if %s; then cd %s && BUSTED_ARGS=%s BUSTED_FILTER=%s timeout 900 sh tests/run > %s 2>&1; " ..
+    "echo ran > %s; else echo build > %s; fi"):format(q(logdir), w, make_cmd(w), q(tree_of(w)),
+    q(m and table.concat(m.specs or {}, " ") or ""), q(m and m.filter or ""),
     q(log), q(done), q(done))
   -- in a session of its own (timeout makes a process group of its own
   -- inside it), so an interrupted run can stop all of it
@@ -265,7 +264,7 @@ local function begin(w, m)
   write(path, original:sub(1, s - 1) .. m.to .. original:sub(e + 1))
   local log = logdir .. "/" .. m.name .. ".log"
   busy[w] = { m = m, original = original, path = path, phase = "specs", log = log, t = os.time() }
-  start_job(w, spec_args(m), log)
+  start_job(w, m, log)
 end
 
 -- Judges a finished job; returns the verdict line, or nil when the
@@ -278,7 +277,11 @@ local function judge(w, ended)
     return ("BROKEN %s (does not build: see %s)"):format(m.name, b.log)
   end
   local failed = failures(b.log)
-  if failed == nil then
+  local specs_run = tonumber((read(b.log) or ""):match("(%d+) successes? / %d+ failures? / %d+ errors?"))
+  if failed == 0 and b.phase == "specs" and specs_run == 0 then
+    score.broken = score.broken + 1
+    return ("BROKEN %s (its specs and filter select no test: %s)"):format(m.name, b.log)
+  elseif failed == nil then
     score.killed = score.killed + 1
     return ("killed %s (no summary: crashed or hung; %s)"):format(m.name, b.log)
   elseif failed > 0 then
