@@ -74,14 +74,42 @@ describe("fotahost.sys", function()
       assert.are.equal("state.lua\n", listing)
     end)
 
+    -- What is in `dir`, one name a line, sorted.
+    local function listing()
+      local p = io.popen("ls -A " .. h.q(dir))
+      local names = p:read("a")
+      p:close()
+      return names
+    end
+
     it("leaves the old file as it was when the write fails", function()
-      local ro = dir .. "/ro"
-      os.execute("mkdir " .. h.q(ro) .. " && chmod 555 " .. h.q(ro))
-      local ok, err, code = sys.write_file(ro .. "/x", "data")
-      if ok then return end -- running as root: permissions do not bind
-      assert.is_nil(ok)
-      assert.are.equal(ro .. "/x: Permission denied", err)
-      assert.are.equal(13, code)
+      -- (failures that bind as root too: permissions do not)
+      local path = dir .. "/state.lua"
+      h.write(path, "old")
+      -- the target's directory is missing
+      local ok, err, code = sys.write_file(dir .. "/gone/state.lua", "new")
+      assert.are.same({ nil, dir .. "/gone/state.lua: No such file or directory", 2 }, { ok, err, code })
+      -- a directory stands where the temporary file goes
+      local tmp = path .. ".tmp-" .. sys.getpid()
+      os.execute("mkdir " .. h.q(tmp))
+      ok, err, code = sys.write_file(path, "new")
+      assert.are.same({ nil, path .. ": Is a directory", 21 }, { ok, err, code })
+      assert.are.equal("old", h.read(path))
+      os.execute("rmdir " .. h.q(tmp))
+      assert.are.equal("state.lua\n", listing())
+    end)
+
+    it("keeps the old file and leaves no temporary when the disk fills up mid-write", function()
+      local path = dir .. "/state.lua"
+      h.write(path, "old")
+      -- a file size limit of 4 KiB (ulimit -f) fails the write as a full disk does
+      local r = h.run({ "-e", ("local ok, err, code = require('fotahost.sys').write_file(%q, (%q):rep(100000)) "
+        .. "io.write(tostring(ok), '|', tostring(err), '|', tostring(code))"):format(path, "x") },
+        { shell_prefix = "trap '' XFSZ; ulimit -f 8;" })
+      assert.are.equal(0, r.status, r.err)
+      assert.are.equal("nil|" .. path .. ": File too large|27", r.out)
+      assert.are.equal("old", h.read(path))
+      assert.are.equal("state.lua\n", listing())
     end)
 
     it("replaces a finished file over another, naming both on failure", function()
@@ -94,6 +122,60 @@ describe("fotahost.sys", function()
       assert.is_nil(ok)
       assert.are.equal(dir .. "/none: No such file or directory", err)
       assert.are.equal("whole", h.read(dir .. "/a"))
+    end)
+  end)
+
+  -- A disk that fails to flush (spec/support/fsync_fault.c, preloaded into
+  -- a fotahost of its own): the file's fsync fails, or the directory's.
+  describe("durable files on a disk that fails to flush", function()
+    local h = require "helper"
+    local dir, shim
+    setup(function()
+      shim = h.tmpdir()
+      assert(os.execute(("cc -shared -fPIC -o %s/fsync_fault.so %s -ldl > %s/cc.log 2>&1")
+        :format(h.q(shim), h.q(h.top .. "/spec/support/fsync_fault.c"), h.q(shim))), h.read(shim .. "/cc.log"))
+    end)
+    teardown(function() h.rmdir(shim) end)
+    before_each(function() dir = h.tmpdir() end)
+    after_each(function() h.rmdir(dir) end)
+
+    -- Runs `call` (Lua source of a sys call) in a fotahost whose fsync()
+    -- fails on `what`; returns "ok|err|errno" as it printed them.
+    local function failing(what, call)
+      local r = h.run({ "-e", "local sys = require 'fotahost.sys' local ok, err, code = " .. call
+        .. " io.write(tostring(ok), '|', tostring(err), '|', tostring(code))" },
+        { env = { LD_PRELOAD = shim .. "/fsync_fault.so", FSYNC_FAULT = what,
+                  -- an ASan build wants its runtime first; the shim is not instrumented
+                  ASAN_OPTIONS = (os.getenv("ASAN_OPTIONS") or "") .. ":verify_asan_link_order=0" } })
+      assert.are.equal(0, r.status, r.err)
+      return r.out
+    end
+    local function listing()
+      local p = io.popen("ls -A " .. h.q(dir))
+      local names = p:read("a")
+      p:close()
+      return names
+    end
+
+    it("write_file keeps the old file, and no temporary, when the new one cannot be flushed", function()
+      local path = h.write(dir .. "/state.lua", "old")
+      assert.are.equal("nil|" .. path .. ": Input/output error|5", failing("file", ("sys.write_file(%q, 'new')"):format(path)))
+      assert.are.equal("old", h.read(path))
+      assert.are.equal("state.lua\n", listing())
+    end)
+
+    it("write_file says so when the rename cannot be flushed to the directory", function()
+      local path = h.write(dir .. "/state.lua", "old")
+      assert.are.equal("nil|" .. path .. ": Input/output error|5", failing("dir", ("sys.write_file(%q, 'new')"):format(path)))
+      assert.are.equal("state.lua\n", listing())
+    end)
+
+    it("replace leaves the old file in place when the finished one cannot be flushed", function()
+      local tmp, path = h.write(dir .. "/a.part", "whole"), h.write(dir .. "/a", "old")
+      assert.are.equal("nil|" .. tmp .. ": Input/output error|5", failing("file", ("sys.replace(%q, %q)"):format(tmp, path)))
+      assert.are.equal("old", h.read(path))
+      assert.are.equal("whole", h.read(tmp))
+      assert.are.equal("nil|" .. path .. ": Input/output error|5", failing("dir", ("sys.replace(%q, %q)"):format(tmp, path)))
     end)
   end)
 end)
