@@ -218,16 +218,30 @@ describe("fotahost command", function()
   end)
 
   describe("signals", function()
-    -- Starts a script in the background, waits until it says it is ready,
-    -- sends `sig`, and returns the exit status and stderr.
-    local function interrupt(script_text, sig)
+    -- Starts a script in the background, waits until it says it is ready
+    -- (the file "ready" exists; with `blocked`, until the kernel shows it
+    -- asleep in a read from the fifo that is its stdin), sends `sig`, and
+    -- returns the exit status, stderr and what it wrote in "closed". A
+    -- script still running 5 s after the signal is killed and says so on
+    -- stderr: a signal that does not stop it fails the test, not hangs it.
+    local function interrupt(script_text, sig, blocked)
       local script = h.write(dir .. "/s.lua", script_text)
       local cmd = ([[
         cd %s || exit 1
-        %s %s > out 2> err & pid=$!
-        i=0; while [ ! -e ready ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
-        kill -%s $pid; wait $pid; echo $? > status
-      ]]):format(h.q(dir), h.q(h.bin), h.q(script), sig)
+        mkfifo in || exit 1
+        # stdin: a fifo the script holds open for writing too, so a read
+        # from it ends neither with input nor with end of file
+        %s %s <> in > out 2> err & pid=$!
+        i=0; while [ $i -lt 200 ]; do
+          if [ -n "%s" ]; then grep -q pipe /proc/$pid/wchan 2>/dev/null && break
+          else [ -e ready ] && break; fi
+          sleep 0.05; i=$((i+1))
+        done
+        kill -%s $pid
+        i=0; while kill -0 $pid 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
+        kill -KILL $pid 2>/dev/null && echo "still running 5 s after SIG%s" >> err
+        wait $pid; echo $? > status
+      ]]):format(h.q(dir), h.q(h.bin), h.q(script), blocked and "1" or "", sig, sig)
       os.execute(cmd)
       return tonumber(h.read(dir .. "/status")), h.read(dir .. "/err"), h.read(dir .. "/closed")
     end
@@ -271,6 +285,16 @@ describe("fotahost command", function()
       local names = {}
       for n in closed:gmatch("[^,]+") do names[n] = true end
       assert.are.same({ sleeper = true, spinner = true, main = true }, names)
+    end)
+
+    it("SIGTERM stops a script blocked reading its stdin", function()
+      local status, err, closed = interrupt([[
+        local line, err = io.read("l")
+        io.open("closed", "w"):write("read returned: ", tostring(line), " ", tostring(err)):close()
+      ]], "TERM", true)
+      assert.are.equal(143, status, err)
+      assert.matches("^fotahost: interrupted %(SIGTERM%)", err)
+      assert.is_nil(closed) -- the script went no further
     end)
 
     it("SIGINT stops a script waiting in the scheduler", function()
