@@ -202,6 +202,15 @@ describe("fotahost cloud", function()
       assert.are.equal(h.read(fwfile):sub(101, 200), r.body)
     end)
 
+    it("serves only files of its firmware directory, never ../ or its manifest", function()
+      for _, name in ipairs({ ("..%2F"):rep(8) .. "etc%2Fpasswd", "..%2Ffw%2Fcloud-firmwares.json",
+                              "cloud-firmwares.json", ".hidden", "%2Fetc%2Fpasswd" }) do
+        local r = request("GET", cloud.url .. "/firmwares/" .. name)
+        assert.are.equal(404, r.status, name)
+        assert.is_nil(r.body:find("root:", 1, true), name)
+      end
+    end)
+
     it("records the version a device reports, and refuses an unknown one", function()
       assert(admin(cloud, "POST", "/admin/firmwares", { version = "1.0", file = fwfile }))
       local r = request("PUT", base1 .. "/firmwares", {
@@ -322,6 +331,27 @@ describe("fotahost cloud", function()
       assert.is_false(device_state(cloud, ID2).connected)
       assert.matches("wrong key; closing", cloud.stderr())
       assert.is_nil(cloud.stderr():find("wrongkey", 1, true))
+    end)
+
+    it("closes a connection that sends 4 KiB without a message boundary", function()
+      local s <close> = connect_device(cloud, ID2 .. "," .. KEY2 .. ",0\n")
+      assert(s:write(("x"):rep(20000), 5))
+      local data, why = s:read(1, 10)
+      assert.is_nil(data)
+      assert.are.equal("closed", why)
+      assert.matches("%d+ bytes without a message boundary; closing", cloud.stderr())
+    end)
+
+    it("never writes a device key to its log", function()
+      local s <close> = connect_device(cloud, ID .. "," .. KEY .. ",0\n")
+      eventually(function() return device_state(cloud, ID).connected end, 10, "the device")
+      local r = h.run({ "cloud", "send", "--cloud", cloud.url, "--device", ID, "--channel", "LED", "--value", "1" })
+      assert.are.equal(0, r.status, r.err)
+      assert(s:read_line(10))
+      local err = cloud.stderr()
+      assert.matches("device " .. ID .. ": sent " .. ID .. ",%*%*%*%*,%d+,LED,1", err)
+      assert.is_nil(err:find(KEY, 1, true))
+      assert.is_nil(err:find(KEY2, 1, true))
     end)
 
     it("lets the newest connection of a device win, closing the older one", function()
