@@ -342,6 +342,29 @@ describe("fotahost cloud", function()
       assert.matches("%d+ bytes without a message boundary; closing", cloud.stderr())
     end)
 
+    it("refuses admin calls a web page makes (another Origin), and serves its own and tools'", function()
+      local s <close> = connect_device(cloud, ID .. "," .. KEY .. ",0\n")
+      eventually(function() return device_state(cloud, ID).connected end, 10, "the device")
+      -- what a page on another site can send without asking first: a POST with a text/plain body
+      local r = request("POST", cloud.url .. "/admin/devices/" .. ID .. "/fota", {
+        headers = { Origin = "http://evil.example", ["Content-Type"] = "text/plain" },
+        body = '{"version":"6.6","url":"http://evil.example/x.hex","md5":null}' })
+      assert.are.equal(403, r.status)
+      assert.matches("no cross%-site requests %(Origin http://evil%.example%)", cjson.decode(r.body).message)
+      r = request("GET", cloud.url .. "/admin/devices", { headers = { Origin = "null" } })
+      assert.are.equal(403, r.status)
+      -- the cloud's own origin, and no Origin at all (curl, fotahost cloud), are served
+      r = request("POST", cloud.url .. "/admin/devices/" .. ID .. "/commands", {
+        headers = { Origin = cloud.url, ["Content-Type"] = "application/json" }, body = '{"channel":"LED","value":"1"}' })
+      assert.are.equal(200, r.status, r.body)
+      r = request("POST", cloud.url .. "/admin/devices/" .. ID .. "/commands", {
+        headers = { ["Content-Type"] = "application/json" }, body = '{"channel":"LED","value":"0"}' })
+      assert.are.equal(200, r.status, r.body)
+      -- the device got those two, and no FOTA push before them
+      assert.matches(",LED,1$", assert(s:read_line(10)))
+      assert.matches(",LED,0$", assert(s:read_line(10)))
+    end)
+
     it("never writes a device key to its log", function()
       local s <close> = connect_device(cloud, ID .. "," .. KEY .. ",0\n")
       eventually(function() return device_state(cloud, ID).connected end, 10, "the device")

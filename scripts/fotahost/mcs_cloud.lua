@@ -7,7 +7,8 @@
 --
 -- * an HTTP server (fotahost.httpd): the device REST API under /mcs/v2,
 --   firmware files under /firmwares/NAME, and an admin API under /admin
---   (JSON, no key) that tests and the `fotahost cloud` CLI drive;
+--   (JSON, no key, no cross-site requests from browsers) that tests and
+--   the `fotahost cloud` CLI drive;
 -- * a TCP command server: devices connect, send heartbeats, and receive
 --   commands ("id,key,timestampMs,channel,value"), FOTA pushes included.
 --
@@ -893,7 +894,29 @@ function Cloud:authorize(req, res, id)
   return dev
 end
 
+-- The origins the cloud's own pages have: what it listens on (under
+-- localhost too, when that is loopback) and its public URL.
+local function origin_of(url)
+  return url and url:match("^(%a[%w+.-]*://[^/?#]+)")
+end
+
+-- A browser sends Origin with every cross-site POST, including the "simple"
+-- ones it sends without asking first (a form, text/plain): any web page the
+-- user visits could otherwise drive the admin API of a cloud on loopback and
+-- push a firmware to their devices. Tools (curl, fotahost cloud) send no
+-- Origin; a page of the cloud's own sends the cloud's.
+function Cloud:foreign_origin(req)
+  local origin = req.headers.origin
+  if origin == nil then return false end
+  if origin == origin_of(self.url) or origin == origin_of(self.public_url) then return false end
+  if self.host == "127.0.0.1" and origin == fmt("http://localhost:%d", self.port) then return false end
+  return true
+end
+
 function Cloud:handle(req, res)
+  if req.path:find("^/admin") and self:foreign_origin(req) then
+    return fail(res, 403, fmt("the admin API takes no cross-site requests (Origin %s)", req.headers.origin))
+  end
   local method = req.method == "HEAD" and "GET" or req.method
   local allowed
   for _, r in ipairs(ROUTES) do
