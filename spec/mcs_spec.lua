@@ -415,21 +415,33 @@ describe("fotahost.mcs against the local cloud", function()
   end)
 
   it("logs a failing handler and goes on", function()
-    with_client({}, function(c)
-      local ok = 0
+    local log = require "fotahost.log"
+    local errors = {}
+    log.configure { sink = function(level, comp, msg)
+      if level == "error" then errors[#errors + 1] = comp .. ": " .. msg end
+    end }
+    local ok, err = pcall(with_client, {}, function(c)
+      local handled = 0
       c:on("BAD", function() error("handler bug") end)
-      c:on("OK", function() ok = ok + 1 end)
+      c:on("OK", function() handled = handled + 1 end)
       until_true("connected", 5, function() return device().connected end)
       send({ channel = "BAD", value = "1" })
       send({ channel = "OK", value = "1" })
-      until_true("the next command", 3, function() return ok == 1 end)
+      until_true("the next command", 3, function() return handled == 1 end)
       assert.are.equal("connected", c.state)
     end)
+    log.configure { sink = "stderr" }
+    assert(ok, err)
+    assert.are.equal(1, #errors, table.concat(errors, "\n"))
+    assert.matches("^mcs: the BAD handler failed: spec/mcs_spec%.lua:%d+: handler bug\nstack traceback:", errors[1])
   end)
 
   it("refuses bad registrations clearly", function()
     sched.run(function()
-      assert.has_error(function() mcs.register({ device_id = "a,b", device_key = KEY }) end)
+      assert.has_error(function() mcs.register({ device_id = "a,b", device_key = KEY }) end,
+        'mcs.register: device_id must be a non-empty string without commas, spaces or slashes, got "a,b"')
+      assert.has_error(function() mcs.register({ device_id = ID, device_key = KEY, heartbeat = 0 }) end,
+        "mcs.register: heartbeat must be a number > 0, got 0")
       assert.has_error(function() mcs.register({ device_id = ID, device_key = KEY, api = "ftp://x" }) end,
         "mcs.register: api must be an http:// or https:// URL, got ftp://x")
     end)
