@@ -524,6 +524,9 @@ describe("fotahost.http", function()
         assert.is_false(ok)
         assert.matches("curl%.new: header X%-A.* has a line break, a colon or is empty", err)
       end
+      local ok, err = pcall(http.get, base .. "/echo", { user_agent = "fw/1\r\nX-Injected: 1", retries = 0 })
+      assert.is_false(ok)
+      assert.matches("curl%.new: user_agent has a line break", err)
       assert.are.equal(before, requests_log())
     end)
 

@@ -123,6 +123,12 @@ return {
     specs = HTTP,
     why = "a server dripping a byte now and then holds the download for ever" },
 
+  { name = "curl-low-speed-time-dropped", file = "plugins/curl.c",
+    from = "SETOPT(CURLOPT_LOW_SPEED_TIME, (long)(low_speed_time < 1 ? 1 : low_speed_time));",
+    to = "/* low_speed_time: libcurl's */",
+    specs = HTTP,
+    why = "a stalled download is never abandoned: the low-speed limit has no time to act on" },
+
   ---------------------------------------------------------------- files
   { name = "http-part-left-behind", file = "scripts/fotahost/http.lua",
     from = "if part then os.remove(part) end",
@@ -150,6 +156,11 @@ return {
     to = [[strpbrk(name, ":")]],
     specs = HTTP,
     why = "a header name with CR LF smuggles another header into the request" },
+  { name = "curl-user-agent-crlf", file = "plugins/curl.c",
+    from = [[if (user_agent && strpbrk(user_agent, "\r\n"))]],
+    to = [[if (0)]],
+    specs = HTTP,
+    why = "a user_agent with CR LF smuggles another header into the request" },
   { name = "http-redact-userinfo", file = "scripts/fotahost/http.lua",
     from = [[url = tostring(url):gsub("^(%a[%w+.-]*://)[^/?#@]*@", "%1****@")]],
     to = [[url = tostring(url)]],
