@@ -149,6 +149,46 @@ describe("fotahost.fota policy", function()
     assert_chip(p, v2, "v2")
   end)
 
+  ---------------------------------------------------------------- journal
+
+  it("writes the journal before the erase and keeps it until the commit", function()
+    local p, said
+    local seen = {}
+    p, said = policy("journal", { health_check = function()
+      seen.health = h.read(p.dir .. "/journal.json")
+      return true
+    end })
+    -- "flashing" is said once the signature is right, just before the erase
+    p.on_status = function(s)
+      said[#said + 1] = s
+      if s == "flashing" then
+        seen.flashing, seen.erases = h.read(p.dir .. "/journal.json"), erases(p)
+      end
+    end
+    assert.is_true(update(p, cmd("v2", "v2.hex")))
+    assert.are.same(seq(FLASHED, "done"), said)
+    assert.are.equal(0, seen.erases)
+    assert.is_not_nil(seen.flashing, "no journal when the erase came")
+    local j = cjson.decode(seen.flashing)
+    assert.are.same({ stage = "flashing", version = "v2", image = p.dir .. "/new.hex",
+      sha256 = assert(digest.file(p.dir .. "/lkg.hex", "sha256")), -- new.hex, renamed by the commit
+      md5 = assert(digest.file(dir .. "/www/v2.hex", "md5")) }, j)
+    assert.are.equal(seen.flashing, seen.health, "the journal changed or went before the health check")
+    assert.is_nil(state(p, "journal.json"))
+    assert.are.equal(1, erases(p))
+  end)
+
+  it("takes an image that fills the application section exactly", function()
+    local t = {}
+    for i = 1, BOOT_START do t[i] = string.char(i % 251) end
+    local full = assert(ihex.from_binary(table.concat(t), 0))
+    assert(full:write(dir .. "/www/full.hex"))
+    local p, said = policy("full")
+    assert.is_true(update(p, cmd("full", "full.hex")))
+    assert.are.same(seq(FLASHED, "done"), said)
+    assert_chip(p, full, "full.hex")
+  end)
+
   ---------------------------------------------------------------- bootloader
 
   it("keeps the configured bootloader: the chip read back holds it after an update", function()
