@@ -61,6 +61,11 @@ describe("fotahost.fota policy", function()
     return n
   end
 
+  local function lock_byte(p)
+    local v = (h.read(p.config.sim_dir .. "/fuses.txt") or ""):match("lock=(0x%x+)")
+    return v and tonumber(v)
+  end
+
   -- flash.bin holds `image` (on an erased chip), with the first difference named
   local function assert_chip(p, image, what)
     local got, want = flash_bin(p), image:bytes(0, FLASH_SIZE - 1)
@@ -176,6 +181,40 @@ describe("fotahost.fota policy", function()
     assert.are.equal(seen.flashing, seen.health, "the journal changed or went before the health check")
     assert.is_nil(state(p, "journal.json"))
     assert.are.equal(1, erases(p))
+    assert_chip(p, v2, "v2")
+    -- the lock bits written after the verify: 0x0F, read back with the unused bits set
+    assert.are.equal(0xCF, lock_byte(p))
+  end)
+
+  it("refuses a file that is not an image that fits, before anything is erased", function()
+    local www = dir .. "/www/"
+    -- the second record's checksum plus one
+    local k = 0
+    local text = h.read(www .. "v2.hex"):gsub("(:%x*)(%x%x)(\r?\n)", function(rec, cs, eol)
+      k = k + 1
+      if k ~= 2 then return nil end
+      return rec .. ("%02X"):format((tonumber(cs, 16) + 1) % 256) .. eol
+    end)
+    h.write(www .. "bad-sum.hex", text)
+    h.write(www .. "empty.hex", ":00000001FF\n")
+    -- 4 KB from 0x6800: its last 2 KB in the bootloader section
+    assert(ihex.from_binary(("\x0C\x94"):rep(2048), BOOT_START - 0x800):write(www .. "too-large.hex"))
+    local p, said = policy("unfit")
+    local expected = {}
+    for _, c in ipairs({
+      { "bad-sum.hex", "not a valid Intel HEX file: line 2: bad checksum" },
+      { "empty.hex", "the HEX file holds no data" },
+      { "too-large.hex", "image too large: it reaches 0x77FF, the application section ends at 0x6FFF" },
+    }) do
+      local ok, err = update(p, cmd("x", c[1]))
+      assert.is_nil(ok)
+      assert.are.equal(c[2], err:sub(1, #c[2]), err)
+      for _, s in ipairs({ "downloading", "verifying", "failed: " .. err }) do expected[#expected + 1] = s end
+    end
+    assert.are.same(expected, said)
+    assert.are.equal(0, erases(p))
+    assert.is_nil(flash_bin(p))
+    assert.is_nil(state(p, "journal.json"))
   end)
 
   it("takes an image that fills the application section exactly", function()
