@@ -18,7 +18,7 @@ local FLASH_SIZE = 32768 -- the ATmega32U4's
 local BOOT_START = 0x7000 -- the 7688 Duo's bootloader section (Caterina)
 
 describe("fotahost.fota policy", function()
-  local dir, srv, v1, v2
+  local dir, srv, v1, v2, full
   setup(function()
     dir = h.tmpdir()
     os.execute("mkdir " .. h.q(dir .. "/www"))
@@ -26,6 +26,11 @@ describe("fotahost.fota policy", function()
     assert(os.execute("cp " .. h.q(h.firmware("blink-250.hex")) .. " " .. h.q(dir .. "/www/v2.hex")))
     v1 = assert(ihex.load(dir .. "/www/v1.hex"))
     v2 = assert(ihex.load(dir .. "/www/v2.hex"))
+    -- 28 KB: the whole application section, no byte 0xFF (every page written)
+    local t = {}
+    for i = 1, BOOT_START do t[i] = string.char(i % 251) end
+    full = assert(ihex.from_binary(table.concat(t), 0))
+    assert(full:write(dir .. "/www/full.hex"))
     srv = h.start_server({ "spec/support/http_test_server.lua", "--root", dir .. "/www" })
   end)
   teardown(function()
@@ -43,10 +48,26 @@ describe("fotahost.fota policy", function()
     for k, v in pairs(extra or {}) do t[k] = v end
     os.execute("mkdir -p " .. h.q(t.sim_dir))
     local cfg = assert(config.check(t))
-    local p = fota.new(cfg)
+    -- a stand-in for the MCS client: what the cloud would be told
+    local cloud = { reported = {}, sent = {} }
+    function cloud.emit(_, channel, text) cloud.sent[#cloud.sent + 1] = channel .. "=" .. text end
+    function cloud.report_version(_, v)
+      cloud.reported[#cloud.reported + 1] = v
+      return true
+    end
+    local p = fota.new(cfg, { cloud = cloud })
     local said = {}
     p.on_status = function(s) said[#said + 1] = s end
     return p, said, cfg
+  end
+
+  -- the versions reported to the cloud (only ever after an install, or a
+  -- push of the version already installed), and every status on fota_status
+  local function reported(p) return p.cloud.reported end
+  local function assert_sent(p, said)
+    local want = {}
+    for i, s in ipairs(said) do want[i] = "fota_status=" .. s end
+    assert.are.same(want, p.cloud.sent)
   end
 
   local function update(p, command)
@@ -115,6 +136,8 @@ describe("fotahost.fota policy", function()
     local why = "health check: the sketch is silent; and the rollback failed: no last-known-good image to restore"
     assert.are.equal(why, err)
     assert.are.same(seq(FLASHED, "failed: " .. why), said)
+    assert_sent(p, said)
+    assert.are.same({}, reported(p))
     assert.is_nil(p:installed())
     assert.is_nil(state(p, "journal.json"))
     assert.is_nil(state(p, "new.hex"))
@@ -136,12 +159,52 @@ describe("fotahost.fota policy", function()
     local why = "health check: no heartbeat from the sketch; rolled back to v1"
     assert.are.equal(why, err)
     assert.are.same(seq(FLASHED, "done", FLASHED, "failed: " .. why), said)
+    assert.are.same({ "v1" }, reported(p))
     -- v1, then v2, then v1 again
     assert.are.equal(3, erases(p))
     assert_chip(p, v1, "v1")
     assert.are.equal("v1", p:installed().version)
     assert_hex(p.dir .. "/lkg.hex", v1, "v1")
     assert.is_nil(state(p, "new.hex"))
+    assert.is_nil(state(p, "journal.json"))
+  end)
+
+  it("refuses a chip with the wrong signature without erasing it or trying a rollback", function()
+    local p, said = policy("wrongchip")
+    -- an ATmega328P where the 32U4 should be
+    local r = h.run({ "flash", "-q", "-c", "sim", "-p", "m328p", "-P", p.config.sim_dir, "-e",
+      "-U", "flash:w:" .. dir .. "/www/v1.hex" })
+    assert.are.equal(0, r.status, r.err)
+    local before = flash_bin(p)
+    local ok, err = update(p, cmd("v2", "v2.hex"))
+    assert.is_nil(ok)
+    assert.matches("signature 1E 95 0F", err)
+    assert.is_nil(err:find("roll", 1, true), err)
+    -- "flashing" is said only once the signature is right
+    assert.are.same({ "downloading", "verifying", "failed: " .. err }, said)
+    assert.are.same({}, reported(p))
+    assert.are.equal(1, erases(p))
+    assert.is_true(before == flash_bin(p), "flash.bin changed")
+    assert.is_nil(state(p, "journal.json"))
+  end)
+
+  it("puts the last-known-good image back when the verify fails", function()
+    local p, said = policy("verify")
+    assert.is_true(update(p, cmd("v1", "v1.hex")))
+    -- One MISO bit flipped in the 57001st ISP instruction of a session:
+    -- inside the verify of the 28 KB image (instructions ~42.6k to ~71.3k),
+    -- far beyond the whole session that flashes v1 back (~1k).
+    h.write(p.config.sim_dir .. "/faults", ("bit_error %d\n"):format(57000 * 32 + 28))
+    local ok, err = update(p, cmd("full", "full.hex"))
+    assert.is_nil(ok)
+    assert.matches("^verify: verification error at 0x%x+.*; rolled back to v1$", err)
+    assert.are.same(seq(FLASHED, "done", FLASHED, "failed: " .. err), said)
+    assert.are.same({ "v1" }, reported(p))
+    assert.are.equal(3, erases(p)) -- v1, the new image, v1 again
+    assert_chip(p, v1, "v1")
+    assert.are.equal(0xCF, lock_byte(p))
+    assert.are.equal("v1", p:installed().version)
+    assert_hex(p.dir .. "/lkg.hex", v1, "v1")
     assert.is_nil(state(p, "journal.json"))
   end)
 
@@ -172,6 +235,8 @@ describe("fotahost.fota policy", function()
     end
     assert.is_true(update(p, cmd("v2", "v2.hex")))
     assert.are.same(seq(FLASHED, "done"), said)
+    assert_sent(p, said)
+    assert.are.same({ "v2" }, reported(p))
     assert.are.equal(0, seen.erases)
     assert.is_not_nil(seen.flashing, "no journal when the erase came")
     local j = cjson.decode(seen.flashing)
@@ -212,16 +277,13 @@ describe("fotahost.fota policy", function()
       for _, s in ipairs({ "downloading", "verifying", "failed: " .. err }) do expected[#expected + 1] = s end
     end
     assert.are.same(expected, said)
+    assert.are.same({}, reported(p))
     assert.are.equal(0, erases(p))
     assert.is_nil(flash_bin(p))
     assert.is_nil(state(p, "journal.json"))
   end)
 
   it("takes an image that fills the application section exactly", function()
-    local t = {}
-    for i = 1, BOOT_START do t[i] = string.char(i % 251) end
-    local full = assert(ihex.from_binary(table.concat(t), 0))
-    assert(full:write(dir .. "/www/full.hex"))
     local p, said = policy("full")
     assert.is_true(update(p, cmd("full", "full.hex")))
     assert.are.same(seq(FLASHED, "done"), said)
@@ -275,6 +337,7 @@ describe("fotahost.fota policy", function()
     assert.is_nil(ok)
     assert.matches("installed%.json", err)
     assert.are.same(seq(FLASHED, "done", FLASHED, "failed: " .. err), said)
+    assert.are.same({ "v1" }, reported(p))
     -- the MCU holds v2 (verified), but nothing says it is installed yet:
     -- the journal stays, the last-known-good is still v1
     assert_chip(p, v2, "v2")
@@ -378,12 +441,17 @@ describe("fotahost.fota policy", function()
     end })
     local r = {}
     sched.run(function()
-      local first = sched.spawn(function() return p:push(cmd("v1", "v1.hex")) end)
+      local first = sched.spawn(function()
+        local res = { p:push(cmd("v1", "v1.hex")) }
+        r.ended = true
+        return table.unpack(res)
+      end)
       wait_for("v1's update to start", function() return gates.v1.reached end)
       r.v2 = { p:push(cmd("v2", "v2.hex")) }
       r.v3 = { p:push(cmd("v3", "v1.hex")) } -- v2 is dropped: only the latest waits
       gates.v1.open = true
-      wait_for("v3's update to start", function() return gates.v3.reached end)
+      wait_for("v3's update to start", function() return gates.v3.reached or r.ended end)
+      assert.is_true(gates.v3.reached, "v3 never started; the statuses: " .. table.concat(said, ", "))
       r.v4 = { p:push(cmd("v4", "v2.hex")) } -- during the queued update: it waits too
       gates.v3.open = true
       r.first = { sched.join(first, 60) }
@@ -394,6 +462,7 @@ describe("fotahost.fota policy", function()
     assert.are.same({ true, true }, r.first)
     assert.are.same(seq("queued: v2 (an update is running)", "queued: v3 (an update is running)",
       FLASHED, "done", "queued: v4 (an update is running)", FLASHED, "done", FLASHED, "done"), said)
+    assert.are.same({ "v1", "v3", "v4" }, reported(p))
     assert.are.equal(3, erases(p))
     assert.are.equal("v4", p:installed().version)
     assert_chip(p, v2, "v2.hex (v4)")
@@ -426,6 +495,7 @@ describe("fotahost.fota policy", function()
       end
     end)
     assert.are.same(expected, said) -- one status each: nothing was downloaded
+    assert.are.same({}, reported(p))
     assert.is_nil(state(p, "download.hex"))
     assert.is_nil(flash_bin(p))
     assert.are.equal(0, erases(p))
@@ -447,6 +517,7 @@ describe("fotahost.fota policy", function()
     assert.is_nil(ok)
     assert.matches("^download: .*/files/v2%.hex: .*400 bytes", err)
     assert.are.same({ "downloading", "failed: " .. err }, said)
+    assert.are.same({}, reported(p))
     assert.are.equal(0, erases(p))
     assert.is_nil(state(p, "download.hex"))
     assert.is_nil(state(p, "download.hex.part"))
