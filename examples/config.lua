@@ -10,6 +10,7 @@ return {
   status_channel = "fota_status",        -- data channel for progress and results
   backend = "gpiod",                     -- GPIO access: gpiod, sysfs or mmio
   lock = 0x0F,                           -- lock bits after a flash, as the tutorial; false: none
+  -- serial_baud = 57600,                -- the sketch's Serial1 rate (fotahost doctor opens it so)
   -- Keep the Caterina USB bootloader across the chip erase:
   -- bootloader = "/etc/arduino/Caterina-smart7688.hex",
 
