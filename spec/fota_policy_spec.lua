@@ -89,15 +89,7 @@ describe("fotahost.fota policy", function()
 
   -- flash.bin holds `image` (on an erased chip), with the first difference named
   local function assert_chip(p, image, what)
-    local got, want = flash_bin(p), image:bytes(0, FLASH_SIZE - 1)
-    assert.is_not_nil(got, "no flash.bin")
-    assert.are.equal(FLASH_SIZE, #got)
-    if got ~= want then
-      local i = 1
-      while got:byte(i) == want:byte(i) do i = i + 1 end
-      error(("flash.bin does not hold %s: at 0x%04X it has 0x%02X, the image 0x%02X")
-        :format(what, i - 1, got:byte(i), want:byte(i)), 2)
-    end
+    h.assert_flash_holds(p.config.sim_dir, image:bytes(0, FLASH_SIZE - 1), what)
   end
 
   -- the HEX file at `path` holds the same bytes as `image`

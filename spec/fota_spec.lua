@@ -133,15 +133,7 @@ describe("FOTA end to end: the app, the local cloud and the simulated chip", fun
   -- Asserts flash.bin holds `version` (compared byte by byte, with the
   -- first difference named: a 32 KB string in a message helps nobody).
   local function assert_flash(t, version)
-    local got, want = flash_bytes(t), expected_flash(version)
-    assert.is_not_nil(got, "no flash.bin")
-    assert.are.equal(FLASH_SIZE, #got)
-    if got ~= want then
-      local i = 1
-      while got:byte(i) == want:byte(i) do i = i + 1 end
-      error(("flash.bin does not hold %s: at 0x%04X it has 0x%02X, the image 0x%02X")
-        :format(version, i - 1, got:byte(i), want:byte(i)), 2)
-    end
+    h.assert_flash_holds(t.chip, expected_flash(version), version)
   end
 
   ---------------------------------------------------------------- the app

@@ -173,4 +173,18 @@ function M.firmware(name)
   return fwdir .. "/" .. name
 end
 
+--- Asserts that the simulated chip in `dir` holds `want` (the whole
+-- flash, as bytes), naming the first byte that differs and `what` it
+-- should hold.
+function M.assert_flash_holds(dir, want, what)
+  local got = M.read(dir .. "/flash.bin")
+  assert(got, "no flash.bin in " .. dir)
+  assert(#got == #want, ("flash.bin has %d bytes, not %d"):format(#got, #want))
+  if got == want then return end
+  local i = 1
+  while got:byte(i) == want:byte(i) do i = i + 1 end
+  error(("flash.bin does not hold %s: at 0x%04X it has 0x%02X, the image 0x%02X")
+    :format(what, i - 1, got:byte(i), want:byte(i)), 3)
+end
+
 return M

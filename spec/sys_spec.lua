@@ -1,4 +1,13 @@
 local sys = require "fotahost.sys"
+local h = require "helper"
+
+-- What is in `dir`, one name a line, sorted.
+local function listing(dir)
+  local p = io.popen("ls -A " .. h.q(dir))
+  local names = p:read("a")
+  p:close()
+  return names
+end
 
 describe("fotahost.sys", function()
   it("has a monotonic clock and a wall clock", function()
@@ -58,7 +67,6 @@ describe("fotahost.sys", function()
   end)
 
   describe("durable files", function()
-    local h = require "helper"
     local dir
     before_each(function() dir = h.tmpdir() end)
     after_each(function() h.rmdir(dir) end)
@@ -68,19 +76,8 @@ describe("fotahost.sys", function()
       h.write(path, "old")
       assert.is_true(sys.write_file(path, "new\0bytes"))
       assert.are.equal("new\0bytes", h.read(path))
-      local p = io.popen("ls -A " .. h.q(dir))
-      local listing = p:read("a")
-      p:close()
-      assert.are.equal("state.lua\n", listing)
+      assert.are.equal("state.lua\n", listing(dir))
     end)
-
-    -- What is in `dir`, one name a line, sorted.
-    local function listing()
-      local p = io.popen("ls -A " .. h.q(dir))
-      local names = p:read("a")
-      p:close()
-      return names
-    end
 
     it("leaves the old file as it was when the write fails", function()
       -- (failures that bind as root too: permissions do not)
@@ -96,7 +93,7 @@ describe("fotahost.sys", function()
       assert.are.same({ nil, path .. ": Is a directory", 21 }, { ok, err, code })
       assert.are.equal("old", h.read(path))
       os.execute("rmdir " .. h.q(tmp))
-      assert.are.equal("state.lua\n", listing())
+      assert.are.equal("state.lua\n", listing(dir))
     end)
 
     it("keeps the old file and leaves no temporary when the disk fills up mid-write", function()
@@ -109,7 +106,7 @@ describe("fotahost.sys", function()
       assert.are.equal(0, r.status, r.err)
       assert.are.equal("nil|" .. path .. ": File too large|27", r.out)
       assert.are.equal("old", h.read(path))
-      assert.are.equal("state.lua\n", listing())
+      assert.are.equal("state.lua\n", listing(dir))
     end)
 
     it("replaces a finished file over another, naming both on failure", function()
@@ -128,7 +125,6 @@ describe("fotahost.sys", function()
   -- A disk that fails to flush (spec/support/fsync_fault.c, preloaded into
   -- a fotahost of its own): the file's fsync fails, or the directory's.
   describe("durable files on a disk that fails to flush", function()
-    local h = require "helper"
     local dir, shim
     setup(function()
       shim = h.tmpdir()
@@ -150,24 +146,18 @@ describe("fotahost.sys", function()
       assert.are.equal(0, r.status, r.err)
       return r.out
     end
-    local function listing()
-      local p = io.popen("ls -A " .. h.q(dir))
-      local names = p:read("a")
-      p:close()
-      return names
-    end
 
     it("write_file keeps the old file, and no temporary, when the new one cannot be flushed", function()
       local path = h.write(dir .. "/state.lua", "old")
       assert.are.equal("nil|" .. path .. ": Input/output error|5", failing("file", ("sys.write_file(%q, 'new')"):format(path)))
       assert.are.equal("old", h.read(path))
-      assert.are.equal("state.lua\n", listing())
+      assert.are.equal("state.lua\n", listing(dir))
     end)
 
     it("write_file says so when the rename cannot be flushed to the directory", function()
       local path = h.write(dir .. "/state.lua", "old")
       assert.are.equal("nil|" .. path .. ": Input/output error|5", failing("dir", ("sys.write_file(%q, 'new')"):format(path)))
-      assert.are.equal("state.lua\n", listing())
+      assert.are.equal("state.lua\n", listing(dir))
     end)
 
     it("replace leaves the old file in place when the finished one cannot be flushed", function()
