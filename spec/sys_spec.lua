@@ -141,6 +141,9 @@ describe("fotahost.sys", function()
       assert.are.same({ nil, dir .. "/fifo: a FIFO, not a regular file: refused" },
         { sys.read_file(dir .. "/fifo", 100) })
       assert.are.same({ nil, dir .. "/none: No such file or directory", 2 }, { sys.read_file(dir .. "/none", 1) })
+      -- a file that says it is empty and is not (as /proc files do) is cut off at the limit
+      assert.are.same({ nil, "/proc/self/status: file too large (more than 10 bytes)" },
+        { sys.read_file("/proc/self/status", 10) })
     end)
 
     it("writes into a character device or FIFO, and into nothing else", function()
