@@ -44,6 +44,9 @@ describe("fotahost.fota state_dir", function()
     local ok, err = new(dir .. "/state")
     assert.is_false(ok)
     assert.are.equal("fota.new: state_dir " .. dir .. "/state: a symbolic link (refused: give the real directory)", err)
+    ok, err = new(dir .. "/state/")     -- a trailing slash does not hide it
+    assert.is_false(ok)
+    assert.matches("state/: a symbolic link", err)
     -- as root (CI), a directory given to nobody; otherwise one root owns
     local theirs = dir .. "/theirs"
     if sys.geteuid() == 0 then

@@ -91,7 +91,7 @@ function M.private_dir(dir)
   local ok, err = sys.mkdir(dir, tonumber("700", 8))
   if not ok then return nil, "state_dir " .. err end
   local st
-  st, err = sys.lstat(dir)
+  st, err = sys.lstat((dir:gsub("(.)/+$", "%1")))   -- "link/" would be the directory it names
   if not st then return nil, "state_dir " .. err end
   if st.type == "link" then
     return nil, ("state_dir %s: a symbolic link (refused: give the real directory)"):format(dir)
