@@ -20,9 +20,11 @@
  *
  * The body goes to one of three sinks, chosen at new():
  *   - memory (default): kept, up to max_size, and returned by info();
- *   - file: written to `file` as it arrives (opened O_CLOEXEC, created 0644;
- *     with `resume_from` = N the first N bytes are kept and `Range: bytes=N-`
- *     is asked for), fsync'd by finish_file();
+ *   - file: written to `file` as it arrives (created 0644 with O_EXCL after
+ *     removing whatever was there, so a planted symbolic link is replaced,
+ *     never written through; with `resume_from` = N the regular file left
+ *     by the last try is reopened with O_NOFOLLOW, its first N bytes kept,
+ *     and `Range: bytes=N-` is asked for), fsync'd by finish_file();
  *   - a Lua function sink(chunk), called under pcall from inside libcurl (it
  *     must not wait); an error it raises aborts the transfer and is kept for
  *     the caller to re-raise after cleanup.
@@ -523,10 +525,29 @@ static int l_new(lua_State *L)
         t->path = strdup(file);
         if (!t->path)
             return luaL_error(L, "curl.new: out of memory");
-        int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (t->resume_from > 0 ? 0 : O_TRUNC);
-        t->fd = open(file, flags, 0644);
-        if (t->fd < 0)
-            return fh_result_errno(L, errno, file);
+        if (t->resume_from > 0) {
+            struct stat st;
+            t->fd = open(file, O_WRONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+            if (t->fd < 0)
+                return fh_result_errno(L, errno, file);
+            if (fstat(t->fd, &st) < 0) {
+                int e = errno;
+                release(L, t);
+                return fh_result_errno(L, e, file);
+            }
+            if (!S_ISREG(st.st_mode)) {
+                release(L, t);
+                return fh_result_msg(L, "%s: not a regular file", file);
+            }
+        } else {
+            /* a stale file or a planted link goes; O_EXCL refuses any that
+             * appears before the open */
+            if (unlink(file) < 0 && errno != ENOENT)
+                return fh_result_errno(L, errno, file);
+            t->fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+            if (t->fd < 0)
+                return fh_result_errno(L, errno, file);
+        }
         /* Keep exactly the bytes we resume after, whatever else is there. */
         if (t->resume_from > 0 &&
             (ftruncate(t->fd, (off_t)t->resume_from) < 0 ||

@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -255,7 +256,8 @@ static int sys_replace(lua_State *L)
  * sys.write_file(path, data[, mode]) -> true | nil, err, errno: writes
  * `path` atomically and durably: into "path.tmp-PID", fsync'd, then
  * sys.replace()'d. On failure the temporary file is removed and `path` is
- * as it was. `mode` defaults to 0644 (before the umask).
+ * as it was. `mode` defaults to 0644 (before the umask). A link at `path`
+ * is replaced by the file, never followed.
  */
 static int sys_write_file(lua_State *L)
 {
@@ -265,7 +267,11 @@ static int sys_write_file(lua_State *L)
     lua_Integer mode = luaL_optinteger(L, 3, 0644);
     const char *tmp = lua_pushfstring(L, "%s.tmp-%d", path, (int)getpid());
 
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, (mode_t)mode);
+    /* A stale temporary (or a link planted in its place) goes first; O_EXCL
+     * then refuses whatever appears in between instead of writing through it. */
+    if (unlink(tmp) < 0 && errno != ENOENT)
+        return fh_result_errno(L, errno, path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, (mode_t)mode);
     if (fd < 0)
         return fh_result_errno(L, errno, path);
     if (fh_write_all(fd, data, len) < 0)
@@ -292,6 +298,197 @@ fail: {
     }
 }
 
+/*
+ * sys.mkdir(path[, mode]) -> true | nil, err, errno: creates `path` and any
+ * missing parent, each with `mode` (default 0755, before the umask). An
+ * existing directory is fine; anything else in the way is an error.
+ */
+static int sys_mkdir(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    mode_t mode = (mode_t)luaL_optinteger(L, 2, 0755);
+    char buf[PATH_MAX];
+    struct stat st;
+    size_t len = strlen(path);
+
+    luaL_argcheck(L, len > 0, 1, "empty path");
+    if (len >= sizeof buf)
+        return fh_result_errno(L, ENAMETOOLONG, path);
+    memcpy(buf, path, len + 1);
+    for (char *p = buf + 1; ; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char c = *p;
+        *p = '\0';
+        if (mkdir(buf, mode) != 0 && errno != EEXIST)
+            return fh_result_errno(L, errno, buf);
+        *p = c;
+        if (c == '\0')
+            break;
+    }
+    if (stat(path, &st) != 0)
+        return fh_result_errno(L, errno, path);
+    if (!S_ISDIR(st.st_mode))
+        return fh_result_errno(L, ENOTDIR, path);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static const char *file_type(mode_t m)
+{
+    if (S_ISREG(m)) return "file";
+    if (S_ISDIR(m)) return "directory";
+    if (S_ISLNK(m)) return "link";
+    if (S_ISCHR(m)) return "char";
+    if (S_ISBLK(m)) return "block";
+    if (S_ISFIFO(m)) return "fifo";
+    if (S_ISSOCK(m)) return "socket";
+    return "other";
+}
+
+/*
+ * sys.lstat(path) -> { type = "file" | "directory" | "link" | "char" |
+ * "block" | "fifo" | "socket", mode = permission bits, uid, size }
+ * | nil, err, errno. A symbolic link is described, not followed.
+ */
+static int sys_lstat(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    struct stat st;
+
+    if (lstat(path, &st) != 0)
+        return fh_result_errno(L, errno, path);
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, file_type(st.st_mode));
+    lua_setfield(L, -2, "type");
+    lua_pushinteger(L, st.st_mode & 07777);
+    lua_setfield(L, -2, "mode");
+    lua_pushinteger(L, st.st_uid);
+    lua_setfield(L, -2, "uid");
+    lua_pushinteger(L, (lua_Integer)st.st_size);
+    lua_setfield(L, -2, "size");
+    return 1;
+}
+
+/* sys.geteuid() -> integer */
+static int sys_geteuid(lua_State *L)
+{
+    lua_pushinteger(L, geteuid());
+    return 1;
+}
+
+static const char *type_phrase(mode_t m)
+{
+    if (S_ISCHR(m)) return "a character device";
+    if (S_ISBLK(m)) return "a block device";
+    if (S_ISFIFO(m)) return "a FIFO";
+    if (S_ISSOCK(m)) return "a socket";
+    if (S_ISDIR(m)) return "a directory";
+    return "a special file";
+}
+
+/*
+ * sys.read_file(path, max) -> data | nil, err[, errno]: the whole of a
+ * regular file of at most `max` bytes. A device or FIFO is refused without
+ * reading from it (a FIFO is opened without waiting for a writer), and so
+ * is a larger file, before any of it is read.
+ */
+static int sys_read_file(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    lua_Integer max = luaL_checkinteger(L, 2);
+    struct stat st;
+    luaL_Buffer b;
+
+    luaL_argcheck(L, max >= 0, 2, "size out of range");
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0)
+        return fh_result_errno(L, errno, path);
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return fh_result_errno(L, e, path);
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return fh_result_msg(L, "%s: %s, not a regular file: refused", path,
+                             type_phrase(st.st_mode));
+    }
+    if ((lua_Integer)st.st_size > max) {
+        close(fd);
+        return fh_result_msg(L, "%s: file too large (%I bytes, limit %I bytes)", path,
+                             (lua_Integer)st.st_size, max);
+    }
+    /* Read at most max + 1 bytes: a file that grows (or lies about its
+     * size, as /proc files do) is refused too. */
+    lua_Integer total = 0;
+    luaL_buffinit(L, &b);
+    for (;;) {
+        char *p = luaL_prepbuffer(&b);
+        size_t want = LUAL_BUFFERSIZE;
+        if ((lua_Integer)want > max + 1 - total)
+            want = (size_t)(max + 1 - total);
+        ssize_t n = want > 0 ? read(fd, p, want) : 0;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int e = errno;
+            close(fd);
+            return fh_result_errno(L, e, path);
+        }
+        if (n == 0)
+            break;
+        luaL_addsize(&b, (size_t)n);
+        total += n;
+    }
+    close(fd);
+    if (total > max)
+        return fh_result_msg(L, "%s: file too large (more than %I bytes)", path, max);
+    luaL_pushresult(&b);
+    return 1;
+}
+
+/*
+ * sys.write_device(path, data) -> true | nil, err[, errno]: writes `data`
+ * into an existing character device or FIFO, as a shell's `>` would, but
+ * never creates, truncates or replaces anything: whatever else is at `path`
+ * is refused. A FIFO no process reads is an error, not a wait.
+ */
+static int sys_write_device(lua_State *L)
+{
+    size_t len;
+    const char *path = luaL_checkstring(L, 1);
+    const char *data = luaL_checklstring(L, 2, &len);
+    struct stat st;
+
+    int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW);
+    if (fd < 0) {
+        if (errno == ENXIO)
+            return fh_result_msg(L, "%s: a FIFO no process reads", path);
+        return fh_result_errno(L, errno, path);
+    }
+    if (fstat(fd, &st) != 0)
+        goto fail;
+    if (!S_ISCHR(st.st_mode) && !S_ISFIFO(st.st_mode)) {
+        close(fd);
+        return fh_result_msg(L, "%s: not a character device or FIFO", path);
+    }
+    /* the reader sets the pace from here on, as with `>` */
+    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0)
+        goto fail;
+    if (fh_write_all(fd, data, len) < 0)
+        goto fail;
+    if (close(fd) != 0 && errno != EINTR)
+        return fh_result_errno(L, errno, path);
+    lua_pushboolean(L, 1);
+    return 1;
+fail: {
+        int e = errno;
+        close(fd);
+        return fh_result_errno(L, e, path);
+    }
+}
+
 static const luaL_Reg sys_funcs[] = {
     {"now", sys_now},
     {"time", sys_time},
@@ -307,6 +504,11 @@ static const luaL_Reg sys_funcs[] = {
     {"interrupted", sys_interrupted},
     {"replace", sys_replace},
     {"write_file", sys_write_file},
+    {"mkdir", sys_mkdir},
+    {"lstat", sys_lstat},
+    {"geteuid", sys_geteuid},
+    {"read_file", sys_read_file},
+    {"write_device", sys_write_device},
     {NULL, NULL},
 };
 

@@ -2,6 +2,7 @@
 -- drives it, on the simulated chip.
 local h = require "helper"
 local ihex = require "fotahost.ihex"
+local sys = require "fotahost.sys"
 
 local function pattern(n, seed)
   local t = {}
@@ -124,6 +125,87 @@ describe("fotahost flash", function()
     r = flash({ "-c", "sim", "-P", chip, "-U", "flash:r:/no/such/dir/b.bin:r", "-U", "flash:w:new.hex" })
     assert.are.equal(1, r.status)
     assert.matches("/no/such/dir/b%.bin%.tmp: No such file or directory", r.err)
+  end)
+
+  it("writes a read into a character device or FIFO, never replacing it", function()
+    local before = preload_chip()
+    local data = before:gsub("\255+$", "")
+    -- a character device stays the device it is (as root, a rename would
+    -- make it a file). The spec's own null device where it can make one
+    -- (root, as in CI), so code that broke this never touches /dev/null;
+    -- otherwise /dev/null, which only root could replace.
+    local null = dir .. "/null"
+    if not os.execute("mknod " .. h.q(null) .. " c 1 3 2>/dev/null") then null = "/dev/null" end
+    local r = flash({ "-c", "sim", "-P", chip, "-U", "flash:r:" .. null .. ":r" })
+    assert.are.equal(0, r.status, r.err)
+    assert.matches("bytes of flash read to " .. null:gsub("%p", "%%%0"), r.err)
+    assert.are.equal("char", sys.lstat(null).type)
+    assert.is_nil(sys.lstat(null .. ".tmp"))
+    assert.are.equal("char", sys.lstat("/dev/null").type)
+    -- a FIFO a process reads gets the bytes, and stays a FIFO
+    local fifo = dir .. "/fifo"
+    assert(os.execute("mkfifo " .. h.q(fifo)))
+    local reader = io.popen("cat " .. h.q(fifo))
+    local hold = assert(io.open(fifo, "w"))   -- returns once cat has the FIFO open
+    r = flash({ "-c", "sim", "-P", chip, "-U", "flash:r:" .. fifo .. ":r" })
+    hold:close()
+    local got = reader:read("a")
+    reader:close()
+    assert.are.equal(0, r.status, r.err)
+    assert.are.equal(data, got)
+    assert.are.equal("fifo", sys.lstat(fifo).type)
+    -- a FIFO nobody reads is an error, not a wait
+    r = flash({ "-c", "sim", "-P", chip, "-U", "flash:r:" .. fifo .. ":r" })
+    assert.are.equal(1, r.status)
+    assert.matches("fifo: a FIFO no process reads", r.err)
+    assert.are.equal("fifo", sys.lstat(fifo).type)
+  end)
+
+  it("refuses to read into a symbolic link or a directory, before touching the MCU", function()
+    local before = preload_chip()
+    hexfile("new.hex", "new firmware")
+    h.write(dir .. "/precious.txt", "keep me")
+    assert(os.execute("ln -s precious.txt " .. h.q(dir .. "/backup.bin")))
+    local r = flash({ "-c", "sim", "-P", chip, "-U", "flash:r:backup.bin:r", "-U", "flash:w:new.hex" })
+    assert.are.equal(1, r.status)
+    assert.matches("backup%.bin: a symbolic link: refused %(name the file it points to%)", r.err)
+    assert.falsy(r.err:find("initialized", 1, true))   -- never connected
+    assert.are.equal("link", sys.lstat(dir .. "/backup.bin").type)
+    assert.are.equal("keep me", h.read(dir .. "/precious.txt"))
+    assert.are.equal(before, h.read(chip .. "/flash.bin"))
+    os.execute("mkdir " .. h.q(dir .. "/adir"))
+    r = flash({ "-c", "sim", "-P", chip, "-U", "flash:r:adir:r" })
+    assert.are.equal(1, r.status)
+    assert.matches("adir: a directory: refused", r.err)
+    -- a link planted where the writability probe goes is replaced, not followed
+    assert(os.execute("ln -s precious.txt " .. h.q(dir .. "/b2.bin.tmp")))
+    r = flash({ "-c", "sim", "-P", chip, "-U", "flash:r:b2.bin:r" })
+    assert.are.equal(0, r.status, r.err)
+    assert.are.equal("keep me", h.read(dir .. "/precious.txt"))
+    assert.are.equal(before:gsub("\255+$", ""), h.read(dir .. "/b2.bin"))
+  end)
+
+  it("refuses devices, FIFOs and files larger than the part as input, without reading them", function()
+    local before = preload_chip()
+    local r = flash({ "-c", "sim", "-P", chip, "-U", "flash:w:/dev/zero" })
+    assert.are.equal(1, r.status)
+    assert.matches("/dev/zero: a character device, not a regular file: refused", r.err)
+    r = flash({ "-c", "sim", "-P", chip, "-U", "eeprom:w:/dev/zero:r" })
+    assert.matches("/dev/zero: a character device, not a regular file: refused", r.err)
+    assert(os.execute("mkfifo " .. h.q(dir .. "/in.fifo")))   -- no writer: must not hang
+    r = flash({ "-c", "sim", "-P", chip, "-U", "flash:w:in.fifo:i" })
+    assert.are.equal(1, r.status)
+    assert.matches("in%.fifo: a FIFO, not a regular file: refused", r.err)
+    -- the ATmega32U4's 32 KiB as HEX, with room to spare, is the limit: a
+    -- larger file is refused from its size, not read
+    assert(os.execute("truncate -s 2G " .. h.q(dir .. "/huge.hex")))
+    r = flash({ "-c", "sim", "-P", chip, "-U", "flash:w:huge.hex" })
+    assert.are.equal(1, r.status)
+    assert.matches("huge%.hex: file too large %(2147483648 bytes, limit 589824 bytes%)", r.err)
+    r = flash({ "-c", "sim", "-P", chip, "-U", "lfuse:w:huge.hex:h" })
+    assert.matches("huge%.hex: file too large %(2147483648 bytes, limit 65552 bytes%)", r.err)
+    assert.falsy(r.err:find("initialized", 1, true))
+    assert.are.equal(before, h.read(chip .. "/flash.bin"))
   end)
 
   it("releases RESET and saves the chip when a step after connect fails", function()

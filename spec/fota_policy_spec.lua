@@ -17,6 +17,50 @@ local cjson = require "cjson"
 local FLASH_SIZE = 32768 -- the ATmega32U4's
 local BOOT_START = 0x7000 -- the 7688 Duo's bootloader section (Caterina)
 
+-- state_dir holds what is flashed next: nobody but this user may plant a
+-- file (or a link) in it.
+describe("fotahost.fota state_dir", function()
+  local sys = require "fotahost.sys"
+  local dir
+  before_each(function() dir = h.tmpdir() end)
+  after_each(function() h.rmdir(dir) end)
+
+  local function new(state_dir)
+    local cfg = assert(config.check({ device_id = "Dev1", device_key = "Key12345", board = "sim",
+      sim_dir = dir .. "/sim", state_dir = state_dir }))
+    return pcall(fota.new, cfg)
+  end
+
+  it("is made with its parents, mode 0700, without a shell", function()
+    local state = dir .. "/var/lib/it's here"   -- a quote a shell command would trip on
+    assert.is_true((new(state)))
+    local st = sys.lstat(state)
+    assert.are.same({ "directory", tonumber("700", 8), sys.geteuid() }, { st.type, st.mode, st.uid })
+  end)
+
+  it("is refused when it is a symbolic link or another user's directory", function()
+    os.execute("mkdir " .. h.q(dir .. "/elsewhere"))
+    assert(os.execute("ln -s elsewhere " .. h.q(dir .. "/state")))
+    local ok, err = new(dir .. "/state")
+    assert.is_false(ok)
+    assert.are.equal("fota.new: state_dir " .. dir .. "/state: a symbolic link (refused: give the real directory)", err)
+    ok, err = new(dir .. "/state/")     -- a trailing slash does not hide it
+    assert.is_false(ok)
+    assert.matches("state/: a symbolic link", err)
+    -- as root (CI), a directory given to nobody; otherwise one root owns
+    local theirs = dir .. "/theirs"
+    if sys.geteuid() == 0 then
+      os.execute("mkdir " .. h.q(theirs) .. " && chown 65534 " .. h.q(theirs))
+    else
+      theirs = "/"
+    end
+    ok, err = new(theirs)
+    assert.is_false(ok)
+    assert.matches("state_dir " .. theirs:gsub("%p", "%%%0") .. ": owned by uid %d+, not by this user %(uid "
+      .. sys.geteuid() .. "%): refused", err)
+  end)
+end)
+
 describe("fotahost.fota policy", function()
   local dir, srv, v1, v2, full
   setup(function()

@@ -8,6 +8,7 @@ local sched = require "fotahost.sched"
 local digest = require "fotahost.digest"
 local tcp = require "fotahost.tcp"
 local tcp_socket = require "fotahost.tcp_socket"
+local sys = require "fotahost.sys"
 
 local function exists(path)
   local f = io.open(path, "rb")
@@ -132,6 +133,40 @@ describe("fotahost.http", function()
       assert.is_true(peak - idle < 2048, ("RSS grew %d KiB during the download"):format(peak - idle))
       assert.are.equal(sha(root .. "/100m.bin"), sha(dest))
       os.remove(dest)
+    end)
+
+    -- A link planted at dest.part (by whoever can write to the directory)
+    -- must never turn a download into a write to the file it points to.
+    it("replaces a symbolic link planted at dest.part instead of writing through it", function()
+      local outside, dest = dir .. "/outside-1.txt", dir .. "/planted.bin"
+      h.write(outside, "not firmware: keep me")
+      assert(os.execute("ln -s " .. h.q(outside) .. " " .. h.q(dest .. ".part")))
+      local res, err = http.download(base .. "/files/1k.bin", dest, QUIET)
+      assert.is_nil(err)
+      assert.are.equal(1024, res.bytes)
+      assert.are.equal("not firmware: keep me", h.read(outside))
+      assert.are.equal(sha(root .. "/1k.bin"), sha(dest))
+      assert.are.equal("file", sys.lstat(dest).type)    -- the link is gone, not renamed into place
+      assert.is_false(exists(dest .. ".part"))
+    end)
+
+    it("refuses to resume into a .part swapped for a symbolic link after a cut", function()
+      local outside, dest = dir .. "/outside-2.txt", dir .. "/swapped.bin"
+      h.write(outside, "not firmware: keep me")
+      local planted = false
+      -- (a target of its own: the server cuts the first request for each)
+      local res, err, code = http.download(base .. "/cut/600k.bin?after=100000", dest,
+        { retries = 2, retry_delay = 0.01, progress = function()
+          if planted then return end
+          planted = true   -- while the first try runs: its file is open, its name is taken
+          assert(os.execute(("rm -f %s && ln -s %s %s"):format(h.q(dest .. ".part"), h.q(outside),
+            h.q(dest .. ".part"))))
+        end })
+      assert.is_nil(res)
+      assert.are.equal("file", code)
+      assert.matches("swapped%.bin%.part: Too many levels of symbolic links", err)
+      assert.are.equal("not firmware: keep me", h.read(outside))
+      assert.is_false(exists(dest))
     end)
 
     it("resumes with Range after the server cuts the connection mid-body", function()

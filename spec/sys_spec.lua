@@ -96,6 +96,65 @@ describe("fotahost.sys", function()
       assert.are.equal("state.lua\n", listing(dir))
     end)
 
+    it("never writes through a symbolic link planted where the temporary file goes", function()
+      local path, outside = dir .. "/state.json", dir .. "/outside.txt"
+      h.write(outside, "keep me")
+      local tmp = path .. ".tmp-" .. sys.getpid()
+      assert(os.execute("ln -s " .. h.q(outside) .. " " .. h.q(tmp)))
+      assert.is_true(sys.write_file(path, "new"))
+      assert.are.equal("keep me", h.read(outside))
+      assert.are.equal("new", h.read(path))
+      assert.are.equal("file", sys.lstat(path).type)
+      assert.are.equal("outside.txt\nstate.json\n", listing())
+    end)
+
+    it("makes a directory with its parents and mode, and describes files without following links", function()
+      local deep = dir .. "/a/b/state"
+      assert.is_true(sys.mkdir(deep, tonumber("700", 8)))
+      assert.is_true(sys.mkdir(deep, tonumber("700", 8)))     -- already there: fine
+      local st = sys.lstat(deep)
+      assert.are.equal("directory", st.type)
+      assert.are.equal(tonumber("700", 8), st.mode)
+      assert.are.equal(sys.geteuid(), st.uid)
+      h.write(dir .. "/f", "abc")
+      local ok, err, code = sys.mkdir(dir .. "/f/sub")
+      assert.are.same({ nil, dir .. "/f/sub: Not a directory", 20 }, { ok, err, code })
+      ok, err, code = sys.mkdir(dir .. "/f")
+      assert.are.same({ nil, dir .. "/f: Not a directory", 20 }, { ok, err, code })
+      assert(os.execute("ln -s f " .. h.q(dir .. "/l")))
+      assert.are.same({ type = "file", size = 3 }, { type = sys.lstat(dir .. "/f").type, size = sys.lstat(dir .. "/f").size })
+      assert.are.equal("link", sys.lstat(dir .. "/l").type)
+      assert.are.equal("char", sys.lstat("/dev/null").type)
+      assert.are.same({ nil, dir .. "/none: No such file or directory", 2 }, { sys.lstat(dir .. "/none") })
+    end)
+
+    it("reads a regular file up to a limit, and refuses devices and FIFOs without reading", function()
+      h.write(dir .. "/f", "12345")
+      assert.are.equal("12345", sys.read_file(dir .. "/f", 5))
+      assert.are.same({ nil, dir .. "/f: file too large (5 bytes, limit 4 bytes)" }, { sys.read_file(dir .. "/f", 4) })
+      assert.are.same({ nil, "/dev/zero: a character device, not a regular file: refused" },
+        { sys.read_file("/dev/zero", 100) })
+      assert(os.execute("mkfifo " .. h.q(dir .. "/fifo")))   -- no writer: must not wait for one
+      assert.are.same({ nil, dir .. "/fifo: a FIFO, not a regular file: refused" },
+        { sys.read_file(dir .. "/fifo", 100) })
+      assert.are.same({ nil, dir .. "/none: No such file or directory", 2 }, { sys.read_file(dir .. "/none", 1) })
+      -- a file that says it is empty and is not (as /proc files do) is cut off at the limit
+      assert.are.same({ nil, "/proc/self/status: file too large (more than 10 bytes)" },
+        { sys.read_file("/proc/self/status", 10) })
+    end)
+
+    it("writes into a character device or FIFO, and into nothing else", function()
+      assert.is_true(sys.write_device("/dev/null", "x"))
+      assert.are.equal("char", sys.lstat("/dev/null").type)
+      assert(os.execute("mkfifo " .. h.q(dir .. "/fifo")))
+      assert.are.same({ nil, dir .. "/fifo: a FIFO no process reads" }, { sys.write_device(dir .. "/fifo", "x") })
+      h.write(dir .. "/f", "old")
+      assert.are.same({ nil, dir .. "/f: not a character device or FIFO" }, { sys.write_device(dir .. "/f", "new") })
+      assert.are.equal("old", h.read(dir .. "/f"))
+      assert.is_nil(sys.write_device(dir .. "/new", "x"))     -- never created
+      assert.is_nil(h.read(dir .. "/new"))
+    end)
+
     it("keeps the old file and leaves no temporary when the disk fills up mid-write", function()
       local path = dir .. "/state.lua"
       h.write(path, "old")

@@ -61,4 +61,63 @@ function sys.arm(co) end
 ---@return string|nil
 function sys.interrupted() end
 
+---Puts a finished file in place durably: fsyncs `tmp`, renames it over
+---`path` (a link at `path` is replaced, not followed), fsyncs the directory.
+---@return true|nil ok
+---@return string? err
+---@return integer? errno
+function sys.replace(tmp, path) end
+
+---Writes `path` atomically and durably through "path.tmp-PID". Whatever
+---was at the temporary name (a stale file, a planted link) is removed first
+---and the temporary is created with O_EXCL | O_NOFOLLOW: never written
+---through a link. A link at `path` is replaced by the file.
+---@param mode? integer default 0644, before the umask
+---@return true|nil ok
+---@return string? err "path: <strerror>"
+---@return integer? errno
+function sys.write_file(path, data, mode) end
+
+---Creates a directory and any missing parent, each with `mode` (default
+---0755, before the umask); an existing directory is fine. No shell.
+---@param path string
+---@param mode? integer
+---@return true|nil ok
+---@return string? err "path: <strerror>" (ENOTDIR when a file is in the way)
+---@return integer? errno
+function sys.mkdir(path, mode) end
+
+---@class fotahost.sys.stat
+---@field type "file"|"directory"|"link"|"char"|"block"|"fifo"|"socket"|"other"
+---@field mode integer permission bits
+---@field uid integer owner
+---@field size integer bytes
+
+---Describes `path` without following a symbolic link.
+---@return fotahost.sys.stat|nil st
+---@return string? err "path: <strerror>"
+---@return integer? errno
+function sys.lstat(path) end
+
+---@return integer
+function sys.geteuid() end
+
+---The whole of a regular file of at most `max` bytes. A device or FIFO is
+---refused without reading it (a FIFO is not waited on), a larger file from
+---its size before it is read.
+---@param path string
+---@param max integer
+---@return string|nil data
+---@return string? err "path: a FIFO, not a regular file: refused", "path: file too large (N bytes, limit M bytes)", "path: <strerror>"
+---@return integer? errno
+function sys.read_file(path, max) end
+
+---Writes `data` into an existing character device or FIFO, as a shell's `>`
+---would, but never creates, truncates or replaces anything. A FIFO no
+---process reads is an error, not a wait.
+---@return true|nil ok
+---@return string? err "path: a FIFO no process reads", "path: not a character device or FIFO", "path: <strerror>"
+---@return integer? errno
+function sys.write_device(path, data) end
+
 return sys

@@ -84,6 +84,25 @@ end
 
 ---------------------------------------------------------------- setup
 
+--- Makes state_dir (mode 0700, parents as needed) and checks that nobody
+-- else can plant files in it: a symbolic link, or a directory owned by
+-- another user, is refused. true | nil, "state_dir PATH: why".
+function M.private_dir(dir)
+  local ok, err = sys.mkdir(dir, tonumber("700", 8))
+  if not ok then return nil, "state_dir " .. err end
+  local st
+  st, err = sys.lstat((dir:gsub("(.)/+$", "%1")))   -- "link/" would be the directory it names
+  if not st then return nil, "state_dir " .. err end
+  if st.type == "link" then
+    return nil, ("state_dir %s: a symbolic link (refused: give the real directory)"):format(dir)
+  end
+  if st.uid ~= sys.geteuid() then
+    return nil, ("state_dir %s: owned by uid %d, not by this user (uid %d): refused")
+      :format(dir, st.uid, sys.geteuid())
+  end
+  return true
+end
+
 --- A policy for a checked configuration. `opts.cloud`: an fotahost.mcs
 -- client (or attach() it later); `opts.isp`: extra options for
 -- fotahost.avr.isp.open (tests).
@@ -99,7 +118,8 @@ function M.new(config, opts)
   part, err = parts.get(config.part or board.part)
   if not part then error("fota.new: " .. err, 2) end
   local dir = config.state_dir
-  os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'")
+  local ok, derr = M.private_dir(dir)
+  if not ok then error("fota.new: " .. derr, 0) end
   local self = setmetatable({
     config = config,
     board = board,

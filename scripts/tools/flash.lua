@@ -150,12 +150,20 @@ end
 
 ---------------------------------------------------------------- input data
 
-local function read_file(path)
-  local f, err = io.open(path, "rb")
-  if not f then fail("%s", err) end
-  local s = f:read("a")
-  f:close()
+-- An input file whole, if it is a regular file of at most `max` bytes:
+-- /dev/zero, a FIFO or a huge file is refused before it is read (a FIFO
+-- with no writer would hang, the others fill memory).
+local function read_file(path, max)
+  local s, err = sys.read_file(path, max)
+  if not s then fail("%s", err) end
   return s
+end
+
+-- The most bytes an input for `size` bytes of memory may have: the memory
+-- as Intel HEX, with room to spare (one-byte records with CRLF take 15
+-- characters a byte; 16-byte records about 3).
+local function input_limit(size)
+  return size * 16 + 65536
 end
 
 -- Numbers as C writes them, as avrdude reads them: "0x0f" (hex), "017"
@@ -179,11 +187,8 @@ end
 -- .hex; raw binary when it is binary data. Anything else is refused rather
 -- than guessed: an HTML error page saved as sketch.hex must never be
 -- flashed as raw bytes.
-detect_format = function(path)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, err end
-  local head = f:read(4096) or ""
-  f:close()
+detect_format = function(path, text)
+  local head = text:sub(1, 4096)
   if head == "" then return nil, "empty file" end
   local body = head:gsub("^\239\187\191", "")
   if body:match("^%s*:") then return "i" end
@@ -205,32 +210,31 @@ end
 local function load_input(u, part)
   local fmt = u.format or "a"
   local what = ("-U %s"):format(u.spec)
+  local size = u.mem == "flash" and part.flash_size or u.mem == "eeprom" and part.eeprom_size
+    or u.mem == "signature" and 3 or 1
   local img
   if fmt == "m" then
     img = ihex.from_binary(parse_numbers(u.file, what), 0)
   elseif fmt == "h" then
-    img = ihex.from_binary(parse_numbers(read_file(u.file), u.file), 0)
+    img = ihex.from_binary(parse_numbers(read_file(u.file, input_limit(size)), u.file), 0)
   else
-    local text
+    local text = read_file(u.file, input_limit(size))
     if fmt == "a" then
       local why
-      fmt, why = detect_format(u.file)
+      fmt, why = detect_format(u.file, text)
       if not fmt then fail("%s: %s", u.file, why) end
     end
     if fmt == "i" then
       local err
-      text = read_file(u.file)
       -- A byte-order mark is not part of Intel HEX; editors add one.
       img, err = ihex.parse((text:gsub("^\239\187\191", "")), u.file)
       if not img then fail("%s", err) end
     else
-      img = ihex.from_binary(read_file(u.file), 0)
+      img = ihex.from_binary(text, 0)
     end
   end
   local lo, hi = img:range()
   if not lo then fail("%s: no data", u.file) end
-  local size = u.mem == "flash" and part.flash_size or u.mem == "eeprom" and part.eeprom_size
-    or u.mem == "signature" and 3 or 1
   if hi >= size then
     fail("%s: data up to 0x%X does not fit the %s of %s (%d byte%s)", u.file, hi, u.mem,
       part.desc, size, size == 1 and "" or "s")
@@ -239,6 +243,24 @@ local function load_input(u, part)
 end
 
 ---------------------------------------------------------------- output
+
+local KINDS = { directory = "a directory", block = "a block device", socket = "a socket",
+                other = "a special file" }
+
+-- How a file read from the MCU gets to u.file: "replace" (a new regular
+-- file renamed over it, or in place of nothing) or "into" (written straight
+-- into a character device or FIFO, which are never replaced). A symbolic
+-- link is refused: the rename would replace the link, not the file it
+-- points to, and following it is what an attacker who planted it wants.
+local function output_kind(u)
+  local st = sys.lstat(u.file)
+  if not st or st.type == "file" then return "replace" end
+  if st.type == "char" or st.type == "fifo" then return "into" end
+  if st.type == "link" then
+    fail("%s: a symbolic link: refused (name the file it points to)", u.file)
+  end
+  fail("%s: %s: refused (not a file to write to)", u.file, KINDS[st.type] or KINDS.other)
+end
 
 local function write_output(u, data)
   local fmt = u.format or (u.file:match("%.hex$") and "i") or "r"
@@ -256,13 +278,13 @@ local function write_output(u, data)
     io.stdout:write(content)
     return
   end
-  local tmp = u.file .. ".tmp"
-  local f, err = io.open(tmp, "wb")
-  if not f then fail("%s", err) end
-  f:write(content)
-  f:close()
-  local ok, rerr = os.rename(tmp, u.file)
-  if not ok then os.remove(tmp) fail("%s", rerr) end
+  local ok, err
+  if output_kind(u) == "into" then
+    ok, err = sys.write_device(u.file, content)
+  else
+    ok, err = sys.write_file(u.file, content, tonumber("666", 8))
+  end
+  if not ok then fail("%s", err) end
 end
 
 ---------------------------------------------------------------- progress
@@ -362,12 +384,13 @@ for _, spec in ipairs(o.ops) do
   updates[#updates + 1] = u
 end
 -- Output files must be writable before anything happens to the MCU.
+-- (A probe next to it, written as the file will be: never through a link.)
 for _, u in ipairs(updates) do
-  if u.op == "r" and u.file ~= "-" then
-    local f, err = io.open(u.file .. ".tmp", "wb")
-    if not f then fail("%s", err) end
-    f:close()
-    os.remove(u.file .. ".tmp")
+  if u.op == "r" and u.file ~= "-" and output_kind(u) == "replace" then
+    local probe = u.file .. ".tmp"
+    local ok, err = sys.write_file(probe, "")
+    if not ok then fail("%s", err) end
+    os.remove(probe)
   end
 end
 local writes_flash = false
