@@ -17,9 +17,27 @@
 --
 -- A journal in state_dir says what is under way, written atomically before
 -- each step that matters. If the process dies while the MCU is being
--- flashed (a power cut, a kill), recover() on the next start flashes again
--- -- the new image if it was complete, else the last-known-good -- before
--- anything else.
+-- flashed or checked (a power cut, a kill), recover() on the next start
+-- finishes the job before anything else. Its states:
+--
+--   stage "flashing", health "pending"  written before the erase: the image
+--       has not passed a health check. recover() flashes it again (if
+--       its SHA-256 matches), runs the health check again and commits only
+--       if it passes; else (or if the check raises) the last-known-good
+--       goes back on and the image is deleted.
+--   stage "flashing", health "passed"   the check passed, the commit may
+--       have been cut: flashed again and committed, no second check.
+--   stage "rollback"   a last-known-good was going back on: it is flashed
+--       again.
+--   unreadable (not JSON, a field missing or of the wrong type): moved to
+--       journal.json.corrupt, reported, and taken as an update cut short:
+--       the last-known-good goes back on.
+--
+-- So no image becomes last-known-good before its health check passed.
+-- Nothing is flashed unless state_dir can be written: update() refuses,
+-- and a recovery that cannot be recorded (it would run at every start)
+-- only puts the last-known-good on when the chip, read back, does not hold
+-- it already. State files are checked field by field when read.
 --
 -- Files in state_dir: journal.json (what is under way), installed.json (the
 -- version on the MCU, verified), lkg.hex (the last-known-good image),
@@ -28,8 +46,8 @@
 --
 -- Status data points on config.status_channel: "downloading", "verifying",
 -- "flashing", then "done" or "failed: <reason>"; also "skipped: <version>
--- is already installed", "queued: <version>" and "recovered: ..." /
--- "rolled back: ...".
+-- is already installed", "queued: <version>", and after a start that found
+-- a journal "recovered: ..." or "failed: recovery after an interruption...".
 
 local sched = require "fotahost.sched"
 local sys = require "fotahost.sys"
