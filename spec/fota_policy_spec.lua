@@ -507,6 +507,27 @@ describe("fotahost.fota policy", function()
     assert.is_nil(state(p2, "journal.json"))
   end)
 
+  it("finishes a commit cut short after the health check passed without checking again", function()
+    local p = policy("hcdone", { health_check = function() return true end })
+    assert.is_true(update(p, cmd("v1", "v1.hex")))
+    -- a directory where installed.json goes: the commit stops after the check passed
+    assert(os.remove(p.dir .. "/installed.json"))
+    assert(os.execute("mkdir " .. h.q(p.dir .. "/installed.json")))
+    assert.is_nil(update(p, cmd("v2", "v2.hex")))
+    assert.matches('"health":"passed"', state(p, "journal.json"))
+    assert(os.remove(p.dir .. "/installed.json"))
+    local checked = 0
+    local p2 = policy("hcdone", { health_check = function()
+      checked = checked + 1
+      return nil, "would fail now"
+    end })
+    local rec = sched.run(function() return p2:recover() end)
+    assert.are.equal("recovered: v2 flashed again after an interruption", rec)
+    assert.are.equal(0, checked)
+    assert_chip(p2, v2, "v2")
+    assert.are.equal("v2", p2:installed().version)
+  end)
+
   ---------------------------------------------------------------- malformed state files
 
   -- a journal for v2 that a cut mid-flash would leave, but for `fields`,
@@ -576,7 +597,7 @@ describe("fotahost.fota policy", function()
   it("checks installed.json field by field: a version that is not a label is no version", function()
     local p = policy("instbad")
     assert.is_true(update(p, cmd("v1", "v1.hex")))
-    for _, bad in ipairs({ '{"version":{"v":1}}', '{"version":"v1","at":"now"}', '{"version":"v1","sha256":7}',
+    for _, bad in ipairs({ '{"version":{"v":1}}', '{"at":5}', '{"version":"v1","at":"now"}', '{"version":"v1","sha256":7}',
       "[1,2]", '{"version":"v1"' }) do
       h.write(p.dir .. "/installed.json", bad)
       assert.is_nil(p:installed(), bad)
