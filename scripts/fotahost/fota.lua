@@ -547,7 +547,6 @@ end
 -- so at most once, whatever the number of starts.
 function Policy:recover_unrecorded(why)
   local msg = "failed: recovery after an interruption cannot be recorded: " .. why
-  log.error("%s", msg)
   local lkg = self:installed()
   local image = exists(self.paths.lkg) and ihex.load(self.paths.lkg)
   if not image then return msg .. "; the MCU was left as it is" end
