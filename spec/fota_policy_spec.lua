@@ -276,9 +276,11 @@ describe("fotahost.fota policy", function()
     assert.are.equal(0, seen.erases)
     assert.is_not_nil(seen.flashing, "no journal when the erase came")
     local j = cjson.decode(seen.flashing)
+    -- health = "pending": a cut from here until the check passes makes the
+    -- next start check again before adopting the image
     assert.are.same({ stage = "flashing", version = "v2", image = p.dir .. "/new.hex",
       sha256 = assert(digest.file(p.dir .. "/lkg.hex", "sha256")), -- new.hex, renamed by the commit
-      md5 = assert(digest.file(dir .. "/www/v2.hex", "md5")) }, j)
+      md5 = assert(digest.file(dir .. "/www/v2.hex", "md5")), health = "pending" }, j)
     assert.are.equal(seen.flashing, seen.health, "the journal changed or went before the health check")
     assert.is_nil(state(p, "journal.json"))
     assert.are.equal(1, erases(p))
@@ -460,6 +462,202 @@ describe("fotahost.fota policy", function()
     assert.are.equal("recovered: the last-known-good image (v1) restored after an interruption", rec)
     assert.are.equal("v1", p2:installed().version)
     assert_chip(p2, v1, "v1")
+  end)
+
+  -- What a power cut while v2's health check ran leaves: v2 on the chip
+  -- (verified), new.hex, and the journal install() wrote, whose health
+  -- check has not passed. `lkg`: v1 was installed before.
+  local function cut_in_health_check(name, lkg)
+    local p = policy(name)
+    if lkg then assert.is_true(update(p, cmd("v1", "v1.hex"))) end
+    assert(v2:write(p.dir .. "/new.hex"))
+    h.write(p.dir .. "/journal.json", cjson.encode({ stage = "flashing", version = "v2",
+      image = p.dir .. "/new.hex", sha256 = assert(digest.file(p.dir .. "/new.hex", "sha256")),
+      health = "pending" }))
+    assert(sched.run(function() return p:flash_image(v2, "v2") end))
+    return p
+  end
+
+  it("runs the health check again after a cut during it, and puts v1 back when it fails", function()
+    local p = cut_in_health_check("hccut", true)
+    local jobs = {}
+    local p2, said2 = policy("hccut", { health_check = function(job)
+      jobs[#jobs + 1] = job
+      return nil, "still no heartbeat"
+    end })
+    local rec = sched.run(function() return p2:recover() end)
+    assert.are.equal("recovered: the last-known-good image (v1) restored after an interruption"
+      .. " (v2 rejected: health check: still no heartbeat)", rec)
+    assert.are.equal(1, #jobs)
+    assert.are.equal("v2", jobs[1].version)
+    assert.is_true(jobs[1].recovering)
+    assert.are.same({}, said2)
+    assert_chip(p2, v1, "v1")
+    assert.are.equal("v1", p2:installed().version)
+    assert_hex(p2.dir .. "/lkg.hex", v1, "v1")
+    assert.is_nil(state(p2, "new.hex"))
+    assert.is_nil(state(p2, "journal.json"))
+    -- v1, v2, v2 again, v1 again: and nothing more at the next start
+    assert.are.equal(4, erases(p2))
+    local p3 = policy("hccut")
+    assert.is_nil(sched.run(function() return p3:recover() end))
+    assert.are.equal(4, erases(p3))
+  end)
+
+  it("puts v1 back when the health check cannot run after a cut during it", function()
+    local p = cut_in_health_check("hccrash", true)
+    local p2 = policy("hccrash", { health_check = function() error("no such sensor") end })
+    local rec = sched.run(function() return p2:recover() end)
+    assert.matches("^recovered: the last%-known%-good image %(v1%) restored after an interruption "
+      .. "%(v2 rejected: health check: .*no such sensor%)$", rec)
+    assert_chip(p2, v1, "v1")
+    assert.are.equal("v1", p2:installed().version)
+    assert_hex(p2.dir .. "/lkg.hex", v1, "v1")
+  end)
+
+  it("adopts the image cut during its health check only once the check passes", function()
+    local p = cut_in_health_check("hcpass", true)
+    local checked = 0
+    local p2 = policy("hcpass", { health_check = function()
+      checked = checked + 1
+      return true
+    end })
+    local rec = sched.run(function() return p2:recover() end)
+    assert.are.equal("recovered: v2 flashed again after an interruption", rec)
+    assert.are.equal(1, checked)
+    assert_chip(p2, v2, "v2")
+    assert.are.equal("v2", p2:installed().version)
+    assert_hex(p2.dir .. "/lkg.hex", v2, "v2")
+    assert.is_nil(state(p2, "journal.json"))
+  end)
+
+  it("says so when the image cut during its health check fails it with nothing to roll back to", function()
+    local p = cut_in_health_check("hcnolkg", false)
+    local p2 = policy("hcnolkg", { health_check = function() return nil, "silent" end })
+    local rec = sched.run(function() return p2:recover() end)
+    assert.are.equal("failed: recovery after an interruption: v2 rejected: health check: silent; "
+      .. "no last-known-good image to restore", rec)
+    assert.is_nil(p2:installed())
+    assert.is_nil(state(p2, "lkg.hex"))
+    assert.is_nil(state(p2, "new.hex"))
+    assert.is_nil(state(p2, "journal.json"))
+  end)
+
+  it("finishes a commit cut short after the health check passed without checking again", function()
+    local p = policy("hcdone", { health_check = function() return true end })
+    assert.is_true(update(p, cmd("v1", "v1.hex")))
+    -- a directory where installed.json goes: the commit stops after the check passed
+    assert(os.remove(p.dir .. "/installed.json"))
+    assert(os.execute("mkdir " .. h.q(p.dir .. "/installed.json")))
+    assert.is_nil(update(p, cmd("v2", "v2.hex")))
+    assert.matches('"health":"passed"', state(p, "journal.json"))
+    assert(os.remove(p.dir .. "/installed.json"))
+    local checked = 0
+    local p2 = policy("hcdone", { health_check = function()
+      checked = checked + 1
+      return nil, "would fail now"
+    end })
+    local rec = sched.run(function() return p2:recover() end)
+    assert.are.equal("recovered: v2 flashed again after an interruption", rec)
+    assert.are.equal(0, checked)
+    assert_chip(p2, v2, "v2")
+    assert.are.equal("v2", p2:installed().version)
+  end)
+
+  ---------------------------------------------------------------- malformed state files
+
+  -- a journal for v2 that a cut mid-flash would leave, but for `fields`,
+  -- over an erased chip; v1 installed before
+  local function bad_journal(name, text_of)
+    local p = policy(name)
+    assert.is_true(update(p, cmd("v1", "v1.hex")))
+    assert(v2:write(p.dir .. "/new.hex"))
+    local text = text_of({ stage = "flashing", version = "v2", image = p.dir .. "/new.hex",
+      sha256 = assert(digest.file(p.dir .. "/new.hex", "sha256")), health = "pending" })
+    h.write(p.dir .. "/journal.json", text)
+    h.write(p.config.sim_dir .. "/flash.bin", ("\xFF"):rep(FLASH_SIZE))
+    return p, text
+  end
+
+  it("moves aside a journal with a field of the wrong type and puts v1 back, without raising", function()
+    local p, text = bad_journal("jtable", function(j)
+      j.version = { "v2" }
+      return cjson.encode(j)
+    end)
+    local p2 = policy("jtable")
+    local ok, rec = pcall(sched.run, function() return p2:recover() end)
+    assert.is_true(ok, rec)
+    assert.are.equal("recovered: journal.json cannot be read (version: a bad table); moved to "
+      .. "journal.json.corrupt; the last-known-good image (v1) restored", rec)
+    assert.are.equal(text, state(p, "journal.json.corrupt"))
+    assert.is_nil(state(p, "journal.json"))
+    assert_chip(p2, v1, "v1")
+    assert.are.equal("v1", p2:installed().version)
+    assert.is_nil(sched.run(function() return policy("jtable"):recover() end))
+  end)
+
+  it("treats a journal that is not JSON as an update cut short: v1 goes back on", function()
+    local p, text = bad_journal("jtrunc", function(j) return cjson.encode(j):sub(1, 30) end)
+    local p2 = policy("jtrunc")
+    local rec = sched.run(function() return p2:recover() end)
+    assert.are.equal("recovered: journal.json cannot be read (not valid JSON); moved to "
+      .. "journal.json.corrupt; the last-known-good image (v1) restored", rec)
+    assert.are.equal(text, state(p, "journal.json.corrupt"))
+    assert_chip(p2, v1, "v1")
+    assert.are.equal(2, erases(p2)) -- v1, then v1 again: nothing else
+  end)
+
+  it("checks every field of a journal: a bad stage, SHA-256 or health is unreadable", function()
+    for i, change in ipairs({
+      function(j) j.stage = "flashed" end,
+      function(j) j.sha256 = "abc" end,
+      function(j) j.health = "ok" end,
+      function(j) j.md5 = 5 end,
+      function(j) j.image = false end,
+      function(j) j.version = nil end,
+      function(j) j.version = "../v2" end,
+    }) do
+      local name = "jfield" .. i
+      bad_journal(name, function(j)
+        change(j)
+        return cjson.encode(j)
+      end)
+      local p2 = policy(name)
+      local rec = sched.run(function() return p2:recover() end)
+      assert.matches("^recovered: journal%.json cannot be read %(.*%); moved to journal%.json%.corrupt; "
+        .. "the last%-known%-good image %(v1%) restored$", rec)
+      assert_chip(p2, v1, "v1")
+    end
+  end)
+
+  it("checks installed.json field by field: a version that is not a label is no version", function()
+    local p = policy("instbad")
+    assert.is_true(update(p, cmd("v1", "v1.hex")))
+    for _, bad in ipairs({ '{"version":{"v":1}}', '{"at":5}', '{"version":"v1","at":"now"}', '{"version":"v1","sha256":7}',
+      "[1,2]", '{"version":"v1"' }) do
+      h.write(p.dir .. "/installed.json", bad)
+      assert.is_nil(p:installed(), bad)
+    end
+    -- not taken for v1: the push installs it again
+    local ok = update(p, cmd("v1", "v1.hex"))
+    assert.is_true(ok)
+    assert.are.equal("v1", p:installed().version)
+  end)
+
+  it("refuses an update when state_dir cannot be written, before anything is downloaded or erased", function()
+    local p, said = policy("rostate")
+    assert.is_true(update(p, cmd("v1", "v1.hex")))
+    -- a file where the directory should be: as binding as a read-only
+    -- mount, even for root
+    h.rmdir(p.dir)
+    h.write(p.dir, "not a directory\n")
+    local ok, err = update(p, cmd("v2", "v2.hex"))
+    assert.is_nil(ok)
+    assert.matches("^state_dir .*rostate%-state is not writable: .*Not a directory", err)
+    assert.are.same(seq(FLASHED, "done", "failed: " .. err), said)
+    assert_sent(p, said)
+    assert.are.equal(1, erases(p))
+    assert_chip(p, v1, "v1")
   end)
 
   ---------------------------------------------------------------- queueing

@@ -204,11 +204,16 @@ return {
     local log, pidf, rcf = t.dir .. "/app.log", t.dir .. "/app.pid", t.dir .. "/app.rc"
     os.remove(pidf)
     os.remove(rcf)
-    os.execute(("( env FOTAHOST_CONFIG=%s FOTAHOST_LOG=stderr %s %s </dev/null >>%s 2>&1 & app=$!; "
+    -- t.ro_state: state_dir read-only for the app, even as root: a
+    -- read-only bind mount in a mount namespace of its own (unshare -rm),
+    -- gone with the app
+    local wrap = t.ro_state and ("unshare -rm sh -c %s sh %s "):format(
+      h.q('mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" "$1" && shift && exec "$@"'), h.q(t.state)) or ""
+    os.execute(("( %senv FOTAHOST_CONFIG=%s FOTAHOST_LOG=stderr %s %s </dev/null >>%s 2>&1 & app=$!; "
       .. "echo $app >%s.tmp && mv %s.tmp %s; "
       .. "(cat >/dev/null; kill -KILL $app 2>/dev/null) </proc/%d/fd/%d >/dev/null 2>&1 & "
       .. "wait $app; echo $? >%s.tmp && mv %s.tmp %s ) >/dev/null 2>&1 &")
-      :format(h.q(t.cfg), h.q(h.bin), h.q(h.top .. "/examples/app.lua"), h.q(log),
+      :format(wrap, h.q(t.cfg), h.q(h.bin), h.q(h.top .. "/examples/app.lua"), h.q(log),
         h.q(pidf), h.q(pidf), h.q(pidf), sys.getpid(), rfd, h.q(rcf), h.q(rcf), h.q(rcf)))
     local pid = until_true("the app's pid", 10, function()
       return math.tointeger(tonumber(h.read(pidf) or ""))
@@ -613,11 +618,99 @@ return {
     assert.are.equal("143", app_rc(t))
     kill_app(t)
     assert.matches('"stage":"flashing"', h.read(t.state .. "/journal.json"))
-    -- (recover() runs no health check)
+    -- (recover() runs the health check again: the cut came before it passed)
     start_app(t)
     assert_flash(t, "blink-250")
     assert.is_nil(h.read(t.state .. "/journal.json"))
     assert.matches('"version":"blink%-250"', h.read(t.state .. "/installed.json"))
+  end)
+
+  -- A power cut while the new image's health check runs: the next start
+  -- checks it again before adopting it, and here the check fails, so the
+  -- last-known-good goes back on. No image is kept (installed.json,
+  -- lkg.hex) or reported before its check passed.
+  it("checks an image again after a SIGKILL during its health check, and rolls back when it fails", function()
+    local t = new_device({ extra_config = function(d) return ([[
+  health_check = function(job)
+    if job.version == "blink-1000" then return true end
+    io.open(%q, "w"):close()
+    local verdict = io.open(%q)
+    if verdict then
+      local v = verdict:read("a")
+      verdict:close()
+      return v == "ok", "the sketch said " .. v
+    end
+    require("fotahost.sched").sleep(300) -- no verdict yet: the kill comes
+    return true
+  end,
+]]):format(d.dir .. "/health-check-running", d.dir .. "/verdict") end })
+    local marker = t.dir .. "/health-check-running"
+    start_app(t)
+    push(t, "blink-1000")
+    assert.are.equal("done", (wait_status(t, 1)), app_log(t))
+    push(t, "blink-250")
+    until_true("the health check", WAIT, function() return h.read(marker) end)
+    kill_app(t, "KILL")
+    assert_flash(t, "blink-250")
+    local n = erases(t)
+    assert.matches('"health":"pending"', h.read(t.state .. "/journal.json"))
+    h.write(t.dir .. "/verdict", "no heartbeat")
+    local before = #statuses(t)
+    start_app(t)
+    assert_flash(t, "blink-1000")
+    assert.are.equal(n + 2, erases(t)) -- blink-250 again (checked again), then blink-1000
+    assert.is_nil(h.read(t.state .. "/journal.json"))
+    assert.is_nil(h.read(t.state .. "/new.hex"))
+    assert.matches('"version":"blink%-1000"', h.read(t.state .. "/installed.json"))
+    assert.is_true(fw["blink-1000"].image:bytes(0, FLASH_SIZE - 1)
+      == assert(ihex.load(t.state .. "/lkg.hex")):bytes(0, FLASH_SIZE - 1), "lkg.hex is not blink-1000")
+    until_true("the recovery status", WAIT, function() return #statuses(t) > before end)
+    assert.are.equal("recovered: the last-known-good image (blink-1000) restored after an interruption"
+      .. " (blink-250 rejected: health check: the sketch said no heartbeat)", statuses(t)[before + 1])
+    until_true("the version report", WAIT, function() return device(t).version == "blink-1000" end)
+    assert.is_true(alive(t.app.pid))
+  end)
+
+  -- A read-only state_dir (a filesystem remounted read-only after an
+  -- error) with a journal in it: a recovery could never be recorded, so
+  -- it would run at every start. The app leaves a chip that holds the
+  -- last-known-good image alone, tells the cloud, and refuses pushes.
+  it("never re-flashes at each start when state_dir is read-only, and refuses pushes", function()
+    local t = start_app(new_device())
+    push(t, "blink-1000")
+    assert.are.equal("done", (wait_status(t, 1)), app_log(t))
+    kill_app(t, "TERM")
+    -- what a kill right before the erase of an update to blink-250 leaves
+    local new = t.state .. "/new.hex"
+    assert(fw["blink-250"].image:write(new))
+    h.write(t.state .. "/journal.json", cjson.encode({ stage = "flashing", version = "blink-250",
+      image = new, sha256 = assert(digest.file(new, "sha256")), health = "pending" }))
+    local n = erases(t)
+    t.ro_state = true
+    for start = 1, 2 do
+      local before = #statuses(t)
+      start_app(t)
+      until_true("the recovery status", WAIT, function() return #statuses(t) > before end)
+      local said = statuses(t)[before + 1]
+      assert.matches("^failed: recovery after an interruption cannot be recorded: state_dir .* is not "
+        .. "writable: .*Read%-only file system; the MCU holds the last%-known%-good image %(blink%-1000%)$",
+        said, "start " .. start)
+      assert.are.equal(n, erases(t), "start " .. start .. " erased the chip")
+      assert_flash(t, "blink-1000")
+      until_true("the version report", WAIT, function() return device(t).version == "blink-1000" end)
+      if start == 2 then
+        local k = #statuses(t)
+        push(t, "blink-250")
+        until_true("the push's status", WAIT, function() return #statuses(t) > k end)
+        local final = statuses(t)[k + 1]
+        assert.matches("^failed: state_dir .* is not writable: .*Read%-only file system$", final)
+        assert.are.equal(n, erases(t))
+        assert_flash(t, "blink-1000")
+        assert.is_true(alive(t.app.pid))
+      end
+      kill_app(t, "TERM")
+    end
+    assert.matches('"stage":"flashing"', h.read(t.state .. "/journal.json"))
   end)
 
   -- The same in a hook before the flash: the app stops, the chip is

@@ -17,9 +17,27 @@
 --
 -- A journal in state_dir says what is under way, written atomically before
 -- each step that matters. If the process dies while the MCU is being
--- flashed (a power cut, a kill), recover() on the next start flashes again
--- -- the new image if it was complete, else the last-known-good -- before
--- anything else.
+-- flashed or checked (a power cut, a kill), recover() on the next start
+-- finishes the job before anything else. Its states:
+--
+--   stage "flashing", health "pending"  written before the erase: the image
+--       has not passed a health check. recover() flashes it again (if
+--       its SHA-256 matches), runs the health check again and commits only
+--       if it passes; else (or if the check raises) the last-known-good
+--       goes back on and the image is deleted.
+--   stage "flashing", health "passed"   the check passed, the commit may
+--       have been cut: flashed again and committed, no second check.
+--   stage "rollback"   a last-known-good was going back on: it is flashed
+--       again.
+--   unreadable (not JSON, a field missing or of the wrong type): moved to
+--       journal.json.corrupt, reported, and taken as an update cut short:
+--       the last-known-good goes back on.
+--
+-- So no image becomes last-known-good before its health check passed.
+-- Nothing is flashed unless state_dir can be written: update() refuses,
+-- and a recovery that cannot be recorded (it would run at every start)
+-- only puts the last-known-good on when the chip, read back, does not hold
+-- it already. State files are checked field by field when read.
 --
 -- Files in state_dir: journal.json (what is under way), installed.json (the
 -- version on the MCU, verified), lkg.hex (the last-known-good image),
@@ -28,8 +46,8 @@
 --
 -- Status data points on config.status_channel: "downloading", "verifying",
 -- "flashing", then "done" or "failed: <reason>"; also "skipped: <version>
--- is already installed", "queued: <version>" and "recovered: ..." /
--- "rolled back: ...".
+-- is already installed", "queued: <version>", and after a start that found
+-- a journal "recovered: ..." or "failed: recovery after an interruption...".
 
 local sched = require "fotahost.sched"
 local sys = require "fotahost.sys"
@@ -59,17 +77,65 @@ end
 
 ---------------------------------------------------------------- state files
 
-local function read_json(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local text = f:read("a")
-  f:close()
-  local v = cjson.decode(text)
-  if type(v) ~= "table" then
-    log.warn("%s: not valid JSON; ignored", path)
-    return nil
+-- Every state file is checked field by field before anything uses it: a
+-- file a crash, a bad disk or a hand edit left malformed must never raise
+-- (the app would die before connecting, and a supervisor restart it in a
+-- loop) nor be half believed.
+local function label(v)
+  return type(v) == "string" and v ~= "" and #v <= 64 and not v:find("[%c\"\\/]")
+end
+local function hexdigits(n)
+  return function(v) return type(v) == "string" and #v == n and v:match("^%x+$") ~= nil end
+end
+local function path_string(v) return type(v) == "string" and v ~= "" and #v <= 4096 end
+local function text(v) return type(v) == "string" and #v <= 4096 end
+local function number(v) return type(v) == "number" end
+local function one_of(...)
+  local set = {}
+  for _, k in ipairs({ ... }) do set[k] = true end
+  return function(v) return set[v] == true end
+end
+
+-- field = { check, required }
+local SCHEMA = {
+  journal = {
+    stage = { one_of("flashing", "rollback"), true },
+    version = { label }, image = { path_string }, sha256 = { hexdigits(64) },
+    md5 = { hexdigits(32) }, health = { one_of("pending", "passed") }, why = { text },
+  },
+  installed = {
+    version = { label, true }, sha256 = { hexdigits(64) }, md5 = { hexdigits(32) }, at = { number },
+  },
+}
+
+local function validate(kind, v)
+  if type(v) ~= "table" then return nil, "not a JSON object" end
+  for field, rule in pairs(SCHEMA[kind]) do
+    local x = v[field]
+    if x == nil then
+      if rule[2] then return nil, field .. ": missing" end
+    elseif not rule[1](x) then
+      return nil, ("%s: a bad %s"):format(field, type(x))
+    end
+  end
+  -- a flashing journal names the image it was writing
+  if kind == "journal" and v.stage == "flashing" and not (v.version and v.sha256) then
+    return nil, "a flashing journal without version and sha256"
   end
   return v
+end
+
+-- The state file at `path`, checked as `kind`: the table, or nil when
+-- there is none, or nil and why it cannot be read.
+local function read_state(path, kind)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local data, rerr = f:read(65536)
+  f:close()
+  if not data then return nil, rerr and tostring(rerr) or "empty" end
+  local v = cjson.decode(data)
+  if v == nil then return nil, "not valid JSON" end
+  return validate(kind, v)
 end
 
 local function write_json(path, value)
@@ -80,6 +146,16 @@ local function exists(path)
   local f = io.open(path, "rb")
   if f then f:close() return true end
   return false
+end
+
+-- Whether a file can be created in `dir` (a read-only mount, a full disk,
+-- a file where the directory should be): true, or nil and why.
+local function writable(dir)
+  local probe = dir .. "/.writable"
+  local ok, err = sys.write_file(probe, "")
+  if not ok then return nil, err end
+  os.remove(probe)
+  return true
 end
 
 ---------------------------------------------------------------- setup
@@ -163,7 +239,9 @@ end
 
 --- The version on the MCU (verified), or nil.
 function Policy:installed()
-  return read_json(self.paths.installed)
+  local v, err = read_state(self.paths.installed, "installed")
+  if err then log.error("%s: %s; no version is known", self.paths.installed, err) end
+  return v
 end
 
 function Policy:status(text)
@@ -178,7 +256,8 @@ end
 -- erase, write, verify, lock, release. `connected()`, if given, is called
 -- once the signature is right, just before the erase. Returns true or nil,
 -- why, stage.
-function Policy:flash_image(image, label, connected)
+-- An ISP session on the configured board (not yet connected), or nil, why.
+function Policy:open_isp()
   local c = self.config
   local o = {
     backend = c.board == "sim" and "sim" or c.backend,
@@ -191,9 +270,14 @@ function Policy:flash_image(image, label, connected)
     -- switches it itself)
     local gpio = require "fotahost.gpio"
     local ok, err = gpio.mt7688_pinmux()
-    if not ok then return nil, "pinmux: " .. tostring(err), "setup" end
+    if not ok then return nil, "pinmux: " .. tostring(err) end
   end
-  local s <close>, err = isp.open(o)
+  return isp.open(o)
+end
+
+function Policy:flash_image(image, label, connected)
+  local c = self.config
+  local s <close>, err = self:open_isp()
   if not s then return nil, err, "setup" end
   log.info("flashing %s (%d bytes)", label, image:size())
   local sig
@@ -227,7 +311,8 @@ function Policy:restore_lkg(why)
   local image, err = ihex.load(self.paths.lkg)
   if not image then return nil, err end
   local lkg = self:installed()
-  write_json(self.paths.journal, { stage = "rollback", why = why, version = lkg and lkg.version })
+  write_json(self.paths.journal, { stage = "rollback", why = tostring(why):sub(1, 1000),
+    version = lkg and lkg.version })
   local ok, ferr = self:flash_image(image, "the last-known-good image")
   if not ok then return nil, ferr end
   os.remove(self.paths.journal)
@@ -307,8 +392,11 @@ function Policy:install(job, image)
   if not ok then return nil, err end
   job.sha256 = assert(digest.file(self.paths.new, "sha256"))
   -- Before the erase: if we die after it, the next start knows.
-  ok, err = write_json(self.paths.journal, { stage = "flashing", version = job.version,
-    image = self.paths.new, sha256 = job.sha256, md5 = job.got_md5 })
+  -- health = "pending": no check has passed yet; recover() must not adopt
+  -- the image without one.
+  local journal = { stage = "flashing", version = job.version,
+    image = self.paths.new, sha256 = job.sha256, md5 = job.got_md5, health = "pending" }
+  ok, err = write_json(self.paths.journal, journal)
   if not ok then return nil, "journal: " .. err end
   local stage
   ok, err, stage = self:flash_image(image, job.version, function() self:status("flashing") end)
@@ -323,16 +411,18 @@ function Policy:install(job, image)
     return nil, err .. "; and the rollback failed: " .. rerr
   end
   if self.config.health_check then
-    local hok, hres, hwhy = pcall(self.config.health_check, job)
-    if not hok then pass_interrupts(hres) end
-    if not hok or not hres then
-      local why = "health check: " .. tostring(hok and (hwhy or "failed") or hres)
+    local hok, why = self:health_check(job)
+    if not hok then
       -- The image is rejected: recover() must never flash it again.
       os.remove(self.paths.new)
       local rok, rerr = self:restore_lkg(why)
       if rok then return nil, why .. "; rolled back to " .. tostring(rerr or "the last-known-good image") end
       return nil, why .. "; and the rollback failed: " .. rerr
     end
+    -- A cut in the commit now finishes it without a second check.
+    journal.health = "passed"
+    local jok, jerr = write_json(self.paths.journal, journal)
+    if not jok then log.warn("journal: %s (a cut now re-runs the health check)", jerr) end
   end
   return self:commit(job)
 end
@@ -351,6 +441,18 @@ function Policy:commit(job)
   end
   os.remove(self.paths.journal)
   os.remove(self.paths.download)
+  return true
+end
+
+-- Runs the configured health check: true, or nil and why (an error in
+-- the check is a failure, an interrupt is passed on).
+function Policy:health_check(job)
+  if not self.config.health_check then return true end
+  local hok, hres, hwhy = pcall(self.config.health_check, job)
+  if not hok then pass_interrupts(hres) end
+  if not hok or not hres then
+    return nil, "health check: " .. tostring(hok and (hwhy or "failed") or hres)
+  end
   return true
 end
 
@@ -374,6 +476,15 @@ function Policy:update(job)
     self:status(("skipped: %s is already installed"):format(job.version))
     if self.cloud then self.cloud:report_version(job.version) end
     return true, "already installed"
+  end
+  -- Nothing is flashed that could not be recorded: a journal that cannot
+  -- be written or cleared would make every start flash again.
+  local wok, werr = writable(self.dir)
+  if not wok then
+    local why = ("state_dir %s is not writable: %s"):format(self.dir, werr)
+    log.error("update to %s refused: %s", job.version, why)
+    self:status("failed: " .. why)
+    return nil, why
   end
   local t0 = sched.now()
   local ok, err = hook(self, "before_download", job)
@@ -449,13 +560,61 @@ end
 
 ---------------------------------------------------------------- recovery
 
+-- The MCU is left alone when state_dir cannot record a recovery (a
+-- read-only or broken disk): flashing then would be repeated at every
+-- start, flash wear in a loop. Only the last-known-good image may go on,
+-- and only when the chip does not hold it already (read back, no erase):
+-- so at most once, whatever the number of starts.
+function Policy:recover_unrecorded(why)
+  local msg = "failed: recovery after an interruption cannot be recorded: " .. why
+  local lkg = self:installed()
+  local image = exists(self.paths.lkg) and ihex.load(self.paths.lkg)
+  if not image then return msg .. "; the MCU was left as it is" end
+  local held
+  do
+    local s <close> = self:open_isp()
+    held = s and s:connect() and s:verify_flash(image)
+  end
+  local name = ("the last-known-good image (%s)"):format(lkg and lkg.version or "unknown version")
+  if held then return msg .. "; the MCU holds " .. name end
+  local ok, err = self:flash_image(image, "the last-known-good image")
+  if not ok then return msg .. "; and flashing " .. name .. " failed: " .. err end
+  return msg .. "; " .. name .. " flashed"
+end
+
+local function finish(self, text)
+  self.recovered = text
+  if text:find("^failed: ") then log.error("%s", text) else log.warn("%s", text) end
+  return text
+end
+
 --- Finishes what a journal says was under way when the process died.
 -- Call it first, before connecting to the cloud. Returns a short summary,
 -- or nil when there was nothing to do.
 function Policy:recover()
-  local j = read_json(self.paths.journal)
-  if not j then return nil end
-  log.warn("an update was interrupted (journal: %s %s); recovering", tostring(j.stage), tostring(j.version))
+  local j, bad = read_state(self.paths.journal, "journal")
+  if not j and not bad then return nil end
+  local wok, werr = writable(self.dir)
+  if not wok then
+    return finish(self, self:recover_unrecorded(("state_dir %s is not writable: %s"):format(self.dir, werr)))
+  end
+  if bad then
+    -- Unreadable: an update may have been cut short, so the
+    -- last-known-good image goes back on. The file is kept for a human.
+    local aside = self.paths.journal .. ".corrupt"
+    local why = ("journal.json cannot be read (%s); moved to journal.json.corrupt"):format(bad)
+    log.error("%s: %s", self.paths.journal, why)
+    if not os.rename(self.paths.journal, aside) then
+      return finish(self, self:recover_unrecorded(why .. " failed"))
+    end
+    local ok, err = self:restore_lkg("unreadable journal")
+    if ok then
+      return finish(self, ("recovered: %s; the last-known-good image (%s) restored")
+        :format(why, tostring(err or "unknown version")))
+    end
+    return finish(self, ("failed: recovery after an interruption: %s; %s"):format(why, err))
+  end
+  log.warn("an update was interrupted (journal: %s %s); recovering", j.stage, tostring(j.version))
   -- The new image: where the journal says, or already renamed to lkg.hex
   -- (a cut inside commit()).
   local path
@@ -464,29 +623,37 @@ function Policy:recover()
       if p and exists(p) and digest.file(p, "sha256") == j.sha256 then path = p break end
     end
   end
+  local rejected
   if path then
     local image = ihex.load(path)
     if image then
       local ok, err = self:flash_image(image, j.version .. " (again, after an interruption)")
+      if ok and j.health ~= "passed" then
+        -- Cut before (or during) its health check: it has not passed one.
+        ok, err = self:health_check({ version = j.version, sha256 = j.sha256, md5 = j.md5, recovering = true })
+        if not ok then
+          rejected = err
+          if path == self.paths.new then os.remove(self.paths.new) end
+        end
+      end
       if ok then
         ok, err = self:commit({ version = j.version, sha256 = j.sha256, got_md5 = j.md5 })
       end
       if ok then
-        self.recovered = ("recovered: %s flashed again after an interruption"):format(j.version)
-        return self.recovered
+        return finish(self, ("recovered: %s flashed again after an interruption"):format(j.version))
       end
       log.error("re-flashing %s failed: %s", j.version, err)
     end
   end
   local ok, err = self:restore_lkg("interrupted update")
   if ok then
-    self.recovered = ("recovered: the last-known-good image (%s) restored after an interruption")
+    local text = ("recovered: the last-known-good image (%s) restored after an interruption")
       :format(tostring(err or "unknown version"))
-    return self.recovered
+    if rejected then text = text .. (" (%s rejected: %s)"):format(j.version, rejected) end
+    return finish(self, text)
   end
-  log.error("recovery failed: %s", err)
-  self.recovered = "failed: recovery after an interruption: " .. err
-  return self.recovered
+  if rejected then err = ("%s rejected: %s; %s"):format(j.version, rejected, err) end
+  return finish(self, "failed: recovery after an interruption: " .. err)
 end
 
 return M
