@@ -129,6 +129,10 @@ describe("the app and a server that floods commands", function()
       end)
       local n = select(2, log:gsub("no handler for channel LED", ""))
       assert.is_true(n <= 3, n .. " lines about LED commands")
+      -- and the app's FOTA handler keeps up (a push during an update only
+      -- replaces the one waiting): a reader that yields between commands
+      -- hands none of them to a full queue
+      assert.is_nil(log:find("commands dropped", 1, true), log:match("[^\n]*commands dropped[^\n]*"))
     end)
     stop_app(t)
     srv.stop()

@@ -2,9 +2,10 @@
 -- cloud (connections.csv points at its TCP port; data points and version
 -- reports are taken and logged), and once a device's first heartbeat comes
 -- in on the command channel, it sends commands back to back without a
--- pause for --seconds, as fast as the device reads them.
+-- pause for --seconds (or --count N commands, a multiple of 2000), as fast
+-- as the device reads them.
 --
---   fotahost spec/support/mcs_flood_server.lua --device ID:KEY --seconds S [--delay S] --report FILE
+--   fotahost spec/support/mcs_flood_server.lua --device ID:KEY (--seconds S | --count N) [--delay S] --report FILE
 --
 -- Prints "listening HOST:PORT" (the REST side) when ready; exits at the end
 -- of its stdin. FILE gets, once the flood is over, one line per fact:
@@ -85,7 +86,8 @@ sched.run(function()
           local block = table.concat(parts)
           t0 = sched.now()
           local sent = 0
-          while sched.now() - t0 < seconds do
+          local count = tonumber(opts.count)
+          while (count and sent < count) or (not count and sched.now() - t0 < seconds) do
             if not sock:write(block, 30) then break end
             sent = sent + #parts
             sched.yield() -- the heartbeat reader's turn: arrival times are taken there
