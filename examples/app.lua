@@ -15,5 +15,7 @@ sched.run(function()
                               backoff_cap = config.backoff_cap, http = config.http }
   policy:attach(cloud)
   cloud:on("FOTA", function(value) policy:push(value) end)
+  -- a push that cannot be read (cut by a pause, say) is not met with silence
+  cloud:on_unreadable("FOTA", function(why) policy:status("failed: " .. why) end)
   sched.sleep(math.huge)
 end)

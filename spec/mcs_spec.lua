@@ -340,7 +340,7 @@ describe("fotahost.mcs against the local cloud", function()
     local ok, err = pcall(function()
       with_client({ device_id = id3, device_key = key3 }, function(c)
         until_true("connected", 5, function() return admin("GET", "/devices/" .. id3).connected end)
-        -- malformed (no channel): the client quotes it, key and all, when it ignores it
+        -- malformed (no channel): the client says how long it is and what is wrong
         admin("POST", "/devices/" .. id3 .. "/commands", { raw = id3 .. "," .. key3 .. ",1,,on\n" })
         until_true("the malformed command", 3, function() return c.ignored == 1 end)
       end)
@@ -352,7 +352,7 @@ describe("fotahost.mcs against the local cloud", function()
     log.configure({ sink = "stderr", level = "info" })
     assert(ok, err)
     local all = table.concat(lines, "\n")
-    assert.matches("ignored a malformed command %(no channel%): Dev3cZ1q,%*%*%*%*,1,,on", all)
+    assert.matches("ignored a command of 28 bytes: no channel", all)
     assert.matches("HTTP 401", all)
     assert.is_nil(all:find(key3, 1, true))
     assert.is_nil(all:find("k3y", 1, true))
@@ -412,6 +412,38 @@ describe("fotahost.mcs against the local cloud", function()
       assert.is_true(fast >= 9, "fast commands handled: " .. fast)
       until_true("the slow handler", 3, function() return slow_done end)
     end)
+  end)
+
+  it("runs handlers from a bounded queue: a burst past it is dropped, counted, and said in one line", function()
+    local log = require "fotahost.log"
+    local lines = {}
+    log.configure({ sink = function(_, _, msg) lines[#lines + 1] = msg end, level = "info" })
+    local ok, err = pcall(function()
+      with_client({ max_handlers = 2, max_pending = 10 }, function(c)
+        local release, ran = false, 0
+        c:on("SLOW", function()
+          while not release do sched.sleep(0.01) end
+          ran = ran + 1
+        end)
+        until_true("connected", 5, function() return device().connected end)
+        local p, raw = ID .. "," .. KEY .. ",", {}
+        for i = 1, 500 do raw[i] = p .. i .. ",SLOW," .. i end
+        send({ raw = table.concat(raw) })
+        until_true("the drop summary", 10, function()
+          return table.concat(lines, "\n"):find("commands dropped", 1, true)
+        end)
+        assert.are.equal(488, c.dropped) -- 2 running, 10 waiting
+        release = true
+        until_true("the waiting ones handled", 10, function() return ran == 12 end)
+        sched.sleep(0.1)
+        assert.are.equal(12, ran)
+      end)
+    end)
+    log.configure({ sink = "stderr", level = "info" })
+    assert(ok, err)
+    local drops = {}
+    for _, l in ipairs(lines) do if l:find("dropped", 1, true) then drops[#drops + 1] = l end end
+    assert.are.same({ "488 commands dropped: they came faster than the handlers took them (max_pending 10)" }, drops)
   end)
 
   it("logs a failing handler and goes on", function()

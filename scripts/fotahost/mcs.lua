@@ -24,9 +24,19 @@
 -- lasted `stable_after` seconds. State changes go to the log and to the
 -- functions given to on_state().
 --
--- Handlers run as scheduler tasks of their own: a slow one (a download and
--- a flash) never stops the heartbeats or the reading of further commands,
--- and an error in one is logged, not fatal.
+-- Handlers run in scheduler tasks of their own (at most `max_handlers` at
+-- once): a slow one (a download and a flash) never stops the heartbeats or
+-- the reading of further commands, and an error in one is logged, not
+-- fatal. Commands wait for a free handler task in a queue of at most
+-- `max_pending`; a server that sends faster than the handlers take them
+-- (a flood) has the excess dropped, counted in `dropped` and summed up in
+-- one log line per burst, so memory stays flat and heartbeats go on.
+--
+-- A command that cannot be read (malformed, or not for this device and
+-- key: a fragment of one split by a pause may start with part of the key)
+-- is logged by its length and what is wrong, never quoted. When one of
+-- its first fields names a channel given to on_unreadable() (a FOTA push
+-- that cannot be parsed), that function is told, so the cloud can be.
 
 local sched = require "fotahost.sched"
 local sys = require "fotahost.sys"
@@ -56,6 +66,8 @@ M.DEFAULTS = {
   backoff_cap = 60,       -- seconds, the longest
   stable_after = 10,      -- seconds connected before the delay starts over
   max_queue = 100,        -- data points kept while the API is unreachable
+  max_handlers = 4,       -- handler tasks running at once
+  max_pending = 64,       -- commands waiting for a handler; more are dropped
   http = nil,             -- options for fotahost.http (cainfo, timeouts...)
   transport = nil,        -- the command channel; default fotahost.mcs.tcp_channel
 }
@@ -97,6 +109,11 @@ function M.register(opts)
       error(("mcs.register: %s must be a number > 0, got %s"):format(k, tostring(o[k])), 2)
     end
   end
+  for _, k in ipairs({ "max_handlers", "max_pending" }) do
+    if math.type(o[k]) ~= "integer" or o[k] < 1 then
+      error(("mcs.register: %s must be an integer >= 1, got %s"):format(k, tostring(o[k])), 2)
+    end
+  end
   logmod.secret(o.device_key)
   local self = setmetatable({
     device_id = o.device_id,
@@ -106,6 +123,10 @@ function M.register(opts)
     _transport = o.transport or require "fotahost.mcs.tcp_channel",
     _handlers = {},
     _catch_all = nil,
+    _unreadable = {},     -- channel -> fn(why), for commands that cannot be read
+    _pending = { first = 1, last = 0 }, -- commands waiting for a handler task
+    _workers = 0,         -- handler tasks alive
+    _bursts = {},         -- kind -> { n = events not yet logged, reporter = task }
     _state_fns = {},
     _queue = {},
     state = "connecting",
@@ -113,6 +134,7 @@ function M.register(opts)
     commands = 0,         -- commands dispatched
     ignored = 0,          -- commands not for us (id or key), or malformed
     cut_off = 0,          -- over-long commands dropped
+    dropped = 0,          -- commands dropped: the handler queue was full
     failures = 0,         -- consecutive failed sessions
   }, Client)
   self._task = sched.spawn({ name = "mcs connection" }, function() self:_keep_connected() end)
@@ -153,20 +175,80 @@ function Client:_set_state(state, detail)
   end
 end
 
+--- Calls `fn(why)` when a command that cannot be read (malformed, or not
+-- for this device and key) names `channel` in one of its first four
+-- fields: a FOTA push split by a pause, say. `why` gives its length and
+-- what is wrong, never its bytes (they may hold part of the device key).
+function Client:on_unreadable(channel, fn)
+  if type(channel) ~= "string" or channel == "" then error("mcs:on_unreadable: channel name expected", 2) end
+  if fn ~= nil and type(fn) ~= "function" then error("mcs:on_unreadable: function expected", 2) end
+  self._unreadable[channel] = fn
+  return self
+end
+
+-- Counts one event of a burst (a flood): the first `show` of a burst are
+-- logged by `each()` as they come, the rest are summed up in one line,
+-- `summary:format(n)`, once none has come for a second (or every minute
+-- while a burst lasts).
+function Client:_burst(kind, show, each, summary)
+  local b = self._bursts[kind]
+  if not b then
+    b = { n = 0, shown = 0, events = 0 }
+    self._bursts[kind] = b
+  end
+  b.events = b.events + 1
+  if b.shown < show then
+    b.shown = b.shown + 1
+    each()
+  else
+    b.n = b.n + 1
+  end
+  if b.reporter or self._closed then return end
+  b.reporter = sched.spawn({ name = "mcs " .. kind .. " report" }, function()
+    local started = sched.now()
+    repeat
+      local seen = b.events
+      sched.sleep(1)
+    until b.events == seen or sched.now() - started >= 60
+    if b.n > 0 then log.warn(summary, b.n) end
+    b.n, b.shown, b.reporter = 0, 0, nil
+  end)
+end
+
+-- A command that is not obeyed: logged by its length and what is wrong
+-- (`id` only when it is ours), and told to on_unreadable().
+function Client:_unread(text, what, id)
+  self.ignored = self.ignored + 1
+  local desc = id and ("a command of %d bytes for device %s"):format(#text, id)
+    or ("a command of %d bytes"):format(#text)
+  self:_burst("ignored", 3, function() log.warn("ignored %s: %s", desc, what) end,
+    "%d more commands ignored (malformed, or not for this device)")
+  if next(self._unreadable) then
+    local n = 0
+    for field in (text .. ","):gmatch("([^,]*),") do
+      n = n + 1
+      if n > 4 then break end
+      local fn = self._unreadable[field]
+      if fn then
+        local ok, err = pcall(fn, ("a %s command of %d bytes could not be read: %s"):format(field, #text, what))
+        if not ok then log.error("the %s on_unreadable function failed: %s", field, tostring(err)) end
+        break
+      end
+    end
+  end
+end
+
 -- One command's text, from the transport.
 function Client:_command(text)
   local c, why = framer.parse(text)
   if not c then
-    self.ignored = self.ignored + 1
-    log.warn("ignored a malformed command (%s): %s", why, text:sub(1, 60))
-    return
+    return self:_unread(text, why)
   end
   if c.device_id ~= self.device_id or c.device_key ~= self.device_key then
-    self.ignored = self.ignored + 1
-    -- the key is not printed: ours is a secret, and another is none of ours
-    log.warn("ignored a command on channel %s for device %s: the %s does not match",
-      c.channel, c.device_id, c.device_id ~= self.device_id and "device id" or "device key")
-    return
+    -- neither the key nor a foreign id is printed: a fragment of a
+    -- command cut by a pause may start with part of our key
+    if c.device_id ~= self.device_id then return self:_unread(text, "the device id does not match") end
+    return self:_unread(text, "the device key does not match", self.device_id)
   end
   self.commands = self.commands + 1
   local fn, args = self._handlers[c.channel], { c.value, c.timestamp }
@@ -174,18 +256,41 @@ function Client:_command(text)
     fn, args = self._catch_all, { c.value, c.timestamp, c.channel }
   end
   if not fn then
-    log.info("no handler for channel %s; command ignored", c.channel)
+    self:_burst("unhandled", 3, function() log.info("no handler for channel %s; command ignored", c.channel) end,
+      "%d more commands on channels without a handler ignored")
     return
   end
   log.debug("command on %s: %s", c.channel, c.value)
-  sched.spawn({ name = "mcs handler " .. c.channel, log_errors = false }, function()
-    local ok, err = xpcall(fn, debug.traceback, table.unpack(args))
+  local q = self._pending
+  if q.last - q.first + 1 >= self.opts.max_pending then
+    self.dropped = self.dropped + 1
+    self:_burst("dropped", 0, nil, ("%%d commands dropped: they came faster than the handlers took them"
+      .. " (max_pending %d)"):format(self.opts.max_pending))
+    return
+  end
+  q.last = q.last + 1
+  q[q.last] = { fn = fn, args = args, channel = c.channel }
+  if self._workers < self.opts.max_handlers then
+    self._workers = self._workers + 1
+    sched.spawn({ name = "mcs handlers", log_errors = false }, function() self:_run_handlers() end)
+  end
+end
+
+-- A handler task: runs queued commands' handlers until none is left.
+function Client:_run_handlers()
+  local _ <close> = setmetatable({}, { __close = function() self._workers = self._workers - 1 end })
+  local q = self._pending
+  while q.first <= q.last and not self._closed do
+    local job = q[q.first]
+    q[q.first] = nil
+    q.first = q.first + 1
+    local ok, err = xpcall(job.fn, debug.traceback, table.unpack(job.args))
     if not ok then
       -- SIGINT/SIGTERM is not the handler's failure: it stops the process
       if sys.interrupted() then error(err, 0) end
-      log.error("the %s handler failed: %s", c.channel, tostring(err))
+      log.error("the %s handler failed: %s", job.channel, tostring(err))
     end
-  end)
+  end
 end
 
 ---------------------------------------------------------------- connection
@@ -229,6 +334,9 @@ function Client:close()
   self._closed = true
   if self._task then sched.cancel(self._task) end
   if self._sender then sched.cancel(self._sender) end
+  for _, b in pairs(self._bursts) do
+    if b.reporter then sched.cancel(b.reporter) end
+  end
 end
 
 ---------------------------------------------------------------- REST

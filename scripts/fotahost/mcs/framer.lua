@@ -46,11 +46,11 @@ local function iter(list)
   end
 end
 
--- The next separator in `s` at or after `from`: a line end, or a prefix
--- after `cmd_start` (a command's own prefix does not end it). Returns its
--- position and its length (0 for a prefix: it belongs to the next command).
-local function next_separator(s, from, cmd_start, prefix)
-  local nl = s:find("[\r\n]", from)
+-- The next separator in `s` at or after `from`: a line end (`nl`, the
+-- next one at or after `from`, or nil), or a prefix after `cmd_start` (a
+-- command's own prefix does not end it). Returns its position and its
+-- length (0 for a prefix: it belongs to the next command).
+local function next_separator(s, from, cmd_start, prefix, nl)
   local p = s:find(prefix, math.max(from, cmd_start + 1), true)
   if p and (not nl or p < nl) then return p, 0 end
   if nl then
@@ -88,8 +88,13 @@ function Framer:feed(data)
     end
   end
   local from = start
+  -- Where the next line end is, found once and not again for each command
+  -- before it: without line ends (MCS sent none) a read of many commands
+  -- would otherwise be scanned to its end once per command.
+  local nl = 0
   while true do
-    local at, seplen, eol = next_separator(s, from, start, prefix)
+    if nl and nl < from then nl = s:find("[\r\n]", from) or false end
+    local at, seplen, eol = next_separator(s, from, start, prefix, nl or nil)
     if not at then break end
     if eol then self.saw_eol = true end
     local text = s:sub(start, at - 1)

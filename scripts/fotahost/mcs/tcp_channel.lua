@@ -101,7 +101,14 @@ function M.session(client, on_connected)
     local data, rwhy = sock:read_some(65536, wait)
     if data then
       last_heard = sched.now()
-      for kind, a in f:feed(data) do deliver(kind, a) end
+      -- A server may send without a pause (a flood): read_some returns at
+      -- once while bytes are buffered, so the reader yields after each
+      -- command and each read, and heartbeats and handlers still run.
+      for kind, a in f:feed(data) do
+        deliver(kind, a)
+        sched.yield()
+      end
+      sched.yield()
     elseif rwhy == "timeout" then
       if f:pending() then
         for kind, a in f:flush() do deliver(kind, a) end

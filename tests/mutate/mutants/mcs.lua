@@ -4,6 +4,7 @@
 -- (plugins/sys.c), signal handling (host/signals.c, sched.lua) and the
 -- blink tool's clean-up.
 local MCS = { "spec/mcs_spec.lua" }
+local HOSTILE = { "spec/mcs_hostile_spec.lua" }
 local CLOUD = { "spec/cloud_spec.lua" }
 local LOG = { "spec/log_spec.lua" }
 local SYS = { "spec/sys_spec.lua" }
@@ -281,6 +282,64 @@ return {
     specs = MCS,
     filter = "handler is busy",
     why = "SIGTERM while a command handler is busy (verifying a download) is logged as the handler's failure; the service does not stop" },
+
+  ---------------------------------------------------------------- a command flood (issue 11)
+  { name = "mcs-reader-never-yields", file = "scripts/fotahost/mcs/tcp_channel.lua",
+    from = "        deliver(kind, a)\n        sched.yield()\n      end\n      sched.yield()\n",
+    to = "        deliver(kind, a)\n      end\n",
+    specs = HOSTILE,
+    filter = "floods",
+    why = "a server sending without a pause starves every other task: no heartbeat, no handler, memory grows" },
+  { name = "mcs-reader-yields-per-read-only", file = "scripts/fotahost/mcs/tcp_channel.lua",
+    from = "        deliver(kind, a)\n        sched.yield()\n      end\n",
+    to = "        deliver(kind, a)\n      end\n",
+    specs = HOSTILE,
+    filter = "floods",
+    why = "a read of thousands of commands is queued before any handler runs: most are dropped though the handlers keep up" },
+  { name = "mcs-handler-queue-unbounded", file = "scripts/fotahost/mcs.lua",
+    from = "if q.last - q.first + 1 >= self.opts.max_pending then",
+    to = "if false then",
+    specs = MCS,
+    filter = "bounded queue",
+    why = "commands pile up without bound while the handlers are busy: a flood grows the app until it is killed" },
+  { name = "mcs-handler-tasks-unbounded", file = "scripts/fotahost/mcs.lua",
+    from = "if self._workers < self.opts.max_handlers then",
+    to = "if true then",
+    specs = MCS,
+    filter = "bounded queue",
+    why = "every command gets a task of its own: a flood of slow commands grows the app without bound" },
+  { name = "mcs-burst-logged-line-by-line", file = "scripts/fotahost/mcs.lua",
+    from = "if b.shown < show then",
+    to = "if true then",
+    specs = HOSTILE,
+    filter = "floods",
+    why = "a flood of commands nobody handles writes one log line each: the log fills the disk" },
+  { name = "mcs-drops-not-summed-up", file = "scripts/fotahost/mcs.lua",
+    from = "if b.n > 0 then log.warn(summary, b.n) end",
+    to = "",
+    specs = MCS,
+    filter = "bounded queue",
+    why = "commands dropped in a flood leave no trace in the log" },
+
+  ---------------------------------------------------------------- the key in pieces (issue 11)
+  { name = "mcs-ignored-command-quoted", file = "scripts/fotahost/mcs.lua",
+    from = [[log.warn("ignored %s: %s", desc, what)]],
+    to = [[log.warn("ignored %s: %s: %s", desc, what, text:sub(1, 60))]],
+    specs = HOSTILE,
+    filter = "split by a pause",
+    why = "a command cut by a pause is quoted: the log holds pieces of the device key that masking does not catch" },
+  { name = "mcs-foreign-id-printed", file = "scripts/fotahost/mcs.lua",
+    from = [[if c.device_id ~= self.device_id then return self:_unread(text, "the device id does not match") end]],
+    to = [[if c.device_id ~= self.device_id then return self:_unread(text, "the device id does not match", c.device_id) end]],
+    specs = HOSTILE,
+    filter = "split by a pause",
+    why = "the 'device id' of a fragment cut by a pause is the rest of the key, and it is logged" },
+  { name = "mcs-unreadable-push-silent", file = "scripts/fotahost/mcs.lua",
+    from = "local fn = self._unreadable[field]",
+    to = "local fn = nil",
+    specs = HOSTILE,
+    filter = "split by a pause",
+    why = "a FOTA push that cannot be read is lost in silence: the cloud never learns the update did not happen" },
 
   ---------------------------------------------------------------- blink
   { name = "blink-led-left-on", file = "scripts/tools/blink.lua",
