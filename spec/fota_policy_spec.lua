@@ -720,7 +720,7 @@ describe("fotahost.fota policy", function()
       { "v2," .. good_md5:sub(2) .. "g," .. url("v2.hex"), "bad MD5 (32 hex digits or null): " .. good_md5:sub(2) .. "g" },
       { "v2,null,file://" .. dir .. "/www/v2.hex", "the URL must be http:// or https://: file://" .. dir .. "/www/v2.hex" },
       { "v2,null,ftp://127.0.0.1/v2.hex", "the URL must be http:// or https://: ftp://127.0.0.1/v2.hex" },
-      { "v2,null", "not version,MD5,URL: v2,null" },
+      { "v2,null", "not version,MD5,URL (7 bytes)" },
     }
     local expected = {}
     sched.run(function()

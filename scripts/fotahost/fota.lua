@@ -325,7 +325,8 @@ end
 function M.parse_command(value)
   if type(value) ~= "string" then return nil, "the command has no value" end
   local version, md5, url = value:match("^([^,]*),([^,]*),(.*)$")
-  if not version then return nil, "not version,MD5,URL: " .. value:sub(1, 80) end
+  -- not quoted: a command cut in the wrong place may carry the device key
+  if not version then return nil, ("not version,MD5,URL (%d bytes)"):format(#value) end
   version, md5, url = version:match("^%s*(.-)%s*$"), md5:match("^%s*(.-)%s*$"), url:match("^%s*(.-)%s*$")
   if version == "" or #version > 64 or version:find("[%c\"\\/]") then
     return nil, "bad version label: " .. version:sub(1, 64)
