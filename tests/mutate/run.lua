@@ -1,7 +1,7 @@
 --- The project's mutation check (make mutate): does the suite notice when
 -- a safeguard breaks?
 --
---     lua5.4 tests/mutate/run.lua [--only NAME[,NAME...]] [--list] [--keep] [--quick]
+--     lua5.4 tests/mutate/run.lua [--only NAME[,NAME...]] [--list] [--keep] [--quick] [--check]
 --
 -- NAME is a mutant's name or an area's (a file in mutants/, e.g. http).
 --
@@ -81,7 +81,7 @@ assert(read(top .. "/tests/mutate/run.lua"), "run it from the checkout: lua5.4 t
 
 ---------------------------------------------------------------- options
 
-local only, list_only, keep, quick = nil, false, false, false
+local only, list_only, keep, quick, check_only = nil, false, false, false, false
 do
   local i = 1
   while i <= #arg do
@@ -93,13 +93,15 @@ do
     elseif a == "--list" then list_only = true
     elseif a == "--keep" then keep = true
     elseif a == "--quick" then quick = true
+    elseif a == "--check" then check_only = true
     elseif a == "--help" or a == "-h" then
-      print("usage: lua5.4 tests/mutate/run.lua [--only NAME[,NAME...]] [--list] [--keep] [--quick]")
+      print("usage: lua5.4 tests/mutate/run.lua [--only NAME[,NAME...]] [--list] [--keep] [--quick] [--check]")
       print("  (make mutate [ONLY=NAME[,NAME...]] [QUICK=1])")
       print("  --only   run these mutants (and no others)")
       print("  --list   list the mutants and stop")
       print("  --keep   keep the logs of killed mutants too (build-mutate/logs)")
       print("  --quick  do not run the whole suite on a mutant its own specs miss")
+      print("  --check  check that every rewrite still matches the code once, and stop")
       os.exit(0)
     else
       io.stderr:write("mutate: unknown option ", a, " (try --help)\n")
@@ -166,6 +168,10 @@ for _, m in ipairs(mutants) do
   end
 end
 if stale > 0 then os.exit(1) end
+if check_only then
+  print(("mutate: %d mutants; every rewrite matches the code once"):format(#mutants))
+  os.exit(0)
+end
 
 ---------------------------------------------------------------- scratch trees
 
