@@ -170,12 +170,7 @@ return {
     return t
   end
 
-  local function alive(pid)
-    local stat = h.read("/proc/" .. pid .. "/stat")
-    if not stat then return false end
-    local state = stat:match("%) (%a)")
-    return state ~= "Z" and state ~= "X"
-  end
+  local alive = h.alive
 
   local function stop_app(t, signal)
     local app = t.app

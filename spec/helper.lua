@@ -77,6 +77,7 @@ local function alive(pid)
   local state = stat:match("%) (%a)")
   return state ~= "Z" and state ~= "X"
 end
+M.alive = alive
 
 -- Waits up to `seconds` for `pid` to end. @return true when it has
 local function wait_exit(pid, seconds)

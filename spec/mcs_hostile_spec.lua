@@ -20,12 +20,7 @@ local function until_true(what, timeout, pred)
   end
 end
 
-local function alive(pid)
-  local stat = h.read("/proc/" .. pid .. "/stat")
-  if not stat then return false end
-  local state = stat:match("%) (%a)")
-  return state ~= "Z" and state ~= "X"
-end
+local alive = h.alive
 
 -- KiB values of /proc/PID/status (VmRSS, VmHWM...).
 local function proc_status(pid)
