@@ -64,8 +64,6 @@ local function write(path, data)
   f:close()
 end
 
-local function plain(s) return (s:gsub("%p", "%%%0")) end
-
 local function count(hay, needle)
   local n, at = 0, 1
   while true do
@@ -192,20 +190,19 @@ io.write(("mutate: copying the tree to %s/tree1..%d and building it ... "):forma
 io.flush()
 local t0 = os.time()
 assert(sh("rm -rf " .. q(scratch) .. " && mkdir -p " .. q(logdir)))
-for w = 1, workers do
-  assert(sh("mkdir -p " .. q(tree_of(w))))
-  -- the files git knows or would know, as they are in the work tree
-  assert(sh(("cd %s && git ls-files -z --cached --others --exclude-standard | " ..
-    "xargs -0 tar --ignore-failed-read -cf - | tar -C %s -xf -"):format(q(top), q(tree_of(w)))))
-  if not sh(make_cmd(w)) then
-    print("FAILED")
-    io.stderr:write(("mutate: the unmutated tree does not build; see %s/build%d.log\n"):format(logdir, w))
-    os.exit(1)
-  end
+assert(sh("mkdir -p " .. q(tree_of(1))))
+-- the files git knows or would know, as they are in the work tree
+assert(sh(("cd %s && git ls-files -z --cached --others --exclude-standard | " ..
+  "xargs -0 tar --ignore-failed-read -cf - | tar -C %s -xf -"):format(q(top), q(tree_of(1)))))
+if not sh(make_cmd(1)) then
+  print("FAILED")
+  io.stderr:write(("mutate: the unmutated tree does not build; see %s/build1.log\n"):format(logdir))
+  os.exit(1)
 end
+-- the other workers' trees: copies of the built one (times kept, so
+-- make finds them up to date)
+for w = 2, workers do assert(sh(("cp -a %s %s"):format(q(tree_of(1)), q(tree_of(w))))) end
 print(("done (%d s)"):format(os.time() - t0))
-
-
 
 -- The job's end ("ran", "build"), or nil while it runs.
 local function job_done(w)
@@ -214,13 +211,13 @@ local function job_done(w)
 end
 
 -- Starts, in the background, worker w's build and a run of the suite
--- (narrowed to mutant m's specs and filter, when m is given). The job writes `done` when it ends:
--- "build" if the build failed, else "ran".
+-- (narrowed to mutant m's specs and filter, when m is given). The job
+-- writes `done` when it ends: "build" if the build failed, else "ran".
 local function start_job(w, m, log)
   local done = logdir .. "/done" .. w
   os.remove(done)
-  local script = ("echo $$ > %s/sid%d; if %s; then cd %s && BUSTED_ARGS=%s BUSTED_FILTER=%s timeout 900 sh tests/run > %s 2>&1; " ..
-    "echo ran > %s; else echo build > %s; fi"):format(q(logdir), w, make_cmd(w), q(tree_of(w)),
+  local script = ("echo $$ > %s/sid%d; if %s; then cd %s && BUSTED_ARGS=%s BUSTED_FILTER=%s " ..
+    "timeout 900 sh tests/run > %s 2>&1; echo ran > %s; else echo build > %s; fi"):format(q(logdir), w, make_cmd(w), q(tree_of(w)),
     q(m and table.concat(m.specs or {}, " ") or ""), q(m and m.filter or ""),
     q(log), q(done), q(done))
   -- in a session of its own (timeout makes a process group of its own
@@ -236,11 +233,10 @@ local function stop_jobs()
   end
 end
 
-
--- The failures a run reported, or nil when it printed no summary.
-local function failures(log)
+-- The failures a run's output reports, or nil when it printed no summary.
+local function failures(text)
   local failed
-  for _, f in (read(log) or ""):gmatch("\n(%d+) passed, (%d+) failed") do failed = tonumber(f) end
+  for _, f in text:gmatch("\n(%d+) passed, (%d+) failed") do failed = tonumber(f) end
   return failed
 end
 
@@ -282,8 +278,9 @@ local function judge(w, ended)
     sh(("cp %s/build%d.log %s"):format(q(logdir), w, q(b.log)))
     return ("BROKEN %s (does not build: see %s)"):format(m.name, b.log)
   end
-  local failed = failures(b.log)
-  local specs_run = tonumber((read(b.log) or ""):match("(%d+) successes? / %d+ failures? / %d+ errors?"))
+  local text = read(b.log) or ""
+  local failed = failures(text)
+  local specs_run = tonumber(text:match("(%d+) successes? / %d+ failures? / %d+ errors?"))
   if failed == 0 and b.phase == "specs" and specs_run == 0 then
     score.broken = score.broken + 1
     return ("BROKEN %s (its specs and filter select no test: %s)"):format(m.name, b.log)
