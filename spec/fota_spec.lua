@@ -172,6 +172,19 @@ return {
 
   local alive = h.alive
 
+  -- What a kill during an update to `version` leaves in t.state: its image
+  -- as new.hex and a "flashing" journal naming it (with `fields` over it;
+  -- md5 = true: the image's MD5). Returns new.hex's path.
+  local function plant_journal(t, version, fields)
+    local new = t.state .. "/new.hex"
+    assert(fw[version].image:write(new))
+    local j = { stage = "flashing", version = version, image = new, sha256 = assert(digest.file(new, "sha256")) }
+    for k, v in pairs(fields) do j[k] = v end
+    if j.md5 == true then j.md5 = assert(digest.file(new, "md5")) end
+    h.write(t.state .. "/journal.json", cjson.encode(j))
+    return new
+  end
+
   local function stop_app(t, signal)
     local app = t.app
     if not app then return end
@@ -676,10 +689,7 @@ return {
     assert.are.equal("done", (wait_status(t, 1)), app_log(t))
     kill_app(t, "TERM")
     -- what a kill right before the erase of an update to blink-250 leaves
-    local new = t.state .. "/new.hex"
-    assert(fw["blink-250"].image:write(new))
-    h.write(t.state .. "/journal.json", cjson.encode({ stage = "flashing", version = "blink-250",
-      image = new, sha256 = assert(digest.file(new, "sha256")), health = "pending" }))
+    plant_journal(t, "blink-250", { health = "pending" })
     local n = erases(t)
     t.ro_state = true
     for start = 1, 2 do
@@ -752,10 +762,7 @@ return {
     -- flashed and verified: the journal, the chip holding blink-250 (and
     -- locked), new.hex already renamed over lkg.hex, installed.json not
     -- yet rewritten.
-    local new = t.state .. "/new.hex"
-    assert(fw["blink-250"].image:write(new))
-    h.write(t.state .. "/journal.json", cjson.encode({ stage = "flashing", version = "blink-250",
-      image = new, sha256 = assert(digest.file(new, "sha256")), md5 = assert(digest.file(new, "md5")) }))
+    local new = plant_journal(t, "blink-250", { md5 = true })
     local r = h.run({ "flash", "-c", "sim", "-P", t.chip, "-e", "-U", "flash:w:" .. fw["blink-250"].path,
       "-U", "lock:w:0x0f:m" })
     assert(r.status == 0, r.err)
