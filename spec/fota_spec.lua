@@ -348,6 +348,16 @@ return {
     assert.are.equal("blink-250", device(t).version)
   end)
 
+  it("stops on SIGTERM (a service stop) with one log line and status 143, no traceback", function()
+    local t = start_app(new_device())
+    local before = #app_log(t)
+    os.execute(("kill -TERM %d"):format(t.app.pid))
+    local rc = until_true("the app to exit", WAIT, function() return h.read(t.dir .. "/app.rc") end)
+    local said = app_log(t):sub(before + 1)
+    assert.are.equal("143\n", rc, said)
+    assert.matches("^%d%d:%d%d:%d%d%.%d%d%d info%s+app: stopped %(SIGTERM%)\n$", said)
+  end)
+
   ---------------------------------------------------------------- 3
 
   describe("refuses before touching the MCU, reporting failed: <reason>,", function()

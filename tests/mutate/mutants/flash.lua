@@ -232,7 +232,7 @@ return {
     to = "local cycles = 2",
     specs = ISP, filter = "faster than the part allows",
     why = "a 16 MHz MCU gets SCK phases of 2 clocks where the datasheet asks 3" },
-  { name = "isp-sck-board-clock-ignored", file = "scripts/fotahost/avr/isp.lua",
+  { name = "isp-sck-clock-ignored", file = "scripts/fotahost/avr/isp.lua",
     from = "f_cpu = opts.f_cpu or (board and board.f_cpu) or M.DEFAULT_F_CPU,",
     to = "f_cpu = M.DEFAULT_F_CPU,",
     specs = ISP, filter = "faster than the part allows",

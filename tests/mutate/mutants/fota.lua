@@ -10,6 +10,15 @@ local CONFIG_SPEC = "spec/fota_config_spec.lua"
 local DOCTOR = "spec/doctor_spec.lua"
 
 return {
+  -- A service stop (examples/app.lua through fotahost.cli.exit_on_signal)
+  { name = "app-sigterm-traceback", file = "scripts/fotahost/cli.lua",
+    from = "  say(sig)\n", to = "  error(err, 0)\n",
+    specs = { E2E }, filter = "service stop",
+    why = "every service stop prints the interrupt as a crash, with a traceback" },
+  { name = "app-sigterm-status", file = "scripts/fotahost/cli.lua",
+    from = "SIGTERM = 143 }", to = "SIGTERM = 0 }",
+    specs = { E2E }, filter = "service stop",
+    why = "a stopped app reports success: a supervisor cannot tell a stop from a finished run" },
   ---------------------------------------------------------------- before the MCU
   { name = "fota-md5-unchecked", file = FOTA,
     from = "if job.md5 and md5 ~= job.md5 then",
