@@ -62,6 +62,11 @@ describe("fotahost flash", function()
     assert.are.equal(1, r.status)
     assert.matches("bad%.hex:1: .*checksum", r.err)
     assert.falsy(r.err:find("initialized", 1, true))   -- never connected
+    -- a file of blank lines: named, with no line number to give
+    h.write(dir .. "/blank.hex", "\n\n")
+    r = flash({ "-c", "sim", "-P", chip, "-e", "-U", "flash:w:blank.hex:i" })
+    assert.are.equal(1, r.status)
+    assert.are.equal("fotahost flash: blank.hex: no records (missing end-of-file record)\n", r.err)
     assert.are.equal(before, h.read(chip .. "/flash.bin"))
   end)
 

@@ -300,6 +300,7 @@ describe("fotahost.fota policy", function()
     end)
     h.write(www .. "bad-sum.hex", text)
     h.write(www .. "empty.hex", ":00000001FF\n")
+    h.write(www .. "blank.hex", "\n\n")
     -- 4 KB from 0x6800: its last 2 KB in the bootloader section
     assert(ihex.from_binary(("\x0C\x94"):rep(2048), BOOT_START - 0x800):write(www .. "too-large.hex"))
     local p, said = policy("unfit")
@@ -307,6 +308,7 @@ describe("fotahost.fota policy", function()
     for _, c in ipairs({
       { "bad-sum.hex", "not a valid Intel HEX file: line 2: bad checksum" },
       { "empty.hex", "the HEX file holds no data" },
+      { "blank.hex", "not a valid Intel HEX file: no records (missing end-of-file record)" },
       { "too-large.hex", "image too large: it reaches 0x77FF, the application section ends at 0x6FFF" },
     }) do
       local ok, err = update(p, cmd("x", c[1]))

@@ -366,9 +366,11 @@ function Policy:prepare(job)
   local image
   image, err = ihex.load(self.paths.download, { max_size = self.max_download })
   if not image then
-    -- "download.hex:12: bad checksum", not the state directory's path
+    -- "download.hex:12: bad checksum", not the state directory's path: "line
+    -- 12: bad checksum", or just the cause when there is no line to name
     local plain = self.paths.download:gsub("%p", "%%%0")
-    return nil, "not a valid Intel HEX file: " .. err:gsub("^" .. plain, "line"):gsub("^line:", "line ")
+    local why = err:gsub("^" .. plain .. ":(%d+):", "line %1:"):gsub("^" .. plain .. ": ", "")
+    return nil, "not a valid Intel HEX file: " .. why
   end
   local lo, hi = image:range()
   if not lo then return nil, "the HEX file holds no data" end

@@ -242,4 +242,14 @@ return {
     to = "if false then",
     specs = FLASH, filter = "faster than the part allows",
     why = "a -B the tool does not honour is dropped without a word" },
+  ---------------------------------------------------------------- HEX errors, as users read them
+  { name = "fota-hex-error-without-line", file = "scripts/fotahost/fota.lua",
+    from = [[:gsub("^" .. plain .. ": ", "")]], to = [[:gsub("^" .. plain .. ":", "line ")]],
+    specs = { "spec/fota_policy_spec.lua" }, filter = "refuses a file that is not",
+    why = "a HEX file with no records is reported to the cloud as 'line  no records'" },
+  { name = "ihex-lua-error-line-zero", file = "plugins/ihex.c",
+    from = "if (e->line > 0)\n        return fh_result_msg(L, \"%s:%I: %s\"",
+    to = "if (e->line >= 0)\n        return fh_result_msg(L, \"%s:%I: %s\"",
+    specs = { "spec/flash_spec.lua" }, filter = "refuses a bad HEX file",
+    why = "an error with no line to name reads 'blank.hex:0: no records'" },
 }
