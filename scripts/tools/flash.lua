@@ -28,7 +28,8 @@ usage: fotahost flash [options]
   -P PORT          gpiochip for gpiod (default gpiochip0); the simulated chip's
                    directory for sim
   -B PERIOD        SCK period in microseconds (default 0.5, for an 8 MHz MCU; a chip
-                   running at 1 MHz needs -B 4 or more)
+                   running at 1 MHz needs -B 4 or more); never below the part's
+                   limit at the board's clock (0.5 at 8 MHz)
   -i DELAY         SCK half-period in microseconds (avrdude's ispdelay), instead of -B
   -C [+]FILE       read programmer entries from FILE instead of /etc/avrdude.conf;
                    with +, in addition to it

@@ -19,6 +19,10 @@ return {
     from = "SIGTERM = 143 }", to = "SIGTERM = 0 }",
     specs = { E2E }, filter = "service stop",
     why = "a stopped app reports success: a supervisor cannot tell a stop from a finished run" },
+  { name = "fota-tool-sigterm-traceback", file = "scripts/tools/fota.lua",
+    from = "if not ran then", to = "if not ran then error(ok, 0) end if false then",
+    specs = { TOOL }, filter = "SIGTERM",
+    why = "fotahost fota stopped by a signal shows the interrupt as a crash, with a traceback" },
   ---------------------------------------------------------------- before the MCU
   { name = "fota-md5-unchecked", file = FOTA,
     from = "if job.md5 and md5 ~= job.md5 then",
