@@ -417,6 +417,9 @@ describe("fotahost cloud", function()
       local r = h.run({ "cloud", "send", "--cloud", cloud.url, "--device", ID, "--channel", "LED", "--value", "1" })
       assert.are.equal(0, r.status, r.err)
       assert(command_reader(s)())
+      -- a message that is not a heartbeat is quoted in the log, masked
+      assert(s:write(ID .. "," .. KEY .. ",notatime\n", 5))
+      eventually(function() return cloud.stderr():find("not a heartbeat", 1, true) end, 10, "the warning")
       local err = cloud.stderr()
       assert.matches("device " .. ID .. ": sent " .. ID .. ",%*%*%*%*,%d+,LED,1", err)
       assert.is_nil(err:find(KEY, 1, true))
@@ -541,8 +544,9 @@ describe("fotahost cloud", function()
       eventually(function() return device_state(cloud, ID).connected end, 10, "the device")
       local token = cloud.auth.Authorization:match("^Bearer (%x+)$")
       local last = token:sub(-1) == "0" and "1" or "0"
-      for _, auth in ipairs({ "", "Bearer ", "Bearer " .. token:sub(1, -2) .. last, "Bearer " .. token .. "0",
-                              "Basic " .. token }) do
+      local first = token:sub(1, 1) == "0" and "1" or "0"
+      for _, auth in ipairs({ "", "Bearer ", "Bearer " .. token:sub(1, -2) .. last, "Bearer " .. first .. token:sub(2),
+                              "Bearer " .. token .. "0", "Basic " .. token }) do
         local r = request("POST", cloud.url .. "/admin/devices/" .. ID .. "/commands", {
           headers = { Authorization = auth ~= "" and auth or nil, ["Content-Type"] = "application/json" },
           body = '{"channel":"LED","value":"7"}' })
