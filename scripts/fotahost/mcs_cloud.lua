@@ -143,6 +143,9 @@ end
 -- a link or a directory of another user is refused (as fota.private_dir
 -- does for the app's state_dir).
 local function private_dir(dir)
+  -- parents as usual (~/.local is not ours to close), the directory 0700
+  local parent = dir:match("^(.+)/[^/]+/*$")
+  if parent then sys.mkdir(parent, tonumber("755", 8)) end
   local ok, err = sys.mkdir(dir, tonumber("700", 8))
   if not ok then return nil, err end
   local st
