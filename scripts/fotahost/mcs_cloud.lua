@@ -1167,7 +1167,7 @@ function Cloud:close()
   if self._closed then return true end
   self._closed = true
   -- Before the port is free again: a cloud started on it next writes its own.
-  if self.token and M.read_token(nil, self.token_file) == self.token then os.remove(self.token_file) end
+  self:remove_token_file()
   local me = sched.current()
   if self._accept and self._accept ~= me then sched.cancel(self._accept) end
   for task in pairs(self._conns) do
@@ -1179,6 +1179,12 @@ function Cloud:close()
 end
 
 Cloud.__close = Cloud.close
+
+--- Removes the admin token file, if it still holds this cloud's token
+-- (the next cloud on the port may have written its own). Idempotent.
+function Cloud:remove_token_file()
+  if self.token and M.read_token(nil, self.token_file) == self.token then os.remove(self.token_file) end
+end
 
 --- Removes the firmware directory when new() made it (no firmware_dir
 -- given): a temporary cloud leaves nothing behind.

@@ -185,6 +185,7 @@ local function serve(o)
     end
     cloud:close()
   end)
+  cloud:remove_token_file() -- a signal ends sched.run before close()
   cloud:remove_temp_dir()
   if not ok then
     local sig = tostring(run_err):match("^interrupted %((SIG%u+)%)")
