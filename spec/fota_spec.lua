@@ -59,7 +59,9 @@ describe("FOTA end to end: the app, the local cloud and the simulated chip", fun
   ---------------------------------------------------------------- the cloud
 
   local function admin(method, path, value, base)
-    local v, res_or_err = http.json(method, (base or cloud.url) .. "/admin" .. path, value, { retries = 0 })
+    base = base or cloud.url
+    local v, res_or_err = http.json(method, base .. "/admin" .. path, value,
+      { retries = 0, headers = assert(require("fotahost.mcs_cloud").admin_headers(base)) })
     assert(v, res_or_err)
     return v
   end

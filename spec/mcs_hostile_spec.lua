@@ -148,7 +148,8 @@ describe("the app and a first command split by a pause inside the device key", f
       "--device", ID .. ":" .. KEY, "--firmware-dir", fwdir, "--watch-stdin" },
       { ready = "cloud http://(%S+):(%d+) tcp", timeout = 30 })
     local function admin(method, path, value)
-      local v, err = http.json(method, cloud.url .. "/admin" .. path, value, { retries = 0 })
+      local v, err = http.json(method, cloud.url .. "/admin" .. path, value,
+        { retries = 0, headers = assert(require("fotahost.mcs_cloud").admin_headers(cloud.url)) })
       assert(v, err)
       return v
     end

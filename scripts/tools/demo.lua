@@ -224,8 +224,10 @@ local cloud_url
 local http, cjson
 
 local function device()
-  local v = http.json("GET", cloud_url .. "/admin/devices/" .. ID, nil,
-    { connect_timeout = 2, timeout = 5 })
+  -- the admin token: in the token file `fotahost cloud serve` wrote
+  local headers = require("fotahost.mcs_cloud").admin_headers(cloud_url)
+  local v = headers and http.json("GET", cloud_url .. "/admin/devices/" .. ID, nil,
+    { connect_timeout = 2, timeout = 5, headers = headers })
   return v
 end
 
