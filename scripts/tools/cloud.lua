@@ -188,11 +188,10 @@ local function serve(o)
   cloud:remove_token_file() -- a signal ends sched.run before close()
   cloud:remove_temp_dir()
   if not ok then
-    local sig = tostring(run_err):match("^interrupted %((SIG%u+)%)")
-    if not sig then error(run_err, 0) end
-    io.stderr:write("fotahost cloud: stopped (", sig, ")\n")
     -- SIGTERM is how a service manager or a test stops the cloud: a clean exit.
-    os.exit(sig == "SIGINT" and 130 or 0)
+    require("fotahost.cli").exit_on_signal(run_err, function(sig)
+      io.stderr:write("fotahost cloud: stopped (", sig, ")\n")
+    end, { SIGTERM = 0 })
   end
   os.exit(0)
 end
