@@ -194,9 +194,11 @@ function M.admin_headers(url, token, path)
   return { Authorization = "Bearer " .. token }
 end
 
--- Compares a token given with the real one in a time that does not depend
--- on where they differ (a remote guesser learns nothing from timing).
-local function same_token(given, token)
+-- Compares a secret given (an admin token, a device key) with the real one
+-- in a time that does not depend on where they differ: a remote guesser
+-- learns nothing from timing. `given` may be nil (not sent).
+local function same_secret(given, token)
+  if type(given) ~= "string" then return false end
   if #given ~= #token then return false end
   local diff = 0
   for i = 1, #token do diff = diff | (given:byte(i) ~ token:byte(i)) end
@@ -533,7 +535,7 @@ function Cloud:identify(conn, id, key)
     log.warn("%s: heartbeat for unknown device %q; closing", conn.peer, id)
     return false
   end
-  if key ~= dev.key then
+  if not same_secret(key, dev.key) then
     log.warn("%s: heartbeat for device %s with a wrong key; closing", conn.peer, id)
     return false
   end
@@ -1028,7 +1030,7 @@ function Cloud:authorize(req, res, id)
     return nil
   end
   local key = req.headers.devicekey
-  if key ~= dev.key then
+  if not same_secret(key, dev.key) then
     fail(res, 401, key and "wrong deviceKey" or "deviceKey header required")
     return nil
   end
@@ -1071,7 +1073,7 @@ function Cloud:admin_refusal(req)
     return 401, "the admin API needs its token: header \"Authorization: Bearer TOKEN\", the token being in "
       .. (self.token_file or "the token file")
   end
-  if not same_token(given, self.token) then return 401, "wrong admin token" end
+  if not same_secret(given, self.token) then return 401, "wrong admin token" end
   if (req.method == "POST" or req.method == "PUT") and media_type(req.headers["content-type"]) ~= "application/json" then
     return 415, "the admin API takes application/json bodies only"
   end

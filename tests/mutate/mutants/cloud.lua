@@ -14,7 +14,7 @@ return {
     specs = CLOUD, filter = "admin API safeguards",
     why = "anything that reaches the port (a page's fetch, another user on the host) drives the admin API" },
   { name = "cloud-admin-any-token", file = F,
-    from = [[if not same_token(given, self.token) then return 401, "wrong admin token" end]],
+    from = [[if not same_secret(given, self.token) then return 401, "wrong admin token" end]],
     to = "",
     specs = CLOUD, filter = "admin API safeguards",
     why = "any Authorization header opens the admin API: the token protects nothing" },

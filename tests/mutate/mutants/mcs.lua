@@ -178,12 +178,12 @@ return {
 
   ---------------------------------------------------------------- the local cloud
   { name = "cloud-rest-key-presence-only", file = "scripts/fotahost/mcs_cloud.lua",
-    from = "local key = req.headers.devicekey\n  if key ~= dev.key then",
+    from = "local key = req.headers.devicekey\n  if not same_secret(key, dev.key) then",
     to = "local key = req.headers.devicekey\n  if not key then",
     specs = CLOUD,
     why = "any deviceKey is accepted on the device REST API" },
   { name = "cloud-heartbeat-key-unchecked", file = "scripts/fotahost/mcs_cloud.lua",
-    from = "  if key ~= dev.key then\n    log.warn(\"%s: heartbeat for device %s with a wrong key; closing\"",
+    from = "  if not same_secret(key, dev.key) then\n    log.warn(\"%s: heartbeat for device %s with a wrong key; closing\"",
     to = "  if false then\n    log.warn(\"%s: heartbeat for device %s with a wrong key; closing\"",
     specs = CLOUD,
     why = "anyone who knows a device id receives its commands (and its FOTA URLs)" },
