@@ -486,10 +486,11 @@ function Policy:commit_until_saved(job)
     local rok, rerr = self.cloud:report_version(job.version)
     if not rok then log.warn("version not reported: %s", rerr) end
   end
-  local delay = 1
+  local cap = self.config.backoff_cap or 60
+  local delay = math.min(1, cap)
   repeat
     sched.sleep(delay)
-    delay = math.min(delay * 2, self.config.backoff_cap or 60)
+    delay = math.min(delay * 2, cap)
     ok, err = self:commit(job)
     if not ok then log.warn("%s still not recorded: %s; retrying in %g s", job.version, err, delay) end
   until ok
