@@ -381,7 +381,8 @@ describe("fotahost.fota policy", function()
     local res
     sched.run(function()
       local task = sched.spawn(function() res = { p:update(assert(fota.parse_command(cmd("v2", "v2.hex")))) } end)
-      wait_for("the commit to be retried", function() return (said[#said] or ""):find("retrying", 1, true) end)
+      wait_for("the commit to be retried", function() return res or (said[#said] or ""):find("retrying", 1, true) end)
+      assert.is_nil(res, "the update ended without retrying its commit; the statuses: " .. table.concat(said, ", "))
       during()
       if not kill then sched.join(task, 60) end
     end)
