@@ -39,13 +39,25 @@
 -- only puts the last-known-good on when the chip, read back, does not hold
 -- it already. State files are checked field by field when read.
 --
+-- What the cloud is told matches the chip, on every path. state_dir must
+-- survive a power cut: on tmpfs or ramfs update() refuses, unless
+-- volatile_state_ok. Before the erase, state_dir must have room for every
+-- file the install writes (M.room_needed). If the commit still cannot be
+-- saved after the flash (the disk filled up meanwhile), the MCU holds the
+-- new image: the cloud hears its version, with "done: V installed (state
+-- not saved: ...; retrying)", and the commit is retried until it is saved
+-- (commit_until_saved). A start that finds the journal of such an update
+-- flashes the image again and commits it, or, when it still cannot,
+-- puts the last-known-good back (what installed.json says) and says why.
+--
 -- Files in state_dir: journal.json (what is under way), installed.json (the
 -- version on the MCU, verified), lkg.hex (the last-known-good image),
 -- new.hex (the image being installed), download.hex (the download; .part
 -- while it runs).
 --
 -- Status data points on config.status_channel: "downloading", "verifying",
--- "flashing", then "done" or "failed: <reason>"; also "skipped: <version>
+-- "flashing", then "done" or "failed: <reason>" (or "done: V installed
+-- (state not saved: ...; retrying)" then "done"); also "skipped: <version>
 -- is already installed", "queued: <version>", and after a start that found
 -- a journal "recovered: ..." or "failed: recovery after an interruption...".
 
