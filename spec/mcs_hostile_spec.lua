@@ -39,6 +39,7 @@ return {
   device_id = %q, device_key = %q,
   api = %q,
   board = "sim", sim_dir = %q, state_dir = %q,
+  volatile_state_ok = true, -- scratch state in /tmp, a tmpfs on some machines
   heartbeat = 0.3, backoff_cap = 2,
   http = { retries = 0 },
 }

@@ -366,7 +366,7 @@ local function demo()
     if not read(appfile) then return nil, appfile .. ": missing" end
     local config = work .. "/config.lua"
     write(config, ("return {\n  device_id = %q, device_key = %q,\n  api = %q,\n  board = \"sim\", sim_dir = %q,\n"
-      .. "  state_dir = %q,\n  heartbeat = 5,\n  status_channel = \"fota_status\",\n}\n")
+      .. "  state_dir = %q,\n  volatile_state_ok = true, -- a throw-away demo in /tmp\n  heartbeat = 5,\n  status_channel = \"fota_status\",\n}\n")
       :format(ID, KEY, cloud_url, chip, work .. "/state"))
     app = spawn("app", { BIN, appfile }, { FOTAHOST_CONFIG = config })
     local t0 = now()
