@@ -113,11 +113,17 @@ describe("fotahost doctor", function()
     path = config({ device_key = "TPJV xxxx", heartbeat = "nil" }, "heartbeat = 'often',")
     r = doctor(path)
     assert.are.equal(1, r.status)
-    assert.matches("device_key must be the MCS device key %(a string without commas or spaces%), got \"%*%*%*%*\"",
-      r.lines[1])
+    assert.matches("device_key must be the MCS device key %(4 or more characters, no commas or spaces%), "
+      .. "got \"%*%*%*%*\"", r.lines[1])
     assert.matches("; " .. path:gsub("%p", "%%%0") .. ": heartbeat must be seconds between heartbeats, got \"often\"",
       r.lines[1])
     assert.is_nil(r.out:find("TPJV xxxx", 1, true))
+
+    -- a key too short to mask is a config mistake, not a crash
+    r = doctor(config({ device_key = "Kq7" }))
+    assert.are.equal(1, r.status)
+    assert.matches("^FAIL config: .*device_key must be the MCS device key", r.lines[1])
+    assert.is_nil(r.err:find("traceback", 1, true), r.err)
   end)
 
   it("says 401 and the fix for a wrong device key", function()

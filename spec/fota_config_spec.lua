@@ -46,7 +46,7 @@ describe("fotahost.fota.config", function()
   it("defaults state_dir to persistent storage: /etc/fotahost/state on OpenWrt, /var/lib/fotahost elsewhere", function()
     local dir = h.tmpdir()
     local release = h.write(dir .. "/openwrt_release", "DISTRIB_ID='OpenWrt'\nDISTRIB_RELEASE='24.10.0'\n")
-    local show = "io.write(assert(require('fotahost.fota.config').check({ device_id = 'D1', device_key = 'K1', "
+    local show = "io.write(assert(require('fotahost.fota.config').check({ device_id = 'D1', device_key = 'Key1', "
       .. "board = 'sim', sim_dir = '/tmp/chip'%s })).state_dir)"
     local r = h.run({ "-e", show:format("") }, { env = { FOTAHOST_OPENWRT_RELEASE = release } })
     assert.are.same({ 0, "/etc/fotahost/state" }, { r.status, r.out }, r.err)
@@ -71,8 +71,9 @@ describe("fotahost.fota.config", function()
   it("needs the device id and key", function()
     assert.are.equal("cfg.lua: device_id is missing: the MCS device id (a string without commas or spaces)",
       refused(nil, "device_id"))
-    assert.are.equal("cfg.lua: device_key must be the MCS device key (a string without commas or spaces), "
+    assert.are.equal("cfg.lua: device_key must be the MCS device key (4 or more characters, no commas or spaces), "
       .. 'got "Key 12345"', refused({ device_key = "Key 12345" }))
+    assert.matches("device_key must be the MCS device key", refused({ device_key = "Key" }))
   end)
 
   it("takes a lock byte from 0 to 255, or false", function()
