@@ -66,11 +66,15 @@ describe("FOTA end to end: the app, the local cloud and the simulated chip", fun
 
   local function device(t) return admin("GET", "/devices/" .. t.id, nil, t.cloud_url) end
 
-  --- The fota_status values the cloud received from the device, in order.
-  local function statuses(t)
+  --- The fota_status values the cloud received from the device, in order;
+  -- without the "idle: ..." each connection brings, unless `all`.
+  local function statuses(t, all)
     local d = admin("GET", "/devices/" .. t.id .. "/datapoints?channel=fota_status", nil, t.cloud_url)
     local out = {}
-    for i, p in ipairs(d.datapoints) do out[i] = p.values.value end
+    for _, p in ipairs(d.datapoints) do
+      local v = p.values.value
+      if all or not v:find("^idle: ") then out[#out + 1] = v end
+    end
     return out
   end
 
@@ -821,5 +825,69 @@ return {
     local v = device(t).version
     assert.is_true(ok, "the cloud shows version " .. (v == cjson.null and "null" or tostring(v))
       .. " for a device running app-28k-a")
+  end)
+
+  -- A kill outside the journal's window (here mid-download) used to
+  -- leave the cloud's last status at "downloading" for ever: the app
+  -- now says where it stands on every connection of the command channel.
+  it("tells the cloud it is idle and which version is installed at every connection", function()
+    local dir = h.tmpdir()
+    cleanups[#cleanups + 1] = function() h.rmdir(dir) end
+    local dev, key = "fotaidle", "keyidle"
+    local own = own_cloud(0, dir, { "--device", dev .. ":" .. key, "--firmware", "blink-1000=" .. fw["blink-1000"].path })
+    local t = new_device({ cloud_url = own.url, id = dev, key = key, no_register = true })
+    start_app(t)
+    until_true("the first idle status", WAIT, function() return statuses(t, true)[1] end)
+    assert.are.same({ "idle: no version installed" }, statuses(t, true))
+    push(t, "blink-1000")
+    assert.are.equal("done", (wait_status(t, 1)), app_log(t))
+    -- 819 bytes at 50 bytes/s: still downloading when the kill comes
+    push(t, { version = "blink-250", url = web.url .. "/throttle/blink-250.hex?rate=50", md5 = cjson.null })
+    until_true("downloading", WAIT, function() return statuses(t, true)[#statuses(t, true)] == "downloading" end)
+    kill_app(t, "KILL")
+    local n = #statuses(t, true)
+    start_app(t)
+    until_true("a status after the restart", WAIT, function() return #statuses(t, true) > n end)
+    assert.are.same({ "idle: blink-1000 installed" }, { table.unpack(statuses(t, true), n + 1) })
+    assert_flash(t, "blink-1000")
+    -- a new cloud process (its data points gone): told again
+    local port = own.port
+    own.stop()
+    own = own_cloud(port, dir, { "--device", dev .. ":" .. key })
+    until_true("the app to reconnect", WAIT, function() return device(t).connected end)
+    until_true("a status at the new cloud", WAIT, function() return statuses(t, true)[1] end)
+    assert.are.same({ "idle: blink-1000 installed" }, statuses(t, true))
+  end)
+
+  -- ... but not while an update runs (a reconnection during its health
+  -- check): the update's own final status is the next word.
+  it("sends no idle status while an update runs, across a reconnection", function()
+    local dir = h.tmpdir()
+    cleanups[#cleanups + 1] = function() h.rmdir(dir) end
+    local dev, key = "fotabusy", "keybusy"
+    local own = own_cloud(0, dir, { "--device", dev .. ":" .. key, "--firmware", "blink-250=" .. fw["blink-250"].path })
+    local t = new_device({ cloud_url = own.url, id = dev, key = key, no_register = true,
+      extra_config = function(d) return ([[
+  health_check = function(job)
+    io.open(%q, "w"):close()
+    while not io.open(%q) do require("fotahost.sched").sleep(0.05) end -- the spec's go
+    return true
+  end,
+]]):format(d.dir .. "/health-check-running", d.dir .. "/go") end })
+    start_app(t)
+    push(t, "blink-250")
+    until_true("the health check", WAIT, function() return h.read(t.dir .. "/health-check-running") end)
+    local port = own.port
+    own.stop()
+    own = own_cloud(port, dir, { "--device", dev .. ":" .. key })
+    -- the app's side of the reconnection (where an idle status would go out)
+    until_true("the reconnection in the app's log", WAIT, function()
+      local _, k = app_log(t):gsub("connected to the command server", "")
+      return k >= 2
+    end)
+    h.write(t.dir .. "/go", "")
+    until_true("the final status", WAIT, function() return statuses(t, true)[1] end)
+    assert.are.same({ "done" }, statuses(t, true))
+    assert_flash(t, "blink-250")
   end)
 end)
