@@ -9,10 +9,8 @@
 -- its own app process; one cloud serves the whole file (case 7 runs one
 -- of its own, as it restarts it).
 local h = require "helper"
-local sys = require "fotahost.sys"
 local stream = require "fotahost.stream"
 local sched = require "fotahost.sched"
-local http = require "fotahost.http"
 local ihex = require "fotahost.ihex"
 local digest = require "fotahost.digest"
 local cjson = require "cjson"
@@ -39,12 +37,7 @@ local function lines(s)
   return n
 end
 
-local function start_cloud(fwdir, port, extra)
-  local args = { "cloud", "serve", "--port", tostring(port or 0), "--tcp-port", "0",
-    "--firmware-dir", fwdir, "--watch-stdin" }
-  for _, a in ipairs(extra or {}) do args[#args + 1] = a end
-  return h.start_server(args, { ready = "cloud http://(%S+):(%d+) tcp", timeout = 30 })
-end
+local start_cloud = h.start_cloud
 
 describe("FOTA end to end: the app, the local cloud and the simulated chip", function()
   local cloud          -- the file's cloud (h.start_server)
@@ -59,9 +52,7 @@ describe("FOTA end to end: the app, the local cloud and the simulated chip", fun
   ---------------------------------------------------------------- the cloud
 
   local function admin(method, path, value, base)
-    local v, res_or_err = http.json(method, (base or cloud.url) .. "/admin" .. path, value, { retries = 0 })
-    assert(v, res_or_err)
-    return v
+    return h.cloud_admin(base or cloud.url, method, path, value)
   end
 
   local function device(t) return admin("GET", "/devices/" .. t.id, nil, t.cloud_url) end
@@ -193,51 +184,27 @@ return {
     local app = t.app
     if not app then return end
     t.app = nil
-    if alive(app.pid) then
-      os.execute(("kill -%s %d 2>/dev/null"):format(signal or "TERM", app.pid))
-      local deadline = sched.now() + 5
-      while alive(app.pid) and sched.now() < deadline do sleep(0.02) end
-      if alive(app.pid) then os.execute(("kill -KILL %d 2>/dev/null"):format(app.pid)) end
-      deadline = sched.now() + 10
-      while alive(app.pid) and sched.now() < deadline do sleep(0.02) end
-    end
-    -- the watchdog's pipe: closed only now, the app being gone
-    sys.close(app.wfd)
-    sys.close(app.rfd)
+    h.stop_app(app, signal)
   end
 
-  --- Starts `fotahost examples/app.lua` with the device's config, and
-  -- (unless wait == false) waits until the cloud shows it connected. The
-  -- app has no stdin to watch: a watchdog shell holds our pipe and
-  -- SIGKILLs the app if this process dies, so it never outlives the specs.
-  -- A subshell waits for the app and leaves its exit status in app.rc.
+  --- Starts `fotahost examples/app.lua` with the device's config
+  -- (h.start_app), and (unless wait == false) waits until the cloud shows
+  -- it connected.
   local function start_app(t, wait)
-    local rfd, wfd = assert(sys.pipe())
-    local log, pidf, rcf = t.dir .. "/app.log", t.dir .. "/app.pid", t.dir .. "/app.rc"
-    os.remove(pidf)
-    os.remove(rcf)
     -- t.ro_state: state_dir read-only for the app, even as root: a
     -- read-only bind mount in a mount namespace of its own (unshare -rm),
     -- gone with the app
     local wrap = t.ro_state and ("unshare -rm sh -c %s sh %s "):format(
       h.q('mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" "$1" && shift && exec "$@"'), h.q(t.state)) or ""
-    os.execute(("( %senv FOTAHOST_CONFIG=%s FOTAHOST_LOG=stderr %s %s </dev/null >>%s 2>&1 & app=$!; "
-      .. "echo $app >%s.tmp && mv %s.tmp %s; "
-      .. "(cat >/dev/null; kill -KILL $app 2>/dev/null) </proc/%d/fd/%d >/dev/null 2>&1 & "
-      .. "wait $app; echo $? >%s.tmp && mv %s.tmp %s ) >/dev/null 2>&1 &")
-      :format(wrap, h.q(t.cfg), h.q(h.bin), h.q(h.top .. "/examples/app.lua"), h.q(log),
-        h.q(pidf), h.q(pidf), h.q(pidf), sys.getpid(), rfd, h.q(rcf), h.q(rcf), h.q(rcf)))
-    local pid = until_true("the app's pid", 10, function()
-      return math.tointeger(tonumber(h.read(pidf) or ""))
-    end)
-    t.app = { pid = pid, rfd = rfd, wfd = wfd }
+    t.app = h.start_app(t.dir, t.cfg, wrap)
+    local pid = t.app.pid
     cleanups[#cleanups + 1] = function() stop_app(t) end
     if wait ~= false then
       local ok, err = pcall(until_true, "the app to connect", WAIT, function()
         if not alive(pid) then error("the app exited") end
         return device(t).connected
       end)
-      if not ok then error(tostring(err) .. "; its log:\n" .. (h.read(log) or ""), 2) end
+      if not ok then error(tostring(err) .. "; its log:\n" .. (h.read(t.dir .. "/app.log") or ""), 2) end
     end
     return t
   end
