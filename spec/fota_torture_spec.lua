@@ -13,7 +13,10 @@
 -- download is throttled, the chip writes slowly and the health check
 -- waits, so each window is wide enough to hit). Commit takes milliseconds:
 -- for it the health check stops the app (SIGSTOP on itself) as it ends,
--- and a shell resumes and kills it a random number of loop turns later.
+-- and a shell resumes and kills it a random number of loop turns later
+-- (~3 us each), drawn between bounds that close in on the commit: a kill
+-- that landed before it raises the lower one, one after it lowers the
+-- upper one (both start over if they meet).
 -- Where the kill landed is read from what it left (the journal, the
 -- markers the health check writes, installed.json), not from the aim, and
 -- the counts per phase are printed at the end.
@@ -35,7 +38,7 @@ local FLASH_SIZE = 32768
 local WAIT = 90
 local PHASES = { "download", "flash", "health check", "commit" }
 if os.getenv("TORTURE_PHASE") then PHASES = { os.getenv("TORTURE_PHASE") } end -- aim at one only
-local SPIN = math.tointeger(tonumber(os.getenv("TORTURE_SPIN") or "")) or 3000
+local SPIN = math.tointeger(tonumber(os.getenv("TORTURE_SPIN") or "")) or 12000
 local DOWNLOAD_RATE = 120000 -- bytes/s: a 28 KB image as HEX (~79 KB) takes ~0.7 s
 local SLOW_WRITE = 2         -- the chip's busy periods twice as long: ~1 s of flashing
 local HEALTH_SECONDS = 0.5   -- the health check's length
@@ -75,6 +78,7 @@ describe("FOTA under random power cuts (seed " .. SEED .. ", " .. TRIALS .. " tr
   local aimed = {}     -- phase -> kills aimed at it
   local installed      -- the version installed before the next trial
   local rng = math.random
+  local spin_lo, spin_hi = 0, SPIN -- loop turns before a kill aimed at the commit
   local first_phase
 
   local function admin(method, path, value) return h.cloud_admin(cloud.url, method, path, value) end
@@ -219,8 +223,11 @@ return {
     else
       until_true("the app to stop after its health check", WAIT, function() gone() return stopped(pid) end)
       -- resumed and killed from one shell: builtins, no fork between them
+      local spin = rng(spin_lo, spin_hi)
       os.execute(("sh -c 'kill -CONT %d; i=0; while [ $i -lt %d ]; do i=$((i+1)); done; kill -KILL %d'")
-        :format(pid, rng(0, SPIN), pid))
+        :format(pid, spin, pid))
+      kill_app()
+      return spin
     end
     kill_app()
   end
@@ -254,8 +261,12 @@ return {
       h.write(t.chip .. "/faults", ("slow_write %d\n"):format(SLOW_WRITE))
       local n_status, n_erases = #statuses(), erases()
       admin("POST", "/devices/" .. t.id .. "/fota", { version = target, url = fw[target].url, md5 = fw[target].md5 })
-      cut(phase, n_status, n_erases)
+      local spin = cut(phase, n_status, n_erases)
       local where = landing(target)
+      if spin and where ~= "commit" then
+        if where == "after the commit" then spin_hi = spin else spin_lo = spin end
+        if spin_hi - spin_lo < 10 then spin_lo, spin_hi = 0, SPIN end
+      end
       landed[where] = (landed[where] or 0) + 1
       what = what .. ", landed: " .. where
       os.remove(marker("commit-stop"))

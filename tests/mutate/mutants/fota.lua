@@ -311,7 +311,7 @@ return {
   { name = "fota-idle-never-sent", file = FOTA,
     from = "    self:idle()\n",
     to = "",
-    specs = { "spec/fota_torture_spec.lua" },
+    specs = { E2E }, filter = "idle and which version",
     why = "a kill outside the journal's window leaves the cloud's last status at downloading for ever" },
   { name = "fota-no-verifying-status", file = FOTA,
     from = [[  self:status("verifying")]],
