@@ -232,12 +232,29 @@ return {
     kill_app()
   end
 
+  -- The simulated chip keeps its memories in the app's process and saves
+  -- them to flash.bin when RESET is released: a kill after the erase and
+  -- before that leaves flash.bin as it was. A power cut leaves a real chip
+  -- erased, with the pages written so far: flash.bin is made so (a random
+  -- number of the new image's pages). Returns that number, or nil when the
+  -- chip was not erased (or its session had ended).
+  local PAGE = 128 -- the ATmega32U4's flash page
+  local function power_cut_chip(target, n_erases)
+    if erases() <= n_erases or h.read(t.chip .. "/flash.bin") == fw[target].bytes then return nil end
+    local k = rng(0, 28 * 1024 // PAGE)
+    h.write(t.chip .. "/flash.bin", fw[target].bytes:sub(1, k * PAGE) .. ("\xFF"):rep(FLASH_SIZE - k * PAGE))
+    return k
+  end
+
   -- Where the kill landed, from what it left in state_dir.
-  local function landing(target)
+  local function landing(target, n_erases)
     local j = h.read(t.state .. "/journal.json")
     local inst = cjson.decode(h.read(t.state .. "/installed.json") or "null")
     inst = type(inst) == "table" and inst.version
-    if not j then return inst == target and "after the commit" or "download" end
+    if not j then
+      if inst == target then return "after the commit" end
+      return erases() > n_erases and "flash" or "download" -- (erased: a journal should be there)
+    end
     j = cjson.decode(j)
     if j.stage == "rollback" then return "rollback" end
     if j.health == "passed" or inst == target then return "commit" end
@@ -262,13 +279,15 @@ return {
       local n_status, n_erases = #statuses(), erases()
       admin("POST", "/devices/" .. t.id .. "/fota", { version = target, url = fw[target].url, md5 = fw[target].md5 })
       local spin = cut(phase, n_status, n_erases)
-      local where = landing(target)
+      local where = landing(target, n_erases)
       if spin and where ~= "commit" then
         if where == "after the commit" then spin_hi = spin else spin_lo = spin end
         if spin_hi - spin_lo < 10 then spin_lo, spin_hi = 0, SPIN end
       end
       landed[where] = (landed[where] or 0) + 1
       what = what .. ", landed: " .. where
+      local pages = power_cut_chip(target, n_erases)
+      if pages then what = what .. (" (the chip left erased, %d pages written)"):format(pages) end
       os.remove(marker("commit-stop"))
       os.remove(t.chip .. "/faults")
       local logged = #app_log()
