@@ -257,7 +257,15 @@ return {
     end
     j = cjson.decode(j)
     if j.stage == "rollback" then return "rollback" end
-    if j.health == "passed" or inst == target then return "commit" end
+    if j.health == "passed" or inst == target then
+      -- which of its steps it had done (commit() writes installed.json,
+      -- then replaces lkg.hex, then removes the journal)
+      local lkg = ihex.load(t.state .. "/lkg.hex")
+      local step = inst ~= target and "the check recorded as passed"
+        or (lkg and lkg:bytes(0, FLASH_SIZE - 1) == fw[target].bytes) and "lkg.hex replaced"
+        or "installed.json written"
+      return "commit", step
+    end
     if h.read(marker("health-check-started")) then return "health check" end
     return "flash"
   end
@@ -279,13 +287,13 @@ return {
       local n_status, n_erases = #statuses(), erases()
       admin("POST", "/devices/" .. t.id .. "/fota", { version = target, url = fw[target].url, md5 = fw[target].md5 })
       local spin = cut(phase, n_status, n_erases)
-      local where = landing(target, n_erases)
+      local where, step = landing(target, n_erases)
       if spin and where ~= "commit" then
         if where == "after the commit" then spin_hi = spin else spin_lo = spin end
         if spin_hi - spin_lo < 10 then spin_lo, spin_hi = 0, SPIN end
       end
       landed[where] = (landed[where] or 0) + 1
-      what = what .. ", landed: " .. where
+      what = what .. ", landed: " .. where .. (step and " (" .. step .. ")" or "")
       local pages = power_cut_chip(target, n_erases)
       if pages then what = what .. (" (the chip left erased, %d pages written)"):format(pages) end
       os.remove(marker("commit-stop"))
