@@ -6,6 +6,8 @@
 #   make                 build ./fotahost (a link to build/fotahost)
 #   make test            C unit tests + busted specs run by ./fotahost
 #   make check-asan      the same suite against an ASan+UBSan build
+#   make torture         FOTA under random power cuts, TRIALS (default 32) trials
+#                        (SEED=n replays a run; make test runs 4)
 #   make bench           start-up time, peak RSS and binary size against lua5.4
 #   make demo            the README's main job
 #   make mutate          the mutation check: break each safeguard, watch a spec fail
@@ -98,7 +100,7 @@ UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 GPIOD_LIBS  := $(shell $(PKG_CONFIG) --libs libgpiod)
 EXTRA_LIBS  := $(GPIOD_LIBS)
 
-.PHONY: all test unit-tests check-asan bench demo mutate install uninstall clean example-plugin fuzz FORCE
+.PHONY: all test unit-tests check-asan torture bench demo mutate install uninstall clean example-plugin fuzz FORCE
 
 # ./fotahost links to the default build only; other builds (build-asan,
 # a packager's BUILD=...) never move it.
@@ -161,6 +163,12 @@ unit-tests: $(UNIT_BIN)
 
 test: all example-plugin $(UNIT_BIN)
 	@BUILD=$(BUILD) sh tests/run
+
+# The long run of spec/fota_torture_spec.lua (a few minutes).
+TRIALS ?= 32
+torture: all
+	@BUILD=$(BUILD) TORTURE_TRIALS=$(TRIALS) $(if $(SEED),TORTURE_SEED=$(SEED)) \
+	    BUSTED_ARGS=spec/fota_torture_spec.lua sh tests/run
 
 # Runs on a scratch copy of the tree (build-mutate/), never this one.
 mutate:

@@ -9,10 +9,8 @@
 -- its own app process; one cloud serves the whole file (case 7 runs one
 -- of its own, as it restarts it).
 local h = require "helper"
-local sys = require "fotahost.sys"
 local stream = require "fotahost.stream"
 local sched = require "fotahost.sched"
-local http = require "fotahost.http"
 local ihex = require "fotahost.ihex"
 local digest = require "fotahost.digest"
 local cjson = require "cjson"
@@ -39,12 +37,7 @@ local function lines(s)
   return n
 end
 
-local function start_cloud(fwdir, port, extra)
-  local args = { "cloud", "serve", "--port", tostring(port or 0), "--tcp-port", "0",
-    "--firmware-dir", fwdir, "--watch-stdin" }
-  for _, a in ipairs(extra or {}) do args[#args + 1] = a end
-  return h.start_server(args, { ready = "cloud http://(%S+):(%d+) tcp", timeout = 30 })
-end
+local start_cloud = h.start_cloud
 
 describe("FOTA end to end: the app, the local cloud and the simulated chip", function()
   local cloud          -- the file's cloud (h.start_server)
@@ -59,20 +52,20 @@ describe("FOTA end to end: the app, the local cloud and the simulated chip", fun
   ---------------------------------------------------------------- the cloud
 
   local function admin(method, path, value, base)
-    base = base or cloud.url
-    local v, res_or_err = http.json(method, base .. "/admin" .. path, value,
-      { retries = 0, headers = assert(require("fotahost.mcs_cloud").admin_headers(base)) })
-    assert(v, res_or_err)
-    return v
+    return h.cloud_admin(base or cloud.url, method, path, value)
   end
 
   local function device(t) return admin("GET", "/devices/" .. t.id, nil, t.cloud_url) end
 
-  --- The fota_status values the cloud received from the device, in order.
-  local function statuses(t)
+  --- The fota_status values the cloud received from the device, in order;
+  -- without the "idle: ..." each connection brings, unless `all`.
+  local function statuses(t, all)
     local d = admin("GET", "/devices/" .. t.id .. "/datapoints?channel=fota_status", nil, t.cloud_url)
     local out = {}
-    for i, p in ipairs(d.datapoints) do out[i] = p.values.value end
+    for _, p in ipairs(d.datapoints) do
+      local v = p.values.value
+      if all or not v:find("^idle: ") then out[#out + 1] = v end
+    end
     return out
   end
 
@@ -195,52 +188,28 @@ return {
     local app = t.app
     if not app then return end
     t.app = nil
-    if alive(app.pid) then
-      os.execute(("kill -%s %d 2>/dev/null"):format(signal or "TERM", app.pid))
-      local deadline = sched.now() + 5
-      while alive(app.pid) and sched.now() < deadline do sleep(0.02) end
-      if alive(app.pid) then os.execute(("kill -KILL %d 2>/dev/null"):format(app.pid)) end
-      deadline = sched.now() + 10
-      while alive(app.pid) and sched.now() < deadline do sleep(0.02) end
-    end
-    -- the watchdog's pipe: closed only now, the app being gone
-    sys.close(app.wfd)
-    sys.close(app.rfd)
+    h.stop_app(app, signal)
   end
 
-  --- Starts `fotahost examples/app.lua` with the device's config, and
-  -- (unless wait == false) waits until the cloud shows it connected. The
-  -- app has no stdin to watch: a watchdog shell holds our pipe and
-  -- SIGKILLs the app if this process dies, so it never outlives the specs.
-  -- A subshell waits for the app and leaves its exit status in app.rc.
+  --- Starts `fotahost examples/app.lua` with the device's config
+  -- (h.start_app), and (unless wait == false) waits until the cloud shows
+  -- it connected.
   local function start_app(t, wait)
-    local rfd, wfd = assert(sys.pipe())
-    local log, pidf, rcf = t.dir .. "/app.log", t.dir .. "/app.pid", t.dir .. "/app.rc"
-    os.remove(pidf)
-    os.remove(rcf)
     -- t.ro_state: state_dir read-only for the app, even as root: a
     -- read-only bind mount in a mount namespace of its own (unshare -rm),
     -- gone with the app
     local wrap = t.ro_state and ("unshare -rm sh -c %s sh %s "):format(
       h.q('mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" "$1" && shift && exec "$@"'), h.q(t.state))
       or t.wrap or ""
-    os.execute(("( %senv FOTAHOST_CONFIG=%s FOTAHOST_LOG=stderr %s %s </dev/null >>%s 2>&1 & app=$!; "
-      .. "echo $app >%s.tmp && mv %s.tmp %s; "
-      .. "(cat >/dev/null; kill -KILL $app 2>/dev/null) </proc/%d/fd/%d >/dev/null 2>&1 & "
-      .. "wait $app; echo $? >%s.tmp && mv %s.tmp %s ) >/dev/null 2>&1 &")
-      :format(wrap, h.q(t.cfg), h.q(h.bin), h.q(h.top .. "/examples/app.lua"), h.q(log),
-        h.q(pidf), h.q(pidf), h.q(pidf), sys.getpid(), rfd, h.q(rcf), h.q(rcf), h.q(rcf)))
-    local pid = until_true("the app's pid", 10, function()
-      return math.tointeger(tonumber(h.read(pidf) or ""))
-    end)
-    t.app = { pid = pid, rfd = rfd, wfd = wfd }
+    t.app = h.start_app(t.dir, t.cfg, wrap)
+    local pid = t.app.pid
     cleanups[#cleanups + 1] = function() stop_app(t) end
     if wait ~= false then
       local ok, err = pcall(until_true, "the app to connect", WAIT, function()
         if not alive(pid) then error("the app exited") end
         return device(t).connected
       end)
-      if not ok then error(tostring(err) .. "; its log:\n" .. (h.read(log) or ""), 2) end
+      if not ok then error(tostring(err) .. "; its log:\n" .. (h.read(t.dir .. "/app.log") or ""), 2) end
     end
     return t
   end
@@ -937,5 +906,69 @@ return {
     local v = device(t).version
     assert.is_true(ok, "the cloud shows version " .. (v == cjson.null and "null" or tostring(v))
       .. " for a device running app-28k-a")
+  end)
+
+  -- A kill outside the journal's window (here mid-download) used to
+  -- leave the cloud's last status at "downloading" for ever: the app
+  -- now says where it stands on every connection of the command channel.
+  it("tells the cloud it is idle and which version is installed at every connection", function()
+    local dir = h.tmpdir()
+    cleanups[#cleanups + 1] = function() h.rmdir(dir) end
+    local dev, key = "fotaidle", "keyidle"
+    local own = own_cloud(0, dir, { "--device", dev .. ":" .. key, "--firmware", "blink-1000=" .. fw["blink-1000"].path })
+    local t = new_device({ cloud_url = own.url, id = dev, key = key, no_register = true })
+    start_app(t)
+    until_true("the first idle status", WAIT, function() return statuses(t, true)[1] end)
+    assert.are.same({ "idle: no version installed" }, statuses(t, true))
+    push(t, "blink-1000")
+    assert.are.equal("done", (wait_status(t, 1)), app_log(t))
+    -- 819 bytes at 50 bytes/s: still downloading when the kill comes
+    push(t, { version = "blink-250", url = web.url .. "/throttle/blink-250.hex?rate=50", md5 = cjson.null })
+    until_true("downloading", WAIT, function() return statuses(t, true)[#statuses(t, true)] == "downloading" end)
+    kill_app(t, "KILL")
+    local n = #statuses(t, true)
+    start_app(t)
+    until_true("a status after the restart", WAIT, function() return #statuses(t, true) > n end)
+    assert.are.same({ "idle: blink-1000 installed" }, { table.unpack(statuses(t, true), n + 1) })
+    assert_flash(t, "blink-1000")
+    -- a new cloud process (its data points gone): told again
+    local port = own.port
+    own.stop()
+    own = own_cloud(port, dir, { "--device", dev .. ":" .. key })
+    until_true("the app to reconnect", WAIT, function() return device(t).connected end)
+    until_true("a status at the new cloud", WAIT, function() return statuses(t, true)[1] end)
+    assert.are.same({ "idle: blink-1000 installed" }, statuses(t, true))
+  end)
+
+  -- ... but not while an update runs (a reconnection during its health
+  -- check): the update's own final status is the next word.
+  it("sends no idle status while an update runs, across a reconnection", function()
+    local dir = h.tmpdir()
+    cleanups[#cleanups + 1] = function() h.rmdir(dir) end
+    local dev, key = "fotabusy", "keybusy"
+    local own = own_cloud(0, dir, { "--device", dev .. ":" .. key, "--firmware", "blink-250=" .. fw["blink-250"].path })
+    local t = new_device({ cloud_url = own.url, id = dev, key = key, no_register = true,
+      extra_config = function(d) return ([[
+  health_check = function(job)
+    io.open(%q, "w"):close()
+    while not io.open(%q) do require("fotahost.sched").sleep(0.05) end -- the spec's go
+    return true
+  end,
+]]):format(d.dir .. "/health-check-running", d.dir .. "/go") end })
+    start_app(t)
+    push(t, "blink-250")
+    until_true("the health check", WAIT, function() return h.read(t.dir .. "/health-check-running") end)
+    local port = own.port
+    own.stop()
+    own = own_cloud(port, dir, { "--device", dev .. ":" .. key })
+    -- the app's side of the reconnection (where an idle status would go out)
+    until_true("the reconnection in the app's log", WAIT, function()
+      local _, k = app_log(t):gsub("connected to the command server", "")
+      return k >= 2
+    end)
+    h.write(t.dir .. "/go", "")
+    until_true("the final status", WAIT, function() return statuses(t, true)[1] end)
+    assert.are.same({ "done" }, statuses(t, true))
+    assert_flash(t, "blink-250")
   end)
 end)

@@ -156,6 +156,76 @@ function M.start_server(args, opts)
   return srv
 end
 
+---------------------------------------------------------------- the cloud and the app
+-- The FOTA specs drive the local cloud and the app through these, so a
+-- change in how the cloud is started or asked is made here once.
+
+--- Starts `fotahost cloud serve` (HTTP and MCS on free ports, or HTTP on
+-- `port`) with `fwdir` as its firmware directory and `extra` arguments;
+-- an h.start_server handle.
+function M.start_cloud(fwdir, port, extra)
+  local args = { "cloud", "serve", "--port", tostring(port or 0), "--tcp-port", "0",
+    "--firmware-dir", fwdir, "--watch-stdin" }
+  for _, a in ipairs(extra or {}) do args[#args + 1] = a end
+  return M.start_server(args, { ready = "cloud http://(%S+):(%d+) tcp", timeout = 30 })
+end
+
+--- A call to the cloud at `base` (its URL): `method` on /admin`path`,
+-- with `value` as its JSON body and the admin token that cloud wrote for
+-- its port. Returns the decoded answer; raises on an error.
+function M.cloud_admin(base, method, path, value)
+  local headers = assert(require("fotahost.mcs_cloud").admin_headers(base))
+  local v, res_or_err = require("fotahost.http").json(method, base .. "/admin" .. path, value,
+    { retries = 0, headers = headers })
+  assert(v, res_or_err)
+  return v
+end
+
+--- Starts `fotahost examples/app.lua` with the config file `cfg`, its
+-- output appended to `dir`/app.log; `wrap` is put before the command (a
+-- shell prefix). The app has no stdin to watch: a watchdog shell holds a
+-- pipe of ours and SIGKILLs the app if this process dies, so it never
+-- outlives the specs. A subshell waits for the app and leaves its exit
+-- status in `dir`/app.rc. Returns { pid, rfd, wfd } for stop_app.
+function M.start_app(dir, cfg, wrap)
+  local rfd, wfd = assert(sys.pipe())
+  local log, pidf, rcf = dir .. "/app.log", dir .. "/app.pid", dir .. "/app.rc"
+  os.remove(pidf)
+  os.remove(rcf)
+  os.execute(("( %senv FOTAHOST_CONFIG=%s FOTAHOST_LOG=stderr %s %s </dev/null >>%s 2>&1 & app=$!; "
+    .. "echo $app >%s.tmp && mv %s.tmp %s; "
+    .. "(cat >/dev/null; kill -KILL $app 2>/dev/null) </proc/%d/fd/%d >/dev/null 2>&1 & "
+    .. "wait $app; echo $? >%s.tmp && mv %s.tmp %s ) >/dev/null 2>&1 &")
+    :format(wrap or "", shell_quote(cfg), shell_quote(M.bin), shell_quote(M.top .. "/examples/app.lua"),
+      shell_quote(log), shell_quote(pidf), shell_quote(pidf), shell_quote(pidf), sys.getpid(), rfd,
+      shell_quote(rcf), shell_quote(rcf), shell_quote(rcf)))
+  local deadline = sched.now() + 10
+  local pid
+  repeat
+    pid = math.tointeger(tonumber(M.read(pidf) or ""))
+    if not pid then
+      if sched.now() > deadline then error("the app's pid did not appear in " .. pidf, 2) end
+      stream.pause(nil, 0.01)
+    end
+  until pid
+  return { pid = pid, rfd = rfd, wfd = wfd }
+end
+
+--- Stops an app start_app started: `signal` (default TERM), SIGKILL if
+-- it still runs 5 s later; returns once it is gone.
+function M.stop_app(app, signal)
+  if alive(app.pid) then
+    os.execute(("kill -%s %d 2>/dev/null"):format(signal or "TERM", app.pid))
+    if not wait_exit(app.pid, 5) then
+      os.execute(("kill -KILL %d 2>/dev/null"):format(app.pid))
+      wait_exit(app.pid, 10)
+    end
+  end
+  -- the watchdog's pipe: closed only now, the app being gone
+  sys.close(app.wfd)
+  sys.close(app.rfd)
+end
+
 --- The example firmware (examples/firmware), built once per test run into
 -- a scratch directory; returns the path of `name` (e.g. "serial-led.hex").
 local fwdir

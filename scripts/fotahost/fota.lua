@@ -58,8 +58,10 @@
 -- Status data points on config.status_channel: "downloading", "verifying",
 -- "flashing", then "done" or "failed: <reason>" (or "done: V installed
 -- (state not saved: ...; retrying)" then "done"); also "skipped: <version>
--- is already installed", "queued: <version>", and after a start that found
--- a journal "recovered: ..." or "failed: recovery after an interruption...".
+-- is already installed", "queued: <version>", after a start that found
+-- a journal "recovered: ..." or "failed: recovery after an interruption...",
+-- and on every connection while no update runs "idle: <version> installed"
+-- (or "idle: no version installed").
 
 local sched = require "fotahost.sched"
 local sys = require "fotahost.sys"
@@ -258,13 +260,16 @@ end
 
 --- Gives the policy its cloud client: statuses and versions go there.
 -- A recovery done before (recover()) is reported now.
--- The installed version is reported on every connection, so a report
--- that failed (the cloud was down) is made good at the next one.
+-- On every connection of the command channel the installed version is
+-- reported, so a report that failed (the cloud was down) is made good at
+-- the next one, and so is the state: "idle: <version> installed" (see
+-- idle()).
 function Policy:attach(cloud)
   self.cloud = cloud
   if self.recovered then cloud:emit(self.config.status_channel, self.recovered) end
   cloud:on_state(function(state)
     if state ~= "connected" then return end
+    self:idle()
     sched.spawn({ name = "fota version report" }, function()
       local inst = self:installed()
       if not inst then return end
@@ -281,6 +286,18 @@ function Policy:installed()
   local v, err = read_state(self.paths.installed, "installed")
   if err then log.error("%s: %s; no version is known", self.paths.installed, err) end
   return v
+end
+
+--- Tells the cloud that no update runs, and which version is installed:
+-- a process killed mid-update (outside the journal's window, or before
+-- the journal's recovery could say so) left the cloud's last status at
+-- "downloading" or "flashing", and a restarted cloud has none. Not while
+-- an update runs: the status then is the update's, and its final one
+-- follows.
+function Policy:idle()
+  if self.busy then return end
+  local inst = self:installed()
+  self:status(inst and ("idle: %s installed"):format(inst.version) or "idle: no version installed")
 end
 
 function Policy:status(text)

@@ -154,7 +154,9 @@ function Client:on(channel, fn)
 end
 
 --- Calls `fn(state, detail)` on every state change: "connected" (detail:
--- "ip:port"), "disconnected" (why), "retrying" (the delay in seconds).
+-- "ip:port"; on every connection and reconnection, once the first
+-- heartbeat is out, before any command is read), "disconnected" (why),
+-- "retrying" (the delay in seconds).
 function Client:on_state(fn)
   self._state_fns[#self._state_fns + 1] = fn
   return self

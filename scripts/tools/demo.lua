@@ -231,12 +231,14 @@ local function device()
   return v
 end
 
--- The values of the status data points, oldest first.
+-- The values of the status data points, oldest first, without the
+-- "idle: ..." each connection brings (not part of a push's trail).
 local function statuses()
   local d = device()
   local list = {}
   for _, pnt in ipairs(d and d.datapoints and d.datapoints.fota_status or {}) do
-    list[#list + 1] = type(pnt.values) == "table" and tostring(pnt.values.value) or "?"
+    local v = type(pnt.values) == "table" and tostring(pnt.values.value) or "?"
+    if not v:find("^idle: ") then list[#list + 1] = v end
   end
   return list
 end

@@ -387,6 +387,22 @@ return {
     why = "the last-known-good is flashed at every start although the chip holds it" },
 
   ---------------------------------------------------------------- status and version
+  -- the state on every connection (issue 11, "Also fix")
+  { name = "fota-idle-first-connection-only", file = FOTA,
+    from = "    self:idle()\n",
+    to = "    if not self.said_idle then self.said_idle = true self:idle() end\n",
+    specs = { E2E }, filter = "idle and which version",
+    why = "a cloud restarted (its data points gone) never learns the device's state" },
+  { name = "fota-idle-during-update", file = FOTA,
+    from = "  if self.busy then return end\n  local inst = self:installed()",
+    to = "  local inst = self:installed()",
+    specs = { E2E }, filter = "no idle status while",
+    why = "a reconnection mid-update tells the cloud idle with the old version while the MCU is being flashed" },
+  { name = "fota-idle-never-sent", file = FOTA,
+    from = "    self:idle()\n",
+    to = "",
+    specs = { E2E }, filter = "idle and which version",
+    why = "a kill outside the journal's window leaves the cloud's last status at downloading for ever" },
   { name = "fota-no-verifying-status", file = FOTA,
     from = [[  self:status("verifying")]],
     to = "",
