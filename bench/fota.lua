@@ -77,7 +77,8 @@ local results = { [4] = {}, [28] = {} }
 local idle, peak
 local ok, err = pcall(sched.run, function()
   local function admin(method, path, value)
-    return assert(http.json(method, url .. "/admin" .. path, value))
+    return assert(http.json(method, url .. "/admin" .. path, value,
+      { headers = assert(require("fotahost.mcs_cloud").admin_headers(url)) }))
   end
   while not admin("GET", "/devices/" .. ID).connected do sched.sleep(0.05) end
   sched.sleep(1)

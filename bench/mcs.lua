@@ -35,6 +35,7 @@ for _ = 1, 500 do
   os.execute("sleep 0.01")
 end
 assert(url, "the cloud did not start")
+local auth = assert(require("fotahost.mcs_cloud").admin_headers(url)) -- written before the ready line
 
 require("fotahost.log").configure({ level = "warn" })
 local idle, after, after_gc, again, took
@@ -56,7 +57,7 @@ sched.run(function()
     local lines = {}
     for j = i, math.min(from + N - 1, i + batch - 1) do lines[#lines + 1] = prefix .. j .. ",LED," .. (j % 2) .. "\n" end
     assert(http.json("POST", url .. "/admin/devices/" .. ID .. "/commands",
-      { raw = table.concat(lines), chunks = { 1000, 1000, 1000 }, gap_ms = 0 }))
+      { raw = table.concat(lines), chunks = { 1000, 1000, 1000 }, gap_ms = 0 }, { headers = auth }))
   end
   while n < from + N - 1 do sched.sleep(0.01) end
   end

@@ -5,9 +5,11 @@
 local sched = require "fotahost.sched"
 local mcs = require "fotahost.mcs"
 local fota = require "fotahost.fota"
+local cli = require "fotahost.cli"
+local log = require("fotahost.log").get("app")
 local config = assert(require("fotahost.fota.config").load())
 
-sched.run(function()
+local ok, err = pcall(sched.run, function()
   local policy = fota.new(config)
   policy:recover()                    -- before anything else: the MCU must hold a good image
   local cloud = mcs.register{ device_id = config.device_id, device_key = config.device_key,
@@ -19,3 +21,6 @@ sched.run(function()
   cloud:on_unreadable("FOTA", function(why) policy:status("failed: " .. why) end)
   sched.sleep(math.huge)
 end)
+-- A service stop (SIGTERM) is not a crash: one line, and status 143. An
+-- update it cut short is finished by recover() at the next start.
+if not ok then cli.exit_on_signal(err, function(sig) log.info("stopped (%s)", sig) end) end

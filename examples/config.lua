@@ -6,7 +6,10 @@ return {
   api = "https://api.mediatek.com",      -- or the local cloud: "http://192.168.1.10:8080"
   board = "linkit-smart-7688-duo",       -- or "sim" for the virtual board
   -- sim_dir = "/var/lib/fotahost/sim",  -- the simulated chip, when board = "sim"
-  state_dir = "/var/lib/fotahost",       -- journal, images, last-known-good
+  -- journal, images, last-known-good: storage a power cut keeps (the default is
+  -- /etc/fotahost/state on OpenWrt, whose /var is a RAM disk; /var/lib/fotahost elsewhere)
+  -- state_dir = "/etc/fotahost/state",
+  -- volatile_state_ok = false,         -- true allows a state_dir on tmpfs/ramfs
   status_channel = "fota_status",        -- data channel for progress and results
   backend = "gpiod",                     -- GPIO access: gpiod, sysfs or mmio
   lock = 0x0F,                           -- lock bits after a flash, as the tutorial; false: none

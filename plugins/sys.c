@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -370,6 +371,63 @@ static int sys_lstat(lua_State *L)
     return 1;
 }
 
+/*
+ * Filesystem names by statfs magic (linux/magic.h), for the ones a board
+ * or a build machine has: what `stat -f -c %T` would say, but stable
+ * ("ext2/ext3" there is every ext here).
+ */
+static const struct {
+    unsigned long magic;
+    const char *name;
+} fs_names[] = {
+    {0x01021994UL, "tmpfs"},    {0x858458F6UL, "ramfs"},
+    {0xEF53UL, "ext4"},         {0x72B6UL, "jffs2"},
+    {0x24051905UL, "ubifs"},    {0x73717368UL, "squashfs"},
+    {0x794C7630UL, "overlay"},  {0x9123683EUL, "btrfs"},
+    {0x58465342UL, "xfs"},      {0xF2F52010UL, "f2fs"},
+    {0x6969UL, "nfs"},          {0x4D44UL, "vfat"},
+    {0x65735546UL, "fuse"},     {0x9FA0UL, "proc"},
+    {0x62656572UL, "sysfs"},
+};
+
+/*
+ * sys.statfs(path) -> { type = "tmpfs" | "ext4" | ... | "unknown",
+ * magic = the f_type number, free = bytes an unprivileged user may still
+ * write, total = bytes, bsize = the allocation unit in bytes }
+ * | nil, err, errno. `path` is any file or directory on the filesystem.
+ * `free` leaves out the blocks reserved for root: a state directory
+ * should not live on them.
+ */
+static int sys_statfs(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    struct statfs sf;
+    const char *name = "unknown";
+
+    if (statfs(path, &sf) != 0)
+        return fh_result_errno(L, errno, path);
+    /* f_type is signed on some ABIs: compare the low 32 bits */
+    unsigned long magic = (unsigned long)sf.f_type & 0xFFFFFFFFUL;
+    for (size_t i = 0; i < sizeof fs_names / sizeof fs_names[0]; i++)
+        if (fs_names[i].magic == magic) {
+            name = fs_names[i].name;
+            break;
+        }
+    lua_Integer unit = sf.f_frsize ? (lua_Integer)sf.f_frsize : (lua_Integer)sf.f_bsize;
+    lua_createtable(L, 0, 5);
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "type");
+    lua_pushinteger(L, (lua_Integer)magic);
+    lua_setfield(L, -2, "magic");
+    lua_pushinteger(L, (lua_Integer)sf.f_bavail * unit);
+    lua_setfield(L, -2, "free");
+    lua_pushinteger(L, (lua_Integer)sf.f_blocks * unit);
+    lua_setfield(L, -2, "total");
+    lua_pushinteger(L, unit);
+    lua_setfield(L, -2, "bsize");
+    return 1;
+}
+
 /* sys.geteuid() -> integer */
 static int sys_geteuid(lua_State *L)
 {
@@ -506,6 +564,7 @@ static const luaL_Reg sys_funcs[] = {
     {"write_file", sys_write_file},
     {"mkdir", sys_mkdir},
     {"lstat", sys_lstat},
+    {"statfs", sys_statfs},
     {"geteuid", sys_geteuid},
     {"read_file", sys_read_file},
     {"write_device", sys_write_device},

@@ -11,6 +11,7 @@ local sched = require "fotahost.sched"
 local digest = require "fotahost.digest"
 local cjson = require "cjson"
 local mcs_cloud = require "fotahost.mcs_cloud"
+local framer = require "fotahost.mcs.framer"
 
 local ID, KEY = "Dev1xA9k", "g06jBWOtB0kqHk2B"
 local ID2, KEY2 = "Dev2yB7m", "TPJVabcdefghBxBv"
@@ -47,6 +48,8 @@ local function start_cloud(args)
   assert(http_port, "unexpected ready line: " .. line)
   c.url = "http://127.0.0.1:" .. http_port
   c.tcp_port = math.tointeger(tonumber(tcp_port))
+  -- the token file is written before the ready line
+  c.auth = assert(mcs_cloud.admin_headers(c.url))
   local stopped
   -- SIGTERM, then the exit status ("exit", n) and what it wrote on stderr.
   function c.stop()
@@ -67,7 +70,14 @@ local function request(method, url, opts)
 end
 
 local function admin(cloud, method, path, value)
-  return http.json(method, cloud.url .. path, value, { retries = 0, timeout = 20 })
+  return http.json(method, cloud.url .. path, value, { retries = 0, timeout = 20, headers = cloud.auth })
+end
+
+-- `headers` with the admin token added.
+local function authed(cloud, headers)
+  local t = { Authorization = cloud.auth.Authorization }
+  for k, v in pairs(headers or {}) do t[k] = v end
+  return t
 end
 
 local function device_state(cloud, id)
@@ -82,6 +92,33 @@ local function connect_device(cloud, first)
   local s = assert(tcp_socket.connect("127.0.0.1", cloud.tcp_port, 5))
   if first then assert(s:write(first, 5)) end
   return s
+end
+
+-- Reads commands as a device does (fotahost.mcs.framer: a command ends at
+-- a line end, at the next id,key, prefix, or when the line goes quiet).
+-- @return read(timeout) -> the next command | nil, why
+local function command_reader(s, id, key)
+  local f, queue = framer.new(id or ID, key or KEY), {}
+  return function(timeout)
+    local deadline = sched.now() + (timeout or 10)
+    while #queue == 0 do
+      local left = deadline - sched.now()
+      if left <= 0 then return nil, "timeout" end
+      local data, why = s:read_some(65536, f:pending() and math.min(left, 0.3) or left)
+      local got
+      if data then
+        got = f:feed(data)
+      elseif why == "timeout" and f:pending() then
+        got = f:flush()
+      elseif why ~= "timeout" then
+        return nil, why
+      end
+      for kind, a in got or function() end do
+        if kind == "command" then queue[#queue + 1] = a end
+      end
+    end
+    return table.remove(queue, 1)
+  end
 end
 
 local function random_bytes(n, seed)
@@ -177,7 +214,8 @@ describe("fotahost cloud", function()
     end)
 
     it("registers a firmware, offers it with its URL, and serves the same bytes (Range too)", function()
-      local fw = assert(admin(cloud, "POST", "/admin/firmwares", { version = "2.0", file = fwfile }))
+      local fw = assert(admin(cloud, "POST", "/admin/firmwares",
+        { version = "2.0", name = "blink-250.bin", content = h.read(fwfile) }))
       assert.are.equal(digest.file(fwfile, "md5"), fw.md5)
       assert.matches("^" .. cloud.url:gsub("%p", "%%%0") .. "/firmwares/", fw.url)
       local r = request("GET", base1 .. "/firmwares/available?url=true", { headers = AUTH })
@@ -212,7 +250,7 @@ describe("fotahost cloud", function()
     end)
 
     it("records the version a device reports, and refuses an unknown one", function()
-      assert(admin(cloud, "POST", "/admin/firmwares", { version = "1.0", file = fwfile }))
+      assert(admin(cloud, "POST", "/admin/firmwares", { version = "1.0", name = "blink-250.bin", content = h.read(fwfile) }))
       local r = request("PUT", base1 .. "/firmwares", {
         headers = { deviceKey = KEY, ["Content-Type"] = "application/json" }, body = '{"version":"1.0"}' })
       assert.are.equal(200, r.status)
@@ -257,14 +295,15 @@ describe("fotahost cloud", function()
       local r = h.run({ "cloud", "push", "--cloud", cloud.url, "--device", ID, "--version", "3.0",
                         "--file", fwfile })
       assert.are.equal(0, r.status, r.err)
-      local line = assert(s:read_line(10))
+      local line = assert(command_reader(s)())
       local id, key, ts, chn, version, md5, url = line:match("^([^,]+),([^,]+),(%d+),([^,]+),([^,]+),([^,]+),(.+)$")
       assert.are.same({ ID, KEY, "FOTA", "3.0", digest.file(fwfile, "md5") }, { id, key, chn, version, md5 })
       assert.is_true(tonumber(ts) > 1.4e12)
       local got = dir .. "/fota.bin"
       assert(http.download(url, got, { retries = 0, timeout = 20 }))
       assert.are.equal(h.read(fwfile), h.read(got))
-      assert.matches("sent " .. ID, r.out)
+      assert.matches("sent " .. ID .. ",%*%*%*%*,%d+,FOTA,3%.0,", r.out)
+      assert.is_nil(r.out:find(KEY, 1, true))
     end)
 
     it("sends any URL and md5 null for tests, and 409 for a device that is not connected", function()
@@ -272,7 +311,7 @@ describe("fotahost cloud", function()
       eventually(function() return device_state(cloud, ID).connected end, 10, "the device")
       assert(admin(cloud, "POST", "/admin/devices/" .. ID .. "/fota",
         { version = "x", url = "http://127.0.0.1:1/nothing.hex", md5 = cjson.null }))
-      local line = assert(s:read_line(10))
+      local line = assert(command_reader(s)())
       assert.matches(",FOTA,x,null,http://127%.0%.0%.1:1/nothing%.hex$", line)
       local v, err, code = admin(cloud, "POST", "/admin/devices/" .. ID2 .. "/fota", { version = "3.0" })
       assert.is_nil(v)
@@ -308,13 +347,18 @@ describe("fotahost cloud", function()
       assert.truthy(done and done[1], done and done[2])
     end)
 
-    it("sends a command with fotahost cloud send, ending with a newline", function()
+    it("sends a command with fotahost cloud send with no terminator, as MCS did", function()
       local s <close> = connect_device(cloud, ID .. "," .. KEY .. ",0\n")
       eventually(function() return device_state(cloud, ID).connected end, 10, "the device")
       local r = h.run({ "cloud", "send", "--cloud", cloud.url, "--device", ID, "--channel", "PWM", "--value", "128,20" })
       assert.are.equal(0, r.status, r.err)
-      local line = assert(s:read_line(10))
-      assert.matches("^" .. ID .. "," .. KEY .. ",%d+,PWM,128,20$", line)
+      -- every byte that came, up to a quiet 0.5 s
+      local got = {}
+      repeat
+        local data = s:read_some(4096, #got == 0 and 10 or 0.5)
+        got[#got + 1] = data
+      until not data
+      assert.matches("^" .. ID .. "," .. KEY .. ",%d+,PWM,128,20$", table.concat(got))
       r = h.run({ "cloud", "send", "--cloud", cloud.url, "--device", ID, "--raw", "a\\x41\\n" })
       assert.are.equal(0, r.status, r.err)
       assert.are.equal("aA", s:read_line(10))
@@ -355,14 +399,16 @@ describe("fotahost cloud", function()
       assert.are.equal(403, r.status)
       -- the cloud's own origin, and no Origin at all (curl, fotahost cloud), are served
       r = request("POST", cloud.url .. "/admin/devices/" .. ID .. "/commands", {
-        headers = { Origin = cloud.url, ["Content-Type"] = "application/json" }, body = '{"channel":"LED","value":"1"}' })
+        headers = authed(cloud, { Origin = cloud.url, ["Content-Type"] = "application/json" }),
+        body = '{"channel":"LED","value":"1"}' })
       assert.are.equal(200, r.status, r.body)
       r = request("POST", cloud.url .. "/admin/devices/" .. ID .. "/commands", {
-        headers = { ["Content-Type"] = "application/json" }, body = '{"channel":"LED","value":"0"}' })
+        headers = authed(cloud, { ["Content-Type"] = "application/json" }), body = '{"channel":"LED","value":"0"}' })
       assert.are.equal(200, r.status, r.body)
       -- the device got those two, and no FOTA push before them
-      assert.matches(",LED,1$", assert(s:read_line(10)))
-      assert.matches(",LED,0$", assert(s:read_line(10)))
+      local read = command_reader(s)
+      assert.matches(",LED,1$", assert(read()))
+      assert.matches(",LED,0$", assert(read()))
     end)
 
     it("never writes a device key to its log", function()
@@ -370,7 +416,10 @@ describe("fotahost cloud", function()
       eventually(function() return device_state(cloud, ID).connected end, 10, "the device")
       local r = h.run({ "cloud", "send", "--cloud", cloud.url, "--device", ID, "--channel", "LED", "--value", "1" })
       assert.are.equal(0, r.status, r.err)
-      assert(s:read_line(10))
+      assert(command_reader(s)())
+      -- a message that is not a heartbeat is quoted in the log, masked
+      assert(s:write(ID .. "," .. KEY .. ",notatime\n", 5))
+      eventually(function() return cloud.stderr():find("not a heartbeat", 1, true) end, 10, "the warning")
       local err = cloud.stderr()
       assert.matches("device " .. ID .. ": sent " .. ID .. ",%*%*%*%*,%d+,LED,1", err)
       assert.is_nil(err:find(KEY, 1, true))
@@ -391,7 +440,7 @@ describe("fotahost cloud", function()
       assert.is_true(d.connected)
       assert.are_not.equal(first.peer, d.peer)
       assert(admin(cloud, "POST", "/admin/devices/" .. ID2 .. "/commands", { channel = "LED", value = "1" }))
-      assert.matches(",LED,1$", assert(new:read_line(10)))
+      assert.matches(",LED,1$", assert(command_reader(new, ID2, KEY2)()))
     end)
 
     it("lists devices and firmwares in fotahost cloud status", function()
@@ -405,25 +454,212 @@ describe("fotahost cloud", function()
       assert.matches("\n2%.0%s+fw%d+%s+" .. digest.file(fwfile, "md5"), r.out)
     end)
   end)
+
+  describe("framing, with the device client (fotahost.mcs)", function()
+    -- Runs fn(client) in a scheduler with a client of ID connected; closes it after.
+    local function with_device(fn, on_state)
+      local mcs = require "fotahost.mcs"
+      local log = require "fotahost.log"
+      log.configure { level = "warn" } -- no "connected" lines in the suite's output
+      local _ <close> = setmetatable({}, { __close = function()
+        log.configure { level = os.getenv("FOTAHOST_LOG_LEVEL") or "info" }
+      end })
+      return sched.run(function()
+        local c = mcs.register { device_id = ID, device_key = KEY, api = cloud.url, heartbeat = 30 }
+        local _ <close> = setmetatable({}, { __close = function() c:close() end })
+        if on_state then c:on_state(on_state) end
+        return fn(c)
+      end)
+    end
+    local function wait_until(what, pred)
+      local deadline = sched.now() + 10
+      while not pred() do
+        if sched.now() > deadline then error("timed out waiting for " .. what, 2) end
+        sched.sleep(0.02)
+      end
+    end
+
+    it("delivers two commands queued back to back, spaced, with no terminator in the values", function()
+      local got = {}
+      with_device(function(c)
+        c:on("LED", function(value) got[#got + 1] = value end)
+        wait_until("the device", function() return device_state(cloud, ID).connected end)
+        local before = #device_state(cloud, ID).commands_recent
+        local posts = {}
+        for i, v in ipairs({ "on", "off" }) do
+          posts[i] = sched.spawn(function()
+            return assert(admin(cloud, "POST", "/admin/devices/" .. ID .. "/commands", { channel = "LED", value = v }))
+          end)
+        end
+        for _, t in ipairs(posts) do assert(sched.join(t, 20)) end
+        wait_until("both commands", function() return #got >= 2 end)
+        local times = device_state(cloud, ID).commands_recent
+        assert.is_true(#times >= before + 2)
+        -- written at least the spacing apart (wall clock: a little slack)
+        assert.is_true(times[#times] - times[#times - 1] >= mcs_cloud.COMMAND_SPACING * 0.75,
+          ("%.4f s apart"):format(times[#times] - times[#times - 1]))
+      end)
+      table.sort(got)
+      assert.are.same({ "off", "on" }, got)
+    end)
+
+    it("accepts a command pushed right after the device's first heartbeat", function()
+      local reply, got
+      local spawned = false
+      with_device(function(c)
+        c:on("LED", function(value) got = value end)
+        wait_until("the command", function() return got ~= nil or (reply and reply[1] == nil) end)
+      end, function(state)
+        -- the device has just written its first heartbeat (bare, as mcsjs did): push now
+        if state == "connected" and not spawned then
+          spawned = true
+          sched.spawn(function()
+            reply = { admin(cloud, "POST", "/admin/devices/" .. ID .. "/commands", { channel = "LED", value = "now" }) }
+          end)
+        end
+      end)
+      assert.truthy(reply and reply[1], reply and reply[2])
+      assert.are.equal("now", got)
+    end)
+  end)
+
+  describe("admin API safeguards", function()
+    local function firmware_versions()
+      local list = {}
+      for _, fw in ipairs(assert(admin(cloud, "GET", "/admin/firmwares")).firmwares) do list[#list + 1] = fw.version end
+      return table.concat(list, " ")
+    end
+
+    it("refuses a cross-origin text/plain POST from a web page, registering nothing", function()
+      local secret = h.write(dir .. "/secret.txt", "top secret\n")
+      local r = request("POST", cloud.url .. "/admin/firmwares", {
+        headers = { Origin = "http://evil.example", ["Content-Type"] = "text/plain" },
+        body = cjson.encode({ version = "stolen", file = secret }) })
+      assert.are.equal(403, r.status)
+      assert.is_nil(firmware_versions():find("stolen", 1, true))
+    end)
+
+    it("answers 401 to a request with no token or a wrong one, and acts on neither", function()
+      local s <close> = connect_device(cloud, ID .. "," .. KEY .. ",0\n")
+      eventually(function() return device_state(cloud, ID).connected end, 10, "the device")
+      local token = cloud.auth.Authorization:match("^Bearer (%x+)$")
+      local last = token:sub(-1) == "0" and "1" or "0"
+      local first = token:sub(1, 1) == "0" and "1" or "0"
+      for _, auth in ipairs({ "", "Bearer ", "Bearer " .. token:sub(1, -2) .. last, "Bearer " .. first .. token:sub(2),
+                              "Bearer " .. token .. "0", "Basic " .. token }) do
+        local r = request("POST", cloud.url .. "/admin/devices/" .. ID .. "/commands", {
+          headers = { Authorization = auth ~= "" and auth or nil, ["Content-Type"] = "application/json" },
+          body = '{"channel":"LED","value":"7"}' })
+        assert.are.equal(401, r.status, auth)
+        assert.are.equal(401, cjson.decode(r.body).code)
+        r = request("GET", cloud.url .. "/admin/devices", { headers = { Authorization = auth ~= "" and auth or nil } })
+        assert.are.equal(401, r.status, auth)
+      end
+      assert.are.same({ nil, "timeout" }, { s:read_some(100, 0.3) })
+      -- the CLI: a wrong --token is refused; the right one from the environment serves
+      local r = h.run({ "cloud", "status", "--cloud", cloud.url, "--token", token:sub(1, -2) .. last })
+      assert.are.equal(1, r.status)
+      assert.matches("wrong admin token", r.err)
+      r = h.run({ "cloud", "status", "--cloud", cloud.url }, { env = { FOTAHOST_CLOUD_TOKEN = token, HOME = dir, XDG_RUNTIME_DIR = dir } })
+      assert.are.equal(0, r.status, r.err)
+    end)
+
+    it("takes application/json bodies only (415)", function()
+      for _, ct in ipairs({ "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x" }) do
+        local r = request("POST", cloud.url .. "/admin/devices", {
+          headers = authed(cloud, { ["Content-Type"] = ct }), body = '{"id":"formdev","key":"formkey1"}' })
+        assert.are.equal(415, r.status, ct)
+      end
+      local r = request("POST", cloud.url .. "/admin/devices", { headers = authed(cloud), body = '{"id":"formdev","key":"formkey1"}' })
+      assert.are.equal(415, r.status)
+      assert.is_nil(device_state(cloud, "formdev"))
+      r = request("POST", cloud.url .. "/admin/devices", {
+        headers = authed(cloud, { ["Content-Type"] = "application/json; charset=utf-8" }),
+        body = '{"id":"jsondev","key":"jsonkey1"}' })
+      assert.are.equal(201, r.status, r.body)
+    end)
+
+    it("takes firmware by upload or by a name in its firmware directory, never by a path", function()
+      local secret = h.write(dir .. "/secret.txt", "top secret\n")
+      local fwdir = dir .. "/fw"
+      assert(os.execute(("ln -sf %s %s/link.hex"):format(h.q(secret), h.q(fwdir))))
+      for _, file in ipairs({ secret, "../secret.txt", "../../" .. secret, "link.hex", fwdir, "." }) do
+        local v, err, code = admin(cloud, "POST", "/admin/firmwares", { version = "esc", file = file })
+        assert.is_nil(v, file)
+        assert.are.equal(400, code, file .. ": " .. tostring(err))
+      end
+      for _, name in ipairs({ "../up.hex", "/tmp/abs.hex", ".hidden", "cloud-firmwares.json" }) do
+        local v, _, code = admin(cloud, "POST", "/admin/firmwares", { version = "esc", name = name, content = ":00000001FF\n" })
+        assert.is_nil(v, name)
+        assert.are.equal(400, code, name)
+      end
+      assert.is_nil(h.read(dir .. "/up.hex"))
+      assert.is_nil(firmware_versions():find("esc", 1, true))
+      -- a link in the directory is not served either
+      assert.are.equal(404, request("GET", cloud.url .. "/firmwares/link.hex").status)
+      -- a file already in the directory, by name (fotahost cloud register --name)
+      h.write(fwdir .. "/placed.hex", ":00000001FF\n")
+      local r = h.run({ "cloud", "register", "--cloud", cloud.url, "--version", "placed", "--name", "placed.hex" })
+      assert.are.equal(0, r.status, r.err)
+      assert.matches("registered placed as fw%d+: md5 " .. digest.file(fwdir .. "/placed.hex", "md5"), r.out)
+    end)
+
+    it("shows no device key in a FOTA push reply, a command reply or a device listing", function()
+      local s <close> = connect_device(cloud, ID .. "," .. KEY .. ",0\n")
+      eventually(function() return device_state(cloud, ID).connected end, 10, "the device")
+      local read = command_reader(s)
+      local replies = {}
+      for _, call in ipairs({ { "/fota", { version = "k", url = "http://127.0.0.1:1/k.hex", md5 = cjson.null } },
+                              { "/commands", { channel = "LED", value = "1" } },
+                              { "/commands", { raw = ID .. "," .. KEY .. ",1,LED,0" } } }) do
+        local r = request("POST", cloud.url .. "/admin/devices/" .. ID .. call[1], {
+          headers = authed(cloud, { ["Content-Type"] = "application/json" }), body = cjson.encode(call[2]) })
+        assert.are.equal(200, r.status, r.body)
+        assert.matches('"command":"' .. ID .. ',%*%*%*%*,', r.body)
+        replies[#replies + 1] = r.body
+        assert(read()) -- the device got the key, in the command
+      end
+      for _, path in ipairs({ "/admin/devices", "/admin/devices/" .. ID, "/admin/devices/" .. ID .. "/datapoints" }) do
+        replies[#replies + 1] = request("GET", cloud.url .. path, { headers = authed(cloud) }).body
+      end
+      replies[#replies + 1] = request("POST", cloud.url .. "/admin/devices", {
+        headers = authed(cloud, { ["Content-Type"] = "application/json" }),
+        body = '{"id":"newdev","key":"NewDevKey123456"}' }).body
+      for _, body in ipairs(replies) do
+        for _, key in ipairs({ KEY, KEY2, "NewDevKey123456" }) do assert.is_nil(body:find(key, 1, true), body) end
+      end
+    end)
+
+    it("keeps its token in a file of mode 0600, and neither the token nor a key in its log", function()
+      local path = h.read(cloud.dir .. "/out"):match("\nadmin token in (%S+)\n")
+      assert.truthy(path)
+      local st = assert(require("fotahost.sys").lstat(path))
+      assert.are.same({ "file", tonumber("600", 8) }, { st.type, st.mode })
+      local token = h.read(path):match("^(%x+)\n$")
+      assert.are.equal("Bearer " .. token, cloud.auth.Authorization)
+      assert.are.equal(64, #token)
+      local log = cloud.stderr() .. h.read(cloud.dir .. "/out")
+      for _, secret in ipairs({ token, KEY, KEY2 }) do assert.is_nil(log:find(secret, 1, true)) end
+    end)
+  end)
 end)
 
 describe("fotahost cloud serve", function()
-  it("sends commands without a newline with --no-newline, and exits 0 on SIGTERM", function()
-    local cloud = start_cloud({ "--device", ID .. ":" .. KEY, "--no-newline" })
+  it("ends commands with a newline with --newline, and exits 0 on SIGTERM", function()
+    local cloud = start_cloud({ "--device", ID .. ":" .. KEY, "--newline" })
     local ok, err = pcall(function()
       local s <close> = connect_device(cloud, ID .. "," .. KEY .. ",0")
       eventually(function() return device_state(cloud, ID).connected end, 10, "the device")
       local r = assert(admin(cloud, "POST", "/admin/devices/" .. ID .. "/commands", { channel = "LED", value = "1" }))
-      assert.matches(",LED,1$", r.command)
-      assert.are.equal(r.command, assert(s:read(#r.command, 10)))
-      local data, why = s:read(1, 0.3)
-      assert.is_nil(data)
-      assert.are.equal("timeout", why)
+      assert.are.equal(ID .. ",****,", r.command:sub(1, #ID + 6))
+      assert.matches("^" .. ID .. "," .. KEY .. ",%d+,LED,1$", assert(s:read_line(10)))
     end)
+    local token_file = h.read(cloud.dir .. "/out"):match("\nadmin token in (%S+)\n")
     local how, code, stderr = cloud.stop()
     assert(ok, err)
     assert.are.same({ "exit", 0 }, { how, code }, stderr)
     assert.matches("stopped %(SIGTERM%)", stderr)
+    assert.is_nil(h.read(token_file), "the token file outlived the cloud")
   end)
 
   it("prints its usage with --help and refuses unknown options", function()

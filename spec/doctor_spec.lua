@@ -34,7 +34,7 @@ describe("fotahost doctor", function()
   local n = 0
   local function config(over, raw)
     local t = { device_id = ID, device_key = KEY, api = cloud.url, board = "sim", sim_dir = chip,
-                state_dir = dir .. "/state" }
+                state_dir = dir .. "/state", volatile_state_ok = true } -- /tmp: a tmpfs on some machines
     for k, v in pairs(over or {}) do
       if v == "nil" then t[k] = nil else t[k] = v end
     end
@@ -72,7 +72,8 @@ describe("fotahost doctor", function()
     local path = config({ serial_baud = 115200 })
     local r = doctor(path)
     assert.are.equal(0, r.status, r.out)
-    assert.are.same({ "OK config", "OK api", "OK command server", "OK serial port", "OK gpio", "OK signature" },
+    assert.are.same({ "OK config", "OK api", "OK command server", "OK serial port", "OK gpio", "OK signature",
+      "OK state dir" },
       tags(r))
     assert.are.equal(("OK   config: %s (device %s, board sim, simulated chip %s)"):format(path, ID, chip), r.lines[1])
     assert.matches("^OK   api: " .. cloud.url:gsub("%p", "%%%0") .. " accepts device " .. ID
@@ -91,7 +92,7 @@ describe("fotahost doctor", function()
       .. "returning { device_id = ..., device_key = ..., api = ..., board = ... }), or give its path with "
       .. "--config or FOTAHOST_CONFIG", r.lines[1])
     assert.are.same({ "FAIL config", "SKIP api", "SKIP command server", "SKIP serial port", "SKIP gpio",
-      "SKIP signature" }, tags(r))
+      "SKIP signature", "SKIP state dir" }, tags(r))
     assert.are.equal("SKIP api: not checked: the config is not valid", r.lines[2])
 
     r = doctor(nil, { FOTAHOST_CONFIG = config() })
@@ -106,17 +107,23 @@ describe("fotahost doctor", function()
     assert.are.equal(1, r.status)
     assert.are.equal("FAIL config: " .. path .. ": unknown key statedir (did you mean state_dir?) - edit "
       .. path .. " (keys and their meaning: scripts/fotahost/fota/config.lua)", r.lines[1])
-    assert.are.equal(6, #r.lines)
+    assert.are.equal(7, #r.lines)
 
     -- a malformed key is named, its value is not shown
     path = config({ device_key = "TPJV xxxx", heartbeat = "nil" }, "heartbeat = 'often',")
     r = doctor(path)
     assert.are.equal(1, r.status)
-    assert.matches("device_key must be the MCS device key %(a string without commas or spaces%), got \"%*%*%*%*\"",
-      r.lines[1])
+    assert.matches("device_key must be the MCS device key %(4 or more characters, no commas or spaces%), "
+      .. "got \"%*%*%*%*\"", r.lines[1])
     assert.matches("; " .. path:gsub("%p", "%%%0") .. ": heartbeat must be seconds between heartbeats, got \"often\"",
       r.lines[1])
     assert.is_nil(r.out:find("TPJV xxxx", 1, true))
+
+    -- a key too short to mask is a config mistake, not a crash
+    r = doctor(config({ device_key = "Kq7" }))
+    assert.are.equal(1, r.status)
+    assert.matches("^FAIL config: .*device_key must be the MCS device key", r.lines[1])
+    assert.is_nil(r.err:find("traceback", 1, true), r.err)
   end)
 
   it("says 401 and the fix for a wrong device key", function()
@@ -126,7 +133,8 @@ describe("fotahost doctor", function()
     assert.are.equal(("FAIL api: 401: %s refused the device key of device %s - set device_key in %s to the key "
       .. "the cloud shows for device %s"):format(cloud.url, ID, path, ID), r.lines[2])
     assert.are.equal("SKIP command server: not checked: the api check failed", r.lines[3])
-    assert.are.same({ "OK config", "FAIL api", "SKIP command server", "OK serial port", "OK gpio", "OK signature" },
+    assert.are.same({ "OK config", "FAIL api", "SKIP command server", "OK serial port", "OK gpio", "OK signature",
+      "OK state dir" },
       tags(r))
     assert.is_nil(r.out:find("WrongKey1234", 1, true))
   end)
@@ -150,7 +158,8 @@ describe("fotahost doctor", function()
     assert.matches("^FAIL api: unreachable: " .. url:gsub("%p", "%%%0") .. ": .*[Cc]onnect.* %- check the network "
       .. "and the api URL in " .. path:gsub("%p", "%%%0") .. " %(for the local cloud: is `fotahost cloud serve` "
       .. "running on that port%?%)$", r.lines[2])
-    assert.are.same({ "OK config", "FAIL api", "SKIP command server", "OK serial port", "OK gpio", "OK signature" },
+    assert.are.same({ "OK config", "FAIL api", "SKIP command server", "OK serial port", "OK gpio", "OK signature",
+      "OK state dir" },
       tags(r))
 
     r = doctor(config({ api = (cloud.url:gsub("^http:", "https:")) }))
@@ -163,7 +172,8 @@ describe("fotahost doctor", function()
     local path = config({ sim_dir = nochip })
     local r = doctor(path)
     assert.are.equal(1, r.status)
-    assert.are.same({ "OK config", "OK api", "OK command server", "FAIL serial port", "FAIL gpio", "SKIP signature" },
+    assert.are.same({ "OK config", "OK api", "OK command server", "FAIL serial port", "FAIL gpio", "SKIP signature",
+      "OK state dir" },
       tags(r))
     assert.are.equal(("FAIL serial port: %s/ttyS0: no virtual board is running on %s - start the virtual board: "
       .. "fotahost board --sim %s (%s/ttyS0 exists only while it runs)"):format(nochip, nochip, nochip, nochip),
@@ -180,6 +190,36 @@ describe("fotahost doctor", function()
     assert.are.equal(("FAIL signature: %s: no simulated chip there yet - create one by flashing it: fotahost "
       .. "flash -c sim -P '%s' -U flash:w:FIRMWARE.hex"):format(nochip, nochip), r.lines[6])
     assert.is_nil(h.read(nochip .. "/flash.bin"))
+  end)
+
+  -- state_dir on a real tmpfs (h.tmpfs): a RAM disk fails the check unless
+  -- volatile_state_ok says it is meant; a small one fails for its room.
+  it("says whether state_dir survives a power cut, and whether it has room for an update", function()
+    local state = dir .. "/ramstate"
+    local function check(kib, over)
+      over.state_dir = state
+      local path = config(over)
+      local fs = h.tmpfs(state, kib)
+      local ok, r = pcall(h.run, { "doctor", "--config", path }, { shell_prefix = fs.wrap })
+      fs.umount()
+      assert(ok, r)
+      local last = r.out:match("([^\n]*)\n$")
+      return last, r.status, path
+    end
+    local line, status, path = check(1024, { volatile_state_ok = false })
+    assert.are.equal(1, status)
+    assert.are.equal("FAIL state dir: " .. state .. ": tmpfs, lost at power-off (a RAM disk): updates are refused - "
+      .. "set state_dir in " .. path .. " to a directory on persistent storage (on OpenWrt /etc/fotahost/state), "
+      .. "or volatile_state_ok = true if a RAM disk is meant", line)
+    line, status = check(1024, {})
+    assert.are.equal(0, status, line)
+    assert.are.equal("OK   state dir: " .. state .. ": tmpfs (lost at power-off, allowed by volatile_state_ok), "
+      .. "1024 KiB free", line)
+    line, status = check(64, {})
+    assert.are.equal(1, status)
+    assert.matches("^FAIL state dir: " .. state:gsub("%p", "%%%0") .. ": tmpfs %(lost at power%-off, allowed by "
+      .. "volatile_state_ok%), 64 KiB free; an update of the whole application section needs %d+ KiB %- free "
+      .. "space there, or move state_dir$", line)
   end)
 
   it("has --help, and refuses unknown arguments", function()

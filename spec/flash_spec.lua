@@ -62,6 +62,11 @@ describe("fotahost flash", function()
     assert.are.equal(1, r.status)
     assert.matches("bad%.hex:1: .*checksum", r.err)
     assert.falsy(r.err:find("initialized", 1, true))   -- never connected
+    -- a file of blank lines: named, with no line number to give
+    h.write(dir .. "/blank.hex", "\n\n")
+    r = flash({ "-c", "sim", "-P", chip, "-e", "-U", "flash:w:blank.hex:i" })
+    assert.are.equal(1, r.status)
+    assert.are.equal("fotahost flash: blank.hex: no records (missing end-of-file record)\n", r.err)
     assert.are.equal(before, h.read(chip .. "/flash.bin"))
   end)
 
@@ -249,6 +254,23 @@ describe("fotahost flash", function()
     assert.are.equal("slow", h.read(chip .. "/flash.bin"):sub(1, 4))
     r = flash({ "-c", "sim", "-P", chip, "-B", "fast" })
     assert.matches("%-B fast: a time in microseconds expected", r.err)
+  end)
+
+  it("never drives SCK faster than the part allows, with a warning", function()
+    hexfile("fw.hex", "quick")
+    for _, c in ipairs({ { "-B", "0.00001", "0.5" }, { "-i", "0.1", "0.25" } }) do
+      os.remove(chip .. "/violations.log")
+      local r = flash({ "-q", "-c", "sim", "-P", chip, c[1], c[2], "-U", "flash:w:fw.hex" })
+      assert.are.equal(0, r.status, r.err)
+      assert.are.equal(("fotahost flash: %s %s is faster than the ATmega32U4 allows at 8 MHz; using %s us\n")
+        :format(c[1], c[2], c[3]), r.err)
+      assert.is_nil(h.read(chip .. "/violations.log"), c[1])
+      assert.are.equal("quick", h.read(chip .. "/flash.bin"):sub(1, 5))
+    end
+    -- the limit itself is legal: no warning
+    local r = flash({ "-q", "-c", "sim", "-P", chip, "-B", "0.5", "-U", "flash:w:fw.hex" })
+    assert.are.equal(0, r.status, r.err)
+    assert.are.equal("", r.err)
   end)
 
   it("fails when a lock byte does not take (lock bits stay programmed until an erase)", function()

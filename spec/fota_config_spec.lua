@@ -24,9 +24,13 @@ describe("fotahost.fota.config", function()
   end
 
   it("fills in the defaults", function()
+    local probe = config.OPENWRT_RELEASE
+    config.OPENWRT_RELEASE = "/nonexistent/openwrt_release"
     local c = assert(config.check(with()))
+    config.OPENWRT_RELEASE = probe
     assert.are.equal("https://api.mediatek.com", c.api)
     assert.are.equal("/var/lib/fotahost", c.state_dir)
+    assert.is_false(c.volatile_state_ok)
     assert.are.equal("fota_status", c.status_channel)
     assert.are.equal(0x0F, c.lock)
     assert.are.equal(50, c.heartbeat)
@@ -37,6 +41,29 @@ describe("fotahost.fota.config", function()
     assert.are.same({ timeout = 600, min_rate = 256, min_rate_after = 60 }, c.http)
   end)
 
+  -- On OpenWrt /var is a link to /tmp, a RAM disk: state_dir defaults to
+  -- the overlay there. The probe file is $FOTAHOST_OPENWRT_RELEASE here,
+  -- as a user would simulate it, and a given state_dir always wins.
+  it("defaults state_dir to persistent storage: /etc/fotahost/state on OpenWrt, /var/lib/fotahost elsewhere", function()
+    local dir = h.tmpdir()
+    local release = h.write(dir .. "/openwrt_release", "DISTRIB_ID='OpenWrt'\nDISTRIB_RELEASE='24.10.0'\n")
+    local show = "io.write(assert(require('fotahost.fota.config').check({ device_id = 'D1', device_key = 'Key1', "
+      .. "board = 'sim', sim_dir = '/tmp/chip'%s })).state_dir)"
+    local r = h.run({ "-e", show:format("") }, { env = { FOTAHOST_OPENWRT_RELEASE = release } })
+    assert.are.same({ 0, "/etc/fotahost/state" }, { r.status, r.out }, r.err)
+    r = h.run({ "-e", show:format("") }, { env = { FOTAHOST_OPENWRT_RELEASE = dir .. "/none" } })
+    assert.are.same({ 0, "/var/lib/fotahost" }, { r.status, r.out }, r.err)
+    r = h.run({ "-e", show:format(", state_dir = '/srv/fota'") }, { env = { FOTAHOST_OPENWRT_RELEASE = release } })
+    assert.are.same({ 0, "/srv/fota" }, { r.status, r.out }, r.err)
+    h.rmdir(dir)
+  end)
+
+  it("takes volatile_state_ok as a boolean only", function()
+    assert.is_true(assert(config.check(with({ volatile_state_ok = true }))).volatile_state_ok)
+    assert.are.equal('cfg.lua: volatile_state_ok must be true or false (true: state_dir may be a RAM disk, lost at '
+      .. 'power-off), got "yes"', refused({ volatile_state_ok = "yes" }))
+  end)
+
   it("needs sim_dir when the board is the simulated one", function()
     assert.are.equal('cfg.lua: sim_dir is missing: board = "sim" needs the simulated chip\'s directory',
       refused(nil, "sim_dir"))
@@ -45,8 +72,9 @@ describe("fotahost.fota.config", function()
   it("needs the device id and key", function()
     assert.are.equal("cfg.lua: device_id is missing: the MCS device id (a string without commas or spaces)",
       refused(nil, "device_id"))
-    assert.are.equal("cfg.lua: device_key must be the MCS device key (a string without commas or spaces), "
+    assert.are.equal("cfg.lua: device_key must be the MCS device key (4 or more characters, no commas or spaces), "
       .. 'got "Key 12345"', refused({ device_key = "Key 12345" }))
+    assert.matches("device_key must be the MCS device key", refused({ device_key = "Key" }))
   end)
 
   it("takes a lock byte from 0 to 255, or false", function()

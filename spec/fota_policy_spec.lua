@@ -12,6 +12,7 @@ local fota = require "fotahost.fota"
 local config = require "fotahost.fota.config"
 local ihex = require "fotahost.ihex"
 local digest = require "fotahost.digest"
+local sys = require "fotahost.sys"
 local cjson = require "cjson"
 
 local FLASH_SIZE = 32768 -- the ATmega32U4's
@@ -20,7 +21,6 @@ local BOOT_START = 0x7000 -- the 7688 Duo's bootloader section (Caterina)
 -- state_dir holds what is flashed next: nobody but this user may plant a
 -- file (or a link) in it.
 describe("fotahost.fota state_dir", function()
-  local sys = require "fotahost.sys"
   local dir
   before_each(function() dir = h.tmpdir() end)
   after_each(function() h.rmdir(dir) end)
@@ -88,6 +88,7 @@ describe("fotahost.fota policy", function()
   local function policy(name, extra)
     local t = { device_id = "Dev1", device_key = "Key12345", board = "sim",
                 sim_dir = dir .. "/" .. name .. "-sim", state_dir = dir .. "/" .. name .. "-state",
+                volatile_state_ok = true, -- scratch state in /tmp, a tmpfs on some machines
                 http = { retries = 0 } }
     for k, v in pairs(extra or {}) do t[k] = v end
     os.execute("mkdir -p " .. h.q(t.sim_dir))
@@ -300,6 +301,7 @@ describe("fotahost.fota policy", function()
     end)
     h.write(www .. "bad-sum.hex", text)
     h.write(www .. "empty.hex", ":00000001FF\n")
+    h.write(www .. "blank.hex", "\n\n")
     -- 4 KB from 0x6800: its last 2 KB in the bootloader section
     assert(ihex.from_binary(("\x0C\x94"):rep(2048), BOOT_START - 0x800):write(www .. "too-large.hex"))
     local p, said = policy("unfit")
@@ -307,6 +309,7 @@ describe("fotahost.fota policy", function()
     for _, c in ipairs({
       { "bad-sum.hex", "not a valid Intel HEX file: line 2: bad checksum" },
       { "empty.hex", "the HEX file holds no data" },
+      { "blank.hex", "not a valid Intel HEX file: no records (missing end-of-file record)" },
       { "too-large.hex", "image too large: it reaches 0x77FF, the application section ends at 0x6FFF" },
     }) do
       local ok, err = update(p, cmd("x", c[1]))
@@ -365,52 +368,90 @@ describe("fotahost.fota policy", function()
 
   ---------------------------------------------------------------- commit and journal
 
-  it("reports a commit that cannot be written, keeps the journal, and the next start finishes it", function()
-    local p, said = policy("commit")
+  -- A commit that cannot be saved (here a directory where installed.json's
+  -- temporary goes, as binding as a full disk and leaving installed.json
+  -- readable): the MCU holds v2, so the cloud hears v2, never "failed".
+  local function block_commit(p) assert(os.execute("mkdir " .. h.q(p.dir .. "/installed.json.tmp-" .. sys.getpid()))) end
+  local function unblock_commit(p) assert(os.remove(p.dir .. "/installed.json.tmp-" .. sys.getpid())) end
+  local RETRYING = "^done: v2 installed %(state not saved: .*/installed%.json: Is a directory; retrying%)$"
+
+  -- Runs the update to v2 in a task until its commit is being retried;
+  -- then `during()`; then, unless `kill`, lets it finish and returns what
+  -- it returned. With `kill`, run() returns there: the task is cancelled
+  -- as a kill -9 would stop it.
+  local function update_retrying(p, said, during, kill)
+    local res
+    local n = #said + 3 -- downloading, verifying, flashing: then what the commit's failure says
+    sched.run(function()
+      local task = sched.spawn(function() res = { p:update(assert(fota.parse_command(cmd("v2", "v2.hex")))) } end)
+      wait_for("the status after the flash", function() return res or #said > n end)
+      assert.matches("; retrying%)$", said[n + 1] or "", nil, false,
+        "the commit was not retried; the statuses: " .. table.concat(said, ", "))
+      during()
+      if not kill then sched.join(task, 60) end
+    end)
+    return res
+  end
+
+  it("reports the version on the MCU when its commit cannot be saved, and retries until it is", function()
+    local p, said = policy("commit", { backoff_cap = 0.05 })
     assert.is_true(update(p, cmd("v1", "v1.hex")))
-    -- a directory where installed.json goes: the commit cannot record v2
-    assert(os.remove(p.dir .. "/installed.json"))
-    assert(os.execute("mkdir " .. h.q(p.dir .. "/installed.json")))
-    local ok, err = update(p, cmd("v2", "v2.hex"))
-    assert.is_nil(ok)
-    assert.matches("installed%.json", err)
-    assert.are.same(seq(FLASHED, "done", FLASHED, "failed: " .. err), said)
-    assert.are.same({ "v1" }, reported(p))
-    -- the MCU holds v2 (verified), but nothing says it is installed yet:
-    -- the journal stays, the last-known-good is still v1
-    assert_chip(p, v2, "v2")
-    local text = state(p, "journal.json")
-    assert.is_not_nil(text, "no journal")
-    local j = cjson.decode(text)
-    assert.are.equal("flashing", j.stage)
-    assert.are.equal("v2", j.version)
-    assert_hex(p.dir .. "/lkg.hex", v1, "v1")
-    assert_hex(p.dir .. "/new.hex", v2, "v2")
-    -- once the directory is gone, the next start completes the commit
-    assert(os.remove(p.dir .. "/installed.json"))
-    local p2, said2 = policy("commit")
-    local rec = sched.run(function() return p2:recover() end)
-    assert.are.equal("recovered: v2 flashed again after an interruption", rec)
-    assert.are.same({}, said2)
-    assert_chip(p2, v2, "v2")
-    assert.are.equal("v2", p2:installed().version)
-    assert_hex(p2.dir .. "/lkg.hex", v2, "v2")
-    assert.is_nil(state(p2, "journal.json"))
-    assert.is_nil(state(p2, "new.hex"))
+    block_commit(p)
+    local res = update_retrying(p, said, function()
+      assert_chip(p, v2, "v2")
+      assert.are.same({ "v1", "v2" }, reported(p))
+      assert.are.equal("v2", p:installed().version)
+      assert.matches('"version":"v1"', state(p, "installed.json"))
+      assert.matches('"stage":"flashing"', state(p, "journal.json"))
+      unblock_commit(p) -- the disk has room again
+    end)
+    assert.are.same({ true }, res)
+    assert.matches(RETRYING, said[#said - 1])
+    assert.are.same(seq(FLASHED, "done", FLASHED, said[#said - 1], "done"), said)
+    assert_sent(p, said)
+    assert.are.same({ "v1", "v2", "v2" }, reported(p))
+    assert.matches('"version":"v2"', state(p, "installed.json"))
+    assert_hex(p.dir .. "/lkg.hex", v2, "v2")
+    assert.is_nil(state(p, "journal.json"))
+    assert.is_nil(state(p, "new.hex"))
   end)
 
-  it("reports a last-known-good image that cannot be replaced, and keeps the journal", function()
-    local p, said = policy("lkgdir")
+  it("retries a commit whose last-known-good image cannot be replaced, reporting the new version", function()
+    local p, said = policy("lkgdir", { backoff_cap = 0.05 })
     assert.is_true(update(p, cmd("v1", "v1.hex")))
     assert(os.remove(p.dir .. "/lkg.hex"))
     assert(os.execute("mkdir " .. h.q(p.dir .. "/lkg.hex")))
     h.write(p.dir .. "/lkg.hex/in-the-way", "x")
-    local ok, err = update(p, cmd("v2", "v2.hex"))
-    assert.is_nil(ok)
-    assert.matches("lkg%.hex", err)
-    assert.are.same(seq(FLASHED, "done", FLASHED, "failed: " .. err), said)
-    assert.matches('"stage":"flashing"', state(p, "journal.json"))
-    assert_hex(p.dir .. "/new.hex", v2, "v2")
+    local res = update_retrying(p, said, function()
+      assert.matches("^done: v2 installed %(state not saved: .*lkg%.hex.*; retrying%)$", said[#said])
+      assert.are.same({ "v1", "v2" }, reported(p))
+      assert.matches('"stage":"flashing"', state(p, "journal.json"))
+      assert_hex(p.dir .. "/new.hex", v2, "v2")
+      os.execute("rm -r " .. h.q(p.dir .. "/lkg.hex"))
+    end)
+    assert.are.same({ true }, res)
+    assert.are.equal("done", said[#said])
+    assert_hex(p.dir .. "/lkg.hex", v2, "v2")
+    assert.is_nil(state(p, "journal.json"))
+  end)
+
+  -- Killed while the commit is retried, the next start flashes v2 again;
+  -- if it still cannot be saved, v1 goes back on (what installed.json
+  -- says): the chip and the report agree either way.
+  it("puts v1 back at the next start when a commit killed while retried still cannot be saved", function()
+    local p, said = policy("commitkill", { backoff_cap = 0.05 })
+    assert.is_true(update(p, cmd("v1", "v1.hex")))
+    block_commit(p)
+    update_retrying(p, said, function() end, true)
+    assert_chip(p, v2, "v2")
+    local p2, said2 = policy("commitkill")
+    local rec = sched.run(function() return p2:recover() end)
+    assert.matches("^recovered: the last%-known%-good image %(v1%) restored after an interruption %(v2 rejected: "
+      .. "state not saved: .*/installed%.json: Is a directory%)$", rec)
+    assert.are.same({}, said2)
+    assert_chip(p2, v1, "v1")
+    assert.are.equal("v1", p2:installed().version)
+    assert.is_nil(state(p2, "journal.json"))
   end)
 
   it("does not erase the MCU when the journal cannot be written", function()
@@ -544,14 +585,13 @@ describe("fotahost.fota policy", function()
   end)
 
   it("finishes a commit cut short after the health check passed without checking again", function()
-    local p = policy("hcdone", { health_check = function() return true end })
+    local p, said = policy("hcdone", { health_check = function() return true end, backoff_cap = 0.05 })
     assert.is_true(update(p, cmd("v1", "v1.hex")))
-    -- a directory where installed.json goes: the commit stops after the check passed
-    assert(os.remove(p.dir .. "/installed.json"))
-    assert(os.execute("mkdir " .. h.q(p.dir .. "/installed.json")))
-    assert.is_nil(update(p, cmd("v2", "v2.hex")))
+    -- the commit cannot be saved after the check passed, and a kill comes
+    block_commit(p)
+    update_retrying(p, said, function() end, true)
     assert.matches('"health":"passed"', state(p, "journal.json"))
-    assert(os.remove(p.dir .. "/installed.json"))
+    unblock_commit(p)
     local checked = 0
     local p2 = policy("hcdone", { health_check = function()
       checked = checked + 1

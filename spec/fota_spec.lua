@@ -59,7 +59,9 @@ describe("FOTA end to end: the app, the local cloud and the simulated chip", fun
   ---------------------------------------------------------------- the cloud
 
   local function admin(method, path, value, base)
-    local v, res_or_err = http.json(method, (base or cloud.url) .. "/admin" .. path, value, { retries = 0 })
+    base = base or cloud.url
+    local v, res_or_err = http.json(method, base .. "/admin" .. path, value,
+      { retries = 0, headers = assert(require("fotahost.mcs_cloud").admin_headers(base)) })
     assert(v, res_or_err)
     return v
   end
@@ -166,9 +168,12 @@ return {
   board = "sim", sim_dir = %q, state_dir = %q,
   heartbeat = 1, backoff_cap = 2,
   http = %s,
+  volatile_state_ok = %s,
 %s}
 ]]):format(t.id, t.key, t.cloud_url, t.chip, t.state, opts.http or "{ retries = 0 }",
-      opts.extra_config and opts.extra_config(t) or ""))
+    -- scratch state in /tmp, a tmpfs on some machines: allowed, but in
+    -- the cases that refuse a RAM disk
+    tostring(opts.volatile_state_ok ~= false), opts.extra_config and opts.extra_config(t) or ""))
     return t
   end
 
@@ -218,7 +223,8 @@ return {
     -- read-only bind mount in a mount namespace of its own (unshare -rm),
     -- gone with the app
     local wrap = t.ro_state and ("unshare -rm sh -c %s sh %s "):format(
-      h.q('mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" "$1" && shift && exec "$@"'), h.q(t.state)) or ""
+      h.q('mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" "$1" && shift && exec "$@"'), h.q(t.state))
+      or t.wrap or ""
     os.execute(("( %senv FOTAHOST_CONFIG=%s FOTAHOST_LOG=stderr %s %s </dev/null >>%s 2>&1 & app=$!; "
       .. "echo $app >%s.tmp && mv %s.tmp %s; "
       .. "(cat >/dev/null; kill -KILL $app 2>/dev/null) </proc/%d/fd/%d >/dev/null 2>&1 & "
@@ -236,6 +242,20 @@ return {
         return device(t).connected
       end)
       if not ok then error(tostring(err) .. "; its log:\n" .. (h.read(log) or ""), 2) end
+    end
+    return t
+  end
+
+  --- state_dir on a tmpfs of `kib` KiB (h.tmpfs): mounted for the case,
+  -- or, without the right to mount, one of the app's own (then the spec
+  -- sees it through /proc/PID/root while the app runs). t.sv(name): the
+  -- path of state file `name` as this process sees it.
+  local function tmpfs_state(t, kib)
+    local fs = h.tmpfs(t.state, kib)
+    cleanups[#cleanups + 1] = fs.umount
+    t.wrap = fs.wrap
+    function t.sv(name)
+      return (fs.mounted and "" or ("/proc/%d/root"):format(t.app.pid)) .. t.state .. "/" .. name
     end
     return t
   end
@@ -348,6 +368,16 @@ return {
     assert.are.equal(n, erases(t))
     assert.is_true(before == flash_bytes(t), "flash.bin changed")
     assert.are.equal("blink-250", device(t).version)
+  end)
+
+  it("stops on SIGTERM (a service stop) with one log line and status 143, no traceback", function()
+    local t = start_app(new_device())
+    local before = #app_log(t)
+    os.execute(("kill -TERM %d"):format(t.app.pid))
+    local rc = until_true("the app to exit", WAIT, function() return h.read(t.dir .. "/app.rc") end)
+    local said = app_log(t):sub(before + 1)
+    assert.are.equal("143\n", rc, said)
+    assert.matches("^%d%d:%d%d:%d%d%.%d%d%d info%s+app: stopped %(SIGTERM%)\n$", said)
   end)
 
   ---------------------------------------------------------------- 3
@@ -787,6 +817,91 @@ return {
       kill_app(t, "TERM")
     end
     assert.matches('"stage":"flashing"', h.read(t.state .. "/journal.json"))
+  end)
+
+  -- Item 12: on a RAM disk the journal and the last-known-good image are
+  -- gone in the very power cut they are kept for. An update is refused
+  -- before anything is downloaded, unless volatile_state_ok says so.
+  it("refuses an update when state_dir is on a tmpfs, and allows it with volatile_state_ok = true", function()
+    local t = tmpfs_state(new_device({ chip = template, volatile_state_ok = false }), 1024)
+    start_app(t)
+    local n = erases(t)
+    push(t, "blink-250")
+    local final, list = wait_status(t)
+    assert.are.same({ "failed: state_dir " .. t.state .. " is on tmpfs (lost at power-off); set "
+      .. "volatile_state_ok = true to allow" }, list, app_log(t))
+    assert.are.equal(n, erases(t))
+    assert_flash(t, "blink-1000")
+    assert.is_nil(h.read(t.sv("journal.json")))
+    local ok = tmpfs_state(new_device({ chip = template }), 1024)
+    start_app(ok)
+    push(ok, "blink-250")
+    final = wait_status(ok)
+    assert.are.equal("done", final, app_log(ok))
+    assert_flash(ok, "blink-250")
+  end)
+
+  -- Item 5: the room every file of the install needs (new.hex, the
+  -- journal, installed.json) is checked before the erase. Here a 32 KiB
+  -- tmpfs takes the download (12 KiB) and not the rest.
+  it("refuses an update state_dir has no room for, before the erase", function()
+    local t = tmpfs_state(new_device({ chip = template }), 32)
+    start_app(t)
+    local n = erases(t)
+    push(t, "sketch-4k")
+    local final, list = wait_status(t)
+    assert.matches("^failed: state_dir " .. t.state:gsub("%p", "%%%0") .. " has %d+ KiB free, the update needs "
+      .. "%d+ KiB$", final, app_log(t))
+    assert.are.same({ "downloading", "verifying", final }, list)
+    local free, need = final:match("has (%d+) KiB free, the update needs (%d+) KiB")
+    assert.is_true(tonumber(free) < tonumber(need), final)
+    assert.are.equal(n, erases(t))
+    assert_flash(t, "blink-1000")
+    assert.is_nil(h.read(t.sv("journal.json")))
+    assert.is_nil(h.read(t.sv("new.hex")))
+  end)
+
+  -- Item 5: the disk fills up after the pre-check (here the health check
+  -- fills it): the MCU holds blink-250, so the cloud is told blink-250 --
+  -- never "failed" with blink-1000 kept -- and the commit is retried until
+  -- there is room again.
+  it("tells the cloud the version on the chip when the disk fills before the commit, and saves it later", function()
+    local t = tmpfs_state(new_device({ extra_config = function(d) return ([[
+  health_check = function(job)
+    if job.version ~= "blink-250" then return true end
+    local f = assert(io.open(%q, "wb"))
+    f:setvbuf("no")
+    local chunk = ("x"):rep(4096)
+    repeat until not f:write(chunk)
+    f:close()
+    io.open(%q, "w"):close()
+    return true
+  end,
+]]):format(d.state .. "/filler", d.dir .. "/disk-full") end }), 256)
+    start_app(t)
+    push(t, "blink-1000")
+    assert.are.equal("done", (wait_status(t)), app_log(t))
+    push(t, "blink-250")
+    until_true("the disk to fill up", WAIT, function() return h.read(t.dir .. "/disk-full") end)
+    local said = until_true("the retried commit's status", WAIT, function()
+      local l = statuses(t)
+      return l[#l]:find("retrying", 1, true) and l[#l]
+    end)
+    assert.matches("^done: blink%-250 installed %(state not saved: .*installed%.json: No space left on device; "
+      .. "retrying%)$", said)
+    assert_flash(t, "blink-250")
+    until_true("the version report", WAIT, function() return device(t).version == "blink-250" end)
+    assert.matches('"stage":"flashing"', h.read(t.sv("journal.json")))
+    assert.matches('"version":"blink%-1000"', h.read(t.sv("installed.json")))
+    assert(os.remove(t.sv("filler"))) -- room again
+    local final, list = wait_status(t, 2)
+    assert.are.equal("done", final, app_log(t))
+    assert.are.same({ "downloading", "verifying", "flashing", "done", "downloading", "verifying", "flashing", said,
+      "done" }, list)
+    until_true("the journal to clear", WAIT, function() return h.read(t.sv("journal.json")) == nil end)
+    assert.matches('"version":"blink%-250"', h.read(t.sv("installed.json")))
+    assert.are.equal("blink-250", device(t).version)
+    assert_flash(t, "blink-250")
   end)
 
   -- The same in a hook before the flash: the app stops, the chip is

@@ -29,6 +29,7 @@ describe("fotahost fota", function()
     os.execute("mkdir " .. h.q(d.chip))
     d.cfg = h.write(("%s/config%d.lua"):format(dir, n), ([[
 return { device_id = "Dev1", device_key = "Key12345", board = "sim", sim_dir = %q, state_dir = %q,
+         volatile_state_ok = true, -- scratch state in /tmp, a tmpfs on some machines
          http = %s }
 ]]):format(d.chip, d.state, http or "{ retries = 0 }"))
     return d
@@ -68,6 +69,34 @@ return { device_id = "Dev1", device_key = "Key12345", board = "sim", sim_dir = %
     assert.are.equal(0, r.status, r.err)
     assert.are.equal("downloading\nverifying\nflashing\ndone\n", r.out)
     assert.are.equal(2, erases(d))
+  end)
+
+  it("stops on SIGTERM with one line and status 143, no traceback", function()
+    local stream = require "fotahost.stream"
+    local d = device()
+    local run = dir .. "/term"
+    os.execute("mkdir " .. h.q(run))
+    -- a download that lasts 30 s: SIGTERM comes in the middle of it
+    os.execute(("(env FOTAHOST_LOG_LEVEL=error %s fota --config %s --url %s </dev/null >%s/out 2>%s/err & "
+      .. "echo $! >%s/pid; wait $!; echo $? >%s/status) &"):format(h.q(h.bin), h.q(d.cfg),
+      h.q(srv.url .. "/drip?bytes=60&interval=0.5"), h.q(run), h.q(run), h.q(run), h.q(run)))
+    local function until_read(name)
+      for _ = 1, 1000 do
+        local v = h.read(run .. "/" .. name)
+        if v and v ~= "" then return v end
+        stream.pause(nil, 0.02)
+      end
+      error("timed out waiting for " .. name)
+    end
+    local pid = math.tointeger(tonumber(until_read("pid")))
+    until_read("out")                                   -- "downloading": it is under way
+    os.execute("kill -TERM " .. pid)
+    local status = until_read("status")
+    local err = h.read(run .. "/err")
+    assert.are.equal("143\n", status, err)
+    assert.are.equal("fotahost fota: stopped (SIGTERM)\n", err)
+    assert.are.equal("downloading\n", h.read(run .. "/out"))
+    assert.are.equal(0, erases(d))
   end)
 
   it("exits 1 with the reason when the image is refused, leaving the chip alone", function()

@@ -188,4 +188,36 @@ function M.assert_flash_holds(dir, want, what)
     :format(what, i - 1, got:byte(i), want:byte(i)), 3)
 end
 
+
+--- A tmpfs of `kib` KiB on the directory `dir` (made if missing), for a
+-- state_dir that is a RAM disk or a disk that fills up. As root it is
+-- mounted here, visible to the spec and to every process; otherwise (no
+-- right to mount) each process started with `wrap` as its shell prefix
+-- gets a tmpfs of its own, in a mount namespace of its own (unshare -rm).
+-- Returns { mounted = boolean, wrap = shell prefix ("" when mounted),
+-- umount() } -- umount() is a no-op for a namespace's tmpfs, which goes
+-- with its process; call it in an after_each or a finally.
+function M.tmpfs(dir, kib)
+  os.execute("mkdir -p " .. shell_quote(dir))
+  local opts = ("size=%dk,mode=0700"):format(kib)
+  local mount = ("mount -t tmpfs -o %s tmpfs %s"):format(opts, shell_quote(dir))
+  local fs = { mounted = os.getenv("FOTAHOST_SPEC_NO_MOUNT") == nil
+    and os.execute(mount .. " 2>/dev/null") == true }
+  if fs.mounted then
+    fs.wrap = ""
+    function fs.umount()
+      if not fs.mounted then return end
+      fs.mounted = false
+      if not os.execute("umount " .. shell_quote(dir) .. " 2>/dev/null") then
+        os.execute("umount -l " .. shell_quote(dir))
+      end
+    end
+  else
+    fs.wrap = ("unshare -rm sh -c %s sh %s %s "):format(
+      shell_quote('mount -t tmpfs -o "$1" tmpfs "$2" && shift 2 && exec "$@"'), shell_quote(opts), shell_quote(dir))
+    function fs.umount() end
+  end
+  return fs
+end
+
 return M

@@ -1,4 +1,5 @@
--- `make install` gives a working fotahost that finds its installed scripts.
+-- `make install` gives a working fotahost that finds its installed scripts;
+-- building the example firmware leaves the source tree clean.
 local h = require "helper"
 
 describe("make install", function()
@@ -25,5 +26,28 @@ describe("make install", function()
     assert.matches("done: the reader got 4 bytes", out)
     assert.truthy(header and header:find("fh_result_errno", 1, true))
     assert.truthy(doc)
+  end)
+end)
+
+describe("make -C examples/firmware", function()
+  it("builds the example firmware into build/, leaving the source tree as it was", function()
+    -- a copy of the project's layout: examples/firmware and nothing built yet
+    local dir = h.tmpdir()
+    local src = dir .. "/examples/firmware"
+    assert(os.execute(("mkdir -p %s && cp %s/examples/firmware/* %s"):format(h.q(src), h.q(h.top), h.q(src))))
+    local function listing(d)
+      local p = io.popen("ls -A " .. h.q(d) .. " 2>&1")
+      local out = p:read("a")
+      p:close()
+      return out
+    end
+    local before = listing(src)
+    local ok = os.execute(("env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s -C %s >%s/make.log 2>&1")
+      :format(h.q(src), h.q(dir)))
+    local log, after, built = h.read(dir .. "/make.log"), listing(src), listing(dir .. "/build/examples/firmware")
+    h.rmdir(dir)
+    assert.is_true(ok, log)
+    assert.are.equal(before, after)
+    assert.are.equal("blink-1000.hex\nblink-250.hex\ndark.hex\nserial-led.hex\n", built)
   end)
 end)

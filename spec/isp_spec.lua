@@ -249,10 +249,39 @@ describe("ISP programming on the simulated chip", function()
   end)
 
   it("shows a programmer that breaks the timing rules in violations.log", function()
-    local s <close> = session{ half_period_ns = 0 }   -- no pacing: SCK too fast for the chip
-    s:connect()
-    s:close()
+    -- the C engine, below the session's clamp: no pacing, SCK too fast for the chip
+    local gpio, ispc = require "fotahost.gpio", require "fotahost.isp"
+    local lines <close> = assert(gpio.open{ backend = "sim", chip = dir, lines = { 3, 15, 16, 17 },
+      outputs = { true, true, true, false }, initial = { 0, 0, 0 }, part = parts.m32u4 })
+    ispc.new(lines, parts.m32u4, { half_period_ns = 0 }):connect()
+    lines:close()
     assert.matches("SCK half%-period %d+ ns < 250 ns", h.read(dir .. "/violations.log"))
+  end)
+
+  it("never paces SCK faster than the part allows at the MCU's clock", function()
+    -- 2 clocks at 8 MHz (the board's), 3 from 12 MHz on: 188 ns at 16 MHz
+    assert.are.equal(250, isp.min_half_period_ns(8000000))
+    assert.are.equal(188, isp.min_half_period_ns(16000000))
+    assert.are.equal(2000, isp.min_half_period_ns(1000000))
+    for _, c in ipairs({ { clock = 8000000, want = 250 }, { clock = 16000000, want = 188 },
+                         { clock = 1000000, want = 2000 } }) do
+      os.remove(dir .. "/violations.log")
+      h.write(dir .. "/faults", ("clock %d\n"):format(c.clock))
+      local s <close> = session{ half_period_ns = 1, f_cpu = c.clock }
+      assert.are.equal(c.want, s.half_period_ns)
+      assert.is_true(s.sck_clamped)
+      assert.are.equal("1E 95 87", s:connect())
+      assert(s:erase())
+      local img = ihex.from_binary(pattern(256, 11), 0)
+      assert(s:write_flash(img))
+      assert(s:verify_flash(img))
+      s:close()
+      assert.is_nil(h.read(dir .. "/violations.log"), c.clock)
+    end
+    -- a slower SCK than the minimum is kept as asked
+    local s <close> = session{ half_period_ns = 400 }
+    assert.are.equal(400, s.half_period_ns)
+    assert.is_false(s.sck_clamped)
   end)
 
   it("stops cleanly when the progress callback raises, releasing RESET", function()

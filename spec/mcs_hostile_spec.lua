@@ -39,6 +39,7 @@ return {
   device_id = %q, device_key = %q,
   api = %q,
   board = "sim", sim_dir = %q, state_dir = %q,
+  volatile_state_ok = true, -- scratch state in /tmp, a tmpfs on some machines
   heartbeat = 0.3, backoff_cap = 2,
   http = { retries = 0 },
 }
@@ -148,7 +149,8 @@ describe("the app and a first command split by a pause inside the device key", f
       "--device", ID .. ":" .. KEY, "--firmware-dir", fwdir, "--watch-stdin" },
       { ready = "cloud http://(%S+):(%d+) tcp", timeout = 30 })
     local function admin(method, path, value)
-      local v, err = http.json(method, cloud.url .. "/admin" .. path, value, { retries = 0 })
+      local v, err = http.json(method, cloud.url .. "/admin" .. path, value,
+        { retries = 0, headers = assert(require("fotahost.mcs_cloud").admin_headers(cloud.url)) })
       assert(v, err)
       return v
     end

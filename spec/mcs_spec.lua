@@ -175,7 +175,8 @@ describe("fotahost.mcs against the local cloud", function()
     return cloud
   end
   local function admin(method, path, value)
-    local v, res_or_err = http.json(method, cloud.url .. "/admin" .. path, value)
+    local v, res_or_err = http.json(method, cloud.url .. "/admin" .. path, value,
+      { headers = assert(require("fotahost.mcs_cloud").admin_headers(cloud.url)) })
     assert(v, res_or_err)
     return v
   end
@@ -267,9 +268,11 @@ describe("fotahost.mcs against the local cloud", function()
     end)
   end)
 
-  it("takes FOTA pushes from a cloud that ends commands with no newline", function()
+  -- The other cases meet the default cloud, which ends commands with no
+  -- terminator as MCS did; this one meets a cloud that ends them with "\n".
+  it("takes FOTA pushes from a cloud that ends commands with a newline", function()
     cloud.stop()
-    start_cloud(0, { "--no-newline" })
+    start_cloud(0, { "--newline" })
     local ok, err = pcall(with_client, {}, function(c)
       local got = {}
       c:on("FOTA", function(v) got[#got + 1] = v end)
@@ -301,7 +304,7 @@ describe("fotahost.mcs against the local cloud", function()
   it("uploads data points in batches of at most 5, and reports the version", function()
     local fw = fwdir .. "/src.hex"
     h.write(fw, ":00000001FF\n")
-    admin("POST", "/firmwares", { version = "1.5", file = fw })
+    admin("POST", "/firmwares", { version = "1.5", file = "src.hex" })
     with_client({}, function(c)
       for i = 1, 7 do c:emit("temp", 20 + i) end
       c:emit("status", "failed: md5 mismatch, expected a, got b") -- commas: the JSON form
@@ -313,7 +316,7 @@ describe("fotahost.mcs against the local cloud", function()
       -- firmwares registered after the reported one are offered
       local fw2 = fwdir .. "/src2.hex"
       h.write(fw2, ":00000001FF\n")
-      admin("POST", "/firmwares", { version = "1.6", file = fw2 })
+      admin("POST", "/firmwares", { version = "1.6", file = "src2.hex" })
       local list = assert(c:available_firmware())
       assert.are.equal("1.6", list[1].version)
       assert.matches("^http://", list[1].URL)
@@ -333,7 +336,7 @@ describe("fotahost.mcs against the local cloud", function()
   it("never prints the device key, not even quoting what the cloud sent", function()
     -- a device of its own: no earlier test has registered its key as a secret
     local id3, key3 = "Dev3cZ1q", "k3y-Of.Dev3+x"
-    assert(http.json("POST", cloud.url .. "/admin/devices", { id = id3, key = key3 }))
+    admin("POST", "/devices", { id = id3, key = key3 })
     local log = require "fotahost.log"
     local lines = {}
     log.configure({ sink = function(_, _, msg) lines[#lines + 1] = msg end, level = "debug" })

@@ -128,6 +128,26 @@ describe("fotahost.sys", function()
       assert.are.same({ nil, dir .. "/none: No such file or directory", 2 }, { sys.lstat(dir .. "/none") })
     end)
 
+    -- A real tmpfs of 64 KiB (mounted as root, else in a namespace of its
+    -- own): its type, its size, and free space that shrinks as it fills.
+    it("tells a filesystem's type, size and free space (statfs)", function()
+      local fs = h.tmpfs(dir .. "/ram", 64)
+      local ok, r = pcall(h.run, { "-e", ([[
+local sys = require "fotahost.sys"
+local a = assert(sys.statfs(%q))
+local f = assert(io.open(%q, "wb")) f:write(("x"):rep(8192)) f:close()
+local b = assert(sys.statfs(%q .. "/file"))
+io.write(("%%s %%#x %%d %%d %%d %%d"):format(a.type, a.magic, a.total, a.free, a.free - b.free, a.bsize))]])
+        :format(dir .. "/ram", dir .. "/ram/file", dir .. "/ram") }, { shell_prefix = fs.wrap })
+      fs.umount()
+      assert(ok, r)
+      assert.are.equal(0, r.status, r.err)
+      assert.are.equal("tmpfs 0x1021994 65536 65536 8192 4096", r.out)
+      local st = assert(sys.statfs(dir))
+      assert.is_true(st.total > 0 and st.free <= st.total and st.type ~= "")
+      assert.are.same({ nil, dir .. "/none: No such file or directory", 2 }, { sys.statfs(dir .. "/none") })
+    end)
+
     it("reads a regular file up to a limit, and refuses devices and FIFOs without reading", function()
       h.write(dir .. "/f", "12345")
       assert.are.equal("12345", sys.read_file(dir .. "/f", 5))

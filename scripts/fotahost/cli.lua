@@ -10,6 +10,13 @@
 -- -h and --help print the usage on stdout and exit 0; a usage error prints
 -- "fotahost TOOL: <message>" and the usage on stderr and exits 2, as every
 -- tool has done.
+--
+-- A program stopped by a signal (a service manager's SIGTERM, Ctrl-C)
+-- says so in one line and exits with the status a shell reports for the
+-- signal, instead of showing the interrupt as a crash with a traceback:
+--
+--     local ok, err = pcall(sched.run, main)
+--     if not ok then cli.exit_on_signal(err, function(sig) log.info("stopped (%s)", sig) end) end
 
 local M = {}
 
@@ -46,6 +53,20 @@ function Cli:each(argv, needs)
       return argv[i]
     end
   end
+end
+
+-- What a shell reports for a process a signal ended (128 + its number).
+local SIGNAL_STATUS = { SIGINT = 130, SIGTERM = 143 }
+
+--- When `err` is the interrupt a signal raised (`interrupted (SIGTERM)`),
+-- calls say(name), e.g. "SIGTERM", to tell it in one line and exits with
+-- statuses[name] or the shell's status for it (130, 143). Any other error
+-- is raised again: a bug still shows as one.
+function M.exit_on_signal(err, say, statuses)
+  local sig = tostring(err):match("^interrupted %((SIG%u+)%)")
+  if not sig then error(err, 0) end
+  say(sig)
+  os.exit(statuses and statuses[sig] or SIGNAL_STATUS[sig] or 1)
 end
 
 return M

@@ -39,13 +39,25 @@
 -- only puts the last-known-good on when the chip, read back, does not hold
 -- it already. State files are checked field by field when read.
 --
+-- What the cloud is told matches the chip, on every path. state_dir must
+-- survive a power cut: on tmpfs or ramfs update() refuses, unless
+-- volatile_state_ok. Before the erase, state_dir must have room for every
+-- file the install writes (M.room_needed). If the commit still cannot be
+-- saved after the flash (the disk filled up meanwhile), the MCU holds the
+-- new image: the cloud hears its version, with "done: V installed (state
+-- not saved: ...; retrying)", and the commit is retried until it is saved
+-- (commit_until_saved). A start that finds the journal of such an update
+-- flashes the image again and commits it, or, when it still cannot,
+-- puts the last-known-good back (what installed.json says) and says why.
+--
 -- Files in state_dir: journal.json (what is under way), installed.json (the
 -- version on the MCU, verified), lkg.hex (the last-known-good image),
 -- new.hex (the image being installed), download.hex (the download; .part
 -- while it runs).
 --
 -- Status data points on config.status_channel: "downloading", "verifying",
--- "flashing", then "done" or "failed: <reason>"; also "skipped: <version>
+-- "flashing", then "done" or "failed: <reason>" (or "done: V installed
+-- (state not saved: ...; retrying)" then "done"); also "skipped: <version>
 -- is already installed", "queued: <version>", and after a start that found
 -- a journal "recovered: ..." or "failed: recovery after an interruption...".
 
@@ -158,6 +170,31 @@ local function writable(dir)
   return true
 end
 
+-- Filesystems whose content a power cut loses.
+local VOLATILE = { tmpfs = true, ramfs = true }
+
+--- Whether state_dir keeps what is written there through a power cut:
+-- the statfs table of `dir` (sys.statfs) and whether it is volatile, or
+-- nil and why.
+function M.state_fs(dir)
+  local st, err = sys.statfs(dir)
+  if not st then return nil, err end
+  return st, VOLATILE[st.type] == true
+end
+
+-- Bytes a file of `n` bytes takes on a filesystem of `bsize` blocks.
+local function blocks(n, bsize) return math.max(1, (n + bsize - 1) // bsize) * bsize end
+
+--- The room an install needs in state_dir, once the download is there:
+-- new.hex (`hex_bytes` of HEX text, kept as lkg.hex by a rename), the
+-- journal written twice (each atomic write holds a temporary beside the
+-- old file) and installed.json's temporary; a quarter more for what a
+-- filesystem spends on itself (jffs2 and ubifs nodes, metadata).
+function M.room_needed(hex_bytes, bsize)
+  local need = blocks(hex_bytes, bsize) + 4 * blocks(1, bsize)
+  return need + need // 4
+end
+
 ---------------------------------------------------------------- setup
 
 --- Makes state_dir (mode 0700, parents as needed) and checks that nobody
@@ -237,8 +274,10 @@ function Policy:attach(cloud)
   end)
 end
 
---- The version on the MCU (verified), or nil.
+--- The version on the MCU (verified), or nil. While a commit could not be
+-- saved (commit_until_saved), the image the MCU holds, not installed.json.
 function Policy:installed()
+  if self.unsaved then return self.unsaved end
   local v, err = read_state(self.paths.installed, "installed")
   if err then log.error("%s: %s; no version is known", self.paths.installed, err) end
   return v
@@ -378,9 +417,11 @@ function Policy:prepare(job)
   local image
   image, err = ihex.load(self.paths.download, { max_size = self.max_download })
   if not image then
-    -- "download.hex:12: bad checksum", not the state directory's path
+    -- "download.hex:12: bad checksum", not the state directory's path: "line
+    -- 12: bad checksum", or just the cause when there is no line to name
     local plain = self.paths.download:gsub("%p", "%%%0")
-    return nil, "not a valid Intel HEX file: " .. err:gsub("^" .. plain, "line"):gsub("^line:", "line ")
+    local why = err:gsub("^" .. plain .. ":(%d+):", "line %1:"):gsub("^" .. plain .. ": ", "")
+    return nil, "not a valid Intel HEX file: " .. why
   end
   local lo, hi = image:range()
   if not lo then return nil, "the HEX file holds no data" end
@@ -401,7 +442,9 @@ end
 -- Writes the journal and flashes `image`; on a verify failure restores
 -- the last-known-good. Returns true or nil, reason.
 function Policy:install(job, image)
-  local ok, err = image:write(self.paths.new)
+  local ok, err = self:check_room(image)
+  if not ok then return nil, err end
+  ok, err = image:write(self.paths.new)
   if not ok then return nil, err end
   job.sha256 = assert(digest.file(self.paths.new, "sha256"))
   -- Before the erase: if we die after it, the next start knows.
@@ -437,7 +480,49 @@ function Policy:install(job, image)
     local jok, jerr = write_json(self.paths.journal, journal)
     if not jok then log.warn("journal: %s (a cut now re-runs the health check)", jerr) end
   end
-  return self:commit(job)
+  return self:commit_until_saved(job)
+end
+
+-- Whether state_dir has room for every file installing `image` writes
+-- (M.room_needed): a disk that fills up after the erase would leave the
+-- MCU holding an image nothing records. true, or nil and why.
+function Policy:check_room(image)
+  local st, err = sys.statfs(self.dir)
+  if not st then return nil, "state_dir " .. err end
+  local need = M.room_needed(#image:to_hex(), st.bsize)
+  if st.free >= need then return true end
+  return nil, ("state_dir %s has %d KiB free, the update needs %d KiB")
+    :format(self.dir, st.free // 1024, (need + 1023) // 1024)
+end
+
+-- The MCU holds the new image, verified and checked: from here on the
+-- cloud hears that version, whatever the disk says. A commit that cannot
+-- be saved (the disk filled up after all) is retried, backing off up to
+-- backoff_cap seconds, until it is; meanwhile installed() names the new
+-- image, and the policy stays busy (pushes queue). A kill meanwhile leaves
+-- the journal: the next start flashes the image again and commits it, or,
+-- if that still cannot be saved, puts the last-known-good back and says so.
+function Policy:commit_until_saved(job)
+  local ok, err = self:commit(job)
+  if ok then return true end
+  self.unsaved = { version = job.version, sha256 = job.sha256, md5 = job.got_md5 }
+  log.error("%s is on the MCU but not recorded: %s; retrying", job.version, err)
+  self:status(("done: %s installed (state not saved: %s; retrying)"):format(job.version, err))
+  if self.cloud then
+    local rok, rerr = self.cloud:report_version(job.version)
+    if not rok then log.warn("version not reported: %s", rerr) end
+  end
+  local cap = self.config.backoff_cap or 60
+  local delay = math.min(1, cap)
+  repeat
+    sched.sleep(delay)
+    delay = math.min(delay * 2, cap)
+    ok, err = self:commit(job)
+    if not ok then log.warn("%s still not recorded: %s; retrying in %g s", job.version, err, delay) end
+  until ok
+  self.unsaved = nil
+  log.info("%s recorded", job.version)
+  return true
 end
 
 -- The new image is good: the version is recorded, the image becomes the
@@ -465,6 +550,19 @@ function Policy:health_check(job)
   if not hok then pass_interrupts(hres) end
   if not hok or not hres then
     return nil, "health check: " .. tostring(hok and (hwhy or "failed") or hres)
+  end
+  return true
+end
+
+-- A journal and last-known-good on a RAM disk are gone in the very power
+-- cut they are kept for: no update then, unless the config says a
+-- volatile state_dir is meant (volatile_state_ok). true, or nil and why.
+function Policy:check_persistent()
+  local st, volatile = M.state_fs(self.dir)
+  if not st then return nil, "state_dir " .. volatile end
+  if volatile and not self.config.volatile_state_ok then
+    return nil, ("state_dir %s is on %s (lost at power-off); set volatile_state_ok = true to allow")
+      :format(self.dir, st.type)
   end
   return true
 end
@@ -498,6 +596,12 @@ function Policy:update(job)
     log.error("update to %s refused: %s", job.version, why)
     self:status("failed: " .. why)
     return nil, why
+  end
+  local vok, verr = self:check_persistent()
+  if not vok then
+    log.error("update to %s refused: %s", job.version, verr)
+    self:status("failed: " .. verr)
+    return nil, verr
   end
   local t0 = sched.now()
   local ok, err = hook(self, "before_download", job)
@@ -651,6 +755,10 @@ function Policy:recover()
       end
       if ok then
         ok, err = self:commit({ version = j.version, sha256 = j.sha256, got_md5 = j.md5 })
+        -- Unlike an update, a start does not wait for the disk: the
+        -- last-known-good goes back on (it is what installed.json names),
+        -- and the chip and the report agree again.
+        if not ok then rejected = "state not saved: " .. err end
       end
       if ok then
         return finish(self, ("recovered: %s flashed again after an interruption"):format(j.version))

@@ -7,8 +7,8 @@
 --
 -- * an HTTP server (fotahost.httpd): the device REST API under /mcs/v2,
 --   firmware files under /firmwares/NAME, and an admin API under /admin
---   (JSON, no key, no cross-site requests from browsers) that tests and
---   the `fotahost cloud` CLI drive;
+--   (JSON only, a bearer token made at start, no cross-site requests from
+--   browsers) that tests and the `fotahost cloud` CLI drive;
 -- * a TCP command server: devices connect, send heartbeats, and receive
 --   commands ("id,key,timestampMs,channel,value"), FOTA pushes included.
 --
@@ -43,6 +43,10 @@ M.QUIET_GAP = 0.2             -- s of silence that ends an unterminated device m
 M.MAX_MESSAGE = 4096          -- bytes of device message without a boundary: the peer is closed
 M.WRITE_TIMEOUT = 10          -- s a command write may wait for the device to take it
 M.DEFAULT_GAP_MS = 20         -- pause between raw chunks unless gap_ms says otherwise
+M.COMMAND_SPACING = 0.02      -- s between two commands to one device (MCS sent no terminator)
+M.MAX_COMMANDS_KEPT = 20      -- command write times kept per device
+M.MAX_FIRMWARE = 4 << 20      -- bytes of one firmware file (an uploaded body, or --firmware)
+M.TOKEN_BYTES = 32            -- random bytes in the admin token (hex: twice as many characters)
 M.MANIFEST = "cloud-firmwares.json"
 
 local Cloud = {}
@@ -81,22 +85,124 @@ local function as_text(v)
   return nil
 end
 
-local function exists_file(path)
-  local f = io.open(path, "rb")
-  if not f then return false end
-  f:close()
-  local d = io.open(path .. "/", "rb") -- a directory opens too; "dir/" only then
-  if d then d:close() return false end
-  return true
-end
-
-local function basename(path)
-  return path:match("([^/]+)$") or path
-end
-
 -- A firmware file name fit for /firmwares/NAME: no directory, nothing hidden.
 local function safe_name(name)
   return type(name) == "string" and name ~= "" and not name:find("[/%c]") and name:sub(1, 1) ~= "."
+end
+
+-- Why `name` in the firmware directory `dir` is not a firmware file the
+-- cloud may read, or nil when it is one: a regular file, not a link (a
+-- link could name any file of the host), not a device or FIFO.
+local function unfit_file(dir, name)
+  if not safe_name(name) or name == M.MANIFEST then
+    return fmt("bad firmware file name %q (a name inside the firmware directory %s)", tostring(name), dir), 400
+  end
+  local st = sys.lstat(dir .. "/" .. name)
+  if not st then return fmt("%s/%s: no such firmware file", dir, name), 404 end
+  if st.type ~= "file" then
+    return fmt("%s/%s: a %s, not a regular file: refused", dir, name, st.type), 400
+  end
+  return nil
+end
+
+-- `text` with every occurrence of `secret` replaced by "****".
+local function mask(text, secret)
+  local out, at = {}, 1
+  while true do
+    local s, e = text:find(secret, at, true)
+    if not s then break end
+    out[#out + 1] = text:sub(at, s - 1) .. "****"
+    at = e + 1
+  end
+  out[#out + 1] = text:sub(at)
+  return concat(out)
+end
+
+---------------------------------------------------------------- the admin token
+
+--- Where admin tokens live by default: a directory of this user's own
+-- ($XDG_RUNTIME_DIR/fotahost, else ~/.local/state/fotahost).
+-- @return dir | nil, err
+function M.token_dir()
+  local run = os.getenv("XDG_RUNTIME_DIR")
+  if run and run:sub(1, 1) == "/" then return run .. "/fotahost" end
+  local home = os.getenv("HOME")
+  if home and home:sub(1, 1) == "/" then return home .. "/.local/state/fotahost" end
+  return nil, "neither XDG_RUNTIME_DIR nor HOME is set: give --token-file"
+end
+
+--- The default token file of the cloud whose HTTP port is `port`: one per
+-- port, so clouds side by side and the CLI find theirs.
+function M.token_path(port)
+  local dir, err = M.token_dir()
+  if not dir then return nil, err end
+  return fmt("%s/cloud-%d.token", dir, port)
+end
+
+-- Makes `dir` (mode 0700) and checks nobody else can plant a file there:
+-- a link or a directory of another user is refused (as fota.private_dir
+-- does for the app's state_dir).
+local function private_dir(dir)
+  -- parents as usual (~/.local is not ours to close), the directory 0700
+  local parent = dir:match("^(.+)/[^/]+/*$")
+  if parent then sys.mkdir(parent, tonumber("755", 8)) end
+  local ok, err = sys.mkdir(dir, tonumber("700", 8))
+  if not ok then return nil, err end
+  local st
+  st, err = sys.lstat((dir:gsub("(.)/+$", "%1")))
+  if not st then return nil, err end
+  if st.type == "link" then return nil, dir .. ": a symbolic link: refused" end
+  if st.uid ~= sys.geteuid() then
+    return nil, fmt("%s: owned by uid %d, not by this user: refused", dir, st.uid)
+  end
+  return true
+end
+
+local function new_token()
+  local f = io.open("/dev/urandom", "rb")
+  local bytes = f and f:read(M.TOKEN_BYTES)
+  if f then f:close() end
+  if not bytes or #bytes ~= M.TOKEN_BYTES then return nil, "/dev/urandom: cannot read random bytes" end
+  return (bytes:gsub(".", function(c) return fmt("%02x", c:byte()) end))
+end
+
+--- The admin token kept in `path` (default: the token file of the cloud
+-- at `url`). @return token | nil, err
+function M.read_token(url, path)
+  if not path then
+    local port = url:match("^%a[%w+.-]*://[^/?#]-:(%d+)") or (url:match("^https:") and "443" or "80")
+    local err
+    path, err = M.token_path(math.tointeger(tonumber(port)))
+    if not path then return nil, err end
+  end
+  local data, err = sys.read_file(path, 4096)
+  if not data then return nil, "admin token: " .. err end
+  local token = data:match("^(%x+)\n?$")
+  if not token then return nil, path .. ": not an admin token" end
+  return token
+end
+
+--- The headers an admin request to the cloud at `url` needs: the token
+-- `token`, or the one in `path` (default: the cloud's token file).
+-- @return headers | nil, err
+function M.admin_headers(url, token, path)
+  if not token then
+    local err
+    token, err = M.read_token(url, path)
+    if not token then return nil, err end
+  end
+  return { Authorization = "Bearer " .. token }
+end
+
+-- Compares a secret given (an admin token, a device key) with the real one
+-- in a time that does not depend on where they differ: a remote guesser
+-- learns nothing from timing. `given` may be nil (not sent).
+local function same_secret(given, token)
+  if type(given) ~= "string" then return false end
+  if #given ~= #token then return false end
+  local diff = 0
+  for i = 1, #token do diff = diff | (given:byte(i) ~ token:byte(i)) end
+  return diff == 0
 end
 
 --- Splits what a device sent on the command channel into messages.
@@ -162,9 +268,11 @@ end
 --   host ("127.0.0.1"), port (8080), tcp_port (0: any free one)
 --   devices         list of "ID:KEY" strings or { id =, key = } tables
 --   firmware_dir    where firmware files live (default: a fresh /tmp dir)
---   firmwares       list of { version =, file = } registered at start
+--   firmwares       list of { version =, file = } registered at start (file:
+--                   a path on this host, copied into the firmware directory)
 --   public_url      base of the firmware URLs handed out (default http://HOST:PORT)
---   newline         end commands with "\n" (default true)
+--   newline         end commands with "\n" (default false: MCS sent no terminator)
+--   token_file      where start() writes the admin token (default: token_path(port))
 --   idle_timeout    s of silence after which a device connection is closed (nil: never)
 -- @return cloud | nil, err
 function M.new(opts)
@@ -175,7 +283,8 @@ function M.new(opts)
     want_tcp_port = opts.tcp_port or 0,
     public_url = opts.public_url and opts.public_url:gsub("/+$", ""),
     public_url_given = opts.public_url ~= nil,
-    newline = opts.newline ~= false,
+    newline = opts.newline == true,
+    token_file = opts.token_file,
     idle_timeout = opts.idle_timeout,
     devices = {},      -- id -> device
     device_order = {}, -- ids, in the order added
@@ -212,8 +321,10 @@ function M.new(opts)
   self.firmware_dir = dir
   self:load_manifest()
   for _, fw in ipairs(opts.firmwares or {}) do
-    local ok, err = self:register_firmware(fw.version, fw.file)
-    if not ok then return nil, err end
+    local content, err = sys.read_file(fw.file, M.MAX_FIRMWARE)
+    if not content then return nil, "firmware " .. tostring(fw.version) .. ": " .. err end
+    local ok, uerr = self:upload_firmware(fw.version, fw.file:match("([^/]+)$"), content)
+    if not ok then return nil, uerr end
   end
   return self
 end
@@ -237,6 +348,7 @@ function Cloud:add_device(id, key)
     points = {},          -- channel -> list of { timestamp, values, received }
     channel_order = {},
     commands_sent = 0,
+    commands = {},        -- when the latest commands were written (epoch s)
   }
   self.devices[id] = dev
   self.device_order[#self.device_order + 1] = id
@@ -293,61 +405,25 @@ function Cloud:load_manifest()
   end
 end
 
--- Copies `src` into the firmware directory (small files: firmware images).
-local function copy_file(src, dst)
-  local i, err = io.open(src, "rb")
-  if not i then return nil, err end
-  local o, oerr = io.open(dst .. ".tmp", "wb")
-  if not o then i:close() return nil, oerr end
-  while true do
-    local data = i:read(1 << 16)
-    if not data then break end
-    o:write(data)
-    if sched.current() then sched.yield() end
-  end
-  i:close()
-  o:close()
-  return os.rename(dst .. ".tmp", dst)
-end
-
---- Registers `version` as the firmware `file`: a name in the firmware
--- directory, or a path elsewhere (copied in). A version registered again
--- is replaced (its fwId kept). Versions may not hold commas or line ends:
+--- Registers `version` as the file `name` of the firmware directory (a
+-- name, never a path: the admin API must not make the cloud read, and
+-- then serve, any file of its host). A version registered again is
+-- replaced (its fwId kept). Versions may not hold commas or line ends:
 -- they are a field of the FOTA command.
 -- @return firmware | nil, err, http_status
-function Cloud:register_firmware(version, file, fw_id, quiet)
+local function bad_version(version)
   if type(version) ~= "string" or version == "" or version:find("[,%c]") then
-    return nil, fmt("bad firmware version %q (a non-empty label without commas)", tostring(version)), 400
+    return fmt("bad firmware version %q (a non-empty label without commas)", tostring(version))
   end
-  if type(file) ~= "string" or file == "" then
-    return nil, "firmware " .. version .. ": file required", 400
-  end
+end
+
+function Cloud:register_firmware(version, name, fw_id, quiet)
+  local bad = bad_version(version)
+  if bad then return nil, bad, 400 end
   local dir = self.firmware_dir
-  local name, path
-  if not file:find("/", 1, true) then
-    name, path = file, dir .. "/" .. file
-  elseif file:match("^(.*)/[^/]+$") == dir then
-    name, path = basename(file), file
-  end
-  if name then
-    if not safe_name(name) then return nil, fmt("bad firmware file name %q", name), 400 end
-    if not exists_file(path) then return nil, path .. ": no such firmware file", 404 end
-  else
-    if not exists_file(file) then return nil, file .. ": no such file", 404 end
-    name = basename(file)
-    if not safe_name(name) then return nil, fmt("bad firmware file name %q", name), 400 end
-    path = dir .. "/" .. name
-    -- Another version's file of the same name is not overwritten.
-    for _, other in ipairs(self.firmwares) do
-      if other.name == name and other.version ~= version then
-        name = version:gsub("[^%w%-%._]", "_") .. "-" .. name
-        path = dir .. "/" .. name
-        break
-      end
-    end
-    local ok, err = copy_file(file, path)
-    if not ok then return nil, fmt("copying %s to %s: %s", file, path, tostring(err)), 500 end
-  end
+  local unfit, status = unfit_file(dir, name)
+  if unfit then return nil, "firmware " .. version .. ": " .. unfit, status end
+  local path = dir .. "/" .. name
   local digest = require "fotahost.digest" -- a plugin: loaded when first needed
   local md5, err = digest.file(path, "md5")
   if not md5 then return nil, err, 500 end
@@ -368,6 +444,31 @@ function Cloud:register_firmware(version, file, fw_id, quiet)
     log.info("firmware %s registered: %s (md5 %s, %s)", version, path, md5, fw.fwId)
   end
   return fw
+end
+
+--- Stores `content` (an uploaded firmware) as `name` in the firmware
+-- directory and registers it as `version`. Another version's file of the
+-- same name is kept: this one is then stored as VERSION-NAME.
+-- @return firmware | nil, err, http_status
+function Cloud:upload_firmware(version, name, content)
+  local bad = bad_version(version)
+  if bad then return nil, bad, 400 end
+  if type(content) ~= "string" or content == "" then
+    return nil, "firmware " .. version .. ": empty content", 400
+  end
+  if not safe_name(name) or name == M.MANIFEST then
+    return nil, fmt("bad firmware file name %q (no /, not hidden)", tostring(name)), 400
+  end
+  for _, other in ipairs(self.firmwares) do
+    if other.name == name and other.version ~= version then
+      name = version:gsub("[^%w%-%._]", "_") .. "-" .. name
+      break
+    end
+  end
+  -- write_file replaces a link at `name` instead of writing through it
+  local ok, err = sys.write_file(self.firmware_dir .. "/" .. name, content)
+  if not ok then return nil, "storing the firmware: " .. err, 500 end
+  return self:register_firmware(version, name)
 end
 
 function Cloud:firmware_json(fw, req)
@@ -418,32 +519,29 @@ function Cloud:device_json(dev, recent)
     version = dev.version or cjson.null,
     version_reported_at = dev.version_at or cjson.null,
     commands_sent = dev.commands_sent,
+    commands_recent = array(table.move(dev.commands, 1, #dev.commands, 1, {})),
     datapoints = points,
   }
 end
 
 ---------------------------------------------------------------- TCP command channel
 
--- Handles one message from a connection. @return false to close it
-function Cloud:on_message(conn, msg)
-  local id, key, ts = msg:match("^([^,]*),([^,]*),(.*)$")
-  if not id or not ts:find("^%d*$") then
-    log.warn("%s: not a heartbeat (\"deviceId,deviceKey,timestamp\"): %q; ignored",
-      conn.peer, logmod.redact(msg:sub(1, 200)))
-    return true
-  end
+-- Checks the id and key a device sent and, the first time, binds the
+-- connection to the device. @return the device | nil (ignore the
+-- message) | false (close the connection)
+function Cloud:identify(conn, id, key)
   local dev = self.devices[id]
   if not dev then
     log.warn("%s: heartbeat for unknown device %q; closing", conn.peer, id)
     return false
   end
-  if key ~= dev.key then
+  if not same_secret(key, dev.key) then
     log.warn("%s: heartbeat for device %s with a wrong key; closing", conn.peer, id)
     return false
   end
   if conn.device and conn.device ~= dev then
     log.warn("%s: heartbeat for device %s on %s's connection; ignored", conn.peer, id, conn.device.id)
-    return true
+    return nil
   end
   if not conn.device then
     -- The first valid heartbeat binds the connection. A device that
@@ -459,6 +557,19 @@ function Cloud:on_message(conn, msg)
       log.info("device %s connected from %s", id, conn.peer)
     end
   end
+  return dev
+end
+
+-- Handles one message from a connection. @return false to close it
+function Cloud:on_message(conn, msg)
+  local id, key, ts = msg:match("^([^,]*),([^,]*),(.*)$")
+  if not id or not ts:find("^%d*$") then
+    log.warn("%s: not a heartbeat (\"deviceId,deviceKey,timestamp\"): %q; ignored",
+      conn.peer, logmod.redact(msg:sub(1, 200)))
+    return true
+  end
+  local dev = self:identify(conn, id, key)
+  if not dev then return dev ~= false end
   local at = sys.time()
   dev.heartbeat_count = dev.heartbeat_count + 1
   dev.last_heartbeat = at
@@ -504,6 +615,11 @@ function Cloud:serve_device(sock)
     for _, m in ipairs(msgs) do
       if not self:on_message(conn, m) then return end
     end
+    -- A first heartbeat sent bare (as mcsjs and fotahost.mcs do) ends only
+    -- at the quiet gap, but its id and key are whole at the second comma:
+    -- bind then, or a command pushed right after it is refused.
+    local id, key = buf:match("^([^,\r\n]+),([^,\r\n]+),")
+    if id and not conn.device and self:identify(conn, id, key) == false then return end
     if #buf > M.MAX_MESSAGE then
       log.warn("%s: %d bytes without a message boundary; closing", conn.peer, #buf)
       return
@@ -542,6 +658,11 @@ function Cloud:send_raw(dev, pieces, gap)
   local t
   t = sched.spawn({ name = "cloud send " .. dev.id, log_errors = false }, function()
     if prev then sched.join(prev) end
+    -- MCS ended no command with a line end: a client that takes one read
+    -- for one command would lose the second of two written back to back.
+    local wait = (conn.quiet_until or 0) - sched.now()
+    if wait > 0 then sched.sleep(wait) end
+    push_bounded(dev.commands, sys.time(), M.MAX_COMMANDS_KEPT)
     for i, piece in ipairs(pieces) do
       if i > 1 and gap > 0 then sched.sleep(gap) end
       local ok, why = conn.sock:write(piece, M.WRITE_TIMEOUT)
@@ -550,6 +671,7 @@ function Cloud:send_raw(dev, pieces, gap)
         return nil, why
       end
     end
+    conn.quiet_until = sched.now() + M.COMMAND_SPACING
     conn.sends[t] = nil
     return true
   end)
@@ -705,7 +827,7 @@ end
 -- Firmware files: what the URLs handed out point to (no key, as a CDN).
 function H.firmware_file(self, req, res, name)
   name = httpd.unescape(name)
-  if not safe_name(name) or name == M.MANIFEST then return fail(res, 404, "no such firmware file") end
+  if unfit_file(self.firmware_dir, name) then return fail(res, 404, "no such firmware file") end
   return res:send_file(self.firmware_dir .. "/" .. name)
 end
 
@@ -766,19 +888,40 @@ function H.admin_firmwares(self, req, res)
   return send_json(res, 200, { firmwares = array(list) })
 end
 
+-- {"version", "name", "content"}: an upload; {"version", "file"}: a file
+-- already in the firmware directory, by name.
 function H.admin_register(self, req, res)
   local doc = decode_body(req, res)
   if not doc then return end
-  local fw, err, status = self:register_firmware(as_text(doc.version), doc.file)
+  local version = as_text(doc.version)
+  local fw, err, status
+  if doc.content ~= nil then
+    if type(doc.content) ~= "string" then return fail(res, 400, "\"content\" must be a string") end
+    fw, err, status = self:upload_firmware(version, doc.name, doc.content)
+  elseif doc.file ~= nil then
+    fw, err, status = self:register_firmware(version, doc.file)
+  else
+    return fail(res, 400, "\"content\" (an upload, with a \"name\") or \"file\" (a name in the firmware directory) required")
+  end
   if not fw then return fail(res, status or 400, err) end
   return send_json(res, 200, self:firmware_json(fw, req))
 end
 
--- Sends `line` to a connected device and answers the admin request.
+-- `text` with every device key masked: what the admin API and the log
+-- may show of a command.
+function Cloud:without_keys(text)
+  for _, id in ipairs(self.device_order) do text = mask(text, self.devices[id].key) end
+  return logmod.redact(text)
+end
+
+-- Sends `line` to a connected device and answers the admin request. The
+-- answer shows the command with the key masked: a device key never leaves
+-- the cloud but to its device.
 local function command_reply(self, res, dev, pieces, gap, shown)
   local ok, err = self:send_and_wait(dev, pieces, gap)
   if not ok then return fail(res, 409, err) end
-  log.info("device %s: sent %s", dev.id, logmod.redact(shown:gsub("\n$", "")))
+  shown = self:without_keys(shown)
+  log.info("device %s: sent %s", dev.id, (shown:gsub("\n$", "")))
   return send_json(res, 200, { code = 200, message = "sent", command = shown })
 end
 
@@ -887,7 +1030,7 @@ function Cloud:authorize(req, res, id)
     return nil
   end
   local key = req.headers.devicekey
-  if key ~= dev.key then
+  if not same_secret(key, dev.key) then
     fail(res, 401, key and "wrong deviceKey" or "deviceKey header required")
     return nil
   end
@@ -913,9 +1056,33 @@ function Cloud:foreign_origin(req)
   return true
 end
 
+local function media_type(value)
+  local t = value and value:match("^%s*([^;%s]+)")
+  return t and t:lower()
+end
+
+-- Why an admin request is refused (status, message), or nil. A browser
+-- page can send a cross-site POST with a text/plain or form body without
+-- asking first, but neither an Authorization header nor a JSON body.
+function Cloud:admin_refusal(req)
+  if self:foreign_origin(req) then
+    return 403, fmt("the admin API takes no cross-site requests (Origin %s)", req.headers.origin)
+  end
+  local given = (req.headers.authorization or ""):match("^[Bb]earer +(%S+) *$")
+  if not given then
+    return 401, "the admin API needs its token: header \"Authorization: Bearer TOKEN\", the token being in "
+      .. (self.token_file or "the token file")
+  end
+  if not same_secret(given, self.token) then return 401, "wrong admin token" end
+  if (req.method == "POST" or req.method == "PUT") and media_type(req.headers["content-type"]) ~= "application/json" then
+    return 415, "the admin API takes application/json bodies only"
+  end
+end
+
 function Cloud:handle(req, res)
-  if req.path:find("^/admin") and self:foreign_origin(req) then
-    return fail(res, 403, fmt("the admin API takes no cross-site requests (Origin %s)", req.headers.origin))
+  if req.path:find("^/admin") then
+    local status, why = self:admin_refusal(req)
+    if status then return fail(res, status, why) end
   end
   local method = req.method == "HEAD" and "GET" or req.method
   local allowed
@@ -946,7 +1113,7 @@ end
 -- @return true | nil, err
 function Cloud:start()
   local srv, err = httpd.listen {
-    host = self.host, port = self.want_port,
+    host = self.host, port = self.want_port, max_body = M.MAX_FIRMWARE * 2,
     handler = function(req, res) return self:handle(req, res) end,
     on_response = function(req, status)
       log.info("%s %s %s -> %d", req.peer or "-", req.method or "-", req.target or "-", status)
@@ -963,7 +1130,32 @@ function Cloud:start()
   self.tcp_port = select(2, tcp:getsockname())
   self.url = srv.url
   self.public_url = self.public_url or srv.url
+  local ok, terr2 = self:write_token()
+  if not ok then
+    srv:close()
+    tcp:close()
+    return nil, terr2
+  end
   self._accept = sched.spawn({ name = "cloud tcp accept", log_errors = true }, self.accept_loop, self)
+  return true
+end
+
+-- Makes the admin token and writes it, mode 0600, to the token file
+-- (a link there is replaced, never followed).
+function Cloud:write_token()
+  local token, err = new_token()
+  if not token then return nil, err end
+  local path = self.token_file
+  if not path then
+    path, err = M.token_path(self.port)
+    if not path then return nil, err end
+    local ok, derr = private_dir(path:match("^(.*)/"))
+    if not ok then return nil, "token directory " .. derr end
+  end
+  log.secret(token)
+  local ok, werr = sys.write_file(path, token .. "\n", tonumber("600", 8))
+  if not ok then return nil, "admin token: " .. werr end
+  self.token, self.token_file = token, path
   return true
 end
 
@@ -976,6 +1168,8 @@ end
 function Cloud:close()
   if self._closed then return true end
   self._closed = true
+  -- Before the port is free again: a cloud started on it next writes its own.
+  self:remove_token_file()
   local me = sched.current()
   if self._accept and self._accept ~= me then sched.cancel(self._accept) end
   for task in pairs(self._conns) do
@@ -987,6 +1181,12 @@ function Cloud:close()
 end
 
 Cloud.__close = Cloud.close
+
+--- Removes the admin token file, if it still holds this cloud's token
+-- (the next cloud on the port may have written its own). Idempotent.
+function Cloud:remove_token_file()
+  if self.token and M.read_token(nil, self.token_file) == self.token then os.remove(self.token_file) end
+end
 
 --- Removes the firmware directory when new() made it (no firmware_dir
 -- given): a temporary cloud leaves nothing behind.

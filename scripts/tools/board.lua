@@ -70,8 +70,7 @@ local ok, err = pcall(sched.run, function()
   report(board)
 end)
 if not ok then
-  local sig = tostring(err):match("^interrupted %((SIG%u+)%)")
-  if not sig then error(err, 0) end
-  io.stderr:write("fotahost board: ", sig == "SIGINT" and "stopped (Ctrl-C)" or "stopped (" .. sig .. ")", "\n")
-  os.exit(sig == "SIGINT" and 130 or 143)
+  require("fotahost.cli").exit_on_signal(err, function(sig)
+    io.stderr:write("fotahost board: stopped (", sig == "SIGINT" and "Ctrl-C" or sig, ")\n")
+  end)
 end

@@ -8,7 +8,7 @@
 local USAGE = [[
 usage: fotahost cloud serve [options]       run the cloud until Ctrl-C / SIGTERM
        fotahost cloud status [--json]       devices, connections, heartbeats, firmwares
-       fotahost cloud register --version V --file PATH
+       fotahost cloud register --version V (--file PATH | --name NAME)
        fotahost cloud push --device ID --version V [--file PATH] [--url URL] [--md5 HEX|null]
        fotahost cloud send --device ID --channel C --value V
        fotahost cloud send --device ID --raw BYTES [--chunks N,N,...] [--gap-ms MS]
@@ -17,7 +17,10 @@ usage: fotahost cloud serve [options]       run the cloud until Ctrl-C / SIGTERM
        fotahost cloud disconnect --device ID
 
 serve options:
-  --host ADDR          numeric address to listen on (default 127.0.0.1; 0.0.0.0 for all)
+  --host ADDR          numeric address to listen on (default 127.0.0.1). 0.0.0.0 opens
+                       the device API, the command port and the admin API to the network:
+                       commands, device keys included, travel in clear text, and anyone
+                       who sees the admin token (sent in clear too) can push firmware
   --port N             HTTP port (default 8080; 0: a free one)
   --tcp-port N         TCP command channel port (default 0: a free one)
   --device ID:KEY      a device the cloud knows (repeat for more)
@@ -25,14 +28,22 @@ serve options:
                        ones, so a restart keeps them (default: a new /tmp directory)
   --firmware V=PATH    register firmware version V at start (repeat for more)
   --public-url URL     base of the URLs handed out to devices (default http://HOST:PORT)
-  --no-newline         send commands without the "\n" terminator
+  --newline            end each command with "\n" (MCS sent no terminator; default: none)
+  --token-file PATH    where to write the admin token (mode 0600; default
+                       $XDG_RUNTIME_DIR/fotahost/cloud-PORT.token, else
+                       ~/.local/state/fotahost/cloud-PORT.token)
   --idle-timeout S     close a device connection silent for S seconds (default: never)
   --watch-stdin        stop when stdin reaches end of file (for scripts and tests)
-Prints "cloud http://HOST:PORT tcp HOST:TCPPORT" once both ports listen.
+Prints "cloud http://HOST:PORT tcp HOST:TCPPORT" once both ports listen, then
+"admin token in PATH".
 
 client options:
   --cloud URL          the running cloud (default http://127.0.0.1:8080)
-  --file PATH          push: register PATH as version V first
+  --token T            the admin token (default: $FOTAHOST_CLOUD_TOKEN, else the
+                       token file of the cloud's port, as serve wrote it)
+  --token-file PATH    read the admin token from PATH
+  --file PATH          register, push: upload PATH as version V
+  --name NAME          register: a file already in the cloud's firmware directory
   --url URL, --md5 X   push: send exactly this URL / MD5 ("null" for none), for tests
   --raw BYTES          send: bytes as given; \n \r \t \\ and \xHH are decoded
   --chunks N,N,...     send --raw: write in pieces of these sizes (the rest last)
@@ -53,18 +64,24 @@ end
 local OPTIONS = {
   serve = { ["--host"] = "value", ["--port"] = "value", ["--tcp-port"] = "value",
             ["--device"] = "list", ["--firmware-dir"] = "value", ["--firmware"] = "list",
-            ["--public-url"] = "value", ["--no-newline"] = "flag", ["--idle-timeout"] = "value",
-            ["--watch-stdin"] = "flag" },
-  status = { ["--cloud"] = "value", ["--json"] = "flag" },
-  register = { ["--cloud"] = "value", ["--version"] = "value", ["--file"] = "value" },
-  push = { ["--cloud"] = "value", ["--device"] = "value", ["--version"] = "value",
+            ["--public-url"] = "value", ["--newline"] = "flag", ["--no-newline"] = "flag",
+            ["--idle-timeout"] = "value", ["--watch-stdin"] = "flag", ["--token-file"] = "value" },
+  status = { ["--json"] = "flag" },
+  register = { ["--version"] = "value", ["--file"] = "value", ["--name"] = "value" },
+  push = { ["--device"] = "value", ["--version"] = "value",
            ["--file"] = "value", ["--url"] = "value", ["--md5"] = "value" },
-  send = { ["--cloud"] = "value", ["--device"] = "value", ["--channel"] = "value",
+  send = { ["--device"] = "value", ["--channel"] = "value",
            ["--value"] = "value", ["--raw"] = "value", ["--chunks"] = "value", ["--gap-ms"] = "value" },
-  datapoints = { ["--cloud"] = "value", ["--device"] = "value", ["--channel"] = "value" },
-  ["add-device"] = { ["--cloud"] = "value" },
-  disconnect = { ["--cloud"] = "value", ["--device"] = "value" },
+  datapoints = { ["--device"] = "value", ["--channel"] = "value" },
+  ["add-device"] = {},
+  disconnect = { ["--device"] = "value" },
 }
+-- Every client subcommand: which cloud, and its admin token.
+for cmd, known in pairs(OPTIONS) do
+  if cmd ~= "serve" then
+    known["--cloud"], known["--token"], known["--token-file"] = "value", "value", "value"
+  end
+end
 
 local function parse(argv)
   local cmd = argv[1]
@@ -136,8 +153,10 @@ local function serve(o)
     firmware_dir = o.firmware_dir,
     firmwares = firmwares,
     public_url = o.public_url,
-    newline = not o.no_newline,
+    -- (--no-newline: what the default was before; still taken)
+    newline = o.newline == true,
     idle_timeout = idle,
+    token_file = o.token_file,
   }
   if not cloud then die(err) end
 
@@ -147,7 +166,8 @@ local function serve(o)
       cloud:remove_temp_dir()
       die(serr)
     end
-    io.stdout:write(cloud:ready_line(), "\n")
+    -- The ready line stays first: scripts wait for it.
+    io.stdout:write(cloud:ready_line(), "\nadmin token in ", cloud.token_file, "\n")
     io.stdout:flush()
     io.stderr:write(("fotahost cloud: firmware directory %s; admin API %s/admin\n")
       :format(cloud.firmware_dir, cloud.url))
@@ -165,13 +185,13 @@ local function serve(o)
     end
     cloud:close()
   end)
+  cloud:remove_token_file() -- a signal ends sched.run before close()
   cloud:remove_temp_dir()
   if not ok then
-    local sig = tostring(run_err):match("^interrupted %((SIG%u+)%)")
-    if not sig then error(run_err, 0) end
-    io.stderr:write("fotahost cloud: stopped (", sig, ")\n")
     -- SIGTERM is how a service manager or a test stops the cloud: a clean exit.
-    os.exit(sig == "SIGINT" and 130 or 0)
+    require("fotahost.cli").exit_on_signal(run_err, function(sig)
+      io.stderr:write("fotahost cloud: stopped (", sig, ")\n")
+    end, { SIGTERM = 0 })
   end
   os.exit(0)
 end
@@ -180,25 +200,19 @@ end
 
 local function client(o)
   local http = require "fotahost.http"
+  local mcs_cloud = require "fotahost.mcs_cloud"
   local base = (o.cloud or "http://127.0.0.1:8080"):gsub("/+$", "")
+  local token = o.token or (not o.token_file and os.getenv("FOTAHOST_CLOUD_TOKEN")) or nil
+  if token == "" then token = nil end
+  local headers, err = mcs_cloud.admin_headers(base, token, o.token_file)
+  if not headers then die(err .. " (is `fotahost cloud serve` running there? else give --token or --token-file)") end
   local function call(method, path, value)
-    local r, err = http.json(method, base .. path, value, { retries = 0, timeout = 30, connect_timeout = 5 })
-    if r == nil then die(err) end
+    local r, cerr = http.json(method, base .. path, value,
+      { retries = 0, timeout = 30, connect_timeout = 5, headers = headers })
+    if r == nil then die(cerr) end
     return r
   end
   return call
-end
-
--- Paths the cloud opens are its own: make a relative one absolute here.
-local function absolute(path)
-  if path:sub(1, 1) == "/" then return path end
-  local pwd = os.getenv("PWD")
-  if not pwd then
-    local p = io.popen("pwd")
-    pwd = p and p:read("l")
-    if p then p:close() end
-  end
-  return (pwd or ".") .. "/" .. path
 end
 
 local function unescape_raw(s)
@@ -273,13 +287,23 @@ function COMMANDS.status(o)
   end
 end
 
+-- Uploads the local file `file` as `version` (the cloud reads no path).
 local function register(call, version, file)
-  return call("POST", "/admin/firmwares", { version = version, file = absolute(file) })
+  local sys = require "fotahost.sys"
+  local content, err = sys.read_file(file, require("fotahost.mcs_cloud").MAX_FIRMWARE)
+  if not content then die(err) end
+  return call("POST", "/admin/firmwares", { version = version, name = file:match("([^/]+)/*$"), content = content })
 end
 
 function COMMANDS.register(o)
   local call = client(o)
-  local fw = register(call, need(o, "version", "register"), need(o, "file", "register"))
+  local version = need(o, "version", "register")
+  local fw
+  if o.name then
+    fw = call("POST", "/admin/firmwares", { version = version, file = o.name })
+  else
+    fw = register(call, version, need(o, "file", "register"))
+  end
   io.stdout:write(("registered %s as %s: md5 %s, %s\n"):format(fw.version, fw.fwId, fw.md5, fw.url))
 end
 

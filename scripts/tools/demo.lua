@@ -224,8 +224,10 @@ local cloud_url
 local http, cjson
 
 local function device()
-  local v = http.json("GET", cloud_url .. "/admin/devices/" .. ID, nil,
-    { connect_timeout = 2, timeout = 5 })
+  -- the admin token: in the token file `fotahost cloud serve` wrote
+  local headers = require("fotahost.mcs_cloud").admin_headers(cloud_url)
+  local v = headers and http.json("GET", cloud_url .. "/admin/devices/" .. ID, nil,
+    { connect_timeout = 2, timeout = 5, headers = headers })
   return v
 end
 
@@ -364,7 +366,7 @@ local function demo()
     if not read(appfile) then return nil, appfile .. ": missing" end
     local config = work .. "/config.lua"
     write(config, ("return {\n  device_id = %q, device_key = %q,\n  api = %q,\n  board = \"sim\", sim_dir = %q,\n"
-      .. "  state_dir = %q,\n  heartbeat = 5,\n  status_channel = \"fota_status\",\n}\n")
+      .. "  state_dir = %q,\n  volatile_state_ok = true, -- a throw-away demo in /tmp\n  heartbeat = 5,\n  status_channel = \"fota_status\",\n}\n")
       :format(ID, KEY, cloud_url, chip, work .. "/state"))
     app = spawn("app", { BIN, appfile }, { FOTAHOST_CONFIG = config })
     local t0 = now()

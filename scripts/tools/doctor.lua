@@ -7,8 +7,9 @@
 -- The checks, in order: the configuration; the MCS API (the tutorial's
 -- ping: connections.csv with the device key); the command server it names;
 -- the MCU's serial port; the GPIO lines of the ISP wiring; the MCU's
--- signature over ISP. Nothing is written to the MCU: the signature check
--- holds it in reset for a moment and releases it.
+-- signature over ISP; state_dir (its filesystem: a RAM disk loses the
+-- journal in a power cut; its free space). Nothing is written to the MCU:
+-- the signature check holds it in reset for a moment and releases it.
 --
 -- The device key is never printed (it is registered with fotahost.log as a
 -- secret, and masked in every line this tool writes).
@@ -22,7 +23,8 @@ usage: fotahost doctor [--config PATH]
                   /etc/fotahost/config.lua)
   -h, --help      this help
 Checks, in order: config, api (MCS reachable, device id and key accepted),
-command server, serial port, gpio, signature (the MCU answers over ISP).
+command server, serial port, gpio, signature (the MCU answers over ISP),
+state dir (kept at power-off, room for an update).
 Prints one line per check, "OK", "FAIL ... - fix" or "SKIP"; exit status 0
 only when every check passed.
 ]]
@@ -317,6 +319,52 @@ else
     end
     fail("signature", tostring(err), fix)
   end
+end
+
+---------------------------------------------------------------- 7. state dir
+
+-- The filesystem state_dir is on (or will be: the app makes it at start,
+-- so the nearest directory above it that exists): a RAM disk loses the
+-- journal and the last-known-good image in a power cut, and an update
+-- needs room for the download, new.hex and the state files.
+local function state_dir_check()
+  local fota = require "fotahost.fota"
+  local boards = require "fotahost.avr.boards"
+  local parts = require "fotahost.avr.parts"
+  local dir, probe = config.state_dir, config.state_dir
+  local st, volatile = fota.state_fs(probe)
+  while not st and probe:find("/[^/]*$") do
+    probe = probe:gsub("/[^/]*$", "")
+    if probe == "" then probe = "/" end
+    st, volatile = fota.state_fs(probe)
+    if probe == "/" then break end
+  end
+  if not st then return fail("state dir", dir .. ": " .. tostring(volatile), "check state_dir in " .. path) end
+  local board = boards.get(sim and "linkit-smart-7688-duo" or config.board)
+  local part = parts.get(config.part or board.part)
+  local app = board.app_size or (part and part.flash_size) or 32768
+  -- an image filling the application section, as HEX text (16 bytes a line)
+  local hex = (app + 15) // 16 * 44 + 11
+  local need = hex + fota.room_needed(hex, st.bsize)
+  local where = ("%s%s: %s"):format(dir, probe ~= dir and " (not made yet)" or "", st.type)
+  if volatile and not config.volatile_state_ok then
+    return fail("state dir", where .. ", lost at power-off (a RAM disk): updates are refused",
+      "set state_dir in " .. path .. " to a directory on persistent storage (on OpenWrt /etc/fotahost/state), "
+      .. "or volatile_state_ok = true if a RAM disk is meant")
+  end
+  local kind = volatile and "lost at power-off, allowed by volatile_state_ok" or "kept at power-off"
+  if st.free < need then
+    return fail("state dir", ("%s (%s), %d KiB free; an update of the whole application section needs %d KiB")
+      :format(where, kind, st.free // 1024, (need + 1023) // 1024), "free space there, or move state_dir")
+  end
+  results.state = true
+  ok("state dir", "%s (%s), %d KiB free", where, kind, st.free // 1024)
+end
+
+if not results.config then
+  skip("state dir", "the config is not valid")
+else
+  state_dir_check()
 end
 
 os.exit(failed and 1 or 0)

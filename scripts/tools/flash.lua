@@ -28,7 +28,8 @@ usage: fotahost flash [options]
   -P PORT          gpiochip for gpiod (default gpiochip0); the simulated chip's
                    directory for sim
   -B PERIOD        SCK period in microseconds (default 0.5, for an 8 MHz MCU; a chip
-                   running at 1 MHz needs -B 4 or more)
+                   running at 1 MHz needs -B 4 or more); never below the part's
+                   limit at the board's clock (0.5 at 8 MHz)
   -i DELAY         SCK half-period in microseconds (avrdude's ispdelay), instead of -B
   -C [+]FILE       read programmer entries from FILE instead of /etc/avrdude.conf;
                    with +, in addition to it
@@ -92,6 +93,7 @@ local function parse_args(argv)
         local us = tonumber(v)
         if not us or us <= 0 or us > 100000 then fail("%s %s: a time in microseconds expected", opt, v) end
         o.half_period_ns = math.floor((opt == "-B" and us * 500 or us * 1000) + 0.5)
+        o.sck_opt, o.sck_value = opt, v
       else o.ops[#o.ops + 1] = v end
     elseif a:match("^%-[eDVFnvq]+$") then
       for f in a:sub(2):gmatch(".") do
@@ -415,6 +417,12 @@ local session <close>, err = isp.open{
   sysfs_root = os.getenv("FOTAHOST_SYSFS_ROOT"),
 }
 if not session then fail("%s", err) end
+if session.sck_clamped and o.sck_opt then
+  -- said even with -q: the flash takes longer than the user asked for
+  local half_us = session.half_period_ns / 1000
+  io.stderr:write(("%s: %s %s is faster than the %s allows at %g MHz; using %g us\n"):format(PROG,
+    o.sck_opt, o.sck_value, part.desc, session.f_cpu / 1e6, o.sck_opt == "-B" and 2 * half_us or half_us))
+end
 if verbose > 0 then say("using %s on %s, pins reset=%d sck=%d mosi=%d miso=%d", pdesc, backend,
   pins.reset, pins.sck, pins.mosi, pins.miso) end
 local sig

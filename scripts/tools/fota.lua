@@ -46,13 +46,16 @@ if not job then
 end
 job.force = o.force
 
-local ok, why = sched.run(function()
+local ran, ok, why = pcall(sched.run, function()
   local policy = fota.new(cfg)
   policy.on_status = function(text) io.stdout:write(text, "\n") io.stdout:flush() end
   local rec = policy:recover()
   if rec then io.stdout:write(rec, "\n") end
   return policy:update(job)
 end)
+if not ran then  -- a stop by signal: the journal lets the next run finish
+  require("fotahost.cli").exit_on_signal(ok, function(sig) io.stderr:write("fotahost fota: stopped (", sig, ")\n") end)
+end
 if not ok then
   io.stderr:write("fotahost fota: ", why, "\n")
   os.exit(1)

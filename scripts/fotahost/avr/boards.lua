@@ -7,7 +7,7 @@
 -- driven while programming (a level shifter's output enable). `fuses`: the
 -- values the board ships with. `bootloader`: where the USB bootloader
 -- lives, so an update can keep it. `pinmux`: a pin group to switch to
--- GPIO first.
+-- GPIO first. `f_cpu`: the MCU's clock in Hz, which bounds the SCK speed.
 
 local M = {}
 
@@ -21,6 +21,7 @@ M["linkit-smart-7688-duo"] = {
   -- GPIO14-17 are the SPI-slave group: switched to GPIO before sysfs or
   -- gpiod can drive them (the mmio backend does it itself).
   pinmux = "mt7688-spis",
+  f_cpu = 8000000,
   fuses = { lfuse = 0xFF, hfuse = 0xD8, efuse = 0xCE, lock = 0x2F },
   bootloader = { file = "/etc/arduino/Caterina-smart7688.hex", addr = 0x7000, size = 4096 },
   app_size = 28672,
@@ -33,6 +34,7 @@ M["arduino-yun"] = {
   pins = { reset = 18, sck = 11, mosi = 27, miso = 8 },
   invert = { reset = true },
   enable = { { line = 21, level = 1 } },   -- GPIO_SPI_OE: the level shifter
+  f_cpu = 16000000,
   fuses = { lfuse = 0xFF, hfuse = 0xD8, efuse = 0xFB, lock = 0x2F },
   bootloader = { file = "/etc/arduino/Caterina-Yun.hex", addr = 0x7000, size = 4096 },
   app_size = 28672,

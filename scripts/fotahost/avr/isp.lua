@@ -43,6 +43,30 @@ function M.sim_chip_part(dir)
   return id and parts.get(id)
 end
 
+-- The MCU's clock when neither the caller nor the board names one: the
+-- LinkIt Smart 7688 Duo's 8 MHz crystal.
+M.DEFAULT_F_CPU = 8000000
+local DEFAULT_HALF_NS = 250
+
+--- The shortest legal SCK high or low time, in ns, for an MCU clocked at
+-- f_cpu Hz: more than 2 CPU clocks below 12 MHz, 3 from 12 MHz on
+-- (ATmega32U4 datasheet p.368); 250 ns at 8 MHz, 188 at 16 MHz.
+function M.min_half_period_ns(f_cpu)
+  local cycles = f_cpu >= 12000000 and 3 or 2
+  return (cycles * 1000000000 + f_cpu - 1) // f_cpu
+end
+
+--- The SCK half-period a session uses when `half_ns` is asked for (nil:
+-- the default) on an MCU clocked at f_cpu Hz: never below the datasheet's
+-- minimum, since a faster SCK garbles bits. Second value: true when the
+-- asked value was raised.
+function M.sck_half_period(half_ns, f_cpu)
+  local min = M.min_half_period_ns(f_cpu)
+  half_ns = half_ns or DEFAULT_HALF_NS
+  if half_ns < min then return min, true end
+  return half_ns, false
+end
+
 --- Opens a programming session; nothing touches the MCU until connect().
 -- opts: backend ("gpiod", "sysfs", "mmio", "sim"), chip (gpiochip, sysfs
 -- chip, or the simulated chip's directory), part (id or table), board
@@ -50,8 +74,10 @@ end
 -- sck, mosi, miso}, invert {reset = true, ...}, swap (true, false, or
 -- "auto": from the board's revision byte, else by trying both), force
 -- (accept a wrong signature), progress = function(phase, done, total),
--- half_period_ns, poll, retries, sysfs_root, mem_path, revision_path,
--- absolute_numbers (sysfs: the pins are global numbers, as avrdude.conf's).
+-- half_period_ns (raised to the part's minimum at f_cpu, the MCU's clock in
+-- Hz: default the board's, else 8 MHz; `session.sck_clamped` says it was),
+-- poll, retries, sysfs_root, mem_path, revision_path, absolute_numbers
+-- (sysfs: the pins are global numbers, as avrdude.conf's).
 function M.open(opts)
   local board, err
   if opts.board then
@@ -75,7 +101,9 @@ function M.open(opts)
     chip = opts.chip or (board and board.chip) or "gpiochip0",
     swap = opts.swap == nil and "auto" or opts.swap,
     swapped = false,
+    f_cpu = opts.f_cpu or (board and board.f_cpu) or M.DEFAULT_F_CPU,
   }, Session)
+  self.half_period_ns, self.sck_clamped = M.sck_half_period(opts.half_period_ns, self.f_cpu)
   if opts.backend == "sim" then
     -- The simulated chip is what it is: a new one is made of the part asked for.
     self.sim_part = M.sim_chip_part(self.chip) or part
@@ -105,7 +133,7 @@ function Session:_open_lines(swapped)
   self.lines = lines
   self.swapped = swapped
   self.prog = ispc.new(lines, self.part, {
-    half_period_ns = self.opts.half_period_ns, poll = self.opts.poll, retries = self.opts.retries,
+    half_period_ns = self.half_period_ns, poll = self.opts.poll, retries = self.opts.retries,
     trace = self.opts.trace,
   })
   return true

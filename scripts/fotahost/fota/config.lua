@@ -8,7 +8,8 @@
 --       api = "https://api.mediatek.com",     -- MCS base URL
 --       board = "linkit-smart-7688-duo",      -- or "sim"
 --       sim_dir = "/var/lib/fotahost/sim",    -- the simulated chip, when board = "sim"
---       state_dir = "/var/lib/fotahost",      -- journal, images, last-known-good
+--       state_dir = "/var/lib/fotahost",      -- journal, images, last-known-good (default:
+--                                             -- /etc/fotahost/state on OpenWrt, see below)
 --       status_channel = "fota_status",       -- data channel for progress and results
 --       -- hooks, each function(job) returning true, or nil and a reason to stop:
 --       -- before_download, before_flash, after_flash, health_check
@@ -26,13 +27,36 @@
 -- download timed out after 600 s: <url>", "failed: download too slow
 -- (...): <url>"), so a server that drips its answer cannot hold the device
 -- and every later push.
+--
+-- state_dir must survive a power cut: that is when the journal and the
+-- last-known-good image are needed. On OpenWrt /var is a link to /tmp, a
+-- RAM disk, so there the default is /etc/fotahost/state, on the overlay
+-- (flash, written once per update); elsewhere /var/lib/fotahost. OpenWrt
+-- is recognised by M.OPENWRT_RELEASE (/etc/openwrt_release, or the path in
+-- $FOTAHOST_OPENWRT_RELEASE: tests point it elsewhere). An update refuses
+-- a state_dir on tmpfs or ramfs unless volatile_state_ok = true.
 
 local M = {}
 
 M.DEFAULT_PATH = "/etc/fotahost/config.lua"
 
+M.OPENWRT_RELEASE = os.getenv("FOTAHOST_OPENWRT_RELEASE") or "/etc/openwrt_release"
+
+--- The default state_dir: persistent storage on this system (see above).
+function M.default_state_dir()
+  local f = io.open(M.OPENWRT_RELEASE, "r")
+  if f then
+    f:close()
+    return "/etc/fotahost/state"
+  end
+  return "/var/lib/fotahost"
+end
+
 local function is_string(v) return type(v) == "string" and v ~= "" end
 local function is_id(v) return is_string(v) and not v:find("[,%c%s/?#]") end
+-- A key shorter than 4 characters could not be masked in logs without
+-- masking half of every line (fotahost.log refuses it); MCS keys are 16.
+local function is_key(v) return is_id(v) and #v >= 4 end
 local function is_url(v) return is_string(v) and v:match("^https?://[^%s]+$") ~= nil end
 local function is_pos(v) return type(v) == "number" and v > 0 end
 local function is_pos_int(v) return math.type(v) == "integer" and v > 0 end
@@ -67,12 +91,13 @@ M.HTTP_SPEC = {
 --- Each key: { check, what it must be, default (nil: required or none) }.
 M.SPEC = {
   device_id = { is_id, "the MCS device id (a string without commas or spaces)" },
-  device_key = { is_id, "the MCS device key (a string without commas or spaces)" },
+  device_key = { is_key, "the MCS device key (4 or more characters, no commas or spaces)" },
   api = { is_url, "an http:// or https:// base URL", "https://api.mediatek.com" },
   board = { function(v) return v == "sim" or is_string(v) end,
             "\"linkit-smart-7688-duo\", \"arduino-yun\" or \"sim\"", "linkit-smart-7688-duo" },
   sim_dir = { is_string, "the simulated chip's directory (needed when board = \"sim\")" },
-  state_dir = { is_string, "a directory for the journal and images", "/var/lib/fotahost" },
+  state_dir = { is_string, "a directory for the journal and images (default: see above)" },
+  volatile_state_ok = { is_bool, "true or false (true: state_dir may be a RAM disk, lost at power-off)", false },
   status_channel = { function(v) return type(v) == "string" and v:match("^[%w_%-]+$") ~= nil end,
                      "a data channel id (letters, digits, _ and -)", "fota_status" },
   backend = { function(v) return v == "gpiod" or v == "sysfs" or v == "mmio" end,
@@ -82,7 +107,7 @@ M.SPEC = {
   bootloader = { is_string, "the path of a HEX bootloader merged into every image (e.g. Caterina)" },
   max_download = { is_pos, "the largest download accepted, in bytes (default: 6x the flash size)" },
   heartbeat = { is_pos, "seconds between heartbeats", 50 },
-  backoff_cap = { is_pos, "the longest reconnect delay, in seconds", 60 },
+  backoff_cap = { is_pos, "the longest reconnect (and commit retry) delay, in seconds", 60 },
   http = { is_table, "a table of options for HTTP (timeout, min_rate, cainfo...: see M.HTTP_SPEC)", {} },
   insecure = { is_bool, "true turns TLS verification off (logged)", false },
   serial_port = { is_string, "the MCU's serial port, for hooks and `fotahost doctor`", "/dev/ttyS0" },
@@ -145,6 +170,7 @@ function M.check(t, where)
   -- http's keys too, at load: a cainfo that is a number would otherwise
   -- pass here and fail every download, retried for ever
   if is_table(c.http) then c.http = check_table(c.http, M.HTTP_SPEC, "http.", bad) end
+  if c.state_dir == nil then c.state_dir = M.default_state_dir() end
   if c.device_id == nil then bad("device_id is missing: %s", M.SPEC.device_id[2]) end
   if c.device_key == nil then bad("device_key is missing: %s", M.SPEC.device_key[2]) end
   if c.board == "sim" and c.sim_dir == nil then

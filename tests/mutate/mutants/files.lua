@@ -11,6 +11,10 @@ local FLASH = { "spec/flash_spec.lua" }
 local POLICY = { "spec/fota_policy_spec.lua" }
 
 return {
+  { name = "firmware-built-in-source-tree", file = "examples/firmware/Makefile",
+    from = "O       ?= $(HERE)../../build/examples/firmware", to = "O       ?= .",
+    specs = { "spec/install_spec.lua" }, filter = "example firmware",
+    why = "make -C examples/firmware leaves .hex files in the source tree (untracked files in git status)" },
   ---------------------------------------------------------------- state files
   { name = "sys-write-file-tmp-follows-link", file = "plugins/sys.c",
     from = [[    if (unlink(tmp) < 0 && errno != ENOENT)
