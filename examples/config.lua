@@ -14,6 +14,14 @@ return {
   backend = "gpiod",                     -- GPIO access: gpiod, sysfs or mmio
   lock = 0x0F,                           -- lock bits after a flash, as the tutorial; false: none
   -- serial_baud = 57600,                -- the sketch's Serial1 rate (fotahost doctor opens it so)
+  -- HTTP, for the MCS API and the firmware downloads (every key is checked):
+  -- http = {
+  --   timeout = 600,         -- s a firmware download may take, retries included
+  --   min_rate = 256,        -- B/s it must average (0: no check), once it has
+  --   min_rate_after = 60,   --   run this many seconds
+  --   cainfo = "/etc/ssl/certs/ca-certificates.crt",  -- or capath = a directory
+  --   -- connect_timeout = 10, retries = 3, retry_delay = 1, ...
+  -- },
   -- Keep the Caterina USB bootloader across the chip erase:
   -- bootloader = "/etc/arduino/Caterina-smart7688.hex",
 

@@ -37,7 +37,8 @@ describe("fotahost.fota.config", function()
     assert.are.equal(57600, c.serial_baud)
     assert.is_false(c.insecure)
     assert.is_nil(c.max_download)
-    assert.is_nil(c.http)
+    -- a download has a deadline and a rate to keep, unless the config says otherwise
+    assert.are.same({ timeout = 600, min_rate = 256, min_rate_after = 60 }, c.http)
   end)
 
   -- On OpenWrt /var is a link to /tmp, a RAM disk: state_dir defaults to
@@ -123,7 +124,42 @@ describe("fotahost.fota.config", function()
 
   it("folds insecure into the HTTP options, leaving the others", function()
     local c = assert(config.check(with({ insecure = true, http = { retries = 1 } })))
-    assert.are.same({ retries = 1, insecure = true }, c.http)
+    assert.are.same({ retries = 1, insecure = true, timeout = 600, min_rate = 256, min_rate_after = 60 }, c.http)
+  end)
+
+  it("checks every key of http, naming it, as it checks the others", function()
+    assert.are.equal("cfg.lua: http.cainfo must be the path of a PEM file of CA certificates, got 5 (a number)",
+      refused({ http = { cainfo = 5 } }))
+    assert.are.equal("cfg.lua: http.capath must be a directory of CA certificates, got a table",
+      refused({ http = { capath = {} } }))
+    assert.matches('^cfg%.lua: http%.timeout must be the seconds a firmware download may take in all, '
+      .. 'retries included, got "10"$', refused({ http = { timeout = "10" } }))
+    assert.matches("^cfg%.lua: http%.timeout must be .* got 0 %(a number%)$", refused({ http = { timeout = 0 } }))
+    assert.matches("^cfg%.lua: http%.min_rate must be .* got %-1 %(a number%)$", refused({ http = { min_rate = -1 } }))
+    assert.matches("^cfg%.lua: http%.retries must be .* got 1%.5 %(a number%)$", refused({ http = { retries = 1.5 } }))
+    assert.matches('^cfg%.lua: http%.insecure must be .* got "yes"$', refused({ http = { insecure = "yes" } }))
+    assert.are.equal("cfg.lua: unknown key http.timout", refused({ http = { timout = 5 } }))
+    assert.are.equal("cfg.lua: unknown key http.minrate (did you mean http.min_rate?)",
+      refused({ http = { minrate = 5 } }))
+    assert.matches("^cfg%.lua: http must be a table of options for HTTP .* got 5 %(a number%)$", refused({ http = 5 }))
+    -- what is given is kept, the rest filled in
+    local c = assert(config.check(with({ http = { cainfo = "/etc/ca.pem", timeout = 30, min_rate = 0 } })))
+    assert.are.same({ cainfo = "/etc/ca.pem", timeout = 30, min_rate = 0, min_rate_after = 60 }, c.http)
+  end)
+
+  it("refuses a bad http key when `fotahost fota` starts, before any download", function()
+    local dir = h.tmpdir()
+    local path = h.write(dir .. "/config.lua", [[
+return { device_id = "Dev1", device_key = "Key12345", board = "sim", sim_dir = "/tmp/chip",
+         state_dir = "/nonexistent/state", http = { cainfo = 5 } }
+]])
+    -- a URL nothing listens on: a download would fail otherwise, or be retried
+    local r = h.run({ "fota", "--config", path, "--url", "https://127.0.0.1:9/fw.hex" })
+    assert.are.equal(1, r.status)
+    assert.are.equal("", r.out)
+    assert.are.equal("fotahost fota: " .. path .. ": http.cainfo must be the path of a PEM file of CA "
+      .. "certificates, got 5 (a number)\n", r.err)
+    h.rmdir(dir)
   end)
 
   it("reads a file in an environment of its own, naming the file in its errors", function()

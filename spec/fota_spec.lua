@@ -134,7 +134,8 @@ describe("FOTA end to end: the app, the local cloud and the simulated chip", fun
   ---------------------------------------------------------------- the app
 
   -- A device of its own: an id in the cloud, a chip directory (a copy of
-  -- `template`, or empty), a state directory and a config file.
+  -- `template`, or empty), a state directory and a config file (its
+  -- `http` table: opts.http, as Lua text).
   local function new_device(opts)
     opts = opts or {}
     ndev = ndev + 1
@@ -159,10 +160,10 @@ return {
   api = %q,
   board = "sim", sim_dir = %q, state_dir = %q,
   heartbeat = 1, backoff_cap = 2,
-  http = { retries = 0 },
+  http = %s,
   volatile_state_ok = %s,
 %s}
-]]):format(t.id, t.key, t.cloud_url, t.chip, t.state,
+]]):format(t.id, t.key, t.cloud_url, t.chip, t.state, opts.http or "{ retries = 0 }",
     -- scratch state in /tmp, a tmpfs on some machines: allowed, but in
     -- the cases that refuse a RAM disk
     tostring(opts.volatile_state_ok ~= false), opts.extra_config and opts.extra_config(t) or ""))
@@ -453,6 +454,75 @@ return {
       -- valid Intel HEX: only the end-of-file record
       local url, md5 = file_url("empty.hex", ":00000001FF\n")
       refused({ version = "xempty", url = url, md5 = md5 }, "^failed: the HEX file holds no data$")
+    end)
+  end)
+
+  ---------------------------------------------------------------- a server that drips
+  -- Issue 11, item 4: a server sending a byte now and then held an update,
+  -- and every push after it, for hours. The config's http.timeout bounds
+  -- the whole download and http.min_rate its average rate; the push fails
+  -- with the URL masked, and the device takes the next one.
+
+  describe("gives up a download that drips", function()
+    -- The drip URL with a password and the device key in it, as the push
+    -- carries it, and as the status must show it.
+    local function drip_url(t, query)
+      local url = web.url:gsub("^http://", "http://fw:pa55word@") .. "/drip?" .. query .. "&deviceKey=" .. t.key
+      local shown = web.url:gsub("^http://", "http://****@") .. "/drip?" .. query .. "&deviceKey=****"
+      return url, shown
+    end
+
+    local function no_secrets(t)
+      local log = app_log(t)
+      assert.is_nil(log:find(t.key, 1, true), "the device key is in the log")
+      assert.is_nil(log:find("pa55word", 1, true), "the URL's password is in the log")
+    end
+
+    it("at http.timeout, with the chip never touched, then takes the next push", function()
+      local t = start_app(new_device({ chip = template, http = "{ retries = 0, timeout = 3 }" }))
+      local before, n = flash_bytes(t), erases(t)
+      -- 5 bytes a second: over libcurl's low-speed limit, and the default
+      -- minimum rate waits 60 s (the 100 bytes end in 20 s: a deadline
+      -- that does not work fails the case, not hangs it)
+      local url, shown = drip_url(t, "bytes=100&interval=0.2")
+      push(t, { version = "drip", url = url, md5 = cjson.null })
+      local final, list = wait_status(t)
+      assert.are.equal("failed: download timed out after 3 s: " .. shown, final, app_log(t))
+      assert.are.same({ "downloading", final }, list)
+      assert.are.equal(n, erases(t), "the chip was erased")
+      assert.is_true(before == flash_bytes(t), "flash.bin changed")
+      assert.is_nil(h.read(t.state .. "/download.hex.part"))
+      -- the device is free: a good push goes through in the same run
+      push(t, "blink-250")
+      final = wait_status(t, 2)
+      assert.are.equal("done", final, app_log(t))
+      assert_flash(t, "blink-250")
+      assert.are.equal(n + 1, erases(t))
+      no_secrets(t)
+    end)
+
+    it("under http.min_rate, and the push queued behind it goes through", function()
+      local t = start_app(new_device({ chip = template,
+        http = "{ retries = 0, min_rate = 2000, min_rate_after = 2 }" }))
+      local n = erases(t)
+      local url, shown = drip_url(t, "bytes=1500&interval=0.01")
+      push(t, { version = "drip", url = url, md5 = cjson.null })
+      until_true("downloading", WAIT, function() return statuses(t)[1] == "downloading" end)
+      push(t, "blink-250")
+      local final, list = wait_status(t, 2)
+      assert.are.equal("done", final, app_log(t))
+      assert.are.equal("queued: blink-250 (an update is running)", list[2])
+      local bytes, secs = list[3]:match("^failed: download too slow %((%d+) bytes in ([%d.]+) s; the minimum "
+        .. "is 2000 bytes/s on average%): (.*)$")
+      assert.is_truthy(bytes, list[3])
+      assert.are.equal("failed: download too slow (" .. bytes .. " bytes in " .. secs
+        .. " s; the minimum is 2000 bytes/s on average): " .. shown, list[3])
+      assert.is_true(tonumber(secs) >= 2 and tonumber(bytes) < 2000 * tonumber(secs), list[3])
+      assert.are.same({ "downloading", "verifying", "flashing", "done" }, { table.unpack(list, 4) })
+      -- one erase: blink-250's; the drip never reached the chip
+      assert.are.equal(n + 1, erases(t))
+      assert_flash(t, "blink-250")
+      no_secrets(t)
     end)
   end)
 

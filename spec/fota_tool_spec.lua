@@ -21,16 +21,17 @@ describe("fotahost fota", function()
   end)
 
   local n = 0
-  -- a device of its own: a config, an empty chip directory, a state directory
-  local function device()
+  -- a device of its own: a config (`http`: its http table, as Lua text),
+  -- an empty chip directory, a state directory
+  local function device(http)
     n = n + 1
     local d = { chip = ("%s/chip%d"):format(dir, n), state = ("%s/state%d"):format(dir, n) }
     os.execute("mkdir " .. h.q(d.chip))
     d.cfg = h.write(("%s/config%d.lua"):format(dir, n), ([[
 return { device_id = "Dev1", device_key = "Key12345", board = "sim", sim_dir = %q, state_dir = %q,
          volatile_state_ok = true, -- scratch state in /tmp, a tmpfs on some machines
-         http = { retries = 0 } }
-]]):format(d.chip, d.state))
+         http = %s }
+]]):format(d.chip, d.state, http or "{ retries = 0 }"))
     return d
   end
 
@@ -117,6 +118,33 @@ return { device_id = "Dev1", device_key = "Key12345", board = "sim", sim_dir = %
     assert.are.equal("", r.out)
     assert.matches("^fotahost fota: the URL must be http:// or https://: file://", r.err)
     assert.are.equal(1, erases(d))
+  end)
+
+  it("gives a download up at the config's http.timeout, naming the URL with its key masked", function()
+    -- 5 bytes a second: libcurl's own low-speed check never trips, the
+    -- default minimum rate is checked only after 60 s (and 60 bytes end in
+    -- 12 s, so a deadline that does not work fails here, not hangs)
+    local d = device("{ retries = 0, timeout = 2 }")
+    assert.are.equal(0, fota(d, "--url", srv.url .. "/files/v1.hex").status)
+    local url = srv.url .. "/drip?bytes=60&interval=0.2&deviceKey=Key12345"
+    local t0 = os.time()
+    local r = fota(d, "--url", url, "--version", "v9")
+    assert.are.equal(1, r.status, r.err)
+    assert.is_true(os.time() - t0 < 30, "the download outlived its deadline")
+    assert.are.equal("downloading\nfailed: download timed out after 2 s: " .. srv.url
+      .. "/drip?bytes=60&interval=0.2&deviceKey=****\n", r.out)
+    assert.is_nil(r.err:find("Key12345", 1, true), r.err)
+    assert.are.equal(1, erases(d))
+    assert.is_true(holds(d, "v1.hex"), "flash.bin changed")
+  end)
+
+  it("gives a download up under the config's http.min_rate", function()
+    local d = device("{ retries = 0, min_rate = 1000, min_rate_after = 1 }")
+    local r = fota(d, "--url", srv.url .. "/drip?bytes=300&interval=0.05")
+    assert.are.equal(1, r.status, r.err)
+    assert.matches("^downloading\nfailed: download too slow %(%d+ bytes in [%d.]+ s; the minimum is 1000 "
+      .. "bytes/s on average%): http://127%.0%.0%.1:%d+/drip%?bytes=300&interval=0%.05\n$", r.out)
+    assert.is_nil(h.read(d.chip .. "/erases.log"))
   end)
 
   it("finishes an interrupted update first", function()

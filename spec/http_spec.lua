@@ -367,6 +367,57 @@ describe("fotahost.http", function()
       assert.is_false(exists(dest .. ".part"))
     end)
 
+    -- 5 bytes a second: libcurl's low-speed check (1 B/s) never trips
+    it("gives up a dripping download at its deadline, leaving nothing", function()
+      local dest = dir .. "/drip-deadline.bin"
+      local t, res, err, code = bounded(15, function()
+        return elapsed(function()
+          return http.download(base .. "/drip?bytes=1000&interval=0.2&deviceKey=Dk7s9q2w", dest,
+            { retries = 0, timeout = 1.5 })
+        end)
+      end)
+      assert.are.same({ nil, "deadline" }, { res, code })
+      assert.are.equal(base .. "/drip?bytes=1000&interval=0.2&deviceKey=****: timed out after 1.5 s", err)
+      assert.is_true(t >= 1.5 and t < 5, "took " .. t)
+      assert.is_false(exists(dest))
+      assert.is_false(exists(dest .. ".part"))
+    end)
+
+    it("counts the deadline over every try and the pauses between them", function()
+      -- the first pause alone would be 5 to 10 s: it is cut at the deadline
+      local t, res, err, code = bounded(20, function()
+        return elapsed(function()
+          return http.download(base .. "/status/503", dir .. "/503.bin",
+            { retries = 10, retry_delay = 10, retry_max_delay = 10, timeout = 1.2 })
+        end)
+      end)
+      assert.are.same({ nil, "deadline" }, { res, code })
+      assert.are.equal(base .. "/status/503: timed out after 1.2 s (the last try: HTTP 503)", err)
+      assert.is_true(t >= 1.2 and t < 4, "took " .. t)
+    end)
+
+    it("gives up a download that averages under min_rate once min_rate_after has passed", function()
+      local dest = dir .. "/drip-slow.bin"
+      local t, res, err, code = bounded(15, function()
+        return elapsed(function()
+          return http.download(base .. "/drip?bytes=1000&interval=0.05", dest,
+            { retries = 0, min_rate = 100, min_rate_after = 1 })
+        end)
+      end)
+      assert.are.same({ nil, "too_slow" }, { res, code })
+      local bytes, secs = err:match("^" .. base:gsub("%p", "%%%0")
+        .. "/drip%?bytes=1000&interval=0%.05: too slow %((%d+) bytes in ([%d.]+) s; the minimum is 100 bytes/s on average%)$")
+      assert.is_truthy(bytes, err)
+      assert.is_true(tonumber(bytes) < 100 * tonumber(secs) and tonumber(secs) >= 1, err)
+      assert.is_true(t >= 1 and t < 5, "took " .. t)
+      assert.is_false(exists(dest .. ".part"))
+      -- a download that keeps the rate is not stopped
+      res, err = http.download(base .. "/throttle/1k.bin?rate=1000", dest,
+        { retries = 0, min_rate = 50, min_rate_after = 0.5, timeout = 30 })
+      assert.is_nil(err)
+      assert.are.equal(sha(root .. "/1k.bin"), sha(dest))
+    end)
+
     it("refuses redirects to file:// and ftp://, and bounds redirect chains", function()
       local dest = dir .. "/redir.bin"
       for _, target in ipairs({ "file:///etc/passwd", "ftp://127.0.0.1/x" }) do
@@ -541,6 +592,13 @@ describe("fotahost.http", function()
       assert.is_nil(err:find(key, 1, true), err)
       assert.matches("deviceKey=%*%*%*%*", err)
       assert.is_nil(log.redact("the key is " .. key):find(key, 1, true))
+      -- the key last in the URL, and an error status: the colon before the
+      -- cause stays, in the message and in the log line
+      local res, code
+      res, err, code = http.download(("%s/status/404?deviceKey=%s"):format(base, url_key), dir .. "/404.bin", QUIET)
+      assert.are.same({ nil, 404 }, { res, code })
+      assert.are.equal(base .. "/status/404?deviceKey=****: HTTP 404", err)
+      assert.are.equal(err, log.redact(err))
       -- user:password and secret-looking query values
       assert.are.equal("https://****@h/x?a=1&token=****&b=2",
         http.redact_url("https://user:pw@h/x?a=1&token=abc&b=2"))

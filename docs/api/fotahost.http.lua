@@ -14,7 +14,9 @@
 -- Failures return `nil, "<url>: <cause>", code`: code is the HTTP status
 -- (integer) when the server answered with an error, else one of "timeout",
 -- "connect", "resolve", "tls", "truncated", "too_large", "protocol",
--- "redirects", "recv", "send", "file", "url", "range", "other". URLs in
+-- "redirects", "recv", "send", "file", "url", "range", "other" (and, for a
+-- download past its own `timeout` or under its `min_rate`, "deadline" or
+-- "too_slow"). URLs in
 -- messages are masked (user:password, key/token/secret/password query
 -- values); a `deviceKey` header value is registered with fotahost.log as a
 -- secret and never printed. Misuse (a wrong argument type) raises.
@@ -36,7 +38,9 @@ http.RETRY_KINDS = {}
 ---@field body string? request body (not for GET)
 ---@field max_size integer? bytes accepted; request(): default 8 MiB, download(): none
 ---@field connect_timeout number? seconds, default 10
----@field timeout number? seconds for the whole transfer, default none
+---@field timeout number? seconds for the whole transfer, default none; download(): for every try and the pauses between them together (code "deadline")
+---@field min_rate number? (download() only) bytes/s the download must average from its start, default 0 (no check); under it: code "too_slow"
+---@field min_rate_after number? (download() only) seconds spent in transfers before min_rate is checked, default 60
 ---@field low_speed_limit integer? bytes/s, default 1
 ---@field low_speed_time number? seconds below low_speed_limit before giving up, default 30
 ---@field max_redirects integer? default 5; 0 does not follow

@@ -398,20 +398,32 @@ function M.parse_command(value)
   return { version = version, md5 = md5 and md5:lower(), url = url }
 end
 
+-- Why a download failed, for the status: "download: <url>: <cause>", but
+-- one given up for its own limits says so first ("download timed out
+-- after 600 s: <url>", "download too slow (...): <url>").
+local function download_failure(url, err, code)
+  if code == "deadline" or code == "too_slow" then
+    local shown = logmod.redact(http.redact_url(url)) .. ": "
+    if err:sub(1, #shown) == shown then
+      return ("download %s: %s"):format(err:sub(#shown + 1), shown:sub(1, -3))
+    end
+  end
+  return "download: " .. err
+end
+
 -- Downloads, checks and parses; returns the image to flash or nil, reason.
 -- Nothing here touches the MCU.
 function Policy:prepare(job)
   local c = self.config
   self:status("downloading")
-  local res, err = http.download(job.url, self.paths.download, {
-    max_size = self.max_download, cainfo = c.http and c.http.cainfo, capath = c.http and c.http.capath,
-    insecure = c.insecure or (c.http and c.http.insecure),
-    connect_timeout = c.http and c.http.connect_timeout,
-    low_speed_time = c.http and c.http.low_speed_time,
-    retries = c.http and c.http.retries,
-    retry_delay = c.http and c.http.retry_delay,
-  })
-  if not res then return nil, "download: " .. err end
+  -- every option of the config's http table (the deadline and the rate
+  -- above all), not a chosen few
+  local o = {}
+  for k, v in pairs(c.http or {}) do o[k] = v end
+  o.max_size = self.max_download
+  o.insecure = c.insecure or o.insecure
+  local res, err, code = http.download(job.url, self.paths.download, o)
+  if not res then return nil, download_failure(job.url, err, code) end
   job.bytes = res.bytes
   self:status("verifying")
   local md5 = assert(digest.file(self.paths.download, "md5"))

@@ -20,7 +20,8 @@
 -- status (an integer) when the server answered with an error, else a short
 -- kind: "timeout", "connect", "resolve", "tls", "truncated", "too_large",
 -- "protocol" (a refused scheme or redirect, a malformed answer), "redirects",
--- "recv", "send", "file", "url", "range", "other". URLs in messages have
+-- "recv", "send", "file", "url", "range", "other", and for a download
+-- past its own limits "deadline" or "too_slow". URLs in messages have
 -- their user:password and any key, token, secret or password query values
 -- masked, and the value of any `deviceKey` header is registered as a
 -- secret with fotahost.log, so it is never printed by anyone.
@@ -112,8 +113,11 @@ end
 
 -- Runs a transfer to its end, waiting in the scheduler (or the holder's
 -- poller), and reports progress under pcall: a raising callback stops the
--- transfer, and its error goes up after the caller's cleanup.
-local function drive(t, holder, progress)
+-- transfer, and its error goes up after the caller's cleanup. `watch(t)`,
+-- if given, is asked at least once a second whether to stop: a kind and a
+-- cause end the drive there (the caller closes the transfer) and are
+-- returned.
+local function drive(t, holder, progress, watch)
   local fd = t:fd()
   local last_done, last_at = -1, -math.huge
   while true do
@@ -128,6 +132,10 @@ local function drive(t, holder, progress)
       end
     end
     if state == "done" then return end
+    if watch then
+      local kind, cause = watch(t)
+      if kind then return kind, cause end
+    end
     if wait and wait <= 0 then
       -- libcurl has more to do at once (a fast download): let the other
       -- tasks run first, or a loopback transfer would hold the process
@@ -178,7 +186,8 @@ end
 -- slower than limit B/s for time s; default 1 B/s for 30 s),
 -- `max_redirects`, `cainfo`, `capath`, `insecure`, `user_agent`,
 -- `retries` (default 0) with `retry_delay` and `retry_max_delay`, and
--- `progress(done, total)`.
+-- `progress(done, total)`. (download()'s `min_rate` and `min_rate_after`
+-- are ignored here, so one table of options serves both.)
 function M.request(opts)
   check_opts(opts, "http.request")
   local holder = { name = M.redact_url(opts.url) }
@@ -254,6 +263,42 @@ local function validator(headers)
   return headers["last-modified"]
 end
 
+-- A number of seconds or bytes/s for a message: "600", "2.5".
+local function num(x)
+  return ("%.1f"):format(x):gsub("%.0$", "")
+end
+
+-- A download's own limits, over all its tries: `timeout` seconds of wall
+-- time (pauses between tries included), and an average of at least
+-- `min_rate` bytes/s once `min_rate_after` seconds have been spent in
+-- transfers. The pauses between tries do not count against the rate: a
+-- server that refused a connection twice is not a slow one. libcurl's
+-- low-speed check cannot see a server that drips just fast enough to pass
+-- it; these can.
+local function limits(opts)
+  local l = { timeout = opts.timeout, min_rate = opts.min_rate or 0,
+              after = opts.min_rate_after or 60, spent = 0 }
+  l.deadline = l.timeout and now() + l.timeout
+  return l
+end
+
+-- nil while the download may go on; else its kind ("deadline" or
+-- "too_slow") and the cause. `bytes` is what the download holds, and
+-- `since` when the running try started (nil between tries).
+local function exceeded(l, bytes, since)
+  local at = now()
+  if l.deadline and at >= l.deadline then
+    return "deadline", ("timed out after %s s"):format(num(l.timeout))
+  end
+  if l.min_rate > 0 and since then
+    local spent = l.spent + (at - since)
+    if spent >= l.after and bytes < l.min_rate * spent then
+      return "too_slow", ("too slow (%d bytes in %s s; the minimum is %s bytes/s on average)")
+        :format(bytes, num(spent), num(l.min_rate))
+    end
+  end
+end
+
 --- Downloads `url` to the file `dest`, or into `dest` when it is a
 -- function (a sink called with each chunk; it runs inside libcurl and must
 -- not wait). The file appears at `dest` only complete: the body goes to
@@ -269,6 +314,13 @@ end
 --   the server gave a validator); a server that sends it all again is
 --   taken from byte 0 instead;
 -- * `max_size`: the most bytes accepted (default: no limit);
+-- * `timeout`: seconds the whole download may take, every try and the
+--   pauses between them included (not per try, as in request()); past it
+--   the download fails with the kind "deadline" ("<url>: timed out after
+--   N s"; default: no limit);
+-- * `min_rate` (bytes/s, default 0: no check): the download fails with
+--   the kind "too_slow" when, after `min_rate_after` seconds (default 60)
+--   spent in transfers, it has averaged less than that since its start;
 -- * `progress(done, total)`: at most ten times a second and once at the
 --   end, under pcall; an error it raises removes the .part file and is
 --   raised again from download().
@@ -293,16 +345,28 @@ function M.download(url, dest, opts)
   o.body = nil
   local base = curl_opts(o, url)
   base.file, base.sink = part, sink
+  base.timeout = nil -- the whole download's, checked here: libcurl's is per try
+  local lim = limits(opts)
 
   local ok, res, err, code = pcall(function()
     local have, valid = 0, nil -- bytes kept from earlier tries; their validator
     local resumed, restarted = 0, 0
+    local last -- the cause of the last failed try
     for n = 1, tries do
+      local kind, cause = exceeded(lim, have)
+      if kind then
+        return nil, label(url, last and ("%s (the last try: %s)"):format(cause, last) or cause), kind
+      end
       local c = copy(base, { resume_from = have })
       if have > 0 and valid then c.headers = copy(base.headers, { ["If-Range"] = valid }) end
       local t <close>, terr = curl.new(c)
       if not t then return nil, label(url, terr), "file" end
-      drive(t, holder, opts.progress)
+      local since = now()
+      kind, cause = drive(t, holder, opts.progress, function(tr)
+        return exceeded(lim, (tr:progress()), since)
+      end)
+      if kind then return nil, label(url, cause), kind end
+      lim.spent = lim.spent + (now() - since)
       local info, raised = t:info()
       if raised ~= nil then error(raised, 0) end
       if have > 0 then
@@ -330,8 +394,11 @@ function M.download(url, dest, opts)
       end
       local d = backoff(n, opts.retry_delay or 1, opts.retry_max_delay or 30,
         info.headers["retry-after"])
+      -- no pause past the deadline: the next turn reports it
+      if lim.deadline then d = math.max(0, math.min(d, lim.deadline - now())) end
       log.info("%s; %s in %.1f s", label(url, info.error),
         have > 0 and ("resuming from byte %d"):format(have) or "retrying", d)
+      last = info.error
       t:close()
       stream.pause(holder, d)
     end

@@ -106,7 +106,13 @@ function M.redact(msg)
   end
   -- deviceKey: v / deviceKey=v / "deviceKey":"v" / deviceKey v, any case.
   msg = msg:gsub("([dD][eE][vV][iI][cC][eE][_%-]?[kK][eE][yY]\"?%s*[:=]?%s*\"?)([^%s\"&,;]+)",
-    function(prefix) return prefix .. MASK end)
+    function(prefix, value)
+      -- masked already (a URL from http.redact_url) and followed by the
+      -- colon before a cause ("...?deviceKey=****: HTTP 404"): that colon
+      -- is no part of a key, keep it
+      if value == MASK .. ":" then return prefix .. value end
+      return prefix .. MASK
+    end)
   return msg
 end
 

@@ -125,7 +125,6 @@ else
   o.connect_timeout = math.min(o.connect_timeout or 5, 5)
   o.timeout = math.min(o.timeout or 10, 10)
   o.retries = 0
-  o.insecure = config.insecure or nil
   local res, err, code = http.get(url, o)
   if not res then
     -- the cause alone: the URL is said once, below

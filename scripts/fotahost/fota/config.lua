@@ -13,9 +13,20 @@
 --       status_channel = "fota_status",       -- data channel for progress and results
 --       -- hooks, each function(job) returning true, or nil and a reason to stop:
 --       -- before_download, before_flash, after_flash, health_check
+--       http = {                              -- every HTTP call: the MCS API and the firmware
+--         timeout = 600,                      -- s a firmware download may take, retries included
+--         min_rate = 256,                     -- B/s a download must average, checked once
+--         min_rate_after = 60,                --   it has run this many seconds
+--         -- cainfo, capath, connect_timeout, retries, ...: see M.HTTP_SPEC
+--       },
 --     }
 --
--- Every other key is optional and listed in M.SPEC with its default.
+-- Every other key is optional and listed in M.SPEC with its default; the
+-- keys of `http` in M.HTTP_SPEC. A download past `http.timeout`, or slower
+-- than `http.min_rate` on average, is given up and reported ("failed:
+-- download timed out after 600 s: <url>", "failed: download too slow
+-- (...): <url>"), so a server that drips its answer cannot hold the device
+-- and every later push.
 --
 -- state_dir must survive a power cut: that is when the journal and the
 -- last-known-good image are needed. On OpenWrt /var is a link to /tmp, a
@@ -53,6 +64,29 @@ local function is_bool(v) return type(v) == "boolean" end
 local function is_fn(v) return type(v) == "function" end
 local function is_byte_or_false(v) return v == false or (math.type(v) == "integer" and v >= 0 and v <= 255) end
 local function is_table(v) return type(v) == "table" end
+local function is_nonneg(v) return type(v) == "number" and v >= 0 end
+local function is_nonneg_int(v) return math.type(v) == "integer" and v >= 0 end
+
+--- The keys of `http`: passed as they are to every fotahost.http call the
+-- device makes (a key without a default: fotahost.http's own). `timeout`
+-- and the rate bound a firmware download as a whole; an MCS API call
+-- takes `timeout` for each try and ignores the rate.
+M.HTTP_SPEC = {
+  timeout = { is_pos, "the seconds a firmware download may take in all, retries included", 600 },
+  min_rate = { is_nonneg, "the lowest average rate a download may keep, in bytes/s (0: no check)", 256 },
+  min_rate_after = { is_pos, "the seconds a download runs before min_rate is checked", 60 },
+  connect_timeout = { is_pos, "the seconds a connection may take (default 10)" },
+  low_speed_time = { is_nonneg, "the seconds under low_speed_limit that stop a try (default 30; 0: never)" },
+  low_speed_limit = { is_nonneg, "the bytes/s below which a try is stalled (default 1)" },
+  retries = { is_nonneg_int, "the further tries after a failure (an integer; downloads: default 3)" },
+  retry_delay = { is_pos, "the seconds before the first retry (default 1, doubling)" },
+  retry_max_delay = { is_pos, "the longest pause between tries, in seconds (default 30)" },
+  max_redirects = { is_nonneg_int, "the most redirects a download follows (an integer, default 5)" },
+  cainfo = { is_string, "the path of a PEM file of CA certificates" },
+  capath = { is_string, "a directory of CA certificates" },
+  insecure = { is_bool, "true turns TLS verification off (logged)" },
+  user_agent = { is_string, "the User-Agent header" },
+}
 
 --- Each key: { check, what it must be, default (nil: required or none) }.
 M.SPEC = {
@@ -74,7 +108,7 @@ M.SPEC = {
   max_download = { is_pos, "the largest download accepted, in bytes (default: 6x the flash size)" },
   heartbeat = { is_pos, "seconds between heartbeats", 50 },
   backoff_cap = { is_pos, "the longest reconnect (and commit retry) delay, in seconds", 60 },
-  http = { is_table, "options for fotahost.http (cainfo, capath, connect_timeout...)" },
+  http = { is_table, "a table of options for HTTP (timeout, min_rate, cainfo...: see M.HTTP_SPEC)", {} },
   insecure = { is_bool, "true turns TLS verification off (logged)", false },
   serial_port = { is_string, "the MCU's serial port, for hooks and `fotahost doctor`", "/dev/ttyS0" },
   serial_baud = { is_pos_int, "the rate of the sketch's Serial1, in baud (an integer such as 57600)", 57600 },
@@ -86,7 +120,41 @@ M.SPEC = {
 
 local function describe(v)
   if type(v) == "string" then return ("%q"):format(v) end
+  if type(v) == "table" or type(v) == "function" then return "a " .. type(v) end -- not its address
   return tostring(v) .. " (a " .. type(v) .. ")"
+end
+
+-- Checks `t` against `spec`, its key names shown after `prefix`, calling
+-- bad() for each problem; returns a copy with the defaults filled in.
+local function check_table(t, spec, prefix, bad)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = tostring(k) end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    if not spec[k] then
+      -- a near miss is most likely a typo
+      local hint = ""
+      for name in pairs(spec) do
+        if name:gsub("_", "") == k:lower():gsub("[_-]", "") then hint = " (did you mean " .. prefix .. name .. "?)" end
+      end
+      bad("unknown key %s%s%s", prefix, k, hint)
+    end
+  end
+  local c = {}
+  local names = {}
+  for k in pairs(spec) do names[#names + 1] = k end
+  table.sort(names)
+  for _, k in ipairs(names) do
+    local check, what, default = table.unpack(spec[k])
+    local v = t[k]
+    if v == nil then
+      v = default
+    elseif not check(v) then
+      bad("%s%s must be %s, got %s", prefix, k, what, describe(v))
+    end
+    c[k] = v
+  end
+  return c
 end
 
 --- Checks a configuration table and fills in the defaults. Returns the
@@ -98,33 +166,10 @@ function M.check(t, where)
   end
   local errors = {}
   local function bad(fmt, ...) errors[#errors + 1] = where .. ": " .. fmt:format(...) end
-  local keys = {}
-  for k in pairs(t) do keys[#keys + 1] = tostring(k) end
-  table.sort(keys)
-  for _, k in ipairs(keys) do
-    if not M.SPEC[k] then
-      -- a near miss is most likely a typo
-      local hint = ""
-      for name in pairs(M.SPEC) do
-        if name:gsub("_", "") == k:lower():gsub("[_-]", "") then hint = " (did you mean " .. name .. "?)" end
-      end
-      bad("unknown key %s%s", k, hint)
-    end
-  end
-  local c = {}
-  local names = {}
-  for k in pairs(M.SPEC) do names[#names + 1] = k end
-  table.sort(names)
-  for _, k in ipairs(names) do
-    local check, what, default = table.unpack(M.SPEC[k])
-    local v = t[k]
-    if v == nil then
-      v = default
-    elseif not check(v) then
-      bad("%s must be %s, got %s", k, what, describe(v))
-    end
-    c[k] = v
-  end
+  local c = check_table(t, M.SPEC, "", bad)
+  -- http's keys too, at load: a cainfo that is a number would otherwise
+  -- pass here and fail every download, retried for ever
+  if is_table(c.http) then c.http = check_table(c.http, M.HTTP_SPEC, "http.", bad) end
   if c.state_dir == nil then c.state_dir = M.default_state_dir() end
   if c.device_id == nil then bad("device_id is missing: %s", M.SPEC.device_id[2]) end
   if c.device_key == nil then bad("device_key is missing: %s", M.SPEC.device_key[2]) end
@@ -139,12 +184,7 @@ function M.check(t, where)
   if #errors > 0 then return nil, table.concat(errors, "\n") end
   -- One TLS setting for every connection the device makes: the MCS API
   -- and the firmware downloads.
-  if c.insecure then
-    local h = {}
-    for k, v in pairs(c.http or {}) do h[k] = v end
-    h.insecure = true
-    c.http = h
-  end
+  if c.insecure then c.http.insecure = true end
   return c
 end
 

@@ -194,6 +194,28 @@ return {
     specs = HTTP,
     why = "a cut connection fails the download instead of resuming it" },
 
+  ---------------------------------------------------------------- a download's own limits
+  { name = "http-download-deadline-ignored", file = "scripts/fotahost/http.lua",
+    from = "if l.deadline and at >= l.deadline then",
+    to = "if false then",
+    specs = HTTP, filter = "deadline",
+    why = "a server dripping just over libcurl's low-speed limit holds a download (and the device) for hours" },
+  { name = "http-download-pause-past-deadline", file = "scripts/fotahost/http.lua",
+    from = "if lim.deadline then d = math.max(0, math.min(d, lim.deadline - now())) end",
+    to = "",
+    specs = HTTP, filter = "deadline",
+    why = "a backoff pause runs on past the download's deadline" },
+  { name = "http-download-rate-unchecked", file = "scripts/fotahost/http.lua",
+    from = "if l.min_rate > 0 and since then",
+    to = "if false then",
+    specs = HTTP, filter = "min_rate",
+    why = "a download far under min_rate runs on until its deadline" },
+  { name = "log-redact-eats-colon", file = "scripts/fotahost/log.lua",
+    from = "if value == MASK .. \":\" then return prefix .. value end",
+    to = "",
+    specs = HTTP, filter = "deviceKey",
+    why = "a message ending in ?deviceKey=****: HTTP 404 loses the colon before its cause" },
+
   ---------------------------------------------------------------- TCP, streams, digests
   { name = "tcp-sigpipe", file = "plugins/tcp.c",
     from = "MSG_NOSIGNAL | MSG_DONTWAIT",
