@@ -7,7 +7,13 @@ local mcs = require "fotahost.mcs"
 local fota = require "fotahost.fota"
 local cli = require "fotahost.cli"
 local log = require("fotahost.log").get("app")
-local config = assert(require("fotahost.fota.config").load())
+local config, config_err = require("fotahost.fota.config").load()
+-- A mistake in the config is the user's to fix, not a crash: one line
+-- naming the file and the key, and status 1.
+if not config then
+  log.error("%s", config_err)
+  os.exit(1)
+end
 
 local ok, err = pcall(sched.run, function()
   local policy = fota.new(config)

@@ -162,6 +162,19 @@ return { device_id = "Dev1", device_key = "Key12345", board = "sim", sim_dir = "
     h.rmdir(dir)
   end)
 
+  it("stops the app on a bad config with one line naming the file and the key, no traceback", function()
+    local dir = h.tmpdir()
+    local path = h.write(dir .. "/config.lua", [[
+return { device_id = "Dev1", device_key = "Key12345", board = "sim", sim_dir = "/tmp/chip",
+         state_dir = "/nonexistent/state", http = { cainfo = 5 } }
+]])
+    local r = h.run({ h.top .. "/examples/app.lua" }, { env = { FOTAHOST_CONFIG = path, FOTAHOST_LOG = "stderr" } })
+    assert.are.equal(1, r.status)
+    assert.matches("^%S+ error +app: " .. path:gsub("%p", "%%%0") .. ": http.cainfo must be the path of a PEM "
+      .. "file of CA certificates, got 5 %(a number%)\n$", r.err)
+    h.rmdir(dir)
+  end)
+
   it("reads a file in an environment of its own, naming the file in its errors", function()
     local dir = h.tmpdir()
     local path = h.write(dir .. "/config.lua", [[

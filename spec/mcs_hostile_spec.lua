@@ -127,8 +127,11 @@ describe("the app and a server that floods commands", function()
         local l = h.read(t.log) or ""
         return l:find("more commands on channels without a handler ignored") and l
       end)
+      -- (a burst ends after a quiet second, which a loaded machine can give
+      -- the 4 s flood a few times: each burst shows 3 and one sum)
       local n = select(2, log:gsub("no handler for channel LED", ""))
-      assert.is_true(n <= 3, n .. " lines about LED commands")
+      local sums = select(2, log:gsub("more commands on channels without a handler ignored", ""))
+      assert.is_true(sums <= 4 and n <= 3 * sums, ("%d lines about LED commands in %d bursts"):format(n, sums))
       -- and the app's FOTA handler keeps up (a push during an update only
       -- replaces the one waiting): a reader that yields between commands
       -- hands none of them to a full queue
