@@ -45,6 +45,17 @@ int fh_read_available(lua_State *L, int fd, size_t max, int closed_a, int closed
                       const char *what);
 
 /*
+ * The body of a stream's write_available(data[, i]) method: writes the
+ * string at argument 2 from byte i (argument 3, default 1) on, as much as
+ * the non-blocking fd takes now. A socket passes the send() flags it wants
+ * (MSG_NOSIGNAL, so a gone peer is EPIPE and not a signal); anything else
+ * passes -1 and gets write(). Pushes the bytes written (0 when nothing was
+ * left), or fh_io_failure's results. Returns the number of values pushed.
+ */
+int fh_write_available(lua_State *L, int fd, int send_flags, int closed_a, int closed_b,
+                       const char *what);
+
+/*
  * Writes all of `data` to a blocking fd (a file), retrying after EINTR and
  * short writes. Returns 0, or -1 with errno set.
  */

@@ -528,23 +528,8 @@ static int port_read_available(lua_State *L)
 static int port_write_available(lua_State *L)
 {
     Port *p = check_port(L);
-    size_t len;
-    const char *data = luaL_checklstring(L, 2, &len);
-    lua_Integer i = luaL_optinteger(L, 3, 1);
-    ssize_t n;
 
-    luaL_argcheck(L, i >= 1 && (size_t)(i - 1) <= len, 3, "index out of range");
-    if ((size_t)(i - 1) == len) {
-        lua_pushinteger(L, 0);
-        return 1;
-    }
-    do
-        n = write(p->fd, data + (i - 1), len - (size_t)(i - 1));
-    while (n < 0 && errno == EINTR);
-    if (n < 0)
-        return fh_io_failure(L, errno, TTY_CLOSED, 0, p->name);
-    lua_pushinteger(L, n);
-    return 1;
+    return fh_write_available(L, p->fd, -1, TTY_CLOSED, 0, p->name);
 }
 
 /*

@@ -434,23 +434,9 @@ static int sock_read_available(lua_State *L)
 static int sock_write_available(lua_State *L)
 {
     Sock *s = check_sock(L);
-    size_t len;
-    const char *data = luaL_checklstring(L, 2, &len);
-    lua_Integer i = luaL_optinteger(L, 3, 1);
-    ssize_t n;
 
-    luaL_argcheck(L, i >= 1 && (size_t)(i - 1) <= len, 3, "index out of range");
-    if ((size_t)(i - 1) == len) {
-        lua_pushinteger(L, 0);
-        return 1;
-    }
-    do
-        n = send(s->fd, data + (i - 1), len - (size_t)(i - 1), MSG_NOSIGNAL | MSG_DONTWAIT);
-    while (n < 0 && errno == EINTR);
-    if (n < 0)
-        return fh_io_failure(L, errno, PEER_GONE_A, PEER_GONE_B, s->name);
-    lua_pushinteger(L, n);
-    return 1;
+    return fh_write_available(L, s->fd, MSG_NOSIGNAL | MSG_DONTWAIT, PEER_GONE_A, PEER_GONE_B,
+                              s->name);
 }
 
 /* sock:shutdown([how]) -> true | fail, msg, errno; how: "w" (default), "r", "rw" */
