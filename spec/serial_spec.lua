@@ -2,7 +2,6 @@
 -- fotahost.serial_port (Lua, waits with timeouts, under the scheduler).
 local serial = require "fotahost.serial"
 local serial_port = require "fotahost.serial_port"
-local sched = require "fotahost.sched"
 local poll = require "fotahost.poll"
 local h = require "helper"
 local stream_contract = require "support.stream_contract"
@@ -14,11 +13,7 @@ local function until_readable(port)
   assert(p:wait(1), "nothing arrived within 1 s")
 end
 
-local function elapsed(fn)
-  local t0 = sched.now()
-  local r = table.pack(fn())
-  return sched.now() - t0, table.unpack(r, 1, r.n)
-end
+local elapsed = h.elapsed
 
 describe("fotahost.serial", function()
   local master, slave_path
@@ -265,18 +260,6 @@ describe("fotahost.serial_port", function()
     assert.are.same({ nil, "closed", "" }, { port:read(1, 1) })
     assert.are.same({ nil, "closed", "" }, { port:read_line(1) })
     assert.are.same({ nil, "closed", 0 }, { port:write("x", 1) })
-  end)
-
-  it("says closed to a counted read waiting in a task, with what it had", function()
-    local r = { sched.run(function()
-      sched.spawn("other end", function()
-        assert(port:write("par", 1))
-        sched.sleep(0.05)
-        port:close()
-      end)
-      return master:read(10, 2)
-    end) }
-    assert.are.same({ nil, "closed", "par" }, r)
   end)
 
   it("waits outside any task until the data comes, in a poller of its own", function()

@@ -4,14 +4,11 @@
 local tcp = require "fotahost.tcp"
 local tcp_socket = require "fotahost.tcp_socket"
 local sched = require "fotahost.sched"
+local h = require "helper"
 local poll = require "fotahost.poll"
 local stream_contract = require "support.stream_contract"
 
-local function elapsed(fn)
-  local t0 = sched.now()
-  local r = table.pack(fn())
-  return sched.now() - t0, table.unpack(r, 1, r.n)
-end
+local elapsed = h.elapsed
 
 -- Waits (at most 1 s) until `fd` is ready for `mode`, without touching it.
 local function until_ready(fd, mode)

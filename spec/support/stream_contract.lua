@@ -15,12 +15,9 @@
 -- wrote before closing, and the slave sees the master's close as a
 -- hang-up; TCP allows them all.
 local sched = require "fotahost.sched"
+local h = require "helper"
 
-local function elapsed(fn)
-  local t0 = sched.now()
-  local r = table.pack(fn())
-  return sched.now() - t0, table.unpack(r, 1, r.n)
-end
+local elapsed = h.elapsed
 
 return function(it, assert, make_pair)
   -- Each case gets a fresh pair, closed after it however it ends.
@@ -135,17 +132,21 @@ return function(it, assert, make_pair)
     assert.are.same({ nil, "closed", "" }, { b:read_line(1) })
   end)
 
-  case("says closed to a reader waiting in a task, with what it had", function(_, a, b)
-    local r = { sched.run(function()
-      sched.spawn("other end", function()
-        assert(a:write("par", 1))
-        sched.sleep(0.05)
-        a:close()
-      end)
-      return b:read_line(2)
-    end) }
-    assert.are.same({ nil, "closed", "par" }, r)
-  end)
+  -- a counted read and a line read, each on a pair of its own
+  for _, how in ipairs({ "read", "read_line" }) do
+    case("says closed to a " .. how .. " waiting in a task, with what it had", function(_, a, b)
+      local r = { sched.run(function()
+        sched.spawn("other end", function()
+          assert(a:write("par", 1))
+          sched.sleep(0.05)
+          a:close()
+        end)
+        if how == "read" then return b:read(10, 2) end
+        return b:read_line(2)
+      end) }
+      assert.are.same({ nil, "closed", "par" }, r)
+    end)
+  end
 
   case("returns closed, not a signal, when writing to an end that went away", function(_, a, b)
     b:close()

@@ -243,7 +243,7 @@ return {
     to = "    if false then\n      local hint",
     specs = { "spec/serial_spec.lua", "spec/tcp_spec.lua" }, filter = "as a stream",
     why = "port.read(x) with a wrong x fails deep inside with an index error instead of naming the misuse" },
-  { name = "write-available-index-unchecked", file = "host/helpers.c",
+  { name = "stream-write-index-unchecked", file = "host/helpers.c",
     from = '    luaL_argcheck(L, i >= 1 && (size_t)(i - 1) <= len, 3, "index out of range");\n    from',
     to = "    from",
     specs = { "spec/serial_spec.lua", "spec/tcp_spec.lua" },
