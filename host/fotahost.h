@@ -45,6 +45,22 @@ int fh_read_available(lua_State *L, int fd, size_t max, int closed_a, int closed
                       const char *what);
 
 /*
+ * The bodies of a stream object's read_available([max]) and
+ * write_available(data[, i]) methods (serial ports, TCP sockets), on a
+ * non-blocking fd; the arguments are read from the stack (self at 1).
+ * fh_stream_read reads what is there now, up to max bytes (default 4096,
+ * at most 65536 a call), as fh_read_available does. fh_stream_write writes
+ * data from byte i (default 1) on, as much as the fd takes now, and pushes
+ * the bytes written (0 when nothing was left) or fh_io_failure's results; a
+ * socket passes the send() flags it wants (MSG_NOSIGNAL, so a gone peer is
+ * EPIPE and not a signal), anything else -1 to get write(). Both return the
+ * number of values pushed.
+ */
+int fh_stream_read(lua_State *L, int fd, int closed_a, int closed_b, const char *what);
+int fh_stream_write(lua_State *L, int fd, int send_flags, int closed_a, int closed_b,
+                    const char *what);
+
+/*
  * Writes all of `data` to a blocking fd (a file), retrying after EINTR and
  * short writes. Returns 0, or -1 with errno set.
  */

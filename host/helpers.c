@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "fotahost.h"
@@ -92,5 +93,41 @@ int fh_read_available(lua_State *L, int fd, size_t max, int closed_a, int closed
         return 2;
     }
     luaL_pushresultsize(&b, (size_t)n);
+    return 1;
+}
+
+int fh_stream_read(lua_State *L, int fd, int closed_a, int closed_b, const char *what)
+{
+    lua_Integer max = luaL_optinteger(L, 2, 4096);
+
+    luaL_argcheck(L, max > 0, 2, "size must be positive");
+    if (max > 65536) /* a tty or socket hands out a few KiB a read: this bounds the buffer */
+        max = 65536;
+    return fh_read_available(L, fd, (size_t)max, closed_a, closed_b, what);
+}
+
+int fh_stream_write(lua_State *L, int fd, int send_flags, int closed_a, int closed_b,
+                    const char *what)
+{
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    lua_Integer i = luaL_optinteger(L, 3, 1);
+    size_t from, left;
+    ssize_t n;
+
+    luaL_argcheck(L, i >= 1 && (size_t)(i - 1) <= len, 3, "index out of range");
+    from = (size_t)(i - 1);
+    left = len - from;
+    if (left == 0) {
+        lua_pushinteger(L, 0);
+        return 1;
+    }
+    do
+        n = send_flags >= 0 ? send(fd, data + from, left, send_flags)
+                            : write(fd, data + from, left);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return fh_io_failure(L, errno, closed_a, closed_b, what);
+    lua_pushinteger(L, n);
     return 1;
 }

@@ -31,9 +31,6 @@
 #include "fotahost.h"
 
 #define SERIAL_MT "fotahost.serial"
-/* A tty hands out at most a few KiB per read; this only bounds the buffer. */
-#define SERIAL_READ_MAX 65536
-#define SERIAL_READ_DEFAULT 4096
 
 typedef struct {
     int fd;       /* -1 once closed */
@@ -511,12 +508,8 @@ static int port_path(lua_State *L)
 static int port_read_available(lua_State *L)
 {
     Port *p = check_port(L);
-    lua_Integer max = luaL_optinteger(L, 2, SERIAL_READ_DEFAULT);
 
-    luaL_argcheck(L, max > 0, 2, "size must be positive");
-    if (max > SERIAL_READ_MAX)
-        max = SERIAL_READ_MAX;
-    return fh_read_available(L, p->fd, (size_t)max, TTY_CLOSED, 0, p->name);
+    return fh_stream_read(L, p->fd, TTY_CLOSED, 0, p->name);
 }
 
 /*
@@ -528,23 +521,8 @@ static int port_read_available(lua_State *L)
 static int port_write_available(lua_State *L)
 {
     Port *p = check_port(L);
-    size_t len;
-    const char *data = luaL_checklstring(L, 2, &len);
-    lua_Integer i = luaL_optinteger(L, 3, 1);
-    ssize_t n;
 
-    luaL_argcheck(L, i >= 1 && (size_t)(i - 1) <= len, 3, "index out of range");
-    if ((size_t)(i - 1) == len) {
-        lua_pushinteger(L, 0);
-        return 1;
-    }
-    do
-        n = write(p->fd, data + (i - 1), len - (size_t)(i - 1));
-    while (n < 0 && errno == EINTR);
-    if (n < 0)
-        return fh_io_failure(L, errno, TTY_CLOSED, 0, p->name);
-    lua_pushinteger(L, n);
-    return 1;
+    return fh_stream_write(L, p->fd, -1, TTY_CLOSED, 0, p->name);
 }
 
 /*

@@ -372,6 +372,19 @@ static int sys_lstat(lua_State *L)
 }
 
 /*
+ * sys.exists(path) -> boolean: whether `path` names something, a symbolic
+ * link followed (a dangling link does not exist). A question, not an
+ * operation: any failure of stat() answers false.
+ */
+static int sys_exists(lua_State *L)
+{
+    struct stat st;
+
+    lua_pushboolean(L, stat(luaL_checkstring(L, 1), &st) == 0);
+    return 1;
+}
+
+/*
  * Filesystem names by statfs magic (linux/magic.h), for the ones a board
  * or a build machine has: what `stat -f -c %T` would say, but stable
  * ("ext2/ext3" there is every ext here).
@@ -564,6 +577,7 @@ static const luaL_Reg sys_funcs[] = {
     {"write_file", sys_write_file},
     {"mkdir", sys_mkdir},
     {"lstat", sys_lstat},
+    {"exists", sys_exists},
     {"statfs", sys_statfs},
     {"geteuid", sys_geteuid},
     {"read_file", sys_read_file},

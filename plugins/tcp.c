@@ -32,8 +32,6 @@
 #define SOCK_MT "fotahost.tcp.socket"
 #define SERVER_MT "fotahost.tcp.server"
 #define RESOLVER_MT "fotahost.tcp.resolver"
-#define TCP_READ_MAX 65536
-#define TCP_READ_DEFAULT 4096
 #define TCP_BACKLOG_DEFAULT 32
 /* "host:port": a DNS name is at most 253 bytes */
 #define NAME_MAX_LEN 300
@@ -416,13 +414,9 @@ static int sock_name(lua_State *L)
 static int sock_read_available(lua_State *L)
 {
     Sock *s = check_sock(L);
-    lua_Integer max = luaL_optinteger(L, 2, TCP_READ_DEFAULT);
 
-    luaL_argcheck(L, max > 0, 2, "size must be positive");
-    if (max > TCP_READ_MAX)
-        max = TCP_READ_MAX;
     /* read() on the non-blocking socket: recv(MSG_DONTWAIT) without flags */
-    return fh_read_available(L, s->fd, (size_t)max, PEER_GONE_A, PEER_GONE_B, s->name);
+    return fh_stream_read(L, s->fd, PEER_GONE_A, PEER_GONE_B, s->name);
 }
 
 /*
@@ -434,23 +428,8 @@ static int sock_read_available(lua_State *L)
 static int sock_write_available(lua_State *L)
 {
     Sock *s = check_sock(L);
-    size_t len;
-    const char *data = luaL_checklstring(L, 2, &len);
-    lua_Integer i = luaL_optinteger(L, 3, 1);
-    ssize_t n;
 
-    luaL_argcheck(L, i >= 1 && (size_t)(i - 1) <= len, 3, "index out of range");
-    if ((size_t)(i - 1) == len) {
-        lua_pushinteger(L, 0);
-        return 1;
-    }
-    do
-        n = send(s->fd, data + (i - 1), len - (size_t)(i - 1), MSG_NOSIGNAL | MSG_DONTWAIT);
-    while (n < 0 && errno == EINTR);
-    if (n < 0)
-        return fh_io_failure(L, errno, PEER_GONE_A, PEER_GONE_B, s->name);
-    lua_pushinteger(L, n);
-    return 1;
+    return fh_stream_write(L, s->fd, MSG_NOSIGNAL | MSG_DONTWAIT, PEER_GONE_A, PEER_GONE_B, s->name);
 }
 
 /* sock:shutdown([how]) -> true | fail, msg, errno; how: "w" (default), "r", "rw" */

@@ -290,4 +290,11 @@ function M.tmpfs(dir, kib)
   return fs
 end
 
+-- How long fn() took (sched's monotonic clock), then what it returned.
+function M.elapsed(fn)
+  local t0 = sched.now()
+  local r = table.pack(fn())
+  return sched.now() - t0, table.unpack(r, 1, r.n)
+end
+
 return M

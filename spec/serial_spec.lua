@@ -2,9 +2,9 @@
 -- fotahost.serial_port (Lua, waits with timeouts, under the scheduler).
 local serial = require "fotahost.serial"
 local serial_port = require "fotahost.serial_port"
-local sched = require "fotahost.sched"
 local poll = require "fotahost.poll"
 local h = require "helper"
+local stream_contract = require "support.stream_contract"
 
 -- Waits (at most 1 s) until `port` has something to read, without reading it.
 local function until_readable(port)
@@ -13,11 +13,7 @@ local function until_readable(port)
   assert(p:wait(1), "nothing arrived within 1 s")
 end
 
-local function elapsed(fn)
-  local t0 = sched.now()
-  local r = table.pack(fn())
-  return sched.now() - t0, table.unpack(r, 1, r.n)
-end
+local elapsed = h.elapsed
 
 describe("fotahost.serial", function()
   local master, slave_path
@@ -224,7 +220,20 @@ describe("fotahost.serial", function()
   end)
 end)
 
+-- A port on a pty's slave, and the master as the other end.
+local function port_pair()
+  local master, slave_path = assert(serial_port.openpty())
+  local port = assert(serial_port.open(slave_path))
+  return { a = port, b = master, kind = "serial port", prefix = "port",
+           closed_name = ("serial port %s (closed)"):format(slave_path),
+           done = function() port:close() master:close() end }
+end
+
 describe("fotahost.serial_port", function()
+  describe("as a stream", function()
+    stream_contract(it, assert, port_pair)
+  end)
+
   local master, slave_path, port
   before_each(function()
     master, slave_path = assert(serial_port.openpty())
@@ -235,13 +244,7 @@ describe("fotahost.serial_port", function()
     master:close()
   end)
 
-  it("reads and writes in both directions", function()
-    assert.is_true(port:write("ping\n", 1))
-    assert.are.equal("ping", master:read_line(1))
-    assert.is_true(master:write("pong\r\n", 1))
-    assert.are.equal("pong", port:read_line(1))
-    assert.is_true(master:write("\0\1\2\255", 1))
-    assert.are.equal("\0\1\2\255", port:read(4, 1))
+  it("knows its path and settings, and drains", function()
     assert.are.equal(slave_path, port.path)
     assert.are.equal(("serial port %s (57600 8N1)"):format(slave_path), tostring(port))
     assert.are.equal(57600, port:settings().baud)
@@ -251,102 +254,12 @@ describe("fotahost.serial_port", function()
     assert.is_true(port:drain(1))
   end)
 
-  it("returns the partial data when a read times out", function()
-    assert(master:write("abc", 1))
-    local took, data, why, partial = elapsed(function() return port:read(5, 0.1) end)
-    assert.are.same({ nil, "timeout", "abc" }, { data, why, partial })
-    assert.is_true(took >= 0.1 and took < 1, "took " .. took)
-    -- the partial was handed over: the next read starts after it
-    assert(master:write("de", 1))
-    assert.are.equal("de", port:read(2, 1))
-    took, data, why, partial = elapsed(function() return port:read_line(0.05) end)
-    assert.are.same({ nil, "timeout", "" }, { data, why, partial })
-    assert.is_true(took >= 0.05 and took < 1, "took " .. took)
-    assert(master:write("no newline yet", 1))
-    assert.are.same({ nil, "timeout", "no newline yet" }, { port:read_line(0.05) })
-  end)
-
-  it("reads n bytes arriving in several pieces, while other tasks run", function()
-    local got, pieces = sched.run(function()
-      local n = 0
-      sched.spawn("writer", function()
-        for _, piece in ipairs({ "he", "ll", "o w", "orld" }) do
-          sched.sleep(0.02)
-          assert(master:write(piece, 1))
-          n = n + 1
-        end
-      end)
-      return port:read(11, 2), n
-    end)
-    assert.are.equal("hello world", got)
-    assert.are.equal(4, pieces)
-  end)
-
-  it("reads lines split across writes, and several lines from one write", function()
-    local lines = sched.run(function()
-      sched.spawn("writer", function()
-        for _, piece in ipairs({ "hel", "lo\r", "\nwor", "ld\n", "a\nb\r\nc\n\nx\ry\n" }) do
-          assert(master:write(piece, 1))
-          sched.sleep(0.01)
-        end
-      end)
-      local lines = {}
-      for _ = 1, 7 do lines[#lines + 1] = assert(port:read_line(2)) end
-      return lines
-    end)
-    assert.are.same({ "hello", "world", "a", "b", "c", "", "x\ry" }, lines)
-    assert.are.same({ nil, "timeout", "" }, { port:read_line(0) })
-  end)
-
-  it("mixes lines and counted reads on one buffer", function()
-    assert(master:write("OK 4\r\nDATAnext\n", 1))
-    assert.are.equal("OK 4", port:read_line(1))
-    assert.are.equal("DATA", port:read(4, 1))
-    assert.are.equal("next", port:read_line(1))
-  end)
-
-  it("refuses a line longer than max", function()
-    assert(master:write(("x"):rep(20) .. "\nok\n0123456789\r\n", 1))
-    assert.are.same({ nil, "line too long", ("x"):rep(20) }, { port:read_line(1, 10) })
-    assert.are.equal("ok", port:read_line(1, 10))
-    assert.are.equal("0123456789", port:read_line(1, 10)) -- exactly max, with its \r\n
-    -- no newline at all: it gives up once more than max bytes have come
-    assert(master:write(("y"):rep(30), 1))
-    local line, why, partial = port:read_line(1, 10)
-    assert.are.same({ nil, "line too long" }, { line, why })
-    assert.matches("^y+$", partial)
-    assert.is_true(#partial > 10)
-    -- the default limit is 4096 bytes
-    assert(master:write(("z"):rep(5000) .. "\n", 2))
-    line, why, partial = port:read_line(2)
-    assert.are.same({ nil, "line too long" }, { line, why })
-    assert.matches("^z+$", partial)
-    assert.is_true(#partial > 4096)
-  end)
-
-  it("says closed, with the partial data, when the other side closes", function()
-    -- the slave's last bytes still reach the master, then "closed"
-    assert(port:write("bye", 1))
-    port:close()
-    assert.are.same({ nil, "closed", "bye" }, { master:read(10, 1) })
-    -- and the master closing hangs the slave up
-    port = assert(serial_port.open(slave_path))
+  it("says closed to the slave's reads and writes once the master closes", function()
+    -- the master closing hangs the slave up
     master:close()
     assert.are.same({ nil, "closed", "" }, { port:read(1, 1) })
     assert.are.same({ nil, "closed", "" }, { port:read_line(1) })
     assert.are.same({ nil, "closed", 0 }, { port:write("x", 1) })
-  end)
-
-  it("says closed to a reader waiting in a task, with what it had", function()
-    local r = { sched.run(function()
-      sched.spawn("other end", function()
-        assert(port:write("par", 1))
-        sched.sleep(0.05)
-        port:close()
-      end)
-      return master:read(10, 2)
-    end) }
-    assert.are.same({ nil, "closed", "par" }, r)
   end)
 
   it("waits outside any task until the data comes, in a poller of its own", function()
@@ -360,78 +273,6 @@ describe("fotahost.serial_port", function()
     assert.is_true(took >= 0.05 and took < 2, "took " .. took)
   end)
 
-  it("keeps a timer task ticking while a read waits", function()
-    local ticks = 0
-    local took, got = elapsed(function()
-      return sched.run(function()
-        local ticker = sched.every(0.01, function() ticks = ticks + 1 end)
-        sched.after(0.3, function() assert(master:write("late", 1)) end)
-        local data = port:read(4, 2)
-        sched.cancel(ticker)
-        return data
-      end)
-    end)
-    assert.are.equal("late", got)
-    assert.is_true(took >= 0.3 and took < 2, "took " .. took)
-    -- some 30 ticks; a read that held the process would leave none (the
-    -- ticker is cancelled as soon as it returns), a stall of the machine a few
-    assert.is_true(ticks >= 5, "ticks: " .. ticks)
-    -- and while a read times out, too
-    ticks = 0
-    local r = { sched.run(function()
-      local ticker = sched.every(0.01, function() ticks = ticks + 1 end)
-      local a, b, c = port:read_line(0.3)
-      sched.cancel(ticker)
-      return a, b, c
-    end) }
-    assert.are.same({ nil, "timeout", "" }, r)
-    assert.is_true(ticks >= 3, "ticks: " .. ticks)
-  end)
-
-  it("never waits without a timeout", function()
-    for _, call in ipairs({
-      function() port:read(1) end,
-      function() port:read_line() end,
-      function() port:write("x") end,
-      function() port:read(1, -1) end,
-      function() port:read(1, 0 / 0) end,
-      function() port:write("x", "soon") end,
-    }) do
-      assert.has_error(call)
-    end
-    assert.has_error(function() port:read(1) end,
-      "port:read: timeout required (seconds >= 0, or math.huge to wait for ever), got nil")
-    assert.has_error(function() port:read(-1, 1) end)
-    assert.has_error(function() port:read_line(1, 0) end)
-    assert.has_error(function() port:write(42, 1) end)
-    -- timeout 0: one look, no wait
-    local took, a, b, c = elapsed(function() return port:read(1, 0) end)
-    assert.are.same({ nil, "timeout", "" }, { a, b, c })
-    assert.is_true(took < 0.5, "took " .. took) -- no wait; a stall of the machine at most
-  end)
-
-  it("stops writing to a side that does not read, when the timeout is up", function()
-    local big = ("w"):rep(1024 * 1024)
-    local took, ok, why, written = elapsed(function() return port:write(big, 0.1) end)
-    assert.are.same({ nil, "timeout" }, { ok, why })
-    assert.is_true(written > 0 and written < #big, "written " .. written)
-    assert.is_true(took >= 0.1 and took < 1, "took " .. took)
-    -- in a task too
-    local r = { sched.run(function() return port:write(big, 0.05) end) }
-    assert.are.same({ nil, "timeout" }, { r[1], r[2] })
-    assert.is_true(r[3] >= 0)
-  end)
-
-  it("waits for ever only when asked to with math.huge", function()
-    assert(master:write("now", 1))
-    assert.are.equal("now", port:read(3, math.huge))
-    local got = sched.run(function()
-      sched.after(0.02, function() assert(master:write("then\n", 1)) end)
-      return port:read_line(math.huge)
-    end)
-    assert.are.equal("then", got)
-  end)
-
   it("flushes its own buffer with the driver's", function()
     assert(master:write("one\ntwo\n", 1))
     assert.are.equal("one", port:read_line(1))
@@ -440,20 +281,8 @@ describe("fotahost.serial_port", function()
     assert.are.same({ nil, "timeout", "" }, { port:read_line(0.02) })
   end)
 
-  it("closes with <close>, idempotently, and raises when used closed", function()
-    local fd
-    do
-      local p <close> = assert(serial_port.open(slave_path, { exclusive = false }))
-      fd = p:fd()
-      assert.is_number(fd)
-    end
+  it("is free for others once closed, and raises when its settings are asked closed", function()
     port:close()
-    assert.is_true(port:close())
-    assert.are.equal(("serial port %s (closed)"):format(slave_path), tostring(port))
-    assert.has_error(function() port:read(1, 1) end, "attempt to use a closed serial port")
-    assert.has_error(function() port:read_line(1) end, "attempt to use a closed serial port")
-    assert.has_error(function() port:write("x", 1) end, "attempt to use a closed serial port")
-    assert.has_error(function() port:fd() end, "attempt to use a closed serial port")
     assert.has_error(function() port:settings() end, "attempt to use a closed serial port")
     -- nothing held it exclusively any more
     port = assert(serial_port.open(slave_path))

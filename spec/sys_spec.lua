@@ -128,6 +128,15 @@ describe("fotahost.sys", function()
       assert.are.same({ nil, dir .. "/none: No such file or directory", 2 }, { sys.lstat(dir .. "/none") })
     end)
 
+    it("tells whether a path names something, following links", function()
+      h.write(dir .. "/f", "")
+      assert(os.execute("ln -s f " .. h.q(dir .. "/l") .. " && ln -s none " .. h.q(dir .. "/dangling")))
+      assert.are.same({ true, true, true, false, false, false },
+        { sys.exists(dir .. "/f"), sys.exists(dir .. "/l"), sys.exists(dir), sys.exists(dir .. "/none"),
+          sys.exists(dir .. "/dangling"), sys.exists(dir .. "/f/sub") })
+      assert.has_error(function() sys.exists() end)
+    end)
+
     -- A real tmpfs of 64 KiB (mounted as root, else in a namespace of its
     -- own): its type, its size, and free space that shrinks as it fills.
     it("tells a filesystem's type, size and free space (statfs)", function()

@@ -4,13 +4,11 @@
 local tcp = require "fotahost.tcp"
 local tcp_socket = require "fotahost.tcp_socket"
 local sched = require "fotahost.sched"
+local h = require "helper"
 local poll = require "fotahost.poll"
+local stream_contract = require "support.stream_contract"
 
-local function elapsed(fn)
-  local t0 = sched.now()
-  local r = table.pack(fn())
-  return sched.now() - t0, table.unpack(r, 1, r.n)
-end
+local elapsed = h.elapsed
 
 -- Waits (at most 1 s) until `fd` is ready for `mode`, without touching it.
 local function until_ready(fd, mode)
@@ -155,7 +153,20 @@ describe("fotahost.tcp", function()
   end)
 end)
 
+-- A client connected to a server of its own, and the server's side of it
+-- as the other end.
+local function stream_pair()
+  local server, client, peer, port = pair()
+  return { a = client, b = peer, kind = "tcp socket", prefix = "sock",
+           closed_name = ("tcp socket 127.0.0.1:%d (closed)"):format(port),
+           done = function() client:close() peer:close() server:close() end }
+end
+
 describe("fotahost.tcp_socket", function()
+  describe("as a stream", function()
+    stream_contract(it, assert, stream_pair)
+  end)
+
   local server, client, peer
   before_each(function()
     server, client, peer = pair()
@@ -166,11 +177,7 @@ describe("fotahost.tcp_socket", function()
     server:close()
   end)
 
-  it("connects and accepts over 127.0.0.1 and ::1", function()
-    assert.is_true(client:write("ping\n", 1))
-    assert.are.equal("ping", peer:read_line(1))
-    assert.is_true(peer:write("pong\r\n", 1))
-    assert.are.equal("pong", client:read_line(1))
+  it("connects and accepts over ::1 too", function()
     local srv6, err = tcp_socket.listen("::1", 0)
     if not srv6 then
       -- no IPv6 loopback here: the refusal must say so, clearly
@@ -195,115 +202,6 @@ describe("fotahost.tcp_socket", function()
     local p <close> = assert(server:accept(1))
     assert.is_true(c:write("x", 1))
     assert.are.equal("x", p:read(1, 1))
-  end)
-
-  it("reads lines split across tiny writes, and several lines from one write", function()
-    local lines = sched.run(function()
-      sched.spawn("writer", function()
-        for _, piece in ipairs({ "h", "e", "l", "lo\r", "\nwor", "ld\n", "a\nb\r\nc\n\nx\ry\n" }) do
-          assert(client:write(piece, 1))
-          sched.sleep(0.01)
-        end
-      end)
-      local lines = {}
-      for _ = 1, 7 do lines[#lines + 1] = assert(peer:read_line(2)) end
-      return lines
-    end)
-    assert.are.same({ "hello", "world", "a", "b", "c", "", "x\ry" }, lines)
-    assert.are.same({ nil, "timeout", "" }, { peer:read_line(0) })
-  end)
-
-  it("reads n bytes arriving in several pieces, while other tasks run", function()
-    local got, pieces = sched.run(function()
-      local n = 0
-      sched.spawn("writer", function()
-        for _, piece in ipairs({ "he", "ll", "o w", "orld" }) do
-          sched.sleep(0.02)
-          assert(peer:write(piece, 1))
-          n = n + 1
-        end
-      end)
-      return client:read(11, 2), n
-    end)
-    assert.are.equal("hello world", got)
-    assert.are.equal(4, pieces)
-  end)
-
-  it("mixes lines and counted reads on one buffer", function()
-    assert(peer:write("OK 4\r\nDATAnext\n", 1))
-    assert.are.equal("OK 4", client:read_line(1))
-    assert.are.equal("DATA", client:read(4, 1))
-    assert.are.equal("next", client:read_line(1))
-  end)
-
-  it("reads what is there with read_some, buffered bytes first", function()
-    assert(peer:write("OK\nrest", 1))
-    assert.are.equal("OK", client:read_line(1))
-    assert.are.equal("re", client:read_some(2, 1)) -- from the buffer
-    assert.are.equal("st", client:read_some(100, 1))
-    local took, data, why = (function()
-      local t0 = sched.now()
-      local d, w = client:read_some(100, 0.05)
-      return sched.now() - t0, d, w
-    end)()
-    assert.are.same({ nil, "timeout" }, { data, why })
-    assert.is_true(took >= 0.04, "took " .. took)
-    peer:close()
-    assert.are.same({ nil, "closed" }, { client:read_some(100, 1) })
-  end)
-
-  it("returns the partial data when a read times out", function()
-    assert(peer:write("abc", 1))
-    local took, data, why, partial = elapsed(function() return client:read(5, 0.1) end)
-    assert.are.same({ nil, "timeout", "abc" }, { data, why, partial })
-    assert.is_true(took >= 0.1 and took < 1, "took " .. took)
-    assert(peer:write("de", 1))
-    assert.are.equal("de", client:read(2, 1))
-    assert(peer:write("no newline yet", 1))
-    took, data, why, partial = elapsed(function() return client:read_line(0.05) end)
-    assert.are.same({ nil, "timeout", "no newline yet" }, { data, why, partial })
-    assert.is_true(took >= 0.05 and took < 1, "took " .. took)
-  end)
-
-  it("says closed, with the partial data, when the peer closes", function()
-    assert(peer:write("bye", 1))
-    peer:close()
-    assert.are.same({ nil, "closed", "bye" }, { client:read(10, 1) })
-    assert.are.same({ nil, "closed", "" }, { client:read_line(1) })
-    -- and to a reader waiting in a task
-    local c2 <close> = assert(tcp_socket.connect("127.0.0.1", select(2, server:getsockname()), 1))
-    local p2 = assert(server:accept(1))
-    local r = { sched.run(function()
-      sched.spawn("other end", function()
-        assert(p2:write("par", 1))
-        sched.sleep(0.05)
-        p2:close()
-      end)
-      return c2:read_line(2)
-    end) }
-    assert.are.same({ nil, "closed", "par" }, r)
-  end)
-
-  it("returns an error, not SIGPIPE, when writing to a closed peer", function()
-    peer:close()
-    -- the first write may be taken before the reset comes back; keep on
-    local ok, why, written
-    local deadline = sched.now() + 2
-    repeat
-      ok, why, written = client:write(("x"):rep(65536), 1)
-    until not ok or sched.now() > deadline
-    assert.is_nil(ok)
-    assert.are.equal("closed", why)
-    assert.is_number(written)
-    assert.are.same({ nil, "closed", 0 }, { client:write("more", 1) })
-  end)
-
-  it("stops writing to a peer that does not read, when the timeout is up", function()
-    local big = ("w"):rep(16 * 1024 * 1024)
-    local took, ok, why, written = elapsed(function() return client:write(big, 0.1) end)
-    assert.are.same({ nil, "timeout" }, { ok, why })
-    assert.is_true(written > 0 and written < #big, "written " .. written)
-    assert.is_true(took >= 0.1 and took < 1, "took " .. took)
   end)
 
   it("says a refused connection names host:port and the cause", function()
@@ -341,22 +239,6 @@ describe("fotahost.tcp_socket", function()
     assert.is_true(took >= 0.05 and took < 1, "took " .. took)
   end)
 
-  it("keeps a timer task ticking while a read waits", function()
-    local ticks = 0
-    local took, got = elapsed(function()
-      return sched.run(function()
-        local ticker = sched.every(0.01, function() ticks = ticks + 1 end)
-        sched.after(0.15, function() assert(peer:write("late", 1)) end)
-        local data = client:read(4, 2)
-        sched.cancel(ticker)
-        return data
-      end)
-    end)
-    assert.are.equal("late", got)
-    assert.is_true(took >= 0.15 and took < 1.5, "took " .. took)
-    assert.is_true(ticks >= 5, "ticks: " .. ticks)
-  end)
-
   it("serves and connects from two tasks", function()
     local _, port = server:getsockname()
     local reply = sched.run(function()
@@ -374,50 +256,17 @@ describe("fotahost.tcp_socket", function()
     assert.are.equal("HELLO", reply)
   end)
 
-  it("refuses a line longer than max", function()
-    assert(peer:write(("x"):rep(20) .. "\nok\n0123456789\r\n", 1))
-    assert.are.same({ nil, "line too long", ("x"):rep(20) }, { client:read_line(1, 10) })
-    assert.are.equal("ok", client:read_line(1, 10))
-    assert.are.equal("0123456789", client:read_line(1, 10))
-    assert(peer:write(("y"):rep(30), 1))
-    local line, why, partial = client:read_line(1, 10)
-    assert.are.same({ nil, "line too long" }, { line, why })
-    assert.matches("^y+$", partial)
-    assert.is_true(#partial > 10)
-    assert(peer:write(("z"):rep(5000) .. "\n", 2))
-    line, why, partial = client:read_line(2)
-    assert.are.same({ nil, "line too long" }, { line, why })
-    assert.matches("^z+$", partial)
-    assert.is_true(#partial > 4096)
-  end)
-
-  it("never waits without a timeout; misuse raises", function()
+  it("never waits to connect or accept without a timeout; a closed server raises", function()
     for _, call in ipairs({
-      function() client:read(1) end,
-      function() client:read_line() end,
-      function() client:write("x") end,
       function() server:accept() end,
       function() tcp_socket.connect("127.0.0.1", 1) end,
-      function() client:read(1, 0 / 0) end,
-      function() client:read_line(1, 0) end,
-      function() client:write(42, 1) end,
       function() tcp_socket.connect("127.0.0.1", 70000, 1) end,
     }) do
       assert.has_error(call)
     end
-    assert.has_error(function() client:read(1) end,
-      "sock:read: timeout required (seconds >= 0, or math.huge to wait for ever), got nil")
-    -- timeout 0: one look, no wait (the bound only has to tell "no wait"
-    -- from a real one on a loaded machine)
-    local took, a, b, c = elapsed(function() return peer:read(1, 0) end)
-    assert.are.same({ nil, "timeout", "" }, { a, b, c })
-    assert.is_true(took < 0.5, "took " .. took)
-    client:close()
-    assert.is_true(client:close())
-    assert.are.equal(("tcp socket 127.0.0.1:%d (closed)"):format(select(2, server:getsockname())),
-      tostring(client))
-    assert.has_error(function() client:read(1, 1) end, "attempt to use a closed tcp socket")
     server:close()
+    assert.is_true(server:close())
     assert.has_error(function() server:accept(1) end, "attempt to use a closed tcp server")
+    assert.has_error(function() server:fd() end, "attempt to use a closed tcp server")
   end)
 end)

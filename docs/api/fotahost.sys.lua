@@ -99,6 +99,12 @@ function sys.mkdir(path, mode) end
 ---@return integer? errno
 function sys.lstat(path) end
 
+---Whether `path` names something (a symbolic link is followed, so a
+---dangling one does not). Any failure to look answers false.
+---@param path string
+---@return boolean
+function sys.exists(path) end
+
 ---@return integer
 function sys.geteuid() end
 

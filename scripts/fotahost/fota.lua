@@ -156,11 +156,7 @@ local function write_json(path, value)
   return sys.write_file(path, assert(cjson.encode(value)) .. "\n")
 end
 
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
+local exists = sys.exists
 
 -- Whether a file can be created in `dir` (a read-only mount, a full disk,
 -- a file where the directory should be): true, or nil and why.

@@ -389,10 +389,9 @@ end
 
 -- Registers again what a previous run registered (files still there only).
 function Cloud:load_manifest()
-  local f = io.open(self.firmware_dir .. "/" .. M.MANIFEST, "rb")
-  if not f then return end
-  local doc = cjson.decode(f:read("a"))
-  f:close()
+  local data = sys.read_file(self.firmware_dir .. "/" .. M.MANIFEST, 1 << 20)
+  if not data then return end
+  local doc = cjson.decode(data)
   if type(doc) ~= "table" or type(doc.firmwares) ~= "table" then
     log.warn("%s/%s: not a firmware manifest; ignored", self.firmware_dir, M.MANIFEST)
     return

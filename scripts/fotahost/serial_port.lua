@@ -29,19 +29,19 @@ local now = sched.now
 
 M.LINE_MAX = 4096 -- read_line's default limit, in bytes
 
-local Port = {}
-local port_mt = {
-  __name = "fotahost.serial_port",
-  __index = Port,
-}
-
-local function live(self, what)
-  if getmetatable(self) ~= port_mt then
-    error(what .. ": serial port expected (use port:" .. what:match("[%w_]+$") .. "(...))", 3)
+-- close(timeout): bytes still queued get up to `timeout` seconds to leave
+-- (default 1); what is still stuck then is discarded, so the close itself
+-- never waits on the UART (the kernel's close would, up to 30 s).
+local function drain_or_discard(self, timeout)
+  local ok, drained, why = pcall(self.drain, self, timeout or 1)
+  if ok and drained == nil and why == "timeout" then
+    pcall(self._raw.flush, self._raw, "out")   -- stuck: do not let close() wait on it
   end
-  if self._closed then error("attempt to use a closed serial port", 3) end
-  return self._raw
 end
+
+-- fd() and close([timeout]) come from the base; `<close>` closes too.
+local Port, port_mt, live = stream.class("fotahost.serial_port", "serial port", "port",
+  { hint = true, before_close = drain_or_discard })
 
 local check_timeout = stream.check_timeout
 
@@ -132,34 +132,5 @@ end
 function Port:set(opts)
   return live(self, "port:set"):set(opts)
 end
-
---- The fd, for a caller's own poll or sched.wait_fd.
-function Port:fd()
-  return live(self, "port:fd"):fd()
-end
-
---- Closes the port. Idempotent; `<close>` calls it too.
--- @return true | nil, err, errno
---- Closes the port. Bytes still queued get up to `timeout` seconds to
--- leave (default 1); what is still stuck then is discarded, so the close
--- itself never waits on the UART (the kernel's close would, up to 30 s).
-function Port:close(timeout)
-  if getmetatable(self) ~= port_mt then error("port:close: serial port expected", 2) end
-  if self._closed then return true end
-  local ok, drained, why = pcall(self.drain, self, timeout or 1)
-  if ok and drained == nil and why == "timeout" then
-    pcall(self._raw.flush, self._raw, "out")   -- stuck: do not let close() wait on it
-  end
-  self._closed = true
-  self._rbuf = ""
-  if self._poller then
-    self._poller:close()
-    self._poller = nil
-  end
-  return self._raw:close()
-end
-
-port_mt.__close = function(self) self:close() end
-port_mt.__tostring = function(self) return tostring(self._raw) end
 
 return M

@@ -74,6 +74,61 @@ function M.pause(holder, seconds)
   repeat p:wait(deadline - now()) until now() >= deadline
 end
 
+--- Closes the poller a holder keeps for waits outside a task, if any.
+function M.drop_poller(holder)
+  if holder._poller then
+    holder._poller:close()
+    holder._poller = nil
+  end
+end
+
+--- The façade every object over a native fd shares: a method table and,
+-- apart from it, a metatable (`name` as __name, methods as __index,
+-- __close and __tostring), with fd() and an idempotent close() in the
+-- methods. `kind` names the object in messages ("serial port"), `prefix`
+-- its methods ("port"). With `hint`, a method called with a dot says how
+-- to call it. `before_close(self, ...)`, if given, runs once, before the
+-- native object closes, with close()'s arguments.
+-- @return methods, mt, live(self, what): the native object, raising at
+--   the caller of the method that called it (level 3) on misuse
+function M.class(name, kind, prefix, opts)
+  opts = opts or {}
+  local methods = {}
+  local mt = { __name = name, __index = methods }
+
+  local function live(self, what)
+    if getmetatable(self) ~= mt then
+      local hint = opts.hint and (" (use %s:%s(...))"):format(prefix, what:match("[%w_]+$")) or ""
+      error(("%s: %s expected%s"):format(what, kind, hint), 3)
+    end
+    if self._closed then error("attempt to use a closed " .. kind, 3) end
+    return self._raw
+  end
+
+  --- The fd, for a caller's own poll or sched.wait_fd.
+  function methods.fd(self)
+    return live(self, prefix .. ":fd"):fd()
+  end
+
+  --- Closes the object. Idempotent; `<close>` calls it too.
+  -- @return true | whatever the native close returns
+  function methods.close(self, ...)
+    if getmetatable(self) ~= mt then
+      error(("%s:close: %s expected"):format(prefix, kind), 2)
+    end
+    if self._closed then return true end
+    if opts.before_close then opts.before_close(self, ...) end
+    self._closed = true
+    self._rbuf = ""
+    M.drop_poller(self)
+    return self._raw:close()
+  end
+
+  mt.__close = function(self) self:close() end
+  mt.__tostring = function(self) return tostring(self._raw) end
+  return methods, mt, live
+end
+
 --- The waiting methods of a stream class. `prefix` names them in messages
 -- ("port", "sock"); `live(self, what)` checks `self` and returns its native
 -- object, raising at level 3 (the method's caller) on misuse; `mod.LINE_MAX`

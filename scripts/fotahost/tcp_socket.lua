@@ -30,25 +30,13 @@ local now = sched.now
 
 M.LINE_MAX = 4096 -- read_line's default limit, in bytes
 
-local Sock = {}
-local sock_mt = { __name = "fotahost.tcp_socket", __index = Sock }
-local Server = {}
-local server_mt = { __name = "fotahost.tcp_socket.server", __index = Server }
-
--- A checker per class: live(self, what) returns the native object, or
--- raises at the caller of the method that called it.
-local function make_live(mt, kind)
-  return function(self, what)
-    if getmetatable(self) ~= mt then error(what .. ": " .. kind .. " expected", 3) end
-    if self._closed then error("attempt to use a closed " .. kind, 3) end
-    return self._raw
-  end
-end
-local live_sock = make_live(sock_mt, "tcp socket")
-local live_server = make_live(server_mt, "tcp server")
+-- fd() and close() (idempotent, never raising: @return true) come from
+-- the base; `<close>` closes too.
+local Sock, sock_mt, live_sock = stream.class("fotahost.tcp_socket", "tcp socket", "sock")
+local Server, server_mt, live_server = stream.class("fotahost.tcp_socket.server", "tcp server", "server")
 
 local check_timeout = stream.check_timeout
-local wait, pause = stream.wait, stream.pause
+local wait, pause, drop_poller = stream.wait, stream.pause, stream.drop_poller
 
 local function check_port(port, what)
   if math.type(port) ~= "integer" or port < 0 or port > 65535 then
@@ -112,7 +100,7 @@ function M.connect(host, port, timeout)
       while true do
         local ok, why, errno = raw:connect_finish()
         if ok then
-          if holder._poller then holder._poller:close() end
+          drop_poller(holder)
           return wrap(raw)
         end
         if why ~= "wouldblock" then
@@ -124,7 +112,7 @@ function M.connect(host, port, timeout)
           break
         end
       end
-      if holder._poller then holder._poller:close() end
+      drop_poller(holder)
       raw:close()
       if now() >= deadline then break end
     end
@@ -161,28 +149,6 @@ function Sock:getsockname()
   return live_sock(self, "sock:getsockname"):getsockname()
 end
 
---- The fd, for a caller's own poll or sched.wait_fd.
-function Sock:fd()
-  return live_sock(self, "sock:fd"):fd()
-end
-
---- Closes the socket. Idempotent, never raises; `<close>` calls it too.
--- @return true
-function Sock:close()
-  if getmetatable(self) ~= sock_mt then error("sock:close: tcp socket expected", 2) end
-  if self._closed then return true end
-  self._closed = true
-  self._rbuf = ""
-  if self._poller then
-    self._poller:close()
-    self._poller = nil
-  end
-  return self._raw:close()
-end
-
-sock_mt.__close = function(self) self:close() end
-sock_mt.__tostring = function(self) return tostring(self._raw) end
-
 --- Listens on a numeric address ("127.0.0.1", "::1", "0.0.0.0", "::");
 -- port 0 picks a free one (server:getsockname() says which).
 -- @return server | nil, "host:port: cause", errno
@@ -214,24 +180,5 @@ end
 function Server:getsockname()
   return live_server(self, "server:getsockname"):getsockname()
 end
-
-function Server:fd()
-  return live_server(self, "server:fd"):fd()
-end
-
---- Stops listening. Idempotent, never raises. @return true
-function Server:close()
-  if getmetatable(self) ~= server_mt then error("server:close: tcp server expected", 2) end
-  if self._closed then return true end
-  self._closed = true
-  if self._poller then
-    self._poller:close()
-    self._poller = nil
-  end
-  return self._raw:close()
-end
-
-server_mt.__close = function(self) self:close() end
-server_mt.__tostring = function(self) return tostring(self._raw) end
 
 return M

@@ -50,13 +50,7 @@ local now = sys.now
 
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local function read(path) return (sys.read_file(path, 1 << 24)) end -- nil when missing
 
 local function write(path, data)
   local f = assert(io.open(path, "wb"))

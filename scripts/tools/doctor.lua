@@ -69,11 +69,7 @@ local function fail(name, what, fix)
 end
 local function skip(name, why) line("SKIP", name, "not checked: " .. why) end
 
-local function exists(path)
-  local f = io.open(path, "r")
-  if f then f:close() return true end
-  return false
-end
+local exists = require("fotahost.sys").exists
 
 local function is_dir(path)
   return os.execute("test -d '" .. path:gsub("'", "'\\''") .. "'") == true

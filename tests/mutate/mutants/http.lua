@@ -1,7 +1,8 @@
 -- Mutants of the download path and the network natives: libcurl's options
 -- and the response vetting (plugins/curl.c), fotahost.http's retry,
 -- resume, clean-up and masking (scripts/fotahost/http.lua), the TCP
--- socket (plugins/tcp.c, scripts/fotahost/stream.lua) and the digests
+-- socket and the stream base (plugins/tcp.c, host/helpers.c,
+-- scripts/fotahost/stream.lua) and the digests
 -- (plugins/digest.c).
 local HTTP = { "spec/http_spec.lua" }
 
@@ -232,6 +233,21 @@ return {
     to = "",
     specs = { "spec/tcp_spec.lua" },
     why = "a peer sending one endless line is buffered without bound" },
+  { name = "stream-closed-use-unchecked", file = "scripts/fotahost/stream.lua",
+    from = 'if self._closed then error("attempt to use a closed " .. kind, 3) end',
+    to = "",
+    specs = { "spec/serial_spec.lua", "spec/tcp_spec.lua" }, filter = "as a stream",
+    why = "a closed port or socket is used anyway: its fd may by then be another file's" },
+  { name = "stream-foreign-self-unchecked", file = "scripts/fotahost/stream.lua",
+    from = "    if getmetatable(self) ~= mt then\n      local hint",
+    to = "    if false then\n      local hint",
+    specs = { "spec/serial_spec.lua", "spec/tcp_spec.lua" }, filter = "as a stream",
+    why = "port.read(x) with a wrong x fails deep inside with an index error instead of naming the misuse" },
+  { name = "stream-write-index-unchecked", file = "host/helpers.c",
+    from = '    luaL_argcheck(L, i >= 1 && (size_t)(i - 1) <= len, 3, "index out of range");\n    from',
+    to = "    from",
+    specs = { "spec/serial_spec.lua", "spec/tcp_spec.lua" },
+    why = "write_available with an index past the data writes from beyond the string: memory not ours" },
   { name = "digest-file-read-error-ignored", file = "plugins/digest.c",
     from = "if (ferror(f))",
     to = "if (0)",
