@@ -7,7 +7,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
-#include "avr.h"
+#include "avr/part.h"
 #include "avrsim/avrsim.h"
 #include "unit.h"
 
