@@ -113,8 +113,8 @@ DEV_SO      := $(DEV_SRC:dev/plugins/%.c=$(BUILD)/plugins/fotahost/%.so)
 UNIT_SRC    := $(wildcard tests/unit/test_*.c)
 # Unit tests link the host's objects and the development wing's support
 # files (the simulated chip), never main.o.
-UNIT_OBJ    := $(filter-out $(BUILD)/host/main.o,$(HOST_OBJ)) \
-               $(patsubst %.c,$(BUILD)/%.o,$(wildcard dev/plugins/*/*.c))
+UNIT_OBJ    := $(sort $(filter-out $(BUILD)/host/main.o,$(HOST_OBJ)) \
+               $(patsubst %.c,$(BUILD)/%.o,$(wildcard dev/plugins/*/*.c)))
 UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 GPIOD_LIBS  := $(shell $(PKG_CONFIG) --libs libgpiod)
 EXTRA_LIBS  := $(GPIOD_LIBS)
