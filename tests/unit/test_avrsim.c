@@ -1,4 +1,4 @@
-/* Unit tests of the simulated AVR (plugins/avrsim/chip.c), driven at pin level. */
+/* Unit tests of the simulated AVR (dev/plugins/avrsim/chip.c), driven at pin level. */
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <time.h>
