@@ -246,6 +246,19 @@ describe("fotahost.gpio", function()
     assert.are.equal("x: line 4 is given twice", err)
   end)
 
+  describe("sim", function()
+    it("keeps an existing simulated chip's part, whatever part is asked for", function()
+      local parts = require "fotahost.avr.parts"
+      local lines = assert(gpio.open(with{ backend = "sim", chip = dir, part = parts.m32u4 }))
+      lines:close()
+      -- a real chip is what it is: the ISP's signature check tells
+      lines = assert(gpio.open(with{ backend = "sim", chip = dir, part = parts.m328p }))
+      lines:close()
+      assert.matches("^part=m32u4\n", h.read(dir .. "/fuses.txt"))
+      assert.are.equal(parts.m32u4.flash_size, #h.read(dir .. "/flash.bin"))
+    end)
+  end)
+
   describe("backends", function()
     -- In a process of its own: the backends registered in this one depend
     -- on what the specs before ran.

@@ -32,7 +32,8 @@
  * A plugin of the development wing: requiring it registers the backend
  * with fotahost.gpio, which does so itself the first time "sim" is asked
  * for. Options of gpio.open{} read here: part (a part table, for a chip
- * that does not exist yet) and factory (its fuses {lfuse=, ...}).
+ * that does not exist yet: an existing chip keeps the part its fuses.txt
+ * names) and factory (a new chip's fuses {lfuse=, ...}).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -260,8 +261,45 @@ static int drive(fh_gpio *g, struct sim_ctx *c, char *err, size_t errlen)
     return 0;
 }
 
-/* Reads part= and factory= of the gpio.open{} table (a bad part raises). */
-static void read_opts(const struct fh_gpio_opts *opts, struct sim_opts *so)
+/*
+ * When DIR/fuses.txt names another part than gpio.open{} gave, that part
+ * (require("fotahost.avr.parts").get(id)): a simulated chip is what it is,
+ * as a real one, and the programmer's signature check says it is not the
+ * part asked for. An unknown id changes nothing (avrsim_open then says the
+ * file is another part's). So callers give the part they want and need
+ * not know the chip's files.
+ */
+static void chip_own_part(lua_State *L, const char *dir, struct sim_opts *so)
+{
+    char path[512], line[64], id[sizeof so->part.id];
+    int found = 0;
+    FILE *f;
+
+    snprintf(path, sizeof path, "%s/fuses.txt", dir);
+    f = fopen(path, "re");
+    if (f == NULL)
+        return;
+    while (!found && fgets(line, sizeof line, f) != NULL)
+        found = sscanf(line, "part=%15[A-Za-z0-9_]", id) == 1;
+    fclose(f);
+    if (!found || (so->has_part && strcmp(id, so->part.id) == 0))
+        return;
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "fotahost.avr.parts");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "get");
+    lua_pushstring(L, id);
+    lua_call(L, 1, 1);
+    if (lua_istable(L, -1)) {
+        fh_avr_part_get(L, -1, &so->part);
+        so->has_part = 1;
+    }
+    lua_pop(L, 2);
+}
+
+/* Reads part= and factory= of the gpio.open{} table (a bad part raises),
+ * then the part of the chip already in `dir`. */
+static void read_opts(const struct fh_gpio_opts *opts, const char *dir, struct sim_opts *so)
 {
     static const char *const names[FH_NFUSES] = {"lfuse", "hfuse", "efuse", "lock"};
     lua_State *L = opts->L;
@@ -284,6 +322,7 @@ static void read_opts(const struct fh_gpio_opts *opts, struct sim_opts *so)
         so->has_factory = 1;
     }
     lua_pop(L, 1);
+    chip_own_part(L, dir, so);
 }
 
 static int sim_open(fh_gpio *g, const char *chip, uint32_t initial,
@@ -295,7 +334,7 @@ static int sim_open(fh_gpio *g, const char *chip, uint32_t initial,
     int i, rev;
 
     (void)initial; /* already in g->state */
-    read_opts(opts, &so);
+    read_opts(opts, chip, &so);
     if (!so.has_part) {
         snprintf(err, errlen, "%s: the sim backend needs the part of the simulated chip", chip);
         return -1;
