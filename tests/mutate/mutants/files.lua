@@ -30,6 +30,12 @@ return {
 	for so in $(PLUGIN_SO) $(DEV_SO); do]],
     specs = INSTALL, filter = "installs no development",
     why = "make install puts the simulated chip, its GPIO backend and the virtual board on the board" },
+  -- killed once dev/scripts holds the development wing's Lua (the merge of issue 12)
+  { name = "install-ships-dev-lua", file = "Makefile",
+    from = "$(call install_lua,scripts)",
+    to = "$(call install_lua,scripts)\n\t$(call install_lua,dev/scripts)",
+    specs = INSTALL, filter = "installs no development",
+    why = "make install puts the local cloud, the demo and the other development tools on the board" },
   { name = "binary-links-simulator", file = "Makefile",
     from = "SUPPORT_SRC := $(sort $(wildcard plugins/*/*.c))",
     to = "SUPPORT_SRC := $(sort $(wildcard plugins/*/*.c dev/plugins/*/*.c))",
