@@ -180,7 +180,9 @@ $(BUILD)/plugins/fotahost/avrsim.so $(BUILD)/plugins/fotahost/gpio_sim.so: PLUGI
 $(BUILD)/plugins/fotahost/vboard.so: PLUGIN_CFLAGS = $(shell $(PKG_CONFIG) --cflags simavr)
 $(BUILD)/plugins/fotahost/vboard.so: PLUGIN_LIBS = $(shell $(PKG_CONFIG) --libs simavr) -lutil
 
-# C unit tests link the objects they test against Lua.
+# C unit tests link the objects they test against Lua. (Named here, the
+# development wing's objects are not intermediate files make deletes.)
+$(UNIT_BIN): $(UNIT_OBJ)
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(UNIT_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests/unit -Idev/plugins -o $@ $< \
