@@ -31,9 +31,9 @@
  *
  * A plugin of the development wing: requiring it registers the backend
  * with fotahost.gpio, which does so itself the first time "sim" is asked
- * for. Options of gpio.open{} read here: part (a part table, for a chip
- * that does not exist yet: an existing chip keeps the part its fuses.txt
- * names) and factory (a new chip's fuses {lfuse=, ...}).
+ * for. Options of gpio.open{} read here: part (a part table or id, for a
+ * chip that does not exist yet: an existing chip keeps the part its
+ * fuses.txt names) and factory (a new chip's fuses {lfuse=, ...}).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -262,8 +262,29 @@ static int drive(fh_gpio *g, struct sim_ctx *c, char *err, size_t errlen)
 }
 
 /*
- * When DIR/fuses.txt names another part than gpio.open{} gave, that part
- * (require("fotahost.avr.parts").get(id)): a simulated chip is what it is,
+ * Fills so->part from require("fotahost.avr.parts").get(id). An unknown id
+ * raises when `must`, else leaves `so` as it was.
+ */
+static void lookup_part(lua_State *L, const char *id, struct sim_opts *so, int must)
+{
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "fotahost.avr.parts");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "get");
+    lua_pushstring(L, id);
+    lua_call(L, 1, 2);
+    if (lua_istable(L, -2)) {
+        fh_avr_part_get(L, -2, &so->part);
+        so->has_part = 1;
+    } else if (must) {
+        luaL_error(L, "gpio.open: sim: %s", luaL_optstring(L, -1, "no such part"));
+    }
+    lua_pop(L, 3);
+}
+
+/*
+ * When DIR/fuses.txt names another part than gpio.open{} gave, that part:
+ * a simulated chip is what it is,
  * as a real one, and the programmer's signature check says it is not the
  * part asked for. An unknown id changes nothing (avrsim_open then says the
  * file is another part's). So callers give the part they want and need
@@ -282,23 +303,14 @@ static void chip_own_part(lua_State *L, const char *dir, struct sim_opts *so)
     while (!found && fgets(line, sizeof line, f) != NULL)
         found = sscanf(line, "part=%15[A-Za-z0-9_]", id) == 1;
     fclose(f);
-    if (!found || (so->has_part && strcmp(id, so->part.id) == 0))
-        return;
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "fotahost.avr.parts");
-    lua_call(L, 1, 1);
-    lua_getfield(L, -1, "get");
-    lua_pushstring(L, id);
-    lua_call(L, 1, 1);
-    if (lua_istable(L, -1)) {
-        fh_avr_part_get(L, -1, &so->part);
-        so->has_part = 1;
-    }
-    lua_pop(L, 2);
+    if (found && !(so->has_part && strcmp(id, so->part.id) == 0))
+        lookup_part(L, id, so, 0);
 }
 
-/* Reads part= and factory= of the gpio.open{} table (a bad part raises),
- * then the part of the chip already in `dir`. */
+/* Reads part= (a part table, or a part's id: then the product's part
+ * table need not cross into C for the simulator) and factory= of the
+ * gpio.open{} table (a bad part raises), then the part of the chip
+ * already in `dir`. */
 static void read_opts(const struct fh_gpio_opts *opts, const char *dir, struct sim_opts *so)
 {
     static const char *const names[FH_NFUSES] = {"lfuse", "hfuse", "efuse", "lock"};
@@ -308,9 +320,14 @@ static void read_opts(const struct fh_gpio_opts *opts, const char *dir, struct s
     memset(so, 0, sizeof *so);
     if (L == NULL)
         return;
-    if (lua_getfield(L, opts->args, "part") == LUA_TTABLE) {
+    switch (lua_getfield(L, opts->args, "part")) {
+    case LUA_TTABLE:
         fh_avr_part_get(L, -1, &so->part);
         so->has_part = 1;
+        break;
+    case LUA_TSTRING:
+        lookup_part(L, lua_tostring(L, -1), so, 1);
+        break;
     }
     lua_pop(L, 1);
     if (lua_getfield(L, opts->args, "factory") == LUA_TTABLE) {

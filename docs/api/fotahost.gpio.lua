@@ -26,7 +26,7 @@ local Lines = {}
 ---@field sysfs_root? string sysfs: the tree, "/sys/class/gpio" by default (tests use a fake one)
 ---@field mem_path? string mmio: "/dev/mem" by default (tests map a regular file)
 ---@field consumer? string gpiod: the label gpioinfo shows, "fotahost" by default
----@field part? table sim: the part of the chip to create when the directory has none
+---@field part? table|string sim: the part (table or id) of the chip to create when the directory has none; an existing chip keeps the part its fuses.txt names
 ---@field factory? table sim: { lfuse=, hfuse=, efuse=, lock= } of a new chip
 
 ---Claims the lines. Outputs start at their initial level; sysfs sets
