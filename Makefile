@@ -3,7 +3,9 @@
 # Everything comes from Debian's packages through pkg-config. Override any
 # of CC, CFLAGS, LDFLAGS, PREFIX, DESTDIR, PKG_CONFIG on the command line.
 #
-#   make                 build ./fotahost (a link to build/fotahost)
+#   make                 build ./fotahost (a link to build/fotahost), the product's
+#                        plugins and the development wing's (dev/plugins)
+#   make product         the product only: build/fotahost and its plugins
 #   make test            C unit tests + busted specs run by ./fotahost
 #   make check-asan      the same suite against an ASan+UBSan build
 #   make torture         FOTA under random power cuts, TRIALS (default 32) trials
@@ -12,7 +14,10 @@
 #   make demo            the README's main job
 #   make mutate          the mutation check: break each safeguard, watch a spec fail
 #                        (ONLY=name[,name] runs those mutants; see tests/mutate/run.lua)
-#   make install         binary, scripts, plugins and docs under $(DESTDIR)$(PREFIX)
+#   make install         the product: binary, scripts, plugins and docs under
+#                        $(DESTDIR)$(PREFIX)
+#   make install-dev     the development wing (dev/scripts, dev/plugins) into the
+#                        same scripts and plugins directories
 #   make example-plugin  build examples/plugin (the model for custom plugins)
 
 VERSION    := 0.1.0
@@ -68,39 +73,54 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(LUA_CFLAGS) -Ihost -Iplu
              -DFOTAHOST_SYSCONFDIR='"$(SYSCONFDIR)"'
 ALL_LDFLAGS = -Wl,-E $(LDFLAGS)
 
-# The host proper, and the native modules built into it. Every
+# The product: the host proper, and the board's native modules. Every
 # plugins/NAME.c is a module (luaopen_fotahost_NAME), built in unless it is
-# listed in PLUGIN_SRC; plugins/NAME/*.c are its support files. The preload
-# table is generated from the list (build/builtins.h, see host/preload.c).
+# listed in PLUGIN_SRC; plugins/NAME/*.c are support files (plugins/avr/,
+# the part table's C side, serves the ISP here and the simulated chip in
+# the development wing). The preload table is generated from the list
+# (build/builtins.h, see host/preload.c).
 HOST_SRC    := $(wildcard host/*.c)
 MODULE_SRC  := $(sort $(wildcard plugins/*.c))
 SUPPORT_SRC := $(sort $(wildcard plugins/*/*.c))
 # Native modules built as loadable .so plugins instead: those with a heavy
-# or optional dependency, so start-up does not pay for them and the board
-# build does not need them. The virtual board (plugins/vboard.c) needs
-# simavr, a development and test dependency: built only where installed.
-OPTIONAL_SRC := plugins/vboard.c
-# Digests come from libcrypto (OpenSSL, libcurl's TLS library): a plugin,
-# so start-up does not map libcrypto.
+# dependency, so start-up does not pay for it. Digests come from libcrypto
+# (OpenSSL, libcurl's TLS library), so start-up does not map libcrypto.
 PLUGIN_SRC  := plugins/digest.c
 # HTTP(S) on libcurl: a plugin too, loaded by the first require of
 # fotahost.http, so a script that never downloads never maps libcurl.
 PLUGIN_SRC  += plugins/curl.c
-ifeq ($(shell $(PKG_CONFIG) --exists simavr && echo yes),yes)
-PLUGIN_SRC  += $(wildcard plugins/vboard.c)
-endif
-BUILTIN_SRC := $(filter-out $(PLUGIN_SRC) $(OPTIONAL_SRC),$(MODULE_SRC))
-HEADERS     := $(wildcard host/*.h plugins/*/*.h)
+BUILTIN_SRC := $(filter-out $(PLUGIN_SRC),$(MODULE_SRC))
+HEADERS     := $(wildcard host/*.h plugins/*/*.h dev/plugins/*/*.h)
 
 HOST_OBJ    := $(HOST_SRC:%.c=$(BUILD)/%.o) $(BUILTIN_SRC:%.c=$(BUILD)/%.o) \
                $(SUPPORT_SRC:%.c=$(BUILD)/%.o)
 PLUGIN_SO   := $(PLUGIN_SRC:plugins/%.c=$(BUILD)/plugins/fotahost/%.so)
+
+# The development wing (dev/): the simulated chip (fotahost.avrsim), the
+# GPIO backend "sim" wired to it (fotahost.gpio_sim, which registers itself
+# with fotahost.gpio) and the virtual board (fotahost.vboard). Always .so
+# plugins, never linked into build/fotahost, built into the same
+# build/plugins/fotahost/ so a checkout finds them; each compiles in the
+# support files it needs. The virtual board needs simavr, a development
+# and test dependency: built only where installed.
+DEV_SRC     := dev/plugins/avrsim.c dev/plugins/gpio_sim.c
+ifeq ($(shell $(PKG_CONFIG) --exists simavr && echo yes),yes)
+DEV_SRC     += dev/plugins/vboard.c
+endif
+SIMCHIP_SRC := $(sort $(wildcard dev/plugins/avrsim/*.c)) plugins/avr/part.c
+DEV_SO      := $(DEV_SRC:dev/plugins/%.c=$(BUILD)/plugins/fotahost/%.so)
+
 UNIT_SRC    := $(wildcard tests/unit/test_*.c)
+# Unit tests link the host's objects and the development wing's support
+# files (the simulated chip), never main.o.
+UNIT_OBJ    := $(sort $(filter-out $(BUILD)/host/main.o,$(HOST_OBJ)) \
+               $(patsubst %.c,$(BUILD)/%.o,$(wildcard dev/plugins/*/*.c)))
 UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 GPIOD_LIBS  := $(shell $(PKG_CONFIG) --libs libgpiod)
 EXTRA_LIBS  := $(GPIOD_LIBS)
 
-.PHONY: all test unit-tests check-asan torture bench demo mutate install uninstall clean example-plugin fuzz FORCE
+.PHONY: all product test unit-tests check-asan torture bench demo mutate install install-dev uninstall \
+        clean example-plugin fuzz FORCE
 
 # ./fotahost links to the default build only; other builds (build-asan,
 # a packager's BUILD=...) never move it.
@@ -108,7 +128,9 @@ ifeq ($(BUILD),build)
 TOP_LINK := fotahost
 endif
 
-all: $(BUILD)/fotahost $(PLUGIN_SO) $(TOP_LINK)
+all: product $(DEV_SO) $(TOP_LINK)
+
+product: $(BUILD)/fotahost $(PLUGIN_SO)
 
 fotahost: $(BUILD)/fotahost
 	ln -sf $(BUILD)/fotahost $@
@@ -145,14 +167,26 @@ $(BUILD)/plugins/fotahost/%.so: plugins/%.c $(HEADERS) $(BUILD)/config.flags
 $(BUILD)/plugins/fotahost/digest.so: PLUGIN_LIBS = $(shell $(PKG_CONFIG) --libs libcrypto)
 $(BUILD)/plugins/fotahost/curl.so: PLUGIN_CFLAGS = $(shell $(PKG_CONFIG) --cflags libcurl)
 $(BUILD)/plugins/fotahost/curl.so: PLUGIN_LIBS = $(shell $(PKG_CONFIG) --libs libcurl)
+
+# A development plugin: dev/plugins/NAME.c and the support files listed in
+# its PLUGIN_SUPPORT (also prerequisites), compiled into NAME.so.
+$(BUILD)/plugins/fotahost/%.so: dev/plugins/%.c $(HEADERS) $(BUILD)/config.flags
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Idev/plugins $(PLUGIN_CFLAGS) -fPIC -shared -o $@ $< $(PLUGIN_SUPPORT) \
+	    $(LDFLAGS) $(PLUGIN_LIBS)
+
+$(BUILD)/plugins/fotahost/avrsim.so $(BUILD)/plugins/fotahost/gpio_sim.so: $(SIMCHIP_SRC)
+$(BUILD)/plugins/fotahost/avrsim.so $(BUILD)/plugins/fotahost/gpio_sim.so: PLUGIN_SUPPORT = $(SIMCHIP_SRC)
 $(BUILD)/plugins/fotahost/vboard.so: PLUGIN_CFLAGS = $(shell $(PKG_CONFIG) --cflags simavr)
 $(BUILD)/plugins/fotahost/vboard.so: PLUGIN_LIBS = $(shell $(PKG_CONFIG) --libs simavr) -lutil
 
-# C unit tests link the host objects they test (not main.o) against Lua.
-$(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(filter-out $(BUILD)/host/main.o,$(HOST_OBJ))
+# C unit tests link the objects they test against Lua. (Named here, the
+# development wing's objects are not intermediate files make deletes.)
+$(UNIT_BIN): $(UNIT_OBJ)
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(UNIT_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< \
-	    $(filter-out $(BUILD)/host/main.o,$(HOST_OBJ)) $(CJSON_LIBS) $(LUA_LIBS) $(EXTRA_LIBS) $(ALL_LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -Itests/unit -Idev/plugins -o $@ $< \
+	    $(UNIT_OBJ) $(CJSON_LIBS) $(LUA_LIBS) $(EXTRA_LIBS) $(ALL_LDFLAGS)
 
 # The example plugin builds with its own Makefile, as a deployment would.
 example-plugin: $(BUILD)/fotahost
@@ -177,7 +211,8 @@ mutate:
 check-asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	    LDFLAGS="-fsanitize=address,undefined" build-asan/fotahost example-plugin \
-	    $(UNIT_SRC:tests/unit/%.c=build-asan/tests/%) $(PLUGIN_SRC:plugins/%.c=build-asan/plugins/fotahost/%.so)
+	    $(UNIT_SRC:tests/unit/%.c=build-asan/tests/%) $(PLUGIN_SRC:plugins/%.c=build-asan/plugins/fotahost/%.so) \
+	    $(DEV_SRC:dev/plugins/%.c=build-asan/plugins/fotahost/%.so)
 	@BUILD=build-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp) sh tests/run
@@ -188,17 +223,28 @@ bench: all
 demo: all
 	./fotahost demo
 
-install: all
+# The product only: nothing of dev/ (see install-dev).
+install: product
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/scripts \
 	    $(DESTDIR)$(LIBDIR)/plugins/fotahost $(DESTDIR)$(DOCDIR) $(DESTDIR)$(INCLUDEDIR)
 	install -m 755 $(BUILD)/fotahost $(DESTDIR)$(BINDIR)/fotahost
-	cd scripts && find . -type d -exec install -d $(DESTDIR)$(DATADIR)/scripts/{} \;
-	cd scripts && find . -type f -name '*.lua' -exec install -m 644 {} $(DESTDIR)$(DATADIR)/scripts/{} \;
+	$(call install_lua,scripts)
 	for so in $(PLUGIN_SO); do install -m 755 $$so $(DESTDIR)$(LIBDIR)/plugins/fotahost/; done
 	install -m 644 host/fotahost.h $(DESTDIR)$(INCLUDEDIR)/
 	install -m 644 README.md DEVELOPERS.md $(DESTDIR)$(DOCDIR)/
 	cd docs && find . -type d -exec install -d $(DESTDIR)$(DOCDIR)/{} \;
 	cd docs && find . -type f -exec install -m 644 {} $(DESTDIR)$(DOCDIR)/{} \;
+
+# The development wing, added to an installed product's directories: the
+# host finds dev modules, tools and plugins where it finds the product's.
+install-dev: $(DEV_SO)
+	install -d $(DESTDIR)$(DATADIR)/scripts $(DESTDIR)$(LIBDIR)/plugins/fotahost
+	$(if $(wildcard dev/scripts),$(call install_lua,dev/scripts))
+	for so in $(DEV_SO); do install -m 755 $$so $(DESTDIR)$(LIBDIR)/plugins/fotahost/; done
+
+# Copies the Lua files under directory $(1), tree and all, into the scripts directory.
+install_lua = cd $(1) && find . -type d -exec install -d $(DESTDIR)$(DATADIR)/scripts/{} \; && \
+	find . -type f -name '*.lua' -exec install -m 644 {} $(DESTDIR)$(DATADIR)/scripts/{} \;
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/fotahost

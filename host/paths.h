@@ -3,10 +3,13 @@
  *
  * Search order, first match wins:
  *   scripts: $FOTAHOST_SCRIPTS_DIR (default /etc/fotahost/scripts, the
- *            directory users edit), then the checkout's scripts/ when the
- *            binary runs from a source checkout, else the installed
- *            $(PREFIX)/share/fotahost/scripts; then Lua's system module
+ *            directory users edit), then the checkout's scripts/ and
+ *            dev/scripts/ (the development wing) when the binary runs from
+ *            a source checkout, else the installed
+ *            $(PREFIX)/share/fotahost/scripts (which holds the development
+ *            wing too after `make install-dev`); then Lua's system module
  *            directories, without relative entries such as ./?.lua.
+ *            Tools (tools/NAME.lua) are searched in the same directories.
  *   plugins: $FOTAHOST_PLUGINS_DIR (default /etc/fotahost/plugins), then
  *            the build's plugins/ in a checkout, else $(PREFIX)/lib/fotahost/plugins;
  *            then Lua's system C module directories, without relative entries.

@@ -1,6 +1,6 @@
 /*
  * gpio.c: `fotahost.gpio`, GPIO lines for scripts and for the ISP
- * programmer, on any backend of host/gpio.h.
+ * programmer, on any backend of gpio/gpio.h.
  *
  *   local gpio = require "fotahost.gpio"
  *   local lines <close> = assert(gpio.open{
@@ -14,25 +14,68 @@
  * Lines are released (outputs back to inputs, so the board's pull-up takes
  * the MCU out of reset) by close(), <close>, __gc, and on any error while
  * opening.
+ *
+ * Backends register themselves (fh_gpio_register in gpio/gpio.h): the
+ * three built in here when the module opens, others from plugins. A
+ * backend asked for and not registered is looked for as the plugin
+ * fotahost.gpio_NAME; the simulator's (sim) is one, part of the
+ * development wing, so a board without it says so instead of "unknown".
  */
 #include <string.h>
 
-#include "avr.h"
 #include "fotahost.h"
-#include "gpio.h"
+#include "gpio/gpio.h"
 
-static const struct fh_gpio_backend *const backends[] = {
-    &fh_gpio_gpiod, &fh_gpio_sysfs, &fh_gpio_mmio, &fh_gpio_sim, NULL,
-};
+/* Registry key of this state's backends: a sequence of light userdata
+ * (struct fh_gpio_backend *), in the order they registered. */
+#define BACKENDS_KEY "fotahost.gpio.backends"
 
-const struct fh_gpio_backend *fh_gpio_backend_find(const char *name)
+static void push_backends(lua_State *L)
 {
-    int i;
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, BACKENDS_KEY);
+}
 
-    for (i = 0; backends[i] != NULL; i++)
-        if (strcmp(backends[i]->name, name) == 0)
-            return backends[i];
-    return NULL;
+/* The index of `name` in the backends table on top, or 0. */
+static lua_Integer backend_index(lua_State *L, const char *name)
+{
+    lua_Integer i, n = luaL_len(L, -1);
+
+    for (i = 1; i <= n; i++) {
+        const struct fh_gpio_backend *be;
+        lua_rawgeti(L, -1, i);
+        be = (const struct fh_gpio_backend *)lua_touserdata(L, -1);
+        lua_pop(L, 1);
+        if (strcmp(be->name, name) == 0)
+            return i;
+    }
+    return 0;
+}
+
+void fh_gpio_register(lua_State *L, const struct fh_gpio_backend *be)
+{
+    lua_Integer i;
+
+    push_backends(L);
+    i = backend_index(L, be->name);
+    lua_pushlightuserdata(L, (void *)(uintptr_t)be); /* never written through */
+    lua_rawseti(L, -2, i != 0 ? i : luaL_len(L, -2) + 1);
+    lua_pop(L, 1);
+}
+
+const struct fh_gpio_backend *fh_gpio_backend_find(lua_State *L, const char *name)
+{
+    const struct fh_gpio_backend *be = NULL;
+    lua_Integer i;
+
+    push_backends(L);
+    i = backend_index(L, name);
+    if (i != 0) {
+        lua_rawgeti(L, -1, i);
+        be = (const struct fh_gpio_backend *)lua_touserdata(L, -1);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return be;
 }
 
 int fh_gpio_open(fh_gpio *g, const struct fh_gpio_backend *be, const char *chip, int n,
@@ -156,17 +199,57 @@ static const char *opt_string(lua_State *L, int t, const char *key)
     return s;
 }
 
+/* True when `name` may end a module name: never a path, never a pattern. */
+static int plain_name(const char *name)
+{
+    const char *p;
+
+    for (p = name; *p != '\0'; p++)
+        if (!(*p >= 'a' && *p <= 'z') && !(*p >= '0' && *p <= '9') && *p != '_')
+            return 0;
+    return *name != '\0';
+}
+
+/*
+ * The backend called `name`: registered, or registered now by the plugin
+ * fotahost.gpio_NAME. NULL when no such plugin is installed; a plugin that
+ * is there but fails to load raises its own error.
+ */
+static const struct fh_gpio_backend *load_backend(lua_State *L, const char *name)
+{
+    const struct fh_gpio_backend *be = fh_gpio_backend_find(L, name);
+    const char *msg;
+
+    if (be != NULL || !plain_name(name))
+        return be;
+    lua_getglobal(L, "require");
+    lua_pushfstring(L, "fotahost.gpio_%s", name);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+        msg = lua_tostring(L, -1);
+        lua_pushfstring(L, "module 'fotahost.gpio_%s' not found:", name);
+        if (msg == NULL || strncmp(msg, lua_tostring(L, -1), strlen(lua_tostring(L, -1))) != 0) {
+            lua_pop(L, 1);
+            lua_error(L);
+        }
+        lua_pop(L, 2);
+        return NULL;
+    }
+    be = fh_gpio_backend_find(L, name);
+    if (be == NULL)
+        luaL_error(L, "gpio.open: fotahost.gpio_%s registered no backend '%s'", name, name);
+    return be;
+}
+
 /*
  * gpio.open{ backend=, chip=, lines={...}, outputs={...}[, invert={...}]
- *            [, initial={...}][, sysfs_root=][, mem_path=][, part=][, factory=] }
+ *            [, initial={...}][, sysfs_root=][, mem_path=][, absolute=]
+ *            [, consumer=][, options of a plugin backend] }
  *   -> lines | nil, "<chip> line N: <cause>"
  */
 static int l_open(lua_State *L)
 {
     const struct fh_gpio_backend *be;
     struct fh_gpio_opts opts;
-    struct fh_avr_part part;
-    uint8_t factory[FH_NFUSES];
     unsigned offsets[FH_GPIO_MAX_LINES];
     char err[FH_GPIO_ERRLEN];
     const char *bname, *chip;
@@ -177,7 +260,9 @@ static int l_open(lua_State *L)
     bname = opt_string(L, 1, "backend");
     if (bname == NULL)
         return luaL_error(L, "gpio.open: 'backend' is required (gpiod, sysfs, mmio or sim)");
-    be = fh_gpio_backend_find(bname);
+    be = load_backend(L, bname);
+    if (be == NULL && strcmp(bname, "sim") == 0)
+        return fh_result_msg(L, "the sim backend is part of the development wing: make install-dev");
     if (be == NULL)
         return luaL_error(L, "gpio.open: unknown backend '%s' (gpiod, sysfs, mmio or sim)", bname);
     chip = opt_string(L, 1, "chip");
@@ -207,21 +292,8 @@ static int l_open(lua_State *L)
     lua_getfield(L, 1, "absolute");
     opts.sysfs_absolute = lua_toboolean(L, -1);
     lua_pop(L, 1);
-    if (lua_getfield(L, 1, "part") == LUA_TTABLE) {
-        fh_avr_part_get(L, -1, &part);
-        opts.sim_part = &part;
-    }
-    lua_pop(L, 1);
-    if (lua_getfield(L, 1, "factory") == LUA_TTABLE) {
-        static const char *const names[FH_NFUSES] = {"lfuse", "hfuse", "efuse", "lock"};
-        for (i = 0; i < FH_NFUSES; i++) {
-            lua_getfield(L, -1, names[i]);
-            factory[i] = (uint8_t)luaL_optinteger(L, -1, 0xFF);
-            lua_pop(L, 1);
-        }
-        opts.sim_factory = factory;
-    }
-    lua_pop(L, 1);
+    opts.L = L;
+    opts.args = 1;
 
     g = (fh_gpio *)lua_newuserdatauv(L, sizeof *g, 0);
     memset(g, 0, sizeof *g);
@@ -310,14 +382,19 @@ static int l_tostring(lua_State *L)
     return 1;
 }
 
+/* gpio.backends() -> the names registered so far, in that order */
 static int l_backends(lua_State *L)
 {
-    int i;
+    lua_Integer i, n;
 
-    lua_newtable(L);
-    for (i = 0; backends[i] != NULL; i++) {
-        lua_pushstring(L, backends[i]->name);
-        lua_rawseti(L, -2, i + 1);
+    push_backends(L);
+    n = luaL_len(L, -1);
+    lua_createtable(L, (int)n, 0);
+    for (i = 1; i <= n; i++) {
+        lua_rawgeti(L, -2, i);
+        lua_pushstring(L, ((const struct fh_gpio_backend *)lua_touserdata(L, -1))->name);
+        lua_rawseti(L, -3, i);
+        lua_pop(L, 1);
     }
     return 1;
 }
@@ -366,6 +443,9 @@ int luaopen_fotahost_gpio(lua_State *L);
 
 int luaopen_fotahost_gpio(lua_State *L)
 {
+    fh_gpio_register(L, &fh_gpio_gpiod);
+    fh_gpio_register(L, &fh_gpio_sysfs);
+    fh_gpio_register(L, &fh_gpio_mmio);
     fh_new_class(L, FH_GPIO_MT, meta, methods);
     luaL_newlib(L, funcs);
     return 1;

@@ -24,9 +24,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "avr.h"
+#include "avr/part.h"
 #include "fotahost.h"
-#include "gpio.h"
+#include "gpio/gpio.h"
 
 #define ISP_MT "fotahost.isp"
 #define L_RESET 0

@@ -204,7 +204,9 @@ describe("fotahost command", function()
       assert.are.equal(0, r.status)
       assert.matches("^fotahost %d+%.%d+%.%d+", r.out)
       assert.matches("source checkout: " .. h.top:gsub("%p", "%%%0"), r.out)
-      assert.matches("scripts +/my/scripts\n +" .. h.top:gsub("%p", "%%%0") .. "/scripts\n", r.out)
+      -- in a checkout: the override, the product's scripts, the development wing's
+      assert.matches("scripts +/my/scripts\n +" .. h.top:gsub("%p", "%%%0") .. "/scripts\n +"
+        .. h.top:gsub("%p", "%%%0") .. "/dev/scripts\n", r.out)
       assert.matches("path +/my/scripts/%?%.lua\n", r.out)
       assert.matches("cpath +", r.out)
     end)

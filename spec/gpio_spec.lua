@@ -244,6 +244,66 @@ describe("fotahost.gpio", function()
     local lines, err = gpio.open{ backend = "sysfs", chip = "x", lines = { 4, 4 }, outputs = {} }
     assert.is_nil(lines)
     assert.are.equal("x: line 4 is given twice", err)
-    assert.are.same({ "gpiod", "sysfs", "mmio", "sim" }, gpio.backends())
+  end)
+
+  describe("sim", function()
+    it("keeps an existing simulated chip's part, whatever part is asked for", function()
+      local parts = require "fotahost.avr.parts"
+      local lines = assert(gpio.open(with{ backend = "sim", chip = dir, part = parts.m32u4 }))
+      lines:close()
+      -- a real chip is what it is: the ISP's signature check tells
+      lines = assert(gpio.open(with{ backend = "sim", chip = dir, part = parts.m328p }))
+      lines:close()
+      assert.matches("^part=m32u4\n", h.read(dir .. "/fuses.txt"))
+      assert.are.equal(parts.m32u4.flash_size, #h.read(dir .. "/flash.bin"))
+    end)
+
+    it("takes the part of a new chip by id", function()
+      local lines = assert(gpio.open(with{ backend = "sim", chip = dir, part = "m328p" }))
+      lines:close()
+      assert.matches("^part=m328p\n", h.read(dir .. "/fuses.txt"))
+      local ok, err = pcall(gpio.open, with{ backend = "sim", chip = dir, part = "m999" })
+      assert.is_false(ok)
+      assert.matches("^gpio.open: sim: unknown part 'm999'", err)
+    end)
+  end)
+
+  describe("backends", function()
+    -- In a process of its own: the backends registered in this one depend
+    -- on what the specs before ran.
+    local function lua(code, env)
+      local r = h.run({ "-e", "local gpio = require 'fotahost.gpio'\n" .. code }, { env = env })
+      assert.are.equal(0, r.status, r.err)
+      return r.out
+    end
+    local SIM = "gpio.open{ backend = 'sim', chip = %q, lines = { 3 }, outputs = { true },"
+      .. " part = require('fotahost.avr.parts').m32u4 }"
+
+    it("registers the built-in ones, and sim from its plugin the first time it is asked for", function()
+      local out = lua("print(table.concat(gpio.backends(), ' '))\n"
+        .. "local lines = assert(" .. SIM:format(dir) .. ")\n"
+        .. "print(lines, table.concat(gpio.backends(), ' '))")
+      assert.are.equal("gpiod sysfs mmio\ngpio lines sim:" .. dir .. " [3]\tgpiod sysfs mmio sim\n", out)
+    end)
+
+    it("says the sim backend is the development wing's when its plugin is not installed", function()
+      local out = lua("print(" .. SIM:format(dir) .. ")", { FOTAHOST_CPATH = dir .. "/?.so" })
+      assert.are.equal("nil\tthe sim backend is part of the development wing: make install-dev\n", out)
+    end)
+
+    it("loads a backend plugin by name, never by path, and passes on its errors", function()
+      local etc = dir .. "/etc"
+      assert(os.execute("mkdir -p " .. h.q(etc .. "/fotahost/gpio_x")))
+      h.write(etc .. "/fotahost/gpio_none.lua", "return {}")
+      h.write(etc .. "/fotahost/gpio_boom.lua", "error('boom', 0)")
+      h.write(etc .. "/fotahost/gpio_x/y.lua", "error('loaded a path', 0)")
+      local function try(name)
+        return "print(select(2, pcall(gpio.open, { backend = '" .. name .. "', chip = 'c', lines = { 1 } })))\n"
+      end
+      local out = lua(try("none") .. try("boom") .. try("x/y") .. try("x.y"), { FOTAHOST_SCRIPTS_DIR = etc })
+      assert.are.equal("gpio.open: fotahost.gpio_none registered no backend 'none'\nboom\n"
+        .. "gpio.open: unknown backend 'x/y' (gpiod, sysfs, mmio or sim)\n"
+        .. "gpio.open: unknown backend 'x.y' (gpiod, sysfs, mmio or sim)\n", out)
+    end)
   end)
 end)

@@ -1,31 +1,102 @@
--- `make install` gives a working fotahost that finds its installed scripts;
--- building the example firmware leaves the source tree clean.
+-- `make install` gives a working fotahost that finds its installed scripts
+-- and holds the product only; `make install-dev` adds the development
+-- wing; building the example firmware leaves the source tree clean.
 local h = require "helper"
 
-describe("make install", function()
-  it("installs a fotahost that runs its tools from PREFIX", function()
-    local dir = h.tmpdir()
-    -- a fresh build with this PREFIX, as a packager would do it
-    local cmd = ("cd %s && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s BUILD=%s PREFIX=%s install > %s 2>&1")
-      :format(h.q(h.top), h.q(dir .. "/build"), h.q(dir .. "/usr"), h.q(dir .. "/make.log"))
-    local ok = os.execute(cmd)
-    assert.is_true(ok, h.read(dir .. "/make.log"))
-    local bin = dir .. "/usr/bin/fotahost"
-    local p = io.popen(h.q(bin) .. " --paths 2>&1")
-    local paths = p:read("a")
-    p:close()
-    p = io.popen("cd / && " .. h.q(bin) .. " hello 1 2>&1")
+-- The two wings: `make install` is the product only (no simulator, no
+-- development module, tool or plugin), `make install-dev` adds the
+-- development wing (dev/) into the same directories.
+describe("make install and make install-dev", function()
+  local dir, usr, bin
+  local DEV_PLUGINS = { "avrsim.so", "gpio_sim.so", "vboard.so" }
+
+  local function make(target)
+    local cmd = ("cd %s && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s BUILD=%s PREFIX=%s %s > %s 2>&1")
+      :format(h.q(h.top), h.q(dir .. "/build"), h.q(usr), target, h.q(dir .. "/make.log"))
+    assert.is_true(os.execute(cmd), h.read(dir .. "/make.log"))
+  end
+
+  local function run(cmd)
+    local p = io.popen("cd " .. h.q(dir) .. " && " .. h.q(bin) .. " " .. cmd .. " 2>&1; echo \"status $?\"")
     local out = p:read("a")
     p:close()
-    local header = h.read(dir .. "/usr/include/fotahost/fotahost.h")
-    local doc = h.read(dir .. "/usr/share/doc/fotahost/scheduler.md")
-    h.rmdir(dir)
+    return out
+  end
+
+  -- The files of the development wing's Lua, relative to dev/scripts.
+  local function dev_scripts()
+    local p = io.popen("cd " .. h.q(h.top) .. " && find dev/scripts -name '*.lua' 2>/dev/null")
+    local list = {}
+    for line in p:lines() do list[#list + 1] = line:sub(#"dev/scripts/" + 1) end
+    p:close()
+    return list
+  end
+
+  -- Flashes a raw image onto a new simulated chip with the installed binary.
+  local function flash_sim()
+    local image = ("\x0C\x94\x34\x00"):rep(64)
+    h.write(dir .. "/fw.bin", image)
+    assert(os.execute("mkdir -p " .. h.q(dir .. "/chip")))
+    return run("flash -q -c sim -P chip -U flash:w:fw.bin:r"), image
+  end
+
+  lazy_setup(function()
+    dir = h.tmpdir()
+    usr = dir .. "/usr"
+    bin = usr .. "/bin/fotahost"
+    -- a fresh build with this PREFIX, as a packager would do it
+    make("install")
+  end)
+  lazy_teardown(function() h.rmdir(dir) end)
+
+  it("installs the product: a fotahost that runs its tools from PREFIX, and no simulator", function()
+    local paths = run("--paths")
     assert.matches("source checkout: %(none%)", paths)
-    assert.matches(dir:gsub("%p", "%%%0") .. "/usr/share/fotahost/scripts\n", paths)
-    assert.matches(dir:gsub("%p", "%%%0") .. "/usr/lib/fotahost/plugins\n", paths)
-    assert.matches("done: the reader got 4 bytes", out)
+    assert.matches(usr:gsub("%p", "%%%0") .. "/share/fotahost/scripts\n", paths)
+    assert.matches(usr:gsub("%p", "%%%0") .. "/lib/fotahost/plugins\n", paths)
+    local header = h.read(usr .. "/include/fotahost/fotahost.h")
     assert.truthy(header and header:find("fh_result_errno", 1, true))
-    assert.truthy(doc)
+    assert.truthy(h.read(usr .. "/share/doc/fotahost/scheduler.md"))
+    -- -c sim says what is missing, from a tool found under PREFIX
+    local out = flash_sim()
+    assert.matches("the sim backend is part of the development wing: make install%-dev", out)
+    assert.matches("status 1\n$", out)
+  end)
+
+  it("installs no development plugin, module or tool", function()
+    for _, so in ipairs(DEV_PLUGINS) do
+      assert.is_nil(h.read(usr .. "/lib/fotahost/plugins/fotahost/" .. so), so)
+    end
+    assert.truthy(h.read(usr .. "/lib/fotahost/plugins/fotahost/curl.so"))
+    for _, f in ipairs(dev_scripts()) do
+      assert.is_nil(h.read(usr .. "/share/fotahost/scripts/" .. f), f)
+    end
+  end)
+
+  it("adds the development wing with make install-dev: -c sim flashes, dev tools run", function()
+    make("install-dev")
+    for _, so in ipairs(DEV_PLUGINS) do
+      assert.truthy(h.read(usr .. "/lib/fotahost/plugins/fotahost/" .. so), so)
+    end
+    for _, f in ipairs(dev_scripts()) do
+      assert.truthy(h.read(usr .. "/share/fotahost/scripts/" .. f), f)
+    end
+    local out, image = flash_sim()
+    assert.are.equal("status 0\n", out)
+    assert.are.equal(image, h.read(dir .. "/chip/flash.bin"):sub(1, #image))
+    assert.matches("done: the reader got 4 bytes", run("hello 1"))
+  end)
+end)
+
+describe("build/fotahost", function()
+  it("links no simulator code: the simulated chip, its GPIO backend and the virtual board are plugins", function()
+    local p = io.popen("nm " .. h.q(h.bin) .. " 2>&1")
+    local syms = p:read("a")
+    p:close()
+    assert.truthy(syms:find("luaopen_fotahost_gpio", 1, true), syms:sub(1, 200))
+    for _, name in ipairs({ "avrsim", "gpio_sim", "vboard" }) do
+      assert.is_nil(syms:find(name, 1, true), name)
+    end
   end)
 end)
 

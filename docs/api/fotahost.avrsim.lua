@@ -1,6 +1,7 @@
 ---@meta fotahost.avrsim
--- API stub for script authors (LuaLS). The module is C: plugins/avrsim.c,
--- the model plugins/avrsim/chip.c (C API: plugins/avrsim/avrsim.h).
+-- API stub for script authors (LuaLS). The module is C, a plugin of the
+-- development wing: dev/plugins/avrsim.c, the model dev/plugins/avrsim/chip.c
+-- (C API: dev/plugins/avrsim/avrsim.h).
 
 ---A simulated AVR chip as an ISP target, driven at pin level: for tests
 ---and for the virtual board. It follows the project's ISP digest

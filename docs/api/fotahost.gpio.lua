@@ -1,11 +1,15 @@
 ---@meta fotahost.gpio
 -- API stub for script authors (LuaLS). The module is C: plugins/gpio.c and
--- the backends in plugins/gpio/.
+-- the backends in plugins/gpio/; "sim" is the development wing's plugin
+-- fotahost.gpio_sim (dev/plugins/gpio_sim.c).
 
 ---GPIO lines on one of four backends: "gpiod" (/dev/gpiochipN, libgpiod),
 ---"sysfs" (/sys/class/gpio, the board's factory kernel), "mmio" (the
 ---MT7688's registers through /dev/mem, no system calls), "sim" (lines wired
----to the simulated chip in a directory, as on the 7688 Duo).
+---to the simulated chip in a directory, as on the 7688 Duo; a plugin of the
+---development wing, loaded the first time it is asked for: without it,
+---open returns nil, "the sim backend is part of the development wing:
+---make install-dev").
 ---@class fotahost.gpio
 local gpio = {}
 
@@ -22,7 +26,7 @@ local Lines = {}
 ---@field sysfs_root? string sysfs: the tree, "/sys/class/gpio" by default (tests use a fake one)
 ---@field mem_path? string mmio: "/dev/mem" by default (tests map a regular file)
 ---@field consumer? string gpiod: the label gpioinfo shows, "fotahost" by default
----@field part? table sim: the part of the chip to create when the directory has none
+---@field part? table|string sim: the part (table or id) of the chip to create when the directory has none; an existing chip keeps the part its fuses.txt names
 ---@field factory? table sim: { lfuse=, hfuse=, efuse=, lock= } of a new chip
 
 ---Claims the lines. Outputs start at their initial level; sysfs sets
@@ -33,7 +37,8 @@ local Lines = {}
 ---@return string? err "<chip> line N: <cause>", "<path>: <cause>"
 function gpio.open(opts) end
 
----The backends built in, in order of preference.
+---The backends registered so far, in order: the built-in ones (gpiod, sysfs,
+---mmio, in order of preference), then plugins' as they were loaded.
 ---@return string[]
 function gpio.backends() end
 

@@ -1,5 +1,5 @@
 ---@meta fotahost.vboard
--- API stub for script authors (LuaLS). The native part is plugins/vboard.c,
+-- API stub for script authors (LuaLS). The native part is dev/plugins/vboard.c,
 -- a plugin built only where simavr is installed; `require "fotahost.vboard"`
 -- finds scripts/fotahost/vboard.lua, which loads it and adds run().
 

@@ -1,4 +1,4 @@
-/* Unit tests of the simulated AVR (plugins/avrsim/chip.c), driven at pin level. */
+/* Unit tests of the simulated AVR (dev/plugins/avrsim/chip.c), driven at pin level. */
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -7,7 +7,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
-#include "avr.h"
+#include "avr/part.h"
 #include "avrsim/avrsim.h"
 #include "unit.h"
 

@@ -13,7 +13,7 @@
 #include <gpiod.h>
 #include <string.h>
 
-#include "gpio.h"
+#include "gpio/gpio.h"
 #include "unit.h"
 
 struct gpiod_chip {

@@ -74,6 +74,11 @@ static void test_checkout_and_tools(lua_State *L)
     snprintf(path, sizeof path, "%s/scripts/tools/notes.txt", tmp); touch(path);
     snprintf(path, sizeof path, "%s/build", tmp); mkdir(path, 0700);
     snprintf(exe, sizeof exe, "%s/build/fotahost", tmp);
+    /* the development wing: dev/scripts/tools/d.lua */
+    snprintf(path, sizeof path, "%s/dev", tmp); mkdir(path, 0700);
+    snprintf(path, sizeof path, "%s/dev/scripts", tmp); mkdir(path, 0700);
+    snprintf(path, sizeof path, "%s/dev/scripts/tools", tmp); mkdir(path, 0700);
+    snprintf(path, sizeof path, "%s/dev/scripts/tools/d.lua", tmp); touch(path);
 
     /* an override directory with its own copy of tool b and a new tool c */
     snprintf(path, sizeof path, "%s/etc", tmp); mkdir(path, 0700);
@@ -96,6 +101,12 @@ static void test_checkout_and_tools(lua_State *L)
     snprintf(path, sizeof path, "/opt/plugins/?.so;%s/build/plugins/?.so;", tmp);
     CHECK(strncmp(field(L, "cpath"), path, strlen(path)) == 0);
     CHECK(strstr(field(L, "path"), "./?") == NULL); /* no relative entries */
+    /* scripts: the override, the product's, then the development wing's */
+    snprintf(path, sizeof path, "%s/etc/?.lua;%s/etc/?/init.lua;%s/scripts/?.lua;%s/scripts/?/init.lua;"
+             "%s/dev/scripts/?.lua;%s/dev/scripts/?/init.lua;", tmp, tmp, tmp, tmp, tmp, tmp);
+    CHECK(strncmp(field(L, "path"), path, strlen(path)) == 0);
+    snprintf(path, sizeof path, "%s/dev/scripts", tmp);
+    CHECK_STR(field(L, "dev_scripts"), path);
 
     /* the override wins; the list merges, sorts and skips non-tools */
     CHECK(fh_find_tool(L, "b"));
@@ -106,12 +117,17 @@ static void test_checkout_and_tools(lua_State *L)
     snprintf(path, sizeof path, "%s/scripts/tools/a.lua", tmp);
     CHECK_STR(lua_tostring(L, -1), path);
     lua_pop(L, 1);
+    CHECK(fh_find_tool(L, "d")); /* a development tool, in a checkout */
+    snprintf(path, sizeof path, "%s/dev/scripts/tools/d.lua", tmp);
+    CHECK_STR(lua_tostring(L, -1), path);
+    lua_pop(L, 1);
     CHECK(!fh_find_tool(L, "zzz"));
     CHECK(lua_gettop(L) == 0);
     fh_push_tool_list(L);
-    CHECK(luaL_len(L, -1) == 3);
+    CHECK(luaL_len(L, -1) == 4);
     lua_rawgeti(L, -1, 1); CHECK_STR(lua_tostring(L, -1), "a"); lua_pop(L, 1);
     lua_rawgeti(L, -1, 3); CHECK_STR(lua_tostring(L, -1), "c"); lua_pop(L, 1);
+    lua_rawgeti(L, -1, 4); CHECK_STR(lua_tostring(L, -1), "d"); lua_pop(L, 1);
     lua_pop(L, 1);
 
     /* FOTAHOST_PATH replaces the path; ";;" brings the default back */
@@ -130,6 +146,7 @@ static void test_checkout_and_tools(lua_State *L)
     CHECK(field(L, "checkout") == NULL);
     CHECK_STR(field(L, "bundled_scripts"), FOTAHOST_DATADIR "/scripts");
     CHECK_STR(field(L, "bundled_plugins"), FOTAHOST_LIBDIR "/plugins");
+    CHECK(field(L, "dev_scripts") == NULL);
     fh_paths_setup(L, NULL, 0);
     CHECK(field(L, "checkout") == NULL);
     unsetenv("FOTAHOST_PATH");

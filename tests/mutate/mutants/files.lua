@@ -4,13 +4,43 @@
 -- (scripts/fotahost/fota.lua), and `fotahost flash` never replacing a
 -- device, FIFO or link it reads into, nor reading a device, FIFO or huge
 -- file as input (scripts/tools/flash.lua over sys.read_file and
--- sys.write_device).
+-- sys.write_device); and the two wings: `make install` ships no
+-- development plugin, build/fotahost links no simulator code.
 local SYS = { "spec/sys_spec.lua" }
 local HTTP = { "spec/http_spec.lua" }
 local FLASH = { "spec/flash_spec.lua" }
 local POLICY = { "spec/fota_policy_spec.lua" }
 
+local INSTALL = { "spec/install_spec.lua" }
+
 return {
+  ---------------------------------------------------------------- two wings
+  { name = "install-ships-dev-plugins", file = "Makefile",
+    from = [[install: product
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/scripts \
+	    $(DESTDIR)$(LIBDIR)/plugins/fotahost $(DESTDIR)$(DOCDIR) $(DESTDIR)$(INCLUDEDIR)
+	install -m 755 $(BUILD)/fotahost $(DESTDIR)$(BINDIR)/fotahost
+	$(call install_lua,scripts)
+	for so in $(PLUGIN_SO); do]],
+    to = [[install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/scripts \
+	    $(DESTDIR)$(LIBDIR)/plugins/fotahost $(DESTDIR)$(DOCDIR) $(DESTDIR)$(INCLUDEDIR)
+	install -m 755 $(BUILD)/fotahost $(DESTDIR)$(BINDIR)/fotahost
+	$(call install_lua,scripts)
+	for so in $(PLUGIN_SO) $(DEV_SO); do]],
+    specs = INSTALL, filter = "installs no development",
+    why = "make install puts the simulated chip, its GPIO backend and the virtual board on the board" },
+  -- killed once dev/scripts holds the development wing's Lua (the merge of issue 12)
+  { name = "install-ships-dev-lua", file = "Makefile",
+    from = "$(call install_lua,scripts)",
+    to = "$(call install_lua,scripts)\n\t$(call install_lua,dev/scripts)",
+    specs = INSTALL, filter = "installs no development",
+    why = "make install puts the local cloud, the demo and the other development tools on the board" },
+  { name = "binary-links-simulator", file = "Makefile",
+    from = "SUPPORT_SRC := $(sort $(wildcard plugins/*/*.c))",
+    to = "SUPPORT_SRC := $(sort $(wildcard plugins/*/*.c dev/plugins/*/*.c))",
+    specs = INSTALL, filter = "links no simulator",
+    why = "the board binary carries the simulated chip (about 1,000 lines of development code)" },
   { name = "firmware-built-in-source-tree", file = "examples/firmware/Makefile",
     from = "O       ?= $(HERE)../../build/examples/firmware", to = "O       ?= .",
     specs = { "spec/install_spec.lua" }, filter = "example firmware",

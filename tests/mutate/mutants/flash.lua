@@ -1,8 +1,8 @@
 -- Mutants of the flashing path: Intel HEX (plugins/ihex/ihex.c,
--- plugins/ihex.c), the ISP programmer (plugins/isp.c, host/avr.c,
+-- plugins/ihex.c), the ISP programmer (plugins/isp.c, plugins/avr/part.c,
 -- scripts/fotahost/avr/*.lua), the GPIO lines under it (plugins/gpio.c,
 -- plugins/gpio/sysfs.c) and `fotahost flash` (scripts/tools/flash.lua).
--- The simulated chip (plugins/avrsim, plugins/gpio/sim.c) is the judge,
+-- The simulated chip (dev/plugins/avrsim, dev/plugins/gpio_sim.c) is the judge,
 -- never a mutant.
 local IHEX = { "spec/ihex_spec.lua" }
 local ISP = { "spec/isp_spec.lua" }
@@ -175,7 +175,7 @@ return {
     to = "if ((wire & mask) != (value & mask)) {",
     specs = FLASH,
     why = "a fuse or lock write that did not take is reported as done" },
-  { name = "avr-erase-delay-copy", file = "host/avr.c",
+  { name = "avr-erase-delay-copy", file = "plugins/avr/part.c",
     from = [[p->t_wd_erase_us = (uint32_t)int_field(L, t, id, "t_wd_erase_us", 1, 1000000, 1, 0);]],
     to = [[p->t_wd_erase_us = (uint32_t)int_field(L, t, id, "t_wd_flash_us", 1, 1000000, 1, 0);]],
     specs = ISP,
@@ -194,6 +194,19 @@ return {
     why = "flash is never verified after writing" },
 
   ---------------------------------------------------------------- GPIO lines
+  { name = "gpio-sim-plugin-not-loaded", file = "plugins/gpio.c",
+    from = "be = load_backend(L, bname);", to = "be = fh_gpio_backend_find(L, bname);",
+    specs = GPIO, filter = "backends",
+    why = "-c sim fails in a checkout and after make install-dev, where its plugin is" },
+  { name = "gpio-backend-name-as-path", file = "plugins/gpio.c",
+    from = "if (be != NULL || !plain_name(name))", to = "if (be != NULL)",
+    specs = GPIO, filter = "backends",
+    why = "a backend name from a config file picks any Lua file under the search path" },
+  { name = "gpio-plugin-error-hidden", file = "plugins/gpio.c",
+    from = "if (msg == NULL || strncmp(msg, lua_tostring(L, -1), strlen(lua_tostring(L, -1))) != 0) {",
+    to = "if (msg == NULL) {",
+    specs = GPIO, filter = "backends",
+    why = "a backend plugin that is installed but broken is reported as an unknown backend" },
   { name = "gpio-invert-ignored-open", file = "plugins/gpio.c",
     from = "g->state = (initial ^ g->invert) & g->outputs;",
     to = "g->state = initial & g->outputs;",

@@ -1,13 +1,13 @@
 /*
- * avr.c: reads a part description (scripts/fotahost/avr/parts.lua) into
+ * part.c: reads a part description (scripts/fotahost/avr/parts.lua) into
  * struct fh_avr_part, checking every field.
  */
 #include <string.h>
 
 #include <lauxlib.h>
 
-#include "avr.h"
 #include "fotahost.h"
+#include "part.h"
 
 static lua_Integer int_field(lua_State *L, int t, const char *id, const char *key,
                              lua_Integer lo, lua_Integer hi, int required, lua_Integer dflt)

@@ -7,7 +7,7 @@
  *   for _, e in ipairs(board:led_events()) do print(e.t, e.on) end
  *
  * `dir` is the simulated chip that `fotahost flash -c sim -P dir` programs
- * (plugins/gpio/sim.c): the MCU runs from dir/flash.bin, and follows RESET
+ * (dev/plugins/gpio_sim.c): the MCU runs from dir/flash.bin, and follows RESET
  * through dir/reset ("0" while an ISP session holds it low: the MCU is
  * halted; "1": it restarts from the flash just written).
  *
@@ -530,7 +530,7 @@ static void restart(Board *b)
  * looks: halt and restart all the same. A missing file means running.
  * The programmer's few-microsecond RESET pulses (a Programming Enable
  * retry) never show here: "1" is published only once RESET has stayed
- * released (plugins/gpio/sim.c), after flash.bin is saved, so a "1" seen
+ * released (dev/plugins/gpio_sim.c), after flash.bin is saved, so a "1" seen
  * while halted restarts the MCU at once. The state read and the inode and
  * mtime compared come from the same open file.
  */

@@ -13,7 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "avr.h"
+#include "avr/part.h"
 #include "avrsim/avrsim.h"
 #include "fotahost.h"
 

@@ -21,7 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "avr.h"
+#include "avr/part.h"
 
 typedef struct avrsim avrsim;
 

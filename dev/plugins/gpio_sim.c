@@ -1,7 +1,7 @@
 /*
- * sim.c: in-process GPIO lines wired to the simulated chip
- * (plugins/avrsim), the way the LinkIt Smart 7688 Duo wires its MT7688 to
- * the ATmega32U4:
+ * gpio_sim.c: `fotahost.gpio_sim`, the GPIO backend "sim": in-process
+ * lines wired to the simulated chip (dev/plugins/avrsim), the way the
+ * LinkIt Smart 7688 Duo wires its MT7688 to the ATmega32U4:
  *
  *   GPIO3  -> RESET (the board pulls it up: a released line means "run")
  *   GPIO15 -> SCK
@@ -28,6 +28,12 @@
  * The chip's memories are saved whenever RESET is released (the MCU starts
  * running the new flash, and another process, the virtual board, may read
  * it) and on close.
+ *
+ * A plugin of the development wing: requiring it registers the backend
+ * with fotahost.gpio, which does so itself the first time "sim" is asked
+ * for. Options of gpio.open{} read here: part (a part table or id, for a
+ * chip that does not exist yet: an existing chip keeps the part its
+ * fuses.txt names) and factory (a new chip's fuses {lfuse=, ...}).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -35,9 +41,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "avr.h"
+#include "avr/part.h"
 #include "avrsim/avrsim.h"
-#include "gpio.h"
+#include "fotahost.h"
+#include "gpio/gpio.h"
 
 #define SIM_GPIO_RESET 3
 #define SIM_GPIO_SCK 15
@@ -50,6 +57,14 @@
 #define RELEASE_SETTLE_NS 1000000LL
 
 enum role { ROLE_NONE, ROLE_RESET, ROLE_SCK, ROLE_PDI, ROLE_PDO };
+
+/* What gpio.open{} tells the chip to create, when it must. */
+struct sim_opts {
+    struct fh_avr_part part;
+    int has_part;
+    uint8_t factory[FH_NFUSES];
+    int has_factory;
+};
 
 struct sim_ctx {
     avrsim *chip;
@@ -246,15 +261,98 @@ static int drive(fh_gpio *g, struct sim_ctx *c, char *err, size_t errlen)
     return 0;
 }
 
+/*
+ * Fills so->part from require("fotahost.avr.parts").get(id). An unknown id
+ * raises when `must`, else leaves `so` as it was.
+ */
+static void lookup_part(lua_State *L, const char *id, struct sim_opts *so, int must)
+{
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "fotahost.avr.parts");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "get");
+    lua_pushstring(L, id);
+    lua_call(L, 1, 2);
+    if (lua_istable(L, -2)) {
+        fh_avr_part_get(L, -2, &so->part);
+        so->has_part = 1;
+    } else if (must) {
+        luaL_error(L, "gpio.open: sim: %s", luaL_optstring(L, -1, "no such part"));
+    }
+    lua_pop(L, 3);
+}
+
+/*
+ * When DIR/fuses.txt names another part than gpio.open{} gave, that part:
+ * a simulated chip is what it is,
+ * as a real one, and the programmer's signature check says it is not the
+ * part asked for. An unknown id changes nothing (avrsim_open then says the
+ * file is another part's). So callers give the part they want and need
+ * not know the chip's files.
+ */
+static void chip_own_part(lua_State *L, const char *dir, struct sim_opts *so)
+{
+    char path[512], line[64], id[sizeof so->part.id];
+    int found = 0;
+    FILE *f;
+
+    snprintf(path, sizeof path, "%s/fuses.txt", dir);
+    f = fopen(path, "re");
+    if (f == NULL)
+        return;
+    while (!found && fgets(line, sizeof line, f) != NULL)
+        found = sscanf(line, "part=%15[A-Za-z0-9_]", id) == 1;
+    fclose(f);
+    if (found && !(so->has_part && strcmp(id, so->part.id) == 0))
+        lookup_part(L, id, so, 0);
+}
+
+/* Reads part= (a part table, or a part's id: then the product's part
+ * table need not cross into C for the simulator) and factory= of the
+ * gpio.open{} table (a bad part raises), then the part of the chip
+ * already in `dir`. */
+static void read_opts(const struct fh_gpio_opts *opts, const char *dir, struct sim_opts *so)
+{
+    static const char *const names[FH_NFUSES] = {"lfuse", "hfuse", "efuse", "lock"};
+    lua_State *L = opts->L;
+    int i;
+
+    memset(so, 0, sizeof *so);
+    if (L == NULL)
+        return;
+    switch (lua_getfield(L, opts->args, "part")) {
+    case LUA_TTABLE:
+        fh_avr_part_get(L, -1, &so->part);
+        so->has_part = 1;
+        break;
+    case LUA_TSTRING:
+        lookup_part(L, lua_tostring(L, -1), so, 1);
+        break;
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, opts->args, "factory") == LUA_TTABLE) {
+        for (i = 0; i < FH_NFUSES; i++) {
+            lua_getfield(L, -1, names[i]);
+            so->factory[i] = (uint8_t)luaL_optinteger(L, -1, 0xFF);
+            lua_pop(L, 1);
+        }
+        so->has_factory = 1;
+    }
+    lua_pop(L, 1);
+    chip_own_part(L, dir, so);
+}
+
 static int sim_open(fh_gpio *g, const char *chip, uint32_t initial,
                     const struct fh_gpio_opts *opts, char *err, size_t errlen)
 {
+    struct sim_opts so;
     struct sim_ctx *c;
     long clock_hz = SIM_CLOCK_HZ;
     int i, rev;
 
     (void)initial; /* already in g->state */
-    if (opts->sim_part == NULL) {
+    read_opts(opts, chip, &so);
+    if (!so.has_part) {
         snprintf(err, errlen, "%s: the sim backend needs the part of the simulated chip", chip);
         return -1;
     }
@@ -267,7 +365,8 @@ static int sim_open(fh_gpio *g, const char *chip, uint32_t initial,
         free(c);
         return -1;
     }
-    c->chip = avrsim_open(chip, opts->sim_part, opts->sim_factory, min_half_ns(clock_hz), err, errlen);
+    c->chip = avrsim_open(chip, &so.part, so.has_factory ? so.factory : NULL, min_half_ns(clock_hz),
+                          err, errlen);
     if (c->chip == NULL) {
         free(c);
         return -1;
@@ -352,6 +451,22 @@ static void sim_close(fh_gpio *g)
     g->ctx = NULL;
 }
 
-const struct fh_gpio_backend fh_gpio_sim = {
+static const struct fh_gpio_backend sim_backend = {
     "sim", sim_open, sim_set, sim_get, sim_close,
 };
+
+int luaopen_fotahost_gpio_sim(lua_State *L);
+
+/* require "fotahost.gpio_sim" -> { backend = "sim" }, registered with
+ * fotahost.gpio (loaded first, so the built-in backends come first). */
+int luaopen_fotahost_gpio_sim(lua_State *L)
+{
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "fotahost.gpio");
+    lua_call(L, 1, 0);
+    fh_gpio_register(L, &sim_backend);
+    lua_createtable(L, 0, 1);
+    lua_pushstring(L, sim_backend.name);
+    lua_setfield(L, -2, "backend");
+    return 1;
+}

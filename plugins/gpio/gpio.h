@@ -1,11 +1,16 @@
 /*
- * gpio.h: a few GPIO lines opened together, whatever drives them.
+ * gpio.h: a few GPIO lines opened together, whatever drives them. Shared
+ * by the `fotahost.gpio` module (plugins/gpio.c), its backends and the
+ * modules that drive lines (plugins/isp.c, the development wing's sim
+ * backend in dev/plugins/gpio_sim.c); not part of the host.
  *
- * One interface, several backends (plugins/gpio/): the Linux character
- * device through libgpiod, /sys/class/gpio, the MT7688's registers through
- * /dev/mem, and in-process pins wired to the simulated chip. The ISP
- * programmer bit-bangs through fh_gpio_set/fh_gpio_get, which apply pin
- * inversion, skip lines that would not change, and count what they cost.
+ * One interface, several backends: built in (plugins/gpio/): the Linux
+ * character device through libgpiod, /sys/class/gpio, the MT7688's
+ * registers through /dev/mem; others are plugins that register themselves
+ * (fh_gpio_register), such as in-process pins wired to the simulated chip.
+ * The ISP programmer bit-bangs through fh_gpio_set/fh_gpio_get, which apply
+ * pin inversion, skip lines that would not change, and count what they
+ * cost.
  */
 #ifndef FOTAHOST_GPIO_H
 #define FOTAHOST_GPIO_H
@@ -25,9 +30,13 @@ struct fh_gpio_opts {
     const char *sysfs_root;   /* sysfs: "/sys/class/gpio" unless set (tests use a fake tree) */
     int sysfs_absolute;       /* sysfs: numbers are global (avrdude.conf's), no chip base added */
     const char *mem_path;     /* mmio: "/dev/mem" unless set (tests map a regular file) */
-    const void *sim_part;     /* sim: struct fh_avr_part * of the chip to create if absent */
-    const uint8_t *sim_factory; /* sim: factory fuses [FH_NFUSES] or NULL */
     const char *consumer;     /* gpiod: label shown by gpioinfo, "fotahost" unless set */
+    /* The gpio.open{} table at index `args` of L, where a backend plugin
+     * reads options gpio.c knows nothing of (the sim backend's part and
+     * factory fuses). L is NULL when the lines are opened from C. A
+     * backend reads them before it allocates: a bad value raises. */
+    lua_State *L;
+    int args;
 };
 
 typedef struct fh_gpio {
@@ -60,10 +69,21 @@ struct fh_gpio_backend {
     void (*close)(fh_gpio *g);
 };
 
-extern const struct fh_gpio_backend fh_gpio_sysfs, fh_gpio_gpiod, fh_gpio_mmio, fh_gpio_sim;
+extern const struct fh_gpio_backend fh_gpio_sysfs, fh_gpio_gpiod, fh_gpio_mmio;
 
-/* The backend called `name`, or NULL. */
-const struct fh_gpio_backend *fh_gpio_backend_find(const char *name);
+/*
+ * Makes `be` what gpio.open{backend = be->name} uses in this Lua state,
+ * replacing a backend of the same name. A backend plugin (a module named
+ * fotahost.gpio_NAME, which gpio.open requires when NAME is asked for and
+ * not registered) calls it from its luaopen_ after requiring
+ * fotahost.gpio. The list lives in the state's registry, not in a C
+ * static: `be` (static in the plugin) stays valid as long as the state,
+ * which unloads its plugins only when it closes.
+ */
+void fh_gpio_register(lua_State *L, const struct fh_gpio_backend *be);
+
+/* The backend of this state called `name`, or NULL. */
+const struct fh_gpio_backend *fh_gpio_backend_find(lua_State *L, const char *name);
 
 /*
  * Opens `n` lines on `chip` through backend `be`. offsets[i] is the line
