@@ -175,7 +175,7 @@ static const char *env(const char *name, int use_env)
 
 /* Sets package[field] from the computed default and an optional override. */
 static void set_package_path(lua_State *L, int pkg, int desc, const char *field,
-                             const char *const dirs[], const char *templates,
+                             const char *const dirs[], int ndirs, const char *templates,
                              const char *override)
 {
     const char *sys, *dflt;
@@ -183,7 +183,7 @@ static void set_package_path(lua_State *L, int pkg, int desc, const char *field,
     lua_getfield(L, pkg, field);
     fh_push_absolute_only(L, luaL_optstring(L, -1, ""));
     sys = lua_tostring(L, -1);
-    fh_push_search_path(L, dirs, 2, templates, sys);
+    fh_push_search_path(L, dirs, ndirs, templates, sys);
     dflt = lua_tostring(L, -1);
     if (override != NULL)
         fh_push_expanded(L, override, dflt);
@@ -213,7 +213,7 @@ static void set_dir_list(lua_State *L, int desc, const char *field,
 
 void fh_paths_setup(lua_State *L, const char *exe, int use_env)
 {
-    const char *scripts[2], *plugins[2], *checkout = NULL;
+    const char *scripts[3] = {NULL, NULL, NULL}, *plugins[2], *checkout = NULL;
     const char *exe_dir = NULL;
     int top = lua_gettop(L), desc, pkg;
 
@@ -257,6 +257,9 @@ void fh_paths_setup(lua_State *L, const char *exe, int use_env)
         lua_setfield(L, desc, "bundled_scripts");
         lua_pushfstring(L, "%s/plugins", exe_dir);
         lua_setfield(L, desc, "bundled_plugins");
+        /* the development wing: dev tools and modules, never installed by `make install` */
+        scripts[2] = lua_pushfstring(L, "%s/dev/scripts", checkout);
+        lua_setfield(L, desc, "dev_scripts");
     } else {
         lua_pushliteral(L, FOTAHOST_DATADIR "/scripts");
         lua_setfield(L, desc, "bundled_scripts");
@@ -268,15 +271,15 @@ void fh_paths_setup(lua_State *L, const char *exe, int use_env)
     lua_getfield(L, desc, "bundled_plugins");
     plugins[1] = lua_tostring(L, -1);
 
-    set_dir_list(L, desc, "scripts", scripts, 2);
+    set_dir_list(L, desc, "scripts", scripts, 3);
     set_dir_list(L, desc, "plugins", plugins, 2);
 
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     lua_getfield(L, -1, LUA_LOADLIBNAME);
     pkg = lua_gettop(L);
-    set_package_path(L, pkg, desc, "path", scripts, LUA_TEMPLATES,
+    set_package_path(L, pkg, desc, "path", scripts, 3, LUA_TEMPLATES,
                      env("FOTAHOST_PATH", use_env));
-    set_package_path(L, pkg, desc, "cpath", plugins, SO_TEMPLATES,
+    set_package_path(L, pkg, desc, "cpath", plugins, 2, SO_TEMPLATES,
                      env("FOTAHOST_CPATH", use_env));
 
     lua_pushvalue(L, desc);
