@@ -194,6 +194,9 @@ install: all
 	install -m 755 $(BUILD)/fotahost $(DESTDIR)$(BINDIR)/fotahost
 	cd scripts && find . -type d -exec install -d $(DESTDIR)$(DATADIR)/scripts/{} \;
 	cd scripts && find . -type f -name '*.lua' -exec install -m 644 {} $(DESTDIR)$(DATADIR)/scripts/{} \;
+	# until install-dev (simc, issue 12): the dev wing's Lua still installs with the product
+	cd dev/scripts && find . -type d -exec install -d $(DESTDIR)$(DATADIR)/scripts/{} \;
+	cd dev/scripts && find . -type f -name '*.lua' -exec install -m 644 {} $(DESTDIR)$(DATADIR)/scripts/{} \;
 	for so in $(PLUGIN_SO); do install -m 755 $$so $(DESTDIR)$(LIBDIR)/plugins/fotahost/; done
 	install -m 644 host/fotahost.h $(DESTDIR)$(INCLUDEDIR)/
 	install -m 644 README.md DEVELOPERS.md $(DESTDIR)$(DOCDIR)/
