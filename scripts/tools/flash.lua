@@ -33,7 +33,8 @@ usage: fotahost flash [options]
   -i DELAY         SCK half-period in microseconds (avrdude's ispdelay), instead of -B
   -C [+]FILE       read programmer entries from FILE instead of /etc/avrdude.conf;
                    with +, in addition to it
-  --board NAME     pins and part of a board: linkit-smart-7688-duo (default), arduino-yun
+  --board NAME     pins and part of a board: linkit-smart-7688-duo (default), arduino-yun,
+                   sim (the virtual board; the default with -c sim)
   -e               erase the chip first
   -D               do not erase before writing flash (avrdude's auto-erase is on otherwise)
   -U MEM:OP:FILE[:FMT]  MEM: flash, eeprom, lfuse, hfuse, efuse, lock, signature;
