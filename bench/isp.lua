@@ -59,7 +59,7 @@ for i, w in ipairs(workloads) do
   local dir = ("%s/w%d"):format(tmp, i)
   sh("mkdir -p " .. dir .. "/chip")
   local img = ihex.from_binary(w.data, w.addr)
-  local s = assert(isp.open{ backend = "sim", chip = dir .. "/chip", board = "linkit-smart-7688-duo", trace = true })
+  local s = assert(isp.open{ board = "sim", chip = dir .. "/chip", trace = true })
   local t0 = sys.now()
   assert(s:connect())
   assert(s:erase())

@@ -22,7 +22,7 @@ describe("ISP programming on the simulated chip", function()
     opts = opts or {}
     opts.backend = "sim"
     opts.chip = opts.chip or dir
-    if not opts.pins then opts.board = opts.board or "linkit-smart-7688-duo" end
+    if not opts.pins then opts.board = opts.board or "sim" end
     return assert(isp.open(opts))
   end
 

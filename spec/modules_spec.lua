@@ -42,7 +42,7 @@ describe("native modules", function()
       for _, n in ipairs(host.tools()) do t[#t + 1] = n end
       return t
     end)())
-    assert.truthy(host.find_tool("hello"):match("/scripts/tools/hello%.lua$"))
+    assert.truthy(host.find_tool("hello"):match("/dev/scripts/tools/hello%.lua$"))
     local none, err = host.find_tool("nope")
     assert.is_nil(none)
     assert.are.equal("no tool named 'nope'", err)

@@ -1,6 +1,6 @@
 ---@meta fotahost.httpd
 -- API stub for script authors (LuaLS). The module is Lua:
--- scripts/fotahost/httpd.lua, on fotahost.tcp_socket and fotahost.sched.
+-- dev/scripts/fotahost/httpd.lua, on fotahost.tcp_socket and fotahost.sched.
 
 ---A small HTTP/1.1 server on the scheduler: keep-alive, HEAD, files with
 ---single byte ranges, bounded memory, every wait with a timeout. Made for

@@ -1,7 +1,7 @@
 ---@meta fotahost.vboard
 -- API stub for script authors (LuaLS). The native part is dev/plugins/vboard.c,
 -- a plugin built only where simavr is installed; `require "fotahost.vboard"`
--- finds scripts/fotahost/vboard.lua, which loads it and adds run().
+-- finds dev/scripts/fotahost/vboard.lua, which loads it and adds run().
 
 ---The virtual LinkIt Smart 7688 Duo: its ATmega32U4 (simavr, 8 MHz) runs
 ---DIR/flash.bin, the memory `fotahost flash -c sim -P DIR` writes; it halts
@@ -24,7 +24,7 @@ function vboard.open(dir, opts) end
 ---@return string? why
 function vboard.available() end
 
----Runs the board as the current scheduler task (see scripts/fotahost/vboard.lua).
+---Runs the board as the current scheduler task (see dev/scripts/fotahost/vboard.lua).
 ---@param board fotahost.vboard.Board
 ---@param opts? { until_time?: number, on_step?: fun(board: fotahost.vboard.Board) }
 function vboard.run(board, opts) end

@@ -220,12 +220,8 @@ end
 function M.new(config, opts)
   opts = opts or {}
   local board, part, err
-  if config.board ~= "sim" then
-    board, err = boards.get(config.board)
-    if not board then error("fota.new: " .. err, 2) end
-  else
-    board = boards.get("linkit-smart-7688-duo") -- the virtual board is a 7688 Duo
-  end
+  board, err = boards.get(config.board)
+  if not board then error("fota.new: " .. err, 2) end
   part, err = parts.get(config.part or board.part)
   if not part then error("fota.new: " .. err, 2) end
   local dir = config.state_dir
@@ -310,20 +306,8 @@ end
 -- why, stage.
 -- An ISP session on the configured board (not yet connected), or nil, why.
 function Policy:open_isp()
-  local c = self.config
-  local o = {
-    backend = c.board == "sim" and "sim" or c.backend,
-    chip = c.board == "sim" and c.sim_dir or nil,
-    board = self.board, part = self.part,
-  }
-  for k, v in pairs(self.isp_opts) do o[k] = v end
-  if c.board == "linkit-smart-7688-duo" and o.backend ~= "mmio" then
-    -- the SPI-slave pins are not GPIOs until the pinmux says so (mmio
-    -- switches it itself)
-    local gpio = require "fotahost.gpio"
-    local ok, err = gpio.mt7688_pinmux()
-    if not ok then return nil, "pinmux: " .. tostring(err) end
-  end
+  local o, err = boards.isp_options(self.config, self.isp_opts)
+  if not o then return nil, err end
   return isp.open(o)
 end
 

@@ -16,6 +16,7 @@
 
 local cfgmod = require "fotahost.fota.config"
 local logmod = require "fotahost.log"
+local boards = require "fotahost.avr.boards"
 
 local USAGE = [[
 usage: fotahost doctor [--config PATH]
@@ -69,8 +70,6 @@ local function fail(name, what, fix)
 end
 local function skip(name, why) line("SKIP", name, "not checked: " .. why) end
 
-local exists = require("fotahost.sys").exists
-
 local function is_dir(path)
   return os.execute("test -d '" .. path:gsub("'", "'\\''") .. "'") == true
 end
@@ -85,11 +84,22 @@ local path = opts.config or cfgmod.path()
 local config, cerr = cfgmod.load(path)
 local results = {}
 
+-- The board, and what its entry says: the ISP options, and for the virtual
+-- board the directory that stands for its chip and the dev module that
+-- knows what that directory holds.
+local isp_opts, board, chip_dir, vdev
+if config then
+  isp_opts = assert(boards.isp_options(config)) -- config.load checked the name
+  board = isp_opts.board
+  chip_dir = board.chip_dir and config[board.chip_dir]
+  vdev = chip_dir and boards.dev(board)
+end
+
 if config then
   secrets[1] = config.device_key
   logmod.secret(config.device_key)
   ok("config", "%s (device %s, board %s%s)", path, config.device_id, config.board,
-    config.board == "sim" and (", simulated chip " .. tostring(config.sim_dir)) or "")
+    chip_dir and (", simulated chip " .. chip_dir) or "")
   results.config = true
 else
   -- A malformed device_key would be quoted by the message: not here.
@@ -181,24 +191,16 @@ end
 
 ---------------------------------------------------------------- 4. serial port
 
-local sim = config and config.board == "sim"
+local sim = vdev ~= nil
 if not results.config then
   skip("serial port", "the config is not valid")
 else
   local port_path = config.serial_port
-  if sim and port_path == cfgmod.SPEC.serial_port[3] then port_path = config.sim_dir .. "/ttyS0" end
+  if sim and port_path == cfgmod.SPEC.serial_port[3] then port_path = vdev.serial_port(chip_dir) end
   local board_fix = ("start the virtual board: fotahost board --sim %s (%s exists only while it runs)")
-    :format(sim and config.sim_dir or "", port_path)
-  local alive = true
-  if sim then
-    -- The link of a board that died may point at a pty someone else has now.
-    local f = io.open(config.sim_dir .. "/ttyS0.pid", "r")
-    local pid = f and math.tointeger(tonumber(f:read("l") or ""))
-    if f then f:close() end
-    alive = pid and exists("/proc/" .. pid .. "/stat") or false
-  end
-  if sim and not alive then
-    fail("serial port", ("%s: no virtual board is running on %s"):format(port_path, config.sim_dir), board_fix)
+    :format(chip_dir or "", port_path)
+  if sim and not vdev.running(chip_dir) then
+    fail("serial port", ("%s: no virtual board is running on %s"):format(port_path, chip_dir), board_fix)
   else
     local serial_port = require "fotahost.serial_port"
     local port, err = serial_port.open(port_path, { baud = config.serial_baud })
@@ -228,12 +230,10 @@ end
 
 ---------------------------------------------------------------- 5. gpio
 
-local boards = require "fotahost.avr.boards"
-local board
 if not results.config then
   skip("gpio", "the config is not valid")
 elseif sim then
-  local dir = config.sim_dir
+  local dir = chip_dir
   local probe = dir .. "/.doctor-probe"
   if not is_dir(dir) then
     fail("gpio", dir .. ": no such directory (the simulated chip's lines live there)",
@@ -251,26 +251,25 @@ elseif sim then
     end
   end
 else
-  board = assert(boards.get(config.board)) -- config.load checked the name
   local gpio = require "fotahost.gpio"
-  local p = board.pins
+  local p, chip, backend = isp_opts.pins, isp_opts.chip, isp_opts.backend
   local nums = { p.reset, p.sck, p.mosi, p.miso }
   -- Opened as inputs and closed at once: nothing is driven.
-  local lines, err = gpio.open{ backend = config.backend, chip = board.chip, lines = nums }
+  local lines, err = gpio.open{ backend = backend, chip = chip, lines = nums }
   if lines then
     lines:close()
     results.gpio = true
-    ok("gpio", "%s lines %d (RESET), %d (SCK), %d (MOSI), %d (MISO) on %s open", config.backend,
-      p.reset, p.sck, p.mosi, p.miso, board.chip)
+    ok("gpio", "%s lines %d (RESET), %d (SCK), %d (MOSI), %d (MISO) on %s open", backend,
+      p.reset, p.sck, p.mosi, p.miso, chip)
   else
     err = tostring(err)
     local fix
     if err:find("ermission denied", 1, true) then
       fix = "run as root (GPIO access needs it on the board)"
-    elseif config.backend == "gpiod" then
-      fix = "check that /dev/" .. board.chip .. " exists (a kernel with the GPIO character device), "
+    elseif backend == "gpiod" then
+      fix = "check that /dev/" .. chip .. " exists (a kernel with the GPIO character device), "
         .. "or set backend = \"sysfs\" in " .. path .. " (the factory 3.18 kernel)"
-    elseif config.backend == "sysfs" then
+    elseif backend == "sysfs" then
       fix = "check /sys/class/gpio and that no other program exported these lines, "
         .. "or set backend = \"gpiod\" in " .. path
     else
@@ -284,17 +283,12 @@ end
 
 if not results.gpio then
   skip("signature", results.config and "the gpio check failed" or "the config is not valid")
-elseif sim and not (exists(config.sim_dir .. "/flash.bin") or exists(config.sim_dir .. "/fuses.txt")) then
-  fail("signature", config.sim_dir .. ": no simulated chip there yet",
-    ("create one by flashing it: fotahost flash -c sim -P %s -U flash:w:FIRMWARE.hex"):format(quote(config.sim_dir)))
+elseif sim and not vdev.made(chip_dir) then
+  fail("signature", chip_dir .. ": no simulated chip there yet",
+    ("create one by flashing it: fotahost flash -c sim -P %s -U flash:w:FIRMWARE.hex"):format(quote(chip_dir)))
 else
   local isp = require "fotahost.avr.isp"
-  local s, err = isp.open{
-    backend = sim and "sim" or config.backend,
-    chip = sim and config.sim_dir or nil,
-    board = sim and "linkit-smart-7688-duo" or config.board, -- the virtual board is a 7688 Duo
-    part = config.part,
-  }
+  local s, err = isp.open(isp_opts)
   local sig
   if s then
     sig, err = s:connect()
@@ -307,7 +301,7 @@ else
   else
     local fix
     if sim then
-      fix = "check the simulated chip in " .. config.sim_dir .. " (its faults file, its fuses.txt)"
+      fix = "check the simulated chip in " .. chip_dir .. " (its faults file, its fuses.txt)"
     else
       fix = "check the MCU's power and the ISP wiring; on the 7688 Duo run "
         .. "`mt7688_pinmux set spi_s gpio` (or use backend = \"mmio\"); set part in " .. path
@@ -325,7 +319,6 @@ end
 -- needs room for the download, new.hex and the state files.
 local function state_dir_check()
   local fota = require "fotahost.fota"
-  local boards = require "fotahost.avr.boards"
   local parts = require "fotahost.avr.parts"
   local dir, probe = config.state_dir, config.state_dir
   local st, volatile = fota.state_fs(probe)
@@ -336,7 +329,6 @@ local function state_dir_check()
     if probe == "/" then break end
   end
   if not st then return fail("state dir", dir .. ": " .. tostring(volatile), "check state_dir in " .. path) end
-  local board = boards.get(sim and "linkit-smart-7688-duo" or config.board)
   local part = parts.get(config.part or board.part)
   local app = board.app_size or (part and part.flash_size) or 32768
   -- an image filling the application section, as HEX text (16 bytes a line)

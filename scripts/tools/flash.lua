@@ -33,7 +33,8 @@ usage: fotahost flash [options]
   -i DELAY         SCK half-period in microseconds (avrdude's ispdelay), instead of -B
   -C [+]FILE       read programmer entries from FILE instead of /etc/avrdude.conf;
                    with +, in addition to it
-  --board NAME     pins and part of a board: linkit-smart-7688-duo (default), arduino-yun
+  --board NAME     pins and part of a board: linkit-smart-7688-duo (default), arduino-yun,
+                   sim (the virtual board; the default with -c sim)
   -e               erase the chip first
   -D               do not erase before writing flash (avrdude's auto-erase is on otherwise)
   -U MEM:OP:FILE[:FMT]  MEM: flash, eeprom, lfuse, hfuse, efuse, lock, signature;
@@ -313,6 +314,9 @@ end
 ---------------------------------------------------------------- programmer
 
 local BUILTIN = { linuxgpio = "sysfs", sysfs = "sysfs", gpiod = "gpiod", mmio = "mmio", sim = "sim" }
+-- The board a programmer implies when --board is not given: the sim
+-- programmer reaches only the virtual board (a simulated chip in -P DIR).
+local BOARD_OF = { sim = "sim" }
 
 local function resolve_programmer(o, board)
   -- The configuration: /etc/avrdude.conf, replaced by -C FILE or extended by -C +FILE.
@@ -360,13 +364,13 @@ end
 
 local o = parse_args(arg)
 if not o.programmer then fail("no programmer given: use -c (linuxgpio, sysfs, gpiod, mmio or sim)") end
-local board, berr = boards.get(o.board or "linkit-smart-7688-duo")
+local board, berr = boards.get(o.board or BOARD_OF[o.programmer] or "linkit-smart-7688-duo")
 if not board then fail("%s", berr) end
 local part, perr = parts.get(o.part or board.part)
 if not part then fail("%s", perr) end
 local backend, pins, invert, pdesc, from_conf = resolve_programmer(o, board)
-if backend == "sim" and not o.port then
-  fail("the sim programmer needs -P DIR, the directory of the simulated chip")
+if board.chip_dir and not o.port then
+  fail("the %s programmer needs -P DIR, the directory of the simulated chip", o.programmer)
 end
 
 -- 1. Every -U parsed and every input read before the MCU is touched.
@@ -406,8 +410,7 @@ local erase = o.erase or (writes_flash and not o.no_auto_erase)
 
 -- 2. Connect and check the signature.
 local t_start = sys.now()
-local session <close>, err = isp.open{
-  backend = backend, chip = o.port or board.chip, part = part, board = board,
+local isp_opts = assert(boards.isp_options({ board = board, backend = backend, chip = o.port, part = part }, {
   pins = pins, invert = invert, force = o.force, progress = progress_bar(),
   half_period_ns = o.half_period_ns,
   -- A configuration entry gives the board's own numbers, already swapped
@@ -415,7 +418,9 @@ local session <close>, err = isp.open{
   swap = not from_conf and "auto" or false, absolute_numbers = from_conf,
   -- For tests: a fake /sys/class/gpio tree.
   sysfs_root = os.getenv("FOTAHOST_SYSFS_ROOT"),
-}
+}))
+backend = isp_opts.backend
+local session <close>, err = isp.open(isp_opts)
 if not session then fail("%s", err) end
 if session.sck_clamped and o.sck_opt then
   -- said even with -q: the flash takes longer than the user asked for

@@ -8,6 +8,11 @@
 -- values the board ships with. `bootloader`: where the USB bootloader
 -- lives, so an update can keep it. `pinmux`: a pin group to switch to
 -- GPIO first. `f_cpu`: the MCU's clock in Hz, which bounds the SCK speed.
+-- `backend`: the only GPIO access that reaches the board (else the
+-- config's). `chip_dir`: the config key naming a directory that stands for
+-- the board's chip; a revision `file` is then relative to it. `dev`: a
+-- development-wing module that reads what that directory holds (the
+-- chip's part), required only when this board is used.
 
 local M = {}
 
@@ -40,6 +45,25 @@ M["arduino-yun"] = {
   app_size = 28672,
 }
 
+-- The virtual board: a LinkIt Smart 7688 Duo whose MCU is a simulated chip
+-- in a directory (the app's sim_dir, flash's -P). Only the development
+-- wing (the sim GPIO backend and the module named by `dev`) knows what the
+-- directory holds; this entry says where to find it.
+local duo = M["linkit-smart-7688-duo"]
+M.sim = {
+  desc = "the virtual board (a simulated LinkIt Smart 7688 Duo)",
+  part = duo.part,
+  pins = duo.pins,
+  backend = "sim",
+  chip_dir = "sim_dir",
+  revision = { file = "mtd2", offset = 1043, swap_below = 3 },
+  dev = "fotahost.simchip",
+  f_cpu = duo.f_cpu,
+  fuses = duo.fuses,
+  bootloader = duo.bootloader,
+  app_size = duo.app_size,
+}
+
 --- The board named `name`, or nil, "unknown board ...".
 function M.get(name)
   local b = M[name]
@@ -54,12 +78,13 @@ function M.get(name)
   return b
 end
 
---- The board's revision byte, or nil, why. `root` replaces the directory of
--- the revision file (the simulated board keeps its own `mtd2`).
+--- The board's revision byte, or nil, why. `path`: the file holding it
+-- (default: the board's own).
 function M.revision(board, path)
   local r = board.revision
   if not r then return nil, "the board has no revision byte" end
   path = path or r.path
+  if not path then return nil, "the board's revision file is in its chip directory" end
   local f, err = io.open(path, "rb")
   if not f then return nil, err end
   local ok = f:seek("set", r.offset)
@@ -67,6 +92,61 @@ function M.revision(board, path)
   f:close()
   if not byte then return nil, ("%s: shorter than %d bytes"):format(path, r.offset + 1) end
   return byte:byte()
+end
+
+--- The board's development module (its `dev`), or nil. The one place the
+-- product requires a development-wing module, and only by a name a board
+-- entry gives: so a product built without the dev wing fails only when
+-- the virtual board is used (spec/wings_spec.lua checks this).
+function M.dev(board)
+  return board.dev and require(board.dev)
+end
+
+-- Pin groups a GPIO access must switch before it can drive them, by
+-- board.pinmux then backend: the mmio backend switches them itself.
+local PINMUX_NEEDED = { ["mt7688-spis"] = { sysfs = true, gpiod = true } }
+
+local function entry(v)
+  if type(v) == "table" or v == nil then return v end
+  return M.get(v)
+end
+
+--- Options for fotahost.avr.isp.open from a config: the app's, doctor's,
+-- or flash's command line. Read from `cfg`: board (name or entry),
+-- backend, chip, part, pins, invert, f_cpu, revision_path, and the key a
+-- board's `chip_dir` names (the app's sim_dir). `extra`: more options for
+-- isp.open (progress, force, ...), copied as they are; they win over cfg.
+-- The rest comes from the board: backend, chip, part, pins, invert,
+-- clock, revision file, pinmux, enable lines, factory fuses, and the
+-- chip's own part (`chip_part`, from the board's dev module). The one
+-- place that turns a board entry into programming options.
+-- @return options | nil, "unknown board ..."
+function M.isp_options(cfg, extra)
+  local o = {}
+  for k, v in pairs(extra or {}) do o[k] = v end
+  local board, err = entry(o.board or cfg.board)
+  if err then return nil, err end
+  o.board = board
+  for _, k in ipairs({ "backend", "chip", "part", "pins", "invert", "f_cpu", "revision_path" }) do
+    if o[k] == nil then o[k] = cfg[k] end
+  end
+  if not board then return o end
+  o.backend = board.backend or o.backend
+  o.chip = o.chip or (board.chip_dir and cfg[board.chip_dir]) or board.chip
+  o.part = o.part or board.part
+  o.pins = o.pins or board.pins
+  o.invert = o.invert or board.invert
+  o.f_cpu = o.f_cpu or board.f_cpu
+  o.enable = board.enable
+  o.factory = board.fuses
+  local r = board.revision
+  if not o.revision_path and r then
+    o.revision_path = r.file and o.chip and (o.chip .. "/" .. r.file) or r.path
+  end
+  local by = board.pinmux and PINMUX_NEEDED[board.pinmux]
+  o.pinmux = by and by[o.backend] and board.pinmux or nil
+  if board.dev and o.chip and not o.chip_part then o.chip_part = M.dev(board).chip_part(o.chip) end
+  return o
 end
 
 return M

@@ -4,7 +4,7 @@
 --     local s <close> = assert(isp.open{ backend = "sysfs", board = "linkit-smart-7688-duo" })
 --     assert(s:connect())                 -- reset, Programming Enable, signature check
 --     assert(s:erase())
---     assert(s:write_flash(image))        -- an fotahost.ihex image, or a list of {addr=, data=}
+--     assert(s:write_flash(image))        -- an fotahost.ihex image
 --     assert(s:verify_flash(image))
 --     assert(s:write_fuse("lock", 0x0F))  -- reads back 0xCF: success
 --
@@ -28,19 +28,9 @@ local function hex_bytes(s)
   return (s:gsub(".", function(c) return ("%02X "):format(c:byte()) end):sub(1, -2))
 end
 
-local function lookup(kind, getter, v)
+local function lookup(getter, v)
   if type(v) == "table" then return v end
   return getter(v)
-end
-
---- The part of the simulated chip in `dir` (from its fuses.txt), or nil.
-function M.sim_chip_part(dir)
-  local f = io.open(dir .. "/fuses.txt", "r")
-  if not f then return nil end
-  local text = f:read("a")
-  f:close()
-  local id = text:match("part=([%w_]+)")
-  return id and parts.get(id)
 end
 
 -- The MCU's clock when neither the caller nor the board names one: the
@@ -70,47 +60,41 @@ end
 --- Opens a programming session; nothing touches the MCU until connect().
 -- opts: backend ("gpiod", "sysfs", "mmio", "sim"), chip (gpiochip, sysfs
 -- chip, or the simulated chip's directory), part (id or table), board
--- (name or table; gives pins, part and chip when not given), pins {reset,
--- sck, mosi, miso}, invert {reset = true, ...}, swap (true, false, or
--- "auto": from the board's revision byte, else by trying both), force
--- (accept a wrong signature), progress = function(phase, done, total),
--- half_period_ns (raised to the part's minimum at f_cpu, the MCU's clock in
--- Hz: default the board's, else 8 MHz; `session.sck_clamped` says it was),
--- poll, retries, sysfs_root, mem_path, revision_path, absolute_numbers
--- (sysfs: the pins are global numbers, as avrdude.conf's).
+-- (name or table: everything not given comes from it, through
+-- fotahost.avr.boards.isp_options), pins {reset, sck, mosi, miso}, invert
+-- {reset = true, ...}, swap (true, false, or "auto": from the board's
+-- revision byte, else by trying both), force (accept a wrong signature),
+-- progress = function(phase, done, total), half_period_ns (raised to the
+-- part's minimum at f_cpu, the MCU's clock in Hz: default the board's,
+-- else 8 MHz; `session.sck_clamped` says it was), poll, retries,
+-- sysfs_root, mem_path, revision_path, absolute_numbers (sysfs: the pins
+-- are global numbers, as avrdude.conf's).
 function M.open(opts)
-  local board, err
-  if opts.board then
-    board, err = lookup("board", boards.get, opts.board)
-    if not board then return nil, err end
-  end
+  local o, err = boards.isp_options(opts, opts)
+  if not o then return nil, err end
   local part
-  part, err = lookup("part", parts.get, opts.part or (board and board.part) or "m32u4")
+  part, err = lookup(parts.get, o.part or "m32u4")
   if not part then return nil, err end
-  local pins = opts.pins or (board and board.pins)
+  local pins = o.pins
   if not pins then return nil, "no pins: give a board or pins = { reset=, sck=, mosi=, miso= }" end
   for _, k in ipairs({ "reset", "sck", "mosi", "miso" }) do
     if math.type(pins[k]) ~= "integer" then
       return nil, ("pins.%s must be a GPIO number"):format(k)
     end
   end
-  if not opts.backend then return nil, "no backend (gpiod, sysfs, mmio or sim)" end
+  if not o.backend then return nil, "no backend (gpiod, sysfs, mmio or sim)" end
   local self = setmetatable({
-    opts = opts, board = board, part = part, pins = pins,
-    invert = opts.invert or (board and board.invert) or {},
-    chip = opts.chip or (board and board.chip) or "gpiochip0",
-    swap = opts.swap == nil and "auto" or opts.swap,
+    opts = o, board = o.board, part = part, pins = pins,
+    invert = o.invert or {},
+    chip = o.chip or "gpiochip0",
+    swap = o.swap == nil and "auto" or o.swap,
     swapped = false,
-    f_cpu = opts.f_cpu or (board and board.f_cpu) or M.DEFAULT_F_CPU,
+    f_cpu = o.f_cpu or M.DEFAULT_F_CPU,
+    -- the part of the chip the lines reach: a simulated one is what it is
+    chip_part = o.chip_part or part,
+    revision_path = o.revision_path,
   }, Session)
-  self.half_period_ns, self.sck_clamped = M.sck_half_period(opts.half_period_ns, self.f_cpu)
-  if opts.backend == "sim" then
-    -- The simulated chip is what it is: a new one is made of the part asked for.
-    self.sim_part = M.sim_chip_part(self.chip) or part
-    self.revision_path = opts.revision_path or (self.chip .. "/mtd2")
-  else
-    self.revision_path = opts.revision_path
-  end
+  self.half_period_ns, self.sck_clamped = M.sck_half_period(o.half_period_ns, self.f_cpu)
   return self
 end
 
@@ -127,7 +111,7 @@ function Session:_open_lines(swapped)
     initial = { 0, 0, 0 },               -- RESET asserted at once: the MCU stops
     sysfs_root = self.opts.sysfs_root, mem_path = self.opts.mem_path,
     absolute = self.opts.absolute_numbers,
-    part = self.sim_part, factory = self.opts.sim_factory or (self.board and self.board.fuses),
+    part = self.chip_part, factory = self.opts.factory,
   }
   if not lines then return nil, err end
   self.lines = lines
@@ -146,16 +130,36 @@ function Session:_close_lines()
 end
 
 function Session:_open_enable()
-  local en = self.board and self.board.enable
+  local en = self.opts.enable
   if not en or self.enable_lines then return true end
   local offs, init, outs = {}, {}, {}
   for i, e in ipairs(en) do offs[i], init[i], outs[i] = e.line, e.level, true end
   local lines, err = gpio.open{ backend = self.opts.backend, chip = self.chip, lines = offs,
     outputs = outs, initial = init, sysfs_root = self.opts.sysfs_root, mem_path = self.opts.mem_path,
-    part = self.sim_part }
+    part = self.chip_part }
   if not lines then return nil, err end
   self.enable_lines = lines
   return true
+end
+
+-- Switches the board's pin group to GPIO (isp_options says when one must
+-- be). The one place this is done, with one policy: a failure is a
+-- warning, not fatal. On the board it may be harmless (mt7688_pinmux
+-- already ran, and /dev/mem is locked), so refusing would block updates
+-- that work; if the MCU then does not answer, connect() adds the cause to
+-- its error. Elsewhere (a development machine) it refuses, and that is right.
+local PINMUX = {
+  ["mt7688-spis"] = function(mem_path) return gpio.mt7688_pinmux(mem_path) end,
+}
+
+function Session:_switch_pinmux()
+  local ok, err = PINMUX[self.opts.pinmux](self.opts.mem_path)
+  self.pinmux = ok
+  if not ok and not err:find("names no MT7688", 1, true) then
+    self.pinmux_error = err
+    require("fotahost.log").warn("isp", "cannot switch the SPI-slave pins to GPIO: %s "
+      .. "(run `mt7688_pinmux set spi_s gpio`, or use the mmio backend)", err)
+  end
 end
 
 --- Resets the MCU into programming mode and checks its signature.
@@ -165,20 +169,7 @@ function Session:connect()
   -- not left for the garbage collector to release under the new one.
   self:_close_lines()
   local ok, err
-  local backend = self.opts.backend
-  if self.board and self.board.pinmux == "mt7688-spis" and (backend == "sysfs" or backend == "gpiod") then
-    -- On the board itself (or with a file standing in for /dev/mem).
-    -- Elsewhere (a development machine) it refuses, and that is right.
-    -- On the board, a failure may be harmless (mt7688_pinmux already ran),
-    -- so it is a warning; connect() says more if the MCU does not answer.
-    ok, err = gpio.mt7688_pinmux(self.opts.mem_path)
-    self.pinmux = ok
-    if not ok and not err:find("names no MT7688", 1, true) then
-      self.pinmux_error = err
-      require("fotahost.log").warn("isp", "cannot switch the SPI-slave pins to GPIO: %s "
-        .. "(run `mt7688_pinmux set spi_s gpio`, or use the mmio backend)", err)
-    end
-  end
+  if self.opts.pinmux then self:_switch_pinmux() end
   ok, err = self:_open_enable()
   if not ok then return nil, err end
   local first = false
@@ -256,42 +247,25 @@ function Session:erase()
   return true
 end
 
-local function segments_of(image)
-  if type(image) == "userdata" or (type(image) == "table" and image.segments and not image[1]) then
-    return image:segments()
-  end
-  return image
-end
-
---- Splits segments into whole flash pages: a sorted list of {addr, data}.
+--- Splits an fotahost.ihex image into whole flash pages: a sorted list of
+-- {addr, data}, the bytes no record gives 0xFF (the image fills them).
 -- Fails if anything lies outside the part's flash.
 function M.pages(part, image)
   local size, psize = part.flash_size, part.flash_page
-  local byaddr, order = {}, {}
-  for _, seg in ipairs(segments_of(image)) do
+  local order = {}
+  -- segments come in address order and never overlap: pages ascend
+  for _, seg in ipairs(image:segments()) do
     local a, d = seg.addr, seg.data
     if a < 0 or a + #d > size then
       return nil, ("image data at 0x%X..0x%X is outside %s's flash (0x0..0x%X)")
         :format(a, a + #d - 1, part.desc, size - 1)
     end
-    local i = 1
-    while i <= #d do
-      local addr = a + i - 1
-      local page = addr - addr % psize
-      local off = addr - page
-      local n = math.min(psize - off, #d - i + 1)
-      local cur = byaddr[page]
-      if not cur then
-        cur = string.rep("\255", psize)
-        order[#order + 1] = page
-      end
-      byaddr[page] = cur:sub(1, off) .. d:sub(i, i + n - 1) .. cur:sub(off + n + 1)
-      i = i + n
+    for page = a - a % psize, a + #d - 1, psize do
+      if order[#order] ~= page then order[#order + 1] = page end
     end
   end
-  table.sort(order)
   local list = {}
-  for k, page in ipairs(order) do list[k] = { addr = page, data = byaddr[page] } end
+  for k, page in ipairs(order) do list[k] = { addr = page, data = image:bytes(page, page + psize - 1) } end
   return list
 end
 
@@ -316,7 +290,7 @@ end
 -- @return true | nil, "verification error at 0x...: file 0x.., MCU 0x.."
 function Session:verify_flash(image)
   check(self, "verify_flash")
-  local segs = segments_of(image)
+  local segs = image:segments()
   local psize = self.part.flash_page
   local total, done = 0, 0
   for _, seg in ipairs(segs) do total = total + #seg.data end

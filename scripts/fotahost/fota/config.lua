@@ -176,7 +176,7 @@ function M.check(t, where)
   if c.board == "sim" and c.sim_dir == nil then
     bad("sim_dir is missing: board = \"sim\" needs the simulated chip's directory")
   end
-  if c.board ~= "sim" and #errors == 0 then
+  if #errors == 0 then -- the virtual board ("sim") is an entry like any other
     local boards = require "fotahost.avr.boards"
     local ok, err = boards.get(c.board)
     if not ok then bad("board: %s", err) end

@@ -1,5 +1,5 @@
 -- Mutants of the local cloud's admin API and command framing
--- (scripts/fotahost/mcs_cloud.lua, scripts/tools/cloud.lua): the admin
+-- (scripts/fotahost/mcs_cloud.lua, dev/scripts/tools/cloud.lua): the admin
 -- token, JSON-only bodies, firmware from an upload or the firmware
 -- directory only, no device key in a reply, MCS's unterminated and spaced
 -- commands, a device bound at its first heartbeat. (The cloud's older
@@ -53,7 +53,7 @@ return {
     to = [[sys.write_file(path, token .. "\n")]],
     specs = CLOUD, filter = "admin API safeguards",
     why = "every user of the machine can read the admin token" },
-  { name = "cloud-newline-by-default", file = "scripts/tools/cloud.lua",
+  { name = "cloud-newline-by-default", file = "dev/scripts/tools/cloud.lua",
     from = "newline = o.newline == true,",
     to = "newline = not o.no_newline,",
     specs = CLOUD, filter = "no terminator",

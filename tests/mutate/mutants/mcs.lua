@@ -212,7 +212,7 @@ return {
     to = "",
     specs = CLOUD,
     why = "the local cloud accepts what MCS refused: a client that sends too many per request passes the tests" },
-  { name = "cloud-listens-everywhere", file = "scripts/tools/cloud.lua",
+  { name = "cloud-listens-everywhere", file = "dev/scripts/tools/cloud.lua",
     from = [[host = o.host or "127.0.0.1",]],
     to = [[host = o.host or "0.0.0.0",]],
     specs = CLOUD,
