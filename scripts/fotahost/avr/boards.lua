@@ -97,9 +97,13 @@ end
 --- The board's development module (its `dev`), or nil. The one place the
 -- product requires a development-wing module, and only by a name a board
 -- entry gives: so a product built without the dev wing fails only when
--- the virtual board is used (spec/wings_spec.lua checks this).
+-- the virtual board is used (spec/wings_spec.lua checks this). Without the
+-- dev wing installed it is nil, and the sim GPIO backend then says what is
+-- missing; a dev module that is there but broken raises its own error.
 function M.dev(board)
-  return board.dev and require(board.dev)
+  if not board.dev then return nil end
+  if not package.searchpath(board.dev, package.path) then return nil end
+  return require(board.dev)
 end
 
 -- Pin groups a GPIO access must switch before it can drive them, by
@@ -145,7 +149,8 @@ function M.isp_options(cfg, extra)
   end
   local by = board.pinmux and PINMUX_NEEDED[board.pinmux]
   o.pinmux = by and by[o.backend] and board.pinmux or nil
-  if board.dev and o.chip and not o.chip_part then o.chip_part = M.dev(board).chip_part(o.chip) end
+  local dev = o.chip and not o.chip_part and M.dev(board)
+  if dev then o.chip_part = dev.chip_part(o.chip) end
   return o
 end
 
