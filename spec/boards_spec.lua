@@ -28,16 +28,12 @@ describe("boards.isp_options", function()
     assert.is_nil(yun.pinmux)
   end)
 
-  it("gives the virtual board's backend, its directory, and the part of the chip there", function()
+  it("gives the virtual board's backend, its directory and its revision file", function()
     local o = assert(boards.isp_options({ board = "sim", backend = "gpiod", sim_dir = dir }))
     assert.are.equal("sim", o.backend)                      -- the config's backend does not reach it
     assert.are.equal(dir, o.chip)
     assert.are.equal(dir .. "/mtd2", o.revision_path)
     assert.is_nil(o.pinmux)
-    assert.is_nil(o.chip_part)                              -- no chip made there yet
-    h.write(dir .. "/fuses.txt", "part=m328p\nlfuse=0x62\nhfuse=0xD9\nefuse=0xFF\nlock=0xFF\n")
-    o = assert(boards.isp_options({ board = "sim", sim_dir = dir }))
-    assert.are.equal("m328p", o.chip_part.id)
     assert.are.equal("m32u4", o.part)                       -- what the caller expects to find
   end)
 

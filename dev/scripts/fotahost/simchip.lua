@@ -8,26 +8,9 @@
 -- revision byte, as the real board's factory partition), ttyS0 (the
 -- virtual board's serial port while it runs) and ttyS0.pid.
 
-local parts = require "fotahost.avr.parts"
+local exists = require("fotahost.sys").exists
 
 local M = {}
-
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
-
---- The part of the chip in `dir` (from its fuses.txt), or nil when none is
--- there yet: the chip is what it is, whatever part a caller asks for.
-function M.chip_part(dir)
-  local f = io.open(dir .. "/fuses.txt", "r")
-  if not f then return nil end
-  local text = f:read("a")
-  f:close()
-  local id = text and text:match("part=([%w_]+)")
-  return id and parts.get(id)
-end
 
 --- True when a chip was made in `dir` (it is made by its first use).
 function M.made(dir)

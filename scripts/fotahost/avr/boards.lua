@@ -121,9 +121,10 @@ end
 -- board's `chip_dir` names (the app's sim_dir). `extra`: more options for
 -- isp.open (progress, force, ...), copied as they are; they win over cfg.
 -- The rest comes from the board: backend, chip, part, pins, invert,
--- clock, revision file, pinmux, enable lines, factory fuses, and the
--- chip's own part (`chip_part`, from the board's dev module). The one
--- place that turns a board entry into programming options.
+-- clock, revision file, pinmux, enable lines and factory fuses (a
+-- simulated chip keeps the part its own files name: the sim backend, in
+-- the dev wing, knows them). The one place that turns a board entry into
+-- programming options.
 -- @return options | nil, "unknown board ..."
 function M.isp_options(cfg, extra)
   local o = {}
@@ -149,8 +150,6 @@ function M.isp_options(cfg, extra)
   end
   local by = board.pinmux and PINMUX_NEEDED[board.pinmux]
   o.pinmux = by and by[o.backend] and board.pinmux or nil
-  local dev = o.chip and not o.chip_part and M.dev(board)
-  if dev then o.chip_part = dev.chip_part(o.chip) end
   return o
 end
 

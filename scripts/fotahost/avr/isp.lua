@@ -90,8 +90,6 @@ function M.open(opts)
     swap = o.swap == nil and "auto" or o.swap,
     swapped = false,
     f_cpu = o.f_cpu or M.DEFAULT_F_CPU,
-    -- the part of the chip the lines reach: a simulated one is what it is
-    chip_part = o.chip_part or part,
     revision_path = o.revision_path,
   }, Session)
   self.half_period_ns, self.sck_clamped = M.sck_half_period(o.half_period_ns, self.f_cpu)
@@ -111,7 +109,7 @@ function Session:_open_lines(swapped)
     initial = { 0, 0, 0 },               -- RESET asserted at once: the MCU stops
     sysfs_root = self.opts.sysfs_root, mem_path = self.opts.mem_path,
     absolute = self.opts.absolute_numbers,
-    part = self.chip_part, factory = self.opts.factory,
+    part = self.part.id, factory = self.opts.factory,
   }
   if not lines then return nil, err end
   self.lines = lines
@@ -136,7 +134,7 @@ function Session:_open_enable()
   for i, e in ipairs(en) do offs[i], init[i], outs[i] = e.line, e.level, true end
   local lines, err = gpio.open{ backend = self.opts.backend, chip = self.chip, lines = offs,
     outputs = outs, initial = init, sysfs_root = self.opts.sysfs_root, mem_path = self.opts.mem_path,
-    part = self.chip_part }
+    part = self.part.id }
   if not lines then return nil, err end
   self.enable_lines = lines
   return true
