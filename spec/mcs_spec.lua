@@ -47,6 +47,16 @@ describe("fotahost.mcs.framer", function()
       { got[1][1], c.device_id, c.device_key, c.timestamp, c.channel, c.value, c.text })
     assert.are.same({ text = "a,b,c", error = "not a command (fewer than 5 fields)" }, framer.parse("a,b,c"))
     assert.are.same({ text = "a,b,c,,v", error = "no channel" }, framer.parse("a,b,c,,v"))
+    assert.are.same({ text = "a,b,x,c,", device_id = "a", device_key = "b", channel = "c", value = "" },
+      framer.parse("a,b,x,c,")) -- x: no timestamp
+  end)
+
+  it("parses a command that came as MQTT's payload, the id and key from its topic", function()
+    local c = framer.parse_payload(ID, KEY, "1513133357160,FOTA,2.0,null,https://x/a.bin")
+    assert.are.same({ ID, KEY, 1513133357160, "FOTA", "2.0,null,https://x/a.bin" },
+      { c.device_id, c.device_key, c.timestamp, c.channel, c.value })
+    assert.is_nil(framer.parse_payload(ID, KEY, ",switch01,1").timestamp) -- stamped on arrival
+    assert.are.equal("not a command (fewer than 3 fields)", framer.parse_payload(ID, KEY, "1,LED").error)
   end)
 
   it("raises on misuse, blaming its caller", function()

@@ -43,7 +43,6 @@ local sys = require "fotahost.sys"
 local http = require "fotahost.http"
 local logmod = require "fotahost.log"
 local cjson = require "cjson.safe"
-local framer = require "fotahost.mcs.framer"
 
 local log = logmod.get("mcs")
 

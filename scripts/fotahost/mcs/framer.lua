@@ -18,7 +18,7 @@
 --
 -- What comes out is a command (see parse()), ready for the client's
 -- deliver(): a transport that receives whole messages (MQTT) skips the
--- framing and calls parse() alone.
+-- framing and calls parse_payload() (or parse()) alone.
 --
 --     local f = framer.new("Dbxx9k", "TPJV", 8192)
 --     for kind, a in f:feed(data) do  -- kind: "command" (a = a command) or "too_long" (a = bytes dropped)
@@ -30,6 +30,15 @@ local M = {}
 local methods = {}
 local mt = { __index = methods }
 
+-- A command of `text`, whose fields after the id and key are `rest`:
+-- "timestamp,dataChnId,value".
+local function command(text, id, key, rest, short)
+  local ts, chn, value = rest:match("^([^,]*),([^,]*),(.*)$")
+  if not ts then return { text = text, error = short } end
+  if chn == "" then return { text = text, error = "no channel" } end
+  return { text = text, device_id = id, device_key = key, timestamp = tonumber(ts), channel = chn, value = value }
+end
+
 --- Splits a command's text into its fields. Returns a command, always a
 -- table: `{ text, device_id, device_key, timestamp (number or nil),
 -- channel, value }`, or `{ text, error = why }` when it cannot be read.
@@ -38,12 +47,16 @@ local mt = { __index = methods }
 -- a log.)
 function M.parse(text)
   if type(text) ~= "string" then error("framer.parse: command text expected", 2) end
-  local id, key, ts, chn, value = text:match("^([^,]*),([^,]*),([^,]*),([^,]*),(.*)$")
-  if not id then
-    return { text = text, error = "not a command (fewer than 5 fields)" }
-  end
-  if chn == "" then return { text = text, error = "no channel" } end
-  return { text = text, device_id = id, device_key = key, timestamp = tonumber(ts), channel = chn, value = value }
+  local id, key, rest = text:match("^([^,]*),([^,]*),(.*)$")
+  return command(text, id, key, rest or "", "not a command (fewer than 5 fields)")
+end
+
+--- The same for a command that comes as MCS's MQTT sent it: the id and
+-- key from the topic (`mcs/ID/KEY/CHANNEL`), the payload
+-- "timestamp,dataChnId,value". `text` is then the payload.
+function M.parse_payload(device_id, device_key, payload)
+  if type(payload) ~= "string" then error("framer.parse_payload: payload string expected", 2) end
+  return command(payload, device_id, device_key, payload, "not a command (fewer than 3 fields)")
 end
 
 --- A framer for the device with this id and key; `max` bounds one command.
