@@ -37,6 +37,12 @@
 -- is logged by its length and what is wrong, never quoted. When one of
 -- its first fields names a channel given to on_unreadable() (a FOTA push
 -- that cannot be parsed), that function is told, so the cloud can be.
+--
+-- Commands come through a transport (`transport`, default
+-- fotahost.mcs.tcp_channel): one session per connection, given a context
+-- (ids, options, a REST call, connected(), deliver(), a log, counters of
+-- its own) and nothing else of the client. docs/transport.md is the
+-- contract; reconnecting and backoff stay here, shared by every transport.
 
 local sched = require "fotahost.sched"
 local sys = require "fotahost.sys"
