@@ -114,7 +114,7 @@ local function command_reader(s, id, key)
         return nil, why
       end
       for kind, a in got or function() end do
-        if kind == "command" then queue[#queue + 1] = a end
+        if kind == "command" then queue[#queue + 1] = a.text end
       end
     end
     return table.remove(queue, 1)

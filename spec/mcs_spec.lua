@@ -15,9 +15,9 @@ describe("fotahost.mcs.framer", function()
     local f = framer.new(ID, KEY, max or 128)
     local got = {}
     for _, c in ipairs(chunks) do
-      for kind, a in f:feed(c) do got[#got + 1] = kind == "command" and a or ("<" .. kind .. " " .. a .. ">") end
+      for kind, a in f:feed(c) do got[#got + 1] = kind == "command" and a.text or ("<" .. kind .. " " .. a .. ">") end
     end
-    for kind, a in f:flush() do got[#got + 1] = "flush:" .. (kind == "command" and a or ("<" .. kind .. ">")) end
+    for kind, a in f:flush() do got[#got + 1] = "flush:" .. (kind == "command" and a.text or ("<" .. kind .. ">")) end
     return got
   end
   local c1, c2 = ID .. "," .. KEY .. ",1,LED,1", ID .. "," .. KEY .. ",2,LED,0"
@@ -37,14 +37,38 @@ describe("fotahost.mcs.framer", function()
     assert.are.same({ c1, "flush:" .. c2 }, frame(bytes))
   end)
 
-  it("keeps commas in the value", function()
+  it("parses what it frames, keeping commas in the value", function()
     local fota = ID .. "," .. KEY .. ",1513132150790,FOTA,2.0,null,https://cdn.example.com/a,b.hex"
-    local got = frame({ fota .. "\n" })
-    assert.are.same({ fota }, got)
-    local c = framer.parse(got[1])
-    assert.are.same({ ID, KEY, 1513132150790, "FOTA", "2.0,null,https://cdn.example.com/a,b.hex" },
+    local f, got = framer.new(ID, KEY, 128), {}
+    for kind, c in f:feed(fota .. "\n") do got[#got + 1] = { kind, c } end
+    assert.are.equal(1, #got)
+    local c = got[1][2]
+    assert.are.same({ "command", ID, KEY, 1513132150790, "FOTA", "2.0,null,https://cdn.example.com/a,b.hex", fota },
+      { got[1][1], c.device_id, c.device_key, c.timestamp, c.channel, c.value, c.text })
+    assert.are.same({ text = "a,b,c", error = "not a command (fewer than 5 fields)" }, framer.parse("a,b,c"))
+    assert.are.same({ text = "a,b,c,,v", error = "no channel" }, framer.parse("a,b,c,,v"))
+    assert.are.same({ text = "a,b,x,c,", device_id = "a", device_key = "b", channel = "c", value = "" },
+      framer.parse("a,b,x,c,")) -- x: no timestamp
+  end)
+
+  it("parses a command that came as MQTT's payload, the id and key from its topic", function()
+    local c = framer.parse_payload(ID, KEY, "1513133357160,FOTA,2.0,null,https://x/a.bin")
+    assert.are.same({ ID, KEY, 1513133357160, "FOTA", "2.0,null,https://x/a.bin" },
       { c.device_id, c.device_key, c.timestamp, c.channel, c.value })
-    assert.are.same({ nil, "not a command (fewer than 5 fields)" }, { framer.parse("a,b,c") })
+    assert.is_nil(framer.parse_payload(ID, KEY, ",switch01,1").timestamp) -- stamped on arrival
+    assert.are.equal("not a command (fewer than 3 fields)", framer.parse_payload(ID, KEY, "1,LED").error)
+  end)
+
+  it("raises on misuse, blaming its caller", function()
+    local function where(fn)
+      local ok, err = pcall(fn)
+      assert.is_false(ok)
+      return err
+    end
+    assert.matches("^spec/mcs_spec%.lua:%d+: framer%.new: device key required",
+      where(function() framer.new(ID, "") end))
+    assert.matches("^spec/mcs_spec%.lua:%d+: framer%.parse: command text expected",
+      where(function() framer.parse(nil) end))
   end)
 
   it("waits for the line end once the server has been seen to send them", function()
@@ -53,7 +77,7 @@ describe("fotahost.mcs.framer", function()
     for _ in f:feed(c2:sub(1, 10)) do end
     assert.is_true(f.saw_eol) -- so a pause now is waited out longer
     local got = {}
-    for kind, a in f:feed(c2:sub(11) .. "\n") do got[#got + 1] = a end
+    for _, a in f:feed(c2:sub(11) .. "\n") do got[#got + 1] = a.text end
     assert.are.same({ c2 }, got)
   end)
 
@@ -86,7 +110,7 @@ end)
 -- test scripts: no network, so the sequence is exact.
 describe("fotahost.mcs reconnect delays", function()
   local BASE, CAP = 0.002, 0.016
-  -- Runs a client whose n-th session does `script(n, on_connected)` and
+  -- Runs a client whose n-th session does `script(n, connected)` and
   -- then ends; returns the first `count` delays.
   local function delays(count, script, opts)
     local got = {}
@@ -97,8 +121,8 @@ describe("fotahost.mcs reconnect delays", function()
     sched.run(function()
       local o = { device_id = ID, device_key = KEY, api = "http://127.0.0.1:1",
                   backoff_base = BASE, backoff_cap = CAP, stable_after = 0.5,
-                  transport = { session = function(_, on_connected)
-                    script(#got + 1, on_connected)
+                  transport = { session = function(ctx)
+                    script(#got + 1, ctx.connected)
                     return nil, "the test ended this session"
                   end } }
       for k, v in pairs(opts or {}) do o[k] = v end
@@ -126,12 +150,12 @@ describe("fotahost.mcs reconnect delays", function()
   end)
 
   it("start over after a connection that lasted stable_after, not after one dropped at once", function()
-    local got = delays(10, function(n, on_connected)
+    local got = delays(10, function(n, connected)
       if n == 5 then
-        on_connected("test:1")
+        connected("test:1")
         sched.sleep(0.6) -- longer than stable_after
       elseif n >= 6 then
-        on_connected("test:1") -- connects, and is dropped at once (a flapping server)
+        connected("test:1") -- connects, and is dropped at once (a flapping server)
       end
     end)
     for i = 1, 4 do assert_jittered(got[i], i, i) end
@@ -151,8 +175,8 @@ describe("fotahost.mcs and its device key", function()
     log.configure({ sink = function(_, _, msg) lines[#lines + 1] = msg end })
     local ok, err = pcall(sched.run, function()
       local c = mcs.register { device_id = ID, device_key = key, api = "http://127.0.0.1:1",
-        transport = { session = function(client)
-          client._log.warn("subscribe to mcs/%s/%s/+ refused", client.device_id, client.device_key)
+        transport = { session = function(ctx)
+          ctx.log.warn("subscribe to mcs/%s/%s/+ refused", ctx.device_id, ctx.device_key)
           return nil, "refused"
         end } }
       sched.sleep(0)
@@ -162,6 +186,76 @@ describe("fotahost.mcs and its device key", function()
     assert(ok, err)
     assert.are.equal("subscribe to mcs/" .. ID .. "/****/+ refused", lines[1])
     assert.is_nil(table.concat(lines, "\n"):find(key, 1, true))
+  end)
+end)
+
+-- The seam between the client and a transport (docs/transport.md): a
+-- transport written against its context alone, as an MQTT one would be.
+describe("fotahost.mcs and a transport", function()
+  -- Runs a client over `session` until `done()` says so; returns the
+  -- client and its state changes.
+  local function run(session, done, setup)
+    local states = {}
+    local log = require "fotahost.log"
+    log.configure { level = "error" }
+    local _ <close> = setmetatable({}, { __close = function() log.configure { level = "info" } end })
+    local c
+    local ok, err = pcall(sched.run, function()
+      c = mcs.register { device_id = ID, device_key = KEY, api = "http://127.0.0.1:1",
+                         backoff_base = 0.001, backoff_cap = 0.002, transport = { session = session } }
+      c:on_state(function(st, d) states[#states + 1] = st .. (d and " " .. tostring(d) or "") end)
+      if setup then setup(c) end
+      local deadline = sched.now() + 5
+      while not done(c, states) do
+        assert(sched.now() < deadline, "timed out; states: " .. table.concat(states, "; "))
+        sched.sleep(0.005)
+      end
+      c:close()
+    end)
+    assert(ok, err)
+    return c, states
+  end
+
+  it("gets whole messages delivered without the TCP framing, and counts what it likes", function()
+    local got, seen = {}, nil
+    local c = run(function(ctx)
+      seen = ctx
+      ctx.connected("broker:1883")
+      ctx.counters.messages = 2
+      ctx.deliver(framer.parse(ID .. "," .. KEY .. ",5,LED,1"))
+      ctx.deliver(framer.parse(ID .. ",not-the-key,6,LED,0"))
+      sched.sleep(60)
+    end, function(cl) return #got == 1 and cl.ignored == 1 end,
+    function(cl) cl:on("LED", function(v, ts) got[#got + 1] = v .. "@" .. ts end) end)
+    assert.are.same({ "1@5" }, got)
+    assert.are.equal(2, c.transport_counters.messages)
+    -- all it sees of the client: no handler table, no queue
+    local keys = {}
+    for k in pairs(seen) do keys[#keys + 1] = k end
+    table.sort(keys)
+    assert.are.same({ "api", "connected", "counters", "deliver", "device_id", "device_key", "log", "opts" }, keys)
+  end)
+
+  it("fails the session, not the client, when it delivers before it is connected", function()
+    local _, states = run(function(ctx)
+      ctx.deliver(framer.parse(ID .. "," .. KEY .. ",5,LED,1"))
+    end, function(_, st) return #st >= 3 end)
+    assert.are.equal("connecting", states[1])
+    assert.matches("^disconnected the transport failed: .*deliver%(%) outside a connected session", states[2])
+    assert.matches("^retrying ", states[3])
+  end)
+
+  it("is checked at registration, the caller blamed", function()
+    sched.run(function()
+      local ok, err = pcall(mcs.register, nil)
+      assert.is_false(ok)
+      assert.matches("options table expected", err)
+      ok, err = pcall(function()
+        mcs.register { device_id = ID, device_key = KEY, api = "http://127.0.0.1:1", transport = {} }
+      end)
+      assert.is_false(ok)
+      assert.matches("^spec/mcs_spec%.lua:%d+: mcs%.register: transport must be a table with a session function", err)
+    end)
   end)
 end)
 
@@ -296,7 +390,7 @@ describe("fotahost.mcs against the local cloud", function()
       local junk = p .. "1,IMG," .. ("A"):rep(300000)
       send({ raw = junk .. "\n" .. p .. "2,LED,1\n", chunks = { 65536, 65536, 65536, 65536 }, gap_ms = 5 })
       until_true("the command after the long one", 5, function() return #got == 1 end)
-      assert.are.equal(1, c.cut_off)
+      assert.are.equal(1, c.transport_counters.cut_off)
       assert.are.equal("connected", c.state)
     end)
   end)

@@ -19,18 +19,8 @@ local function find(dir, pattern)
   return lines_of(("cd %s && find %s -name %s -type f 2>/dev/null | sort"):format(h.q(top), h.q(dir), h.q(pattern)))
 end
 
--- mcs_cloud (the local cloud) is a development module that still sits in
--- scripts/fotahost/ on this branch: it moves to dev/scripts at the merge
--- of issue 12. Until then it counts as dev, not as product.
-local function moving_at_merge(path)
-  return path:match("^scripts/fotahost/mcs_cloud[/.]") ~= nil
-end
-
 local function product_files()
-  local files = {}
-  for _, f in ipairs(find("scripts/fotahost", "*.lua")) do
-    if not moving_at_merge(f) then files[#files + 1] = f end
-  end
+  local files = find("scripts/fotahost", "*.lua")
   for _, t in ipairs({ "flash", "fota", "doctor", "blink" }) do
     files[#files + 1] = "scripts/tools/" .. t .. ".lua"
   end
@@ -39,10 +29,9 @@ local function product_files()
 end
 
 -- Every module name the dev wing provides: its Lua modules (by path under
--- dev/scripts), its C plugins (dev/plugins/NAME.c is fotahost.NAME) and
--- the ones that are dev wherever they sit today.
+-- dev/scripts) and its C plugins (dev/plugins/NAME.c is fotahost.NAME).
 local function dev_modules()
-  local names = { ["fotahost.avrsim"] = true, ["fotahost.vboard"] = true, ["fotahost.mcs_cloud"] = true }
+  local names = {}
   for _, f in ipairs(find("dev/scripts", "*.lua")) do
     local rel = f:match("^dev/scripts/(.*)%.lua$")
     if not rel:match("^tools/") then names[(rel:gsub("/init$", ""):gsub("/", "."))] = true end
@@ -50,9 +39,6 @@ local function dev_modules()
   for _, f in ipairs(find("dev/plugins", "*.c")) do
     local base = f:match("^dev/plugins/([%w_]+)%.c$")
     if base then names["fotahost." .. base] = true end
-  end
-  for _, f in ipairs(find("scripts/fotahost", "*.lua")) do
-    if moving_at_merge(f) then names[(f:match("^scripts/(.*)%.lua$"):gsub("/", "."))] = true end
   end
   return names
 end

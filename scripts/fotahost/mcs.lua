@@ -37,13 +37,18 @@
 -- is logged by its length and what is wrong, never quoted. When one of
 -- its first fields names a channel given to on_unreadable() (a FOTA push
 -- that cannot be parsed), that function is told, so the cloud can be.
+--
+-- Commands come through a transport (`transport`, default
+-- fotahost.mcs.tcp_channel): one session per connection, given a context
+-- (ids, options, a REST call, connected(), deliver(), a log, counters of
+-- its own) and nothing else of the client. docs/transport.md is the
+-- contract; reconnecting and backoff stay here, shared by every transport.
 
 local sched = require "fotahost.sched"
 local sys = require "fotahost.sys"
 local http = require "fotahost.http"
 local logmod = require "fotahost.log"
 local cjson = require "cjson.safe"
-local framer = require "fotahost.mcs.framer"
 
 local log = logmod.get("mcs")
 
@@ -69,11 +74,14 @@ M.DEFAULTS = {
   max_handlers = 4,       -- handler tasks running at once
   max_pending = 64,       -- commands waiting for a handler; more are dropped
   http = nil,             -- options for fotahost.http (cainfo, timeouts...)
-  transport = nil,        -- the command channel; default fotahost.mcs.tcp_channel
+  transport = nil,        -- the command channel (docs/transport.md); default fotahost.mcs.tcp_channel
 }
 
-local Client = {}
-Client.__index = Client
+local methods = {} -- a client's methods: its public API, nothing else
+local mt = { __index = methods }
+
+-- The client's own workings, defined below register() and used by it.
+local keep_connected, on_command, api
 
 local function check_id(v, what)
   if type(v) ~= "string" or v == "" or v:find("[,%c%s/?#]") then
@@ -87,40 +95,49 @@ function M.now_ms()
   return math.floor(sys.time() * 1000)
 end
 
---- Starts a client; call it inside sched.run. `opts`: `device_id`,
--- `device_key`, and any of M.DEFAULTS.
-function M.register(opts)
-  assert(type(opts) == "table", "mcs.register: options table expected")
-  check_id(opts.device_id, "device_id")
-  check_id(opts.device_key, "device_key")
-  if not sched.current() then
-    error("mcs.register: call it inside sched.run (the client runs as scheduler tasks)", 2)
-  end
+-- register()'s options over M.DEFAULTS, checked; a misuse is blamed on
+-- register()'s caller (level 3).
+local function options(opts)
   local o = {}
   for k, v in pairs(M.DEFAULTS) do o[k] = v end
   for k, v in pairs(opts) do o[k] = v end
   o.api = o.api:gsub("/+$", "")
   if not o.api:match("^https?://") then
-    error("mcs.register: api must be an http:// or https:// URL, got " .. tostring(o.api), 2)
+    error("mcs.register: api must be an http:// or https:// URL, got " .. tostring(o.api), 3)
   end
   for _, k in ipairs({ "heartbeat", "connect_timeout", "write_timeout", "quiet_gap", "eol_gap", "backoff_base",
                        "backoff_cap", "stable_after" }) do
     if type(o[k]) ~= "number" or o[k] <= 0 then
-      error(("mcs.register: %s must be a number > 0, got %s"):format(k, tostring(o[k])), 2)
+      error(("mcs.register: %s must be a number > 0, got %s"):format(k, tostring(o[k])), 3)
     end
   end
   for _, k in ipairs({ "max_handlers", "max_pending" }) do
     if math.type(o[k]) ~= "integer" or o[k] < 1 then
-      error(("mcs.register: %s must be an integer >= 1, got %s"):format(k, tostring(o[k])), 2)
+      error(("mcs.register: %s must be an integer >= 1, got %s"):format(k, tostring(o[k])), 3)
     end
   end
+  o.transport = o.transport or require "fotahost.mcs.tcp_channel"
+  if type(o.transport) ~= "table" or type(o.transport.session) ~= "function" then
+    error("mcs.register: transport must be a table with a session function (docs/transport.md)", 3)
+  end
+  return o
+end
+
+--- Starts a client; call it inside sched.run. `opts`: `device_id`,
+-- `device_key`, and any of M.DEFAULTS.
+function M.register(opts)
+  if type(opts) ~= "table" then error("mcs.register: options table expected", 2) end
+  check_id(opts.device_id, "device_id")
+  check_id(opts.device_key, "device_key")
+  if not sched.current() then
+    error("mcs.register: call it inside sched.run (the client runs as scheduler tasks)", 2)
+  end
+  local o = options(opts)
   logmod.secret(o.device_key)
   local self = setmetatable({
     device_id = o.device_id,
     device_key = o.device_key,
     opts = o,
-    _log = log,
-    _transport = o.transport or require "fotahost.mcs.tcp_channel",
     _handlers = {},
     _catch_all = nil,
     _unreadable = {},     -- channel -> fn(why), for commands that cannot be read
@@ -130,14 +147,13 @@ function M.register(opts)
     _state_fns = {},
     _queue = {},
     state = "connecting",
-    heartbeats_sent = 0,
     commands = 0,         -- commands dispatched
     ignored = 0,          -- commands not for us (id or key), or malformed
-    cut_off = 0,          -- over-long commands dropped
     dropped = 0,          -- commands dropped: the handler queue was full
     failures = 0,         -- consecutive failed sessions
-  }, Client)
-  self._task = sched.spawn({ name = "mcs connection" }, function() self:_keep_connected() end)
+    transport_counters = {}, -- the transport's own (tcp_channel: heartbeats_sent, cut_off)
+  }, mt)
+  self._task = sched.spawn({ name = "mcs connection" }, function() keep_connected(self) end)
   return self
 end
 
@@ -146,7 +162,7 @@ end
 --- Calls `fn(value, timestamp)` for each command on `channel`. With
 -- channel "*", `fn(value, timestamp, channel)` gets every command that has
 -- no handler of its own. One handler per channel; nil removes it.
-function Client:on(channel, fn)
+function methods:on(channel, fn)
   if type(channel) ~= "string" or channel == "" then error("mcs:on: channel name expected", 2) end
   if fn ~= nil and type(fn) ~= "function" then error("mcs:on: function expected", 2) end
   if channel == "*" then self._catch_all = fn else self._handlers[channel] = fn end
@@ -157,12 +173,13 @@ end
 -- "ip:port"; on every connection and reconnection, once the first
 -- heartbeat is out, before any command is read), "disconnected" (why),
 -- "retrying" (the delay in seconds).
-function Client:on_state(fn)
+function methods:on_state(fn)
+  if type(fn) ~= "function" then error("mcs:on_state: function expected", 2) end
   self._state_fns[#self._state_fns + 1] = fn
   return self
 end
 
-function Client:_set_state(state, detail)
+local function set_state(self, state, detail)
   self.state = state
   if state == "connected" then
     log.info("connected to the command server %s", detail)
@@ -181,7 +198,7 @@ end
 -- for this device and key) names `channel` in one of its first four
 -- fields: a FOTA push split by a pause, say. `why` gives its length and
 -- what is wrong, never its bytes (they may hold part of the device key).
-function Client:on_unreadable(channel, fn)
+function methods:on_unreadable(channel, fn)
   if type(channel) ~= "string" or channel == "" then error("mcs:on_unreadable: channel name expected", 2) end
   if fn ~= nil and type(fn) ~= "function" then error("mcs:on_unreadable: function expected", 2) end
   self._unreadable[channel] = fn
@@ -192,7 +209,7 @@ end
 -- logged by `each()` as they come, the rest are summed up in one line,
 -- `summary:format(n)`, once none has come for a second (or every minute
 -- while a burst lasts).
-function Client:_burst(kind, show, each, summary)
+local function burst(self, kind, show, each, summary)
   local b = self._bursts[kind]
   if not b then
     b = { n = 0, shown = 0, events = 0 }
@@ -217,69 +234,35 @@ function Client:_burst(kind, show, each, summary)
   end)
 end
 
--- A command that is not obeyed: logged by its length and what is wrong
--- (`id` only when it is ours), and told to on_unreadable().
-function Client:_unread(text, what, id)
-  self.ignored = self.ignored + 1
-  local desc = id and ("a command of %d bytes for device %s"):format(#text, id)
-    or ("a command of %d bytes"):format(#text)
-  self:_burst("ignored", 3, function() log.warn("ignored %s: %s", desc, what) end,
-    "%d more commands ignored (malformed, or not for this device)")
-  if next(self._unreadable) then
-    local n = 0
-    for field in (text .. ","):gmatch("([^,]*),") do
-      n = n + 1
-      if n > 4 then break end
-      local fn = self._unreadable[field]
-      if fn then
-        local ok, err = pcall(fn, ("a %s command of %d bytes could not be read: %s"):format(field, #text, what))
-        if not ok then log.error("the %s on_unreadable function failed: %s", field, tostring(err)) end
-        break
-      end
+-- Tells on_unreadable() about a command that could not be read, when one
+-- of its first four fields names a channel given there.
+local function tell_unreadable(self, text, what)
+  local n = 0
+  for field in (text .. ","):gmatch("([^,]*),") do
+    n = n + 1
+    if n > 4 then break end
+    local fn = self._unreadable[field]
+    if fn then
+      local ok, err = pcall(fn, ("a %s command of %d bytes could not be read: %s"):format(field, #text, what))
+      if not ok then log.error("the %s on_unreadable function failed: %s", field, tostring(err)) end
+      break
     end
   end
 end
 
--- One command's text, from the transport.
-function Client:_command(text)
-  local c, why = framer.parse(text)
-  if not c then
-    return self:_unread(text, why)
-  end
-  if c.device_id ~= self.device_id or c.device_key ~= self.device_key then
-    -- neither the key nor a foreign id is printed: a fragment of a
-    -- command cut by a pause may start with part of our key
-    if c.device_id ~= self.device_id then return self:_unread(text, "the device id does not match") end
-    return self:_unread(text, "the device key does not match", self.device_id)
-  end
-  self.commands = self.commands + 1
-  local fn, args = self._handlers[c.channel], { c.value, c.timestamp }
-  if not fn and self._catch_all then
-    fn, args = self._catch_all, { c.value, c.timestamp, c.channel }
-  end
-  if not fn then
-    self:_burst("unhandled", 3, function() log.info("no handler for channel %s; command ignored", c.channel) end,
-      "%d more commands on channels without a handler ignored")
-    return
-  end
-  log.debug("command on %s: %s", c.channel, c.value)
-  local q = self._pending
-  if q.last - q.first + 1 >= self.opts.max_pending then
-    self.dropped = self.dropped + 1
-    self:_burst("dropped", 0, nil, ("%%d commands dropped: they came faster than the handlers took them"
-      .. " (max_pending %d)"):format(self.opts.max_pending))
-    return
-  end
-  q.last = q.last + 1
-  q[q.last] = { fn = fn, args = args, channel = c.channel }
-  if self._workers < self.opts.max_handlers then
-    self._workers = self._workers + 1
-    sched.spawn({ name = "mcs handlers", log_errors = false }, function() self:_run_handlers() end)
-  end
+-- A command that is not obeyed: logged by its length and what is wrong
+-- (`id` only when it is ours), and told to on_unreadable().
+local function unread(self, text, what, id)
+  self.ignored = self.ignored + 1
+  local desc = id and ("a command of %d bytes for device %s"):format(#text, id)
+    or ("a command of %d bytes"):format(#text)
+  burst(self, "ignored", 3, function() log.warn("ignored %s: %s", desc, what) end,
+    "%d more commands ignored (malformed, or not for this device)")
+  if next(self._unreadable) then tell_unreadable(self, text, what) end
 end
 
 -- A handler task: runs queued commands' handlers until none is left.
-function Client:_run_handlers()
+local function run_handlers(self)
   local _ <close> = setmetatable({}, { __close = function() self._workers = self._workers - 1 end })
   local q = self._pending
   while q.first <= q.last and not self._closed do
@@ -295,9 +278,51 @@ function Client:_run_handlers()
   end
 end
 
+-- Queues a handler call for a handler task (a new one while fewer than
+-- max_handlers run); a full queue drops it.
+local function enqueue(self, job)
+  local q = self._pending
+  if q.last - q.first + 1 >= self.opts.max_pending then
+    self.dropped = self.dropped + 1
+    burst(self, "dropped", 0, nil, ("%%d commands dropped: they came faster than the handlers took them"
+      .. " (max_pending %d)"):format(self.opts.max_pending))
+    return
+  end
+  q.last = q.last + 1
+  q[q.last] = job
+  if self._workers < self.opts.max_handlers then
+    self._workers = self._workers + 1
+    sched.spawn({ name = "mcs handlers", log_errors = false }, function() run_handlers(self) end)
+  end
+end
+
+-- One command, as fotahost.mcs.framer made it, from the transport.
+function on_command(self, c)
+  local text = c.text
+  if c.error then return unread(self, text, c.error) end
+  if c.device_id ~= self.device_id or c.device_key ~= self.device_key then
+    -- neither the key nor a foreign id is printed: a fragment of a
+    -- command cut by a pause may start with part of our key
+    if c.device_id ~= self.device_id then return unread(self, text, "the device id does not match") end
+    return unread(self, text, "the device key does not match", self.device_id)
+  end
+  self.commands = self.commands + 1
+  local fn, args = self._handlers[c.channel], { c.value, c.timestamp }
+  if not fn and self._catch_all then
+    fn, args = self._catch_all, { c.value, c.timestamp, c.channel }
+  end
+  if not fn then
+    burst(self, "unhandled", 3, function() log.info("no handler for channel %s; command ignored", c.channel) end,
+      "%d more commands on channels without a handler ignored")
+    return
+  end
+  log.debug("command on %s: %s", c.channel, c.value)
+  enqueue(self, { fn = fn, args = args, channel = c.channel })
+end
+
 ---------------------------------------------------------------- connection
 
-function Client:_backoff()
+local function backoff(self)
   local o = self.opts
   local d = math.min(o.backoff_cap, o.backoff_base * 2 ^ (self.failures - 1))
   -- "equal jitter": between half the step and all of it, so delays still
@@ -305,33 +330,65 @@ function Client:_backoff()
   return d / 2 + math.random() * d / 2
 end
 
-function Client:_keep_connected()
-  while not self._closed do
-    self:_set_state("connecting")
-    local connected_at
-    local ok, r1, r2 = pcall(self._transport.session, self, function(where)
-      connected_at = sched.now()
-      self:_set_state("connected", where)
-    end)
-    if self._closed then break end
-    local why = r2
-    if not ok then
-      why = "the transport failed: " .. tostring(r1) -- a bug: logged, and the client goes on
-      log.error("%s", why)
+-- What a transport sees of the client for one session, and all it may
+-- use (docs/transport.md): the client's own fields stay out of its reach.
+local function session_context(self, session)
+  local ctx = { device_id = self.device_id, device_key = self.device_key, opts = self.opts,
+                log = log, counters = self.transport_counters }
+  function ctx.api(method, path, body, content_type)
+    return api(self, method, path, body, content_type)
+  end
+  function ctx.connected(where)
+    if type(where) ~= "string" then error("mcs transport: connected(where): the peer's address expected", 2) end
+    if session.connected_at or session.over then error("mcs transport: connected() once per session", 2) end
+    session.connected_at = sched.now()
+    set_state(self, "connected", where)
+  end
+  function ctx.deliver(command)
+    if not session.connected_at or session.over then
+      error("mcs transport: deliver() outside a connected session", 2)
     end
-    if connected_at and sched.now() - connected_at >= self.opts.stable_after then
+    if type(command) ~= "table" or type(command.text) ~= "string" then
+      error("mcs transport: deliver(command): a command from fotahost.mcs.framer expected", 2)
+    end
+    return on_command(self, command)
+  end
+  return ctx
+end
+
+-- One session of the transport; returns why it ended, and whether it
+-- lasted stable_after once connected.
+local function run_session(self)
+  local session = {}
+  local ok, r1, r2 = pcall(self.opts.transport.session, session_context(self, session))
+  session.over = true
+  local why = r2
+  if not ok then
+    why = "the transport failed: " .. tostring(r1) -- a bug: logged, and the client goes on
+    log.error("%s", why)
+  end
+  local connected_at = session.connected_at
+  return why, connected_at and sched.now() - connected_at >= self.opts.stable_after
+end
+
+function keep_connected(self)
+  while not self._closed do
+    set_state(self, "connecting")
+    local why, stable = run_session(self)
+    if self._closed then break end
+    if stable then
       self.failures = 0
     end
     self.failures = self.failures + 1
-    self:_set_state("disconnected", why)
-    local delay = self:_backoff()
-    self:_set_state("retrying", delay)
+    set_state(self, "disconnected", why)
+    local delay = backoff(self)
+    set_state(self, "retrying", delay)
     sched.sleep(delay)
   end
 end
 
 --- Stops the client: the connection is closed and nothing more is sent.
-function Client:close()
+function methods:close()
   if self._closed then return end
   self._closed = true
   if self._task then sched.cancel(self._task) end
@@ -357,7 +414,7 @@ end
 
 --- A REST call under /mcs/v2/devices/{id}: the response when 2xx, else
 -- nil, "<url>: HTTP n: message", n (or http's transport failure).
-function Client:_api(method, path, body, content_type)
+function api(self, method, path, body, content_type)
   local url = ("%s/mcs/v2/devices/%s%s"):format(self.opts.api, self.device_id, path)
   local res, err, code = http.request(api_opts(self, {
     url = url, method = method, body = body,
@@ -375,9 +432,9 @@ end
 
 --- Reports the firmware version now installed (PUT .../firmwares).
 -- @return true | nil, err, code
-function Client:report_version(version)
+function methods:report_version(version)
   if type(version) ~= "string" or version == "" then error("mcs:report_version: version string expected", 2) end
-  local res, err, code = self:_api("PUT", "/firmwares", cjson.encode({ version = version }), "application/json")
+  local res, err, code = api(self, "PUT", "/firmwares", cjson.encode({ version = version }), "application/json")
   if not res then return nil, err, code end
   log.info("reported firmware version %s", version)
   return true
@@ -386,8 +443,8 @@ end
 --- The firmwares the cloud offers this device (GET
 -- .../firmwares/available?url=true): a list of { fwid, name, version,
 -- description, URL }, or nil, err, code.
-function Client:available_firmware()
-  local res, err, code = self:_api("GET", "/firmwares/available?url=true")
+function methods:available_firmware()
+  local res, err, code = api(self, "GET", "/firmwares/available?url=true")
   if not res then return nil, err, code end
   local j = cjson.decode(res.body)
   if type(j) ~= "table" or type(j.results) ~= "table" then
@@ -425,7 +482,7 @@ local function datapoints_body(batch)
   return "/datapoints", cjson.encode({ datapoints = list }), "application/json"
 end
 
-function Client:_send_points()
+local function send_points(self)
   local failures = 0
   while #self._queue > 0 and not self._closed do
     -- The batch leaves the queue while it is sent (emit() may drop the
@@ -433,7 +490,7 @@ function Client:_send_points()
     local batch = {}
     for i = 1, math.min(MAX_PER_REQUEST, #self._queue) do batch[i] = table.remove(self._queue, 1) end
     local path, body, ctype = datapoints_body(batch)
-    local res, err, code = self:_api("POST", path, body, ctype)
+    local res, err, code = api(self, "POST", path, body, ctype)
     if res then
       failures = 0
       self.points_sent = (self.points_sent or 0) + #batch
@@ -458,7 +515,7 @@ end
 -- sent by a task of their own, up to 5 per request, and kept (at most
 -- max_queue, the oldest dropped first) while the API cannot be reached.
 -- @return true
-function Client:emit(channel, value, timestamp)
+function methods:emit(channel, value, timestamp)
   if type(channel) ~= "string" or not channel:match("^[%w_%-]+$") then
     error("mcs:emit: channel id expected (letters, digits, _ and -), got " .. tostring(channel), 2)
   end
@@ -474,14 +531,14 @@ function Client:emit(channel, value, timestamp)
   end
   q[#q + 1] = { channel = channel, value = value, timestamp = timestamp }
   if not self._sender and not self._closed then
-    self._sender = sched.spawn({ name = "mcs data points" }, function() self:_send_points() end)
+    self._sender = sched.spawn({ name = "mcs data points" }, function() send_points(self) end)
   end
   return true
 end
 
 --- Waits until every queued data point has been sent, at most `timeout`
 -- seconds. @return true | nil, "timeout"
-function Client:flush(timeout)
+function methods:flush(timeout)
   local deadline = sched.now() + (timeout or math.huge)
   while #self._queue > 0 or self._sender do
     if sched.now() >= deadline then return nil, "timeout" end

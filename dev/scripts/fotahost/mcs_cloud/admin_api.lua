@@ -1,0 +1,266 @@
+--- fotahost.mcs_cloud.admin_api: the local cloud's admin API (under
+-- /admin): devices and their data, firmwares, FOTA pushes and any command.
+-- JSON only, a bearer token made at start (fotahost.mcs_cloud.token), and
+-- no cross-site requests from browsers. Its routes and methods are
+-- installed by fotahost.mcs_cloud.
+
+local sched = require "fotahost.sched"
+local sys = require "fotahost.sys"
+local httpd = require "fotahost.httpd"
+local cjson = require "cjson.safe"
+local logmod = require "fotahost.log"
+local C = require "fotahost.mcs_cloud.common"
+
+local log = logmod.get("cloud")
+local fmt, concat = string.format, table.concat
+local array, as_text, same_secret = C.array, C.as_text, C.same_secret
+local send_json, fail, decode_body = C.send_json, C.fail, C.decode_body
+
+local A = {}
+local methods = {}
+A.methods = methods
+
+-- `text` with every occurrence of `secret` replaced by "****".
+local function mask(text, secret)
+  local out, at = {}, 1
+  while true do
+    local s, e = text:find(secret, at, true)
+    if not s then break end
+    out[#out + 1] = text:sub(at, s - 1) .. "****"
+    at = e + 1
+  end
+  out[#out + 1] = text:sub(at)
+  return concat(out)
+end
+
+---------------------------------------------------------------- who may ask
+
+-- The origins the cloud's own pages have: what it listens on (under
+-- localhost too, when that is loopback) and its public URL.
+local function origin_of(url)
+  return url and url:match("^(%a[%w+.-]*://[^/?#]+)")
+end
+
+-- A browser sends Origin with every cross-site POST, including the "simple"
+-- ones it sends without asking first (a form, text/plain): any web page the
+-- user visits could otherwise drive the admin API of a cloud on loopback and
+-- push a firmware to their devices. Tools (curl, fotahost cloud) send no
+-- Origin; a page of the cloud's own sends the cloud's.
+function methods:foreign_origin(req)
+  local origin = req.headers.origin
+  if origin == nil then return false end
+  if origin == origin_of(self.url) or origin == origin_of(self.public_url) then return false end
+  if self.host == "127.0.0.1" and origin == fmt("http://localhost:%d", self.port) then return false end
+  return true
+end
+
+local function media_type(value)
+  local t = value and value:match("^%s*([^;%s]+)")
+  return t and t:lower()
+end
+
+-- Why an admin request is refused (status, message), or nil. A browser
+-- page can send a cross-site POST with a text/plain or form body without
+-- asking first, but neither an Authorization header nor a JSON body.
+function methods:admin_refusal(req)
+  if self:foreign_origin(req) then
+    return 403, fmt("the admin API takes no cross-site requests (Origin %s)", req.headers.origin)
+  end
+  local given = (req.headers.authorization or ""):match("^[Bb]earer +(%S+) *$")
+  if not given then
+    return 401, "the admin API needs its token: header \"Authorization: Bearer TOKEN\", the token being in "
+      .. (self.token_file or "the token file")
+  end
+  if not same_secret(given, self.token) then return 401, "wrong admin token" end
+  if (req.method == "POST" or req.method == "PUT") and media_type(req.headers["content-type"]) ~= "application/json" then
+    return 415, "the admin API takes application/json bodies only"
+  end
+end
+
+---------------------------------------------------------------- handlers
+
+local H = {} -- route handlers: H.name(cloud, req, res, captures...)
+
+local function admin_device(self, res, id)
+  local dev = self.devices[httpd.unescape(id)]
+  if not dev then fail(res, 404, "no device " .. httpd.unescape(id)) end
+  return dev
+end
+
+function H.admin_devices(self, req, res)
+  local list = {}
+  for _, id in ipairs(self.device_order) do
+    list[#list + 1] = self:device_json(self.devices[id], 10)
+  end
+  return send_json(res, 200, { now = sys.time(), devices = array(list) })
+end
+
+function H.admin_add_device(self, req, res)
+  local doc = decode_body(req, res)
+  if not doc then return end
+  if self.devices[doc.id] then return fail(res, 409, "device " .. tostring(doc.id) .. " exists already") end
+  local dev, err = self:add_device(doc.id, doc.key)
+  if not dev then return fail(res, 400, err) end
+  return send_json(res, 201, self:device_json(dev, 10))
+end
+
+function H.admin_device(self, req, res, id)
+  local dev = admin_device(self, res, id)
+  if not dev then return end
+  return send_json(res, 200, self:device_json(dev))
+end
+
+function H.admin_datapoints(self, req, res, id)
+  local dev = admin_device(self, res, id)
+  if not dev then return end
+  local chn = req.args.channel
+  if chn then
+    return send_json(res, 200, { device = dev.id, channel = chn, datapoints = array(dev.points[chn] or {}) })
+  end
+  local all = {}
+  for _, c in ipairs(dev.channel_order) do all[c] = array(dev.points[c]) end
+  return send_json(res, 200, { device = dev.id, channels = all })
+end
+
+function H.admin_disconnect(self, req, res, id)
+  local dev = admin_device(self, res, id)
+  if not dev then return end
+  if not dev.conn then return fail(res, 409, "device " .. dev.id .. " is not connected") end
+  sched.cancel(dev.conn.task)
+  return send_json(res, 200, { code = 200, message = "disconnected" })
+end
+
+function H.admin_firmwares(self, req, res)
+  local list = {}
+  for i, fw in ipairs(self.firmwares) do list[i] = self:firmware_json(fw, req) end
+  return send_json(res, 200, { firmwares = array(list) })
+end
+
+-- {"version", "name", "content"}: an upload; {"version", "file"}: a file
+-- already in the firmware directory, by name.
+function H.admin_register(self, req, res)
+  local doc = decode_body(req, res)
+  if not doc then return end
+  local version = as_text(doc.version)
+  local fw, err, status
+  if doc.content ~= nil then
+    if type(doc.content) ~= "string" then return fail(res, 400, "\"content\" must be a string") end
+    fw, err, status = self:upload_firmware(version, doc.name, doc.content)
+  elseif doc.file ~= nil then
+    fw, err, status = self:register_firmware(version, doc.file)
+  else
+    return fail(res, 400, "\"content\" (an upload, with a \"name\") or \"file\" (a name in the firmware directory) required")
+  end
+  if not fw then return fail(res, status or 400, err) end
+  return send_json(res, 200, self:firmware_json(fw, req))
+end
+
+-- `text` with every device key masked: what the admin API and the log
+-- may show of a command.
+function methods:without_keys(text)
+  for _, id in ipairs(self.device_order) do text = mask(text, self.devices[id].key) end
+  return logmod.redact(text)
+end
+
+-- Sends `line` to a connected device and answers the admin request. The
+-- answer shows the command with the key masked: a device key never leaves
+-- the cloud but to its device.
+local function command_reply(self, res, dev, pieces, gap, shown)
+  local ok, err = self:send_and_wait(dev, pieces, gap)
+  if not ok then return fail(res, 409, err) end
+  shown = self:without_keys(shown)
+  log.info("device %s: sent %s", dev.id, (shown:gsub("\n$", "")))
+  return send_json(res, 200, { code = 200, message = "sent", command = shown })
+end
+
+-- FOTA push: "id,key,ts,FOTA,version,MD5,URL". A registered version gets
+-- its own MD5 and URL; a test may instead give any version, url and md5
+-- (null, or a wrong one) to exercise a client's checks.
+function H.admin_fota(self, req, res, id)
+  local dev = admin_device(self, res, id)
+  if not dev then return end
+  local doc = decode_body(req, res)
+  if not doc then return end
+  local version = as_text(doc.version)
+  if not version then return fail(res, 400, "\"version\" required") end
+  local fw = self.fw_by_version[version]
+  local url, md5
+  if doc.url ~= nil then
+    url = as_text(doc.url)
+    if not url then return fail(res, 400, "\"url\" must be a string") end
+    md5 = fw and fw.md5 or "null"
+  elseif fw then
+    url, md5 = self:firmware_url(fw, req), fw.md5
+  else
+    return fail(res, 400, fmt("unknown firmware version %q: register it first, or give a \"url\"", version))
+  end
+  if doc.md5 == cjson.null then
+    md5 = "null"
+  elseif doc.md5 ~= nil then
+    md5 = as_text(doc.md5)
+    if not md5 then return fail(res, 400, "\"md5\" must be a string or null") end
+  end
+  if not dev.conn then return fail(res, 409, "device " .. dev.id .. " is not connected") end
+  local line = self:command_line(dev, "FOTA", concat({ version, md5, url }, ","))
+  return command_reply(self, res, dev, { line }, 0, line)
+end
+-- The chunks of a raw command: "raw" cut at the "chunks" sizes (the rest
+-- in one more), and the pause between them ("gap_ms", in seconds).
+-- @return pieces, gap | nil, why
+local function raw_pieces(doc)
+  local raw = as_text(doc.raw)
+  if not raw or raw == "" then return nil, "\"raw\" must be a non-empty string" end
+  local chunks = doc.chunks or {}
+  if type(chunks) ~= "table" then return nil, "\"chunks\" must be a list of sizes" end
+  local pieces, at = {}, 1
+  for i, n in ipairs(chunks) do
+    n = math.tointeger(n)
+    if not n or n < 1 then return nil, fmt("chunks[%d]: a size >= 1 expected", i) end
+    if at + n - 1 > #raw then return nil, "\"chunks\" add up to more than \"raw\" holds" end
+    pieces[#pieces + 1] = raw:sub(at, at + n - 1)
+    at = at + n
+  end
+  if at <= #raw then pieces[#pieces + 1] = raw:sub(at) end
+  local gap_ms = doc.gap_ms == nil and C.DEFAULT_GAP_MS or tonumber(doc.gap_ms)
+  if not gap_ms or gap_ms < 0 then return nil, "\"gap_ms\" must be a number >= 0" end
+  return pieces, gap_ms / 1000
+end
+
+-- Any command ({"channel","value"}), or raw bytes split into chunks with
+-- a pause between them, to test how a client frames what it reads.
+function H.admin_command(self, req, res, id)
+  local dev = admin_device(self, res, id)
+  if not dev then return end
+  local doc = decode_body(req, res)
+  if not doc then return end
+  local pieces, gap, shown
+  if doc.raw ~= nil then
+    pieces, gap = raw_pieces(doc)
+    if not pieces then return fail(res, 400, gap) end
+    shown = as_text(doc.raw)
+  else
+    local chn, value = as_text(doc.channel), as_text(doc.value)
+    if not chn or chn == "" or chn:find("[,%c]") then
+      return fail(res, 400, "\"channel\" required (no commas)")
+    end
+    if not value then return fail(res, 400, "\"value\" (a string) required") end
+    shown = self:command_line(dev, chn, value)
+    pieces, gap = { shown }, 0
+  end
+  if not dev.conn then return fail(res, 409, "device " .. dev.id .. " is not connected") end
+  return command_reply(self, res, dev, pieces, gap, shown)
+end
+
+A.ROUTES = {
+  { "GET",  "^/admin/devices$", H.admin_devices },
+  { "POST", "^/admin/devices$", H.admin_add_device },
+  { "GET",  "^/admin/devices/([^/]+)$", H.admin_device },
+  { "GET",  "^/admin/devices/([^/]+)/datapoints$", H.admin_datapoints },
+  { "POST", "^/admin/devices/([^/]+)/fota$", H.admin_fota },
+  { "POST", "^/admin/devices/([^/]+)/commands$", H.admin_command },
+  { "POST", "^/admin/devices/([^/]+)/disconnect$", H.admin_disconnect },
+  { "GET",  "^/admin/firmwares$", H.admin_firmwares },
+  { "POST", "^/admin/firmwares$", H.admin_register },
+}
+
+return A

@@ -1,0 +1,97 @@
+--- fotahost.mcs_cloud.common: what the parts of the local cloud share:
+-- its limits, JSON answers, and the comparison of secrets.
+
+local sys = require "fotahost.sys"
+local cjson = require "cjson.safe"
+
+local fmt = string.format
+
+local C = {}
+
+C.MAX_POINTS = 1000           -- data points kept per device and channel
+C.MAX_HEARTBEATS = 100        -- heartbeat arrival times kept per device
+C.MAX_POINTS_PER_REQUEST = 5  -- as the MCS reference says
+C.QUIET_GAP = 0.2             -- s of silence that ends an unterminated device message
+C.MAX_MESSAGE = 4096          -- bytes of device message without a boundary: the peer is closed
+C.WRITE_TIMEOUT = 10          -- s a command write may wait for the device to take it
+C.DEFAULT_GAP_MS = 20         -- pause between raw chunks unless gap_ms says otherwise
+C.COMMAND_SPACING = 0.02      -- s between two commands to one device (MCS sent no terminator)
+C.MAX_COMMANDS_KEPT = 20      -- command write times kept per device
+C.MAX_FIRMWARE = 4 << 20      -- bytes of one firmware file (an uploaded body, or --firmware)
+C.TOKEN_BYTES = 32            -- random bytes in the admin token (hex: twice as many characters)
+C.MANIFEST = "cloud-firmwares.json"
+
+function C.now_ms()
+  return math.floor(sys.time() * 1000)
+end
+
+-- "host:port", bracketed for an IPv6 address.
+function C.display(host, port)
+  return fmt(host:find(":", 1, true) and "[%s]:%d" or "%s:%d", host, port)
+end
+
+-- lua-cjson 2.1 encodes an empty table as {}: lists that may be empty go
+-- through array(), and encode() turns the marker back into [].
+local EMPTY_ARRAY = "\1fotahost-empty-array\1"
+function C.array(t)
+  if #t == 0 then return EMPTY_ARRAY end
+  return t
+end
+
+function C.encode(value)
+  local s = assert(cjson.encode(value))
+  return (s:gsub('"\\u0001fotahost%-empty%-array\\u0001"', "[]"))
+end
+
+-- A JSON value as a command or label string: cjson decodes every number as
+-- a float, and 2.0 must read "2", not "2.0".
+function C.as_text(v)
+  if type(v) == "number" then
+    local i = math.tointeger(v)
+    return i and tostring(i) or fmt("%.14g", v)
+  end
+  if type(v) == "string" then return v end
+  return nil
+end
+
+-- Compares a secret given (an admin token, a device key) with the real one
+-- in a time that does not depend on where they differ: a remote guesser
+-- learns nothing from timing. `given` may be nil (not sent).
+function C.same_secret(given, token)
+  if type(given) ~= "string" then return false end
+  if #given ~= #token then return false end
+  local diff = 0
+  for i = 1, #token do diff = diff | (given:byte(i) ~ token:byte(i)) end
+  return diff == 0
+end
+
+-- The addresses that mean "every address": where the cloud listens on one,
+-- URLs handed out name the host the request was sent to.
+C.WILDCARD = { ["0.0.0.0"] = true, ["::"] = true }
+
+function C.push_bounded(list, item, max)
+  list[#list + 1] = item
+  if #list > max then table.remove(list, 1) end
+end
+
+---------------------------------------------------------------- HTTP answers
+
+function C.send_json(res, status, value)
+  return res:send(status, { ["Content-Type"] = "application/json" }, C.encode(value))
+end
+
+-- MCS error bodies: {"code": N, "message": "..."}.
+function C.fail(res, status, message)
+  return C.send_json(res, status, { code = status, message = message })
+end
+
+function C.decode_body(req, res)
+  local value, err = cjson.decode(req.body)
+  if type(value) ~= "table" then
+    C.fail(res, 400, "request body must be a JSON object" .. (err and ": " .. err or ""))
+    return nil
+  end
+  return value
+end
+
+return C
