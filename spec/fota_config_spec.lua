@@ -154,7 +154,9 @@ return { device_id = "Dev1", device_key = "Key12345", board = "sim", sim_dir = "
          state_dir = "/nonexistent/state", http = { cainfo = 5 } }
 ]])
     -- a URL nothing listens on: a download would fail otherwise, or be retried
-    local r = h.run({ "fota", "--config", path, "--url", "https://127.0.0.1:9/fw.hex" })
+    -- (timeout: with the check broken, the download is retried for minutes)
+    local r = h.run({ "fota", "--config", path, "--url", "https://127.0.0.1:9/fw.hex" },
+      { shell_prefix = "timeout 20" })
     assert.are.equal(1, r.status)
     assert.are.equal("", r.out)
     assert.are.equal("fotahost fota: " .. path .. ": http.cainfo must be the path of a PEM file of CA "
@@ -168,7 +170,9 @@ return { device_id = "Dev1", device_key = "Key12345", board = "sim", sim_dir = "
 return { device_id = "Dev1", device_key = "Key12345", board = "sim", sim_dir = "/tmp/chip",
          state_dir = "/nonexistent/state", http = { cainfo = 5 } }
 ]])
-    local r = h.run({ h.top .. "/examples/app.lua" }, { env = { FOTAHOST_CONFIG = path, FOTAHOST_LOG = "stderr" } })
+    -- (timeout: with the check broken, the app would run on, retrying the cloud)
+    local r = h.run({ h.top .. "/examples/app.lua" }, { shell_prefix = "timeout 20",
+      env = { FOTAHOST_CONFIG = path, FOTAHOST_LOG = "stderr" } })
     assert.are.equal(1, r.status)
     assert.matches("^%S+ error +app: " .. path:gsub("%p", "%%%0") .. ": http.cainfo must be the path of a PEM "
       .. "file of CA certificates, got 5 %(a number%)\n$", r.err)
