@@ -259,29 +259,33 @@ static int l_new(lua_State *L)
     if (g->nlines != 4 || (g->outputs & 0xF) != 0x7)
         return luaL_argerror(L, 1, "4 lines expected: RESET, SCK, MOSI as outputs, MISO as input");
     luaL_checktype(L, 2, LUA_TTABLE);
+    /* The pace is the caller's: it depends on the MCU's clock, which only
+     * the session knows (fotahost.avr.isp clamps it to the part's limit).
+     * No default here, so no caller gets a pace chosen for another clock. */
+    luaL_checktype(L, 3, LUA_TTABLE);
+    if (lua_getfield(L, 3, "half_period_ns") != LUA_TNUMBER)
+        return luaL_argerror(L, 3, "half_period_ns expected (the SCK half-period for this MCU's clock)");
+    lua_pop(L, 1);
     p = (Isp *)lua_newuserdatauv(L, sizeof *p, 1);
     memset(p, 0, sizeof *p);
     luaL_setmetatable(L, ISP_MT);
     fh_avr_part_get(L, 2, &p->part);
     p->g = g;
-    p->half_ns = 250;
     p->poll = 1;
     p->retries = 4;
     p->ext = -1;
-    if (lua_istable(L, 3)) {
-        lua_getfield(L, 3, "half_period_ns");
-        p->half_ns = (long)luaL_optinteger(L, -1, 250);
-        lua_getfield(L, 3, "poll");
-        if (!lua_isnil(L, -1))
-            p->poll = lua_toboolean(L, -1);
-        lua_getfield(L, 3, "retries");
-        p->retries = (int)luaL_optinteger(L, -1, 4);
-        lua_getfield(L, 3, "trace");
-        p->tracing = lua_toboolean(L, -1);
-        lua_pop(L, 4);
-        luaL_argcheck(L, p->half_ns >= 0 && p->retries >= 1 && p->retries <= 100, 3,
-                      "half_period_ns >= 0 and retries 1..100");
-    }
+    lua_getfield(L, 3, "half_period_ns");
+    p->half_ns = (long)luaL_checkinteger(L, -1);
+    lua_getfield(L, 3, "poll");
+    if (!lua_isnil(L, -1))
+        p->poll = lua_toboolean(L, -1);
+    lua_getfield(L, 3, "retries");
+    p->retries = (int)luaL_optinteger(L, -1, 4);
+    lua_getfield(L, 3, "trace");
+    p->tracing = lua_toboolean(L, -1);
+    lua_pop(L, 4);
+    luaL_argcheck(L, p->half_ns >= 0 && p->retries >= 1 && p->retries <= 100, 3,
+                  "half_period_ns >= 0 and retries 1..100");
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1); /* keep the lines alive as long as we are */
     /* The pauses between RDY/BSY polls are short; the kernel's default

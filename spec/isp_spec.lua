@@ -164,7 +164,7 @@ describe("ISP programming on the simulated chip", function()
     local ispc = require "fotahost.isp"
     local lines <close> = assert(gpio.open{ backend = "sim", chip = dir, lines = { 3, 15, 16, 17 },
       outputs = { true, true, true, false }, initial = { 0, 0, 0 }, part = parts.m32u4 })
-    local prog = ispc.new(lines, parts.m32u4)
+    local prog = ispc.new(lines, parts.m32u4, { half_period_ns = 250 })
     assert.is_true(prog:connect())
     -- A glitch on SCK (it is high after an instruction): one rising edge
     -- too many, and the MCU counts its bits one off from ours.
@@ -254,6 +254,10 @@ describe("ISP programming on the simulated chip", function()
     local lines <close> = assert(gpio.open{ backend = "sim", chip = dir, lines = { 3, 15, 16, 17 },
       outputs = { true, true, true, false }, initial = { 0, 0, 0 }, part = parts.m32u4 })
     ispc.new(lines, parts.m32u4, { half_period_ns = 0 }):connect()
+    -- and no pace chosen for another clock: the engine has no default
+    local ok, err = pcall(ispc.new, lines, parts.m32u4, {})
+    assert.is_false(ok)
+    assert.matches("half_period_ns expected", err)
     lines:close()
     assert.matches("SCK half%-period %d+ ns < 250 ns", h.read(dir .. "/violations.log"))
   end)

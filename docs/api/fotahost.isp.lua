@@ -12,7 +12,7 @@ local P = {}
 
 ---@param lines fotahost.gpio.Lines 4 lines: RESET, SCK, MOSI (outputs), MISO (input)
 ---@param part table a part of fotahost.avr.parts
----@param opts? { half_period_ns?: integer, poll?: boolean, retries?: integer, trace?: boolean }
+---@param opts { half_period_ns: integer, poll?: boolean, retries?: integer, trace?: boolean } half_period_ns is required: the pace depends on the MCU's clock (fotahost.avr.isp.sck_half_period gives the legal one)
 ---@return fotahost.isp.Programmer
 function isp.new(lines, part, opts) end
 
