@@ -72,12 +72,19 @@ function M.new(device_id, device_key, max)
   }, mt)
 end
 
+-- Hands out what one read held. Commands wait as text and are parsed as
+-- they are handed out, each entry let go once out: a read of thousands of
+-- commands in a flood holds strings, not a table per command.
 local function iter(list)
   local i = 0
   return function()
     i = i + 1
     local e = list[i]
-    if e then return e[1], e[2] end
+    if e then
+      list[i] = false
+      if e[1] == "command" and type(e[2]) == "string" then return "command", M.parse(e[2]) end
+      return e[1], e[2]
+    end
   end
 end
 
@@ -102,7 +109,7 @@ local function emit(self, out, text)
   if #text > self.max then
     out[#out + 1] = { "too_long", #text }
   elseif text ~= "" then
-    out[#out + 1] = { "command", M.parse(text) }
+    out[#out + 1] = { "command", text }
   end
 end
 
