@@ -7,7 +7,6 @@
 local sched = require "fotahost.sched"
 local http = require "fotahost.http"
 local mcs = require "fotahost.mcs"
-local sys = require "fotahost.sys"
 
 local N = tonumber(arg[1]) or 10000
 local ID, KEY = "BenchDev", "BenchKey1234"

@@ -444,7 +444,7 @@ describe("fotahost cloud", function()
     end)
 
     it("lists devices and firmwares in fotahost cloud status", function()
-      local s <close> = connect_device(cloud, ID .. "," .. KEY .. ",0\n")
+      local _conn <close> = connect_device(cloud, ID .. "," .. KEY .. ",0\n")
       eventually(function() return device_state(cloud, ID).connected end, 10, "the device")
       local r = h.run({ "cloud", "status", "--cloud", cloud.url })
       assert.are.equal(0, r.status, r.err)

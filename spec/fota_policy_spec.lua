@@ -520,7 +520,7 @@ describe("fotahost.fota policy", function()
   end
 
   it("runs the health check again after a cut during it, and puts v1 back when it fails", function()
-    local p = cut_in_health_check("hccut", true)
+    cut_in_health_check("hccut", true)
     local jobs = {}
     local p2, said2 = policy("hccut", { health_check = function(job)
       jobs[#jobs + 1] = job
@@ -546,7 +546,7 @@ describe("fotahost.fota policy", function()
   end)
 
   it("puts v1 back when the health check cannot run after a cut during it", function()
-    local p = cut_in_health_check("hccrash", true)
+    cut_in_health_check("hccrash", true)
     local p2 = policy("hccrash", { health_check = function() error("no such sensor") end })
     local rec = sched.run(function() return p2:recover() end)
     assert.matches("^recovered: the last%-known%-good image %(v1%) restored after an interruption "
@@ -557,7 +557,7 @@ describe("fotahost.fota policy", function()
   end)
 
   it("adopts the image cut during its health check only once the check passes", function()
-    local p = cut_in_health_check("hcpass", true)
+    cut_in_health_check("hcpass", true)
     local checked = 0
     local p2 = policy("hcpass", { health_check = function()
       checked = checked + 1
@@ -573,7 +573,7 @@ describe("fotahost.fota policy", function()
   end)
 
   it("says so when the image cut during its health check fails it with nothing to roll back to", function()
-    local p = cut_in_health_check("hcnolkg", false)
+    cut_in_health_check("hcnolkg", false)
     local p2 = policy("hcnolkg", { health_check = function() return nil, "silent" end })
     local rec = sched.run(function() return p2:recover() end)
     assert.are.equal("failed: recovery after an interruption: v2 rejected: health check: silent; "

@@ -30,7 +30,7 @@ describe("fotahost.sys", function()
 
   it("reports a full pipe as wouldblock", function()
     local r, w = assert(sys.pipe())
-    local total, n = 0, nil
+    local total, n = 0
     repeat
       n = sys.write(w, string.rep("x", 65536))
       total = total + (n or 0)

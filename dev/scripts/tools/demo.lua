@@ -215,7 +215,7 @@ end
 ---------------------------------------------------------------- the cloud
 
 local cloud_url
-local http, cjson
+local http
 
 local function device()
   -- the admin token: in the token file `fotahost cloud serve` wrote
@@ -302,7 +302,7 @@ local function demo()
   end)
 
   step("cloud", function()
-    http, cjson = require "fotahost.http", require "cjson.safe"
+    http = require "fotahost.http"
     cloud = spawn("cloud", { BIN, "cloud", "serve", "--port", "0", "--device", ID .. ":" .. KEY,
       "--firmware-dir", work .. "/cloud-firmware",
       "--firmware", "blink-1000=" .. fw .. "/blink-1000.hex",

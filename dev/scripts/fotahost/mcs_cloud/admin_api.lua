@@ -87,7 +87,7 @@ local function admin_device(self, res, id)
   return dev
 end
 
-function H.admin_devices(self, req, res)
+function H.admin_devices(self, _req, res)
   local list = {}
   for _, id in ipairs(self.device_order) do
     list[#list + 1] = self:device_json(self.devices[id], 10)
@@ -104,7 +104,7 @@ function H.admin_add_device(self, req, res)
   return send_json(res, 201, self:device_json(dev, 10))
 end
 
-function H.admin_device(self, req, res, id)
+function H.admin_device(self, _req, res, id)
   local dev = admin_device(self, res, id)
   if not dev then return end
   return send_json(res, 200, self:device_json(dev))
@@ -122,7 +122,7 @@ function H.admin_datapoints(self, req, res, id)
   return send_json(res, 200, { device = dev.id, channels = all })
 end
 
-function H.admin_disconnect(self, req, res, id)
+function H.admin_disconnect(self, _req, res, id)
   local dev = admin_device(self, res, id)
   if not dev then return end
   if not dev.conn then return fail(res, 409, "device " .. dev.id .. " is not connected") end
