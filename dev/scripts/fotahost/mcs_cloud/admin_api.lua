@@ -72,7 +72,8 @@ function methods:admin_refusal(req)
       .. (self.token_file or "the token file")
   end
   if not same_secret(given, self.token) then return 401, "wrong admin token" end
-  if (req.method == "POST" or req.method == "PUT") and media_type(req.headers["content-type"]) ~= "application/json" then
+  local writes = req.method == "POST" or req.method == "PUT"
+  if writes and media_type(req.headers["content-type"]) ~= "application/json" then
     return 415, "the admin API takes application/json bodies only"
   end
 end
@@ -149,7 +150,8 @@ function H.admin_register(self, req, res)
   elseif doc.file ~= nil then
     fw, err, status = self:register_firmware(version, doc.file)
   else
-    return fail(res, 400, "\"content\" (an upload, with a \"name\") or \"file\" (a name in the firmware directory) required")
+    return fail(res, 400, "\"content\" (an upload, with a \"name\") or \"file\" (a name in the firmware directory)"
+      .. " required")
   end
   if not fw then return fail(res, status or 400, err) end
   return send_json(res, 200, self:firmware_json(fw, req))
