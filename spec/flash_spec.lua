@@ -376,7 +376,8 @@ programmer
     h.write(dir .. "/empty.conf", "# nothing\n")
     r = flash({ "-c", "nosuch", "-C", "+" .. dir .. "/empty.conf" }, { FOTAHOST_AVRDUDE_CONF = system })
     assert.are.equal(1, r.status)
-    assert.matches("unknown programmer 'nosuch' %(linuxgpio, sysfs, gpiod, mmio, sim, or from the configuration: .*avrisp", r.err)
+    assert.matches("unknown programmer 'nosuch' %(linuxgpio, sysfs, gpiod, mmio, sim, "
+      .. "or from the configuration: .*avrisp", r.err)
     r = flash({ "-c", "avrisp" }, { FOTAHOST_AVRDUDE_CONF = system })
     assert.matches("programmer 'avrisp' is of type 'stk500'; fotahost flash drives GPIO lines only", r.err)
   end)

@@ -371,7 +371,9 @@ describe("fotahost.fota policy", function()
   -- A commit that cannot be saved (here a directory where installed.json's
   -- temporary goes, as binding as a full disk and leaving installed.json
   -- readable): the MCU holds v2, so the cloud hears v2, never "failed".
-  local function block_commit(p) assert(os.execute("mkdir " .. h.q(p.dir .. "/installed.json.tmp-" .. sys.getpid()))) end
+  local function block_commit(p)
+    assert(os.execute("mkdir " .. h.q(p.dir .. "/installed.json.tmp-" .. sys.getpid())))
+  end
   local function unblock_commit(p) assert(os.remove(p.dir .. "/installed.json.tmp-" .. sys.getpid())) end
   local RETRYING = "^done: v2 installed %(state not saved: .*/installed%.json: Is a directory; retrying%)$"
 
@@ -673,8 +675,8 @@ describe("fotahost.fota policy", function()
   it("checks installed.json field by field: a version that is not a label is no version", function()
     local p = policy("instbad")
     assert.is_true(update(p, cmd("v1", "v1.hex")))
-    for _, bad in ipairs({ '{"version":{"v":1}}', '{"at":5}', '{"version":"v1","at":"now"}', '{"version":"v1","sha256":7}',
-      "[1,2]", '{"version":"v1"' }) do
+    for _, bad in ipairs({ '{"version":{"v":1}}', '{"at":5}', '{"version":"v1","at":"now"}',
+      '{"version":"v1","sha256":7}', "[1,2]", '{"version":"v1"' }) do
       h.write(p.dir .. "/installed.json", bad)
       assert.is_nil(p:installed(), bad)
     end
@@ -757,8 +759,10 @@ describe("fotahost.fota policy", function()
       { ("v"):rep(65) .. ",null," .. url("v2.hex"), "bad version label: " .. ("v"):rep(64) },
       { "v2," .. good_md5:sub(2) .. "," .. url("v2.hex"), "bad MD5 (32 hex digits or null): " .. good_md5:sub(2) },
       { "v2," .. good_md5 .. "0," .. url("v2.hex"), "bad MD5 (32 hex digits or null): " .. good_md5 .. "0" },
-      { "v2," .. good_md5:sub(2) .. "g," .. url("v2.hex"), "bad MD5 (32 hex digits or null): " .. good_md5:sub(2) .. "g" },
-      { "v2,null,file://" .. dir .. "/www/v2.hex", "the URL must be http:// or https://: file://" .. dir .. "/www/v2.hex" },
+      { "v2," .. good_md5:sub(2) .. "g," .. url("v2.hex"),
+        "bad MD5 (32 hex digits or null): " .. good_md5:sub(2) .. "g" },
+      { "v2,null,file://" .. dir .. "/www/v2.hex",
+        "the URL must be http:// or https://: file://" .. dir .. "/www/v2.hex" },
       { "v2,null,ftp://127.0.0.1/v2.hex", "the URL must be http:// or https://: ftp://127.0.0.1/v2.hex" },
       { "v2,null", "not version,MD5,URL (7 bytes)" },
     }

@@ -543,8 +543,8 @@ return {
     assert.matches("^failed: [^;]*signature 1E 95 0F[^;]*$", final)
     -- "flashing" is said only once the signature is right
     assert.are.same({ "downloading", "verifying", final }, list)
-    assert.are.same({ "downloading", "failed: download: " .. t.cloud_url .. "/firmwares/no-such-barrier.hex: HTTP 404" },
-      barrier(t, 1))
+    assert.are.same({ "downloading",
+      "failed: download: " .. t.cloud_url .. "/firmwares/no-such-barrier.hex: HTTP 404" }, barrier(t, 1))
     assert.are.equal(n, erases(t))
     assert.is_true(before == flash_bytes(t), "flash.bin changed")
     assert.are.equal(cjson.null, device(t).version)
@@ -985,7 +985,8 @@ return {
     local dir = h.tmpdir()
     cleanups[#cleanups + 1] = function() h.rmdir(dir) end
     local dev, key = "fotaidle", "keyidle"
-    local own = own_cloud(0, dir, { "--device", dev .. ":" .. key, "--firmware", "blink-1000=" .. fw["blink-1000"].path })
+    local own = own_cloud(0, dir,
+      { "--device", dev .. ":" .. key, "--firmware", "blink-1000=" .. fw["blink-1000"].path })
     local t = new_device({ cloud_url = own.url, id = dev, key = key, no_register = true })
     start_app(t)
     until_true("the first idle status", WAIT, function() return statuses(t, true)[1] end)

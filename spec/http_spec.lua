@@ -202,8 +202,8 @@ describe("fotahost.http", function()
       assert.is_nil(err)
       assert.are.equal(sha(root .. "/600k-v2.bin"), sha(dest))
       assert.are.same({ 2, 1, 0, 200 }, { res.attempts, res.restarted, res.resumed, res.status })
-      assert.matches('GET /changing/600k%.bin/600k%-v2%.bin%?after=200000 range=bytes=200000%- if%-range="v1" status=200',
-        requests_log())
+      assert.matches('GET /changing/600k%.bin/600k%-v2%.bin%?after=200000 range=bytes=200000%- '
+        .. 'if%-range="v1" status=200', requests_log())
       os.remove(dest)
     end)
 
@@ -406,7 +406,8 @@ describe("fotahost.http", function()
       end)
       assert.are.same({ nil, "too_slow" }, { res, code })
       local bytes, secs = err:match("^" .. base:gsub("%p", "%%%0")
-        .. "/drip%?bytes=1000&interval=0%.05: too slow %((%d+) bytes in ([%d.]+) s; the minimum is 100 bytes/s on average%)$")
+        .. "/drip%?bytes=1000&interval=0%.05: too slow %((%d+) bytes in ([%d.]+) s; "
+        .. "the minimum is 100 bytes/s on average%)$")
       assert.is_truthy(bytes, err)
       assert.is_true(tonumber(bytes) < 100 * tonumber(secs) and tonumber(secs) >= 1, err)
       assert.is_true(t >= 1 and t < 5, "took " .. t)
@@ -763,7 +764,9 @@ describe("fotahost.http", function()
     it("accepts it with verification off, and says so in the log", function()
       local log = require "fotahost.log"
       local lines = {}
-      log.configure({ sink = function(level, component, msg) lines[#lines + 1] = level .. " " .. component .. " " .. msg end })
+      log.configure({ sink = function(level, component, msg)
+        lines[#lines + 1] = level .. " " .. component .. " " .. msg
+      end })
       local res, err = http.get(("https://127.0.0.1:%d/fw.hex"):format(port), { insecure = true })
       log.configure({ sink = "stderr" })
       assert.is_nil(err)

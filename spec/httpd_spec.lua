@@ -581,7 +581,8 @@ describe("http_test_server", function()
     assert.are.equal("GET /files/fw.bin range=- if-range=- status=200", lines[#lines])
     assert.are.equal("GET /chain/1/fw.bin range=- if-range=- status=302", lines[#lines - 1])
     assert.are.equal("GET /chain/3/fw.bin range=- if-range=- status=302", lines[#lines - 3])
-    local _, redir = curl("-w '%{http_code} %{redirect_url}' '" .. srv.url .. "/redirect?to=file:///etc/passwd&code=301'")
+    local _, redir = curl("-w '%{http_code} %{redirect_url}' '" .. srv.url
+      .. "/redirect?to=file:///etc/passwd&code=301'")
     assert.are.equal("301 file:///etc/passwd 0", redir)
   end)
 
