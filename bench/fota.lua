@@ -58,8 +58,8 @@ local f = assert(io.open(dir .. "/config.lua", "w"))
 f:write(("return { device_id = %q, device_key = %q, api = %q, board = 'sim', sim_dir = %q, state_dir = %q }")
   :format(ID, KEY, url, dir .. "/sim", dir .. "/state"))
 f:close()
-start("app", ("sh -c 'echo $$ > %s/app.pid; exec env FOTAHOST_CONFIG=%s/config.lua FOTAHOST_LOG=stderr %s examples/app.lua'")
-  :format(dir, dir, bin))
+start("app", ("sh -c 'echo $$ > %s/app.pid; exec env FOTAHOST_CONFIG=%s/config.lua FOTAHOST_LOG=stderr"
+  .. " %s examples/app.lua'"):format(dir, dir, bin))
 
 local function app_pid()
   return wait_file(dir .. "/app.pid", "(%d+)")
@@ -125,7 +125,8 @@ local function median(t)
   return t[(#t + 1) // 2]
 end
 print(("%-52s %10s %10s"):format("FOTA on the virtual board (" .. RUNS .. " runs each)", "4 KB", "28 KB"))
-print(("%-52s %10.2f %10.2f"):format("push to verified flash (\"done\"), median s", median(results[4]), median(results[28])))
+print(("%-52s %10.2f %10.2f"):format("push to verified flash (\"done\"), median s",
+  median(results[4]), median(results[28])))
 print(("%-52s %10.2f %10.2f"):format("  slowest, s", results[4][#results[4]], results[28][#results[28]]))
 print(("%-52s %10d"):format("app RSS idle (connected), KiB", idle.VmRSS))
 print(("%-52s %10d"):format("  of which private (RssAnon), KiB", idle.RssAnon))

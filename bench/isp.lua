@@ -46,7 +46,8 @@ local function replay(backend, extra, trace)
   local dt = sys.now() - t0
   local after = lines:stats()
   lines:close()
-  return after.syscalls - before.syscalls, (after.set_calls + after.get_calls) - (before.set_calls + before.get_calls), dt
+  local gpio_calls = (after.set_calls + after.get_calls) - (before.set_calls + before.get_calls)
+  return after.syscalls - before.syscalls, gpio_calls, dt
 end
 
 local workloads = {

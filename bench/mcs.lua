@@ -7,7 +7,6 @@
 local sched = require "fotahost.sched"
 local http = require "fotahost.http"
 local mcs = require "fotahost.mcs"
-local sys = require "fotahost.sys"
 
 local N = tonumber(arg[1]) or 10000
 local ID, KEY = "BenchDev", "BenchKey1234"
@@ -55,7 +54,9 @@ sched.run(function()
   local function round(from)
   for i = from, from + N - 1, batch do
     local lines = {}
-    for j = i, math.min(from + N - 1, i + batch - 1) do lines[#lines + 1] = prefix .. j .. ",LED," .. (j % 2) .. "\n" end
+    for j = i, math.min(from + N - 1, i + batch - 1) do
+      lines[#lines + 1] = prefix .. j .. ",LED," .. (j % 2) .. "\n"
+    end
     assert(http.json("POST", url .. "/admin/devices/" .. ID .. "/commands",
       { raw = table.concat(lines), chunks = { 1000, 1000, 1000 }, gap_ms = 0 }, { headers = auth }))
   end
@@ -74,7 +75,8 @@ sched.run(function()
     for r = 3, tonumber(os.getenv("MCS_ROUNDS")) do
       round((r - 1) * N + 1)
       collectgarbage() collectgarbage()
-      io.stderr:write(("round %d: Lua heap %.0f KiB, RssAnon %d KiB\n"):format(r, collectgarbage("count"), status().RssAnon))
+      io.stderr:write(("round %d: Lua heap %.0f KiB, RssAnon %d KiB\n")
+        :format(r, collectgarbage("count"), status().RssAnon))
     end
   end
   collectgarbage()

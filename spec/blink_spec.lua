@@ -112,8 +112,8 @@ describe("fotahost blink", function()
     assert.matches("/etc/hostname: not a serial port", r.err)
     -- busy: another program holds the port
     local serial = require "fotahost.serial_port"
-    local master <close>, slave = assert(serial.openpty())
-    local holder <close> = assert(serial.open(slave))
+    local _master <close>, slave = assert(serial.openpty())
+    local _holder <close> = assert(serial.open(slave))
     r = h.run({ "blink", "--port", slave, "--count", "1" })
     assert.are.equal(1, r.status)
     assert.are.equal(("fotahost blink: %s: Device or resource busy (in use by another program)\n"):format(slave), r.err)

@@ -37,7 +37,8 @@ local function start_cloud(args)
   local dir = h.tmpdir()
   local quoted = {}
   for i, a in ipairs(args) do quoted[i] = h.q(a) end
-  local p = assert(io.popen(("echo $$ > %s/pid; exec %s cloud serve --port 0 --tcp-port 0 --watch-stdin %s > %s/out 2> %s/err")
+  local p = assert(io.popen(("echo $$ > %s/pid; exec %s cloud serve --port 0 --tcp-port 0 --watch-stdin %s"
+    .. " > %s/out 2> %s/err")
     :format(h.q(dir), h.q(h.bin), table.concat(quoted, " "), h.q(dir), h.q(dir)), "w"))
   local c = { dir = dir }
   function c.stderr() return h.read(dir .. "/err") or "" end
@@ -250,7 +251,8 @@ describe("fotahost cloud", function()
     end)
 
     it("records the version a device reports, and refuses an unknown one", function()
-      assert(admin(cloud, "POST", "/admin/firmwares", { version = "1.0", name = "blink-250.bin", content = h.read(fwfile) }))
+      assert(admin(cloud, "POST", "/admin/firmwares",
+        { version = "1.0", name = "blink-250.bin", content = h.read(fwfile) }))
       local r = request("PUT", base1 .. "/firmwares", {
         headers = { deviceKey = KEY, ["Content-Type"] = "application/json" }, body = '{"version":"1.0"}' })
       assert.are.equal(200, r.status)
@@ -350,7 +352,8 @@ describe("fotahost cloud", function()
     it("sends a command with fotahost cloud send with no terminator, as MCS did", function()
       local s <close> = connect_device(cloud, ID .. "," .. KEY .. ",0\n")
       eventually(function() return device_state(cloud, ID).connected end, 10, "the device")
-      local r = h.run({ "cloud", "send", "--cloud", cloud.url, "--device", ID, "--channel", "PWM", "--value", "128,20" })
+      local r = h.run({ "cloud", "send", "--cloud", cloud.url, "--device", ID,
+        "--channel", "PWM", "--value", "128,20" })
       assert.are.equal(0, r.status, r.err)
       -- every byte that came, up to a quiet 0.5 s
       local got = {}
@@ -444,7 +447,7 @@ describe("fotahost cloud", function()
     end)
 
     it("lists devices and firmwares in fotahost cloud status", function()
-      local s <close> = connect_device(cloud, ID .. "," .. KEY .. ",0\n")
+      local _conn <close> = connect_device(cloud, ID .. "," .. KEY .. ",0\n")
       eventually(function() return device_state(cloud, ID).connected end, 10, "the device")
       local r = h.run({ "cloud", "status", "--cloud", cloud.url })
       assert.are.equal(0, r.status, r.err)
@@ -560,7 +563,8 @@ describe("fotahost cloud", function()
       local r = h.run({ "cloud", "status", "--cloud", cloud.url, "--token", token:sub(1, -2) .. last })
       assert.are.equal(1, r.status)
       assert.matches("wrong admin token", r.err)
-      r = h.run({ "cloud", "status", "--cloud", cloud.url }, { env = { FOTAHOST_CLOUD_TOKEN = token, HOME = dir, XDG_RUNTIME_DIR = dir } })
+      r = h.run({ "cloud", "status", "--cloud", cloud.url },
+        { env = { FOTAHOST_CLOUD_TOKEN = token, HOME = dir, XDG_RUNTIME_DIR = dir } })
       assert.are.equal(0, r.status, r.err)
     end)
 
@@ -570,7 +574,8 @@ describe("fotahost cloud", function()
           headers = authed(cloud, { ["Content-Type"] = ct }), body = '{"id":"formdev","key":"formkey1"}' })
         assert.are.equal(415, r.status, ct)
       end
-      local r = request("POST", cloud.url .. "/admin/devices", { headers = authed(cloud), body = '{"id":"formdev","key":"formkey1"}' })
+      local r = request("POST", cloud.url .. "/admin/devices",
+        { headers = authed(cloud), body = '{"id":"formdev","key":"formkey1"}' })
       assert.are.equal(415, r.status)
       assert.is_nil(device_state(cloud, "formdev"))
       r = request("POST", cloud.url .. "/admin/devices", {
@@ -589,7 +594,8 @@ describe("fotahost cloud", function()
         assert.are.equal(400, code, file .. ": " .. tostring(err))
       end
       for _, name in ipairs({ "../up.hex", "/tmp/abs.hex", ".hidden", "cloud-firmwares.json" }) do
-        local v, _, code = admin(cloud, "POST", "/admin/firmwares", { version = "esc", name = name, content = ":00000001FF\n" })
+        local v, _, code = admin(cloud, "POST", "/admin/firmwares",
+          { version = "esc", name = name, content = ":00000001FF\n" })
         assert.is_nil(v, name)
         assert.are.equal(400, code, name)
       end
@@ -676,7 +682,8 @@ describe("fotahost cloud serve", function()
     local file = h.write(dir .. "/a.hex", ":00000001FF\n")
     local log = require "fotahost.log"
     log.configure { level = "warn" } -- no "registered" line in the suite's output
-    local ok, c1 = pcall(mcs_cloud.new, { firmware_dir = dir .. "/fw", firmwares = { { version = "1.0", file = file } } })
+    local ok, c1 = pcall(mcs_cloud.new,
+      { firmware_dir = dir .. "/fw", firmwares = { { version = "1.0", file = file } } })
     log.configure { level = os.getenv("FOTAHOST_LOG_LEVEL") or "info" }
     assert(ok, c1)
     c1 = assert(c1)

@@ -47,16 +47,16 @@ describe("fotahost demo", function()
       "OK cloud status" }, steps)
 
     local out = r.out
-    assert.matches("OK   blink test: fotahost blink sent 1,0,1,0 in [%d.]+ s; D13 went on, off, on, off, 0%.3%d s apart",
-      out)
+    assert.matches("OK   blink test: fotahost blink sent 1,0,1,0 in [%d.]+ s; "
+      .. "D13 went on, off, on, off, 0%.3%d s apart", out)
     assert.matches("OK   push blink%-1000: status downloading > verifying > flashing > done in [%d.]+ s; "
       .. "the app reported version blink%-1000\n", out)
-    assert.matches("OK   D13 blink%-1000: half%-period 1%.000 s over %d+ intervals %(expected 1%.000 s; simulated time%)",
-      out)
+    assert.matches("OK   D13 blink%-1000: half%-period 1%.000 s over %d+ intervals "
+      .. "%(expected 1%.000 s; simulated time%)", out)
     assert.matches("OK   push blink%-250: status downloading > verifying > flashing > done in [%d.]+ s; "
       .. "the app reported version blink%-250\n", out)
-    assert.matches("OK   D13 blink%-250: half%-period 0%.250 s over %d+ intervals %(expected 0%.250 s; simulated time%)",
-      out)
+    assert.matches("OK   D13 blink%-250: half%-period 0%.250 s over %d+ intervals "
+      .. "%(expected 0%.250 s; simulated time%)", out)
     -- `fotahost cloud status`, shown as it printed it
     assert.matches("\n       | demo7688  yes  +127%.0%.0%.1:%d+ .* blink%-250  fota_status=done\n", out)
     assert.matches("OK   cloud status: device demo7688 runs version blink%-250; 8 status points: downloading, "

@@ -240,8 +240,9 @@ describe("fotahost flash", function()
     -- last 2 us (2 clocks), eight times what the 8 MHz default gives.
     h.write(chip .. "/faults", "clock 1000000\n")
     hexfile("fw.hex", "slow")
-    local r = flash({ "-q", "-c", "sim", "-P", chip, "-U", "flash:w:fw.hex" })
+    flash({ "-q", "-c", "sim", "-P", chip, "-U", "flash:w:fw.hex" })
     assert.matches("SCK half%-period %d+ ns < 2000 ns", h.read(chip .. "/violations.log") or "(no violations)")
+    local r
     for _, opts in ipairs({ { "-B", "4" }, { "-B4" }, { "-i", "2" } }) do
       os.remove(chip .. "/violations.log")
       local args = { "-c", "sim", "-P", chip }
@@ -375,7 +376,8 @@ programmer
     h.write(dir .. "/empty.conf", "# nothing\n")
     r = flash({ "-c", "nosuch", "-C", "+" .. dir .. "/empty.conf" }, { FOTAHOST_AVRDUDE_CONF = system })
     assert.are.equal(1, r.status)
-    assert.matches("unknown programmer 'nosuch' %(linuxgpio, sysfs, gpiod, mmio, sim, or from the configuration: .*avrisp", r.err)
+    assert.matches("unknown programmer 'nosuch' %(linuxgpio, sysfs, gpiod, mmio, sim, "
+      .. "or from the configuration: .*avrisp", r.err)
     r = flash({ "-c", "avrisp" }, { FOTAHOST_AVRDUDE_CONF = system })
     assert.matches("programmer 'avrisp' is of type 'stk500'; fotahost flash drives GPIO lines only", r.err)
   end)

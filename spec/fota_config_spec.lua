@@ -105,8 +105,8 @@ describe("fotahost.fota.config", function()
   end)
 
   it("takes a status channel of letters, digits, _ and -", function()
-    assert.matches('^cfg%.lua: status_channel must be a data channel id %(letters, digits, _ and %-%), got "fota status"$',
-      refused({ status_channel = "fota status" }))
+    assert.matches('^cfg%.lua: status_channel must be a data channel id %(letters, digits, _ and %-%), '
+      .. 'got "fota status"$', refused({ status_channel = "fota status" }))
   end)
 
   it("names an unknown key, and the key it most likely meant", function()

@@ -371,7 +371,9 @@ describe("fotahost.fota policy", function()
   -- A commit that cannot be saved (here a directory where installed.json's
   -- temporary goes, as binding as a full disk and leaving installed.json
   -- readable): the MCU holds v2, so the cloud hears v2, never "failed".
-  local function block_commit(p) assert(os.execute("mkdir " .. h.q(p.dir .. "/installed.json.tmp-" .. sys.getpid()))) end
+  local function block_commit(p)
+    assert(os.execute("mkdir " .. h.q(p.dir .. "/installed.json.tmp-" .. sys.getpid())))
+  end
   local function unblock_commit(p) assert(os.remove(p.dir .. "/installed.json.tmp-" .. sys.getpid())) end
   local RETRYING = "^done: v2 installed %(state not saved: .*/installed%.json: Is a directory; retrying%)$"
 
@@ -520,7 +522,7 @@ describe("fotahost.fota policy", function()
   end
 
   it("runs the health check again after a cut during it, and puts v1 back when it fails", function()
-    local p = cut_in_health_check("hccut", true)
+    cut_in_health_check("hccut", true)
     local jobs = {}
     local p2, said2 = policy("hccut", { health_check = function(job)
       jobs[#jobs + 1] = job
@@ -546,7 +548,7 @@ describe("fotahost.fota policy", function()
   end)
 
   it("puts v1 back when the health check cannot run after a cut during it", function()
-    local p = cut_in_health_check("hccrash", true)
+    cut_in_health_check("hccrash", true)
     local p2 = policy("hccrash", { health_check = function() error("no such sensor") end })
     local rec = sched.run(function() return p2:recover() end)
     assert.matches("^recovered: the last%-known%-good image %(v1%) restored after an interruption "
@@ -557,7 +559,7 @@ describe("fotahost.fota policy", function()
   end)
 
   it("adopts the image cut during its health check only once the check passes", function()
-    local p = cut_in_health_check("hcpass", true)
+    cut_in_health_check("hcpass", true)
     local checked = 0
     local p2 = policy("hcpass", { health_check = function()
       checked = checked + 1
@@ -573,7 +575,7 @@ describe("fotahost.fota policy", function()
   end)
 
   it("says so when the image cut during its health check fails it with nothing to roll back to", function()
-    local p = cut_in_health_check("hcnolkg", false)
+    cut_in_health_check("hcnolkg", false)
     local p2 = policy("hcnolkg", { health_check = function() return nil, "silent" end })
     local rec = sched.run(function() return p2:recover() end)
     assert.are.equal("failed: recovery after an interruption: v2 rejected: health check: silent; "
@@ -673,8 +675,8 @@ describe("fotahost.fota policy", function()
   it("checks installed.json field by field: a version that is not a label is no version", function()
     local p = policy("instbad")
     assert.is_true(update(p, cmd("v1", "v1.hex")))
-    for _, bad in ipairs({ '{"version":{"v":1}}', '{"at":5}', '{"version":"v1","at":"now"}', '{"version":"v1","sha256":7}',
-      "[1,2]", '{"version":"v1"' }) do
+    for _, bad in ipairs({ '{"version":{"v":1}}', '{"at":5}', '{"version":"v1","at":"now"}',
+      '{"version":"v1","sha256":7}', "[1,2]", '{"version":"v1"' }) do
       h.write(p.dir .. "/installed.json", bad)
       assert.is_nil(p:installed(), bad)
     end
@@ -757,8 +759,10 @@ describe("fotahost.fota policy", function()
       { ("v"):rep(65) .. ",null," .. url("v2.hex"), "bad version label: " .. ("v"):rep(64) },
       { "v2," .. good_md5:sub(2) .. "," .. url("v2.hex"), "bad MD5 (32 hex digits or null): " .. good_md5:sub(2) },
       { "v2," .. good_md5 .. "0," .. url("v2.hex"), "bad MD5 (32 hex digits or null): " .. good_md5 .. "0" },
-      { "v2," .. good_md5:sub(2) .. "g," .. url("v2.hex"), "bad MD5 (32 hex digits or null): " .. good_md5:sub(2) .. "g" },
-      { "v2,null,file://" .. dir .. "/www/v2.hex", "the URL must be http:// or https://: file://" .. dir .. "/www/v2.hex" },
+      { "v2," .. good_md5:sub(2) .. "g," .. url("v2.hex"),
+        "bad MD5 (32 hex digits or null): " .. good_md5:sub(2) .. "g" },
+      { "v2,null,file://" .. dir .. "/www/v2.hex",
+        "the URL must be http:// or https://: file://" .. dir .. "/www/v2.hex" },
       { "v2,null,ftp://127.0.0.1/v2.hex", "the URL must be http:// or https://: ftp://127.0.0.1/v2.hex" },
       { "v2,null", "not version,MD5,URL (7 bytes)" },
     }

@@ -543,8 +543,8 @@ return {
     assert.matches("^failed: [^;]*signature 1E 95 0F[^;]*$", final)
     -- "flashing" is said only once the signature is right
     assert.are.same({ "downloading", "verifying", final }, list)
-    assert.are.same({ "downloading", "failed: download: " .. t.cloud_url .. "/firmwares/no-such-barrier.hex: HTTP 404" },
-      barrier(t, 1))
+    assert.are.same({ "downloading",
+      "failed: download: " .. t.cloud_url .. "/firmwares/no-such-barrier.hex: HTTP 404" }, barrier(t, 1))
     assert.are.equal(n, erases(t))
     assert.is_true(before == flash_bytes(t), "flash.bin changed")
     assert.are.equal(cjson.null, device(t).version)
@@ -631,7 +631,7 @@ return {
     assert.are.equal("done", (wait_status(t, 1)), app_log(t))
     local port = own.port
     own.stop()
-    own = own_cloud(port, dir, { "--device", dev .. ":" .. key })
+    own_cloud(port, dir, { "--device", dev .. ":" .. key })
     assert.are.equal(port, own.port)
     until_true("the app to reconnect", WAIT, function() return device(t).connected end)
     -- the data points went with the old process; the registrations did not
@@ -796,7 +796,7 @@ return {
     start_app(t)
     local n = erases(t)
     push(t, "blink-250")
-    local final, list = wait_status(t)
+    local _, list = wait_status(t)
     assert.are.same({ "failed: state_dir " .. t.state .. " is on tmpfs (lost at power-off); set "
       .. "volatile_state_ok = true to allow" }, list, app_log(t))
     assert.are.equal(n, erases(t))
@@ -805,7 +805,7 @@ return {
     local ok = tmpfs_state(new_device({ chip = template }), 1024)
     start_app(ok)
     push(ok, "blink-250")
-    final = wait_status(ok)
+    local final = wait_status(ok)
     assert.are.equal("done", final, app_log(ok))
     assert_flash(ok, "blink-250")
   end)
@@ -966,7 +966,7 @@ return {
     until_true("a failed connection", WAIT, function()
       return app_log(t):find("retrying in", logged + 1, true)
     end)
-    own = own_cloud(port, dir, { "--device", dev .. ":" .. key })
+    own_cloud(port, dir, { "--device", dev .. ":" .. key })
     until_true("the app to reconnect", WAIT, function() return device(t).connected end)
     until_true("the recovery status", WAIT, function() return statuses(t)[1] ~= nil end)
     assert.matches("^recovered: app%-28k%-a ", statuses(t)[1])
@@ -985,7 +985,8 @@ return {
     local dir = h.tmpdir()
     cleanups[#cleanups + 1] = function() h.rmdir(dir) end
     local dev, key = "fotaidle", "keyidle"
-    local own = own_cloud(0, dir, { "--device", dev .. ":" .. key, "--firmware", "blink-1000=" .. fw["blink-1000"].path })
+    local own = own_cloud(0, dir,
+      { "--device", dev .. ":" .. key, "--firmware", "blink-1000=" .. fw["blink-1000"].path })
     local t = new_device({ cloud_url = own.url, id = dev, key = key, no_register = true })
     start_app(t)
     until_true("the first idle status", WAIT, function() return statuses(t, true)[1] end)
@@ -1004,7 +1005,7 @@ return {
     -- a new cloud process (its data points gone): told again
     local port = own.port
     own.stop()
-    own = own_cloud(port, dir, { "--device", dev .. ":" .. key })
+    own_cloud(port, dir, { "--device", dev .. ":" .. key })
     until_true("the app to reconnect", WAIT, function() return device(t).connected end)
     until_true("a status at the new cloud", WAIT, function() return statuses(t, true)[1] end)
     assert.are.same({ "idle: blink-1000 installed" }, statuses(t, true))
@@ -1030,7 +1031,7 @@ return {
     until_true("the health check", WAIT, function() return h.read(t.dir .. "/health-check-running") end)
     local port = own.port
     own.stop()
-    own = own_cloud(port, dir, { "--device", dev .. ":" .. key })
+    own_cloud(port, dir, { "--device", dev .. ":" .. key })
     -- the app's side of the reconnection (where an idle status would go out)
     until_true("the reconnection in the app's log", WAIT, function()
       local _, k = app_log(t):gsub("connected to the command server", "")

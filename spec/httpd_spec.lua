@@ -49,7 +49,7 @@ local function read_response(sock, head_only)
   else
     local parts = {}
     repeat
-      local data, dwhy, partial = sock:read(65536, T)
+      local data, _, partial = sock:read(65536, T)
       parts[#parts + 1] = data or partial
     until not data
     r.body = table.concat(parts)
@@ -74,7 +74,7 @@ local function get(path, extra)
   return "GET " .. path .. " HTTP/1.1\r\nHost: test\r\n" .. (extra or "") .. "\r\n"
 end
 
-local function hello(req, res)
+local function hello(_req, res)
   res:send(200, nil, "hello")
 end
 
@@ -179,7 +179,7 @@ describe("fotahost.httpd", function()
 
   it("answers 400 to a malformed request and closes", function()
     local called = false
-    with_server(function(req, res) called = true res:send(200) end, function(srv)
+    with_server(function(_req, res) called = true res:send(200) end, function(srv)
       for _, raw in ipairs({
         "GARBAGE\r\n\r\n",
         "GET /x HTTP/1.1 extra\r\n\r\n",
@@ -206,7 +206,7 @@ describe("fotahost.httpd", function()
 
   it("answers 431 past max_header and 413 past max_body", function()
     local called = false
-    with_server(function(req, res) called = true res:send(200) end,
+    with_server(function(_req, res) called = true res:send(200) end,
       { max_header = 1024, max_body = 100 }, function(srv)
         local r = request(srv, get("/", "X-Big: " .. ("b"):rep(2000) .. "\r\n"))
         assert.are.same({ 431, "close" }, { r.status, r.headers.connection })
@@ -225,13 +225,13 @@ describe("fotahost.httpd", function()
   end)
 
   describe("send_file", function()
-    local dir, path, data
+    local dir, data
     setup(function()
       dir = h.tmpdir()
       local t = {}
       for i = 0, 999 do t[#t + 1] = string.char(i % 251) end
       data = table.concat(t)
-      path = h.write(dir .. "/data.bin", data)
+      h.write(dir .. "/data.bin", data)
       h.write(dir .. "/empty", "")
     end)
     teardown(function() h.rmdir(dir) end)
@@ -363,7 +363,7 @@ describe("fotahost.httpd", function()
   end)
 
   it("aborts a body midway", function()
-    with_server(function(req, res)
+    with_server(function(_req, res)
       res:start(200, { ["Content-Length"] = 100 })
       res:write(("a"):rep(10))
       res:abort()
@@ -413,7 +413,7 @@ describe("fotahost.httpd", function()
     local errors, logged = {}, {}
     log.configure { sink = function(_, _, msg) logged[#logged + 1] = msg end }
     finally(function() log.configure { sink = "stderr" } end)
-    with_server(function(req, res)
+    with_server(function(_req, res)
       for _, call in ipairs({
         function() res:write("x") end,
         function() res:send(99) end,
@@ -581,7 +581,8 @@ describe("http_test_server", function()
     assert.are.equal("GET /files/fw.bin range=- if-range=- status=200", lines[#lines])
     assert.are.equal("GET /chain/1/fw.bin range=- if-range=- status=302", lines[#lines - 1])
     assert.are.equal("GET /chain/3/fw.bin range=- if-range=- status=302", lines[#lines - 3])
-    local _, redir = curl("-w '%{http_code} %{redirect_url}' '" .. srv.url .. "/redirect?to=file:///etc/passwd&code=301'")
+    local _, redir = curl("-w '%{http_code} %{redirect_url}' '" .. srv.url
+      .. "/redirect?to=file:///etc/passwd&code=301'")
     assert.are.equal("301 file:///etc/passwd 0", redir)
   end)
 

@@ -291,7 +291,7 @@ describe("fotahost.ihex", function()
         local img = ihex.from_binary(data, i * 2)
         local merged = assert(img:merge(boot))
         assert.are.equal(#data + 4, merged:size())
-        img, merged = nil, nil
+        img, merged = nil, nil -- luacheck: ignore 311 (dropped so the collector may free them)
         collectgarbage()
       end
       collectgarbage()

@@ -126,7 +126,8 @@ describe("ISP programming on the simulated chip", function()
     local s <close> = session{ part = "m32u4" }
     local ok, err = s:connect()
     assert.is_nil(ok)
-    assert.are.equal("signature 1E 95 0F is not ATmega32U4's (1E 95 87): wrong part or wrong chip (force to override)", err)
+    assert.are.equal("signature 1E 95 0F is not ATmega32U4's (1E 95 87): wrong part or wrong chip "
+      .. "(force to override)", err)
     assert.are.equal(before, flash_bin(dir))
     -- force: accepted
     local f <close> = session{ part = "m32u4", force = true }

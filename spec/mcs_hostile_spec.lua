@@ -117,7 +117,8 @@ describe("the app and a server that floods commands", function()
       end
       widest = math.max(widest, 4 - (last or 0))
       assert.is_true(during >= 5, ("%d heartbeats during a 4 s flood (every 0.3 s asked)"):format(during))
-      assert.is_true(widest < 2, ("a %.2f s gap between heartbeats during the flood (every 0.3 s asked)"):format(widest))
+      assert.is_true(widest < 2,
+        ("a %.2f s gap between heartbeats during the flood (every 0.3 s asked)"):format(widest))
       -- memory: the peak stays near where it started (it grew by gigabytes)
       assert.is_true(peak - before < 20 * 1024,
         ("RSS grew from %d KiB to a peak of %d KiB during the flood"):format(before, peak))

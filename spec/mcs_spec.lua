@@ -83,7 +83,8 @@ describe("fotahost.mcs.framer", function()
 
   it("cuts off an over-long command without buffering it, and goes on", function()
     local long = ID .. "," .. KEY .. ",1,IMG," .. ("x"):rep(1000)
-    assert.are.same({ "<too_long " .. #long .. ">", c1 }, frame({ long:sub(1, 500), long:sub(501) .. "\n" .. c1 .. "\n" }))
+    assert.are.same({ "<too_long " .. #long .. ">", c1 },
+      frame({ long:sub(1, 500), long:sub(501) .. "\n" .. c1 .. "\n" }))
     assert.are.same({ "<too_long " .. #long .. ">", "flush:" .. c2 }, frame({ long:sub(1, 500), long:sub(501), c2 }))
     local f = framer.new(ID, KEY, 64)
     for _ = 1, 1000 do for _ in f:feed(("y"):rep(1000)) do end end
@@ -330,7 +331,8 @@ describe("fotahost.mcs against the local cloud", function()
       for i = #beats - 6, #beats do gaps[#gaps + 1] = beats[i] - beats[i - 1] end
       table.sort(gaps)
       local median = gaps[4]
-      assert.is_true(median > 0.2 and median < 0.45, ("median heartbeat gap %.3f s for a 0.3 s interval"):format(median))
+      assert.is_true(median > 0.2 and median < 0.45,
+        ("median heartbeat gap %.3f s for a 0.3 s interval"):format(median))
       assert.are.same({ "connecting", "connected" }, states)
     end)
   end)
@@ -486,7 +488,8 @@ describe("fotahost.mcs against the local cloud", function()
       local before = #retries
       admin("POST", "/devices/" .. ID .. "/disconnect", {})
       until_true("the retry after the drop", 5, function() return #retries > before end)
-      assert.is_true(retries[before + 1] <= 0.2, ("first delay after a stable connection: %.2f s"):format(retries[before + 1]))
+      assert.is_true(retries[before + 1] <= 0.2,
+        ("first delay after a stable connection: %.2f s"):format(retries[before + 1]))
     end)
   end)
 

@@ -210,7 +210,7 @@ describe("fotahost.serial", function()
       end
       assert.has_error(function() port:set({}) end, "attempt to use a closed serial port")
       do
-        local scoped <close> = assert(serial.open(slave_path))
+        local _scoped <close> = assert(serial.open(slave_path))
       end
       assert(serial.open(slave_path)) -- dropped without close: exclusive until collected
       collectgarbage()

@@ -30,7 +30,7 @@ describe("fotahost.sys", function()
 
   it("reports a full pipe as wouldblock", function()
     local r, w = assert(sys.pipe())
-    local total, n = 0, nil
+    local total, n = 0
     repeat
       n = sys.write(w, string.rep("x", 65536))
       total = total + (n or 0)
@@ -122,7 +122,8 @@ describe("fotahost.sys", function()
       ok, err, code = sys.mkdir(dir .. "/f")
       assert.are.same({ nil, dir .. "/f: Not a directory", 20 }, { ok, err, code })
       assert(os.execute("ln -s f " .. h.q(dir .. "/l")))
-      assert.are.same({ type = "file", size = 3 }, { type = sys.lstat(dir .. "/f").type, size = sys.lstat(dir .. "/f").size })
+      st = sys.lstat(dir .. "/f")
+      assert.are.same({ type = "file", size = 3 }, { type = st.type, size = st.size })
       assert.are.equal("link", sys.lstat(dir .. "/l").type)
       assert.are.equal("char", sys.lstat("/dev/null").type)
       assert.are.same({ nil, dir .. "/none: No such file or directory", 2 }, { sys.lstat(dir .. "/none") })
@@ -237,23 +238,27 @@ io.write(("%%s %%#x %%d %%d %%d %%d"):format(a.type, a.magic, a.total, a.free, a
 
     it("write_file keeps the old file, and no temporary, when the new one cannot be flushed", function()
       local path = h.write(dir .. "/state.lua", "old")
-      assert.are.equal("nil|" .. path .. ": Input/output error|5", failing("file", ("sys.write_file(%q, 'new')"):format(path)))
+      assert.are.equal("nil|" .. path .. ": Input/output error|5",
+        failing("file", ("sys.write_file(%q, 'new')"):format(path)))
       assert.are.equal("old", h.read(path))
       assert.are.equal("state.lua\n", listing(dir))
     end)
 
     it("write_file says so when the rename cannot be flushed to the directory", function()
       local path = h.write(dir .. "/state.lua", "old")
-      assert.are.equal("nil|" .. path .. ": Input/output error|5", failing("dir", ("sys.write_file(%q, 'new')"):format(path)))
+      assert.are.equal("nil|" .. path .. ": Input/output error|5",
+        failing("dir", ("sys.write_file(%q, 'new')"):format(path)))
       assert.are.equal("state.lua\n", listing(dir))
     end)
 
     it("replace leaves the old file in place when the finished one cannot be flushed", function()
       local tmp, path = h.write(dir .. "/a.part", "whole"), h.write(dir .. "/a", "old")
-      assert.are.equal("nil|" .. tmp .. ": Input/output error|5", failing("file", ("sys.replace(%q, %q)"):format(tmp, path)))
+      assert.are.equal("nil|" .. tmp .. ": Input/output error|5",
+        failing("file", ("sys.replace(%q, %q)"):format(tmp, path)))
       assert.are.equal("old", h.read(path))
       assert.are.equal("whole", h.read(tmp))
-      assert.are.equal("nil|" .. path .. ": Input/output error|5", failing("dir", ("sys.replace(%q, %q)"):format(tmp, path)))
+      assert.are.equal("nil|" .. path .. ": Input/output error|5",
+        failing("dir", ("sys.replace(%q, %q)"):format(tmp, path)))
     end)
   end)
 end)

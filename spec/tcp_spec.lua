@@ -141,12 +141,12 @@ describe("fotahost.tcp", function()
     assert.is_true(server:close())
     assert.has_error(function() server:accept_available() end, "attempt to use a closed tcp server")
     do
-      local scoped <close> = assert(tcp.listen("127.0.0.1", 0))
+      local _scoped <close> = assert(tcp.listen("127.0.0.1", 0))
     end
     -- dropped without close: __gc closes, so the port can be bound again
     local dropped = assert(tcp.listen("127.0.0.1", 0))
     local _, p2 = dropped:getsockname()
-    dropped = nil
+    dropped = nil -- luacheck: ignore 311 (dropped so the collector closes it)
     collectgarbage()
     collectgarbage()
     assert(tcp.listen("127.0.0.1", p2)):close()

@@ -292,10 +292,10 @@ function Policy:idle()
   self:status(inst and ("idle: %s installed"):format(inst.version) or "idle: no version installed")
 end
 
-function Policy:status(text)
-  log.info("status: %s", text)
-  if self.on_status then pcall(self.on_status, text) end
-  if self.cloud then self.cloud:emit(self.config.status_channel, text) end
+function Policy:status(msg)
+  log.info("status: %s", msg)
+  if self.on_status then pcall(self.on_status, msg) end
+  if self.cloud then self.cloud:emit(self.config.status_channel, msg) end
 end
 
 ---------------------------------------------------------------- the MCU
@@ -311,11 +311,11 @@ function Policy:open_isp()
   return isp.open(o)
 end
 
-function Policy:flash_image(image, label, connected)
+function Policy:flash_image(image, what, connected)
   local c = self.config
   local s <close>, err = self:open_isp()
   if not s then return nil, err, "setup" end
-  log.info("flashing %s (%d bytes)", label, image:size())
+  log.info("flashing %s (%d bytes)", what, image:size())
   local sig
   sig, err = s:connect()
   if not sig then return nil, err, "connect" end
@@ -696,10 +696,10 @@ function Policy:recover_unrecorded(why)
   return msg .. "; " .. name .. " flashed"
 end
 
-local function finish(self, text)
-  self.recovered = text
-  if text:find("^failed: ") then log.error("%s", text) else log.warn("%s", text) end
-  return text
+local function finish(self, msg)
+  self.recovered = msg
+  if msg:find("^failed: ") then log.error("%s", msg) else log.warn("%s", msg) end
+  return msg
 end
 
 --- Finishes what a journal says was under way when the process died.
@@ -765,10 +765,10 @@ function Policy:recover()
   end
   local ok, err = self:restore_lkg("interrupted update")
   if ok then
-    local text = ("recovered: the last-known-good image (%s) restored after an interruption")
+    local msg = ("recovered: the last-known-good image (%s) restored after an interruption")
       :format(tostring(err or "unknown version"))
-    if rejected then text = text .. (" (%s rejected: %s)"):format(j.version, rejected) end
-    return finish(self, text)
+    if rejected then msg = msg .. (" (%s rejected: %s)"):format(j.version, rejected) end
+    return finish(self, msg)
   end
   if rejected then err = ("%s rejected: %s; %s"):format(j.version, rejected, err) end
   return finish(self, "failed: recovery after an interruption: " .. err)

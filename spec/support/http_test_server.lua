@@ -212,11 +212,11 @@ end
 
 -- { path pattern, function(req, res, captures...) }, tried in order.
 local ROUTES = {
-  { "^/files/([^/]+)$", function(req, res, name)
+  { "^/files/([^/]+)$", function(_req, res, name)
     with_file(res, name, function(path) return res:send_file(path) end)
   end },
 
-  { "^/norange/([^/]+)$", function(req, res, name)
+  { "^/norange/([^/]+)$", function(_req, res, name)
     with_file(res, name, function(path) return res:send_file(path, nil, { range = false }) end)
   end },
 
@@ -236,7 +236,7 @@ local ROUTES = {
     end)
   end },
 
-  { "^/nolength/([^/]+)$", function(req, res, name)
+  { "^/nolength/([^/]+)$", function(_req, res, name)
     with_file(res, name, function(path)
       local f <close> = assert(io.open(path, "rb"))
       -- no Content-Length: httpd closes the connection after the body
@@ -334,7 +334,7 @@ local ROUTES = {
     res:send(code, { Location = to, ["Content-Type"] = "text/html" }, "<html>redirect</html>")
   end },
 
-  { "^/chain/(%d+)/([^/]+)$", function(req, res, n, name)
+  { "^/chain/(%d+)/([^/]+)$", function(_req, res, n, name)
     n = math.tointeger(tonumber(n))
     if n == 0 then
       return with_file(res, name, function(path) return res:send_file(path) end)

@@ -58,7 +58,7 @@ sched.run(function()
       local sock = tcp:accept(math.huge)
       if sock then
         sched.spawn({ name = "flood" }, function()
-          local beats, t0 = {}, nil
+          local beats, t0 = {}
           local reader = sched.spawn({ name = "beats" }, function()
             while true do
               local data = sock:read_some(4096, math.huge)

@@ -217,7 +217,8 @@ local function start_job(w, m, log)
   local done = logdir .. "/done" .. w
   os.remove(done)
   local script = ("echo $$ > %s/sid%d; if %s; then cd %s && BUSTED_ARGS=%s BUSTED_FILTER=%s " ..
-    "timeout 900 sh tests/run > %s 2>&1; echo ran > %s; else echo build > %s; fi"):format(q(logdir), w, make_cmd(w), q(tree_of(w)),
+    "timeout 900 sh tests/run > %s 2>&1; echo ran > %s; else echo build > %s; fi")
+    :format(q(logdir), w, make_cmd(w), q(tree_of(w)),
     q(m and table.concat(m.specs or {}, " ") or ""), q(m and m.filter or ""),
     q(log), q(done), q(done))
   -- in a session of its own (timeout makes a process group of its own

@@ -270,9 +270,9 @@ local function build_head(res, status, headers, length, what)
     local lname = type(name) == "string" and name:lower() or name
     if lname == "connection" then
       if has_token(value, "close") then res._keep_alive = false end
-    elseif lname == "content-length" and length then
-      -- ours wins: send() knows the real length
-    else
+    -- a caller's Content-Length is dropped when we know the length: ours
+    -- wins, send() knows the real length
+    elseif lname ~= "content-length" or not length then
       local values = type(value) == "table" and value or { value }
       for _, v in ipairs(values) do
         out[#out + 1] = name .. ": " .. check_header(name, v, what) .. "\r\n"

@@ -215,7 +215,7 @@ end
 ---------------------------------------------------------------- the cloud
 
 local cloud_url
-local http, cjson
+local http
 
 local function device()
   -- the admin token: in the token file `fotahost cloud serve` wrote
@@ -302,14 +302,16 @@ local function demo()
   end)
 
   step("cloud", function()
-    http, cjson = require "fotahost.http", require "cjson.safe"
+    http = require "fotahost.http"
     cloud = spawn("cloud", { BIN, "cloud", "serve", "--port", "0", "--device", ID .. ":" .. KEY,
       "--firmware-dir", work .. "/cloud-firmware",
       "--firmware", "blink-1000=" .. fw .. "/blink-1000.hex",
       "--firmware", "blink-250=" .. fw .. "/blink-250.hex", "--watch-stdin" })
     local ready = wait_for(10, function() return (read(cloud.out) or ""):match("cloud (http://%S+) tcp (%S+)") end,
       cloud)
-    if not ready then return nil, "fotahost cloud serve did not start: " .. exit_text(cloud:status()) .. tail(cloud.err) end
+    if not ready then
+      return nil, "fotahost cloud serve did not start: " .. exit_text(cloud:status()) .. tail(cloud.err)
+    end
     local tcp
     cloud_url, tcp = (read(cloud.out)):match("cloud (http://%S+) tcp (%S+)")
     return ("fotahost cloud serve at %s (commands on tcp %s), device %s, firmwares blink-1000 and blink-250")
@@ -362,7 +364,8 @@ local function demo()
     if not read(appfile) then return nil, appfile .. ": missing" end
     local config = work .. "/config.lua"
     write(config, ("return {\n  device_id = %q, device_key = %q,\n  api = %q,\n  board = \"sim\", sim_dir = %q,\n"
-      .. "  state_dir = %q,\n  volatile_state_ok = true, -- a throw-away demo in /tmp\n  heartbeat = 5,\n  status_channel = \"fota_status\",\n}\n")
+      .. "  state_dir = %q,\n  volatile_state_ok = true, -- a throw-away demo in /tmp\n  heartbeat = 5,\n"
+      .. "  status_channel = \"fota_status\",\n}\n")
       :format(ID, KEY, cloud_url, chip, work .. "/state"))
     app = spawn("app", { BIN, appfile }, { FOTAHOST_CONFIG = config })
     local t0 = now()

@@ -289,7 +289,8 @@ return {
     why = "on the 7688 Duo the SPI-slave pins stay SPI: sysfs and gpiod drive nothing" },
   { name = "isp-pinmux-fatal", file = "scripts/fotahost/avr/isp.lua",
     from = "if self.opts.pinmux then self:_switch_pinmux() end",
-    to = [[if self.opts.pinmux then self:_switch_pinmux() if self.pinmux_error then return nil, "pinmux: " .. self.pinmux_error end end]],
+    to = [[if self.opts.pinmux then self:_switch_pinmux() ]]
+      .. [[if self.pinmux_error then return nil, "pinmux: " .. self.pinmux_error end end]],
     specs = BOARDS, filter = "is a warning",
     why = "a pinmux already set (by mt7688_pinmux, with /dev/mem locked) stops every update" },
   { name = "isp-pinmux-cause-dropped", file = "scripts/fotahost/avr/isp.lua",

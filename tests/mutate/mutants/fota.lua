@@ -66,7 +66,8 @@ return {
     why = "a huge download fills the state directory's disk before anything refuses it" },
   { name = "fota-download-http-subset", file = FOTA,
     from = "for k, v in pairs(c.http or {}) do o[k] = v end",
-    to = [[for _, k in ipairs({ "cainfo", "capath", "insecure", "connect_timeout", "retries" }) do o[k] = (c.http or {})[k] end]],
+    to = [[for _, k in ipairs({ "cainfo", "capath", "insecure", "connect_timeout", "retries" }) do ]]
+      .. [[o[k] = (c.http or {})[k] end]],
     specs = { TOOL }, filter = "http%.timeout",
     why = "the config's http.timeout never reaches the download: a dripping server holds the device for hours" },
   { name = "fota-download-limit-wording", file = FOTA,

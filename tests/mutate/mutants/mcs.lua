@@ -49,7 +49,8 @@ return {
     to = "if false then\n      error(",
     specs = MCS,
     filter = "delivers before it is connected",
-    why = "a transport that hands over commands before it says it is connected runs handlers before on_state(\"connected\"): the app reports idle after the command's status" },
+    why = "a transport that hands over commands before it says it is connected runs handlers before"
+      .. " on_state(\"connected\"): the app reports idle after the command's status" },
 
   ---------------------------------------------------------------- heartbeats, dead server
   { name = "mcs-first-heartbeat-late", file = "scripts/fotahost/mcs/tcp_channel.lua",
@@ -191,7 +192,8 @@ return {
     specs = CLOUD,
     why = "any deviceKey is accepted on the device REST API" },
   { name = "cloud-heartbeat-key-unchecked", file = "dev/scripts/fotahost/mcs_cloud/command_server.lua",
-    from = "  if not same_secret(key, dev.key) then\n    log.warn(\"%s: heartbeat for device %s with a wrong key; closing\"",
+    from = "  if not same_secret(key, dev.key) then\n"
+      .. "    log.warn(\"%s: heartbeat for device %s with a wrong key; closing\"",
     to = "  if false then\n    log.warn(\"%s: heartbeat for device %s with a wrong key; closing\"",
     specs = CLOUD,
     why = "anyone who knows a device id receives its commands (and its FOTA URLs)" },
@@ -259,7 +261,8 @@ return {
     to = "",
     specs = SIGNALS,
     filter = "signals",
-    why = "SIGTERM (systemctl stop, procd) kills the process without its clean-up: the LED stays on, a half-written state" },
+    why = "SIGTERM (systemctl stop, procd) kills the process without its clean-up: the LED stays on,"
+      .. " a half-written state" },
   { name = "signals-restart-syscalls", file = "host/signals.c",
     from = "    sa.sa_flags = 0;",
     to = "    sa.sa_flags = SA_RESTART;",
@@ -289,7 +292,8 @@ return {
     to = "",
     specs = MCS,
     filter = "handler is busy",
-    why = "SIGTERM while a command handler is busy (verifying a download) is logged as the handler's failure; the service does not stop" },
+    why = "SIGTERM while a command handler is busy (verifying a download) is logged as the handler's failure;"
+      .. " the service does not stop" },
 
   ---------------------------------------------------------------- a command flood (issue 11)
   { name = "mcs-reader-never-yields", file = "scripts/fotahost/mcs/tcp_channel.lua",
@@ -303,7 +307,8 @@ return {
     to = "      pass_on(ctx, s, kind, a)\n    end\n",
     specs = HOSTILE,
     filter = "floods",
-    why = "a read of thousands of commands is queued before any handler runs: most are dropped though the handlers keep up" },
+    why = "a read of thousands of commands is queued before any handler runs: most are dropped though the"
+      .. " handlers keep up" },
   { name = "mcs-handler-queue-unbounded", file = "scripts/fotahost/mcs.lua",
     from = "if q.last - q.first + 1 >= self.opts.max_pending then",
     to = "if false then",
@@ -338,7 +343,8 @@ return {
     why = "a command cut by a pause is quoted: the log holds pieces of the device key that masking does not catch" },
   { name = "mcs-foreign-id-printed", file = "scripts/fotahost/mcs.lua",
     from = [[if c.device_id ~= self.device_id then return unread(self, text, "the device id does not match") end]],
-    to = [[if c.device_id ~= self.device_id then return unread(self, text, "the device id does not match", c.device_id) end]],
+    to = [[if c.device_id ~= self.device_id then ]]
+      .. [[return unread(self, text, "the device id does not match", c.device_id) end]],
     specs = HOSTILE,
     filter = "split by a pause",
     why = "the 'device id' of a fragment cut by a pause is the rest of the key, and it is logged" },

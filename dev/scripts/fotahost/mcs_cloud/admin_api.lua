@@ -72,7 +72,8 @@ function methods:admin_refusal(req)
       .. (self.token_file or "the token file")
   end
   if not same_secret(given, self.token) then return 401, "wrong admin token" end
-  if (req.method == "POST" or req.method == "PUT") and media_type(req.headers["content-type"]) ~= "application/json" then
+  local writes = req.method == "POST" or req.method == "PUT"
+  if writes and media_type(req.headers["content-type"]) ~= "application/json" then
     return 415, "the admin API takes application/json bodies only"
   end
 end
@@ -87,7 +88,7 @@ local function admin_device(self, res, id)
   return dev
 end
 
-function H.admin_devices(self, req, res)
+function H.admin_devices(self, _req, res)
   local list = {}
   for _, id in ipairs(self.device_order) do
     list[#list + 1] = self:device_json(self.devices[id], 10)
@@ -104,7 +105,7 @@ function H.admin_add_device(self, req, res)
   return send_json(res, 201, self:device_json(dev, 10))
 end
 
-function H.admin_device(self, req, res, id)
+function H.admin_device(self, _req, res, id)
   local dev = admin_device(self, res, id)
   if not dev then return end
   return send_json(res, 200, self:device_json(dev))
@@ -122,7 +123,7 @@ function H.admin_datapoints(self, req, res, id)
   return send_json(res, 200, { device = dev.id, channels = all })
 end
 
-function H.admin_disconnect(self, req, res, id)
+function H.admin_disconnect(self, _req, res, id)
   local dev = admin_device(self, res, id)
   if not dev then return end
   if not dev.conn then return fail(res, 409, "device " .. dev.id .. " is not connected") end
@@ -149,7 +150,8 @@ function H.admin_register(self, req, res)
   elseif doc.file ~= nil then
     fw, err, status = self:register_firmware(version, doc.file)
   else
-    return fail(res, 400, "\"content\" (an upload, with a \"name\") or \"file\" (a name in the firmware directory) required")
+    return fail(res, 400, "\"content\" (an upload, with a \"name\") or \"file\" (a name in the firmware directory)"
+      .. " required")
   end
   if not fw then return fail(res, status or 400, err) end
   return send_json(res, 200, self:firmware_json(fw, req))

@@ -162,14 +162,14 @@ function H.available(self, req, res, dev)
   return send_json(res, 200, { results = array(results) })
 end
 
-function H.firmware_url(self, req, res, dev, fw_id)
+function H.firmware_url(self, req, res, _dev, fw_id)
   local fw = self.fw_by_id[httpd.unescape(fw_id)]
   if not fw then return fail(res, 404, "no firmware " .. httpd.unescape(fw_id)) end
   return send_json(res, 200, { url = self:firmware_url(fw, req) })
 end
 
 -- Firmware files: what the URLs handed out point to (no key, as a CDN).
-function H.firmware_file(self, req, res, name)
+function H.firmware_file(self, _req, res, name)
   name = httpd.unescape(name)
   if unfit_file(self.firmware_dir, name) then return fail(res, 404, "no such firmware file") end
   return res:send_file(self.firmware_dir .. "/" .. name)
