@@ -23,7 +23,7 @@ end
 
 local dir = assert(io.popen("mktemp -d /tmp/fotahost-bench-XXXXXX")):read("l")
 local cloud = assert(io.popen(("%s cloud serve --port 0 --tcp-port 0 --device %s:%s --firmware-dir %s/fw"
-  .. " --watch-stdin > %s/out 2> %s/err"):format(bin, ID, KEY, dir, dir, dir), "w"))
+  .. " --spacing 0 --watch-stdin > %s/out 2> %s/err"):format(bin, ID, KEY, dir, dir, dir), "w"))
 local url
 for _ = 1, 500 do
   local f = io.open(dir .. "/out")

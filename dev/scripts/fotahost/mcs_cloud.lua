@@ -91,6 +91,7 @@ function M.new(opts)
     public_url = opts.public_url and opts.public_url:gsub("/+$", ""),
     public_url_given = opts.public_url ~= nil,
     newline = opts.newline == true,
+    command_spacing = opts.command_spacing or C.COMMAND_SPACING,
     token_file = opts.token_file,
     idle_timeout = opts.idle_timeout,
     _conns = {},       -- task -> conn, every TCP connection

@@ -29,6 +29,8 @@ serve options:
   --firmware V=PATH    register firmware version V at start (repeat for more)
   --public-url URL     base of the URLs handed out to devices (default http://HOST:PORT)
   --newline            end each command with "\n" (MCS sent no terminator; default: none)
+  --spacing MS         least time between two commands to one device (default 20;
+                       0 writes them back to back, as a benchmark wants)
   --token-file PATH    where to write the admin token (mode 0600; default
                        $XDG_RUNTIME_DIR/fotahost/cloud-PORT.token, else
                        ~/.local/state/fotahost/cloud-PORT.token)
@@ -64,7 +66,7 @@ end
 local OPTIONS = {
   serve = { ["--host"] = "value", ["--port"] = "value", ["--tcp-port"] = "value",
             ["--device"] = "list", ["--firmware-dir"] = "value", ["--firmware"] = "list",
-            ["--public-url"] = "value", ["--newline"] = "flag", ["--no-newline"] = "flag",
+            ["--public-url"] = "value", ["--newline"] = "flag", ["--no-newline"] = "flag", ["--spacing"] = "value",
             ["--idle-timeout"] = "value", ["--watch-stdin"] = "flag", ["--token-file"] = "value" },
   status = { ["--json"] = "flag" },
   register = { ["--version"] = "value", ["--file"] = "value", ["--name"] = "value" },
@@ -145,6 +147,12 @@ local function serve(o)
     idle = tonumber(o.idle_timeout)
     if not idle or idle <= 0 then cli:fail("--idle-timeout %s: seconds > 0 expected", o.idle_timeout) end
   end
+  local spacing
+  if o.spacing then
+    spacing = tonumber(o.spacing)
+    if not spacing or spacing < 0 then cli:fail("--spacing %s: milliseconds >= 0 expected", o.spacing) end
+    spacing = spacing / 1000
+  end
   local cloud, err = mcs_cloud.new {
     host = o.host or "127.0.0.1",
     port = o.port and port_value(o.port, "--port") or 8080,
@@ -155,6 +163,7 @@ local function serve(o)
     public_url = o.public_url,
     -- (--no-newline: what the default was before; still taken)
     newline = o.newline == true,
+    command_spacing = spacing,
     idle_timeout = idle,
     token_file = o.token_file,
   }

@@ -209,7 +209,7 @@ function methods:send_raw(dev, pieces, gap)
         return nil, why
       end
     end
-    conn.quiet_until = sched.now() + C.COMMAND_SPACING
+    conn.quiet_until = sched.now() + self.command_spacing
     conn.sends[t] = nil
     return true
   end)
