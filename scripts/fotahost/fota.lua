@@ -79,7 +79,7 @@ local log = logmod.get("fota")
 local M = {}
 
 local Policy = {}
-Policy.__index = Policy
+local policy_mt = { __name = "fotahost.fota.policy", __index = Policy }
 
 -- A hook or handler that failed because SIGINT/SIGTERM arrived did not
 -- fail: the process is stopping. That error must go up to sched.run (and
@@ -239,7 +239,7 @@ function M.new(config, opts)
     max_download = config.max_download or part.flash_size * 6,
     busy = false,
     pending = nil,
-  }, Policy)
+  }, policy_mt)
   self.paths = {
     journal = dir .. "/journal.json",
     installed = dir .. "/installed.json",
