@@ -39,6 +39,11 @@
  * Only http and https are allowed, for the first URL and for every
  * redirect. TLS peer and host verification are on unless `insecure` is
  * given (the Lua layer logs that choice).
+ *
+ * Errors: misuse (a bad option) raises; new() returns nil, "path: strerror",
+ * code when its file cannot be opened: code is the errno. A transfer that
+ * fails reports its cause and kind in info() (fotahost.http makes the
+ * kind its code).
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -62,6 +62,13 @@
 -- a journal "recovered: ..." or "failed: recovery after an interruption...",
 -- and on every connection while no update runs "idle: <version> installed"
 -- (or "idle: no version installed").
+--
+-- Errors: misuse (an unknown board or part in new()) raises; a state_dir
+-- that cannot be used raises from new() too (the app cannot run without
+-- it). The steps return nil, "what: why"[, code]: flash_image's code is
+-- the step that failed ("setup", "connect", "erase", "write", "verify",
+-- "lock"); a download's failure is told in its message alone (the
+-- status the cloud shows), without http's code.
 
 local sched = require "fotahost.sched"
 local sys = require "fotahost.sys"

@@ -17,6 +17,11 @@
 --       sched.sleep(3.5)
 --       sched.stop()
 --     end)
+--
+-- Errors: misuse (a wait outside a task, a bad argument, a task joining
+-- itself) raises at the caller. A wait that times out returns nil,
+-- "timeout" with no code; wait_fd on a descriptor epoll refuses raises,
+-- since the fd came from the caller.
 
 local poll = require "fotahost.poll"
 local sys = require "fotahost.sys"

@@ -13,6 +13,10 @@
 -- the job, releases the lines and re-raises) and, inside a scheduler task,
 -- lets the other tasks run between pages. Closing the session always
 -- releases RESET, so the MCU runs again.
+--
+-- Errors: misuse (no pins, no backend, a method before connect()) raises;
+-- expected failures (a line the system refuses, a wrong signature, a
+-- verify mismatch) return nil, "what: why" with no code.
 
 local gpio = require "fotahost.gpio"
 local ispc = require "fotahost.isp"
