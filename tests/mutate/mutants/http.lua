@@ -137,7 +137,7 @@ return {
     specs = HTTP,
     why = "a failed download leaves its .part file behind" },
   { name = "http-replace-unchecked", file = "scripts/fotahost/http.lua",
-    from = "fok, ferr = sys.replace(part, dest)\n          if not fok then return nil, label(url, ferr), \"file\" end",
+    from = "fok, ferr = sys.replace(part, dest)\n  if not fok then return nil, label(url, ferr), \"file\" end",
     to = "fok, ferr = sys.replace(part, dest)",
     specs = HTTP,
     why = "a download whose file could not be put in place is reported as done" },
