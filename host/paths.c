@@ -211,48 +211,41 @@ static void set_dir_list(lua_State *L, int desc, const char *field,
     lua_setfield(L, desc, field);
 }
 
-void fh_paths_setup(lua_State *L, const char *exe, int use_env)
+/*
+ * A checkout is recognised from the binary's own location: the build
+ * directory (build/fotahost) or the top (when BUILD=.). Sets desc.exe_dir
+ * and, in a checkout, desc.checkout.
+ */
+static void find_checkout(lua_State *L, int desc, const char *exe)
 {
-    /* scripts: override, bundled, and in a checkout the development wing's */
-    const char *scripts[3] = {NULL, NULL, NULL}, *plugins[2], *checkout = NULL;
-    const char *exe_dir = NULL;
-    int top = lua_gettop(L), desc, pkg;
+    const char *exe_dir;
 
-    lua_newtable(L);
-    desc = lua_gettop(L);
-
-    /*
-     * A checkout is recognised from the binary's own location: the build
-     * directory (build/fotahost) or the top (when BUILD=.). Strings stay
-     * alive in `desc`, which is on the stack until the end.
-     */
-    if (exe != NULL) {
-        fh_push_dirname(L, exe);
+    fh_push_dirname(L, exe);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, desc, "exe_dir");
+    exe_dir = lua_tostring(L, -1);
+    if (fh_is_checkout(exe_dir))
         lua_pushvalue(L, -1);
-        lua_setfield(L, desc, "exe_dir");
-        exe_dir = lua_tostring(L, -1);
-        if (fh_is_checkout(exe_dir))
-            lua_pushvalue(L, -1);
-        else
-            fh_push_dirname(L, exe_dir);
-        if (fh_is_checkout(lua_tostring(L, -1)))
-            lua_setfield(L, desc, "checkout");
-        else
-            lua_pop(L, 1);
+    else
+        fh_push_dirname(L, exe_dir);
+    if (fh_is_checkout(lua_tostring(L, -1)))
+        lua_setfield(L, desc, "checkout");
+    else
         lua_pop(L, 1);
-        lua_getfield(L, desc, "exe_dir");
-        exe_dir = lua_tostring(L, -1);
-        lua_getfield(L, desc, "checkout");
-        checkout = lua_tostring(L, -1);
-        lua_pop(L, 2);
-    }
+    lua_pop(L, 1);
+}
 
-    scripts[0] = env("FOTAHOST_SCRIPTS_DIR", use_env);
-    if (scripts[0] == NULL)
-        scripts[0] = FOTAHOST_SYSCONFDIR "/scripts";
-    plugins[0] = env("FOTAHOST_PLUGINS_DIR", use_env);
-    if (plugins[0] == NULL)
-        plugins[0] = FOTAHOST_SYSCONFDIR "/plugins";
+/* desc.bundled_scripts, desc.bundled_plugins and, in a checkout,
+ * desc.dev_scripts: beside the binary there, else where `make install`
+ * puts them. */
+static void set_bundled_dirs(lua_State *L, int desc)
+{
+    const char *checkout, *exe_dir;
+
+    lua_getfield(L, desc, "checkout");
+    checkout = lua_tostring(L, -1);
+    lua_getfield(L, desc, "exe_dir");
+    exe_dir = lua_tostring(L, -1);
     if (checkout != NULL) {
         lua_pushfstring(L, "%s/scripts", checkout);
         lua_setfield(L, desc, "bundled_scripts");
@@ -268,6 +261,27 @@ void fh_paths_setup(lua_State *L, const char *exe, int use_env)
         lua_pushliteral(L, FOTAHOST_LIBDIR "/plugins");
         lua_setfield(L, desc, "bundled_plugins");
     }
+    lua_pop(L, 2);
+}
+
+void fh_paths_setup(lua_State *L, const char *exe, int use_env)
+{
+    /* scripts: override, bundled, and in a checkout the development wing's */
+    const char *scripts[3] = {NULL, NULL, NULL}, *plugins[2];
+    int top = lua_gettop(L), desc, pkg;
+
+    lua_newtable(L); /* desc: its strings stay alive until the end */
+    desc = lua_gettop(L);
+    if (exe != NULL)
+        find_checkout(L, desc, exe);
+    set_bundled_dirs(L, desc);
+
+    scripts[0] = env("FOTAHOST_SCRIPTS_DIR", use_env);
+    if (scripts[0] == NULL)
+        scripts[0] = FOTAHOST_SYSCONFDIR "/scripts";
+    plugins[0] = env("FOTAHOST_PLUGINS_DIR", use_env);
+    if (plugins[0] == NULL)
+        plugins[0] = FOTAHOST_SYSCONFDIR "/plugins";
     lua_getfield(L, desc, "bundled_scripts");
     scripts[1] = lua_tostring(L, -1);
     lua_getfield(L, desc, "bundled_plugins");

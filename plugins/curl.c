@@ -39,6 +39,11 @@
  * Only http and https are allowed, for the first URL and for every
  * redirect. TLS peer and host verification are on unless `insecure` is
  * given (the Lua layer logs that choice).
+ *
+ * Errors: misuse (a bad option) raises; new() returns nil, "path: strerror",
+ * code when its file cannot be opened: code is the errno. A transfer that
+ * fails reports its cause and kind in info() (fotahost.http makes the
+ * kind its code).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -456,136 +461,142 @@ static void set_headers(lua_State *L, Transfer *t)
     lua_pop(L, 1);
 }
 
+/* Raises on failure: luaL_error never returns, so the steps below that use
+ * it need not return a value. */
 #define SETOPT(opt, val) \
     do { \
         CURLcode rc_ = curl_easy_setopt(t->easy, opt, val); \
         if (rc_ != CURLE_OK) \
-            return luaL_error(L, "curl.new: %s: %s", #opt, curl_easy_strerror(rc_)); \
+            luaL_error(L, "curl.new: %s: %s", #opt, curl_easy_strerror(rc_)); \
     } while (0)
 
-/* curl.new(opts): a transfer, started; see the header comment and
- * docs/api/fotahost.http.lua for the options. */
-static int l_new(lua_State *L)
+/* The options of curl.new, read and checked before anything is opened.
+ * The strings stay owned by the options table (argument 1). */
+typedef struct {
+    const char *url, *method, *file, *cainfo, *capath, *user_agent, *body;
+    size_t body_len;
+    double connect_timeout, timeout, low_speed_time, low_speed_limit, max_redirects, resume_from;
+    int insecure;
+} Options;
+
+static void read_options(lua_State *L, Options *o)
 {
-    luaL_checktype(L, 1, LUA_TTABLE);
-    Transfer *t = lua_newuserdatauv(L, sizeof *t, 0);
-    memset(t, 0, sizeof *t);
-    t->epfd = t->fd = -1;
-    t->sink_ref = t->cb_error_ref = LUA_NOREF;
-    t->deadline = -1;
-    luaL_setmetatable(L, TRANSFER_MT);
-
-    const char *url = opt_string(L, "url");
-    if (!url)
-        return luaL_error(L, "curl.new: url required");
-    const char *method = opt_string(L, "method");
-    if (!method)
-        method = "GET";
-    const char *file = opt_string(L, "file");
-    const char *cainfo = opt_string(L, "cainfo");
-    const char *capath = opt_string(L, "capath");
-    const char *user_agent = opt_string(L, "user_agent");
-    if (user_agent && strpbrk(user_agent, "\r\n"))
-        return luaL_error(L, "curl.new: user_agent has a line break");
-    size_t body_len = 0;
-    const char *body = NULL;
+    o->url = opt_string(L, "url");
+    if (!o->url)
+        luaL_error(L, "curl.new: url required");
+    o->method = opt_string(L, "method");
+    if (!o->method)
+        o->method = "GET";
+    o->file = opt_string(L, "file");
+    o->cainfo = opt_string(L, "cainfo");
+    o->capath = opt_string(L, "capath");
+    o->user_agent = opt_string(L, "user_agent");
+    if (o->user_agent && strpbrk(o->user_agent, "\r\n"))
+        luaL_error(L, "curl.new: user_agent has a line break");
+    o->body_len = 0;
+    o->body = NULL;
     if (lua_getfield(L, 1, "body") == LUA_TSTRING)
-        body = lua_tolstring(L, -1, &body_len);
+        o->body = lua_tolstring(L, -1, &o->body_len);
     else if (!lua_isnil(L, -1))
-        return luaL_error(L, "curl.new: body must be a string");
+        luaL_error(L, "curl.new: body must be a string");
     lua_pop(L, 1);
-    double connect_timeout = opt_number(L, "connect_timeout", 10, 0);
-    double timeout = opt_number(L, "timeout", 0, 0);
-    double low_speed_time = opt_number(L, "low_speed_time", 30, 0);
-    double low_speed_limit = opt_number(L, "low_speed_limit", 1, 0);
-    double max_redirects = opt_number(L, "max_redirects", 5, 0);
-    double resume_from = opt_number(L, "resume_from", 0, 0);
-    int insecure = opt_bool(L, "insecure");
+    o->connect_timeout = opt_number(L, "connect_timeout", 10, 0);
+    o->timeout = opt_number(L, "timeout", 0, 0);
+    o->low_speed_time = opt_number(L, "low_speed_time", 30, 0);
+    o->low_speed_limit = opt_number(L, "low_speed_limit", 1, 0);
+    o->max_redirects = opt_number(L, "max_redirects", 5, 0);
+    o->resume_from = opt_number(L, "resume_from", 0, 0);
+    o->insecure = opt_bool(L, "insecure");
+}
 
+/* Where the body goes: memory (bounded), a file, or a sink function. */
+static void choose_sink(lua_State *L, Transfer *t, const Options *o)
+{
     if (lua_getfield(L, 1, "sink") == LUA_TFUNCTION) {
         t->sink = SINK_FUNCTION;
         t->sink_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     } else {
         if (!lua_isnil(L, -1))
-            return luaL_error(L, "curl.new: sink must be a function");
+            luaL_error(L, "curl.new: sink must be a function");
         lua_pop(L, 1);
     }
-    if (file) {
+    if (o->file) {
         if (t->sink == SINK_FUNCTION)
-            return luaL_error(L, "curl.new: file and sink are exclusive");
+            luaL_error(L, "curl.new: file and sink are exclusive");
         t->sink = SINK_FILE;
     }
-    if (resume_from > 0 && t->sink == SINK_MEMORY)
-        return luaL_error(L, "curl.new: resume_from needs a file or a sink");
+    if (o->resume_from > 0 && t->sink == SINK_MEMORY)
+        luaL_error(L, "curl.new: resume_from needs a file or a sink");
     t->max_size = t->sink == SINK_MEMORY ? DEFAULT_MEMORY_MAX : -1;
     t->max_size = (curl_off_t)opt_number(L, "max_size", (double)t->max_size, -1);
-    t->resume_from = (curl_off_t)resume_from;
+    t->resume_from = (curl_off_t)o->resume_from;
+}
 
-    if (t->sink == SINK_FILE) {
-        t->path = strdup(file);
-        if (!t->path)
-            return luaL_error(L, "curl.new: out of memory");
-        if (t->resume_from > 0) {
-            struct stat st;
-            t->fd = open(file, O_WRONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-            if (t->fd < 0)
-                return fh_result_errno(L, errno, file);
-            if (fstat(t->fd, &st) < 0) {
-                int e = errno;
-                release(L, t);
-                return fh_result_errno(L, e, file);
-            }
-            if (!S_ISREG(st.st_mode)) {
-                release(L, t);
-                return fh_result_msg(L, "%s: not a regular file", file);
-            }
-        } else {
-            /* a stale file or a planted link goes; O_EXCL refuses any that
-             * appears before the open */
-            if (unlink(file) < 0 && errno != ENOENT)
-                return fh_result_errno(L, errno, file);
-            t->fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-            if (t->fd < 0)
-                return fh_result_errno(L, errno, file);
-        }
-        /* Keep exactly the bytes we resume after, whatever else is there. */
-        if (t->resume_from > 0 &&
-            (ftruncate(t->fd, (off_t)t->resume_from) < 0 ||
-             lseek(t->fd, (off_t)t->resume_from, SEEK_SET) < 0)) {
+/* Opens the file sink: a fresh file, or the one a resume appends to, cut
+ * to the bytes it resumes after. Returns 0, or the number of results of
+ * an expected failure (nil, "file: why", errno) pushed for curl.new. */
+static int open_file_sink(lua_State *L, Transfer *t, const char *file)
+{
+    t->path = strdup(file);
+    if (!t->path)
+        return luaL_error(L, "curl.new: out of memory");
+    if (t->resume_from > 0) {
+        struct stat st;
+        t->fd = open(file, O_WRONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        if (t->fd < 0)
+            return fh_result_errno(L, errno, file);
+        if (fstat(t->fd, &st) < 0) {
             int e = errno;
             release(L, t);
             return fh_result_errno(L, e, file);
         }
+        if (!S_ISREG(st.st_mode)) {
+            release(L, t);
+            return fh_result_msg(L, "%s: not a regular file", file);
+        }
+    } else {
+        /* a stale file or a planted link goes; O_EXCL refuses any that
+         * appears before the open */
+        if (unlink(file) < 0 && errno != ENOENT)
+            return fh_result_errno(L, errno, file);
+        t->fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (t->fd < 0)
+            return fh_result_errno(L, errno, file);
     }
+    /* Keep exactly the bytes we resume after, whatever else is there. */
+    if (t->resume_from > 0 &&
+        (ftruncate(t->fd, (off_t)t->resume_from) < 0 ||
+         lseek(t->fd, (off_t)t->resume_from, SEEK_SET) < 0)) {
+        int e = errno;
+        release(L, t);
+        return fh_result_errno(L, e, file);
+    }
+    return 0;
+}
 
-    t->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (t->epfd < 0)
-        return fh_result_errno(L, errno, "epoll_create1");
-    t->easy = curl_easy_init();
-    t->multi = curl_multi_init();
-    if (!t->easy || !t->multi)
-        return luaL_error(L, "curl.new: libcurl could not start a transfer");
-
-    SETOPT(CURLOPT_URL, url);
+/* What every transfer sets: protocols, limits, TLS checks, callbacks. */
+static void set_easy_options(lua_State *L, Transfer *t, const Options *o)
+{
+    SETOPT(CURLOPT_URL, o->url);
     SETOPT(CURLOPT_NOSIGNAL, 1L);
     SETOPT(CURLOPT_ERRORBUFFER, t->errbuf);
     SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
     SETOPT(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    SETOPT(CURLOPT_FOLLOWLOCATION, max_redirects > 0 ? 1L : 0L);
-    SETOPT(CURLOPT_MAXREDIRS, (long)max_redirects);
-    SETOPT(CURLOPT_CONNECTTIMEOUT_MS, (long)(connect_timeout * 1000));
-    SETOPT(CURLOPT_TIMEOUT_MS, (long)(timeout * 1000));
-    if (low_speed_time > 0) {
-        SETOPT(CURLOPT_LOW_SPEED_TIME, (long)(low_speed_time < 1 ? 1 : low_speed_time));
-        SETOPT(CURLOPT_LOW_SPEED_LIMIT, (long)low_speed_limit);
+    SETOPT(CURLOPT_FOLLOWLOCATION, o->max_redirects > 0 ? 1L : 0L);
+    SETOPT(CURLOPT_MAXREDIRS, (long)o->max_redirects);
+    SETOPT(CURLOPT_CONNECTTIMEOUT_MS, (long)(o->connect_timeout * 1000));
+    SETOPT(CURLOPT_TIMEOUT_MS, (long)(o->timeout * 1000));
+    if (o->low_speed_time > 0) {
+        SETOPT(CURLOPT_LOW_SPEED_TIME, (long)(o->low_speed_time < 1 ? 1 : o->low_speed_time));
+        SETOPT(CURLOPT_LOW_SPEED_LIMIT, (long)o->low_speed_limit);
     }
-    SETOPT(CURLOPT_SSL_VERIFYPEER, insecure ? 0L : 1L);
-    SETOPT(CURLOPT_SSL_VERIFYHOST, insecure ? 0L : 2L);
-    if (cainfo)
-        SETOPT(CURLOPT_CAINFO, cainfo);
-    if (capath)
-        SETOPT(CURLOPT_CAPATH, capath);
-    SETOPT(CURLOPT_USERAGENT, user_agent ? user_agent : "fotahost/" FOTAHOST_VERSION);
+    SETOPT(CURLOPT_SSL_VERIFYPEER, o->insecure ? 0L : 1L);
+    SETOPT(CURLOPT_SSL_VERIFYHOST, o->insecure ? 0L : 2L);
+    if (o->cainfo)
+        SETOPT(CURLOPT_CAINFO, o->cainfo);
+    if (o->capath)
+        SETOPT(CURLOPT_CAPATH, o->capath);
+    SETOPT(CURLOPT_USERAGENT, o->user_agent ? o->user_agent : "fotahost/" FOTAHOST_VERSION);
     SETOPT(CURLOPT_BUFFERSIZE, (long)RECV_BUFFER);
     SETOPT(CURLOPT_ACCEPT_ENCODING, NULL); /* bodies as sent: sizes and digests mean what they say */
     SETOPT(CURLOPT_HEADERFUNCTION, on_header);
@@ -601,10 +612,16 @@ static int l_new(lua_State *L)
         snprintf(range, sizeof range, "%lld-", (long long)t->resume_from);
         SETOPT(CURLOPT_RANGE, range);
     }
+}
 
+/* The method, and the body it sends (a copy: the Lua string may go). */
+static void set_method(lua_State *L, Transfer *t, const Options *o)
+{
+    const char *method = o->method, *body = o->body;
+    size_t body_len = o->body_len;
     if (strcmp(method, "GET") == 0) {
         if (body)
-            return luaL_error(L, "curl.new: a GET has no body");
+            luaL_error(L, "curl.new: a GET has no body");
     } else if (strcmp(method, "HEAD") == 0) {
         SETOPT(CURLOPT_NOBODY, 1L);
     } else if (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
@@ -612,7 +629,7 @@ static int l_new(lua_State *L)
         if (body || strcmp(method, "DELETE") != 0) {
             t->post = malloc(body_len ? body_len : 1);
             if (!t->post)
-                return luaL_error(L, "curl.new: out of memory");
+                luaL_error(L, "curl.new: out of memory");
             if (body_len)
                 memcpy(t->post, body, body_len);
             SETOPT(CURLOPT_POSTFIELDS, t->post);
@@ -620,25 +637,69 @@ static int l_new(lua_State *L)
         }
         SETOPT(CURLOPT_CUSTOMREQUEST, method);
     } else {
-        return luaL_error(L, "curl.new: method must be GET, HEAD, POST, PUT, PATCH or DELETE, got %s",
-                          method);
+        luaL_error(L, "curl.new: method must be GET, HEAD, POST, PUT, PATCH or DELETE, got %s",
+                   method);
     }
+}
+
+/* The caller's headers, then ours. */
+static void set_all_headers(lua_State *L, Transfer *t)
+{
     set_headers(L, t);
     /* No "Expect: 100-continue" round trip for bodies: our servers answer
      * at once, and the wait would cost a second on a server that ignores it. */
     t->headers = curl_slist_append(t->headers, "Expect:");
     if (!t->headers)
-        return luaL_error(L, "curl.new: out of memory");
+        luaL_error(L, "curl.new: out of memory");
     SETOPT(CURLOPT_HTTPHEADER, t->headers);
+}
 
+/* Hands the easy handle to the multi handle, which reports its sockets
+ * and timers to us (on_socket, on_timer): the transfer starts. */
+static void start_transfer(lua_State *L, Transfer *t)
+{
     curl_multi_setopt(t->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
     curl_multi_setopt(t->multi, CURLMOPT_SOCKETDATA, t);
     curl_multi_setopt(t->multi, CURLMOPT_TIMERFUNCTION, on_timer);
     curl_multi_setopt(t->multi, CURLMOPT_TIMERDATA, t);
     CURLMcode mc = curl_multi_add_handle(t->multi, t->easy);
     if (mc != CURLM_OK)
-        return luaL_error(L, "curl.new: %s", curl_multi_strerror(mc));
+        luaL_error(L, "curl.new: %s", curl_multi_strerror(mc));
     t->running = 1;
+}
+
+/* curl.new(opts): a transfer, started; see the header comment and
+ * docs/api/fotahost.http.lua for the options. Misuse raises; a file that
+ * cannot be opened returns nil, "file: why", errno. */
+static int l_new(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    Transfer *t = lua_newuserdatauv(L, sizeof *t, 0);
+    memset(t, 0, sizeof *t);
+    t->epfd = t->fd = -1;
+    t->sink_ref = t->cb_error_ref = LUA_NOREF;
+    t->deadline = -1;
+    luaL_setmetatable(L, TRANSFER_MT);
+
+    Options o;
+    read_options(L, &o);
+    choose_sink(L, t, &o);
+    if (t->sink == SINK_FILE) {
+        int n = open_file_sink(L, t, o.file);
+        if (n)
+            return n;
+    }
+    t->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (t->epfd < 0)
+        return fh_result_errno(L, errno, "epoll_create1");
+    t->easy = curl_easy_init();
+    t->multi = curl_multi_init();
+    if (!t->easy || !t->multi)
+        return luaL_error(L, "curl.new: libcurl could not start a transfer");
+    set_easy_options(L, t, &o);
+    set_method(L, t, &o);
+    set_all_headers(L, t);
+    start_transfer(L, t);
     return 1;
 }
 

@@ -10,6 +10,9 @@
  *
  * Streaming: update() as data arrives (a download's sink), so nothing needs
  * the whole input in memory; file() reads in 64 KiB chunks.
+ *
+ * Errors: misuse raises; a file that cannot be read returns nil,
+ * "path: strerror", code: code is the errno.
  */
 #include <errno.h>
 #include <stdio.h>

@@ -20,6 +20,9 @@
  * backend asked for and not registered is looked for as the plugin
  * fotahost.gpio_NAME; the simulator's (sim) is one, part of the
  * development wing, so a board without it says so instead of "unknown".
+ *
+ * Errors: misuse raises; a line the system refuses returns nil, "what: why"
+ * with no code (the backends build the message).
  */
 #include <string.h>
 

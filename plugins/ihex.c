@@ -10,6 +10,10 @@
  * The parsing, the image and the writer are plain C in plugins/ihex/ (so
  * the unit test and the fuzzer run the same code); this file is the Lua
  * face of it. An image's bytes live in C memory freed by __gc.
+ *
+ * Errors: misuse raises; a malformed input returns nil, "name:line: cause"
+ * with no code; a system error returns nil, "path: strerror", code: code is
+ * the errno.
  */
 #include <inttypes.h>
 #include <limits.h>

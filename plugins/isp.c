@@ -17,6 +17,9 @@
  * This module is the engine; scripts/fotahost/avr/isp.lua sequences whole
  * jobs (erase, write, verify, fuses) page by page, so the scheduler gets
  * control back between pages.
+ *
+ * Errors: misuse raises; an MCU that does not answer returns nil,
+ * "what: why" with no code.
  */
 #include <errno.h>
 #include <stdlib.h>

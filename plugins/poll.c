@@ -10,6 +10,9 @@
  *
  * wait() always takes a timeout: nothing here can block the process for
  * ever by accident. Linux epoll underneath (the board's 3.18 kernel has it).
+ *
+ * Errors: misuse raises; a failed system call returns nil, "call: strerror",
+ * code: code is the errno.
  */
 #include <errno.h>
 #include <limits.h>

@@ -5,6 +5,9 @@
  *
  * fds are plain integers here; device modules (serial, GPIO, sockets) wrap
  * theirs in objects with __close/__gc and expose :fd() for the scheduler.
+ *
+ * Errors: misuse raises; a failed system call returns nil, "path: strerror"
+ * (or "call: strerror"), code: code is the errno.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -289,6 +289,18 @@ describe("ISP programming on the simulated chip", function()
     assert.is_false(s.sck_clamped)
   end)
 
+  it("raises at the caller on misuse: no backend, no pins, a pin that is not a number", function()
+    local pins = { reset = 3, sck = 15, mosi = 16, miso = 17 }
+    local ok, err = pcall(function() local s = isp.open{ pins = pins, chip = dir } return s end)
+    assert.is_false(ok)
+    assert.matches("isp_spec%.lua:%d+: isp%.open: no backend %(", err) -- the caller's line
+    assert.has_error(function() isp.open{ backend = "sim", chip = dir } end,
+      "isp.open: no pins: give a board or pins = { reset=, sck=, mosi=, miso= }")
+    assert.has_error(function()
+      isp.open{ backend = "sim", chip = dir, pins = { reset = 3, sck = "15", mosi = 16, miso = 17 } }
+    end, "isp.open: pins.sck must be a GPIO number")
+  end)
+
   it("stops cleanly when the progress callback raises, releasing RESET", function()
     local calls = 0
     local s = session{ progress = function(phase, done)

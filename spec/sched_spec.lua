@@ -293,6 +293,10 @@ describe("fotahost.sched", function()
       assert.has_error(function() sched.wait_fd(-3, "r") end)
       assert.has_error(function() sched.run(function() end) end,
         "sched.run: the scheduler is already running")
+      -- misuse names the caller's line, not the scheduler's
+      local jok, jerr = pcall(function() local r = sched.join({}) return r end)
+      assert.is_false(jok)
+      assert.matches("sched_spec%.lua:%d+: sched%.join: task expected$", jerr)
       local ok, err = pcall(sched.wait_fd, 999, "r", 0.1)
       assert.is_false(ok)
       assert.matches("watch fd 999: Bad file descriptor", err)

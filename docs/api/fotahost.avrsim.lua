@@ -2,6 +2,8 @@
 -- API stub for script authors (LuaLS). The module is C, a plugin of the
 -- development wing: dev/plugins/avrsim.c, the model dev/plugins/avrsim/chip.c
 -- (C API: dev/plugins/avrsim/avrsim.h).
+-- Errors: misuse raises; a chip directory that cannot be loaded or saved
+-- returns nil, "path: why" with no code.
 
 ---A simulated AVR chip as an ISP target, driven at pin level: for tests
 ---and for the virtual board. It follows the project's ISP digest

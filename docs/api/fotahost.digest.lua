@@ -1,6 +1,8 @@
 ---@meta fotahost.digest
 -- API stub for script authors (LuaLS). The module is C: plugins/digest.c, a
 -- plugin linking OpenSSL's libcrypto (loaded on first require).
+-- Errors: sha256/md5 misuse raises; a file that cannot be opened or read returns
+-- nil, "path: strerror", code: code is the errno (an integer).
 
 ---MD5, SHA-1 and SHA-256, streaming, hex output.
 ---@class fotahost.digest

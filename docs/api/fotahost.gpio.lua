@@ -2,6 +2,9 @@
 -- API stub for script authors (LuaLS). The module is C: plugins/gpio.c and
 -- the backends in plugins/gpio/; "sim" is the development wing's plugin
 -- fotahost.gpio_sim (dev/plugins/gpio_sim.c).
+-- Errors: misuse (a bad backend name, pin list or value, a closed set of
+-- lines) raises; a line the system refuses returns nil, "what: why" with no
+-- code: the message (backend, chip, line, cause) is all there is.
 
 ---GPIO lines on one of four backends: "gpiod" (/dev/gpiochipN, libgpiod),
 ---"sysfs" (/sys/class/gpio, the board's factory kernel), "mmio" (the

@@ -1,5 +1,7 @@
 ---@meta fotahost.host
 -- API stub for script authors (LuaLS). The module is C: host/tools.c.
+-- Errors: misuse raises; tool() of an unknown name returns nil, "no tool named
+-- '<name>'" with no code.
 
 ---What the running fotahost is and where it looks (see `fotahost --paths`).
 ---@class fotahost.host

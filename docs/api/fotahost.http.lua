@@ -20,6 +20,9 @@
 -- messages are masked (user:password, key/token/secret/password query
 -- values); a `deviceKey` header value is registered with fotahost.log as a
 -- secret and never printed. Misuse (a wrong argument type) raises.
+-- Errors: fotahost.http's code is the HTTP status (an integer) or a kind
+-- string, as above, never an errno; fotahost.curl's new() returns nil,
+-- "path: strerror", code when its file cannot be opened: code is the errno.
 ---@class fotahost.http
 local http = {}
 

@@ -1,6 +1,9 @@
 ---@meta fotahost.httpd
 -- API stub for script authors (LuaLS). The module is Lua:
 -- dev/scripts/fotahost/httpd.lua, on fotahost.tcp_socket and fotahost.sched.
+-- Errors: misuse (a bad handler, a finished response) raises; listen()
+-- returns nil, "host:port: cause" with no code; a response write that fails
+-- returns nil, why with no code.
 
 ---A small HTTP/1.1 server on the scheduler: keep-alive, HEAD, files with
 ---single byte ranges, bounded memory, every wait with a timeout. Made for

@@ -1,6 +1,9 @@
 ---@meta fotahost.ihex
 -- API stub for script authors (LuaLS). The module is C: plugins/ihex.c, over
 -- the pure C core in plugins/ihex/ (which the unit test and fuzzer drive).
+-- Errors: misuse raises; a malformed input returns nil, "name:line: cause"
+-- with no code; a system error (open, read) returns nil, "path: strerror",
+-- code: code is the errno.
 
 ---Intel HEX files as sparse memory images.
 ---

@@ -1,6 +1,8 @@
 ---@meta fotahost.isp
 -- API stub for script authors (LuaLS). The module is C: plugins/isp.c. Most
 -- scripts use the job layer, scripts/fotahost/avr/isp.lua, instead.
+-- Errors: misuse (a bad part table, pins, a closed programmer) raises; an MCU
+-- that does not answer returns nil, "what: why" with no code.
 
 ---The AVR serial programmer engine: bit-bangs ISP instructions over four
 ---GPIO lines with legal timing (each SCK half-period >= half_period_ns).

@@ -1,5 +1,7 @@
 ---@meta fotahost.poll
 -- API stub for script authors (LuaLS). The module is C: plugins/poll.c.
+-- Errors: misuse raises; a system call that fails returns nil,
+-- "call: strerror", code: code is the errno.
 
 ---The wait primitive under the scheduler: an epoll set.
 ---@class fotahost.poll

@@ -1,5 +1,7 @@
 ---@meta fotahost.sys
 -- API stub for script authors (LuaLS). The module is C: plugins/sys.c.
+-- Errors: misuse raises; a system call that fails returns nil,
+-- "path: strerror" (or "call: strerror"), code: code is the errno.
 
 ---Clocks, non-blocking fds, syslog and the host's signal state.
 ---@class fotahost.sys

@@ -2,6 +2,8 @@
 -- API stub for script authors (LuaLS). The native part is dev/plugins/vboard.c,
 -- a plugin built only where simavr is installed; `require "fotahost.vboard"`
 -- finds dev/scripts/fotahost/vboard.lua, which loads it and adds run().
+-- Errors: misuse raises; a board that cannot start returns nil,
+-- "path: why" with no code.
 
 ---The virtual LinkIt Smart 7688 Duo: its ATmega32U4 (simavr, 8 MHz) runs
 ---DIR/flash.bin, the memory `fotahost flash -c sim -P DIR` writes; it halts

@@ -21,11 +21,11 @@
 local M = {}
 
 local Cli = {}
-Cli.__index = Cli
+local cli_mt = { __name = "fotahost.cli", __index = Cli }
 
 --- A command line for tool `tool` with the help text `usage`.
 function M.new(tool, usage)
-  return setmetatable({ tool = tool, usage = usage }, Cli)
+  return setmetatable({ tool = tool, usage = usage }, cli_mt)
 end
 
 --- Prints the message and the usage on stderr, and exits 2.

@@ -62,6 +62,13 @@
 -- a journal "recovered: ..." or "failed: recovery after an interruption...",
 -- and on every connection while no update runs "idle: <version> installed"
 -- (or "idle: no version installed").
+--
+-- Errors: misuse (an unknown board or part in new()) raises; a state_dir
+-- that cannot be used raises from new() too (the app cannot run without
+-- it). The steps return nil, "what: why"[, code]: flash_image's code is
+-- the step that failed ("setup", "connect", "erase", "write", "verify",
+-- "lock"); a download's failure is told in its message alone (the
+-- status the cloud shows), without http's code.
 
 local sched = require "fotahost.sched"
 local sys = require "fotahost.sys"
@@ -79,7 +86,7 @@ local log = logmod.get("fota")
 local M = {}
 
 local Policy = {}
-Policy.__index = Policy
+local policy_mt = { __name = "fotahost.fota.policy", __index = Policy }
 
 -- A hook or handler that failed because SIGINT/SIGTERM arrived did not
 -- fail: the process is stopping. That error must go up to sched.run (and
@@ -239,7 +246,7 @@ function M.new(config, opts)
     max_download = config.max_download or part.flash_size * 6,
     busy = false,
     pending = nil,
-  }, Policy)
+  }, policy_mt)
   self.paths = {
     journal = dir .. "/journal.json",
     installed = dir .. "/installed.json",
@@ -702,6 +709,62 @@ local function finish(self, msg)
   return msg
 end
 
+-- An unreadable journal: an update may have been cut short, so the
+-- last-known-good image goes back on. The file is kept for a human.
+-- Returns the status text.
+local function recover_corrupt(self, bad)
+  local aside = self.paths.journal .. ".corrupt"
+  local why = ("journal.json cannot be read (%s); moved to journal.json.corrupt"):format(bad)
+  log.error("%s: %s", self.paths.journal, why)
+  if not os.rename(self.paths.journal, aside) then
+    return self:recover_unrecorded(why .. " failed")
+  end
+  local ok, err = self:restore_lkg("unreadable journal")
+  if ok then
+    return ("recovered: %s; the last-known-good image (%s) restored")
+      :format(why, tostring(err or "unknown version"))
+  end
+  return ("failed: recovery after an interruption: %s; %s"):format(why, err)
+end
+
+-- The journal's image flashed again, checked (unless it passed already)
+-- and committed. It is where the journal says, or already renamed to
+-- lkg.hex (a cut inside commit()). Returns the status text when it is on
+-- and recorded; else nil and why it was rejected (nil: not tried, or the
+-- flash failed).
+local function reflash_journaled(self, j)
+  local path
+  if j.stage == "flashing" and j.sha256 then
+    for _, p in ipairs({ j.image, self.paths.lkg }) do
+      if p and exists(p) and digest.file(p, "sha256") == j.sha256 then path = p break end
+    end
+  end
+  local image = path and ihex.load(path)
+  if not image then return nil end
+  local rejected
+  local ok, err = self:flash_image(image, j.version .. " (again, after an interruption)")
+  if ok and j.health ~= "passed" then
+    -- Cut before (or during) its health check: it has not passed one.
+    ok, err = self:health_check({ version = j.version, sha256 = j.sha256, md5 = j.md5, recovering = true })
+    if not ok then
+      rejected = err
+      if path == self.paths.new then os.remove(self.paths.new) end
+    end
+  end
+  if ok then
+    ok, err = self:commit({ version = j.version, sha256 = j.sha256, got_md5 = j.md5 })
+    -- Unlike an update, a start does not wait for the disk: the
+    -- last-known-good goes back on (it is what installed.json names),
+    -- and the chip and the report agree again.
+    if not ok then rejected = "state not saved: " .. err end
+  end
+  if ok then
+    return ("recovered: %s flashed again after an interruption"):format(j.version)
+  end
+  log.error("re-flashing %s failed: %s", j.version, err)
+  return nil, rejected
+end
+
 --- Finishes what a journal says was under way when the process died.
 -- Call it first, before connecting to the cloud. Returns a short summary,
 -- or nil when there was nothing to do.
@@ -712,57 +775,10 @@ function Policy:recover()
   if not wok then
     return finish(self, self:recover_unrecorded(("state_dir %s is not writable: %s"):format(self.dir, werr)))
   end
-  if bad then
-    -- Unreadable: an update may have been cut short, so the
-    -- last-known-good image goes back on. The file is kept for a human.
-    local aside = self.paths.journal .. ".corrupt"
-    local why = ("journal.json cannot be read (%s); moved to journal.json.corrupt"):format(bad)
-    log.error("%s: %s", self.paths.journal, why)
-    if not os.rename(self.paths.journal, aside) then
-      return finish(self, self:recover_unrecorded(why .. " failed"))
-    end
-    local ok, err = self:restore_lkg("unreadable journal")
-    if ok then
-      return finish(self, ("recovered: %s; the last-known-good image (%s) restored")
-        :format(why, tostring(err or "unknown version")))
-    end
-    return finish(self, ("failed: recovery after an interruption: %s; %s"):format(why, err))
-  end
+  if bad then return finish(self, recover_corrupt(self, bad)) end
   log.warn("an update was interrupted (journal: %s %s); recovering", j.stage, tostring(j.version))
-  -- The new image: where the journal says, or already renamed to lkg.hex
-  -- (a cut inside commit()).
-  local path
-  if j.stage == "flashing" and j.sha256 then
-    for _, p in ipairs({ j.image, self.paths.lkg }) do
-      if p and exists(p) and digest.file(p, "sha256") == j.sha256 then path = p break end
-    end
-  end
-  local rejected
-  if path then
-    local image = ihex.load(path)
-    if image then
-      local ok, err = self:flash_image(image, j.version .. " (again, after an interruption)")
-      if ok and j.health ~= "passed" then
-        -- Cut before (or during) its health check: it has not passed one.
-        ok, err = self:health_check({ version = j.version, sha256 = j.sha256, md5 = j.md5, recovering = true })
-        if not ok then
-          rejected = err
-          if path == self.paths.new then os.remove(self.paths.new) end
-        end
-      end
-      if ok then
-        ok, err = self:commit({ version = j.version, sha256 = j.sha256, got_md5 = j.md5 })
-        -- Unlike an update, a start does not wait for the disk: the
-        -- last-known-good goes back on (it is what installed.json names),
-        -- and the chip and the report agree again.
-        if not ok then rejected = "state not saved: " .. err end
-      end
-      if ok then
-        return finish(self, ("recovered: %s flashed again after an interruption"):format(j.version))
-      end
-      log.error("re-flashing %s failed: %s", j.version, err)
-    end
-  end
+  local done, rejected = reflash_journaled(self, j)
+  if done then return finish(self, done) end
   local ok, err = self:restore_lkg("interrupted update")
   if ok then
     local msg = ("recovered: the last-known-good image (%s) restored after an interruption")

@@ -299,6 +299,89 @@ local function exceeded(l, bytes, since)
   end
 end
 
+-- Misuse of download() raises at its caller.
+local function check_download(url, dest, opts)
+  if type(url) ~= "string" then error("http.download: url must be a string", 3) end
+  if type(dest) ~= "function" and type(dest) ~= "string" then
+    error("http.download: dest must be a path or a sink function", 3)
+  end
+  if opts.progress ~= nil and type(opts.progress) ~= "function" then
+    error("http.download: progress must be a function", 3)
+  end
+end
+
+-- A try that got the whole body: the .part file, synced, becomes dest.
+local function land(url, t, part, dest)
+  if not part then return true end
+  local fok, ferr = t:finish_file()
+  if not fok then return nil, label(url, ferr), "file" end
+  fok, ferr = sys.replace(part, dest)
+  if not fok then return nil, label(url, ferr), "file" end
+  return true
+end
+
+-- The pause before try n + 1: backoff, or what Retry-After asks, but no
+-- pause past the deadline (the next turn reports it).
+local function retry_delay(n, opts, info, lim)
+  local d = backoff(n, opts.retry_delay or 1, opts.retry_max_delay or 30,
+    info.headers["retry-after"])
+  if lim.deadline then d = math.max(0, math.min(d, lim.deadline - now())) end
+  return d
+end
+
+-- The tries of download(): each resumes after the bytes the last one kept.
+-- job: url, dest, part (nil for a sink), opts, base (curl options), lim,
+-- holder, tries. Returns download()'s results; raises what a callback did.
+local function download_tries(job)
+  local url, base, lim, holder, opts = job.url, job.base, job.lim, job.holder, job.opts
+  local have, valid = 0, nil -- bytes kept from earlier tries; their validator
+  local resumed, restarted = 0, 0
+  local last -- the cause of the last failed try
+  for n = 1, job.tries do
+    local kind, cause = exceeded(lim, have)
+    if kind then
+      return nil, label(url, last and ("%s (the last try: %s)"):format(cause, last) or cause), kind
+    end
+    local c = copy(base, { resume_from = have })
+    if have > 0 and valid then c.headers = copy(base.headers, { ["If-Range"] = valid }) end
+    local t <close>, terr = curl.new(c)
+    if not t then return nil, label(url, terr), "file" end
+    local since = now()
+    kind, cause = drive(t, holder, opts.progress, function(tr)
+      return exceeded(lim, (tr:progress()), since)
+    end)
+    if kind then return nil, label(url, cause), kind end
+    lim.spent = lim.spent + (now() - since)
+    local info, raised = t:info()
+    if raised ~= nil then error(raised, 0) end
+    if have > 0 then
+      if info.restarted then restarted = restarted + 1 else resumed = resumed + 1 end
+    end
+    if not info.error and (info.status < 200 or info.status > 299) then
+      info.kind, info.error = "http", "HTTP " .. info.status -- an error with no body at all
+    end
+    if not info.error then
+      local lok, lerr, lkind = land(url, t, job.part, job.dest)
+      if not lok then return nil, lerr, lkind end
+      return { bytes = info.bytes, status = info.status, url = info.url, headers = info.headers,
+               attempts = n, resumed = resumed, restarted = restarted }
+    end
+    if n == job.tries or not retryable(info) then return failure(url, info, n) end
+    -- What this try left behind is kept for the next one, if the answer
+    -- was the body (a 5xx wrote nothing, and its headers say nothing
+    -- about the file).
+    if info.status >= 200 and info.status <= 299 then
+      have, valid = info.bytes, validator(info.headers)
+    end
+    local d = retry_delay(n, opts, info, lim)
+    log.info("%s; %s in %.1f s", label(url, info.error),
+      have > 0 and ("resuming from byte %d"):format(have) or "retrying", d)
+    last = info.error
+    t:close()
+    stream.pause(holder, d)
+  end
+end
+
 --- Downloads `url` to the file `dest`, or into `dest` when it is a
 -- function (a sink called with each chunk; it runs inside libcurl and must
 -- not wait). The file appears at `dest` only complete: the body goes to
@@ -330,79 +413,18 @@ end
 -- restarted = n (tries the server answered in full) }`.
 function M.download(url, dest, opts)
   opts = opts or {}
-  if type(url) ~= "string" then error("http.download: url must be a string", 2) end
+  check_download(url, dest, opts)
   local sink = type(dest) == "function" and dest or nil
-  if not sink and type(dest) ~= "string" then
-    error("http.download: dest must be a path or a sink function", 2)
-  end
-  if opts.progress ~= nil and type(opts.progress) ~= "function" then
-    error("http.download: progress must be a function", 2)
-  end
   local part = not sink and dest .. ".part" or nil
-  local tries = (opts.retries or 3) + 1
   local holder = { name = M.redact_url(url) }
   local o = copy(opts, { method = "GET" })
   o.body = nil
   local base = curl_opts(o, url)
   base.file, base.sink = part, sink
   base.timeout = nil -- the whole download's, checked here: libcurl's is per try
-  local lim = limits(opts)
-
-  local ok, res, err, code = pcall(function()
-    local have, valid = 0, nil -- bytes kept from earlier tries; their validator
-    local resumed, restarted = 0, 0
-    local last -- the cause of the last failed try
-    for n = 1, tries do
-      local kind, cause = exceeded(lim, have)
-      if kind then
-        return nil, label(url, last and ("%s (the last try: %s)"):format(cause, last) or cause), kind
-      end
-      local c = copy(base, { resume_from = have })
-      if have > 0 and valid then c.headers = copy(base.headers, { ["If-Range"] = valid }) end
-      local t <close>, terr = curl.new(c)
-      if not t then return nil, label(url, terr), "file" end
-      local since = now()
-      kind, cause = drive(t, holder, opts.progress, function(tr)
-        return exceeded(lim, (tr:progress()), since)
-      end)
-      if kind then return nil, label(url, cause), kind end
-      lim.spent = lim.spent + (now() - since)
-      local info, raised = t:info()
-      if raised ~= nil then error(raised, 0) end
-      if have > 0 then
-        if info.restarted then restarted = restarted + 1 else resumed = resumed + 1 end
-      end
-      if not info.error and (info.status < 200 or info.status > 299) then
-        info.kind, info.error = "http", "HTTP " .. info.status -- an error with no body at all
-      end
-      if not info.error then
-        if part then
-          local fok, ferr = t:finish_file()
-          if not fok then return nil, label(url, ferr), "file" end
-          fok, ferr = sys.replace(part, dest)
-          if not fok then return nil, label(url, ferr), "file" end
-        end
-        return { bytes = info.bytes, status = info.status, url = info.url, headers = info.headers,
-                 attempts = n, resumed = resumed, restarted = restarted }
-      end
-      if n == tries or not retryable(info) then return failure(url, info, n) end
-      -- What this try left behind is kept for the next one, if the
-      -- answer was the body (a 5xx wrote nothing, and its headers say
-      -- nothing about the file).
-      if info.status >= 200 and info.status <= 299 then
-        have, valid = info.bytes, validator(info.headers)
-      end
-      local d = backoff(n, opts.retry_delay or 1, opts.retry_max_delay or 30,
-        info.headers["retry-after"])
-      -- no pause past the deadline: the next turn reports it
-      if lim.deadline then d = math.max(0, math.min(d, lim.deadline - now())) end
-      log.info("%s; %s in %.1f s", label(url, info.error),
-        have > 0 and ("resuming from byte %d"):format(have) or "retrying", d)
-      last = info.error
-      t:close()
-      stream.pause(holder, d)
-    end
-  end)
+  local job = { url = url, dest = dest, part = part, opts = opts, base = base,
+                lim = limits(opts), holder = holder, tries = (opts.retries or 3) + 1 }
+  local ok, res, err, code = pcall(download_tries, job)
   close_holder(holder)
   if not ok or not res then
     if part then os.remove(part) end

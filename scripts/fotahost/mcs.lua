@@ -43,6 +43,12 @@
 -- (ids, options, a REST call, connected(), deliver(), a log, counters of
 -- its own) and nothing else of the client. docs/transport.md is the
 -- contract; reconnecting and backoff stay here, shared by every transport.
+--
+-- Errors: misuse (bad options, a transport without a session function)
+-- raises. The REST calls return nil, "url: why", code: code is the HTTP
+-- status when the cloud answered with an error, else fotahost.http's kind
+-- string ("timeout", "connect", ...), or "protocol" for an answer that is
+-- not what the API promises.
 
 local sched = require "fotahost.sched"
 local sys = require "fotahost.sys"

@@ -17,6 +17,11 @@
 --       sched.sleep(3.5)
 --       sched.stop()
 --     end)
+--
+-- Errors: misuse (a wait outside a task, a bad argument, a task joining
+-- itself) raises at the caller. A wait that times out returns nil,
+-- "timeout" with no code; wait_fd on a descriptor epoll refuses raises,
+-- since the fd came from the caller.
 
 local poll = require "fotahost.poll"
 local sys = require "fotahost.sys"
@@ -46,9 +51,14 @@ local main_task     -- the task of run(fn): when it ends, run() ends
 -- "failed", "cancelled"), `result` (a packed table of return values when
 -- done), `error` (the error value, when failed) and `traceback`.
 local Task = {}
-Task.__index = Task
-function Task:__tostring()
+local task_mt = { __name = "fotahost.sched.task", __index = Task }
+function task_mt.__tostring(self)
   return ("task %s (%s)"):format(self.name, self.status)
+end
+
+-- Misuse raises, blaming the caller of the sched function that checks.
+local function check(ok, msg)
+  if not ok then error(msg, 3) end
 end
 
 ---------------------------------------------------------------- timers
@@ -223,7 +233,7 @@ function M.spawn(opts, fn, ...)
     return M.spawn(nil, opts, fn, ...)
   end
   if type(opts) ~= "table" then opts = { name = opts } end
-  assert(type(fn) == "function", "sched.spawn: function expected")
+  check(type(fn) == "function", "sched.spawn: function expected")
   local co = co_create(fn)
   sys.arm(co)
   ntasks = ntasks + 1
@@ -232,7 +242,7 @@ function M.spawn(opts, fn, ...)
     name = opts.name or ("#" .. ntasks),
     status = "new",
     on_error = opts.log_errors,
-  }, Task)
+  }, task_mt)
   tasks[task] = true
   by_co[co] = task
   make_ready(task, ...)
@@ -242,7 +252,7 @@ end
 --- Suspends the current task for `seconds` (0 yields to the other tasks).
 function M.sleep(seconds)
   local task = check_in_task("sched.sleep")
-  assert(type(seconds) == "number" and seconds >= 0, "sched.sleep: seconds must be a number >= 0")
+  check(type(seconds) == "number" and seconds >= 0, "sched.sleep: seconds must be a number >= 0")
   timer_seq = timer_seq + 1
   local token = { kind = "sleep" }
   heap_push({ at = now() + seconds, task = task, token = token, seq = timer_seq })
@@ -259,8 +269,8 @@ end
 -- @return true | nil, "timeout"
 function M.wait_fd(fd, mode, timeout)
   local task = check_in_task("sched.wait_fd")
-  assert(math.type(fd) == "integer" and fd >= 0, "sched.wait_fd: fd must be a non-negative integer")
-  assert(mode == "r" or mode == "w", "sched.wait_fd: mode must be \"r\" or \"w\"")
+  check(math.type(fd) == "integer" and fd >= 0, "sched.wait_fd: fd must be a non-negative integer")
+  check(mode == "r" or mode == "w", "sched.wait_fd: mode must be \"r\" or \"w\"")
   local w = fd_waiters[fd]
   if w and w[mode] then
     error(("sched.wait_fd: fd %d already has a task waiting to %s"):format(
@@ -307,8 +317,8 @@ end
 -- or was cancelled.
 function M.join(task, timeout)
   local me = check_in_task("sched.join")
-  assert(getmetatable(task) == Task, "sched.join: task expected")
-  assert(task ~= me, "sched.join: a task cannot join itself")
+  check(getmetatable(task) == task_mt, "sched.join: task expected")
+  check(task ~= me, "sched.join: a task cannot join itself")
   task.joiners_seen = true
   if task.status ~= "done" and task.status ~= "failed" and task.status ~= "cancelled" then
     task.joiners = task.joiners or {}
@@ -334,9 +344,9 @@ end
 
 --- Stops a task that is not running: its pending <close> variables run.
 function M.cancel(task)
-  assert(getmetatable(task) == Task, "sched.cancel: task expected")
+  check(getmetatable(task) == task_mt, "sched.cancel: task expected")
   if not tasks[task] then return false end
-  assert(task.co ~= co_running(), "sched.cancel: a task cannot cancel itself; return instead")
+  check(task.co ~= co_running(), "sched.cancel: a task cannot cancel itself; return instead")
   local w = task.wait_token
   if w and w.kind == "fd" then
     local fw = fd_waiters[w.fd]
@@ -364,7 +374,7 @@ end
 -- schedule (a slow call does not shift the next ones). Returns the task;
 -- cancel it to stop.
 function M.every(interval, fn, name)
-  assert(type(interval) == "number" and interval > 0, "sched.every: interval must be > 0")
+  check(type(interval) == "number" and interval > 0, "sched.every: interval must be > 0")
   return M.spawn(name or "every", function()
     local next_at = now() + interval
     while true do
@@ -490,7 +500,7 @@ end
 -- early either way. An uncaught interrupt (SIGINT/SIGTERM) closes every
 -- task, then propagates.
 function M.run(fn, ...)
-  assert(not poller, "sched.run: the scheduler is already running")
+  check(not poller, "sched.run: the scheduler is already running")
   local co, main = co_running()
   if not main then sys.arm(co) end
   poller = assert(poll.new())

@@ -83,7 +83,7 @@ local function alive(pid)
 end
 
 local Proc = {}
-Proc.__index = Proc
+local proc_mt = { __index = Proc }
 
 --- Starts `argv` (a list; argv[1] the program) in the background, stdout
 -- and stderr in WORK/NAME.out and .err. Its stdin is a pipe whose write end
@@ -105,7 +105,7 @@ local function spawn(name, argv, env)
   -- The shell opens the read end through /proc: ours is close-on-exec.
   os.execute(("cd %s && sh -c %s < /proc/%d/fd/%d &"):format(q(TOP), q(script), sys.getpid(), rfd))
   local p = setmetatable({ name = name, base = base, wfd = wfd, out = base .. ".out", err = base .. ".err" },
-    Proc)
+    proc_mt)
   procs[#procs + 1] = p
   local deadline = now() + 5
   while not p.pid do
@@ -279,185 +279,197 @@ end
 
 ---------------------------------------------------------------- the demo
 
+local chip, fw            -- the simulated chip's directory, the built firmwares
+local cloud, board, app   -- the processes the demo starts
+
+-- Builds the example firmwares (serial-led, blink-1000, blink-250).
+local function build_firmware()
+  local st, secs, p = run("make-firmware", { "make", "-s", "-C", TOP .. "/examples/firmware", "O=" .. fw }, 60)
+  if st ~= 0 then
+    return nil, ("make -C examples/firmware: %s (it needs gcc-avr and avr-libc)%s"):format(exit_text(st),
+      tail(p.err))
+  end
+  local sizes = {}
+  for _, n in ipairs({ "serial-led", "blink-1000", "blink-250" }) do
+    local data = read(fw .. "/" .. n .. ".hex")
+    if not data then return nil, fw .. "/" .. n .. ".hex: not built" end
+    sizes[#sizes + 1] = ("%s.hex (%d bytes)"):format(n, #data)
+  end
+  return ("built %s in %.1f s"):format(table.concat(sizes, ", "), secs)
+end
+
+-- Starts the local cloud with the demo device and both blink firmwares.
+local function start_cloud()
+  http = require "fotahost.http"
+  cloud = spawn("cloud", { BIN, "cloud", "serve", "--port", "0", "--device", ID .. ":" .. KEY,
+    "--firmware-dir", work .. "/cloud-firmware",
+    "--firmware", "blink-1000=" .. fw .. "/blink-1000.hex",
+    "--firmware", "blink-250=" .. fw .. "/blink-250.hex", "--watch-stdin" })
+  local ready = wait_for(10, function() return (read(cloud.out) or ""):match("cloud (http://%S+) tcp (%S+)") end,
+    cloud)
+  if not ready then
+    return nil, "fotahost cloud serve did not start: " .. exit_text(cloud:status()) .. tail(cloud.err)
+  end
+  local tcp
+  cloud_url, tcp = (read(cloud.out)):match("cloud (http://%S+) tcp (%S+)")
+  return ("fotahost cloud serve at %s (commands on tcp %s), device %s, firmwares blink-1000 and blink-250")
+    :format(cloud_url, tcp, ID)
+end
+
+-- Flashes the tutorial's sketch onto the simulated chip.
+local function flash_sketch()
+  os.execute("mkdir -p " .. q(chip))
+  local st, secs, p = run("flash", { BIN, "flash", "-q", "-c", "sim", "-P", chip, "-p", "m32u4",
+    "-U", "flash:w:" .. fw .. "/serial-led.hex" }, 60)
+  if st ~= 0 then return nil, "fotahost flash: " .. exit_text(st) .. tail(p.err) end
+  return ("fotahost flash -c sim wrote and verified the tutorial's sketch in %.1f s"):format(secs)
+end
+
+-- Starts the virtual board on the simulated chip, D13 logged.
+local function start_board()
+  board = spawn("board", { BIN, "board", "--sim", chip, "--log", files.d13 })
+  files.board_out = board.out
+  local ready = wait_for(10, function() return (read(board.out) or ""):match("Serial1 on (%S+)") end, board)
+  if not ready then
+    return nil, "fotahost board did not start: " .. exit_text(board:status()) .. tail(board.err)
+      .. " (the virtual board needs simavr: apt-get install libsimavr-dev, then make)"
+  end
+  return ("fotahost board --sim runs the ATmega32U4, Serial1 on %s"):format(ready)
+end
+
+-- Blinks D13 twice over Serial1 and checks what the board saw.
+local function blink_test()
+  local before = #transitions(0)
+  local st, secs, p = run("blink", { BIN, "blink", "--board", "sim", chip, "--count", "2",
+    "--interval", "0.3", "-q" }, 20)
+  if st ~= 0 then return nil, "fotahost blink: " .. exit_text(st) .. tail(p.err) end
+  -- the paced board may lag real time a little: give it a moment
+  local list = wait_for(3, function()
+    local l = transitions(0)
+    return #l >= before + 4 and l
+  end)
+  list = list or transitions(0)
+  local seen = {}
+  for i = before + 1, #list do seen[#seen + 1] = list[i].on and "on" or "off" end
+  local got = table.concat(seen, ", ")
+  if got ~= "on, off, on, off" then
+    return nil, ("D13 after 2 cycles: %s, expected on, off, on, off (see %s)"):format(
+      got == "" and "no transition" or got, files.d13)
+  end
+  local gap = (list[#list].t - list[before + 1].t) / 3
+  return ("fotahost blink sent 1,0,1,0 in %.1f s; D13 went on, off, on, off, %.2f s apart"):format(secs, gap)
+end
+
+-- Starts examples/app.lua against the local cloud; waits for a heartbeat.
+local function start_app()
+  local appfile = TOP .. "/examples/app.lua"
+  if not read(appfile) then return nil, appfile .. ": missing" end
+  local config = work .. "/config.lua"
+  write(config, ("return {\n  device_id = %q, device_key = %q,\n  api = %q,\n  board = \"sim\", sim_dir = %q,\n"
+    .. "  state_dir = %q,\n  volatile_state_ok = true, -- a throw-away demo in /tmp\n  heartbeat = 5,\n"
+    .. "  status_channel = \"fota_status\",\n}\n")
+    :format(ID, KEY, cloud_url, chip, work .. "/state"))
+  app = spawn("app", { BIN, appfile }, { FOTAHOST_CONFIG = config })
+  local t0 = now()
+  local d = wait_for(15, function()
+    local dv = device()
+    return dv and dv.connected and dv.heartbeats and (dv.heartbeats.count or 0) >= 1 and dv
+  end, app)
+  if not d then
+    return nil, ("fotahost examples/app.lua did not connect to the cloud (%s)%s"):format(
+      app:running() and "still running after 15 s" or exit_text(app:status()), tail(app.err))
+  end
+  return ("fotahost examples/app.lua connected in %.1f s (FOTAHOST_CONFIG=%s)"):format(now() - t0, config)
+end
+
+-- Shows `fotahost cloud status`; checks the version the device ended on.
+local function cloud_status()
+  local all = statuses()
+  local d = device()
+  local st, _, p = run("cloud-status", { BIN, "cloud", "status", "--cloud", cloud_url }, 10)
+  if st ~= 0 then return nil, "fotahost cloud status: " .. exit_text(st) .. tail(p.err) end
+  local text = (read(p.out) or ""):gsub("\n+$", "")
+  for l in (text .. "\n"):gmatch("([^\n]*)\n") do io.stdout:write("       | ", l, "\n") end
+  if not d or d.version ~= "blink-250" then
+    return nil, "the cloud has version " .. tostring(d and d.version) .. ", expected blink-250"
+  end
+  return ("device %s runs version %s; %d status points: %s"):format(ID, d.version, #all,
+    table.concat(all, ", "))
+end
+-- One push: the status points it causes, the version the app reports,
+-- and D13's half-period on the new firmware.
+local function push(version, want)
+  local n_before = #statuses()
+  local r_before = restarts()
+  local t0 = now()
+  step("push " .. version, function()
+    local st, _, p = run("push-" .. version, { BIN, "cloud", "push", "--cloud", cloud_url, "--device", ID,
+      "--version", version }, 15)
+    if st ~= 0 then return nil, "fotahost cloud push: " .. exit_text(st) .. tail(p.err) end
+    local seen
+    local final = wait_for(40, function()
+      local all = statuses()
+      seen = {}
+      for i = n_before + 1, #all do seen[#seen + 1] = all[i] end
+      for _, v in ipairs(seen) do
+        if v == "done" or v:match("^failed") or v:match("^skipped") then return v end
+      end
+    end, app)
+    local trail = table.concat(seen or {}, " > ")
+    if final ~= "done" then
+      return nil, ("status %s%s"):format(final and trail
+          or (trail ~= "" and trail .. " (no result within 40 s)" or "points: none within 40 s"),
+        app:running() and "" or (", the app ended: " .. exit_text(app:status()))) .. tail(app.err)
+    end
+    local v = wait_for(5, function()
+      local d = device()
+      return d and d.version == version and d.version
+    end)
+    if not v then
+      local d = device()
+      return nil, ("status done, but the cloud has version %s, not %s"):format(tostring(d and d.version), version)
+    end
+    return ("status %s in %.1f s; the app reported version %s"):format(trail, now() - t0, v)
+  end)
+  step("D13 " .. version, function()
+    -- the board restarted from the new flash, and RESET is released
+    local restarted = wait_for(5, function()
+      local n, t, halted = restarts()
+      return n > r_before and not halted and t
+    end)
+    if not restarted then return nil, "the virtual board did not restart from new flash" .. tail(board.err) end
+    local list = wait_for(want * 4 + 5, function()
+      local l = transitions(restarted)
+      return #l >= 4 and l
+    end, board) or transitions(restarted)
+    if #list < 4 then
+      return nil, ("%d D13 transition(s) in the %.1f s after the restart, 4 needed"):format(#list,
+        want * 4 + 5)
+    end
+    local mean, worst = half_period(list, want)
+    if not mean then return nil, worst end
+    local detail = ("half-period %.3f s over %d intervals (expected %.3f s; simulated time)"):format(
+      mean, #list - 1, want)
+    if worst > want * 0.02 then
+      return nil, detail .. (", one interval off by %.3f s"):format(worst)
+    end
+    return detail
+  end)
+end
+
 local function demo()
   local t_start = now()
-  local chip = work .. "/chip"
-  local fw = work .. "/fw"
+  chip, fw = work .. "/chip", work .. "/fw"
   files.d13 = work .. "/d13.log"
-  local cloud, board, app
-
-  step("firmware", function()
-    local st, secs, p = run("make-firmware", { "make", "-s", "-C", TOP .. "/examples/firmware", "O=" .. fw }, 60)
-    if st ~= 0 then
-      return nil, ("make -C examples/firmware: %s (it needs gcc-avr and avr-libc)%s"):format(exit_text(st),
-        tail(p.err))
-    end
-    local sizes = {}
-    for _, n in ipairs({ "serial-led", "blink-1000", "blink-250" }) do
-      local data = read(fw .. "/" .. n .. ".hex")
-      if not data then return nil, fw .. "/" .. n .. ".hex: not built" end
-      sizes[#sizes + 1] = ("%s.hex (%d bytes)"):format(n, #data)
-    end
-    return ("built %s in %.1f s"):format(table.concat(sizes, ", "), secs)
-  end)
-
-  step("cloud", function()
-    http = require "fotahost.http"
-    cloud = spawn("cloud", { BIN, "cloud", "serve", "--port", "0", "--device", ID .. ":" .. KEY,
-      "--firmware-dir", work .. "/cloud-firmware",
-      "--firmware", "blink-1000=" .. fw .. "/blink-1000.hex",
-      "--firmware", "blink-250=" .. fw .. "/blink-250.hex", "--watch-stdin" })
-    local ready = wait_for(10, function() return (read(cloud.out) or ""):match("cloud (http://%S+) tcp (%S+)") end,
-      cloud)
-    if not ready then
-      return nil, "fotahost cloud serve did not start: " .. exit_text(cloud:status()) .. tail(cloud.err)
-    end
-    local tcp
-    cloud_url, tcp = (read(cloud.out)):match("cloud (http://%S+) tcp (%S+)")
-    return ("fotahost cloud serve at %s (commands on tcp %s), device %s, firmwares blink-1000 and blink-250")
-      :format(cloud_url, tcp, ID)
-  end)
-
-  step("flash serial-led", function()
-    os.execute("mkdir -p " .. q(chip))
-    local st, secs, p = run("flash", { BIN, "flash", "-q", "-c", "sim", "-P", chip, "-p", "m32u4",
-      "-U", "flash:w:" .. fw .. "/serial-led.hex" }, 60)
-    if st ~= 0 then return nil, "fotahost flash: " .. exit_text(st) .. tail(p.err) end
-    return ("fotahost flash -c sim wrote and verified the tutorial's sketch in %.1f s"):format(secs)
-  end)
-
-  step("virtual board", function()
-    board = spawn("board", { BIN, "board", "--sim", chip, "--log", files.d13 })
-    files.board_out = board.out
-    local ready = wait_for(10, function() return (read(board.out) or ""):match("Serial1 on (%S+)") end, board)
-    if not ready then
-      return nil, "fotahost board did not start: " .. exit_text(board:status()) .. tail(board.err)
-        .. " (the virtual board needs simavr: apt-get install libsimavr-dev, then make)"
-    end
-    return ("fotahost board --sim runs the ATmega32U4, Serial1 on %s"):format(ready)
-  end)
-
-  step("blink test", function()
-    local before = #transitions(0)
-    local st, secs, p = run("blink", { BIN, "blink", "--board", "sim", chip, "--count", "2",
-      "--interval", "0.3", "-q" }, 20)
-    if st ~= 0 then return nil, "fotahost blink: " .. exit_text(st) .. tail(p.err) end
-    -- the paced board may lag real time a little: give it a moment
-    local list = wait_for(3, function()
-      local l = transitions(0)
-      return #l >= before + 4 and l
-    end)
-    list = list or transitions(0)
-    local seen = {}
-    for i = before + 1, #list do seen[#seen + 1] = list[i].on and "on" or "off" end
-    local got = table.concat(seen, ", ")
-    if got ~= "on, off, on, off" then
-      return nil, ("D13 after 2 cycles: %s, expected on, off, on, off (see %s)"):format(
-        got == "" and "no transition" or got, files.d13)
-    end
-    local gap = (list[#list].t - list[before + 1].t) / 3
-    return ("fotahost blink sent 1,0,1,0 in %.1f s; D13 went on, off, on, off, %.2f s apart"):format(secs, gap)
-  end)
-
-  step("app", function()
-    local appfile = TOP .. "/examples/app.lua"
-    if not read(appfile) then return nil, appfile .. ": missing" end
-    local config = work .. "/config.lua"
-    write(config, ("return {\n  device_id = %q, device_key = %q,\n  api = %q,\n  board = \"sim\", sim_dir = %q,\n"
-      .. "  state_dir = %q,\n  volatile_state_ok = true, -- a throw-away demo in /tmp\n  heartbeat = 5,\n"
-      .. "  status_channel = \"fota_status\",\n}\n")
-      :format(ID, KEY, cloud_url, chip, work .. "/state"))
-    app = spawn("app", { BIN, appfile }, { FOTAHOST_CONFIG = config })
-    local t0 = now()
-    local d = wait_for(15, function()
-      local dv = device()
-      return dv and dv.connected and dv.heartbeats and (dv.heartbeats.count or 0) >= 1 and dv
-    end, app)
-    if not d then
-      return nil, ("fotahost examples/app.lua did not connect to the cloud (%s)%s"):format(
-        app:running() and "still running after 15 s" or exit_text(app:status()), tail(app.err))
-    end
-    return ("fotahost examples/app.lua connected in %.1f s (FOTAHOST_CONFIG=%s)"):format(now() - t0, config)
-  end)
-
-  -- One push: the status points it causes, the version the app reports,
-  -- and D13's half-period on the new firmware.
-  local function push(version, want)
-    local n_before = #statuses()
-    local r_before = restarts()
-    local t0 = now()
-    step("push " .. version, function()
-      local st, _, p = run("push-" .. version, { BIN, "cloud", "push", "--cloud", cloud_url, "--device", ID,
-        "--version", version }, 15)
-      if st ~= 0 then return nil, "fotahost cloud push: " .. exit_text(st) .. tail(p.err) end
-      local seen
-      local final = wait_for(40, function()
-        local all = statuses()
-        seen = {}
-        for i = n_before + 1, #all do seen[#seen + 1] = all[i] end
-        for _, v in ipairs(seen) do
-          if v == "done" or v:match("^failed") or v:match("^skipped") then return v end
-        end
-      end, app)
-      local trail = table.concat(seen or {}, " > ")
-      if final ~= "done" then
-        return nil, ("status %s%s"):format(final and trail
-            or (trail ~= "" and trail .. " (no result within 40 s)" or "points: none within 40 s"),
-          app:running() and "" or (", the app ended: " .. exit_text(app:status()))) .. tail(app.err)
-      end
-      local v = wait_for(5, function()
-        local d = device()
-        return d and d.version == version and d.version
-      end)
-      if not v then
-        local d = device()
-        return nil, ("status done, but the cloud has version %s, not %s"):format(tostring(d and d.version), version)
-      end
-      return ("status %s in %.1f s; the app reported version %s"):format(trail, now() - t0, v)
-    end)
-    step("D13 " .. version, function()
-      -- the board restarted from the new flash, and RESET is released
-      local restarted = wait_for(5, function()
-        local n, t, halted = restarts()
-        return n > r_before and not halted and t
-      end)
-      if not restarted then return nil, "the virtual board did not restart from new flash" .. tail(board.err) end
-      local list = wait_for(want * 4 + 5, function()
-        local l = transitions(restarted)
-        return #l >= 4 and l
-      end, board) or transitions(restarted)
-      if #list < 4 then
-        return nil, ("%d D13 transition(s) in the %.1f s after the restart, 4 needed"):format(#list,
-          want * 4 + 5)
-      end
-      local mean, worst = half_period(list, want)
-      if not mean then return nil, worst end
-      local detail = ("half-period %.3f s over %d intervals (expected %.3f s; simulated time)"):format(
-        mean, #list - 1, want)
-      if worst > want * 0.02 then
-        return nil, detail .. (", one interval off by %.3f s"):format(worst)
-      end
-      return detail
-    end)
-  end
-
+  step("firmware", build_firmware)
+  step("cloud", start_cloud)
+  step("flash serial-led", flash_sketch)
+  step("virtual board", start_board)
+  step("blink test", blink_test)
+  step("app", start_app)
   push("blink-1000", 1.0)
   push("blink-250", 0.25)
-
-  step("cloud status", function()
-    local all = statuses()
-    local d = device()
-    local st, _, p = run("cloud-status", { BIN, "cloud", "status", "--cloud", cloud_url }, 10)
-    if st ~= 0 then return nil, "fotahost cloud status: " .. exit_text(st) .. tail(p.err) end
-    local text = (read(p.out) or ""):gsub("\n+$", "")
-    for l in (text .. "\n"):gmatch("([^\n]*)\n") do io.stdout:write("       | ", l, "\n") end
-    if not d or d.version ~= "blink-250" then
-      return nil, "the cloud has version " .. tostring(d and d.version) .. ", expected blink-250"
-    end
-    return ("device %s runs version %s; %d status points: %s"):format(ID, d.version, #all,
-      table.concat(all, ", "))
-  end)
-
+  step("cloud status", cloud_status)
   return now() - t_start
 end
 

@@ -13,6 +13,10 @@
 -- the job, releases the lines and re-raises) and, inside a scheduler task,
 -- lets the other tasks run between pages. Closing the session always
 -- releases RESET, so the MCU runs again.
+--
+-- Errors: misuse (no pins, no backend, a method before connect()) raises;
+-- expected failures (a line the system refuses, a wrong signature, a
+-- verify mismatch) return nil, "what: why" with no code.
 
 local gpio = require "fotahost.gpio"
 local ispc = require "fotahost.isp"
@@ -21,8 +25,10 @@ local boards = require "fotahost.avr.boards"
 
 local M = {}
 
+-- The methods apart from the metatable, as liolib keeps them: a session's
+-- fields and methods never shadow __gc or __close.
 local Session = {}
-Session.__index = Session
+local session_mt = { __name = "fotahost.avr.isp.session", __index = Session }
 
 local function hex_bytes(s)
   return (s:gsub(".", function(c) return ("%02X "):format(c:byte()) end):sub(1, -2))
@@ -75,14 +81,16 @@ function M.open(opts)
   local part
   part, err = lookup(parts.get, o.part or "m32u4")
   if not part then return nil, err end
+  -- A board supplies pins and backend, and config.load fills a backend in:
+  -- without them the caller is wrong, not the board, so these raise.
   local pins = o.pins
-  if not pins then return nil, "no pins: give a board or pins = { reset=, sck=, mosi=, miso= }" end
+  if not pins then error("isp.open: no pins: give a board or pins = { reset=, sck=, mosi=, miso= }", 2) end
   for _, k in ipairs({ "reset", "sck", "mosi", "miso" }) do
     if math.type(pins[k]) ~= "integer" then
-      return nil, ("pins.%s must be a GPIO number"):format(k)
+      error(("isp.open: pins.%s must be a GPIO number"):format(k), 2)
     end
   end
-  if not o.backend then return nil, "no backend (gpiod, sysfs, mmio or sim)" end
+  if not o.backend then error("isp.open: no backend (gpiod, sysfs, mmio or sim)", 2) end
   local self = setmetatable({
     opts = o, board = o.board, part = part, pins = pins,
     invert = o.invert or {},
@@ -91,7 +99,7 @@ function M.open(opts)
     swapped = false,
     f_cpu = o.f_cpu or M.DEFAULT_F_CPU,
     revision_path = o.revision_path,
-  }, Session)
+  }, session_mt)
   self.half_period_ns, self.sck_clamped = M.sck_half_period(o.half_period_ns, self.f_cpu)
   return self
 end
@@ -367,7 +375,7 @@ function Session:close()
   self:_close_lines()
   if self.enable_lines then self.enable_lines:close() self.enable_lines = nil end
 end
-Session.__close = Session.close
-Session.__gc = Session.close
+session_mt.__close = Session.close
+session_mt.__gc = Session.close
 
 return M

@@ -68,15 +68,15 @@ return {
 
   ---------------------------------------------------------------- the download's .part
   { name = "curl-part-follows-link", file = "plugins/curl.c",
-    from = [[            if (unlink(file) < 0 && errno != ENOENT)
-                return fh_result_errno(L, errno, file);
-            t->fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);]],
-    to = [[            t->fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);]],
+    from = [[        if (unlink(file) < 0 && errno != ENOENT)
+            return fh_result_errno(L, errno, file);
+        t->fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);]],
+    to = [[        t->fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);]],
     specs = HTTP, filter = "symbolic",
     why = "a link planted at dest.part turns the download into a write to the file it points to" },
   { name = "curl-part-stale-kept", file = "plugins/curl.c",
-    from = [[            if (unlink(file) < 0 && errno != ENOENT)
-                return fh_result_errno(L, errno, file);
+    from = [[        if (unlink(file) < 0 && errno != ENOENT)
+            return fh_result_errno(L, errno, file);
 ]],
     to = "",
     specs = HTTP, filter = "symbolic",

@@ -319,4 +319,11 @@ return {
     to = "if (e->line >= 0)\n        return fh_result_msg(L, \"%s:%I: %s\"",
     specs = { "spec/flash_spec.lua" }, filter = "refuses a bad HEX file",
     why = "an error with no line to name reads 'blank.hex:0: no records'" },
+  ---------------------------------------------------------------- misuse raises at the caller
+  { name = "isp-open-no-backend-returns", file = "scripts/fotahost/avr/isp.lua",
+    from = [[if not o.backend then error("isp.open: no backend (gpiod, sysfs, mmio or sim)", 2) end]],
+    to = [[if not o.backend then return nil, "no backend (gpiod, sysfs, mmio or sim)" end]],
+    specs = ISP, filter = "raises at the caller on misuse",
+    why = "a caller that forgot the backend gets a failure to handle, not the error that names its bug" },
+
 }

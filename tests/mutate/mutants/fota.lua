@@ -244,7 +244,7 @@ return {
     specs = { POLICY },
     why = "a device whose interrupted image is lost is left with a half-written MCU" },
   { name = "fota-recover-not-committed", file = FOTA,
-    from = [[        ok, err = self:commit({ version = j.version, sha256 = j.sha256, got_md5 = j.md5 })]],
+    from = [[    ok, err = self:commit({ version = j.version, sha256 = j.sha256, got_md5 = j.md5 })]],
     to = "",
     specs = { POLICY, TOOL },
     why = "after recovery the recorded version is the old one, and every start flashes again" },

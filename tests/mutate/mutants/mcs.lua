@@ -366,4 +366,10 @@ return {
     to = "  if false then\n",
     specs = { "spec/blink_spec.lua" },
     why = "blink writes to a pty left by a dead virtual board, which may belong to another program now" },
+  ---------------------------------------------------------------- misuse raises at the caller
+  { name = "sched-misuse-blames-scheduler", file = "scripts/fotahost/sched.lua",
+    from = "if not ok then error(msg, 3) end", to = "if not ok then error(msg) end",
+    specs = { "spec/sched_spec.lua" }, filter = "refuses waits outside a task",
+    why = "a wrong argument to sched names a line of sched.lua, not the caller's" },
+
 }
