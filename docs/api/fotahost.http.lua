@@ -2,8 +2,8 @@
 -- API stub for script authors (LuaLS). Two modules:
 -- * fotahost.http (Lua: scripts/fotahost/http.lua): requests and downloads,
 --   with retries, resume and atomic files; what scripts use;
--- * fotahost.curl (C plugin: plugins/curl.c): one libcurl transfer that
---   never waits, driven by fotahost.http.
+-- * fotahost.http.core (C plugin: plugins/http.core.c): one libcurl
+--   transfer that never waits, driven by fotahost.http.
 --
 -- Every wait happens in the scheduler when called from a task (other tasks
 -- keep running), or in a private poller otherwise. Only http:// and
