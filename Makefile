@@ -74,8 +74,10 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(LUA_CFLAGS) -Ihost -Iplu
 ALL_LDFLAGS = -Wl,-E $(LDFLAGS)
 
 # The product: the host proper, and the board's native modules. Every
-# plugins/NAME.c is a module (luaopen_fotahost_NAME), built in unless it is
-# listed in PLUGIN_SRC; plugins/NAME/*.c are support files (plugins/avr/,
+# plugins/NAME.c is the module fotahost.NAME, built in unless it is listed in
+# PLUGIN_SRC; NAME may hold dots: plugins/tcp.core.c is fotahost.tcp.core
+# (luaopen_fotahost_tcp_core), the C core under the Lua face fotahost.tcp
+# (see DEVELOPERS.md). plugins/NAME/*.c are support files (plugins/avr/,
 # the part table's C side, serves the ISP here and the simulated chip in
 # the development wing). The preload table is generated from the list
 # (build/builtins.h, see host/preload.c).
@@ -88,27 +90,31 @@ SUPPORT_SRC := $(sort $(wildcard plugins/*/*.c))
 PLUGIN_SRC  := plugins/digest.c
 # HTTP(S) on libcurl: a plugin too, loaded by the first require of
 # fotahost.http, so a script that never downloads never maps libcurl.
-PLUGIN_SRC  += plugins/curl.c
+PLUGIN_SRC  += plugins/http.core.c
 BUILTIN_SRC := $(filter-out $(PLUGIN_SRC),$(MODULE_SRC))
 HEADERS     := $(wildcard host/*.h plugins/*/*.h dev/plugins/*/*.h)
 
 HOST_OBJ    := $(HOST_SRC:%.c=$(BUILD)/%.o) $(BUILTIN_SRC:%.c=$(BUILD)/%.o) \
                $(SUPPORT_SRC:%.c=$(BUILD)/%.o)
-PLUGIN_SO   := $(PLUGIN_SRC:plugins/%.c=$(BUILD)/plugins/fotahost/%.so)
+# A plugin's .so is where require looks for it: dots become directories
+# (plugins/http.core.c is $(BUILD)/plugins/fotahost/http/core.so).
+plugin_so    = $(foreach f,$(2),$(1)/plugins/fotahost/$(subst .,/,$(basename $(notdir $(f)))).so)
+PLUGIN_SO   := $(call plugin_so,$(BUILD),$(PLUGIN_SRC))
 
 # The development wing (dev/): the simulated chip (fotahost.avrsim), the
 # GPIO backend "sim" wired to it (fotahost.gpio_sim, which registers itself
-# with fotahost.gpio) and the virtual board (fotahost.vboard). Always .so
+# with fotahost.gpio) and the virtual board's core (fotahost.vboard.core,
+# under dev/scripts/fotahost/vboard.lua). Always .so
 # plugins, never linked into build/fotahost, built into the same
 # build/plugins/fotahost/ so a checkout finds them; each compiles in the
 # support files it needs. The virtual board needs simavr, a development
 # and test dependency: built only where installed.
 DEV_SRC     := dev/plugins/avrsim.c dev/plugins/gpio_sim.c
 ifeq ($(shell $(PKG_CONFIG) --exists simavr && echo yes),yes)
-DEV_SRC     += dev/plugins/vboard.c
+DEV_SRC     += dev/plugins/vboard.core.c
 endif
 SIMCHIP_SRC := $(sort $(wildcard dev/plugins/avrsim/*.c)) plugins/avr/part.c
-DEV_SO      := $(DEV_SRC:dev/plugins/%.c=$(BUILD)/plugins/fotahost/%.so)
+DEV_SO      := $(call plugin_so,$(BUILD),$(DEV_SRC))
 
 UNIT_SRC    := $(wildcard tests/unit/test_*.c)
 # Unit tests link the host's objects and the development wing's support
@@ -142,7 +148,7 @@ $(BUILD)/fotahost: $(HOST_OBJ)
 $(BUILD)/builtins.h: FORCE
 	@mkdir -p $(BUILD)
 	@for f in $(BUILTIN_SRC); do n=$$(basename $$f .c); \
-	    echo "FH_BUILTIN(\"fotahost.$$n\", luaopen_fotahost_$$n)"; done > $@.tmp
+	    echo "FH_BUILTIN(\"fotahost.$$n\", luaopen_fotahost_$$(echo $$n | tr . _))"; done > $@.tmp
 	@cmp -s $@.tmp $@ || mv $@.tmp $@; rm -f $@.tmp
 
 $(BUILD)/host/preload.o: $(BUILD)/builtins.h
@@ -160,25 +166,28 @@ $(BUILD)/%.o: %.c $(HEADERS) $(BUILD)/config.flags
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
-$(BUILD)/plugins/fotahost/%.so: plugins/%.c $(HEADERS) $(BUILD)/config.flags
+# The source of a plugin's .so: its stem with the directories turned back
+# into dots (http/core.so is built from plugins/http.core.c).
+.SECONDEXPANSION:
+$(BUILD)/plugins/fotahost/%.so: plugins/$$(subst /,.,$$*).c $(HEADERS) $(BUILD)/config.flags
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(PLUGIN_CFLAGS) -fPIC -shared -o $@ $< $(LDFLAGS) $(PLUGIN_LIBS)
 
 $(BUILD)/plugins/fotahost/digest.so: PLUGIN_LIBS = $(shell $(PKG_CONFIG) --libs libcrypto)
-$(BUILD)/plugins/fotahost/curl.so: PLUGIN_CFLAGS = $(shell $(PKG_CONFIG) --cflags libcurl)
-$(BUILD)/plugins/fotahost/curl.so: PLUGIN_LIBS = $(shell $(PKG_CONFIG) --libs libcurl)
+$(BUILD)/plugins/fotahost/http/core.so: PLUGIN_CFLAGS = $(shell $(PKG_CONFIG) --cflags libcurl)
+$(BUILD)/plugins/fotahost/http/core.so: PLUGIN_LIBS = $(shell $(PKG_CONFIG) --libs libcurl)
 
 # A development plugin: dev/plugins/NAME.c and the support files listed in
 # its PLUGIN_SUPPORT (also prerequisites), compiled into NAME.so.
-$(BUILD)/plugins/fotahost/%.so: dev/plugins/%.c $(HEADERS) $(BUILD)/config.flags
+$(BUILD)/plugins/fotahost/%.so: dev/plugins/$$(subst /,.,$$*).c $(HEADERS) $(BUILD)/config.flags
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Idev/plugins $(PLUGIN_CFLAGS) -fPIC -shared -o $@ $< $(PLUGIN_SUPPORT) \
 	    $(LDFLAGS) $(PLUGIN_LIBS)
 
 $(BUILD)/plugins/fotahost/avrsim.so $(BUILD)/plugins/fotahost/gpio_sim.so: $(SIMCHIP_SRC)
 $(BUILD)/plugins/fotahost/avrsim.so $(BUILD)/plugins/fotahost/gpio_sim.so: PLUGIN_SUPPORT = $(SIMCHIP_SRC)
-$(BUILD)/plugins/fotahost/vboard.so: PLUGIN_CFLAGS = $(shell $(PKG_CONFIG) --cflags simavr)
-$(BUILD)/plugins/fotahost/vboard.so: PLUGIN_LIBS = $(shell $(PKG_CONFIG) --libs simavr) -lutil
+$(BUILD)/plugins/fotahost/vboard/core.so: PLUGIN_CFLAGS = $(shell $(PKG_CONFIG) --cflags simavr)
+$(BUILD)/plugins/fotahost/vboard/core.so: PLUGIN_LIBS = $(shell $(PKG_CONFIG) --libs simavr) -lutil
 
 # C unit tests link the objects they test against Lua. (Named here, the
 # development wing's objects are not intermediate files make deletes.)
@@ -211,8 +220,7 @@ mutate:
 check-asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	    LDFLAGS="-fsanitize=address,undefined" build-asan/fotahost example-plugin \
-	    $(UNIT_SRC:tests/unit/%.c=build-asan/tests/%) $(PLUGIN_SRC:plugins/%.c=build-asan/plugins/fotahost/%.so) \
-	    $(DEV_SRC:dev/plugins/%.c=build-asan/plugins/fotahost/%.so)
+	    $(UNIT_SRC:tests/unit/%.c=build-asan/tests/%) $(call plugin_so,build-asan,$(PLUGIN_SRC) $(DEV_SRC))
 	@BUILD=build-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp) sh tests/run
@@ -229,7 +237,7 @@ install: product
 	    $(DESTDIR)$(LIBDIR)/plugins/fotahost $(DESTDIR)$(DOCDIR) $(DESTDIR)$(INCLUDEDIR)
 	install -m 755 $(BUILD)/fotahost $(DESTDIR)$(BINDIR)/fotahost
 	$(call install_lua,scripts)
-	for so in $(PLUGIN_SO); do install -m 755 $$so $(DESTDIR)$(LIBDIR)/plugins/fotahost/; done
+	$(call install_so,$(PLUGIN_SO))
 	install -m 644 host/fotahost.h $(DESTDIR)$(INCLUDEDIR)/
 	install -m 644 README.md DEVELOPERS.md $(DESTDIR)$(DOCDIR)/
 	cd docs && find . -type d -exec install -d $(DESTDIR)$(DOCDIR)/{} \;
@@ -240,7 +248,12 @@ install: product
 install-dev: $(DEV_SO)
 	install -d $(DESTDIR)$(DATADIR)/scripts $(DESTDIR)$(LIBDIR)/plugins/fotahost
 	$(if $(wildcard dev/scripts),$(call install_lua,dev/scripts))
-	for so in $(DEV_SO); do install -m 755 $$so $(DESTDIR)$(LIBDIR)/plugins/fotahost/; done
+	$(call install_so,$(DEV_SO))
+
+# Installs the plugins $(1), each at its path under $(BUILD)/plugins (a
+# core's directory too: http/core.so).
+install_so = for so in $(patsubst $(BUILD)/plugins/%,%,$(1)); do \
+	install -D -m 755 $(BUILD)/plugins/$$so $(DESTDIR)$(LIBDIR)/plugins/$$so; done
 
 # Copies the Lua files under directory $(1), tree and all, into the scripts directory.
 install_lua = cd $(1) && find . -type d -exec install -d $(DESTDIR)$(DATADIR)/scripts/{} \; && \

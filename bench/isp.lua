@@ -5,7 +5,7 @@
 -- place of /dev/mem) to count what those backends cost per SPI bit.
 -- Usage: fotahost bench/isp.lua TMPDIR
 local isp = require "fotahost.avr.isp"
-local ispc = require "fotahost.isp"
+local ispc = require "fotahost.avr.isp.core"
 local gpio = require "fotahost.gpio"
 local ihex = require "fotahost.ihex"
 local parts = require "fotahost.avr.parts"

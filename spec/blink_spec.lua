@@ -111,7 +111,7 @@ describe("fotahost blink", function()
     r = h.run({ "blink", "--port", "/etc/hostname" })
     assert.matches("/etc/hostname: not a serial port", r.err)
     -- busy: another program holds the port
-    local serial = require "fotahost.serial_port"
+    local serial = require "fotahost.serial"
     local _master <close>, slave = assert(serial.openpty())
     local _holder <close> = assert(serial.open(slave))
     r = h.run({ "blink", "--port", slave, "--count", "1" })

@@ -1,11 +1,11 @@
 -- The local MCS cloud (`fotahost cloud`, fotahost.mcs_cloud): started as a
 -- process of its own, as a user runs it, and driven as a device client and
 -- a test would: REST calls with fotahost.http, a fake device over TCP with
--- fotahost.tcp_socket, the admin API and the CLI subcommands. The framing
+-- fotahost.tcp, the admin API and the CLI subcommands. The framing
 -- and CSV parsers are also checked directly.
 local h = require "helper"
 local http = require "fotahost.http"
-local tcp_socket = require "fotahost.tcp_socket"
+local tcp = require "fotahost.tcp"
 local stream = require "fotahost.stream"
 local sched = require "fotahost.sched"
 local digest = require "fotahost.digest"
@@ -90,7 +90,7 @@ end
 
 -- A fake device: connects, optionally sends a first heartbeat.
 local function connect_device(cloud, first)
-  local s = assert(tcp_socket.connect("127.0.0.1", cloud.tcp_port, 5))
+  local s = assert(tcp.connect("127.0.0.1", cloud.tcp_port, 5))
   if first then assert(s:write(first, 5)) end
   return s
 end

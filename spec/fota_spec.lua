@@ -408,7 +408,7 @@ return {
 
     it("an unreachable server", function()
       -- a port that was free a moment ago: nothing listens there
-      local srv = assert(require("fotahost.tcp").listen("127.0.0.1", 0))
+      local srv = assert(require("fotahost.tcp.core").listen("127.0.0.1", 0))
       local _, port = srv:getsockname()
       srv:close()
       refused({ version = "xdown", url = ("http://127.0.0.1:%d/fw.hex"):format(port), md5 = cjson.null },

@@ -290,6 +290,17 @@ function M.tmpfs(dir, kib)
   return fs
 end
 
+-- The files named `pattern` (a find -name glob) under `dir` of the
+-- checkout, as sorted paths relative to it.
+function M.find(dir, pattern)
+  local p = assert(io.popen(("cd %s && find %s -name %s -type f 2>/dev/null | sort")
+    :format(shell_quote(M.top), shell_quote(dir), shell_quote(pattern))))
+  local t = {}
+  for l in p:lines() do t[#t + 1] = l end
+  p:close()
+  return t
+end
+
 -- How long fn() took (sched's monotonic clock), then what it returned.
 function M.elapsed(fn)
   local t0 = sched.now()

@@ -6,8 +6,8 @@ local h = require "helper"
 local http = require "fotahost.http"
 local sched = require "fotahost.sched"
 local digest = require "fotahost.digest"
+local tcp_core = require "fotahost.tcp.core"
 local tcp = require "fotahost.tcp"
-local tcp_socket = require "fotahost.tcp_socket"
 local sys = require "fotahost.sys"
 
 local function exists(path)
@@ -35,7 +35,7 @@ end
 
 -- A port nothing listens on: bound, then let go.
 local function closed_port()
-  local s = assert(tcp.listen("127.0.0.1", 0))
+  local s = assert(tcp_core.listen("127.0.0.1", 0))
   local _, port = s:getsockname()
   s:close()
   return port
@@ -615,11 +615,11 @@ describe("fotahost.http", function()
                              { ["X-A"] = "1\nX-Injected: 1" } }) do
         local ok, err = pcall(http.get, base .. "/echo", { headers = hdr, retries = 0 })
         assert.is_false(ok)
-        assert.matches("curl%.new: header X%-A.* has a line break, a colon or is empty", err)
+        assert.matches("http%.core%.new: header X%-A.* has a line break, a colon or is empty", err)
       end
       local ok, err = pcall(http.get, base .. "/echo", { user_agent = "fw/1\r\nX-Injected: 1", retries = 0 })
       assert.is_false(ok)
-      assert.matches("curl%.new: user_agent has a line break", err)
+      assert.matches("http%.core%.new: user_agent has a line break", err)
       assert.are.equal(before, requests_log())
     end)
 
@@ -631,11 +631,11 @@ describe("fotahost.http", function()
       assert.matches("Couldn't connect to server", err)
       assert.is_true(t < 1)
       -- a listener with a full backlog that never accepts drops new SYNs
-      local full <close> = assert(tcp.listen("127.0.0.1", 0, 0))
+      local full <close> = assert(tcp_core.listen("127.0.0.1", 0, 0))
       local _, port = full:getsockname()
       local held = {}
       for _ = 1, 8 do
-        local s = tcp_socket.connect("127.0.0.1", port, 0.2)
+        local s = tcp.connect("127.0.0.1", port, 0.2)
         if not s then break end
         held[#held + 1] = s
       end
@@ -752,7 +752,7 @@ describe("fotahost.http", function()
     it("runs s_server for as long as the spec holds its stdin", function()
       local tls_srv = h.start_server({ "spec/support/tls_server.lua", "--dir", tls, "--cert", cert,
         "--key", tls .. "/key.pem" }, { timeout = 10 })
-      local s = assert(tcp_socket.connect("127.0.0.1", tls_srv.port, 2))
+      local s = assert(tcp.connect("127.0.0.1", tls_srv.port, 2))
       s:close()
       assert.are.equal("exited", (tls_srv.stop()))
       -- s_server went with it: nothing listens there any more

@@ -1,10 +1,10 @@
 -- fotahost.httpd in this process (server and a raw client on
--- fotahost.tcp_socket, both under sched.run), then the fault-injecting test
+-- fotahost.tcp, both under sched.run), then the fault-injecting test
 -- server (spec/support/http_test_server.lua) as a process of its own,
 -- driven by curl.
 local httpd = require "fotahost.httpd"
 local sched = require "fotahost.sched"
-local tcp_socket = require "fotahost.tcp_socket"
+local tcp = require "fotahost.tcp"
 local log = require "fotahost.log"
 local cjson = require "cjson"
 local h = require "helper"
@@ -24,7 +24,7 @@ local function with_server(handler, opts, fn)
 end
 
 local function connect(srv)
-  return assert(tcp_socket.connect("127.0.0.1", srv.port, T))
+  return assert(tcp.connect("127.0.0.1", srv.port, T))
 end
 
 -- Reads one response: { status = n, headers = { lower-case = value }, body }.
@@ -394,7 +394,7 @@ describe("fotahost.httpd", function()
       read_response(idle)
       srv:close()
       assert.are.same({ nil, "closed", "" }, { idle:read(1, T) })
-      assert.is_nil(tcp_socket.connect("127.0.0.1", srv.port, T))
+      assert.is_nil(tcp.connect("127.0.0.1", srv.port, T))
     end)
   end)
 
@@ -609,7 +609,7 @@ describe("http_test_server", function()
     local how, err = other.stop()
     assert.are.equal("exited", how)
     assert.matches("stdin closed, stopping", err)
-    assert.is_nil(tcp_socket.connect("127.0.0.1", other.port, 1))
+    assert.is_nil(tcp.connect("127.0.0.1", other.port, 1))
   end)
 
   it("says what is wrong with its arguments", function()

@@ -8,7 +8,7 @@ local h = require "helper"
 -- development wing (dev/) into the same directories.
 describe("make install and make install-dev", function()
   local dir, usr, bin
-  local DEV_PLUGINS = { "avrsim.so", "gpio_sim.so", "vboard.so" }
+  local DEV_PLUGINS = { "avrsim.so", "gpio_sim.so", "vboard/core.so" }
 
   local function make(target)
     local cmd = ("cd %s && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s BUILD=%s PREFIX=%s %s > %s 2>&1")
@@ -67,7 +67,7 @@ describe("make install and make install-dev", function()
     for _, so in ipairs(DEV_PLUGINS) do
       assert.is_nil(h.read(usr .. "/lib/fotahost/plugins/fotahost/" .. so), so)
     end
-    assert.truthy(h.read(usr .. "/lib/fotahost/plugins/fotahost/curl.so"))
+    assert.truthy(h.read(usr .. "/lib/fotahost/plugins/fotahost/http/core.so"))
     for _, f in ipairs(dev_scripts()) do
       assert.is_nil(h.read(usr .. "/share/fotahost/scripts/" .. f), f)
     end

@@ -162,7 +162,7 @@ describe("ISP programming on the simulated chip", function()
 
   it("pulses RESET before each Programming Enable, so an MCU out of step is brought back", function()
     local gpio = require "fotahost.gpio"
-    local ispc = require "fotahost.isp"
+    local ispc = require "fotahost.avr.isp.core"
     local lines <close> = assert(gpio.open{ backend = "sim", chip = dir, lines = { 3, 15, 16, 17 },
       outputs = { true, true, true, false }, initial = { 0, 0, 0 }, part = parts.m32u4 })
     local prog = ispc.new(lines, parts.m32u4, { half_period_ns = 250 })
@@ -251,7 +251,7 @@ describe("ISP programming on the simulated chip", function()
 
   it("shows a programmer that breaks the timing rules in violations.log", function()
     -- the C engine, below the session's clamp: no pacing, SCK too fast for the chip
-    local gpio, ispc = require "fotahost.gpio", require "fotahost.isp"
+    local gpio, ispc = require "fotahost.gpio", require "fotahost.avr.isp.core"
     local lines <close> = assert(gpio.open{ backend = "sim", chip = dir, lines = { 3, 15, 16, 17 },
       outputs = { true, true, true, false }, initial = { 0, 0, 0 }, part = parts.m32u4 })
     ispc.new(lines, parts.m32u4, { half_period_ns = 0 }):connect()

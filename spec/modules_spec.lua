@@ -22,6 +22,38 @@ describe("native modules", function()
     assert.are.equal("true\tnil\tnil\tnil\n", r.out)
   end)
 
+  -- DEVELOPERS.md, C: plugins/NAME.c is fotahost.NAME; a C module under a
+  -- Lua face is the face's core (fotahost.tcp over fotahost.tcp.core).
+  it("follow one naming rule: a C core sits under the Lua face of its name", function()
+    local lua, c = {}, {}
+    for _, dir in ipairs({ "scripts", "dev/scripts" }) do
+      for _, f in ipairs(h.find(dir, "*.lua")) do
+        local rel = f:sub(#dir + 2, -5)
+        if not rel:match("^tools/") then lua[rel:gsub("/", ".")] = f end
+      end
+    end
+    for _, dir in ipairs({ "plugins", "dev/plugins" }) do
+      for _, f in ipairs(h.find(dir, "*.c")) do
+        local base = f:match("^" .. dir .. "/([%w_.]+)%.c$")
+        if base then c["fotahost." .. base] = f end
+      end
+    end
+    local cores, bad = 0, {}
+    for name, f in pairs(c) do
+      if lua[name] then bad[#bad + 1] = f .. " and " .. lua[name] .. " are both " .. name end
+      local face = name:match("^(.+)%.core$")
+      if face then
+        cores = cores + 1
+        local text = lua[face] and h.read(h.top .. "/" .. lua[face]) or ""
+        if not text:find(('require "%s"'):format(name), 1, true) then
+          bad[#bad + 1] = f .. ": no face " .. face .. " requiring " .. name
+        end
+      end
+    end
+    assert.are.same({}, bad)
+    assert.are.equal(5, cores)   -- tcp, serial, http, avr.isp, vboard
+  end)
+
   it("include Debian's lua-cjson as cjson and cjson.safe", function()
     local cjson = require "cjson"
     assert.are.equal('{"a":[1,2]}', cjson.encode({ a = { 1, 2 } }))

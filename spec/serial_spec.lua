@@ -1,7 +1,7 @@
--- Serial ports, on pseudo-terminals: fotahost.serial (C, non-blocking) and
--- fotahost.serial_port (Lua, waits with timeouts, under the scheduler).
+-- Serial ports, on pseudo-terminals: fotahost.serial.core (C, non-blocking)
+-- and fotahost.serial (Lua, waits with timeouts, under the scheduler).
+local serial_core = require "fotahost.serial.core"
 local serial = require "fotahost.serial"
-local serial_port = require "fotahost.serial_port"
 local poll = require "fotahost.poll"
 local h = require "helper"
 local stream_contract = require "support.stream_contract"
@@ -15,10 +15,10 @@ end
 
 local elapsed = h.elapsed
 
-describe("fotahost.serial", function()
+describe("fotahost.serial.core", function()
   local master, slave_path
   before_each(function()
-    master, slave_path = assert(serial.openpty())
+    master, slave_path = assert(serial_core.openpty())
   end)
   after_each(function()
     master:close()
@@ -27,35 +27,35 @@ describe("fotahost.serial", function()
   describe("open", function()
     it("names a missing device and the cause", function()
       assert.are.same({ nil, "/dev/ttyNOSUCH9: No such file or directory", 2 },
-        { serial.open("/dev/ttyNOSUCH9") })
+        { serial_core.open("/dev/ttyNOSUCH9") })
       assert.are.same({ nil, "/dev/ttyNOSUCH9: No such file or directory", 2 },
-        { serial_port.open("/dev/ttyNOSUCH9") })
+        { serial.open("/dev/ttyNOSUCH9") })
     end)
 
     it("refuses what is not a serial port", function()
       local dir = h.tmpdir()
       local file = h.write(dir .. "/notatty", "x")
-      local r = { serial.open(file) }
+      local r = { serial_core.open(file) }
       h.rmdir(dir)
       assert.are.same({ nil, file .. ": not a serial port (Inappropriate ioctl for device)", 25 }, r)
       assert.are.same({ nil, "/dev/null: not a serial port (Inappropriate ioctl for device)", 25 },
-        { serial_port.open("/dev/null") })
+        { serial.open("/dev/null") })
     end)
 
     it("says a port opened exclusively (the default) is busy, until it is closed", function()
-      local first = assert(serial.open(slave_path))
+      local first = assert(serial_core.open(slave_path))
       local expected = { nil, slave_path .. ": Device or resource busy (in use by another program)", 16 }
-      assert.are.same(expected, { serial.open(slave_path) })
-      assert.are.same(expected, { serial_port.open(slave_path, { baud = 9600 }) })
+      assert.are.same(expected, { serial_core.open(slave_path) })
+      assert.are.same(expected, { serial.open(slave_path, { baud = 9600 }) })
       assert.is_true(first:get().exclusive)
       first:close()
-      local again = assert(serial.open(slave_path))
+      local again = assert(serial_core.open(slave_path))
       again:close()
     end)
 
     it("lets several open a port that nobody holds exclusively", function()
-      local a = assert(serial.open(slave_path, { exclusive = false }))
-      local b = assert(serial.open(slave_path, { exclusive = false }))
+      local a = assert(serial_core.open(slave_path, { exclusive = false }))
+      local b = assert(serial_core.open(slave_path, { exclusive = false }))
       assert.is_false(a:get().exclusive)
       -- one of them may take it exclusively later, but not both
       assert.is_true(a:set({ exclusive = true }))
@@ -69,10 +69,10 @@ describe("fotahost.serial", function()
 
     it("refuses a baud rate the platform does not have", function()
       assert.are.same({ nil, slave_path .. ": unsupported baud rate 12345" },
-        { serial.open(slave_path, { baud = 12345 }) })
+        { serial_core.open(slave_path, { baud = 12345 }) })
       assert.are.same({ nil, "/dev/ttyS9: unsupported baud rate 250000" },
-        { serial_port.open("/dev/ttyS9", { baud = 250000 }) })
-      local bauds = serial.bauds()
+        { serial.open("/dev/ttyS9", { baud = 250000 }) })
+      local bauds = serial_core.bauds()
       for _, b in ipairs({ 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400 }) do
         assert.truthy(table.concat(bauds, " "):find("%f[%d]" .. b .. "%f[%D]"), b)
       end
@@ -80,7 +80,7 @@ describe("fotahost.serial", function()
 
     it("raises on misuse: unknown options, wrong types, values out of range", function()
       local function err(opts)
-        local ok, msg = pcall(serial.open, slave_path, opts)
+        local ok, msg = pcall(serial_core.open, slave_path, opts)
         assert.is_false(ok)
         return (msg:gsub("^bad argument #2 to '[^']*' ", ""))
       end
@@ -93,14 +93,14 @@ describe("fotahost.serial", function()
       assert.are.equal("(stop_bits must be 1 or 2)", err({ stop_bits = 3 }))
       assert.are.equal("(rtscts must be a boolean, not number)", err({ rtscts = 1 }))
       assert.are.equal("(options must be named, as in { baud = 57600 })", err({ 9600 }))
-      assert.has_error(function() serial.open(slave_path, "fast") end)
-      assert.has_error(function() serial.openpty({ exclusive = true }) end)
+      assert.has_error(function() serial_core.open(slave_path, "fast") end)
+      assert.has_error(function() serial_core.openpty({ exclusive = true }) end)
     end)
   end)
 
   describe("settings", function()
     it("default to 57600 8N1, raw, exclusive, and read back from termios", function()
-      local port <close> = assert(serial.open(slave_path))
+      local port <close> = assert(serial_core.open(slave_path))
       assert.are.same({ baud = 57600, data_bits = 8, parity = "none", stop_bits = 1,
                         rtscts = false, exclusive = true }, port:get())
       assert.are.equal(("serial port %s (57600 8N1)"):format(slave_path), tostring(port))
@@ -108,7 +108,7 @@ describe("fotahost.serial", function()
     end)
 
     it("set baud rates and stop bits, read back with get()", function()
-      local port <close> = assert(serial.open(slave_path, { baud = 115200, stop_bits = 2 }))
+      local port <close> = assert(serial_core.open(slave_path, { baud = 115200, stop_bits = 2 }))
       assert.are.same({ baud = 115200, data_bits = 8, parity = "none", stop_bits = 2,
                         rtscts = false, exclusive = true }, port:get())
       for _, b in ipairs({ 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400 }) do
@@ -132,7 +132,7 @@ describe("fotahost.serial", function()
       -- Linux ptys force 8 bits without parity since 5.19 (the board's 3.18
       -- keeps what it is given); tests/unit/test_serial.c checks the mapping
       -- against a driver that keeps everything.
-      local port <close> = assert(serial.open(slave_path, { baud = 9600 }))
+      local port <close> = assert(serial_core.open(slave_path, { baud = 9600 }))
       for _, case in ipairs({ { 7, "even", "7E1" }, { 5, "odd", "5O1" }, { 6, "none", "6N1" } }) do
         local ok, err = port:set({ data_bits = case[1], parity = case[2] })
         local got = port:get()
@@ -149,7 +149,7 @@ describe("fotahost.serial", function()
     end)
 
     it("refuses an unsupported rate in set(), keeping the old one", function()
-      local port <close> = assert(serial.open(slave_path, { baud = 19200 }))
+      local port <close> = assert(serial_core.open(slave_path, { baud = 19200 }))
       assert.are.same({ nil, slave_path .. ": unsupported baud rate 12345" }, { port:set({ baud = 12345 }) })
       assert.are.equal(19200, port:get().baud)
     end)
@@ -157,7 +157,7 @@ describe("fotahost.serial", function()
 
   describe("non-blocking primitives", function()
     it("read what is there, or say wouldblock at once", function()
-      local port <close> = assert(serial.open(slave_path))
+      local port <close> = assert(serial_core.open(slave_path))
       assert.are.same({ nil, "wouldblock" }, { port:read_available(10) })
       assert.are.equal(5, master:write_available("hello"))
       until_readable(port)
@@ -173,7 +173,7 @@ describe("fotahost.serial", function()
     end)
 
     it("pass every byte unchanged: no echo, no CR/LF translation, no flow control", function()
-      local port <close> = assert(serial.open(slave_path))
+      local port <close> = assert(serial_core.open(slave_path))
       local all = {}
       for b = 0, 255 do all[#all + 1] = string.char(b) end
       all = table.concat(all)
@@ -188,7 +188,7 @@ describe("fotahost.serial", function()
     end)
 
     it("count what is pending, flush input, and drain", function()
-      local port <close> = assert(serial.open(slave_path))
+      local port <close> = assert(serial_core.open(slave_path))
       master:write_available("stale")
       until_readable(port)
       assert.are.equal(5, (port:pending()))
@@ -201,7 +201,7 @@ describe("fotahost.serial", function()
     end)
 
     it("close idempotently; a closed port raises when used; __gc closes", function()
-      local port = assert(serial.open(slave_path))
+      local port = assert(serial_core.open(slave_path))
       assert.is_true(port:close())
       assert.is_true(port:close())
       assert.are.equal(("serial port %s (closed)"):format(slave_path), tostring(port))
@@ -210,34 +210,34 @@ describe("fotahost.serial", function()
       end
       assert.has_error(function() port:set({}) end, "attempt to use a closed serial port")
       do
-        local _scoped <close> = assert(serial.open(slave_path))
+        local _scoped <close> = assert(serial_core.open(slave_path))
       end
-      assert(serial.open(slave_path)) -- dropped without close: exclusive until collected
+      assert(serial_core.open(slave_path)) -- dropped without close: exclusive until collected
       collectgarbage()
       collectgarbage()
-      assert(serial.open(slave_path)):close()
+      assert(serial_core.open(slave_path)):close()
     end)
   end)
 end)
 
 -- A port on a pty's slave, and the master as the other end.
 local function port_pair()
-  local master, slave_path = assert(serial_port.openpty())
-  local port = assert(serial_port.open(slave_path))
+  local master, slave_path = assert(serial.openpty())
+  local port = assert(serial.open(slave_path))
   return { a = port, b = master, kind = "serial port", prefix = "port",
            closed_name = ("serial port %s (closed)"):format(slave_path),
            done = function() port:close() master:close() end }
 end
 
-describe("fotahost.serial_port", function()
+describe("fotahost.serial", function()
   describe("as a stream", function()
     stream_contract(it, assert, port_pair)
   end)
 
   local master, slave_path, port
   before_each(function()
-    master, slave_path = assert(serial_port.openpty())
-    port = assert(serial_port.open(slave_path))
+    master, slave_path = assert(serial.openpty())
+    port = assert(serial.open(slave_path))
   end)
   after_each(function()
     port:close()
@@ -266,7 +266,7 @@ describe("fotahost.serial_port", function()
     -- another process opens the slave a little later and writes; the slave
     -- stays open here (not exclusively), or the master would read "closed"
     port:close()
-    port = assert(serial_port.open(slave_path, { exclusive = false }))
+    port = assert(serial.open(slave_path, { exclusive = false }))
     os.execute(("(sleep 0.1; printf 'late\\n' > %s) &"):format(h.q(slave_path)))
     local took, line = elapsed(function() return master:read_line(3) end)
     assert.are.equal("late", line)
@@ -285,6 +285,6 @@ describe("fotahost.serial_port", function()
     port:close()
     assert.has_error(function() port:settings() end, "attempt to use a closed serial port")
     -- nothing held it exclusively any more
-    port = assert(serial_port.open(slave_path))
+    port = assert(serial.open(slave_path))
   end)
 end)

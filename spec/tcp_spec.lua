@@ -1,8 +1,8 @@
--- TCP sockets over loopback: fotahost.tcp (C, non-blocking) and
--- fotahost.tcp_socket (Lua, waits with timeouts, under the scheduler).
+-- TCP sockets over loopback: fotahost.tcp.core (C, non-blocking) and
+-- fotahost.tcp (Lua, waits with timeouts, under the scheduler).
 -- Server and client live in this one process.
+local tcp_core = require "fotahost.tcp.core"
 local tcp = require "fotahost.tcp"
-local tcp_socket = require "fotahost.tcp_socket"
 local sched = require "fotahost.sched"
 local h = require "helper"
 local poll = require "fotahost.poll"
@@ -21,30 +21,30 @@ end
 -- connected to it, and the server's side of that connection.
 local function pair(host)
   host = host or "127.0.0.1"
-  local server = assert(tcp_socket.listen(host, 0))
+  local server = assert(tcp.listen(host, 0))
   local _, port = server:getsockname()
-  local client = assert(tcp_socket.connect(host, port, 1))
+  local client = assert(tcp.connect(host, port, 1))
   local peer = assert(server:accept(1))
   return server, client, peer, port
 end
 
 -- A port with nothing listening: bound by us, then closed.
 local function free_port()
-  local s = assert(tcp.listen("127.0.0.1", 0))
+  local s = assert(tcp_core.listen("127.0.0.1", 0))
   local _, port = s:getsockname()
   s:close()
   return port
 end
 
-describe("fotahost.tcp", function()
+describe("fotahost.tcp.core", function()
   it("connects without waiting, then finishes once the fd is writable", function()
-    local server <close> = assert(tcp.listen("127.0.0.1", 0))
+    local server <close> = assert(tcp_core.listen("127.0.0.1", 0))
     local host, port = server:getsockname()
     assert.are.equal("127.0.0.1", host)
     assert.is_true(port > 0)
     assert.are.equal(("tcp server 127.0.0.1:%d"):format(port), tostring(server))
     assert.are.same({ nil, "wouldblock" }, { server:accept_available() })
-    local sock <close> = assert(tcp.connect_start("127.0.0.1", port))
+    local sock <close> = assert(tcp_core.connect_start("127.0.0.1", port))
     until_ready(sock:fd(), "w")
     assert.is_true(sock:connect_finish())
     assert.is_true(sock:connect_finish()) -- and again: it stays connected
@@ -69,23 +69,23 @@ describe("fotahost.tcp", function()
 
   it("names what it cannot parse, resolve or bind", function()
     assert.are.same({ nil, "example.com:80: not a numeric address (names are resolved with "
-                      .. "tcp.resolve_start or tcp_socket.connect)" },
-      { tcp.connect_start("example.com", 80) })
+                      .. "tcp.core.resolve_start or tcp.connect)" },
+      { tcp_core.connect_start("example.com", 80) })
     assert.are.same({ nil, "localhost:0: not a numeric address (names are resolved with "
-                      .. "tcp.resolve_start or tcp_socket.connect)" },
-      { tcp.listen("localhost", 0) })
-    local server <close> = assert(tcp.listen("127.0.0.1", 0))
+                      .. "tcp.core.resolve_start or tcp.connect)" },
+      { tcp_core.listen("localhost", 0) })
+    local server <close> = assert(tcp_core.listen("127.0.0.1", 0))
     local _, port = server:getsockname()
     assert.are.same({ nil, ("127.0.0.1:%d: Address already in use"):format(port), 98 },
-      { tcp.listen("127.0.0.1", port, 0) })
-    assert.has_error(function() tcp.listen("127.0.0.1", 70000) end)
-    assert.has_error(function() tcp.connect_start("127.0.0.1", -1) end)
+      { tcp_core.listen("127.0.0.1", port, 0) })
+    assert.has_error(function() tcp_core.listen("127.0.0.1", 70000) end)
+    assert.has_error(function() tcp_core.connect_start("127.0.0.1", -1) end)
   end)
 
   it("resolves names without blocking, numeric addresses at once", function()
-    local r <close> = assert(tcp.resolve_start("::1", 80))
+    local r <close> = assert(tcp_core.resolve_start("::1", 80))
     assert.are.same({ "::1" }, r:result())
-    local named <close> = assert(tcp.resolve_start("localhost", 80))
+    local named <close> = assert(tcp_core.resolve_start("localhost", 80))
     local addrs
     local deadline = sched.now() + 5
     repeat
@@ -101,7 +101,7 @@ describe("fotahost.tcp", function()
     assert.is_true(#addrs >= 1)
     for _, a in ipairs(addrs) do assert.truthy(a == "127.0.0.1" or a == "::1", a) end
     -- closing a lookup still in progress is fine
-    local abandoned = assert(tcp.resolve_start("nosuch.invalid", 80))
+    local abandoned = assert(tcp_core.resolve_start("nosuch.invalid", 80))
     abandoned:close()
     abandoned:close()
     assert.are.equal("tcp resolver (closed)", tostring(abandoned))
@@ -127,9 +127,9 @@ describe("fotahost.tcp", function()
   end)
 
   it("closes idempotently, never raising; a closed socket raises when used", function()
-    local server <close> = assert(tcp.listen("127.0.0.1", 0))
+    local server <close> = assert(tcp_core.listen("127.0.0.1", 0))
     local _, port = server:getsockname()
-    local sock = assert(tcp.connect_start("127.0.0.1", port))
+    local sock = assert(tcp_core.connect_start("127.0.0.1", port))
     assert.is_true(sock:close())
     assert.is_true(sock:close())
     assert.are.equal(("tcp socket 127.0.0.1:%d (closed)"):format(port), tostring(sock))
@@ -141,15 +141,15 @@ describe("fotahost.tcp", function()
     assert.is_true(server:close())
     assert.has_error(function() server:accept_available() end, "attempt to use a closed tcp server")
     do
-      local _scoped <close> = assert(tcp.listen("127.0.0.1", 0))
+      local _scoped <close> = assert(tcp_core.listen("127.0.0.1", 0))
     end
     -- dropped without close: __gc closes, so the port can be bound again
-    local dropped = assert(tcp.listen("127.0.0.1", 0))
+    local dropped = assert(tcp_core.listen("127.0.0.1", 0))
     local _, p2 = dropped:getsockname()
     dropped = nil -- luacheck: ignore 311 (dropped so the collector closes it)
     collectgarbage()
     collectgarbage()
-    assert(tcp.listen("127.0.0.1", p2)):close()
+    assert(tcp_core.listen("127.0.0.1", p2)):close()
   end)
 end)
 
@@ -162,7 +162,7 @@ local function stream_pair()
            done = function() client:close() peer:close() server:close() end }
 end
 
-describe("fotahost.tcp_socket", function()
+describe("fotahost.tcp", function()
   describe("as a stream", function()
     stream_contract(it, assert, stream_pair)
   end)
@@ -178,14 +178,14 @@ describe("fotahost.tcp_socket", function()
   end)
 
   it("connects and accepts over ::1 too", function()
-    local srv6, err = tcp_socket.listen("::1", 0)
+    local srv6, err = tcp.listen("::1", 0)
     if not srv6 then
       -- no IPv6 loopback here: the refusal must say so, clearly
       assert.matches("^%[::1%]:0: ", err)
       return
     end
     local _, port6 = srv6:getsockname()
-    local c6 <close> = assert(tcp_socket.connect("::1", port6, 1))
+    local c6 <close> = assert(tcp.connect("::1", port6, 1))
     local p6 <close> = assert(srv6:accept(1))
     assert.are.equal(("[::1]:%d"):format(port6), c6.name)
     assert.are.same({ "::1", port6 }, { c6:getpeername() })
@@ -197,7 +197,7 @@ describe("fotahost.tcp_socket", function()
 
   it("connects to a name", function()
     local _, port = server:getsockname()
-    local c <close> = assert(tcp_socket.connect("localhost", port, 2))
+    local c <close> = assert(tcp.connect("localhost", port, 2))
     assert.are.equal(("tcp socket localhost:%d"):format(port), tostring(c))
     local p <close> = assert(server:accept(1))
     assert.is_true(c:write("x", 1))
@@ -206,24 +206,24 @@ describe("fotahost.tcp_socket", function()
 
   it("says a refused connection names host:port and the cause", function()
     local port = free_port()
-    local took, s, err, code = elapsed(function() return tcp_socket.connect("127.0.0.1", port, 1) end)
+    local took, s, err, code = elapsed(function() return tcp.connect("127.0.0.1", port, 1) end)
     assert.are.same({ nil, ("127.0.0.1:%d: Connection refused"):format(port), 111 }, { s, err, code })
     assert.is_true(took < 0.9, "took " .. took) -- at once, not at the 1 s timeout
     -- a name that cannot exist: the cause is the resolver's (no such name,
     -- or no DNS server to ask in a sandbox)
-    local s2, err2 = tcp_socket.connect("nosuch.invalid", 80, 2)
+    local s2, err2 = tcp.connect("nosuch.invalid", 80, 2)
     assert.is_nil(s2)
     assert.matches("^nosuch%.invalid:80: %u[%w ]+$", err2)
   end)
 
   it("times out a connect that gets no answer, naming it", function()
     -- a listener with a full backlog that never accepts drops new SYNs
-    local full <close> = assert(tcp.listen("127.0.0.1", 0, 0))
+    local full <close> = assert(tcp_core.listen("127.0.0.1", 0, 0))
     local _, port = full:getsockname()
     local held, err = {}, nil
     local took = elapsed(function()
       for _ = 1, 8 do
-        local s, e = tcp_socket.connect("127.0.0.1", port, 0.2)
+        local s, e = tcp.connect("127.0.0.1", port, 0.2)
         if not s then err = e break end
         held[#held + 1] = s
       end
@@ -249,7 +249,7 @@ describe("fotahost.tcp_socket", function()
       end)
       -- a name, resolved while the server task runs: "localhost" may
       -- give ::1 first, refused here, then 127.0.0.1
-      local c <close> = assert(tcp_socket.connect("localhost", port, 2))
+      local c <close> = assert(tcp.connect("localhost", port, 2))
       assert(c:write("hello\n", 2))
       return c:read_line(2)
     end)
@@ -259,8 +259,8 @@ describe("fotahost.tcp_socket", function()
   it("never waits to connect or accept without a timeout; a closed server raises", function()
     for _, call in ipairs({
       function() server:accept() end,
-      function() tcp_socket.connect("127.0.0.1", 1) end,
-      function() tcp_socket.connect("127.0.0.1", 70000, 1) end,
+      function() tcp.connect("127.0.0.1", 1) end,
+      function() tcp.connect("127.0.0.1", 70000, 1) end,
     }) do
       assert.has_error(call)
     end

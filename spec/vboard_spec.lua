@@ -69,7 +69,7 @@ end
 describe("the virtual board", function()
   local dir, chip
   before_each(function()
-    assert(available, "the virtual board needs the fotahost.vboard plugin, built only where "
+    assert(available, "the virtual board needs the fotahost.vboard.core plugin, built only where "
       .. "simavr is installed (apt-get install libsimavr-dev, then make): " .. tostring(why))
     dir = h.tmpdir()
     chip = dir .. "/chip"

@@ -6,18 +6,7 @@
 local h = require "helper"
 
 local top = h.top
-
-local function lines_of(cmd)
-  local p = assert(io.popen(cmd))
-  local t = {}
-  for l in p:lines() do t[#t + 1] = l end
-  p:close()
-  return t
-end
-
-local function find(dir, pattern)
-  return lines_of(("cd %s && find %s -name %s -type f 2>/dev/null | sort"):format(h.q(top), h.q(dir), h.q(pattern)))
-end
+local find = h.find
 
 local function product_files()
   local files = find("scripts/fotahost", "*.lua")
@@ -29,7 +18,8 @@ local function product_files()
 end
 
 -- Every module name the dev wing provides: its Lua modules (by path under
--- dev/scripts) and its C plugins (dev/plugins/NAME.c is fotahost.NAME).
+-- dev/scripts) and its C plugins (dev/plugins/NAME.c is fotahost.NAME, and
+-- NAME may hold dots: vboard.core.c is fotahost.vboard.core).
 local function dev_modules()
   local names = {}
   for _, f in ipairs(find("dev/scripts", "*.lua")) do
@@ -37,7 +27,7 @@ local function dev_modules()
     if not rel:match("^tools/") then names[(rel:gsub("/init$", ""):gsub("/", "."))] = true end
   end
   for _, f in ipairs(find("dev/plugins", "*.c")) do
-    local base = f:match("^dev/plugins/([%w_]+)%.c$")
+    local base = f:match("^dev/plugins/([%w_.]+)%.c$")
     if base then names["fotahost." .. base] = true end
   end
   return names
@@ -65,6 +55,7 @@ describe("the product", function()
   it("never requires a development module by name", function()
     local dev = dev_modules()
     assert.is_true(dev["fotahost.httpd"] and dev["fotahost.simchip"])   -- the walk sees dev/scripts
+    assert.is_true(dev["fotahost.avrsim"] and dev["fotahost.vboard.core"]) -- and dev/plugins
     local files, bad = product_files(), {}
     assert.is_true(#files > 20)
     for _, f in ipairs(files) do

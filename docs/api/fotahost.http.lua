@@ -2,8 +2,8 @@
 -- API stub for script authors (LuaLS). Two modules:
 -- * fotahost.http (Lua: scripts/fotahost/http.lua): requests and downloads,
 --   with retries, resume and atomic files; what scripts use;
--- * fotahost.curl (C plugin: plugins/curl.c): one libcurl transfer that
---   never waits, driven by fotahost.http.
+-- * fotahost.http.core (C plugin: plugins/http.core.c): one libcurl
+--   transfer that never waits, driven by fotahost.http.
 --
 -- Every wait happens in the scheduler when called from a task (other tasks
 -- keep running), or in a private poller otherwise. Only http:// and
@@ -21,7 +21,7 @@
 -- values); a `deviceKey` header value is registered with fotahost.log as a
 -- secret and never printed. Misuse (a wrong argument type) raises.
 -- Errors: fotahost.http's code is the HTTP status (an integer) or a kind
--- string, as above, never an errno; fotahost.curl's new() returns nil,
+-- string, as above, never an errno; fotahost.http.core's new() returns nil,
 -- "path: strerror", code when its file cannot be opened: code is the errno.
 ---@class fotahost.http
 local http = {}

@@ -1,6 +1,6 @@
 ---@meta fotahost.httpd
 -- API stub for script authors (LuaLS). The module is Lua:
--- dev/scripts/fotahost/httpd.lua, on fotahost.tcp_socket and fotahost.sched.
+-- dev/scripts/fotahost/httpd.lua, on fotahost.tcp and fotahost.sched.
 -- Errors: misuse (a bad handler, a finished response) raises; listen()
 -- returns nil, "host:port: cause" with no code; a response write that fails
 -- returns nil, why with no code.
@@ -75,7 +75,7 @@ local Server = {}
 ---@field keep_alive boolean what the client asked for
 
 ---@class fotahost.httpd.Response
----@field sock fotahost.tcp_socket.Socket the connection, for unusual cases
+---@field sock fotahost.tcp.Socket the connection, for unusual cases
 ---@field req fotahost.httpd.Request
 ---@field status? integer the status sent, once the head is
 local Response = {}

@@ -1,143 +1,128 @@
 ---@meta fotahost.serial
--- API stub for script authors (LuaLS). The module is C: plugins/serial.c.
--- Scripts usually want fotahost.serial_port (docs/api/fotahost.serial_port.lua),
--- which waits with timeouts under the scheduler on top of this one.
+-- API stub for script authors (LuaLS). The Lua face
+-- (scripts/fotahost/serial.lua) over the C core fotahost.serial.core
+-- (docs/api/fotahost.serial.core.lua).
 
----termios serial ports, and pseudo-terminals to stand in for them. Every
----call returns at once: the fd is non-blocking, and a read or write that
----cannot proceed says "wouldblock". The two calls that may wait are named as
----such: drain(), and close() (both only for bytes already written). Lines
----are always raw: no echo, no line editing, no CR/LF translation, no
----XON/XOFF; hardware flow control only with `rtscts`.
+---Serial ports for scripts: reads and writes that wait, each at most a
+---timeout you give. Inside a scheduler task they wait with sched.wait_fd, so
+---the other tasks run meanwhile; outside any task they wait in a poller of
+---the port's own. The blink of the tutorial, in a task next to a heartbeat:
+---```lua
+---local serial = require "fotahost.serial"
+---local sched = require "fotahost.sched"
+---sched.run(function()
+---  local port <close> = assert(serial.open("/dev/ttyS0", { baud = 57600 }))
+---  sched.every(1, function() print("heartbeat") end)
+---  for i = 1, 10 do
+---    assert(port:write(i % 2 == 1 and "1" or "0", 1))
+---    sched.sleep(0.5)
+---  end
+---end)
+---```
+---Failures return `nil, why, partial`: `why` is "timeout", "closed" (the
+---other side went away: a pty's other end closed, a USB adapter was
+---unplugged), "line too long" (read_line) or "<path>: <cause>"; `partial`
+---is what was read (a string) or how much was written (an integer) before.
+---Partial data is handed over, not kept: the next read starts after it.
+---Misuse raises: a missing timeout, a bad count, a closed port.
 ---@class fotahost.serial
-local serial = {}
+---@field LINE_MAX integer read_line's default limit: 4096 bytes
+local M = {}
 
 ---@class fotahost.serial.Port
+---@field path string the path opened
 local Port = {}
 
----Options of open(), openpty() and set(); get() returns the same fields.
----An unknown key, a wrong type or a value out of range raises.
----@class fotahost.serial.Options
----@field baud? integer 57600 by default; one of serial.bauds() (1200..115200, 230400 and up where the platform has them)
----@field data_bits? 5|6|7|8 8 by default
----@field parity? "none"|"even"|"odd" "none" by default; with parity on, it is checked on input (a bad byte reads as 0)
----@field stop_bits? 1|2 1 by default
----@field rtscts? boolean RTS/CTS hardware flow control, off by default
----@field exclusive? boolean true by default: TIOCEXCL (other programs' opens fail with EBUSY) and an flock (which also stops root, whom the kernel lets through TIOCEXCL)
-
----@class fotahost.serial.Settings
----@field baud integer|nil nil only if something else set a rate termios cannot name
----@field data_bits 5|6|7|8
----@field parity "none"|"even"|"odd"
----@field stop_bits 1|2
----@field rtscts boolean
----@field exclusive boolean whether this object holds the port exclusively
-
----Opens a serial port (O_NOCTTY, so the line can never signal us; O_NONBLOCK;
----O_CLOEXEC) and sets it raw with `opts`. The settings are read back: a
----driver that keeps another rate or framing is reported, not trusted.
----```lua
----local port <close> = assert(serial.open("/dev/ttyS0", { baud = 57600 }))
----```
----@param path string "/dev/ttyS0", "/dev/ttyUSB0", a pty slave...
----@param opts? fotahost.serial.Options
+---Opens a serial port: raw, 57600 8N1 and exclusive unless `opts` say
+---otherwise (see fotahost.serial.core.Options).
+---@param path string
+---@param opts? fotahost.serial.core.Options
 ---@return fotahost.serial.Port|nil port
----@return string? err "<path>: No such file or directory", "<path>: Permission denied", "<path>: not a serial port (Inappropriate ioctl for device)", "<path>: Device or resource busy (in use by another program)", "<path>: unsupported baud rate 12345", "<path>: the driver did not accept 57600 7E1 (it gave 57600 8N1)"
----@return integer? errno none for the last two
-function serial.open(path, opts) end
-
----Makes a pseudo-terminal pair and returns its master as a port, raw and
----set to `opts` (`exclusive` does not apply: open the slave exclusively
----instead), and the slave's path for the other end to open. Until the slave
----is first opened the master has nothing to read; once every opener of the
----slave has closed it, the master reads what the slave had written, then
----"closed", until the slave is opened again. When the master closes, the
----slave is hung up: it reads "closed" and what was in flight to it is lost.
----Linux ptys always carry 8 bits without parity (since 5.19): set() of
----other framing on either side is refused.
----@param opts? fotahost.serial.Options
----@return fotahost.serial.Port|nil master its path() is "pty master of /dev/pts/N"
----@return string slave_path_or_err "/dev/pts/N", or "/dev/ptmx: <strerror>"
+---@return string? err "<path>: <cause>" (see the core's open)
 ---@return integer? errno
-function serial.openpty(opts) end
+function M.open(path, opts) end
 
----The baud rates this platform can set, ascending.
----@return integer[]
-function serial.bauds() end
+---A pseudo-terminal pair: the master as a port, and the slave's path for
+---the other end (tests; the virtual board's Serial1). See the core's openpty.
+---@param opts? fotahost.serial.core.Options
+---@return fotahost.serial.Port|nil master
+---@return string slave_path_or_err
+---@return integer? errno
+function M.openpty(opts) end
 
----@return integer fd for sched.wait_fd or a poller
-function Port:fd() end
+---Reads exactly `n` bytes, waiting at most `timeout` seconds.
+---@param n integer >= 0
+---@param timeout number seconds, required; 0 takes what is there; math.huge waits for ever
+---@return string|nil data
+---@return string? why "timeout", "closed" or "<path>: <cause>"
+---@return string? partial the bytes read before
+function Port:read(n, timeout) end
 
----@return string path the path opened ("pty master of /dev/pts/N" for a master)
-function Port:path() end
+---Reads a line, waiting at most `timeout` seconds. The line is returned
+---without its "\n", and without a "\r" just before it (other "\r" stay).
+---A line longer than `max` bytes fails with "line too long": if its "\n"
+---had come, partial is the whole line and the next call reads the line
+---after it; if not, partial is the part that had come (more than max
+---bytes) and the next call returns the rest of that line.
+---@param timeout number seconds, required
+---@param max? integer default 4096
+---@return string|nil line
+---@return string? why "timeout", "closed", "line too long" or "<path>: <cause>"
+---@return string? partial
+function Port:read_line(timeout, max) end
 
----Reads what has arrived, up to `max` bytes (default 4096), without waiting.
----@param max? integer >= 1
----@return string|nil data 1..max bytes
----@return string? why "wouldblock" (nothing yet), "closed" (end of file, or EIO: the pty's other side closed, the tty hung up), or "<path>: <strerror>"
----@return integer? errno with the last
-function Port:read_available(max) end
-
----Writes as much of `data` (from byte `i`, default 1) as the driver takes
----now, without waiting.
+---Writes all of `data`, waiting at most `timeout` seconds for the driver to
+---take it (drain() waits for the wire).
 ---@param data string
----@param i? integer 1..#data+1
----@return integer|nil written 0..#data-i+1
----@return string? why "wouldblock", "closed" (EIO: the other side has gone), or "<path>: <strerror>"
----@return integer? errno with the last
-function Port:write_available(data, i) end
-
----Bytes received and not read yet, and bytes written that the driver has
----not sent yet (its buffer, not the UART's FIFO; a pty reports 0).
----@return integer|nil input
----@return integer|string output_or_err
----@return integer? errno
-function Port:pending() end
-
----tcdrain(): BLOCKS the process until every byte already written has left
----the UART. Bounded by what was written (4 KiB at 57600 baud: 0.7 s), but
----with rtscts and the other side holding CTS it waits as long as that
----lasts. serial_port's drain(timeout) waits for pending() to reach 0 under
----the scheduler first, so that this only waits for the FIFO.
+---@param timeout number seconds, required
 ---@return true|nil ok
----@return string? err "<path>: <strerror>" (EINTR when a signal arrives)
----@return integer? errno
-function Port:drain() end
+---@return string? why "timeout", "closed" or "<path>: <cause>"
+---@return integer? written bytes taken before
+function Port:write(data, timeout) end
 
----Discards received bytes not yet read ("in"), written bytes not yet sent
----("out"), or both (the default).
+---Waits until every byte written has left the UART, at most `timeout`
+---seconds: default twice the time the bytes queued now take at the port's
+---rate, plus 1 s. The driver's queue is watched under the scheduler; only
+---its last step (the UART's FIFO, a few bytes) waits in tcdrain().
+---@param timeout? number
+---@return true|nil ok
+---@return string? why "timeout" or "<path>: <cause>"
+---@return integer? queued_or_errno bytes still queued (timeout), or errno
+function Port:drain(timeout) end
+
+---Discards input not yet read (this object's buffer too), output not yet
+---sent, or both (the default).
 ---@param which? "in"|"out"|"both"
 ---@return true|nil ok
 ---@return string? err
----@return integer? errno
 function Port:flush(which) end
 
----Changes the settings given; the others stay, the line stays raw. On
----failure the line is as it was.
----@param opts fotahost.serial.Options
+---Bytes received and not yet read (this object's buffer included), and
+---bytes the driver has not sent yet.
+---@return integer|nil input
+---@return integer|string output_or_err
+function Port:pending() end
+
+---The settings as the driver has them (termios read back).
+---@return fotahost.serial.core.Settings|nil settings
+---@return string? err
+function Port:settings() end
+
+---Changes the settings given (as open's opts); the others stay. On failure
+---the line is as it was.
+---@param opts fotahost.serial.core.Options
 ---@return true|nil ok
----@return string? err as open()'s
----@return integer? errno
+---@return string? err "<path>: unsupported baud rate N", ...
 function Port:set(opts) end
 
----The settings as the driver has them now (termios read back).
----@return fotahost.serial.Settings|nil settings
----@return string? err "<path>: <strerror>" (EIO once a pty's master has gone)
----@return integer? errno
-function Port:get() end
+---@return integer fd
+function Port:fd() end
 
----Closes the port, giving up exclusive use. Idempotent (true again once
----closed); `<close>` and `__gc` close too and never raise. As with drain(),
----the kernel's close waits for bytes already written to leave the UART (the
----driver's closing_wait, 30 s for a serial port, bounds it): drain or flush
----first where that matters. Any other method of a closed port raises
----"attempt to use a closed serial port".
+---Closes the port (see the core's close for what the kernel may wait
+---for). Idempotent; `<close>` closes too. tostring(port) is the C port's:
+---"serial port /dev/ttyS0 (57600 8N1)" or "serial port /dev/ttyS0 (closed)".
 ---@return true|nil ok
----@return string? err "<path>: <strerror>"
----@return integer? errno
+---@return string? err
 function Port:close() end
 
--- tostring(port): "serial port /dev/ttyS0 (57600 8N1)", "(57600 8N1 rtscts)",
--- "serial port /dev/ttyS0 (closed)".
-
-return serial
+return M

@@ -1,7 +1,8 @@
 ---@meta fotahost.vboard
--- API stub for script authors (LuaLS). The native part is dev/plugins/vboard.c,
--- a plugin built only where simavr is installed; `require "fotahost.vboard"`
--- finds dev/scripts/fotahost/vboard.lua, which loads it and adds run().
+-- API stub for script authors (LuaLS). The face,
+-- dev/scripts/fotahost/vboard.lua, over the C core fotahost.vboard.core
+-- (dev/plugins/vboard.core.c, a plugin built only where simavr is
+-- installed): it loads the core and adds run().
 -- Errors: misuse raises; a board that cannot start returns nil,
 -- "path: why" with no code.
 

@@ -1,7 +1,8 @@
 /*
  * part.h: an AVR part as the ISP programmer and the simulated chip see it.
- * Support code of plugins/isp.c and of the development wing's simulated
- * chip (dev/plugins/), each of which compiles part.c in; not the host's.
+ * Support code of plugins/avr.isp.core.c and of the development wing's
+ * simulated chip (dev/plugins/), each of which compiles part.c in; not the
+ * host's.
  *
  * Parts are data: scripts/fotahost/avr/parts.lua describes each one as a
  * Lua table, and fh_avr_part_get() checks such a table and fills this

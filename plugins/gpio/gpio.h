@@ -1,8 +1,8 @@
 /*
  * gpio.h: a few GPIO lines opened together, whatever drives them. Shared
  * by the `fotahost.gpio` module (plugins/gpio.c), its backends and the
- * modules that drive lines (plugins/isp.c, the development wing's sim
- * backend in dev/plugins/gpio_sim.c); not part of the host.
+ * modules that drive lines (plugins/avr.isp.core.c, the development
+ * wing's sim backend in dev/plugins/gpio_sim.c); not part of the host.
  *
  * One interface, several backends: built in (plugins/gpio/): the Linux
  * character device through libgpiod, /sys/class/gpio, the MT7688's

@@ -12,7 +12,7 @@
 --     })
 --
 -- While a transfer runs, the task that started it waits in the scheduler
--- (one fd per transfer, see plugins/curl.c), so the other tasks keep
+-- (one fd per transfer, see plugins/http.core.c), so the other tasks keep
 -- running: a heartbeat, a serial read, a timer. Outside any task the calls
 -- wait in a poller of their own and work the same.
 --
@@ -30,7 +30,7 @@
 -- `max_redirects`, default 5). TLS verification is always on unless a call
 -- says `insecure = true`, which is logged as a warning each time.
 
-local curl = require "fotahost.curl"
+local core = require "fotahost.http.core"
 local sched = require "fotahost.sched"
 local stream = require "fotahost.stream"
 local sys = require "fotahost.sys"
@@ -50,7 +50,7 @@ M.RETRY_STATUS = { [408] = true, [429] = true, [500] = true, [502] = true, [503]
 M.RETRY_KINDS = { timeout = true, connect = true, resolve = true, recv = true, send = true,
                   truncated = true }
 
--- Options passed through to fotahost.curl as they are.
+-- Options passed through to fotahost.http.core as they are.
 local PASS = { "connect_timeout", "timeout", "low_speed_time", "low_speed_limit", "max_redirects",
                "max_size", "cainfo", "capath", "insecure", "user_agent" }
 
@@ -90,7 +90,7 @@ local function check_opts(opts, what)
   end
 end
 
--- The options for curl.new, from a call's options. A deviceKey header is
+-- The options for core.new, from a call's options. A deviceKey header is
 -- made a log secret here, before anything can print it.
 local function curl_opts(opts, url)
   local c = { url = url, method = opts.method, body = opts.body }
@@ -194,7 +194,7 @@ function M.request(opts)
   local tries = (opts.retries or 0) + 1
   local ok, res, err, code = pcall(function()
     for n = 1, tries do
-      local t <close> = assert(curl.new(curl_opts(opts, opts.url)))
+      local t <close> = assert(core.new(curl_opts(opts, opts.url)))
       drive(t, holder, opts.progress)
       local info = t:info()
       local bad = info.error or (M.RETRY_STATUS[info.status] and n < tries)
@@ -344,7 +344,7 @@ local function download_tries(job)
     end
     local c = copy(base, { resume_from = have })
     if have > 0 and valid then c.headers = copy(base.headers, { ["If-Range"] = valid }) end
-    local t <close>, terr = curl.new(c)
+    local t <close>, terr = core.new(c)
     if not t then return nil, label(url, terr), "file" end
     local since = now()
     kind, cause = drive(t, holder, opts.progress, function(tr)
@@ -434,6 +434,6 @@ function M.download(url, dest, opts)
 end
 
 --- libcurl's version string, e.g. "libcurl/7.88.1 OpenSSL/3.0.15 ...".
-M.curl_version = curl.version
+M.curl_version = core.version
 
 return M

@@ -6,7 +6,7 @@
 -- /etc/fotahost/scripts/tools/blink.lua first; that copy wins).
 
 local sched = require "fotahost.sched"
-local serial = require "fotahost.serial_port"
+local serial = require "fotahost.serial"
 
 local USAGE = [[
 usage: fotahost blink [options]

@@ -176,8 +176,8 @@ end
 if not results.api then
   skip("command server", "the api check failed")
 else
-  local tcp_socket = require "fotahost.tcp_socket"
-  local sock, err = tcp_socket.connect(api_ip, api_port, 5)
+  local tcp = require "fotahost.tcp"
+  local sock, err = tcp.connect(api_ip, api_port, 5)
   if sock then
     sock:close()
     results.command = true
@@ -202,8 +202,8 @@ else
   if sim and not vdev.running(chip_dir) then
     fail("serial port", ("%s: no virtual board is running on %s"):format(port_path, chip_dir), board_fix)
   else
-    local serial_port = require "fotahost.serial_port"
-    local port, err = serial_port.open(port_path, { baud = config.serial_baud })
+    local serial = require "fotahost.serial"
+    local port, err = serial.open(port_path, { baud = config.serial_baud })
     if port then
       -- the rate the driver took, read back, not the one asked for
       local set = port:settings() or {}

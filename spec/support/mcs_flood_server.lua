@@ -17,7 +17,7 @@
 -- Data points arriving at any time are appended to FILE as "point ..." lines.
 local sched = require "fotahost.sched"
 local httpd = require "fotahost.httpd"
-local tcp_socket = require "fotahost.tcp_socket"
+local tcp = require "fotahost.tcp"
 local sys = require "fotahost.sys"
 
 local opts = { seconds = 3 }
@@ -39,8 +39,8 @@ local function append(line)
 end
 
 sched.run(function()
-  local tcp = assert(tcp_socket.listen("127.0.0.1", 0))
-  local _, tport = tcp:getsockname()
+  local listener = assert(tcp.listen("127.0.0.1", 0))
+  local _, tport = listener:getsockname()
   local srv = assert(httpd.listen({ host = "127.0.0.1", port = 0, handler = function(req, res)
     if req.path:match("/connections%.csv$") then
       res:send(200, { ["Content-Type"] = "text/csv" }, "127.0.0.1," .. tport)
@@ -55,7 +55,7 @@ sched.run(function()
 
   sched.spawn({ name = "accept" }, function()
     while true do
-      local sock = tcp:accept(math.huge)
+      local sock = listener:accept(math.huge)
       if sock then
         sched.spawn({ name = "flood" }, function()
           local beats, t0 = {}

@@ -10,7 +10,7 @@
 -- one place in one file:
 --
 --     { name = "curl-verifyhost-off",            -- unique, used by --only
---       file = "plugins/curl.c",
+--       file = "plugins/http.core.c",
 --       from = "insecure ? 0L : 2L",             -- must occur exactly once
 --       to   = "0L",
 --       specs = { "spec/http_spec.lua" },        -- run first (default: all)

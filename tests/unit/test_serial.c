@@ -1,5 +1,5 @@
 /*
- * Unit tests of plugins/serial.c below what a pty can show.
+ * Unit tests of plugins/serial.core.c below what a pty can show.
  *
  * Linux ptys force 8 bits without parity, so the mapping of data bits,
  * parity, stop bits and flow control to termios, and the refusals of a
@@ -26,7 +26,7 @@
 #include "fotahost.h"
 #include "unit.h"
 
-int luaopen_fotahost_serial(lua_State *L);
+int luaopen_fotahost_serial_core(lua_State *L);
 
 /* ------------------------------------------------------------ fake driver */
 
@@ -250,7 +250,7 @@ int main(void)
     lua_State *L = luaL_newstate();
 
     luaL_openlibs(L);
-    luaL_requiref(L, "serial", luaopen_fotahost_serial, 1);
+    luaL_requiref(L, "serial", luaopen_fotahost_serial_core, 1);
     lua_pop(L, 1);
     test_fake_driver(L);
     test_real_pty(L);

@@ -73,7 +73,7 @@
 --                     connection closes (no chunked encoding)
 --   res:send_file(path, headers, opts) a file, streamed (see below)
 --   res:abort()       closes the connection at once (to cut a body midway)
---   res.sock          the fotahost.tcp_socket under it, for unusual cases
+--   res.sock          the fotahost.tcp socket under it, for unusual cases
 --   res.status        the status sent, once started
 --
 -- Headers are a table name -> value (a string, a number, or a list of
@@ -101,7 +101,7 @@
 
 local sched = require "fotahost.sched"
 local sys = require "fotahost.sys"
-local tcp_socket = require "fotahost.tcp_socket"
+local tcp = require "fotahost.tcp"
 local log = require("fotahost.log").get("httpd")
 
 local M = {}
@@ -719,7 +719,7 @@ function M.listen(opts)
   if srv.on_response ~= nil and type(srv.on_response) ~= "function" then
     error("httpd.listen: on_response must be a function", 2)
   end
-  local listener, err = tcp_socket.listen(srv.host, opt(opts, "port", "integer"), 64)
+  local listener, err = tcp.listen(srv.host, opt(opts, "port", "integer"), 64)
   if not listener then return nil, err end
   srv._listener = listener
   local _, port = listener:getsockname()

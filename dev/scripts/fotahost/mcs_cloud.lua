@@ -32,7 +32,7 @@
 
 local sched = require "fotahost.sched"
 local httpd = require "fotahost.httpd"
-local tcp_socket = require "fotahost.tcp_socket"
+local tcp = require "fotahost.tcp"
 local logmod = require "fotahost.log"
 local C = require "fotahost.mcs_cloud.common"
 local store = require "fotahost.mcs_cloud.store"
@@ -144,20 +144,20 @@ function methods:start()
     end,
   }
   if not srv then return nil, "http: " .. err end
-  local tcp, terr = tcp_socket.listen(self.host, self.want_tcp_port, 64)
-  if not tcp then
+  local listener, terr = tcp.listen(self.host, self.want_tcp_port, 64)
+  if not listener then
     srv:close()
     return nil, "tcp: " .. terr
   end
-  self.http, self.tcp = srv, tcp
+  self.http, self.tcp = srv, listener
   self.port = srv.port
-  self.tcp_port = select(2, tcp:getsockname())
+  self.tcp_port = select(2, listener:getsockname())
   self.url = srv.url
   self.public_url = self.public_url or srv.url
   local ok, terr2 = self:write_token()
   if not ok then
     srv:close()
-    tcp:close()
+    listener:close()
     return nil, terr2
   end
   self._accept = sched.spawn({ name = "cloud tcp accept", log_errors = true }, self.accept_loop, self)

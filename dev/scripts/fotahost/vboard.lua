@@ -1,8 +1,9 @@
---- fotahost.vboard (Lua side): run a virtual board inside the scheduler.
+--- fotahost.vboard: run a virtual board inside the scheduler.
 --
--- The native module `fotahost.vboard` (plugins/vboard.c) runs the MCU in
--- bounded steps and says how long to wait before the next one; `run`
--- turns that into a scheduler task that shares the process with the others:
+-- The C core `fotahost.vboard.core` (dev/plugins/vboard.core.c) runs the
+-- MCU in bounded steps and says how long to wait before the next one;
+-- `run` turns that into a scheduler task that shares the process with the
+-- others:
 --
 --     local sched = require "fotahost.sched"
 --     local vb = require "fotahost.vboard"
@@ -11,37 +12,35 @@
 --       vb.run(board, { until_time = 10, on_step = function(b) ... end })
 --     end)
 --
--- Loaded with `require "fotahost.vboard"` this file is found first on the
--- script path, so it also re-exports the native open().
+-- It also re-exports the core's open().
 
 local sched = require "fotahost.sched"
 
 local M = {}
 
-local native
-local function load_native()
-  if native then return native end
-  -- The native module has the same name as this one: load the plugin
-  -- through package.searchers' C loader, bypassing the Lua searcher.
-  local path, why = package.searchpath("fotahost.vboard", package.cpath)
+local core
+local function load_core()
+  if core then return core end
+  -- The core is built only where simavr is installed: say so, rather than
+  -- leave require's bare "not found".
+  local path, why = package.searchpath("fotahost.vboard.core", package.cpath)
   if not path then
     error("fotahost.vboard: the virtual board plugin is not built (it needs simavr: "
       .. "apt-get install libsimavr-dev, then make)\n" .. tostring(why), 3)
   end
-  local open = assert(package.loadlib(path, "luaopen_fotahost_vboard"))
-  native = open()
-  return native
+  core = require "fotahost.vboard.core"
+  return core
 end
 
 --- Opens a virtual board on the simulated chip in `dir` (see the plugin).
 -- @return board | nil, "dir/...: cause"
 function M.open(dir, opts)
-  return load_native().open(dir, opts)
+  return load_core().open(dir, opts)
 end
 
---- True when the native plugin is available; else false and why.
+--- True when the core plugin is available; else false and why.
 function M.available()
-  local ok, err = pcall(load_native)
+  local ok, err = pcall(load_core)
   return ok, not ok and err or nil
 end
 

@@ -8,7 +8,7 @@
 --     assert(s:verify_flash(image))
 --     assert(s:write_fuse("lock", 0x0F))  -- reads back 0xCF: success
 --
--- The bit-banging is C (`fotahost.isp`); this file sequences it page by
+-- The bit-banging is C (`fotahost.avr.isp.core`); this file sequences it page by
 -- page, calls the progress function (under pcall: a raising callback stops
 -- the job, releases the lines and re-raises) and, inside a scheduler task,
 -- lets the other tasks run between pages. Closing the session always
@@ -19,7 +19,7 @@
 -- verify mismatch) return nil, "what: why" with no code.
 
 local gpio = require "fotahost.gpio"
-local ispc = require "fotahost.isp"
+local core = require "fotahost.avr.isp.core"
 local parts = require "fotahost.avr.parts"
 local boards = require "fotahost.avr.boards"
 
@@ -122,7 +122,7 @@ function Session:_open_lines(swapped)
   if not lines then return nil, err end
   self.lines = lines
   self.swapped = swapped
-  self.prog = ispc.new(lines, self.part, {
+  self.prog = core.new(lines, self.part, {
     half_period_ns = self.half_period_ns, poll = self.opts.poll, retries = self.opts.retries,
     trace = self.opts.trace,
   })

@@ -11,7 +11,7 @@
 -- heartbeats_sent, cut_off).
 
 local sched = require "fotahost.sched"
-local tcp_socket = require "fotahost.tcp_socket"
+local tcp = require "fotahost.tcp"
 local framer = require "fotahost.mcs.framer"
 local cjson = require "cjson.safe"
 
@@ -47,7 +47,7 @@ local function connect(ctx)
   local o = ctx.opts
   local ip, port = M.find_server(ctx)
   if not ip then return nil, port end
-  local sock, err = tcp_socket.connect(ip, port, o.connect_timeout)
+  local sock, err = tcp.connect(ip, port, o.connect_timeout)
   if not sock then return nil, err end
   sock:setoption("keepalive", true)
   -- A heartbeat the server has not acknowledged within this time means

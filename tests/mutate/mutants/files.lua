@@ -1,7 +1,7 @@
 -- Mutants of the file safeguards (issue 11, items 6, 8 and 9): files the
 -- app creates in state_dir never written through a planted link
--- (plugins/sys.c's write_file, plugins/curl.c's .part), state_dir private
--- (scripts/fotahost/fota.lua), and `fotahost flash` never replacing a
+-- (plugins/sys.c's write_file, plugins/http.core.c's .part), state_dir
+-- private (scripts/fotahost/fota.lua), and `fotahost flash` never replacing a
 -- device, FIFO or link it reads into, nor reading a device, FIFO or huge
 -- file as input (scripts/tools/flash.lua over sys.read_file and
 -- sys.write_device); and the two wings: `make install` ships no
@@ -21,13 +21,13 @@ return {
 	    $(DESTDIR)$(LIBDIR)/plugins/fotahost $(DESTDIR)$(DOCDIR) $(DESTDIR)$(INCLUDEDIR)
 	install -m 755 $(BUILD)/fotahost $(DESTDIR)$(BINDIR)/fotahost
 	$(call install_lua,scripts)
-	for so in $(PLUGIN_SO); do]],
+	$(call install_so,$(PLUGIN_SO))]],
     to = [[install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/scripts \
 	    $(DESTDIR)$(LIBDIR)/plugins/fotahost $(DESTDIR)$(DOCDIR) $(DESTDIR)$(INCLUDEDIR)
 	install -m 755 $(BUILD)/fotahost $(DESTDIR)$(BINDIR)/fotahost
 	$(call install_lua,scripts)
-	for so in $(PLUGIN_SO) $(DEV_SO); do]],
+	$(call install_so,$(PLUGIN_SO) $(DEV_SO))]],
     specs = INSTALL, filter = "installs no development",
     why = "make install puts the simulated chip, its GPIO backend and the virtual board on the board" },
   -- killed once dev/scripts holds the development wing's Lua (the merge of issue 12)
@@ -67,21 +67,21 @@ return {
     why = "a state_dir whose parent is missing is never made" },
 
   ---------------------------------------------------------------- the download's .part
-  { name = "curl-part-follows-link", file = "plugins/curl.c",
+  { name = "curl-part-follows-link", file = "plugins/http.core.c",
     from = [[        if (unlink(file) < 0 && errno != ENOENT)
             return fh_result_errno(L, errno, file);
         t->fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);]],
     to = [[        t->fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);]],
     specs = HTTP, filter = "symbolic",
     why = "a link planted at dest.part turns the download into a write to the file it points to" },
-  { name = "curl-part-stale-kept", file = "plugins/curl.c",
+  { name = "curl-part-stale-kept", file = "plugins/http.core.c",
     from = [[        if (unlink(file) < 0 && errno != ENOENT)
             return fh_result_errno(L, errno, file);
 ]],
     to = "",
     specs = HTTP, filter = "symbolic",
     why = "a .part left by a crash (or a planted link) makes every later download of that file fail" },
-  { name = "curl-resume-follows-link", file = "plugins/curl.c",
+  { name = "curl-resume-follows-link", file = "plugins/http.core.c",
     from = "O_WRONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK",
     to = "O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK",
     specs = HTTP, filter = "symbolic",

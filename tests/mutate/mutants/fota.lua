@@ -523,8 +523,8 @@ return {
 
   ---------------------------------------------------------------- tools
   { name = "doctor-baud-fixed", file = "scripts/tools/doctor.lua",
-    from = [[local port, err = serial_port.open(port_path, { baud = config.serial_baud })]],
-    to = [[local port, err = serial_port.open(port_path, { baud = 57600 })]],
+    from = [[local port, err = serial.open(port_path, { baud = config.serial_baud })]],
+    to = [[local port, err = serial.open(port_path, { baud = 57600 })]],
     specs = { DOCTOR },
     why = "the doctor checks the port at a rate the sketch does not use" },
   { name = "doctor-malformed-key-shown", file = "scripts/tools/doctor.lua",

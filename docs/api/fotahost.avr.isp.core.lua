@@ -1,22 +1,23 @@
----@meta fotahost.isp
--- API stub for script authors (LuaLS). The module is C: plugins/isp.c. Most
--- scripts use the job layer, scripts/fotahost/avr/isp.lua, instead.
+---@meta fotahost.avr.isp.core
+-- API stub for script authors (LuaLS). The C core (plugins/avr.isp.core.c).
+-- Most scripts use its face, the job layer fotahost.avr.isp
+-- (scripts/fotahost/avr/isp.lua), instead.
 -- Errors: misuse (a bad part table, pins, a closed programmer) raises; an MCU
 -- that does not answer returns nil, "what: why" with no code.
 
 ---The AVR serial programmer engine: bit-bangs ISP instructions over four
 ---GPIO lines with legal timing (each SCK half-period >= half_period_ns).
----@class fotahost.isp
-local isp = {}
+---@class fotahost.avr.isp.core
+local core = {}
 
----@class fotahost.isp.Programmer
+---@class fotahost.avr.isp.core.Programmer
 local P = {}
 
 ---@param lines fotahost.gpio.Lines 4 lines: RESET, SCK, MOSI (outputs), MISO (input)
 ---@param part table a part of fotahost.avr.parts
 ---@param opts { half_period_ns: integer, poll?: boolean, retries?: integer, trace?: boolean } half_period_ns is required: the pace depends on the MCU's clock (fotahost.avr.isp.sck_half_period gives the legal one)
----@return fotahost.isp.Programmer
-function isp.new(lines, part, opts) end
+---@return fotahost.avr.isp.core.Programmer
+function core.new(lines, part, opts) end
 
 ---SCK low, a positive pulse on RESET, 20 ms, Programming Enable; retried
 ---with a new RESET pulse when the 0x53 echo is missing.
@@ -86,4 +87,4 @@ function P:trace() end
 ---@return string? err
 function P:replay(trace) end
 
-return isp
+return core

@@ -1,17 +1,17 @@
 /*
- * tcp.c: `fotahost.tcp`, non-blocking TCP sockets over IPv4 and IPv6: the
- * device's command channel to the cloud, and the listening side that tests
- * and the local cloud use.
+ * tcp.core.c: `fotahost.tcp.core`, non-blocking TCP sockets over IPv4 and
+ * IPv6: the device's command channel to the cloud, and the listening side
+ * that tests and the local cloud use.
  *
- *   local tcp = require "fotahost.tcp"
- *   local sock = assert(tcp.connect_start("127.0.0.1", 8080))
+ *   local core = require "fotahost.tcp.core"
+ *   local sock = assert(core.connect_start("127.0.0.1", 8080))
  *   -- wait until sock:fd() is writable, then
  *   assert(sock:connect_finish())       -- true, or nil, "wouldblock" if too early
  *   sock:write_available("hello\n")     -- bytes written, or nil, "wouldblock"
  *
  * Only non-blocking primitives live here: every call returns at once.
  * Waiting, with a timeout and under the scheduler, is the Lua side's job
- * (scripts/fotahost/tcp_socket.lua). Names are resolved without blocking
+ * (scripts/fotahost/tcp.lua). Names are resolved without blocking
  * the process: numeric addresses at once, others by glibc's getaddrinfo_a
  * (a helper thread), whose result the Lua side polls (resolve_start).
  * Sends use MSG_NOSIGNAL: a peer that went away is a return value, never a
@@ -29,9 +29,9 @@
 
 #include "fotahost.h"
 
-#define SOCK_MT "fotahost.tcp.socket"
-#define SERVER_MT "fotahost.tcp.server"
-#define RESOLVER_MT "fotahost.tcp.resolver"
+#define SOCK_MT "fotahost.tcp.core.socket"
+#define SERVER_MT "fotahost.tcp.core.server"
+#define RESOLVER_MT "fotahost.tcp.core.resolver"
 #define TCP_BACKLOG_DEFAULT 32
 /* "host:port": a DNS name is at most 253 bytes */
 #define NAME_MAX_LEN 300
@@ -81,7 +81,7 @@ static int numeric_failure(lua_State *L, const char *name, int gai)
 {
     if (gai == EAI_NONAME)
         return fh_result_msg(L, "%s: not a numeric address (names are resolved with "
-                                "tcp.resolve_start or tcp_socket.connect)", name);
+                                "tcp.core.resolve_start or tcp.connect)", name);
     return fh_result_msg(L, "%s: %s", name, gai_strerror(gai));
 }
 
@@ -741,9 +741,9 @@ static const luaL_Reg tcp_funcs[] = {
     {NULL, NULL},
 };
 
-int luaopen_fotahost_tcp(lua_State *L);
+int luaopen_fotahost_tcp_core(lua_State *L);
 
-int luaopen_fotahost_tcp(lua_State *L)
+int luaopen_fotahost_tcp_core(lua_State *L)
 {
     fh_new_class(L, SOCK_MT, sock_meta, sock_methods);
     fh_new_class(L, SERVER_MT, server_meta, server_methods);

@@ -1,17 +1,18 @@
 /*
- * serial.c: `fotahost.serial`, termios serial ports: the link to the MCU's
- * UART (Serial1 on the 7688 Duo, /dev/ttyS0 at 57600 baud) and the
- * pseudo-terminals that stand in for it in tests and on the virtual board.
+ * serial.core.c: `fotahost.serial.core`, termios serial ports: the link to
+ * the MCU's UART (Serial1 on the 7688 Duo, /dev/ttyS0 at 57600 baud) and
+ * the pseudo-terminals that stand in for it in tests and on the virtual
+ * board.
  *
- *   local serial = require "fotahost.serial"
- *   local port <close> = assert(serial.open("/dev/ttyS0", { baud = 57600 }))
+ *   local core = require "fotahost.serial.core"
+ *   local port <close> = assert(core.open("/dev/ttyS0", { baud = 57600 }))
  *   port:write_available("1")            -- bytes written, or nil, "wouldblock"
  *   local data, why = port:read_available(64)
  *
  * Only non-blocking primitives live here: the fd is opened O_NONBLOCK and
  * every read or write returns at once, "wouldblock" when it cannot proceed.
  * Waiting, with a timeout and under the scheduler, is the Lua side's job
- * (scripts/fotahost/serial_port.lua). The two exceptions are documented
+ * (scripts/fotahost/serial.lua). The two exceptions are documented
  * where they are: drain() and close() wait for bytes already written to
  * leave the UART, as the kernel does.
  *
@@ -30,7 +31,7 @@
 
 #include "fotahost.h"
 
-#define SERIAL_MT "fotahost.serial"
+#define SERIAL_MT "fotahost.serial.core.port"
 
 typedef struct {
     int fd;       /* -1 once closed */
@@ -748,9 +749,9 @@ static const luaL_Reg serial_funcs[] = {
     {NULL, NULL},
 };
 
-int luaopen_fotahost_serial(lua_State *L);
+int luaopen_fotahost_serial_core(lua_State *L);
 
-int luaopen_fotahost_serial(lua_State *L)
+int luaopen_fotahost_serial_core(lua_State *L)
 {
     fh_new_class(L, SERIAL_MT, port_meta, port_methods);
     luaL_newlib(L, serial_funcs);

@@ -1,11 +1,11 @@
---- fotahost.serial_port: serial ports for scripts, every wait with a timeout.
+--- fotahost.serial: serial ports for scripts, every wait with a timeout.
 --
---     local serial_port = require "fotahost.serial_port"
---     local port <close> = assert(serial_port.open("/dev/ttyS0", { baud = 57600 }))
+--     local serial = require "fotahost.serial"
+--     local port <close> = assert(serial.open("/dev/ttyS0", { baud = 57600 }))
 --     assert(port:write("1\n", 1))                -- the tutorial's blink: LED on
 --     local line, err, partial = port:read_line(2) -- "ok", or nil, "timeout", "o"
 --
--- Built on the C module `fotahost.serial`, whose calls never wait. Here
+-- Built on the C core `fotahost.serial.core`, whose calls never wait. Here
 -- read, read_line and write wait for the port, each at most `timeout`
 -- seconds (required; math.huge waits for ever, but only if you say so):
 --
@@ -20,7 +20,7 @@
 -- starts after it. Misuse (a missing timeout, a closed port) raises.
 
 local sched = require "fotahost.sched"
-local serial = require "fotahost.serial"
+local core = require "fotahost.serial.core"
 local stream = require "fotahost.stream"
 
 local M = {}
@@ -40,7 +40,7 @@ local function drain_or_discard(self, timeout)
 end
 
 -- fd() and close([timeout]) come from the base; `<close>` closes too.
-local Port, port_mt, live = stream.class("fotahost.serial_port", "serial port", "port",
+local Port, port_mt, live = stream.class("fotahost.serial.port", "serial port", "port",
   { hint = true, before_close = drain_or_discard })
 
 local check_timeout = stream.check_timeout
@@ -53,7 +53,7 @@ end
 -- "even", "odd"), stop_bits (1), rtscts (false), exclusive (true).
 -- @return port | nil, "<path>: <cause>", errno
 function M.open(path, opts)
-  local raw, err, code = serial.open(path, opts)
+  local raw, err, code = core.open(path, opts)
   if not raw then return nil, err, code end
   return wrap(raw, path)
 end
@@ -62,7 +62,7 @@ end
 -- path for the other end to open (tests; the virtual board's Serial1).
 -- @return master_port, slave_path | nil, err, errno
 function M.openpty(opts)
-  local raw, slave, code = serial.openpty(opts)
+  local raw, slave, code = core.openpty(opts)
   if not raw then return nil, slave, code end
   return wrap(raw, raw:path()), slave
 end

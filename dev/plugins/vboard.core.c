@@ -1,6 +1,7 @@
 /*
- * vboard.c: `fotahost.vboard`, a virtual LinkIt Smart 7688 Duo whose
- * ATmega32U4 really runs the flashed firmware (simavr's m32u4 core, 8 MHz).
+ * vboard.core.c: `fotahost.vboard.core`, a virtual LinkIt Smart 7688 Duo
+ * whose ATmega32U4 really runs the flashed firmware (simavr's m32u4 core,
+ * 8 MHz). Scripts use it through its face, `fotahost.vboard`.
  *
  *   local board = assert(vboard.open(dir, { pace = true, led_log = path }))
  *   local wait = board:step(0.01)   -- run at most 10 ms of wall time
@@ -65,7 +66,7 @@
 #include <avr_uart.h>
 #pragma GCC diagnostic pop
 
-#define VBOARD_MT "fotahost.vboard"
+#define VBOARD_MT "fotahost.vboard.core.board"
 #define VB_PART "atmega32u4"
 #define VB_HZ 8000000.0
 #define VB_FLASH_SIZE 32768
@@ -1216,9 +1217,9 @@ static const luaL_Reg vboard_funcs[] = {
     {NULL, NULL},
 };
 
-int luaopen_fotahost_vboard(lua_State *L);
+int luaopen_fotahost_vboard_core(lua_State *L);
 
-int luaopen_fotahost_vboard(lua_State *L)
+int luaopen_fotahost_vboard_core(lua_State *L)
 {
     avr_global_logger_set(quiet_logger);
     fh_new_class(L, VBOARD_MT, board_meta, board_methods);

@@ -1,7 +1,8 @@
 /*
- * isp.c: `fotahost.isp`, the AVR serial (ISP) programmer, bit-banged over
- * four GPIO lines of a `fotahost.gpio` set: RESET, SCK, MOSI, MISO, in that
- * order (any of them may be inverted in the set).
+ * avr.isp.core.c: `fotahost.avr.isp.core`, the AVR serial (ISP)
+ * programmer, bit-banged over four GPIO lines of a `fotahost.gpio` set:
+ * RESET, SCK, MOSI, MISO, in that order (any of them may be inverted in the
+ * set).
  *
  * Instructions and timing follow the ATmega datasheets (see
  * ../shared/docs/avr-isp.md): data is clocked in on the rising edge of SCK
@@ -14,7 +15,8 @@
  * together with the next MOSI bit (one call; the backend skips MOSI when it
  * does not change), SCK high, read MISO.
  *
- * This module is the engine; scripts/fotahost/avr/isp.lua sequences whole
+ * This module is the engine; its face, `fotahost.avr.isp`
+ * (scripts/fotahost/avr/isp.lua), sequences whole
  * jobs (erase, write, verify, fuses) page by page, so the scheduler gets
  * control back between pages.
  *
@@ -31,7 +33,7 @@
 #include "fotahost.h"
 #include "gpio/gpio.h"
 
-#define ISP_MT "fotahost.isp"
+#define ISP_MT "fotahost.avr.isp.core.programmer"
 #define L_RESET 0
 #define L_SCK 1
 #define L_MOSI 2
@@ -679,9 +681,9 @@ static const luaL_Reg funcs[] = {
     {NULL, NULL},
 };
 
-int luaopen_fotahost_isp(lua_State *L);
+int luaopen_fotahost_avr_isp_core(lua_State *L);
 
-int luaopen_fotahost_isp(lua_State *L)
+int luaopen_fotahost_avr_isp_core(lua_State *L)
 {
     fh_new_class(L, ISP_MT, meta, methods);
     luaL_newlib(L, funcs);

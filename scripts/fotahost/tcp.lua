@@ -1,11 +1,11 @@
---- fotahost.tcp_socket: TCP connections for scripts, every wait with a timeout.
+--- fotahost.tcp: TCP connections for scripts, every wait with a timeout.
 --
---     local tcp_socket = require "fotahost.tcp_socket"
---     local sock <close> = assert(tcp_socket.connect("cloud.example", 443, 5))
+--     local tcp = require "fotahost.tcp"
+--     local sock <close> = assert(tcp.connect("cloud.example", 443, 5))
 --     assert(sock:write("PING\r\n", 2))
 --     local line, err, partial = sock:read_line(5)  -- "PONG", or nil, "timeout", "PO"
 --
--- Built on the C module `fotahost.tcp`, whose calls never wait. Here
+-- Built on the C core `fotahost.tcp.core`, whose calls never wait. Here
 -- connect, read, read_line, write and accept wait, each at most `timeout`
 -- seconds (required; math.huge waits for ever, but only if you say so):
 --
@@ -22,7 +22,7 @@
 
 local sched = require "fotahost.sched"
 local stream = require "fotahost.stream"
-local tcp = require "fotahost.tcp"
+local core = require "fotahost.tcp.core"
 
 local M = {}
 
@@ -32,8 +32,8 @@ M.LINE_MAX = 4096 -- read_line's default limit, in bytes
 
 -- fd() and close() (idempotent, never raising: @return true) come from
 -- the base; `<close>` closes too.
-local Sock, sock_mt, live_sock = stream.class("fotahost.tcp_socket", "tcp socket", "sock")
-local Server, server_mt, live_server = stream.class("fotahost.tcp_socket.server", "tcp server", "server")
+local Sock, sock_mt, live_sock = stream.class("fotahost.tcp.socket", "tcp socket", "sock")
+local Server, server_mt, live_server = stream.class("fotahost.tcp.server", "tcp server", "server")
 
 local check_timeout = stream.check_timeout
 local wait, pause, drop_poller = stream.wait, stream.pause, stream.drop_poller
@@ -59,7 +59,7 @@ end
 -- Resolves `host` without blocking: numeric at once, names polled (with a
 -- growing pause, at most 50 ms) until getaddrinfo_a is done.
 local function resolve(host, port, name, deadline, timeout)
-  local r <close>, err = tcp.resolve_start(host, port)
+  local r <close>, err = core.resolve_start(host, port)
   if not r then return nil, err end
   local step = 0.002
   while true do
@@ -83,10 +83,10 @@ end
 -- @return sock | nil, "host:port: cause"[, errno]
 function M.connect(host, port, timeout)
   if type(host) ~= "string" or host == "" then
-    error("tcp_socket.connect: host must be a non-empty string, got " .. tostring(host), 2)
+    error("tcp.connect: host must be a non-empty string, got " .. tostring(host), 2)
   end
-  check_port(port, "tcp_socket.connect")
-  check_timeout(timeout, "tcp_socket.connect")
+  check_port(port, "tcp.connect")
+  check_timeout(timeout, "tcp.connect")
   local name = display(host, port)
   local deadline = now() + timeout
   local addrs, err = resolve(host, port, name, deadline, timeout)
@@ -94,7 +94,7 @@ function M.connect(host, port, timeout)
   local last, code
   for _, addr in ipairs(addrs) do
     local raw
-    raw, last, code = tcp.connect_start(addr, port, name)
+    raw, last, code = core.connect_start(addr, port, name)
     if raw then
       local holder = { name = name }
       while true do
@@ -154,10 +154,10 @@ end
 -- @return server | nil, "host:port: cause", errno
 function M.listen(host, port, backlog)
   if type(host) ~= "string" then
-    error("tcp_socket.listen: host must be a string, got " .. type(host), 2)
+    error("tcp.listen: host must be a string, got " .. type(host), 2)
   end
-  check_port(port, "tcp_socket.listen")
-  local raw, err, code = tcp.listen(host, port, backlog)
+  check_port(port, "tcp.listen")
+  local raw, err, code = core.listen(host, port, backlog)
   if not raw then return nil, err, code end
   return setmetatable({ _raw = raw, name = display(host, port) }, server_mt)
 end

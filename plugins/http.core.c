@@ -1,9 +1,9 @@
 /*
- * curl.c: `fotahost.curl`, one HTTP(S) transfer on libcurl's multi
+ * http.core.c: `fotahost.http.core`, one HTTP(S) transfer on libcurl's multi
  * interface that never waits. The Lua module `fotahost.http` builds the
  * calls scripts use (requests, downloads with retries and resume) on it.
  *
- *   local t = curl.new{ url = "https://...", file = "/tmp/fw.hex.part" }
+ *   local t = core.new{ url = "https://...", file = "/tmp/fw.hex.part" }
  *   repeat
  *     local state, wait = t:step()      -- "done" | "wait", seconds or nil
  *     if state == "wait" then sched.wait_fd(t:fd(), "r", wait) end
@@ -61,7 +61,7 @@
 
 #include "fotahost.h"
 
-#define TRANSFER_MT "fotahost.curl.transfer"
+#define TRANSFER_MT "fotahost.http.core.transfer"
 #define MAX_EVENTS 8
 #define HEADER_MAX (64 * 1024)     /* one response's header block, at most */
 #define DEFAULT_MEMORY_MAX (8L * 1024 * 1024)
@@ -396,7 +396,7 @@ static const char *opt_string(lua_State *L, const char *key)
     if (ty == LUA_TSTRING)
         s = lua_tostring(L, -1);
     else if (ty != LUA_TNIL)
-        luaL_error(L, "curl.new: %s must be a string, got %s", key, luaL_typename(L, -1));
+        luaL_error(L, "http.core.new: %s must be a string, got %s", key, luaL_typename(L, -1));
     lua_pop(L, 1); /* the table still holds the string */
     return s;
 }
@@ -408,9 +408,9 @@ static double opt_number(lua_State *L, const char *key, double dflt, double lo)
     if (ty == LUA_TNUMBER)
         v = lua_tonumber(L, -1);
     else if (ty != LUA_TNIL)
-        luaL_error(L, "curl.new: %s must be a number, got %s", key, luaL_typename(L, -1));
+        luaL_error(L, "http.core.new: %s must be a number, got %s", key, luaL_typename(L, -1));
     if (!(v >= lo) || v > 1e15)
-        luaL_error(L, "curl.new: %s out of range", key);
+        luaL_error(L, "http.core.new: %s out of range", key);
     lua_pop(L, 1);
     return v;
 }
@@ -419,7 +419,7 @@ static int opt_bool(lua_State *L, const char *key)
 {
     int ty = lua_getfield(L, 1, key);
     if (ty != LUA_TNIL && ty != LUA_TBOOLEAN)
-        luaL_error(L, "curl.new: %s must be a boolean, got %s", key, luaL_typename(L, -1));
+        luaL_error(L, "http.core.new: %s must be a boolean, got %s", key, luaL_typename(L, -1));
     int v = lua_toboolean(L, -1);
     lua_pop(L, 1);
     return v;
@@ -430,7 +430,7 @@ static int opt_bool(lua_State *L, const char *key)
 static void add_header(lua_State *L, Transfer *t, const char *name, const char *value)
 {
     if (strpbrk(name, "\r\n:") || !*name || strpbrk(value, "\r\n"))
-        luaL_error(L, "curl.new: header %s has a line break, a colon or is empty", name);
+        luaL_error(L, "http.core.new: header %s has a line break, a colon or is empty", name);
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     luaL_addstring(&b, name);
@@ -440,7 +440,7 @@ static void add_header(lua_State *L, Transfer *t, const char *name, const char *
     struct curl_slist *l = curl_slist_append(t->headers, lua_tostring(L, -1));
     lua_pop(L, 1);
     if (!l)
-        luaL_error(L, "curl.new: out of memory");
+        luaL_error(L, "http.core.new: out of memory");
     t->headers = l;
 }
 
@@ -454,7 +454,7 @@ static void set_headers(lua_State *L, Transfer *t)
     lua_pushnil(L);
     while (lua_next(L, -2)) {
         if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "curl.new: headers must map names to strings");
+            luaL_error(L, "http.core.new: headers must map names to strings");
         add_header(L, t, lua_tostring(L, -2), lua_tostring(L, -1));
         lua_pop(L, 1);
     }
@@ -467,10 +467,10 @@ static void set_headers(lua_State *L, Transfer *t)
     do { \
         CURLcode rc_ = curl_easy_setopt(t->easy, opt, val); \
         if (rc_ != CURLE_OK) \
-            luaL_error(L, "curl.new: %s: %s", #opt, curl_easy_strerror(rc_)); \
+            luaL_error(L, "http.core.new: %s: %s", #opt, curl_easy_strerror(rc_)); \
     } while (0)
 
-/* The options of curl.new, read and checked before anything is opened.
+/* The options of http.core.new, read and checked before anything is opened.
  * The strings stay owned by the options table (argument 1). */
 typedef struct {
     const char *url, *method, *file, *cainfo, *capath, *user_agent, *body;
@@ -483,7 +483,7 @@ static void read_options(lua_State *L, Options *o)
 {
     o->url = opt_string(L, "url");
     if (!o->url)
-        luaL_error(L, "curl.new: url required");
+        luaL_error(L, "http.core.new: url required");
     o->method = opt_string(L, "method");
     if (!o->method)
         o->method = "GET";
@@ -492,13 +492,13 @@ static void read_options(lua_State *L, Options *o)
     o->capath = opt_string(L, "capath");
     o->user_agent = opt_string(L, "user_agent");
     if (o->user_agent && strpbrk(o->user_agent, "\r\n"))
-        luaL_error(L, "curl.new: user_agent has a line break");
+        luaL_error(L, "http.core.new: user_agent has a line break");
     o->body_len = 0;
     o->body = NULL;
     if (lua_getfield(L, 1, "body") == LUA_TSTRING)
         o->body = lua_tolstring(L, -1, &o->body_len);
     else if (!lua_isnil(L, -1))
-        luaL_error(L, "curl.new: body must be a string");
+        luaL_error(L, "http.core.new: body must be a string");
     lua_pop(L, 1);
     o->connect_timeout = opt_number(L, "connect_timeout", 10, 0);
     o->timeout = opt_number(L, "timeout", 0, 0);
@@ -517,16 +517,16 @@ static void choose_sink(lua_State *L, Transfer *t, const Options *o)
         t->sink_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     } else {
         if (!lua_isnil(L, -1))
-            luaL_error(L, "curl.new: sink must be a function");
+            luaL_error(L, "http.core.new: sink must be a function");
         lua_pop(L, 1);
     }
     if (o->file) {
         if (t->sink == SINK_FUNCTION)
-            luaL_error(L, "curl.new: file and sink are exclusive");
+            luaL_error(L, "http.core.new: file and sink are exclusive");
         t->sink = SINK_FILE;
     }
     if (o->resume_from > 0 && t->sink == SINK_MEMORY)
-        luaL_error(L, "curl.new: resume_from needs a file or a sink");
+        luaL_error(L, "http.core.new: resume_from needs a file or a sink");
     t->max_size = t->sink == SINK_MEMORY ? DEFAULT_MEMORY_MAX : -1;
     t->max_size = (curl_off_t)opt_number(L, "max_size", (double)t->max_size, -1);
     t->resume_from = (curl_off_t)o->resume_from;
@@ -534,12 +534,12 @@ static void choose_sink(lua_State *L, Transfer *t, const Options *o)
 
 /* Opens the file sink: a fresh file, or the one a resume appends to, cut
  * to the bytes it resumes after. Returns 0, or the number of results of
- * an expected failure (nil, "file: why", errno) pushed for curl.new. */
+ * an expected failure (nil, "file: why", errno) pushed for http.core.new. */
 static int open_file_sink(lua_State *L, Transfer *t, const char *file)
 {
     t->path = strdup(file);
     if (!t->path)
-        return luaL_error(L, "curl.new: out of memory");
+        return luaL_error(L, "http.core.new: out of memory");
     if (t->resume_from > 0) {
         struct stat st;
         t->fd = open(file, O_WRONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
@@ -621,7 +621,7 @@ static void set_method(lua_State *L, Transfer *t, const Options *o)
     size_t body_len = o->body_len;
     if (strcmp(method, "GET") == 0) {
         if (body)
-            luaL_error(L, "curl.new: a GET has no body");
+            luaL_error(L, "http.core.new: a GET has no body");
     } else if (strcmp(method, "HEAD") == 0) {
         SETOPT(CURLOPT_NOBODY, 1L);
     } else if (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
@@ -629,7 +629,7 @@ static void set_method(lua_State *L, Transfer *t, const Options *o)
         if (body || strcmp(method, "DELETE") != 0) {
             t->post = malloc(body_len ? body_len : 1);
             if (!t->post)
-                luaL_error(L, "curl.new: out of memory");
+                luaL_error(L, "http.core.new: out of memory");
             if (body_len)
                 memcpy(t->post, body, body_len);
             SETOPT(CURLOPT_POSTFIELDS, t->post);
@@ -637,7 +637,7 @@ static void set_method(lua_State *L, Transfer *t, const Options *o)
         }
         SETOPT(CURLOPT_CUSTOMREQUEST, method);
     } else {
-        luaL_error(L, "curl.new: method must be GET, HEAD, POST, PUT, PATCH or DELETE, got %s",
+        luaL_error(L, "http.core.new: method must be GET, HEAD, POST, PUT, PATCH or DELETE, got %s",
                    method);
     }
 }
@@ -650,7 +650,7 @@ static void set_all_headers(lua_State *L, Transfer *t)
      * at once, and the wait would cost a second on a server that ignores it. */
     t->headers = curl_slist_append(t->headers, "Expect:");
     if (!t->headers)
-        luaL_error(L, "curl.new: out of memory");
+        luaL_error(L, "http.core.new: out of memory");
     SETOPT(CURLOPT_HTTPHEADER, t->headers);
 }
 
@@ -664,11 +664,11 @@ static void start_transfer(lua_State *L, Transfer *t)
     curl_multi_setopt(t->multi, CURLMOPT_TIMERDATA, t);
     CURLMcode mc = curl_multi_add_handle(t->multi, t->easy);
     if (mc != CURLM_OK)
-        luaL_error(L, "curl.new: %s", curl_multi_strerror(mc));
+        luaL_error(L, "http.core.new: %s", curl_multi_strerror(mc));
     t->running = 1;
 }
 
-/* curl.new(opts): a transfer, started; see the header comment and
+/* http.core.new(opts): a transfer, started; see the header comment and
  * docs/api/fotahost.http.lua for the options. Misuse raises; a file that
  * cannot be opened returns nil, "file: why", errno. */
 static int l_new(lua_State *L)
@@ -695,7 +695,7 @@ static int l_new(lua_State *L)
     t->easy = curl_easy_init();
     t->multi = curl_multi_init();
     if (!t->easy || !t->multi)
-        return luaL_error(L, "curl.new: libcurl could not start a transfer");
+        return luaL_error(L, "http.core.new: libcurl could not start a transfer");
     set_easy_options(L, t, &o);
     set_method(L, t, &o);
     set_all_headers(L, t);
@@ -935,7 +935,7 @@ static int l_tostring(lua_State *L)
     return 1;
 }
 
-/* curl.version(): libcurl's version string ("libcurl/7.88.1 OpenSSL/3.0..."). */
+/* http.core.version(): libcurl's version string ("libcurl/7.88.1 OpenSSL/3.0..."). */
 static int l_version(lua_State *L)
 {
     lua_pushstring(L, curl_version());
@@ -981,13 +981,13 @@ static int library_gc(lua_State *L)
     return 0;
 }
 
-int luaopen_fotahost_curl(lua_State *L);
+int luaopen_fotahost_http_core(lua_State *L);
 
-int luaopen_fotahost_curl(lua_State *L)
+int luaopen_fotahost_http_core(lua_State *L)
 {
-    if (lua_getfield(L, LUA_REGISTRYINDEX, "fotahost.curl.library") == LUA_TNIL) {
+    if (lua_getfield(L, LUA_REGISTRYINDEX, "fotahost.http.core.library") == LUA_TNIL) {
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-            return luaL_error(L, "fotahost.curl: libcurl would not initialise");
+            return luaL_error(L, "fotahost.http.core: libcurl would not initialise");
         share = curl_share_init();
         if (share) {
             curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
@@ -998,7 +998,7 @@ int luaopen_fotahost_curl(lua_State *L)
         lua_pushcfunction(L, library_gc);
         lua_setfield(L, -2, "__gc");
         lua_setmetatable(L, -2);
-        lua_setfield(L, LUA_REGISTRYINDEX, "fotahost.curl.library");
+        lua_setfield(L, LUA_REGISTRYINDEX, "fotahost.http.core.library");
     }
     lua_pop(L, 1);
     fh_new_class(L, TRANSFER_MT, meta, methods);
