@@ -9,8 +9,6 @@
 -- its own app process; one cloud serves the whole file (case 7 runs one
 -- of its own, as it restarts it).
 local h = require "helper"
-local stream = require "fotahost.stream"
-local sched = require "fotahost.sched"
 local ihex = require "fotahost.ihex"
 local digest = require "fotahost.digest"
 local cjson = require "cjson"
@@ -19,17 +17,8 @@ local FLASH_SIZE = 32768 -- the ATmega32U4's flash: flash.bin is all of it
 local APP_END = 0x6FFF   -- the 7688 Duo's application section ends here (Caterina above)
 local WAIT = 90          -- seconds for anything to happen (CI is a loaded 2-core machine)
 
-local function sleep(s) stream.pause(nil, s) end
 
-local function until_true(what, timeout, pred)
-  local deadline = sched.now() + timeout
-  while true do
-    local v = pred()
-    if v then return v end
-    if sched.now() > deadline then error("timed out after " .. timeout .. " s waiting for " .. what, 2) end
-    sleep(0.05)
-  end
-end
+local until_true = h.until_true
 
 local function lines(s)
   local n = 0

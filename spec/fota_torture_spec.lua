@@ -27,7 +27,6 @@
 -- the most loop turns between the resume and the kill in a commit.
 local h = require "helper"
 local stream = require "fotahost.stream"
-local sched = require "fotahost.sched"
 local ihex = require "fotahost.ihex"
 local digest = require "fotahost.digest"
 local cjson = require "cjson.safe"
@@ -45,15 +44,7 @@ local HEALTH_SECONDS = 0.5   -- the health check's length
 
 local function sleep(s) stream.pause(nil, s) end
 
-local function until_true(what, timeout, pred)
-  local deadline = sched.now() + timeout
-  while true do
-    local v = pred()
-    if v then return v end
-    if sched.now() > deadline then error("timed out after " .. timeout .. " s waiting for " .. what, 2) end
-    sleep(0.01)
-  end
-end
+local until_true = h.until_true
 
 -- Deterministic pseudo-random bytes, never 0xFF (so every page is written).
 local function pattern(n, seed)

@@ -70,6 +70,19 @@ local sched = require "fotahost.sched"
 local stream = require "fotahost.stream"
 local sys = require "fotahost.sys"
 
+--- Polls pred() every `step` seconds (default 0.02) until it returns a
+-- true value, which is returned; raises "timed out after N s waiting for
+-- <what>" at the caller's line after `timeout` seconds.
+function M.until_true(what, timeout, pred, step)
+  local deadline = sched.now() + timeout
+  while true do
+    local v = pred()
+    if v then return v end
+    if sched.now() > deadline then error("timed out after " .. timeout .. " s waiting for " .. what, 2) end
+    stream.pause(nil, step or 0.02)
+  end
+end
+
 -- Whether process `pid` still runs (a zombie no longer does).
 local function alive(pid)
   local stat = M.read("/proc/" .. pid .. "/stat")

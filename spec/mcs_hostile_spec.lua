@@ -4,21 +4,11 @@
 -- middle of the device key.
 local h = require "helper"
 local sys = require "fotahost.sys"
-local stream = require "fotahost.stream"
-local sched = require "fotahost.sched"
 local http = require "fotahost.http"
 
 local WAIT = 60 -- seconds for anything to happen (CI is a loaded 2-core machine)
 
-local function until_true(what, timeout, pred)
-  local deadline = sched.now() + timeout
-  while true do
-    local v = pred()
-    if v then return v end
-    if sched.now() > deadline then error("timed out waiting for " .. what, 2) end
-    stream.pause(nil, 0.02)
-  end
-end
+local until_true = h.until_true
 
 local alive = h.alive
 
