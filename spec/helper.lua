@@ -3,7 +3,7 @@
 local M = {}
 
 M.bin = os.getenv("FOTAHOST_BIN") or "./build/fotahost"
-M.top = (M.bin:match("^(.*)/[^/]+/[^/]+$")) or "."
+M.top = os.getenv("FOTAHOST_TOP") or (M.bin:match("^(.*)/[^/]+/[^/]+$")) or "."
 
 local function shell_quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"

@@ -73,6 +73,23 @@ describe("make install and make install-dev", function()
     end
   end)
 
+  -- The product's own specs: the modules that need no simulator, no local
+  -- cloud and no test HTTP server. Run by the installed binary, whose
+  -- search path holds the product only, they must pass as they do here.
+  local PRODUCT_SPECS = { "ihex", "sched", "log", "sys", "digest", "poll", "serial", "tcp", "fota_config", "boards" }
+
+  it("passes the product's own specs with the product only", function()
+    local files = {}
+    for i, s in ipairs(PRODUCT_SPECS) do files[i] = "spec/" .. s .. "_spec.lua" end
+    local p = io.popen(("cd %s && env FOTAHOST_BIN=%s FOTAHOST_TOP=%s %s /usr/bin/busted --output=TAP %s 2>&1")
+      :format(h.q(h.top), h.q(bin), h.q(h.top), h.q(bin), table.concat(files, " ")))
+    local out = p:read("a")
+    p:close()
+    local passed = select(2, out:gsub("\nok ", ""))
+    assert.is_nil(out:find("\nnot ok ", 1, true), out:sub(-3000))
+    assert.is_true(passed >= 100, passed .. " specs passed:\n" .. out:sub(-3000))
+  end)
+
   it("adds the development wing with make install-dev: -c sim flashes, dev tools run", function()
     make("install-dev")
     for _, so in ipairs(DEV_PLUGINS) do
