@@ -11,9 +11,10 @@
  * the fastest backend (mmio) stays legal. Writes wait on RDY/BSY polling,
  * never on fixed delays, unless polling is turned off.
  *
- * Per SCK cycle the programmer makes three GPIO operations: SCK low
- * together with the next MOSI bit (one call; the backend skips MOSI when it
- * does not change), SCK high, read MISO.
+ * Per SCK cycle the programmer makes two or three GPIO operations: SCK low
+ * together with the next MOSI bit (one call; MOSI is written only when it
+ * changes), SCK high, and a MISO read only in the bytes of the answer that
+ * the instruction carries (answer_bytes()): a page load costs no read.
  *
  * This module is the engine; its face, `fotahost.avr.isp`
  * (scripts/fotahost/avr/isp.lua), sequences whole
@@ -107,14 +108,45 @@ static int gset(Isp *p, uint32_t mask, uint32_t values)
     return fh_gpio_set(p->g, mask, values, p->err, sizeof p->err);
 }
 
+/* Bit i of an answer mask: byte i + 1 of the answer is read from MISO. */
+#define ANSWER_BYTE(n) (1u << ((n) - 1))
+#define ANSWER_ALL 0xFu
+
 /*
- * Shifts one 4-byte instruction out on MOSI and the answer in from MISO,
- * MSB first. Three GPIO operations per bit and not one more: the SCK
- * falling edge that ends an instruction is left to the next one, where it
- * goes out together with that instruction's first MOSI bit. So SCK may be
- * high on entry and is high on return (connect and release set it low).
+ * The bytes of an instruction's answer that carry something, per the
+ * datasheet (../shared/docs/avr-isp.md): byte 4 of every read and of the
+ * RDY/BSY poll; bytes 2 to 4 of Programming Enable (the 0x53 echo is byte
+ * 3, and connect() names a silent or stuck MISO from all three). Loads,
+ * writes and erases answer nothing worth a read: skipping MISO there saves
+ * a system call per bit on sysfs and gpiod.
  */
-static int transfer(Isp *p, const uint8_t out[4], uint8_t in[4])
+static unsigned answer_bytes(const uint8_t out[4])
+{
+    switch (out[0]) {
+    case 0x20: case 0x28:       /* Read Program Memory, low / high byte */
+    case 0x30: case 0x38:       /* Read Signature Byte, Calibration Byte */
+    case 0x50: case 0x58:       /* Read (extended) fuse, lock / high fuse */
+    case 0xA0:                  /* Read EEPROM Memory */
+    case 0xF0:                  /* Poll RDY/BSY */
+        return ANSWER_BYTE(4);
+    case 0xAC:
+        return out[1] == 0x53 ? ANSWER_BYTE(2) | ANSWER_BYTE(3) | ANSWER_BYTE(4) : 0;
+    default:
+        return 0;
+    }
+}
+
+/*
+ * Shifts one 4-byte instruction out on MOSI and the bytes of the answer
+ * that `want` names (ANSWER_BYTE) in from MISO, MSB first; the others read
+ * as 0. At most three GPIO operations per bit: the SCK falling edge that
+ * ends an instruction is left to the next one, where it goes out together
+ * with that instruction's first MOSI bit. So SCK may be high on entry and
+ * is high on return (connect and release set it low). MOSI changes only
+ * with SCK falling, a whole half-period before the rising edge that
+ * samples it, whether or not it was written for this bit.
+ */
+static int transfer(Isp *p, const uint8_t out[4], uint8_t in[4], unsigned want)
 {
     uint32_t word = (uint32_t)out[0] << 24 | (uint32_t)out[1] << 16 | (uint32_t)out[2] << 8 | out[3];
     uint32_t r = 0;
@@ -129,7 +161,9 @@ static int transfer(Isp *p, const uint8_t out[4], uint8_t in[4])
         if (gset(p, 1u << L_SCK, 1u << L_SCK) != 0)
             return -1;
         mark_edge(p);
-        if (fh_gpio_get(p->g, L_MISO, &v, p->err, sizeof p->err) != 0)
+        v = 0;
+        if (((want >> ((31 - bit) / 8)) & 1) &&
+            fh_gpio_get(p->g, L_MISO, &v, p->err, sizeof p->err) != 0)
             return -1;
         r = r << 1 | (uint32_t)v;
         if (bit > 0) {
@@ -167,7 +201,7 @@ static int cmd(Isp *p, uint8_t a, uint8_t b, uint8_t c, uint8_t d, uint8_t *res)
 {
     uint8_t out[4] = {a, b, c, d}, in[4];
 
-    if (transfer(p, out, in) != 0)
+    if (transfer(p, out, in, answer_bytes(out)) != 0)
         return -1;
     if (res != NULL)
         *res = in[3];
@@ -203,7 +237,7 @@ static int wait_ready(Isp *p, uint32_t t_wd_us, const char *what)
             return -1;
         }
         /* Still busy: ask again a little later rather than flooding the
-         * lines (a poll is 32 SCK cycles, ~100 system calls on sysfs). */
+         * lines (a poll is 32 SCK cycles, ~75 system calls on sysfs). */
         {
             struct timespec ts = {0, POLL_INTERVAL_NS};
             nanosleep(&ts, NULL);
@@ -332,7 +366,7 @@ static int l_connect(lua_State *L)
         if (gset(p, 1u << L_RESET, 0) != 0)
             return fail(L, p);
         sleep_us(p, ENABLE_WAIT_US);
-        if (transfer(p, enable, in) != 0)
+        if (transfer(p, enable, in, answer_bytes(enable)) != 0)
             return fail(L, p);
         seen_or |= in[1] | in[2] | in[3];
         seen_and &= in[1] & in[2] & in[3];
@@ -353,7 +387,8 @@ static int l_connect(lua_State *L)
     return fail(L, p);
 }
 
-/* prog:cmd(b1, b2, b3, b4) -> r1, r2, r3, r4 | nil, err: one raw instruction */
+/* prog:cmd(b1, b2, b3, b4) -> r1, r2, r3, r4 | nil, err: one raw instruction,
+ * all four answer bytes read (the caller knows what it asked). */
 static int l_cmd(lua_State *L)
 {
     Isp *p = check_isp(L);
@@ -362,7 +397,7 @@ static int l_cmd(lua_State *L)
 
     for (i = 0; i < 4; i++)
         out[i] = (uint8_t)luaL_checkinteger(L, 2 + i);
-    if (transfer(p, out, in) != 0)
+    if (transfer(p, out, in, ANSWER_ALL) != 0)
         return fail(L, p);
     for (i = 0; i < 4; i++)
         lua_pushinteger(L, in[i]);
@@ -573,7 +608,8 @@ static int l_trace(lua_State *L)
 
 /*
  * prog:replay(trace) -> true | nil, err: sends the instructions of a trace
- * as they are, answers ignored, with the same bit-level code as a session.
+ * as they are, with the same bit-level code and the same MISO reads as a
+ * session (answers ignored).
  * It measures what a backend costs for exactly the traffic of a real job.
  */
 static int l_replay(lua_State *L)
@@ -585,7 +621,7 @@ static int l_replay(lua_State *L)
 
     luaL_argcheck(L, len % 4 == 0, 2, "a trace is a multiple of 4 bytes");
     for (i = 0; i < len; i += 4)
-        if (transfer(p, t + i, in) != 0)
+        if (transfer(p, t + i, in, answer_bytes(t + i)) != 0)
             return fail(L, p);
     lua_pushboolean(L, 1);
     return 1;

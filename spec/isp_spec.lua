@@ -317,6 +317,47 @@ describe("ISP programming on the simulated chip", function()
     assert.is_true(calls >= 4)
   end)
 
+  it("reads MISO only for the answers it uses, and writes MOSI only when it changes", function()
+    -- On the chip: a page load and its write read MISO only in the RDY/BSY
+    -- polls (byte 4 of each); a flash read only in byte 4 of each instruction.
+    local s <close> = session()
+    s:connect()
+    assert(s:erase())
+    local before = s:stats()
+    local img = ihex.from_binary(pattern(256, 7), 0)
+    assert.are.equal(2, s:write_flash(img))
+    local mid = s:stats()
+    assert.is_true(mid.polls > before.polls)
+    assert.are.equal(8 * (mid.polls - before.polls), mid.gpio_gets - before.gpio_gets)
+    assert(s:verify_flash(img))
+    local after = s:stats()
+    assert.are.equal(8 * (after.commands - mid.commands), after.gpio_gets - mid.gpio_gets)
+    s:close()
+    assert.is_nil(h.read(dir .. "/violations.log"))       -- MOSI left alone is still set up in time
+
+    -- On sysfs, where each line written or read is a system call: the same
+    -- bit-level code, counted exactly on a fake tree, lines starting low.
+    local gpio, ispc = require "fotahost.gpio", require "fotahost.avr.isp.core"
+    for _, n in ipairs({ 3, 15, 16, 17 }) do
+      local g = ("%s/sysfs/gpio%d"):format(h.q(dir), n)
+      assert(os.execute(("mkdir -p %s && echo in > %s/direction && echo 0 > %s/value"):format(g, g, g)))
+    end
+    local lines <close> = assert(gpio.open{ backend = "sysfs", chip = "x", sysfs_root = dir .. "/sysfs",
+      lines = { 3, 15, 16, 17 }, outputs = { true, true, true, false }, initial = { 0, 0, 0 } })
+    local prog = ispc.new(lines, parts.m32u4, { half_period_ns = 0 })
+    local function cost(instr)
+      local n = lines:stats().syscalls
+      assert(prog:replay(instr))
+      return lines:stats().syscalls - n
+    end
+    -- Load Program Memory Page 40 00 00 FF: 32 SCK rises, 31 falls (the
+    -- first bit is already on MOSI, SCK already low), 3 MOSI changes, no read.
+    assert.are.equal(32 + 31 + 3, cost("\x40\x00\x00\xFF"))
+    -- Read Program Memory 20 00 00 00 after it: SCK falls with MOSI back to
+    -- 0, 31 falls and 32 rises, MOSI up and down once, 8 reads of byte 4.
+    assert.are.equal(2 + 32 + 31 + 2 + 8, cost("\x20\x00\x00\x00"))
+  end)
+
   it("lets other scheduler tasks run between pages", function()
     local sched = require "fotahost.sched"
     local ticks = 0
