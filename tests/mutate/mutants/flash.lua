@@ -210,6 +210,10 @@ return {
     why = "flash is never verified after writing" },
 
   ---------------------------------------------------------------- GPIO lines
+  { name = "gpio-line-count-cut", file = "plugins/gpio.c",
+    from = "if (count < 1 || count > FH_GPIO_MAX_LINES)", to = "if ((int)count < 1 || (int)count > FH_GPIO_MAX_LINES)",
+    specs = GPIO, filter = "bad arguments",
+    why = "a list whose length does not fit an int is taken for a short one" },
   { name = "gpio-sim-plugin-not-loaded", file = "plugins/gpio.c",
     from = "be = load_backend(L, bname);", to = "be = fh_gpio_backend_find(L, bname);",
     specs = GPIO, filter = "backends",
