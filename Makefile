@@ -1,7 +1,9 @@
 # fotahost: a Lua 5.4 host for firmware-over-the-air updates of an AVR MCU.
 #
 # Everything comes from Debian's packages through pkg-config. Override any
-# of CC, CFLAGS, LDFLAGS, PREFIX, DESTDIR, PKG_CONFIG on the command line.
+# of CC, CFLAGS, LDFLAGS, PREFIX, DESTDIR, PKG_CONFIG on the command line,
+# and LUA_CFLAGS, LUA_LIBS, CJSON_LIBS, GPIOD_CFLAGS, GPIOD_LIBS where a
+# library has no pkg-config file (see "A missing package" below).
 #
 #   make                 build ./fotahost (a link to build/fotahost), the product's
 #                        plugins and the development wing's (dev/plugins)
@@ -42,32 +44,52 @@ LUA_PC     ?= lua5.4
 CJSON_PC   ?= lua5.4-cjson
 
 # A missing package stops the build at once, naming the Debian package.
+# A library given by hand (its *_CFLAGS and *_LIBS on the command line or in
+# the environment, for a system whose Lua has no .pc file, as OpenWrt's)
+# is not looked up:
+#   make LUA_CFLAGS=-I/usr/include/lua5.4 LUA_LIBS='-llua5.4 -lm -ldl' \
+#        CJSON_LIBS=/path/to/libcjson.a
+# LUA_CFLAGS holds lua-cjson's flags too (it needs none of its own: its entry
+# points are declared in host/preload.c); GPIOD_CFLAGS/GPIOD_LIBS likewise.
+given = $(filter-out undefined default,$(origin $(1)))
 ifeq ($(filter clean,$(MAKECMDGOALS)),)
+ifeq ($(and $(call given,LUA_CFLAGS),$(call given,LUA_LIBS)),)
 ifneq ($(shell $(PKG_CONFIG) --exists $(LUA_PC) && echo yes),yes)
-$(error pkg-config cannot find $(LUA_PC): apt-get install liblua5.4-dev (or run .ci/install-deps))
+$(error pkg-config cannot find $(LUA_PC): apt-get install liblua5.4-dev (or run .ci/install-deps), or give LUA_CFLAGS and LUA_LIBS)
 endif
+endif
+ifeq ($(call given,CJSON_LIBS),)
 ifneq ($(shell $(PKG_CONFIG) --exists $(CJSON_PC) && echo yes),yes)
-$(error pkg-config cannot find $(CJSON_PC): apt-get install lua-cjson-dev (or run .ci/install-deps))
+$(error pkg-config cannot find $(CJSON_PC): apt-get install lua-cjson-dev (or run .ci/install-deps), or give CJSON_LIBS)
 endif
+endif
+ifeq ($(and $(call given,GPIOD_CFLAGS),$(call given,GPIOD_LIBS)),)
 ifneq ($(shell $(PKG_CONFIG) --exists libgpiod && echo yes),yes)
-$(error pkg-config cannot find libgpiod: apt-get install libgpiod-dev (or run .ci/install-deps))
+$(error pkg-config cannot find libgpiod: apt-get install libgpiod-dev (or run .ci/install-deps), or give GPIOD_CFLAGS and GPIOD_LIBS)
+endif
 endif
 endif
 
-LUA_CFLAGS   := $(shell $(PKG_CONFIG) --cflags $(LUA_PC) $(CJSON_PC))
-LUA_LDIRS    := $(shell $(PKG_CONFIG) --libs-only-L $(LUA_PC))
+LUA_CFLAGS   ?= $(shell $(PKG_CONFIG) --cflags $(LUA_PC) $(CJSON_PC))
+LUA_LDIRS    := $(shell $(PKG_CONFIG) --libs-only-L $(LUA_PC) 2>/dev/null)
 ifeq ($(LUA_LINK),static)
-LUA_LIBS     := $(LUA_LDIRS) -Wl,-Bstatic -l$(LUA_PC) -Wl,-Bdynamic -lm -ldl
+LUA_LIBS     ?= $(LUA_LDIRS) -Wl,-Bstatic -l$(LUA_PC) -Wl,-Bdynamic -lm -ldl
 else
-LUA_LIBS     := $(shell $(PKG_CONFIG) --libs $(LUA_PC)) -lm -ldl
+LUA_LIBS     ?= $(shell $(PKG_CONFIG) --libs $(LUA_PC)) -lm -ldl
 endif
 # lua-cjson ships a static archive; linking it in keeps `require "cjson"`
 # free of any search path and of a second copy of the Lua API.
-CJSON_LIBS   := -Wl,-Bstatic -l$(CJSON_PC) -Wl,-Bdynamic
+CJSON_LIBS   ?= -Wl,-Bstatic -l$(CJSON_PC) -Wl,-Bdynamic
+GPIOD_CFLAGS ?= $(shell $(PKG_CONFIG) --cflags libgpiod)
+GPIOD_LIBS   ?= $(shell $(PKG_CONFIG) --libs libgpiod)
 
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?= -O2 -g
-ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(LUA_CFLAGS) -Ihost -Iplugins -I$(BUILD) \
+# 64-bit file offsets and time_t on 32-bit glibc too (musl has both
+# already; on 64-bit systems they change nothing): readdir, stat and lseek
+# on big files, clocks past 2038. Threads: the name resolver's.
+PORT_CFLAGS := -D_FILE_OFFSET_BITS=64 -D_TIME_BITS=64 -pthread
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(PORT_CFLAGS) $(WARN) $(CFLAGS) $(LUA_CFLAGS) $(GPIOD_CFLAGS) -Ihost -Iplugins -I$(BUILD) \
              -DFOTAHOST_VERSION='"$(VERSION)"' \
              -DFOTAHOST_DATADIR='"$(DATADIR)"' -DFOTAHOST_LIBDIR='"$(LIBDIR)"' \
              -DFOTAHOST_SYSCONFDIR='"$(SYSCONFDIR)"'
@@ -86,7 +108,8 @@ MODULE_SRC  := $(sort $(wildcard plugins/*.c))
 SUPPORT_SRC := $(sort $(wildcard plugins/*/*.c))
 # Native modules built as loadable .so plugins instead: those with a heavy
 # dependency, so start-up does not pay for it. Digests come from libcrypto
-# (OpenSSL, libcurl's TLS library), so start-up does not map libcrypto.
+# (OpenSSL), linked by name: libcurl may be built on another TLS library
+# (mbedTLS on OpenWrt) and bring none. A plugin, so start-up does not map it.
 PLUGIN_SRC  := plugins/digest.c
 # HTTP(S) on libcurl: a plugin too, loaded by the first require of
 # fotahost.http, so a script that never downloads never maps libcurl.
@@ -122,8 +145,7 @@ UNIT_SRC    := $(wildcard tests/unit/test_*.c)
 UNIT_OBJ    := $(sort $(filter-out $(BUILD)/host/main.o,$(HOST_OBJ)) \
                $(patsubst %.c,$(BUILD)/%.o,$(wildcard dev/plugins/*/*.c)))
 UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
-GPIOD_LIBS  := $(shell $(PKG_CONFIG) --libs libgpiod)
-EXTRA_LIBS  := $(GPIOD_LIBS)
+EXTRA_LIBS  := $(GPIOD_LIBS) -pthread
 
 .PHONY: all product test unit-tests check-asan torture bench demo mutate install install-dev uninstall \
         clean example-plugin fuzz FORCE
@@ -173,6 +195,7 @@ $(BUILD)/plugins/fotahost/%.so: plugins/$$(subst /,.,$$*).c $(HEADERS) $(BUILD)/
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(PLUGIN_CFLAGS) -fPIC -shared -o $@ $< $(LDFLAGS) $(PLUGIN_LIBS)
 
+$(BUILD)/plugins/fotahost/digest.so: PLUGIN_CFLAGS = $(shell $(PKG_CONFIG) --cflags libcrypto)
 $(BUILD)/plugins/fotahost/digest.so: PLUGIN_LIBS = $(shell $(PKG_CONFIG) --libs libcrypto)
 $(BUILD)/plugins/fotahost/http/core.so: PLUGIN_CFLAGS = $(shell $(PKG_CONFIG) --cflags libcurl)
 $(BUILD)/plugins/fotahost/http/core.so: PLUGIN_LIBS = $(shell $(PKG_CONFIG) --libs libcurl)

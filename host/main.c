@@ -387,6 +387,7 @@ static int readline_into(lua_State *L, const char *prompt)
 {
     char buf[MAXLINE];
     luaL_Buffer b;
+    const char *line;
     size_t len;
 
     fputs(prompt, stdout);
@@ -402,9 +403,9 @@ static int readline_into(lua_State *L, const char *prompt)
         luaL_addlstring(&b, buf, len);
     } while (len > 0 && buf[len - 1] != '\n');
     luaL_pushresult(&b);
-    len = lua_rawlen(L, -1);
-    if (len > 0 && lua_tostring(L, -1)[len - 1] == '\n') {
-        lua_pushlstring(L, lua_tostring(L, -1), len - 1);
+    line = lua_tolstring(L, -1, &len);
+    if (len > 0 && line[len - 1] == '\n') {
+        lua_pushlstring(L, line, len - 1);
         lua_remove(L, -2);
     }
     return 1;

@@ -43,6 +43,7 @@
 #define RESET_PULSE_NS 2000    /* >= 2 CPU clocks; generous for slow parts */
 #define POLL_LIMIT_FACTOR 10   /* give up after 10x the datasheet write time */
 #define POLL_INTERVAL_NS 20000L /* between two RDY/BSY polls that said busy */
+#define HALF_NS_MAX 1000000000 /* 1 s: slower than any MCU needs, and fits a 32-bit long */
 
 typedef struct {
     fh_gpio *g;                 /* owned by the lines userdata (uservalue 1) */
@@ -287,12 +288,14 @@ static int fail(lua_State *L, Isp *p)
 /*
  * isp.new(lines, part[, opts]) -> programmer
  * lines: a fotahost.gpio set of 4 lines: RESET, SCK, MOSI (outputs) and
- * MISO (input). opts.half_period_ns (default 250), opts.poll (default
- * true), opts.retries (Programming Enable attempts, default 4).
+ * MISO (input). opts.half_period_ns (0..1e9, required), opts.poll
+ * (default true), opts.retries (Programming Enable attempts, 1..100,
+ * default 4).
  */
 static int l_new(lua_State *L)
 {
     fh_gpio *g = fh_gpio_check(L, 1);
+    lua_Integer half_ns, retries;
     Isp *p;
 
     if (g->nlines != 4 || (g->outputs & 0xF) != 0x7)
@@ -314,17 +317,20 @@ static int l_new(lua_State *L)
     p->retries = 4;
     p->ext = -1;
     lua_getfield(L, 3, "half_period_ns");
-    p->half_ns = (long)luaL_checkinteger(L, -1);
+    half_ns = luaL_checkinteger(L, -1);
     lua_getfield(L, 3, "poll");
     if (!lua_isnil(L, -1))
         p->poll = lua_toboolean(L, -1);
     lua_getfield(L, 3, "retries");
-    p->retries = (int)luaL_optinteger(L, -1, 4);
+    retries = luaL_optinteger(L, -1, 4);
     lua_getfield(L, 3, "trace");
     p->tracing = lua_toboolean(L, -1);
     lua_pop(L, 4);
-    luaL_argcheck(L, p->half_ns >= 0 && p->retries >= 1 && p->retries <= 100, 3,
-                  "half_period_ns >= 0 and retries 1..100");
+    /* checked as lua_Integer: a long is 32 bits on the board */
+    luaL_argcheck(L, half_ns >= 0 && half_ns <= HALF_NS_MAX && retries >= 1 && retries <= 100, 3,
+                  "half_period_ns 0..1000000000 and retries 1..100");
+    p->half_ns = (long)half_ns;
+    p->retries = (int)retries;
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1); /* keep the lines alive as long as we are */
     /* The pauses between RDY/BSY polls are short; the kernel's default
@@ -484,7 +490,8 @@ static int read_memory(lua_State *L, int eeprom)
     uint32_t size = eeprom ? p->part.eeprom_size : p->part.flash_size;
     luaL_Buffer b;
 
-    luaL_argcheck(L, addr >= 0 && len >= 0 && addr + len <= (lua_Integer)size, 3,
+    /* len compared with what is left: addr + len could overflow */
+    luaL_argcheck(L, addr >= 0 && len >= 0 && addr <= (lua_Integer)size && len <= (lua_Integer)size - addr, 3,
                   eeprom ? "range outside the EEPROM" : "range outside the flash");
     luaL_buffinit(L, &b);
     for (i = addr; i < addr + len; i++) {

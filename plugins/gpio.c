@@ -257,6 +257,7 @@ static int l_open(lua_State *L)
     char err[FH_GPIO_ERRLEN];
     const char *bname, *chip;
     fh_gpio *g;
+    lua_Integer count;
     int n, i;
 
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -273,9 +274,10 @@ static int l_open(lua_State *L)
         return luaL_error(L, "gpio.open: 'chip' is required");
     if (lua_getfield(L, 1, "lines") != LUA_TTABLE)
         return luaL_error(L, "gpio.open: 'lines' must be a list of line numbers");
-    n = (int)luaL_len(L, -1);
-    if (n < 1 || n > FH_GPIO_MAX_LINES)
+    count = luaL_len(L, -1); /* checked whole: a __len may say anything */
+    if (count < 1 || count > FH_GPIO_MAX_LINES)
         return luaL_error(L, "gpio.open: between 1 and %d lines", FH_GPIO_MAX_LINES);
+    n = (int)count;
     for (i = 0; i < n; i++) {
         lua_Integer v;
         int isint;

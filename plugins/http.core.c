@@ -574,6 +574,17 @@ static int open_file_sink(lua_State *L, Transfer *t, const char *file)
     return 0;
 }
 
+/*
+ * libcurl takes times and counts as `long`: 32 bits on the board, where
+ * 1e15 (opt_number's limit) overflows and a timeout in ms does at 24.8
+ * days. Longer is clamped to LONG_MAX: 24.8 days is as good as for ever
+ * for a transfer, and the Lua side bounds a whole download itself.
+ */
+static long clamp_long(double v)
+{
+    return v >= (double)LONG_MAX ? LONG_MAX : (long)v;
+}
+
 /* What every transfer sets: protocols, limits, TLS checks, callbacks. */
 static void set_easy_options(lua_State *L, Transfer *t, const Options *o)
 {
@@ -583,12 +594,12 @@ static void set_easy_options(lua_State *L, Transfer *t, const Options *o)
     SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
     SETOPT(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     SETOPT(CURLOPT_FOLLOWLOCATION, o->max_redirects > 0 ? 1L : 0L);
-    SETOPT(CURLOPT_MAXREDIRS, (long)o->max_redirects);
-    SETOPT(CURLOPT_CONNECTTIMEOUT_MS, (long)(o->connect_timeout * 1000));
-    SETOPT(CURLOPT_TIMEOUT_MS, (long)(o->timeout * 1000));
+    SETOPT(CURLOPT_MAXREDIRS, clamp_long(o->max_redirects));
+    SETOPT(CURLOPT_CONNECTTIMEOUT_MS, clamp_long(o->connect_timeout * 1000));
+    SETOPT(CURLOPT_TIMEOUT_MS, clamp_long(o->timeout * 1000));
     if (o->low_speed_time > 0) {
-        SETOPT(CURLOPT_LOW_SPEED_TIME, (long)(o->low_speed_time < 1 ? 1 : o->low_speed_time));
-        SETOPT(CURLOPT_LOW_SPEED_LIMIT, (long)o->low_speed_limit);
+        SETOPT(CURLOPT_LOW_SPEED_TIME, clamp_long(o->low_speed_time < 1 ? 1 : o->low_speed_time));
+        SETOPT(CURLOPT_LOW_SPEED_LIMIT, clamp_long(o->low_speed_limit));
     }
     SETOPT(CURLOPT_SSL_VERIFYPEER, o->insecure ? 0L : 1L);
     SETOPT(CURLOPT_SSL_VERIFYHOST, o->insecure ? 0L : 2L);

@@ -563,7 +563,44 @@ fail: {
     }
 }
 
+/*
+ * sys.strerror(code) -> this libc's message for errno `code`
+ * sys.errno: { ENOENT = 2, ... }, this system's numbers for the errors the
+ * product names. Numbers and messages differ between systems (EADDRINUSE
+ * is 98 on x86 Linux, 125 on MIPS; musl words its messages its own way):
+ * what compares with a `code` or a message takes them from here.
+ */
+static int sys_strerror(lua_State *L)
+{
+    lua_Integer code = luaL_checkinteger(L, 1);
+
+    luaL_argcheck(L, code >= 0 && code <= INT_MAX, 1, "not an errno value");
+    lua_pushstring(L, strerror((int)code));
+    return 1;
+}
+
+static void push_errno_table(lua_State *L)
+{
+#define E(name) {#name, name}
+    static const struct { const char *name; int code; } codes[] = {
+        E(EPERM), E(ENOENT), E(EINTR), E(EIO), E(EBADF), E(EAGAIN), E(EACCES),
+        E(EBUSY), E(EEXIST), E(EXDEV), E(ENODEV), E(ENOTDIR), E(EISDIR),
+        E(EINVAL), E(ENOTTY), E(ENOSPC), E(EROFS), E(EPIPE), E(ENOTEMPTY),
+        E(EADDRINUSE), E(ECONNREFUSED), E(ECONNRESET), E(ETIMEDOUT),
+        E(EHOSTUNREACH), E(ENETUNREACH),
+    };
+#undef E
+    size_t i;
+
+    lua_createtable(L, 0, (int)(sizeof codes / sizeof codes[0]));
+    for (i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+        lua_pushinteger(L, codes[i].code);
+        lua_setfield(L, -2, codes[i].name);
+    }
+}
+
 static const luaL_Reg sys_funcs[] = {
+    {"strerror", sys_strerror},
     {"now", sys_now},
     {"time", sys_time},
     {"pipe", sys_pipe},
@@ -593,5 +630,7 @@ int luaopen_fotahost_sys(lua_State *L);
 int luaopen_fotahost_sys(lua_State *L)
 {
     luaL_newlib(L, sys_funcs);
+    push_errno_table(L);
+    lua_setfield(L, -2, "errno");
     return 1;
 }

@@ -12,15 +12,19 @@
  * Only non-blocking primitives live here: every call returns at once.
  * Waiting, with a timeout and under the scheduler, is the Lua side's job
  * (scripts/fotahost/tcp.lua). Names are resolved without blocking
- * the process: numeric addresses at once, others by glibc's getaddrinfo_a
- * (a helper thread), whose result the Lua side polls (resolve_start).
+ * the process: numeric addresses at once, others by getaddrinfo in a
+ * thread of their own, whose end the Lua side waits for on a pipe
+ * (resolve_start, see "resolver" below).
  * Sends use MSG_NOSIGNAL: a peer that went away is a return value, never a
  * SIGPIPE.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,19 +136,27 @@ static Sock *check_server(lua_State *L)
 /* ------------------------------------------------------------ resolver */
 
 /*
- * getaddrinfo_a runs the lookup in a helper thread: the request (and the
- * strings it points to) must outlive it. A resolver closed while its lookup
- * still runs and cannot be cancelled is parked on `orphans` and freed by a
- * later resolve_start or close once the thread is done with it. The list
- * holds no Lua state and is only touched from the Lua thread.
+ * A name is looked up by plain getaddrinfo in a detached thread of its own,
+ * so the lookup blocks that thread, never the scheduler, on any libc (glibc's
+ * getaddrinfo_a does the same but exists nowhere else; c-ares would be one
+ * more library on the board for what one thread per lookup does). When it
+ * is done the thread writes a byte to a pipe: resolver:fd() turns readable,
+ * and the scheduler waits on it like any socket.
+ *
+ * A lookup cannot be interrupted: a resolver closed (or collected) while
+ * its thread still runs is only marked abandoned, and the thread frees the
+ * request, its result and its pipe when getaddrinfo returns. `lock` guards
+ * `done` and `abandoned`, the hand-over between the two; whoever sees the
+ * other side gone frees the request. The thread touches no Lua state.
  */
-typedef struct Req {
-    struct gaicb cb;
-    struct addrinfo hints;
-    struct addrinfo *numeric; /* a numeric host, resolved at once */
-    int started;              /* getaddrinfo_a owns cb */
-    int gai;                  /* the numeric lookup's error, if it failed */
-    struct Req *next_orphan;
+typedef struct {
+    pthread_mutex_t lock;
+    int started;              /* a thread owns the lookup until `done` */
+    int done;                 /* the thread has written gai, result and the byte */
+    int abandoned;            /* the Lua side let go: the thread frees it all */
+    int gai;                  /* getaddrinfo's error, 0 if it found addresses */
+    int pipe[2];              /* read end for the scheduler, write end for the thread */
+    struct addrinfo *result;  /* the addresses, numeric ones at once */
     char host[256];
     char serv[8];
     char name[NAME_MAX_LEN];
@@ -154,90 +166,140 @@ typedef struct {
     Req *req; /* NULL once closed */
 } Resolver;
 
-static Req *orphans;
-
 static void free_req(Req *r)
 {
-    if (r->cb.ar_result != NULL)
-        freeaddrinfo(r->cb.ar_result);
-    if (r->numeric != NULL)
-        freeaddrinfo(r->numeric);
+    if (r->result != NULL)
+        freeaddrinfo(r->result);
+    if (r->pipe[0] >= 0)
+        close(r->pipe[0]);
+    if (r->pipe[1] >= 0)
+        close(r->pipe[1]);
+    pthread_mutex_destroy(&r->lock);
     free(r);
 }
 
-static void reap_orphans(void)
+static void *lookup_thread(void *arg)
 {
-    Req **p = &orphans;
+    Req *r = (Req *)arg;
+    struct addrinfo hints, *result = NULL;
+    int gai, abandoned;
 
-    while (*p != NULL) {
-        Req *r = *p;
-        if (gai_error(&r->cb) != EAI_INPROGRESS) {
-            *p = r->next_orphan;
-            free_req(r);
-        } else {
-            p = &r->next_orphan;
-        }
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG;
+    gai = getaddrinfo(r->host, r->serv, &hints, &result);
+    pthread_mutex_lock(&r->lock);
+    r->gai = gai;
+    r->result = gai == 0 ? result : NULL;
+    r->done = 1;
+    abandoned = r->abandoned;
+    /* under the lock: once `done` is seen, the Lua side may close the pipe */
+    if (!abandoned && write(r->pipe[1], "", 1) < 0) {
+        /* a full pipe cannot happen (one byte); nothing else to tell */
     }
+    pthread_mutex_unlock(&r->lock);
+    if (abandoned)
+        free_req(r);
+    return NULL;
 }
 
+/* Starts the thread with every signal blocked: the host's handlers must
+ * run on the Lua thread. 0 or an errno. */
+static int start_lookup(Req *r)
+{
+    pthread_attr_t attr;
+    pthread_t tid;
+    sigset_t all, old;
+    int err;
+
+    if (pipe2(r->pipe, O_CLOEXEC | O_NONBLOCK) != 0)
+        return errno;
+    if ((err = pthread_attr_init(&attr)) != 0)
+        return err;
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    r->started = 1;
+    err = pthread_create(&tid, &attr, lookup_thread, r);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if (err != 0)
+        r->started = 0;
+    return err;
+}
+
+/* The Lua side lets go: frees the request now, or leaves it to its thread. */
 static void release_req(Req *r)
 {
-    if (r->started && gai_error(&r->cb) == EAI_INPROGRESS &&
-        gai_cancel(&r->cb) != EAI_CANCELED && gai_error(&r->cb) == EAI_INPROGRESS) {
-        r->next_orphan = orphans;
-        orphans = r;
-        return;
-    }
-    free_req(r);
+    int running;
+
+    pthread_mutex_lock(&r->lock);
+    running = r->started && !r->done;
+    r->abandoned = 1;
+    pthread_mutex_unlock(&r->lock);
+    if (!running)
+        free_req(r);
+}
+
+static Req *new_req(lua_State *L, const char *host, size_t hlen, int port)
+{
+    Resolver *res = (Resolver *)lua_newuserdatauv(L, sizeof(Resolver), 0);
+    Req *r;
+
+    res->req = NULL;
+    luaL_setmetatable(L, RESOLVER_MT);
+    r = (Req *)calloc(1, sizeof *r);
+    if (r == NULL)
+        luaL_error(L, "out of memory");
+    pthread_mutex_init(&r->lock, NULL);
+    r->pipe[0] = r->pipe[1] = -1;
+    res->req = r;
+    memcpy(r->host, host, hlen + 1);
+    snprintf(r->serv, sizeof r->serv, "%d", port);
+    format_name(r->name, sizeof r->name, host, port);
+    return r;
 }
 
 /*
- * tcp.resolve_start(host, port) -> resolver | fail, "host:port: cause"
- * Starts looking `host` up; resolver:result() says when it is done. A
- * numeric address is done at once.
+ * tcp.resolve_start(host, port) -> resolver | fail, "host:port: cause"[, errno]
+ * Starts looking `host` up; resolver:result() says when it is done, and
+ * resolver:fd() turns readable then. A numeric address is done at once.
  */
 static int tcp_resolve_start(lua_State *L)
 {
     size_t hlen;
     const char *host = luaL_checklstring(L, 1, &hlen);
     int port = check_port(L, 2);
-    Resolver *res;
     Req *r;
-    struct gaicb *list[1];
-    int gai;
+    int gai, err;
 
     luaL_argcheck(L, hlen > 0 && hlen < sizeof r->host, 1, "host name empty or too long");
-    reap_orphans();
-    res = (Resolver *)lua_newuserdatauv(L, sizeof(Resolver), 0);
-    res->req = NULL;
-    luaL_setmetatable(L, RESOLVER_MT);
-    r = (Req *)calloc(1, sizeof *r);
-    if (r == NULL)
-        return luaL_error(L, "out of memory");
-    res->req = r;
-    memcpy(r->host, host, hlen + 1);
-    snprintf(r->serv, sizeof r->serv, "%d", port);
-    format_name(r->name, sizeof r->name, host, port);
-    gai = numeric_addrinfo(host, port, 0, &r->numeric);
-    if (gai == 0)
-        return 1;
-    r->numeric = NULL;
+    r = new_req(L, host, hlen, port);
+    gai = numeric_addrinfo(host, port, 0, &r->result);
     if (gai != EAI_NONAME) {
+        if (gai != 0)
+            r->result = NULL;
         r->gai = gai;
         return 1;
     }
-    r->hints.ai_family = AF_UNSPEC;
-    r->hints.ai_socktype = SOCK_STREAM;
-    r->hints.ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG;
-    r->cb.ar_name = r->host;
-    r->cb.ar_service = r->serv;
-    r->cb.ar_request = &r->hints;
-    list[0] = &r->cb;
-    gai = getaddrinfo_a(GAI_NOWAIT, list, 1, NULL);
-    if (gai != 0)
-        return fh_result_msg(L, "%s: %s", r->name, gai_strerror(gai));
-    r->started = 1;
+    r->result = NULL;
+    if ((err = start_lookup(r)) != 0)
+        return fh_result_errno(L, err, r->name);
     return 1;
+}
+
+/* Whether the lookup is still running (its thread owns the request). */
+static int in_progress(Req *r)
+{
+    int running;
+
+    if (!r->started)
+        return 0;
+    pthread_mutex_lock(&r->lock);
+    running = !r->done;
+    pthread_mutex_unlock(&r->lock);
+    return running;
 }
 
 static Resolver *check_resolver(lua_State *L)
@@ -257,25 +319,17 @@ static int resolver_result(lua_State *L)
 {
     Req *r = check_resolver(L)->req;
     struct addrinfo *ai;
-    int gai, i = 0;
+    int i = 0;
 
-    if (r->numeric != NULL) {
-        ai = r->numeric;
-    } else if (!r->started) {
-        return fh_result_msg(L, "%s: %s", r->name, gai_strerror(r->gai));
-    } else {
-        gai = gai_error(&r->cb);
-        if (gai == EAI_INPROGRESS) {
-            lua_pushnil(L);
-            lua_pushliteral(L, "wouldblock");
-            return 2;
-        }
-        if (gai != 0)
-            return fh_result_msg(L, "%s: %s", r->name, gai_strerror(gai));
-        ai = r->cb.ar_result;
+    if (in_progress(r)) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "wouldblock");
+        return 2;
     }
+    if (r->gai != 0)
+        return fh_result_msg(L, "%s: %s", r->name, gai_strerror(r->gai));
     lua_newtable(L);
-    for (; ai != NULL; ai = ai->ai_next) {
+    for (ai = r->result; ai != NULL; ai = ai->ai_next) {
         char host[NI_MAXHOST];
         if (getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof host, NULL, 0,
                         NI_NUMERICHOST) != 0)
@@ -283,6 +337,21 @@ static int resolver_result(lua_State *L)
         lua_pushstring(L, host);
         lua_rawseti(L, -2, ++i);
     }
+    return 1;
+}
+
+/*
+ * resolver:fd() -> integer, readable once result() no longer says
+ * "wouldblock" | nil when the result was there at once (a numeric host)
+ */
+static int resolver_fd(lua_State *L)
+{
+    Req *r = check_resolver(L)->req;
+
+    if (r->pipe[0] < 0)
+        lua_pushnil(L);
+    else
+        lua_pushinteger(L, r->pipe[0]);
     return 1;
 }
 
@@ -295,7 +364,6 @@ static int resolver_close(lua_State *L)
         release_req(res->req);
         res->req = NULL;
     }
-    reap_orphans();
     return 0;
 }
 
@@ -722,6 +790,7 @@ static const luaL_Reg server_meta[] = {
 
 static const luaL_Reg resolver_methods[] = {
     {"result", resolver_result},
+    {"fd", resolver_fd},
     {"close", resolver_close},
     {NULL, NULL},
 };

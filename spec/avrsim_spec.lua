@@ -386,7 +386,7 @@ describe("fotahost.avrsim", function()
 
     c, err = avrsim.open(dir .. "/none", parts.m32u4)
     assert.is_nil(c)
-    assert.are.equal(dir .. "/none: No such file or directory", err)
+    assert.are.equal(dir .. "/none: " .. h.strerror.ENOENT, err)
     os.remove(dir .. "/fuses.txt")
     chip = assert(avrsim.open(dir, parts.m32u4)) -- for after_each
     assert.are.equal(0x52, chip:fuses().lfuse)

@@ -107,7 +107,7 @@ describe("fotahost blink", function()
   it("names the port and the cause when it cannot be used", function()
     local r = h.run({ "blink", "--port", dir .. "/nothere" })
     assert.are.equal(1, r.status)
-    assert.are.equal("fotahost blink: " .. dir .. "/nothere: No such file or directory\n", r.err)
+    assert.are.equal("fotahost blink: " .. dir .. "/nothere: " .. h.strerror.ENOENT .. "\n", r.err)
     r = h.run({ "blink", "--port", "/etc/hostname" })
     assert.matches("/etc/hostname: not a serial port", r.err)
     -- busy: another program holds the port

@@ -106,7 +106,7 @@ describe("fotahost command", function()
       local r = h.run({ dir .. "/missing.lua" })
       assert.are.equal(1, r.status)
       assert.matches("^fotahost: cannot open .*missing%.lua", r.err)
-      assert.matches("No such file or directory", r.err)
+      assert.matches(h.literal(h.strerror.ENOENT), r.err)
     end)
 
     it("turns warnings on with -W", function()

@@ -137,7 +137,7 @@ describe("fotahost.gpio", function()
       os.remove(dir .. "/export")
       local lines, err = gpio.open(with{ backend = "sysfs", chip = "x", sysfs_root = dir })
       assert.is_nil(lines)
-      assert.are.equal(dir .. "/export: export of GPIO 3 failed: No such file or directory", err)
+      assert.are.equal(dir .. "/export: export of GPIO 3 failed: " .. h.strerror.ENOENT, err)
     end)
 
     it("counts one system call per changed line written and one per read", function()
@@ -220,7 +220,7 @@ describe("fotahost.gpio", function()
       assert.are.equal("mmio: GPIO 96 does not exist on the MT7688 (0..95)", err)
       lines, err = gpio.open(with{ backend = "mmio", chip = "x", mem_path = dir .. "/nomem" })
       assert.is_nil(lines)
-      assert.are.equal(dir .. "/nomem: No such file or directory", err)
+      assert.are.equal(dir .. "/nomem: " .. h.strerror.ENOENT, err)
     end)
   end)
 
@@ -241,6 +241,10 @@ describe("fotahost.gpio", function()
       "gpio.open: lines[1] is not a line number")
     assert.has_error(function() gpio.open{ backend = "sysfs", chip = 12345, lines = { 1 } } end,
       "gpio.open: 'chip' must be a string, not a number")
+    -- a count is checked whole: 2^32 + 1 lines is not 1 line as a C int
+    local huge = setmetatable({ 1 }, { __len = function() return (1 << 32) + 1 end })
+    assert.has_error(function() gpio.open{ backend = "sysfs", chip = "x", lines = huge } end,
+      "gpio.open: between 1 and 8 lines")
     local lines, err = gpio.open{ backend = "sysfs", chip = "x", lines = { 4, 4 }, outputs = {} }
     assert.is_nil(lines)
     assert.are.equal("x: line 4 is given twice", err)

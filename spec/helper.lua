@@ -10,6 +10,21 @@ local function shell_quote(s)
 end
 M.q = shell_quote
 
+-- This system's errno numbers and messages, by name (h.errno.ENOENT,
+-- h.strerror.ENOENT): they differ between CPUs (EADDRINUSE is 98 on x86,
+-- 125 on MIPS) and between libcs (glibc's "Address already in use" is
+-- musl's "Address in use"), so specs never spell them out.
+local sys = require "fotahost.sys"
+M.errno = setmetatable({}, { __index = function(_, name)
+  return sys.errno[name] or error("helper: no errno named " .. tostring(name), 2)
+end })
+M.strerror = setmetatable({}, { __index = function(_, name) return sys.strerror(M.errno[name]) end })
+
+--- `s` as a Lua pattern that matches exactly s (for messages in patterns).
+function M.literal(s)
+  return (s:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0"))
+end
+
 function M.read(path)
   local f = io.open(path, "rb")
   if not f then return nil end
@@ -68,7 +83,6 @@ end
 -- the fotahost binary, so its modules are there.
 local sched = require "fotahost.sched"
 local stream = require "fotahost.stream"
-local sys = require "fotahost.sys"
 
 --- Polls pred() every `step` seconds (default 0.02) until it returns a
 -- true value, which is returned; raises "timed out after N s waiting for

@@ -408,7 +408,7 @@ describe("fotahost.httpd", function()
       local a <close> = assert(httpd.listen { handler = hello })
       local b, err = httpd.listen { handler = hello, port = a.port }
       assert.is_nil(b)
-      assert.are.equal(("127.0.0.1:%d: Address already in use"):format(a.port), err)
+      assert.are.equal(("127.0.0.1:%d: %s"):format(a.port, h.strerror.EADDRINUSE), err)
     end)
     local errors, logged = {}, {}
     log.configure { sink = function(_, _, msg) logged[#logged + 1] = msg end }

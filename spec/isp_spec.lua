@@ -178,6 +178,25 @@ describe("ISP programming on the simulated chip", function()
     assert.are.equal(2, prog:stats().enable_tries)       -- one connect each, no retry needed
   end)
 
+  it("checks its numbers whole, before any C type could cut them", function()
+    local gpio = require "fotahost.gpio"
+    local ispc = require "fotahost.avr.isp.core"
+    local lines <close> = assert(gpio.open{ backend = "sim", chip = dir, lines = { 3, 15, 16, 17 },
+      outputs = { true, true, true, false }, initial = { 0, 0, 0 }, part = parts.m32u4 })
+    -- 2^32 + 1 would be 1 as a 32-bit int (or long, on the board)
+    for _, opts in ipairs({ { half_period_ns = 250, retries = (1 << 32) + 1 },
+                            { half_period_ns = (1 << 32) + 250 } }) do
+      assert.has_error(function() ispc.new(lines, parts.m32u4, opts) end,
+        "bad argument #3 to 'new' (half_period_ns 0..1000000000 and retries 1..100)")
+    end
+    local prog = ispc.new(lines, parts.m32u4, { half_period_ns = 250 })
+    assert.is_true(prog:connect())
+    -- an end past math.maxinteger wraps round: the range is refused, not read as empty
+    assert.has_error(function() prog:read_flash(math.maxinteger, 2) end)
+    assert.has_error(function() prog:read_eeprom(1, math.maxinteger) end)
+    assert.are.equal(2, #prog:read_flash(0x7FFE, 2))
+  end)
+
   it("gives up on a chip that stays busy, naming the step", function()
     h.write(dir .. "/faults", "slow_write 400\n")      -- a chip erase of 3.6 s, not 9 ms
     local s <close> = session()

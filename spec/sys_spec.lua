@@ -47,11 +47,23 @@ describe("fotahost.sys", function()
     sys.close(w)
     local ok, msg, code = sys.read(r)
     assert.is_nil(ok)
-    assert.are.equal(("read fd %d: Bad file descriptor"):format(r), msg)
-    assert.are.equal(9, code) -- EBADF
+    assert.are.equal(("read fd %d: %s"):format(r, h.strerror.EBADF), msg)
+    assert.are.equal(h.errno.EBADF, code)
     ok, msg = sys.close(w)
     assert.is_nil(ok)
-    assert.matches("^close fd %d+: Bad file descriptor$", msg)
+    assert.matches("^close fd %d+: " .. h.literal(h.strerror.EBADF) .. "$", msg)
+  end)
+
+  it("gives this system's errno numbers and messages, for specs to compare with", function()
+    -- the same number and message a failing call returns
+    local _, msg, code = sys.lstat("/nonexistent-fotahost-path")
+    assert.are.equal(sys.errno.ENOENT, code)
+    assert.are.equal("/nonexistent-fotahost-path: " .. sys.strerror(code), msg)
+    for _, name in ipairs({ "EADDRINUSE", "ECONNREFUSED", "EISDIR", "ENOTDIR", "ENOSPC", "ENOTTY", "EIO" }) do
+      assert.are.equal("integer", math.type(sys.errno[name]), name)
+      assert.is_true(#sys.strerror(sys.errno[name]) > 0, name)
+    end
+    assert.has_error(function() sys.strerror(-1) end, "bad argument #1 to 'strerror' (not an errno value)")
   end)
 
   it("rejects misuse with an error", function()
@@ -85,12 +97,12 @@ describe("fotahost.sys", function()
       h.write(path, "old")
       -- the target's directory is missing
       local ok, err, code = sys.write_file(dir .. "/gone/state.lua", "new")
-      assert.are.same({ nil, dir .. "/gone/state.lua: No such file or directory", 2 }, { ok, err, code })
+      assert.are.same({ nil, dir .. "/gone/state.lua: " .. h.strerror.ENOENT, h.errno.ENOENT }, { ok, err, code })
       -- a directory stands where the temporary file goes
       local tmp = path .. ".tmp-" .. sys.getpid()
       os.execute("mkdir " .. h.q(tmp))
       ok, err, code = sys.write_file(path, "new")
-      assert.are.same({ nil, path .. ": Is a directory", 21 }, { ok, err, code })
+      assert.are.same({ nil, path .. ": " .. h.strerror.EISDIR, h.errno.EISDIR }, { ok, err, code })
       assert.are.equal("old", h.read(path))
       os.execute("rmdir " .. h.q(tmp))
       assert.are.equal("state.lua\n", listing(dir))
@@ -118,15 +130,15 @@ describe("fotahost.sys", function()
       assert.are.equal(sys.geteuid(), st.uid)
       h.write(dir .. "/f", "abc")
       local ok, err, code = sys.mkdir(dir .. "/f/sub")
-      assert.are.same({ nil, dir .. "/f/sub: Not a directory", 20 }, { ok, err, code })
+      assert.are.same({ nil, dir .. "/f/sub: " .. h.strerror.ENOTDIR, h.errno.ENOTDIR }, { ok, err, code })
       ok, err, code = sys.mkdir(dir .. "/f")
-      assert.are.same({ nil, dir .. "/f: Not a directory", 20 }, { ok, err, code })
+      assert.are.same({ nil, dir .. "/f: " .. h.strerror.ENOTDIR, h.errno.ENOTDIR }, { ok, err, code })
       assert(os.execute("ln -s f " .. h.q(dir .. "/l")))
       st = sys.lstat(dir .. "/f")
       assert.are.same({ type = "file", size = 3 }, { type = st.type, size = st.size })
       assert.are.equal("link", sys.lstat(dir .. "/l").type)
       assert.are.equal("char", sys.lstat("/dev/null").type)
-      assert.are.same({ nil, dir .. "/none: No such file or directory", 2 }, { sys.lstat(dir .. "/none") })
+      assert.are.same({ nil, dir .. "/none: " .. h.strerror.ENOENT, h.errno.ENOENT }, { sys.lstat(dir .. "/none") })
     end)
 
     it("tells whether a path names something, following links", function()
@@ -155,7 +167,7 @@ io.write(("%%s %%#x %%d %%d %%d %%d"):format(a.type, a.magic, a.total, a.free, a
       assert.are.equal("tmpfs 0x1021994 65536 65536 8192 4096", r.out)
       local st = assert(sys.statfs(dir))
       assert.is_true(st.total > 0 and st.free <= st.total and st.type ~= "")
-      assert.are.same({ nil, dir .. "/none: No such file or directory", 2 }, { sys.statfs(dir .. "/none") })
+      assert.are.same({ nil, dir .. "/none: " .. h.strerror.ENOENT, h.errno.ENOENT }, { sys.statfs(dir .. "/none") })
     end)
 
     it("reads a regular file up to a limit, and refuses devices and FIFOs without reading", function()
@@ -167,7 +179,8 @@ io.write(("%%s %%#x %%d %%d %%d %%d"):format(a.type, a.magic, a.total, a.free, a
       assert(os.execute("mkfifo " .. h.q(dir .. "/fifo")))   -- no writer: must not wait for one
       assert.are.same({ nil, dir .. "/fifo: a FIFO, not a regular file: refused" },
         { sys.read_file(dir .. "/fifo", 100) })
-      assert.are.same({ nil, dir .. "/none: No such file or directory", 2 }, { sys.read_file(dir .. "/none", 1) })
+      assert.are.same({ nil, dir .. "/none: " .. h.strerror.ENOENT, h.errno.ENOENT },
+        { sys.read_file(dir .. "/none", 1) })
       -- a file that says it is empty and is not (as /proc files do) is cut off at the limit
       assert.are.same({ nil, "/proc/self/status: file too large (more than 10 bytes)" },
         { sys.read_file("/proc/self/status", 10) })
@@ -206,7 +219,7 @@ io.write(("%%s %%#x %%d %%d %%d %%d"):format(a.type, a.magic, a.total, a.free, a
       assert.is_nil(h.read(dir .. "/a.part"))
       local ok, err = sys.replace(dir .. "/none", dir .. "/a")
       assert.is_nil(ok)
-      assert.are.equal(dir .. "/none: No such file or directory", err)
+      assert.are.equal(dir .. "/none: " .. h.strerror.ENOENT, err)
       assert.are.equal("whole", h.read(dir .. "/a"))
     end)
   end)
@@ -238,7 +251,7 @@ io.write(("%%s %%#x %%d %%d %%d %%d"):format(a.type, a.magic, a.total, a.free, a
 
     it("write_file keeps the old file, and no temporary, when the new one cannot be flushed", function()
       local path = h.write(dir .. "/state.lua", "old")
-      assert.are.equal("nil|" .. path .. ": Input/output error|5",
+      assert.are.equal("nil|" .. path .. ": " .. h.strerror.EIO .. "|" .. h.errno.EIO,
         failing("file", ("sys.write_file(%q, 'new')"):format(path)))
       assert.are.equal("old", h.read(path))
       assert.are.equal("state.lua\n", listing(dir))
@@ -246,18 +259,18 @@ io.write(("%%s %%#x %%d %%d %%d %%d"):format(a.type, a.magic, a.total, a.free, a
 
     it("write_file says so when the rename cannot be flushed to the directory", function()
       local path = h.write(dir .. "/state.lua", "old")
-      assert.are.equal("nil|" .. path .. ": Input/output error|5",
+      assert.are.equal("nil|" .. path .. ": " .. h.strerror.EIO .. "|" .. h.errno.EIO,
         failing("dir", ("sys.write_file(%q, 'new')"):format(path)))
       assert.are.equal("state.lua\n", listing(dir))
     end)
 
     it("replace leaves the old file in place when the finished one cannot be flushed", function()
       local tmp, path = h.write(dir .. "/a.part", "whole"), h.write(dir .. "/a", "old")
-      assert.are.equal("nil|" .. tmp .. ": Input/output error|5",
+      assert.are.equal("nil|" .. tmp .. ": " .. h.strerror.EIO .. "|" .. h.errno.EIO,
         failing("file", ("sys.replace(%q, %q)"):format(tmp, path)))
       assert.are.equal("old", h.read(path))
       assert.are.equal("whole", h.read(tmp))
-      assert.are.equal("nil|" .. path .. ": Input/output error|5",
+      assert.are.equal("nil|" .. path .. ": " .. h.strerror.EIO .. "|" .. h.errno.EIO,
         failing("dir", ("sys.replace(%q, %q)"):format(tmp, path)))
     end)
   end)

@@ -128,4 +128,15 @@ function sys.read_file(path, max) end
 ---@return integer? errno
 function sys.write_device(path, data) end
 
+---This system's numbers for the errors the product names, by name
+---(`sys.errno.ENOENT`): they differ between CPUs (EADDRINUSE is 98 on x86,
+---125 on MIPS). Compare a returned errno with these, never with a literal.
+---@type table<string, integer>
+sys.errno = {}
+
+---This libc's message for errno `code` (the words after "path: " in errors).
+---@param code integer
+---@return string
+function sys.strerror(code) end
+
 return sys

@@ -7,9 +7,9 @@
 ---Non-blocking TCP over IPv4 and IPv6. Sockets are SOCK_NONBLOCK and
 ---SOCK_CLOEXEC; sends use MSG_NOSIGNAL, so a peer that went away is a
 ---return value ("closed"), never a SIGPIPE. Names are resolved without
----blocking the process: resolve_start() hands the lookup to glibc's
----getaddrinfo_a (a helper thread) and result() is polled; numeric addresses
----are done at once. Expected failures return `nil, "host:port: cause"[,
+---blocking the process: resolve_start() runs getaddrinfo in a thread of
+---its own, whose end makes resolver:fd() readable; numeric addresses are
+---done at once. Expected failures return `nil, "host:port: cause"[,
 ---errno]` (an IPv6 address is written `[::1]:80`); misuse raises.
 ---@class fotahost.tcp.core
 local core = {}
@@ -31,12 +31,18 @@ local Resolver = {}
 function core.resolve_start(host, port) end
 
 ---The lookup's addresses (numeric strings, in the order to try them), or
----"wouldblock" while it runs. Poll it with a short pause in between.
+---"wouldblock" while it runs: wait for fd() to be readable, then ask again.
 ---@return string[]|nil addresses
 ---@return string? why "wouldblock" or "host:port: <resolver's cause>"
 function Resolver:result() end
 
----Stops the lookup (or lets it finish unseen). Idempotent; __gc, __close.
+---The fd that turns readable when the lookup is done (for sched.wait_fd or
+---a poller), or nil when the result was there at once (a numeric address).
+---@return integer|nil fd
+function Resolver:fd() end
+
+---Lets go of the lookup: a running one finishes unseen in its thread, which
+---then frees it (a lookup cannot be interrupted). Idempotent; __gc, __close.
 function Resolver:close() end
 
 ---Starts connecting to a numeric address; the socket is writable when the

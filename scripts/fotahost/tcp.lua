@@ -9,8 +9,8 @@
 -- connect, read, read_line, write and accept wait, each at most `timeout`
 -- seconds (required; math.huge waits for ever, but only if you say so):
 --
--- * inside a scheduler task they wait with sched.wait_fd (and sched.sleep
---   while a name is being resolved), so the other tasks run meanwhile;
+-- * inside a scheduler task they wait with sched.wait_fd (a name being
+--   resolved too), so the other tasks run meanwhile;
 -- * outside any task they wait in a fotahost.poll poller of their own.
 --
 -- Failures return nil, why, partial: why is "timeout", "closed" (the peer
@@ -36,7 +36,7 @@ local Sock, sock_mt, live_sock = stream.class("fotahost.tcp.socket", "tcp socket
 local Server, server_mt, live_server = stream.class("fotahost.tcp.server", "tcp server", "server")
 
 local check_timeout = stream.check_timeout
-local wait, pause, drop_poller = stream.wait, stream.pause, stream.drop_poller
+local wait, drop_poller = stream.wait, stream.drop_poller
 
 local function check_port(port, what)
   if math.type(port) ~= "integer" or port < 0 or port > 65535 then
@@ -56,12 +56,13 @@ local function display(host, port)
   return (host:find(":", 1, true) and "[%s]:%d" or "%s:%d"):format(host, port)
 end
 
--- Resolves `host` without blocking: numeric at once, names polled (with a
--- growing pause, at most 50 ms) until getaddrinfo_a is done.
+-- Resolves `host` without blocking: numeric at once, names in a thread
+-- of the core's, waited for on the fd it makes readable when it is done.
 local function resolve(host, port, name, deadline, timeout)
   local r <close>, err = core.resolve_start(host, port)
   if not r then return nil, err end
-  local step = 0.002
+  local holder = { name = name }
+  local _ <close> = setmetatable(holder, { __close = drop_poller })
   while true do
     local addrs, why = r:result()
     if addrs then
@@ -69,12 +70,9 @@ local function resolve(host, port, name, deadline, timeout)
       return addrs
     end
     if why ~= "wouldblock" then return nil, why end
-    local left = deadline - now()
-    if left <= 0 then
+    if not wait(holder, r:fd(), "r", deadline) then
       return nil, ("%s: name lookup timed out after %s s"):format(name, seconds(timeout))
     end
-    pause(nil, math.min(step, left))
-    step = math.min(step * 2, 0.05)
   end
 end
 

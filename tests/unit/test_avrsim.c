@@ -1,4 +1,6 @@
 /* Unit tests of the simulated AVR (dev/plugins/avrsim/chip.c), driven at pin level. */
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -511,7 +513,8 @@ static void test_persistence(void)
     CHECK_STR(err, path);
     s = avrsim_open("/nonexistent-fotahost-dir", &m32u4, NULL, 250, err, sizeof err);
     CHECK(s == NULL);
-    CHECK_STR(err, "/nonexistent-fotahost-dir: No such file or directory");
+    snprintf(path, sizeof path, "/nonexistent-fotahost-dir: %s", strerror(ENOENT));
+    CHECK_STR(err, path);
 }
 
 static void test_other_parts(void)

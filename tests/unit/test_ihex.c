@@ -561,7 +561,7 @@ static void test_files(void)
     snprintf(path2, sizeof path2, "%s/no/such/dir/out.hex", tmp);
     CHECK(ihex_write_file(&img, path2, 16, &e) == -1 && e.err == ENOENT);
     ihex_error_format(path2, &e, msg, sizeof msg);
-    CHECK(strstr(msg, "/no/such/dir/out.hex: No such file or directory") != NULL);
+    CHECK(strstr(msg, "/no/such/dir/out.hex: ") != NULL && strstr(msg, strerror(ENOENT)) != NULL);
     CHECK(count_entries(tmp) == 2);
     CHECK(ihex_write_file(&img, tmp, 0, &e) == -1);
     CHECK_STR(e.cause, "record length 0 out of range (1..255)");
@@ -584,7 +584,7 @@ static void test_files(void)
     /* the system's errors, with errno */
     snprintf(path, sizeof path, "%s/missing.hex", tmp);
     CHECK(ihex_parse_file(&img, path, 100, &e) == -1 && e.err == ENOENT && e.line == 0);
-    CHECK_STR(e.cause, "No such file or directory");
+    CHECK_STR(e.cause, strerror(ENOENT));
     CHECK(ihex_parse_file(&img, tmp, 100, &e) == -1 && e.err == EISDIR);
     CHECK(ihex_parse_file(&img, "/dev/null", 100, &e) == -1);
     CHECK_STR(e.cause, "not a regular file");

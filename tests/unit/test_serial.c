@@ -180,7 +180,7 @@ static void test_fake_driver(lua_State *L)
 
     /* a driver that fails */
     fake_mode = FAIL_EIO;
-    snprintf(want, sizeof want, "%s: Input/output error 5", path);
+    snprintf(want, sizeof want, "%s: %s %d", path, strerror(EIO), EIO);
     CHECK_STR(run(L, "local _, e, n = p:set({ baud = 9600 }) return e .. ' ' .. n"), want);
     CHECK_STR(run(L, "return tostring(p:close())"), "true");
 
