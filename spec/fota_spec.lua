@@ -249,15 +249,7 @@ return {
     fw[version] = { path = path, image = img }
   end
 
-  -- Deterministic pseudo-random bytes, never 0xFF (so every page is written).
-  local function pattern(n, seed)
-    local t, x = {}, seed
-    for i = 1, n do
-      x = (x * 1103515245 + 12345) % 2147483648
-      t[i] = string.char((x >> 16) % 255)
-    end
-    return table.concat(t)
-  end
+  local pattern = h.pattern
 
   setup(function()
     fwdir = h.tmpdir()

@@ -84,6 +84,17 @@ end
 local sched = require "fotahost.sched"
 local stream = require "fotahost.stream"
 
+--- `n` deterministic pseudo-random bytes from `seed`, never 0xFF: an
+-- image made of them writes every flash page.
+function M.pattern(n, seed)
+  local t, x = {}, seed
+  for i = 1, n do
+    x = (x * 1103515245 + 12345) % 2147483648
+    t[i] = string.char((x >> 16) % 255)
+  end
+  return table.concat(t)
+end
+
 --- Polls pred() every `step` seconds (default 0.02) until it returns a
 -- true value, which is returned; raises "timed out after N s waiting for
 -- <what>" at the caller's line after `timeout` seconds.
