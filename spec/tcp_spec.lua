@@ -283,3 +283,52 @@ describe("fotahost.tcp", function()
     assert.has_error(function() server:fd() end, "attempt to use a closed tcp server")
   end)
 end)
+
+-- Lookups that take as long as the spec wants, with no network: a child
+-- fotahost in a mount namespace of its own (unshare -rm) where /etc/hosts
+-- is a FIFO and nsswitch asks nothing else, so each getaddrinfo blocks
+-- until spec/support/slow_resolver.lua opens the FIFO for writing. The
+-- child prints what it saw; it hangs if a lookup blocks the scheduler or
+-- a close waits for one: timeout(1) ends it then (with SIGKILL, as the
+-- host's SIGTERM handler cannot end a thread stuck in a system call).
+describe("a slow name lookup", function()
+  local function run_child()
+    local dir = h.tmpdir()
+    local fifo, nss = dir .. "/hosts", h.write(dir .. "/nsswitch.conf", "hosts: files\n")
+    assert(os.execute("mkfifo " .. h.q(fifo)))
+    local wrap = ("timeout -k 1 10 unshare -rm sh -c %s sh %s %s"):format(
+      h.q('mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/nsswitch.conf && shift 2 && exec "$@"'),
+      h.q(fifo), h.q(nss))
+    local r = h.run({ "spec/support/slow_resolver.lua", fifo }, { shell_prefix = wrap })
+    h.rmdir(dir)
+    assert(r.status == 0 and r.out:find("done true\n", 1, true),
+      ("the child exited %s (124 or 137: it hung and was stopped after 10 s); it printed:\n%s\nstderr:\n%s")
+      :format(r.status, r.out, r.err))
+    local seen = {}
+    for k, v in r.out:gmatch("(%S+) ([^\n]*)\n") do seen[k] = tonumber(v) or v end
+    return seen
+  end
+
+  it("blocks neither the scheduler nor a close, and wakes its waiter when it ends", function()
+    local seen = run_child()
+    -- tcp.connect waits for the lookup under the scheduler: the other
+    -- tasks tick (every 0.01 s) meanwhile, and its timeout holds
+    assert.are.equal("slow.test:80: name lookup timed out after 0.3 s", seen.connect)
+    assert.is_true(seen.connect_took >= 0.3 and seen.connect_took < 1, "took " .. seen.connect_took)
+    assert.is_true(seen.connect_ticks >= 10, seen.connect_ticks .. " ticks")
+    -- a task cancelled while its lookup runs ends at once
+    assert.are.equal("waiting", seen.task_before_cancel)
+    assert.are.equal("cancelled", seen.task_after_cancel)
+    assert.is_true(seen.cancel_took < 0.1, "took " .. seen.cancel_took)
+    -- a resolver closed in flight: nothing to read before, closed at once
+    assert.are.equal("nil wouldblock", seen.result_in_flight)
+    assert.are.equal("false", seen.fd_readable_in_flight)
+    assert.is_true(seen.close_took < 0.1, "took " .. seen.close_took)
+    assert.are.equal("tcp resolver (closed)", seen.closed)
+    -- a lookup ending 0.2 s late wakes its task then, not before
+    assert.are.equal("readable", seen.wait)
+    assert.is_true(seen.wait_took >= 0.19 and seen.wait_took < 2, "took " .. seen.wait_took)
+    assert.is_true(seen.wait_ticks >= 5, seen.wait_ticks .. " ticks")
+    assert.matches("^slow%.test:81: %u", seen.slow_result)
+  end)
+end)
