@@ -394,15 +394,20 @@ static int l_connect(lua_State *L)
 }
 
 /* prog:cmd(b1, b2, b3, b4) -> r1, r2, r3, r4 | nil, err: one raw instruction,
- * all four answer bytes read (the caller knows what it asked). */
+ * all four answer bytes read (the caller knows what it asked). A byte
+ * outside 0..255 is refused: cut to 8 bits it would be another instruction. */
 static int l_cmd(lua_State *L)
 {
     Isp *p = check_isp(L);
     uint8_t out[4], in[4];
     int i;
 
-    for (i = 0; i < 4; i++)
-        out[i] = (uint8_t)luaL_checkinteger(L, 2 + i);
+    for (i = 0; i < 4; i++) {
+        lua_Integer b = luaL_checkinteger(L, 2 + i);
+        if (b < 0 || b > 255)
+            return luaL_argerror(L, 2 + i, lua_pushfstring(L, "not a byte (0..255): %I", b));
+        out[i] = (uint8_t)b;
+    }
     if (transfer(p, out, in, ANSWER_ALL) != 0)
         return fail(L, p);
     for (i = 0; i < 4; i++)

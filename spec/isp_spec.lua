@@ -195,6 +195,15 @@ describe("ISP programming on the simulated chip", function()
     assert.has_error(function() prog:read_flash(math.maxinteger, 2) end)
     assert.has_error(function() prog:read_eeprom(1, math.maxinteger) end)
     assert.are.equal(2, #prog:read_flash(0x7FFE, 2))
+    -- a raw instruction's bytes, whole: cut to 8 bits, 0x1AC would be 0xAC
+    -- (0xAC 0x53: Programming Enable), 0x100 would be 0
+    assert.has_error(function() prog:cmd(0x30, 0x00, 0x100, 0x00) end,
+      "bad argument #3 to 'cmd' (not a byte (0..255): 256)")
+    assert.has_error(function() prog:cmd(0x1AC, 0x53, 0x00, 0x00) end,
+      "bad argument #1 to 'cmd' (not a byte (0..255): 428)")
+    assert.has_error(function() prog:cmd(0x30, 0x00, 0x00, -1) end,
+      "bad argument #4 to 'cmd' (not a byte (0..255): -1)")
+    assert.are.same({ 0x00, 0x30, 0x00, 0x1E }, { prog:cmd(0x30, 0x00, 0x00, 0x00) })
   end)
 
   it("gives up on a chip that stays busy, naming the step", function()
