@@ -653,6 +653,29 @@ describe("fotahost.http", function()
       assert.is_true(t >= 0.25 and t < 3, "took " .. t)
     end)
 
+    it("takes timeouts past a 32-bit long's milliseconds as for ever", function()
+      -- 1e12 s is 1e15 ms: more than a 32-bit long (the board's) holds;
+      -- libcurl gets LONG_MAX ms there (24.8 days), and the transfer runs
+      local huge = { retries = 0, timeout = 1e12, connect_timeout = 1e12, low_speed_time = 1e12 }
+      local t, res, err = bounded(10, function()
+        return elapsed(function() return http.get(base .. "/files/1k.bin", huge) end)
+      end)
+      assert.is_nil(err)
+      assert.are.same({ 200, 1024 }, { res.status, #res.body })
+      assert.is_true(t < 3, "took " .. t)
+      local dest = dir .. "/huge-timeout.bin"
+      res, err = bounded(10, function() return http.download(base .. "/files/1k.bin", dest, huge) end)
+      assert.is_nil(err)
+      assert.are.equal(1024, res.bytes)
+      assert.are.equal(sha(root .. "/1k.bin"), sha(dest))
+      os.remove(dest)
+      -- 1e15 s is the limit; past it the option is refused, not cut
+      assert.is_truthy(http.get(base .. "/files/1k.bin", { retries = 0, timeout = 1e15 }))
+      local ok, why = pcall(http.get, base .. "/files/1k.bin", { retries = 0, timeout = 1e16 })
+      assert.is_false(ok)
+      assert.matches("http%.core%.new: timeout out of range", why)
+    end)
+
     it("times out a server that never answers", function()
       local t, res, _, code = bounded(10, function()
         return elapsed(function() return http.get(base .. "/hang", { timeout = 0.5 }) end)

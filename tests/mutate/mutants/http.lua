@@ -141,6 +141,14 @@ return {
     to = "fok, ferr = sys.replace(part, dest)",
     specs = HTTP,
     why = "a download whose file could not be put in place is reported as done" },
+  { name = "curl-long-clamp-dropped",
+    -- the rewrite, were it run: in clamp_long,
+    --   from = "return v >= (double)LONG_MAX ? LONG_MAX : (long)v;", to = "return (long)v;"
+    equivalent = "with a 64-bit long no option reaches LONG_MAX (opt_number stops at 1e15, so 1e18 ms), "
+      .. "so the clamp never acts here; on a 32-bit build 1e12 s (1e15 ms) overflows the long, and "
+      .. "http_spec's \"takes timeouts past a 32-bit long's milliseconds as for ever\" kills it where "
+      .. "the cut is not saturating: on i386 (long)1e15 is LONG_MIN, which libcurl refuses (SETOPT "
+      .. "raises); MIPS32 and ARM saturate to LONG_MAX, the clamp's own value, so it is equivalent there" },
   { name = "curl-finish-file-no-fsync",
     equivalent = "finish_file's fsync is repeated by sys.replace, which fsyncs the .part (any fd of the "
       .. "inode flushes its data) and fails the download the same way before renaming it; the fd "
