@@ -21,8 +21,19 @@
 #   make install-dev     the development wing (dev/scripts, dev/plugins) into the
 #                        same scripts and plugins directories
 #   make example-plugin  build examples/plugin (the model for custom plugins)
+#   make board           fotahost for the board (MIPS32r2 soft-float, musl) from
+#                        the recipes in vendor/, laid out in build/board/ARCH/root
+#                        (BOARD_ARCH=x86_64: the same stack for this machine)
+#   make board-test      the suite against the board build under qemu-mipsel
 
 VERSION    := 0.1.0
+
+# A board build (make board) runs this Makefile again with BOARD_CONFIG: the
+# cross compiler and the recipes' libraries, written by vendor/build-deps.
+ifdef BOARD_CONFIG
+include $(BOARD_CONFIG)
+endif
+
 PREFIX     ?= /usr/local
 BINDIR     ?= $(PREFIX)/bin
 DATADIR    ?= $(PREFIX)/share/fotahost
@@ -313,3 +324,45 @@ fuzz: build-fuzz/fuzz_ihex
 	cp tests/fuzz/corpus_ihex/* build-fuzz/corpus_ihex/
 	build-fuzz/fuzz_ihex -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 	    -artifact_prefix=build-fuzz/ build-fuzz/corpus_ihex
+
+# The board build: the recipes' libraries (vendor/build-deps), then fotahost
+# itself with their config.mk, installed into root/ as the board's
+# filesystem holds it, stripped, with the shared libraries it loads (musl's
+# libc and loader, libcurl, mbedTLS). obj/ keeps the unit tests and the
+# development wing's plugins for make board-test; they never reach root/.
+BOARD_ARCH ?= mipsel_24kc
+BOARD_DIR  := build/board/$(BOARD_ARCH)
+BOARD_MAKE  = $(MAKE) --no-print-directory BOARD_CONFIG=$(abspath $(BOARD_DIR))/config.mk
+
+.PHONY: board board-test
+board:
+	@sh vendor/build-deps $(BOARD_ARCH)
+	@$(BOARD_MAKE) all unit-tests
+	@rm -rf $(BOARD_DIR)/root.new
+	@$(BOARD_MAKE) install DESTDIR=$(abspath $(BOARD_DIR))/root.new >/dev/null
+	@cd $(BOARD_DIR) && cp -RP sysroot/lib root.new/ && \
+	    cp -P sysroot/usr/lib/*.so.* root.new/usr/lib/ && \
+	    rm -rf root.new/usr/include && \
+	    find root.new -type f \( -name '*.so*' -o -path '*/bin/*' \) -exec llvm-strip --strip-unneeded {} +
+	@rm -rf $(BOARD_DIR)/root && mv $(BOARD_DIR)/root.new $(BOARD_DIR)/root
+	@echo "board: $(BOARD_DIR)/root/usr/bin/fotahost"
+
+# The suite against the board build, under qemu (BOARD_QEMU in config.mk:
+# a 24KEc without FPU): the unit tests, and busted run by the board's
+# fotahost, whose specs start the board's fotahost too. The development
+# wing's Lua and its plugins (built for the board's ABI in obj/) and
+# busted's C modules are on the search path; busted's Lua is Debian's.
+board-test: board
+	@$(BOARD_MAKE) board-suite
+
+BOARD_ROOT = $(abspath $(BOARD_DIR))/root
+.PHONY: board-suite
+board-suite: example-plugin
+	@printf '#!/bin/sh\nexec %s -L %s %s "$$@"\n' '$(BOARD_QEMU)' '$(BOARD_ROOT)' \
+	    '$(BOARD_ROOT)/usr/bin/fotahost' > $(BOARD_DIR)/fotahost-qemu
+	@chmod +x $(BOARD_DIR)/fotahost-qemu
+	@BUILD=$(BUILD) TEST_EXEC='$(BOARD_QEMU) -L $(BOARD_ROOT)' \
+	    FOTAHOST_BIN=$(abspath $(BOARD_DIR))/fotahost-qemu FOTAHOST_TOP=$(CURDIR) \
+	    FOTAHOST_PATH='$(CURDIR)/dev/scripts/?.lua;$(CURDIR)/dev/scripts/?/init.lua;$(CURDIR)/tests/board/?.lua;;' \
+	    FOTAHOST_CPATH='$(BUILD)/plugins/?.so;$(abspath $(BOARD_DIR))/sysroot/usr/lib/lua/5.4/?.so;;' \
+	    sh tests/run

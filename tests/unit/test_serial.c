@@ -232,7 +232,13 @@ static void test_real_pty(lua_State *L)
     probe = open(slave, O_RDWR | O_NOCTTY | O_NONBLOCK);
     CHECK(probe >= 0);
 #ifdef TIOCGEXCL
-    CHECK(ioctl(probe, TIOCGEXCL, &excl) == 0 && excl == 0);
+    /* Every kernel since 3.8 answers TIOCGEXCL; qemu-user (make board-test)
+     * does not translate it and says ENOSYS: there only the flock is seen. */
+    if (ioctl(probe, TIOCGEXCL, &excl) != 0 && errno == ENOSYS)
+        fprintf(stderr, "%s:%d: TIOCGEXCL not implemented here (an emulator): not checked\n",
+                __FILE__, __LINE__);
+    else
+        CHECK(ioctl(probe, TIOCGEXCL, &excl) == 0 && excl == 0);
 #else
     (void)excl;
 #endif
