@@ -2,8 +2,9 @@
 #
 # Everything comes from Debian's packages through pkg-config. Override any
 # of CC, CFLAGS, LDFLAGS, PREFIX, DESTDIR, PKG_CONFIG on the command line,
-# and LUA_CFLAGS, LUA_LIBS, CJSON_LIBS, GPIOD_CFLAGS, GPIOD_LIBS where a
-# library has no pkg-config file (see "A missing package" below).
+# and LUA_CFLAGS, LUA_LIBS, CJSON_LIBS, GPIOD_CFLAGS, GPIOD_LIBS,
+# DIGEST_CFLAGS, DIGEST_LIBS where a library has no pkg-config file (see
+# "A missing package" below). DIGEST_LIB picks fotahost.digest's library.
 #
 #   make                 build ./fotahost (a link to build/fotahost), the product's
 #                        plugins and the development wing's (dev/plugins)
@@ -21,6 +22,8 @@
 #   make install-dev     the development wing (dev/scripts, dev/plugins) into the
 #                        same scripts and plugins directories
 #   make example-plugin  build examples/plugin (the model for custom plugins)
+#   make digest-mbedtls  fotahost.digest on mbedTLS as well, under
+#                        $(BUILD)/digest-mbedtls/plugins (its spec runs it)
 #   make board           fotahost for the board (MIPS32r2 soft-float, musl) from
 #                        the recipes in vendor/, laid out in build/board/ARCH/root
 #                        (BOARD_ARCH=x86_64: the same stack for this machine)
@@ -53,6 +56,10 @@ BUILD      ?= build
 LUA_LINK   ?= static
 LUA_PC     ?= lua5.4
 CJSON_PC   ?= lua5.4-cjson
+# fotahost.digest's MD5, SHA-1 and SHA-256: libcrypto (OpenSSL, Debian's
+# libcurl brings it) or mbedtls (OpenWrt's libcurl is built on mbedTLS and
+# brings no libcrypto). mbedTLS 2.28 has no .pc file: -lmbedcrypto.
+DIGEST_LIB ?= libcrypto
 
 # A missing package stops the build at once, naming the Debian package.
 # A library given by hand (its *_CFLAGS and *_LIBS on the command line or in
@@ -79,6 +86,20 @@ ifneq ($(shell $(PKG_CONFIG) --exists libgpiod && echo yes),yes)
 $(error pkg-config cannot find libgpiod: apt-get install libgpiod-dev (or run .ci/install-deps), or give GPIOD_CFLAGS and GPIOD_LIBS)
 endif
 endif
+ifeq ($(DIGEST_LIB),mbedtls)
+# No .pc file to ask: the compiler, with the flags given if any, must find the header.
+ifneq ($(shell printf '\043include <mbedtls/md.h>\n' | $(CC) $(DIGEST_CFLAGS) -E -x c - >/dev/null 2>&1 && echo yes),yes)
+$(error $(CC) $(DIGEST_CFLAGS) cannot find mbedtls/md.h: apt-get install libmbedtls-dev (or run .ci/install-deps), or give DIGEST_CFLAGS and DIGEST_LIBS)
+endif
+else ifeq ($(DIGEST_LIB),libcrypto)
+ifeq ($(and $(call given,DIGEST_CFLAGS),$(call given,DIGEST_LIBS)),)
+ifneq ($(shell $(PKG_CONFIG) --exists libcrypto && echo yes),yes)
+$(error pkg-config cannot find libcrypto: apt-get install libssl-dev (or run .ci/install-deps), or give DIGEST_CFLAGS and DIGEST_LIBS)
+endif
+endif
+else
+$(error DIGEST_LIB=$(DIGEST_LIB): libcrypto or mbedtls)
+endif
 endif
 
 LUA_CFLAGS   ?= $(shell $(PKG_CONFIG) --cflags $(LUA_PC) $(CJSON_PC))
@@ -93,6 +114,15 @@ endif
 CJSON_LIBS   ?= -Wl,-Bstatic -l$(CJSON_PC) -Wl,-Bdynamic
 GPIOD_CFLAGS ?= $(shell $(PKG_CONFIG) --cflags libgpiod)
 GPIOD_LIBS   ?= $(shell $(PKG_CONFIG) --libs libgpiod)
+ifeq ($(DIGEST_LIB),mbedtls)
+DIGEST_CFLAGS ?=
+DIGEST_LIBS   ?= -lmbedcrypto
+DIGEST_DEFS   := -DFH_DIGEST_MBEDTLS
+else
+DIGEST_CFLAGS ?= $(shell $(PKG_CONFIG) --cflags libcrypto)
+DIGEST_LIBS   ?= $(shell $(PKG_CONFIG) --libs libcrypto)
+DIGEST_DEFS   :=
+endif
 
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?= -O2 -g
@@ -118,9 +148,9 @@ HOST_SRC    := $(wildcard host/*.c)
 MODULE_SRC  := $(sort $(wildcard plugins/*.c))
 SUPPORT_SRC := $(sort $(wildcard plugins/*/*.c))
 # Native modules built as loadable .so plugins instead: those with a heavy
-# dependency, so start-up does not pay for it. Digests come from libcrypto
-# (OpenSSL), linked by name: libcurl may be built on another TLS library
-# (mbedTLS on OpenWrt) and bring none. A plugin, so start-up does not map it.
+# dependency, so start-up does not pay for it. Digests come from the crypto
+# library beside libcurl's TLS (DIGEST_LIB: libcrypto, or mbedTLS on
+# OpenWrt). A plugin, so start-up does not map it.
 PLUGIN_SRC  := plugins/digest.c
 # HTTP(S) on libcurl: a plugin too, loaded by the first require of
 # fotahost.http, so a script that never downloads never maps libcurl.
@@ -158,7 +188,7 @@ UNIT_OBJ    := $(sort $(filter-out $(BUILD)/host/main.o,$(HOST_OBJ)) \
 UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 EXTRA_LIBS  := $(GPIOD_LIBS) -pthread
 
-.PHONY: all product test unit-tests check-asan torture bench demo mutate install install-dev uninstall \
+.PHONY: all product test unit-tests digest-mbedtls check-asan torture bench demo mutate install install-dev uninstall \
         clean example-plugin fuzz FORCE
 
 # ./fotahost links to the default build only; other builds (build-asan,
@@ -193,6 +223,13 @@ $(BUILD)/config.flags: FORCE
 	@echo '$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS)' | cmp -s - $@ || \
 	    echo '$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS)' > $@
 
+# The digest library's flags likewise, for digest.so alone: a make
+# DIGEST_LIB=mbedtls after a plain make rebuilds it.
+$(BUILD)/digest.flags: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(DIGEST_DEFS) $(DIGEST_CFLAGS) $(DIGEST_LIBS)' | cmp -s - $@ || \
+	    echo '$(DIGEST_DEFS) $(DIGEST_CFLAGS) $(DIGEST_LIBS)' > $@
+
 FORCE:
 
 $(BUILD)/%.o: %.c $(HEADERS) $(BUILD)/config.flags
@@ -206,8 +243,9 @@ $(BUILD)/plugins/fotahost/%.so: plugins/$$(subst /,.,$$*).c $(HEADERS) $(BUILD)/
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(PLUGIN_CFLAGS) -fPIC -shared -o $@ $< $(LDFLAGS) $(PLUGIN_LIBS)
 
-$(BUILD)/plugins/fotahost/digest.so: PLUGIN_CFLAGS = $(shell $(PKG_CONFIG) --cflags libcrypto)
-$(BUILD)/plugins/fotahost/digest.so: PLUGIN_LIBS = $(shell $(PKG_CONFIG) --libs libcrypto)
+$(BUILD)/plugins/fotahost/digest.so: $(BUILD)/digest.flags
+$(BUILD)/plugins/fotahost/digest.so: PLUGIN_CFLAGS = $(DIGEST_DEFS) $(DIGEST_CFLAGS)
+$(BUILD)/plugins/fotahost/digest.so: PLUGIN_LIBS = $(DIGEST_LIBS)
 $(BUILD)/plugins/fotahost/http/core.so: PLUGIN_CFLAGS = $(shell $(PKG_CONFIG) --cflags libcurl)
 $(BUILD)/plugins/fotahost/http/core.so: PLUGIN_LIBS = $(shell $(PKG_CONFIG) --libs libcurl)
 
@@ -237,6 +275,14 @@ example-plugin: $(BUILD)/fotahost
 	    CFLAGS="$(CFLAGS)" LDFLAGS="$(LDFLAGS)" PKG_CONFIG="$(PKG_CONFIG)"
 
 unit-tests: $(UNIT_BIN)
+
+# fotahost.digest on the other library, Debian's mbedTLS, in a build
+# directory of its own, so the same digest specs can run on both backends
+# (spec/digest_backends_spec.lua builds it, and points FOTAHOST_PLUGINS_DIR
+# at it). Only this .so: the host is the same.
+digest-mbedtls:
+	@$(MAKE) --no-print-directory BUILD=$(BUILD)/digest-mbedtls DIGEST_LIB=mbedtls \
+	    DIGEST_CFLAGS= DIGEST_LIBS=-lmbedcrypto $(BUILD)/digest-mbedtls/plugins/fotahost/digest.so
 
 test: all example-plugin $(UNIT_BIN)
 	@BUILD=$(BUILD) sh tests/run

@@ -1,12 +1,18 @@
 ---@meta fotahost.digest
 -- API stub for script authors (LuaLS). The module is C: plugins/digest.c, a
--- plugin linking OpenSSL's libcrypto (loaded on first require).
+-- plugin (loaded on first require) linking OpenSSL's libcrypto, or mbedTLS
+-- where libcurl is built on it (OpenWrt): make DIGEST_LIB=mbedtls.
 -- Errors: sha256/md5 misuse raises; a file that cannot be opened or read returns
 -- nil, "path: strerror", code: code is the errno (an integer).
 
 ---MD5, SHA-1 and SHA-256, streaming, hex output.
 ---@class fotahost.digest
 local digest = {}
+
+---The library the digests come from, and its version as loaded:
+---"libcrypto 3.0.22", "mbedtls 2.28.3".
+---@type string
+digest.backend = nil
 
 ---@class fotahost.digest.Hasher
 local Hasher = {}
