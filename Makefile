@@ -133,6 +133,7 @@ PORT_CFLAGS := -D_FILE_OFFSET_BITS=64 -D_TIME_BITS=64 -pthread
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(PORT_CFLAGS) $(WARN) $(CFLAGS) $(LUA_CFLAGS) $(GPIOD_CFLAGS) -Ihost -Iplugins -I$(BUILD) \
              -DFOTAHOST_VERSION='"$(VERSION)"' \
              -DFOTAHOST_DATADIR='"$(DATADIR)"' -DFOTAHOST_LIBDIR='"$(LIBDIR)"' \
+             -DFOTAHOST_BINDIR='"$(BINDIR)"' \
              -DFOTAHOST_SYSCONFDIR='"$(SYSCONFDIR)"'
 ALL_LDFLAGS = -Wl,-E $(LDFLAGS)
 
@@ -395,20 +396,27 @@ board:
 
 # The suite against the board build, under qemu (BOARD_QEMU in config.mk:
 # a 24KEc without FPU): the unit tests, and busted run by the board's
-# fotahost, whose specs start the board's fotahost too. The development
-# wing's Lua and its plugins (built for the board's ABI in obj/) and
-# busted's C modules are on the search path; busted's Lua is Debian's.
-board-test: board
+# fotahost, whose specs start the board's fotahost too (the peers they
+# start, the cloud and test servers, run natively). It runs from a copy of
+# root/ with the development wing installed into it (test-root/), as a
+# developer's board would hold it; busted's Lua is Debian's, its C
+# modules the recipes'. FOTAHOST_BOARD_ROOT names root/ for the ABI spec.
+board-test: board all
 	@$(BOARD_MAKE) board-suite
 
 BOARD_ROOT = $(abspath $(BOARD_DIR))/root
+BOARD_TEST_ROOT = $(abspath $(BOARD_DIR))/test-root
 .PHONY: board-suite
 board-suite: example-plugin
-	@printf '#!/bin/sh\nexec %s -L %s %s "$$@"\n' '$(BOARD_QEMU)' '$(BOARD_ROOT)' \
-	    '$(BOARD_ROOT)/usr/bin/fotahost' > $(BOARD_DIR)/fotahost-qemu
+	@rm -rf $(BOARD_TEST_ROOT) && cp -a $(BOARD_ROOT) $(BOARD_TEST_ROOT)
+	@$(MAKE) --no-print-directory install-dev DESTDIR=$(BOARD_TEST_ROOT) >/dev/null
+	@printf '#!/bin/sh\nexec %s -L %s -0 "$$0" %s "$$@"\n' '$(BOARD_QEMU)' '$(BOARD_TEST_ROOT)' \
+	    '$(BOARD_TEST_ROOT)/usr/bin/fotahost' > $(BOARD_DIR)/fotahost-qemu
 	@chmod +x $(BOARD_DIR)/fotahost-qemu
-	@BUILD=$(BUILD) TEST_EXEC='$(BOARD_QEMU) -L $(BOARD_ROOT)' \
+	@BUILD=$(BUILD) TEST_EXEC='$(BOARD_QEMU) -L $(BOARD_TEST_ROOT)' \
 	    FOTAHOST_BIN=$(abspath $(BOARD_DIR))/fotahost-qemu FOTAHOST_TOP=$(CURDIR) \
-	    FOTAHOST_PATH='$(CURDIR)/dev/scripts/?.lua;$(CURDIR)/dev/scripts/?/init.lua;$(CURDIR)/tests/board/?.lua;;' \
-	    FOTAHOST_CPATH='$(BUILD)/plugins/?.so;$(abspath $(BOARD_DIR))/sysroot/usr/lib/lua/5.4/?.so;;' \
+	    FOTAHOST_PEER_BIN=$(CURDIR)/build/fotahost \
+	    FOTAHOST_BOARD_ROOT=$(BOARD_ROOT) FOTAHOST_BOARD_ARCH=$(BOARD_ARCH) \
+	    FOTAHOST_PATH='$(CURDIR)/tests/board/?.lua;;' \
+	    FOTAHOST_CPATH='$(abspath $(BOARD_DIR))/sysroot/usr/lib/lua/5.4/?.so;;' \
 	    sh tests/run

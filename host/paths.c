@@ -22,6 +22,9 @@
 #ifndef FOTAHOST_SYSCONFDIR
 #define FOTAHOST_SYSCONFDIR "/etc/fotahost"
 #endif
+#ifndef FOTAHOST_BINDIR
+#define FOTAHOST_BINDIR "/usr/local/bin"
+#endif
 
 #define LUA_TEMPLATES "?.lua;?/init.lua"
 #define SO_TEMPLATES "?.so"
@@ -235,6 +238,29 @@ static void find_checkout(lua_State *L, int desc, const char *exe)
     lua_pop(L, 1);
 }
 
+/*
+ * The directory a staged install runs from, or "" for an installed one:
+ * a tree laid out with `make install DESTDIR=X` (the board build's root/,
+ * a package being built) holds X/usr/bin/fotahost beside
+ * X/usr/share/fotahost/scripts, and its binary finds its own scripts and
+ * plugins there, never another install's.
+ */
+static void push_stage(lua_State *L, const char *exe_dir)
+{
+    size_t n = exe_dir != NULL ? strlen(exe_dir) : 0, b = strlen(FOTAHOST_BINDIR);
+    char buf[PATH_MAX];
+    int len;
+
+    if (n > b && strcmp(exe_dir + n - b, FOTAHOST_BINDIR) == 0) {
+        len = snprintf(buf, sizeof buf, "%.*s" FOTAHOST_DATADIR "/scripts", (int)(n - b), exe_dir);
+        if (len > 0 && (size_t)len < sizeof buf && is_dir(buf)) {
+            lua_pushlstring(L, exe_dir, n - b);
+            return;
+        }
+    }
+    lua_pushliteral(L, "");
+}
+
 /* desc.bundled_scripts, desc.bundled_plugins and, in a checkout,
  * desc.dev_scripts: beside the binary there, else where `make install`
  * puts them. */
@@ -256,10 +282,12 @@ static void set_bundled_dirs(lua_State *L, int desc)
         lua_pushfstring(L, "%s/dev/scripts", checkout);
         lua_setfield(L, desc, "dev_scripts");
     } else {
-        lua_pushliteral(L, FOTAHOST_DATADIR "/scripts");
+        push_stage(L, exe_dir);
+        lua_pushfstring(L, "%s" FOTAHOST_DATADIR "/scripts", lua_tostring(L, -1));
         lua_setfield(L, desc, "bundled_scripts");
-        lua_pushliteral(L, FOTAHOST_LIBDIR "/plugins");
+        lua_pushfstring(L, "%s" FOTAHOST_LIBDIR "/plugins", lua_tostring(L, -1));
         lua_setfield(L, desc, "bundled_plugins");
+        lua_pop(L, 1);
     }
     lua_pop(L, 2);
 }

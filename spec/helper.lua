@@ -3,6 +3,11 @@
 local M = {}
 
 M.bin = os.getenv("FOTAHOST_BIN") or "./build/fotahost"
+-- The peers the specs start with start_server (the local cloud, test
+-- servers, the virtual board): the same binary, but under make board-test
+-- the native build, so the board's build under qemu is only what a board
+-- would run.
+M.peer_bin = os.getenv("FOTAHOST_PEER_BIN") or M.bin
 M.top = os.getenv("FOTAHOST_TOP") or (M.bin:match("^(.*)/[^/]+/[^/]+$")) or "."
 
 local function shell_quote(s)
@@ -146,7 +151,7 @@ function M.start_server(args, opts)
   for i, a in ipairs(args) do parts[i] = shell_quote(a) end
   -- The child opens the read end through /proc: ours is close-on-exec.
   os.execute(("%s %s < /proc/%d/fd/%d > %s/out 2> %s/err & echo $! > %s/pid"):format(
-    shell_quote(M.bin), table.concat(parts, " "), sys.getpid(), rfd,
+    shell_quote(M.peer_bin), table.concat(parts, " "), sys.getpid(), rfd,
     shell_quote(dir), shell_quote(dir), shell_quote(dir)))
   local pid = math.tointeger(tonumber(M.read(dir .. "/pid") or ""))
   local srv = { pid = pid, dir = dir }
