@@ -577,13 +577,18 @@ static int open_file_sink(lua_State *L, Transfer *t, const char *file)
 /*
  * libcurl takes times and counts as `long`: 32 bits on the board, where
  * 1e15 (opt_number's limit) overflows and a timeout in ms does at 24.8
- * days. Longer is clamped to LONG_MAX: 24.8 days is as good as for ever
- * for a transfer, and the Lua side bounds a whole download itself.
+ * days. Longer is clamped to `max`: 24.8 days is as good as for ever for a
+ * transfer, and the Lua side bounds a whole download itself.
  */
-static long clamp_long(double v)
+static long clamp_long(double v, long max)
 {
-    return v >= (double)LONG_MAX ? LONG_MAX : (long)v;
+    return v >= (double)max ? max : (long)v;
 }
+
+/* libcurl compares the low-speed window in ms as low_speed_time * 1000, in
+ * a long: past LONG_MAX / 1000 s that wraps negative on 32 bits, and every
+ * transfer is "too slow" at once (seen under make board-test). */
+#define LOW_SPEED_TIME_MAX (LONG_MAX / 1000)
 
 /* What every transfer sets: protocols, limits, TLS checks, callbacks. */
 static void set_easy_options(lua_State *L, Transfer *t, const Options *o)
@@ -594,12 +599,13 @@ static void set_easy_options(lua_State *L, Transfer *t, const Options *o)
     SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
     SETOPT(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     SETOPT(CURLOPT_FOLLOWLOCATION, o->max_redirects > 0 ? 1L : 0L);
-    SETOPT(CURLOPT_MAXREDIRS, clamp_long(o->max_redirects));
-    SETOPT(CURLOPT_CONNECTTIMEOUT_MS, clamp_long(o->connect_timeout * 1000));
-    SETOPT(CURLOPT_TIMEOUT_MS, clamp_long(o->timeout * 1000));
+    SETOPT(CURLOPT_MAXREDIRS, clamp_long(o->max_redirects, LONG_MAX));
+    SETOPT(CURLOPT_CONNECTTIMEOUT_MS, clamp_long(o->connect_timeout * 1000, LONG_MAX));
+    SETOPT(CURLOPT_TIMEOUT_MS, clamp_long(o->timeout * 1000, LONG_MAX));
     if (o->low_speed_time > 0) {
-        SETOPT(CURLOPT_LOW_SPEED_TIME, clamp_long(o->low_speed_time < 1 ? 1 : o->low_speed_time));
-        SETOPT(CURLOPT_LOW_SPEED_LIMIT, clamp_long(o->low_speed_limit));
+        SETOPT(CURLOPT_LOW_SPEED_TIME,
+               clamp_long(o->low_speed_time < 1 ? 1 : o->low_speed_time, LOW_SPEED_TIME_MAX));
+        SETOPT(CURLOPT_LOW_SPEED_LIMIT, clamp_long(o->low_speed_limit, LONG_MAX));
     }
     SETOPT(CURLOPT_SSL_VERIFYPEER, o->insecure ? 0L : 1L);
     SETOPT(CURLOPT_SSL_VERIFYHOST, o->insecure ? 0L : 2L);

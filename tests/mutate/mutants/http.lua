@@ -53,7 +53,7 @@ return {
     specs = HTTP,
     why = "a call that follows no redirects (the MCS API's) gets an error instead of the redirect" },
   { name = "curl-maxredirs-unbounded", file = "plugins/http.core.c",
-    from = "SETOPT(CURLOPT_MAXREDIRS, clamp_long(o->max_redirects));",
+    from = "SETOPT(CURLOPT_MAXREDIRS, clamp_long(o->max_redirects, LONG_MAX));",
     to = "SETOPT(CURLOPT_MAXREDIRS, -1L);",
     specs = HTTP,
     why = "a redirect loop is followed without bound" },
@@ -109,23 +109,23 @@ return {
 
   ---------------------------------------------------------------- deadlines
   { name = "curl-connect-timeout-dropped", file = "plugins/http.core.c",
-    from = "SETOPT(CURLOPT_CONNECTTIMEOUT_MS, clamp_long(o->connect_timeout * 1000));",
+    from = "SETOPT(CURLOPT_CONNECTTIMEOUT_MS, clamp_long(o->connect_timeout * 1000, LONG_MAX));",
     to = "/* connect: libcurl's default timeout */",
     specs = HTTP,
     why = "a server that never accepts holds the download for minutes, not connect_timeout" },
   { name = "curl-timeout-dropped", file = "plugins/http.core.c",
-    from = "SETOPT(CURLOPT_TIMEOUT_MS, clamp_long(o->timeout * 1000));",
+    from = "SETOPT(CURLOPT_TIMEOUT_MS, clamp_long(o->timeout * 1000, LONG_MAX));",
     to = "/* no overall timeout */",
     specs = HTTP,
     why = "a server that never answers holds the request past its timeout" },
   { name = "curl-low-speed-limit-dropped", file = "plugins/http.core.c",
-    from = "SETOPT(CURLOPT_LOW_SPEED_LIMIT, clamp_long(o->low_speed_limit));",
+    from = "SETOPT(CURLOPT_LOW_SPEED_LIMIT, clamp_long(o->low_speed_limit, LONG_MAX));",
     to = "/* low_speed_limit: libcurl's */",
     specs = HTTP,
     why = "a server dripping a byte now and then holds the download for ever" },
 
   { name = "curl-low-speed-time-dropped", file = "plugins/http.core.c",
-    from = "SETOPT(CURLOPT_LOW_SPEED_TIME, clamp_long(o->low_speed_time < 1 ? 1 : o->low_speed_time));",
+    from = "SETOPT(CURLOPT_LOW_SPEED_TIME,\n               clamp_long(o->low_speed_time < 1 ? 1 : o->low_speed_time, LOW_SPEED_TIME_MAX));",
     to = "/* low_speed_time: libcurl's */",
     specs = HTTP,
     why = "a stalled download is never abandoned: the low-speed limit has no time to act on" },
@@ -143,12 +143,19 @@ return {
     why = "a download whose file could not be put in place is reported as done" },
   { name = "curl-long-clamp-dropped",
     -- the rewrite, were it run: in clamp_long,
-    --   from = "return v >= (double)LONG_MAX ? LONG_MAX : (long)v;", to = "return (long)v;"
+    --   from = "return v >= (double)max ? max : (long)v;", to = "return (long)v;"
     equivalent = "with a 64-bit long no option reaches LONG_MAX (opt_number stops at 1e15, so 1e18 ms), "
       .. "so the clamp never acts here; on a 32-bit build 1e12 s (1e15 ms) overflows the long, and "
       .. "http_spec's \"takes timeouts past a 32-bit long's milliseconds as for ever\" kills it where "
       .. "the cut is not saturating: on i386 (long)1e15 is LONG_MIN, which libcurl refuses (SETOPT "
       .. "raises); MIPS32 and ARM saturate to LONG_MAX, the clamp's own value, so it is equivalent there" },
+  { name = "curl-low-speed-window-unbounded",
+    -- the rewrite, were it run: "LOW_SPEED_TIME_MAX (LONG_MAX / 1000)" -> "(LONG_MAX)"
+    equivalent = "with a 64-bit long, libcurl's low_speed_time * 1000 cannot wrap for any value "
+      .. "opt_number lets through; on the board (32 bits) it does, and under make board-test "
+      .. "http_spec's \"takes timeouts past a 32-bit long's milliseconds as for ever\" fails with "
+      .. "\"Operation too slow. Less than 1 bytes/sec transferred the last 2147483647 seconds\" "
+      .. "(seen before the bound was added)" },
   { name = "curl-finish-file-no-fsync",
     equivalent = "finish_file's fsync is repeated by sys.replace, which fsyncs the .part (any fd of the "
       .. "inode flushes its data) and fails the download the same way before renaming it; the fd "
