@@ -306,7 +306,12 @@ check-asan:
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp) sh tests/run
 
+# The board's stack built for this machine (x86-64 musl) is measured beside
+# the Debian build (bench/board.sh).
 bench: all
+	@$(MAKE) --no-print-directory board BOARD_ARCH=x86_64
+	@$(MAKE) --no-print-directory BOARD_ARCH=x86_64 \
+	    BOARD_CONFIG=$(abspath build/board/x86_64/config.mk) board-test-root
 	@sh bench/run
 
 demo: all
@@ -402,17 +407,21 @@ board:
 # developer's board would hold it; busted's Lua is Debian's, its C
 # modules the recipes'. FOTAHOST_BOARD_ROOT names root/ for the ABI spec.
 board-test: board all
-	@$(BOARD_MAKE) board-suite
+	@$(BOARD_MAKE) board-test-root board-suite
 
+# test-root/: root/ with the development wing installed into it, and
+# fotahost-qemu, which runs its fotahost under the emulator.
 BOARD_ROOT = $(abspath $(BOARD_DIR))/root
 BOARD_TEST_ROOT = $(abspath $(BOARD_DIR))/test-root
-.PHONY: board-suite
-board-suite: example-plugin
+.PHONY: board-test-root board-suite
+board-test-root:
 	@rm -rf $(BOARD_TEST_ROOT) && cp -a $(BOARD_ROOT) $(BOARD_TEST_ROOT)
 	@$(MAKE) --no-print-directory install-dev DESTDIR=$(BOARD_TEST_ROOT) >/dev/null
 	@printf '#!/bin/sh\nexec %s -L %s -0 "$$0" %s "$$@"\n' '$(BOARD_QEMU)' '$(BOARD_TEST_ROOT)' \
 	    '$(BOARD_TEST_ROOT)/usr/bin/fotahost' > $(BOARD_DIR)/fotahost-qemu
 	@chmod +x $(BOARD_DIR)/fotahost-qemu
+
+board-suite: example-plugin
 	@BUILD=$(BUILD) TEST_EXEC='$(BOARD_QEMU) -L $(BOARD_TEST_ROOT)' \
 	    FOTAHOST_BIN=$(abspath $(BOARD_DIR))/fotahost-qemu FOTAHOST_TOP=$(CURDIR) \
 	    FOTAHOST_PEER_BIN=$(CURDIR)/build/fotahost \

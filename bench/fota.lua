@@ -4,13 +4,17 @@
 -- and at its peak during the updates. Processes: the local cloud, the
 -- virtual board (simavr running the MCU), and the app (examples/app.lua).
 --
---   fotahost bench/fota.lua [runs]
+--   fotahost bench/fota.lua [runs [app-command]]
+--
+-- app-command runs the app instead of this fotahost (bench/board.sh runs
+-- the board's stack, built for x86-64 musl, that way).
 local sched = require "fotahost.sched"
 local http = require "fotahost.http"
 local ihex = require "fotahost.ihex"
 
 local RUNS = tonumber(arg[1]) or 3
 local bin = arg[-1] or "fotahost"
+local app_bin = arg[2] or bin
 local ID, KEY = "BenchDev", "BenchKey1234"
 
 local function sh(cmd) assert(os.execute(cmd), cmd) end
@@ -59,7 +63,7 @@ f:write(("return { device_id = %q, device_key = %q, api = %q, board = 'sim', sim
   :format(ID, KEY, url, dir .. "/sim", dir .. "/state"))
 f:close()
 start("app", ("sh -c 'echo $$ > %s/app.pid; exec env FOTAHOST_CONFIG=%s/config.lua FOTAHOST_LOG=stderr"
-  .. " %s examples/app.lua'"):format(dir, dir, bin))
+  .. " %s examples/app.lua'"):format(dir, dir, app_bin))
 
 local function app_pid()
   return wait_file(dir .. "/app.pid", "(%d+)")
