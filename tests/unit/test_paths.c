@@ -152,6 +152,32 @@ static void test_checkout_and_tools(lua_State *L)
     unsetenv("FOTAHOST_PATH");
 }
 
+/* A tree installed with DESTDIR runs from where it lies, and only a tree
+ * that holds its scripts counts as one. */
+static void test_staged_install(lua_State *L)
+{
+    char cmd[600], exe[400], want[400];
+    int status;
+
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s/stage" FOTAHOST_BINDIR "' '%s/stage" FOTAHOST_DATADIR
+             "/scripts' '%s/bare" FOTAHOST_BINDIR "'", tmp, tmp, tmp);
+    status = system(cmd);
+    CHECK(status == 0);
+    snprintf(exe, sizeof exe, "%s/stage" FOTAHOST_BINDIR "/fotahost", tmp);
+    fh_paths_setup(L, exe, 0);
+    CHECK(field(L, "checkout") == NULL);
+    snprintf(want, sizeof want, "%s/stage" FOTAHOST_DATADIR "/scripts", tmp);
+    CHECK_STR(field(L, "bundled_scripts"), want);
+    snprintf(want, sizeof want, "%s/stage" FOTAHOST_LIBDIR "/plugins", tmp);
+    CHECK_STR(field(L, "bundled_plugins"), want);
+
+    snprintf(exe, sizeof exe, "%s/bare" FOTAHOST_BINDIR "/fotahost", tmp);
+    fh_paths_setup(L, exe, 0);
+    CHECK_STR(field(L, "bundled_scripts"), FOTAHOST_DATADIR "/scripts");
+    fh_paths_setup(L, FOTAHOST_BINDIR "/fotahost", 0);
+    CHECK_STR(field(L, "bundled_plugins"), FOTAHOST_LIBDIR "/plugins");
+}
+
 int main(void)
 {
     lua_State *L = luaL_newstate();
@@ -165,6 +191,7 @@ int main(void)
     }
     test_string_helpers(L);
     test_checkout_and_tools(L);
+    test_staged_install(L);
     lua_close(L);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
     status = system(cmd);

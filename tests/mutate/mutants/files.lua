@@ -14,6 +14,19 @@ local POLICY = { "spec/fota_policy_spec.lua" }
 local INSTALL = { "spec/install_spec.lua" }
 
 return {
+  ---------------------------------------------------------------- staged installs
+  { name = "paths-stage-ignored", file = "host/paths.c",
+    from = "if (len > 0 && (size_t)len < sizeof buf && is_dir(buf)) {",
+    to = "if (0) {",
+    specs = INSTALL,
+    why = "a tree installed with DESTDIR (the board's root/, a package being built) runs the "
+      .. "scripts and plugins of whatever is installed in /usr, or none" },
+  { name = "paths-stage-unchecked", file = "host/paths.c",
+    from = "if (len > 0 && (size_t)len < sizeof buf && is_dir(buf)) {",
+    to = "if (len > 0 && (size_t)len < sizeof buf) {",
+    specs = INSTALL,
+    why = "a binary copied under any .../usr/bin looks for its scripts beside it, finds none, "
+      .. "and no longer runs the installed ones" },
   ---------------------------------------------------------------- two wings
   { name = "install-ships-dev-plugins", file = "Makefile",
     from = [[install: product
