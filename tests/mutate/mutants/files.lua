@@ -27,6 +27,12 @@ return {
     specs = INSTALL,
     why = "a binary copied under any .../usr/bin looks for its scripts beside it, finds none, "
       .. "and no longer runs the installed ones" },
+  ---------------------------------------------------------------- the board build's sources
+  { name = "vendor-sha-unchecked", file = "vendor/build-deps",
+    from = 'if [ "$got" != "$sha" ]; then',
+    to = "if false; then",
+    specs = { "spec/vendor_spec.lua" },
+    why = "a tarball swapped on the mirror or in transit is built into the board's binary" },
   ---------------------------------------------------------------- two wings
   { name = "install-ships-dev-plugins", file = "Makefile",
     from = [[install: product
