@@ -219,10 +219,12 @@ $(BUILD)/host/preload.o: $(BUILD)/builtins.h
 
 # The compiler flags (PREFIX included) in a file that changes only when they
 # do, so `make PREFIX=/usr` after a plain `make` rebuilds what it must.
+# A board build adds its libraries' id (BOARD_DEPS_ID): a rebuilt Lua or
+# musl under the same flags rebuilds the objects too.
 $(BUILD)/config.flags: FORCE
 	@mkdir -p $(BUILD)
-	@echo '$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS)' | cmp -s - $@ || \
-	    echo '$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS)' > $@
+	@echo '$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) $(BOARD_DEPS_ID)' | cmp -s - $@ || \
+	    echo '$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) $(BOARD_DEPS_ID)' > $@
 
 # The digest library's flags likewise, for digest.so alone: a make
 # DIGEST_LIB=mbedtls after a plain make rebuilds it.
@@ -377,7 +379,8 @@ fuzz: build-fuzz/fuzz_ihex
 	build-fuzz/fuzz_ihex -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 	    -artifact_prefix=build-fuzz/ build-fuzz/corpus_ihex
 
-# The board build: the recipes' libraries (vendor/build-deps), then fotahost
+# The board build: the recipes' libraries (vendor/build-deps, which sees
+# none of this make's command-line variables), then fotahost
 # itself with their config.mk, installed into root/ as the board's
 # filesystem holds it, stripped, with the shared libraries it loads (musl's
 # libc and loader, libcurl, mbedTLS). obj/ keeps the unit tests and the
@@ -388,7 +391,7 @@ BOARD_MAKE  = $(MAKE) --no-print-directory BOARD_CONFIG=$(abspath $(BOARD_DIR))/
 
 .PHONY: board board-test
 board:
-	@sh vendor/build-deps $(BOARD_ARCH)
+	@MAKEFLAGS= MFLAGS= sh vendor/build-deps $(BOARD_ARCH)
 	@$(BOARD_MAKE) all unit-tests
 	@rm -rf $(BOARD_DIR)/root.new
 	@$(BOARD_MAKE) install DESTDIR=$(abspath $(BOARD_DIR))/root.new >/dev/null

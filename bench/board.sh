@@ -7,7 +7,8 @@
 # (bench/fota.lua on the virtual board). The seed's Node.js app held 55 MB.
 #
 # The musl build runs natively through its own loader, its scripts and
-# plugins given by FOTAHOST_PATH/FOTAHOST_CPATH: this machine has no
+# plugins given by FOTAHOST_PATH/FOTAHOST_CPATH, and only those (no ";;":
+# nothing of an install on this machine): this machine has no
 # /lib/ld-musl-x86_64.so.1 for its interpreter path to find.
 set -eu
 BUILD=${BUILD:-build}
@@ -23,8 +24,8 @@ musl=$top/build/board/x86_64/fotahost-native
 scripts=$root/usr/share/fotahost/scripts
 cat > "$musl" <<SH
 #!/bin/sh
-FOTAHOST_PATH="$scripts/?.lua;$scripts/?/init.lua;;" \\
-FOTAHOST_CPATH="$root/usr/lib/fotahost/plugins/?.so;;" \\
+FOTAHOST_PATH="$scripts/?.lua;$scripts/?/init.lua" \\
+FOTAHOST_CPATH="$root/usr/lib/fotahost/plugins/?.so" \\
 exec "$root/lib/ld-musl-x86_64.so.1" --library-path "$root/lib:$root/usr/lib" "$root/usr/bin/fotahost" "\$@"
 SH
 chmod +x "$musl"

@@ -252,7 +252,7 @@ static void push_stage(lua_State *L, const char *exe_dir)
     int len;
 
     if (n > b && strcmp(exe_dir + n - b, FOTAHOST_BINDIR) == 0) {
-        len = snprintf(buf, sizeof buf, "%.*s" FOTAHOST_DATADIR "/scripts", (int)(n - b), exe_dir);
+        len = snprintf(buf, sizeof buf, "%.*s%s/scripts", (int)(n - b), exe_dir, FOTAHOST_DATADIR);
         if (len > 0 && (size_t)len < sizeof buf && is_dir(buf)) {
             lua_pushlstring(L, exe_dir, n - b);
             return;
@@ -283,9 +283,9 @@ static void set_bundled_dirs(lua_State *L, int desc)
         lua_setfield(L, desc, "dev_scripts");
     } else {
         push_stage(L, exe_dir);
-        lua_pushfstring(L, "%s" FOTAHOST_DATADIR "/scripts", lua_tostring(L, -1));
+        lua_pushfstring(L, "%s%s/scripts", lua_tostring(L, -1), FOTAHOST_DATADIR);
         lua_setfield(L, desc, "bundled_scripts");
-        lua_pushfstring(L, "%s" FOTAHOST_LIBDIR "/plugins", lua_tostring(L, -1));
+        lua_pushfstring(L, "%s%s/plugins", lua_tostring(L, -1), FOTAHOST_LIBDIR);
         lua_setfield(L, desc, "bundled_plugins");
         lua_pop(L, 1);
     }

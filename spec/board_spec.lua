@@ -62,6 +62,7 @@ describe("the board build (" .. arch .. ")", function()
     assert.matches("little endian", header)
     assert.matches("Machine:%s+" .. h.literal(abi.machine), header)
     assert.matches("Requesting program interpreter: " .. h.literal(abi.loader), header)
+    assert.matches("Type:%s+DYN %(Position%-Independent Executable file%)", header)
     assert.same({ "libc.so" }, needed(exe))
     for _, flag in ipairs(abi.flags) do assert.matches(flag, header:match("Flags:[^\n]*")) end
   end)

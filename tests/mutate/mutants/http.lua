@@ -125,7 +125,8 @@ return {
     why = "a server dripping a byte now and then holds the download for ever" },
 
   { name = "curl-low-speed-time-dropped", file = "plugins/http.core.c",
-    from = "SETOPT(CURLOPT_LOW_SPEED_TIME,\n               clamp_long(o->low_speed_time < 1 ? 1 : o->low_speed_time, LOW_SPEED_TIME_MAX));",
+    from = "SETOPT(CURLOPT_LOW_SPEED_TIME,\n               "
+      .. "clamp_long(o->low_speed_time < 1 ? 1 : o->low_speed_time, LOW_SPEED_TIME_MAX));",
     to = "/* low_speed_time: libcurl's */",
     specs = HTTP,
     why = "a stalled download is never abandoned: the low-speed limit has no time to act on" },
