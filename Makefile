@@ -406,8 +406,8 @@ board:
 # a 24KEc without FPU): the unit tests, and busted run by the board's
 # fotahost, whose specs start the board's fotahost too (the peers they
 # start, the cloud and test servers, run natively). It runs from a copy of
-# root/ with the development wing installed into it (test-root/), as a
-# developer's board would hold it; busted's Lua is Debian's, its C
+# root/ with the development wing and the example plugin installed into it
+# (test-root/), as a developer's board would hold it; busted's Lua is Debian's, its C
 # modules the recipes'. FOTAHOST_BOARD_ROOT names root/ for the ABI spec.
 board-test: board all
 	@$(BOARD_MAKE) board-test-root board-suite
@@ -420,6 +420,7 @@ BOARD_TEST_ROOT = $(abspath $(BOARD_DIR))/test-root
 board-test-root:
 	@rm -rf $(BOARD_TEST_ROOT) && cp -a $(BOARD_ROOT) $(BOARD_TEST_ROOT)
 	@$(MAKE) --no-print-directory install-dev DESTDIR=$(BOARD_TEST_ROOT) >/dev/null
+	@install -m 755 $(BUILD)/plugins/sysinfo.so $(BOARD_TEST_ROOT)/usr/lib/fotahost/plugins/
 	@printf '#!/bin/sh\nexec %s -L %s -0 "$$0" %s "$$@"\n' '$(BOARD_QEMU)' '$(BOARD_TEST_ROOT)' \
 	    '$(BOARD_TEST_ROOT)/usr/bin/fotahost' > $(BOARD_DIR)/fotahost-qemu
 	@chmod +x $(BOARD_DIR)/fotahost-qemu
@@ -429,6 +430,7 @@ board-suite: example-plugin
 	    FOTAHOST_BIN=$(abspath $(BOARD_DIR))/fotahost-qemu FOTAHOST_TOP=$(CURDIR) \
 	    FOTAHOST_PEER_BIN=$(CURDIR)/build/fotahost \
 	    FOTAHOST_BOARD_ROOT=$(BOARD_ROOT) FOTAHOST_BOARD_ARCH=$(BOARD_ARCH) \
+	    FOTAHOST_BOARD_TEST_ROOT=$(BOARD_TEST_ROOT) FOTAHOST_BOARD_QEMU='$(BOARD_QEMU)' \
 	    FOTAHOST_PATH='$(CURDIR)/tests/board/?.lua;;' \
 	    FOTAHOST_CPATH='$(abspath $(BOARD_DIR))/sysroot/usr/lib/lua/5.4/?.so;;' \
 	    sh tests/run

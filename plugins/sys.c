@@ -587,7 +587,7 @@ static void push_errno_table(lua_State *L)
         E(EBUSY), E(EEXIST), E(EXDEV), E(ENODEV), E(ENOTDIR), E(EISDIR),
         E(EINVAL), E(ENOTTY), E(ENOSPC), E(EROFS), E(EPIPE), E(ENOTEMPTY),
         E(EADDRINUSE), E(ECONNREFUSED), E(ECONNRESET), E(ETIMEDOUT),
-        E(EHOSTUNREACH), E(ENETUNREACH),
+        E(EHOSTUNREACH), E(ENETUNREACH), E(ELOOP),
     };
 #undef E
     size_t i;

@@ -200,13 +200,17 @@ describe("fotahost command", function()
     end)
 
     it("shows the version and the paths in effect with --paths", function()
-      local r = h.run({ "--paths" }, { env = { FOTAHOST_SCRIPTS_DIR = "/my/scripts" } })
+      -- (the default package.path, though the board's test run sets one)
+      local r = h.run({ "--paths" }, { env = { FOTAHOST_SCRIPTS_DIR = "/my/scripts" },
+        shell_prefix = "env -u FOTAHOST_PATH" })
       assert.are.equal(0, r.status)
       assert.matches("^fotahost %d+%.%d+%.%d+", r.out)
-      assert.matches("source checkout: " .. h.top:gsub("%p", "%%%0"), r.out)
-      -- in a checkout: the override, the product's scripts, the development wing's
-      assert.matches("scripts +/my/scripts\n +" .. h.top:gsub("%p", "%%%0") .. "/scripts\n +"
-        .. h.top:gsub("%p", "%%%0") .. "/dev/scripts\n", r.out)
+      assert.matches("source checkout: " .. (h.layout.checkout and h.literal(h.layout.checkout) or "%(none%)"), r.out)
+      -- the override, then in a checkout the product's scripts and the
+      -- development wing's; in an installed tree the one scripts directory
+      local scripts = "scripts +/my/scripts\n"
+      for _, d in ipairs(h.layout.scripts) do scripts = scripts .. " +" .. h.literal(d) .. "\n" end
+      assert.matches(scripts, r.out)
       assert.matches("path +/my/scripts/%?%.lua\n", r.out)
       assert.matches("cpath +", r.out)
     end)

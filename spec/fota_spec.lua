@@ -322,6 +322,9 @@ return {
 
   it("stops on SIGTERM (a service stop) with one log line and status 143, no traceback", function()
     local t = start_app(new_device())
+    -- the cloud sees the connection before the app has logged it and its
+    -- idle status (the last of its start-up lines): wait for them
+    until_true("the app's idle status", WAIT, function() return app_log(t):find("fota: status: idle") end)
     local before = #app_log(t)
     os.execute(("kill -TERM %d"):format(t.app.pid))
     local rc = until_true("the app to exit", WAIT, function() return h.read(t.dir .. "/app.rc") end)

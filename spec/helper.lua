@@ -9,6 +9,31 @@ M.bin = os.getenv("FOTAHOST_BIN") or "./build/fotahost"
 -- would run.
 M.peer_bin = os.getenv("FOTAHOST_PEER_BIN") or M.bin
 M.top = os.getenv("FOTAHOST_TOP") or (M.bin:match("^(.*)/[^/]+/[^/]+$")) or "."
+-- The build directory tests/run was given (build, build-asan, or the
+-- board's object directory under make board-test), as an absolute path.
+local build = os.getenv("BUILD") or "build"
+M.build = build:sub(1, 1) == "/" and build or M.top .. "/" .. build
+
+-- Under make board-test: the board's tree (root: what make install laid
+-- out; test_root: root with the development wing added, where the binary
+-- under test runs from) and the emulator command. nil in a native run.
+if os.getenv("FOTAHOST_BOARD_ROOT") then
+  M.board = { root = os.getenv("FOTAHOST_BOARD_ROOT"), test_root = os.getenv("FOTAHOST_BOARD_TEST_ROOT"),
+    qemu = os.getenv("FOTAHOST_BOARD_QEMU"), config = os.getenv("BOARD_CONFIG") }
+end
+
+-- Where the binary under test finds its files: a source checkout (its
+-- scripts, then the development wing's; plugins in the build directory),
+-- or under make board-test a staged install (one scripts directory holding
+-- the product's and the development wing's, tools and all).
+if M.board then
+  local share = M.board.test_root .. "/usr/share/fotahost/scripts"
+  M.layout = { checkout = nil, scripts = { share }, dev_tools = share .. "/tools",
+    plugins = M.board.test_root .. "/usr/lib/fotahost/plugins" }
+else
+  M.layout = { checkout = M.top, scripts = { M.top .. "/scripts", M.top .. "/dev/scripts" },
+    dev_tools = M.top .. "/dev/scripts/tools", plugins = M.build .. "/plugins" }
+end
 
 local function shell_quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"

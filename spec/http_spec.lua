@@ -164,7 +164,7 @@ describe("fotahost.http", function()
         end })
       assert.is_nil(res)
       assert.are.equal("file", code)
-      assert.matches("swapped%.bin%.part: Too many levels of symbolic links", err)
+      assert.matches("swapped%.bin%.part: " .. h.literal(h.strerror.ELOOP), err)
       assert.are.equal("not firmware: keep me", h.read(outside))
       assert.is_false(exists(dest))
     end)
@@ -689,9 +689,16 @@ describe("fotahost.http", function()
     -- Certificates made here, each served by its own `openssl s_server`
     -- (spec/support/tls_server.lua): a self-signed one for 127.0.0.1 and
     -- localhost, and one a CA of ours signed for "otherhost", so that
-    -- against 127.0.0.1 only the host name check can fail.
+    -- against localhost only the host name check can fail. The servers are
+    -- reached by name: libcurl on mbedTLS 2.28 (the board's) matches no
+    -- IP-address subjectAltName, and says so differently than on OpenSSL.
     local tls, cert, ca, port, other
     local servers = {}
+    -- (libcurl's version string asked in a process of its own: under
+    -- check-asan, curl_version() leaves allocations LeakSanitizer reports
+    -- once the plugin is unloaded, which would cost this run its summary)
+    local mbedtls = h.run({ "-e", "io.write(require('fotahost.http').curl_version()) io.stdout:flush()" })
+      .out:find("mbedTLS/", 1, true) ~= nil
 
     local function openssl(args)
       assert(os.execute("cd " .. h.q(tls) .. " && openssl " .. args .. " 2>/dev/null"), "openssl " .. args)
@@ -727,11 +734,11 @@ describe("fotahost.http", function()
 
     it("refuses a self-signed server by default, at once (not retried)", function()
       local dest = tls .. "/out.hex"
-      local res, err, code = http.download(("https://127.0.0.1:%d/fw.hex"):format(port), dest,
+      local res, err, code = http.download(("https://localhost:%d/fw.hex"):format(port), dest,
         { retries = 3, retry_delay = 0.01 })
       assert.is_nil(res)
       assert.are.equal("tls", code)
-      assert.matches("self%-signed certificate", err)
+      assert.matches(mbedtls and "Cert verify failed: BADCERT_NOT_TRUSTED" or "self%-signed certificate", err)
       assert.is_nil(err:find("attempts", 1, true), err)
       assert.is_false(exists(dest))
     end)
@@ -744,7 +751,8 @@ describe("fotahost.http", function()
         assert.is_nil(res)
         assert.are.equal("tls", code)
         -- libcurl: "SSL: no alternative certificate subject name matches target host name '...'"
-        assert.matches("subject name matches target host name '" .. host:gsub("%p", "%%%0") .. "'", err)
+        assert.matches(mbedtls and "Cert verify failed: BADCERT_CN_MISMATCH"
+          or "subject name matches target host name '" .. h.literal(host) .. "'", err)
         assert.is_false(exists(dest))
       end
     end)
@@ -754,21 +762,27 @@ describe("fotahost.http", function()
       os.execute("mkdir " .. h.q(cadir) .. " && cp " .. h.q(cert) .. " " .. h.q(cadir))
       openssl("rehash " .. h.q(cadir))
       local dest = tls .. "/capath.hex"
-      local res, err = http.download(("https://127.0.0.1:%d/fw.hex"):format(port), dest,
+      local res, err = http.download(("https://localhost:%d/fw.hex"):format(port), dest,
         { retries = 0, capath = cadir })
       assert.is_nil(err)
       assert.are.equal(200, res.status)
       assert.are.equal(":00000001FF\n", h.read(dest))
     end)
 
-    it("accepts it with its CA configured, and by name", function()
-      for _, host in ipairs({ "127.0.0.1", "localhost" }) do
+    it("accepts it with its CA configured, by name, and by address but on mbedTLS", function()
+      for _, host in ipairs({ "localhost", "127.0.0.1" }) do
         local dest = tls .. "/out-" .. host .. ".hex"
-        local res, err = http.download(("https://%s:%d/fw.hex"):format(host, port), dest,
+        local res, err, code = http.download(("https://%s:%d/fw.hex"):format(host, port), dest,
           { retries = 0, cainfo = cert })
-        assert.is_nil(err)
-        assert.are.equal(200, res.status)
-        assert.are.equal(":00000001FF\n", h.read(dest))
+        if mbedtls and host == "127.0.0.1" then
+          -- mbedTLS 2.28 checks the name against DNS subjectAltNames only
+          assert.are.same({ nil, "tls" }, { res, code })
+          assert.matches("Cert verify failed: BADCERT_CN_MISMATCH", err)
+        else
+          assert.is_nil(err)
+          assert.are.equal(200, res.status)
+          assert.are.equal(":00000001FF\n", h.read(dest))
+        end
       end
     end)
 

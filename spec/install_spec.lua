@@ -5,14 +5,21 @@ local h = require "helper"
 
 -- The two wings: `make install` is the product only (no simulator, no
 -- development module, tool or plugin), `make install-dev` adds the
--- development wing (dev/) into the same directories.
+-- development wing (dev/) into the same directories. Under make board-test
+-- it is the board's build, installed as make board installs it (DESTDIR)
+-- and run under the emulator; the virtual board is not in its wing (no
+-- simavr for the board).
 describe("make install and make install-dev", function()
   local dir, usr, bin
-  local DEV_PLUGINS = { "avrsim.so", "gpio_sim.so", "vboard/core.so" }
+  local DEV_PLUGINS = { "avrsim.so", "gpio_sim.so", not h.board and "vboard/core.so" or nil }
 
   local function make(target)
-    local cmd = ("cd %s && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s BUILD=%s PREFIX=%s %s > %s 2>&1")
-      :format(h.q(h.top), h.q(dir .. "/build"), h.q(usr), target, h.q(dir .. "/make.log"))
+    local how = ("BUILD=%s PREFIX=%s"):format(h.q(dir .. "/build"), h.q(usr))
+    if h.board then
+      how = ("BOARD_CONFIG=%s BUILD=%s DESTDIR=%s"):format(h.q(h.board.config), h.q(h.build), h.q(dir))
+    end
+    local cmd = ("cd %s && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u BOARD_CONFIG make -s %s %s > %s 2>&1")
+      :format(h.q(h.top), how, target, h.q(dir .. "/make.log"))
     assert.is_true(os.execute(cmd), h.read(dir .. "/make.log"))
   end
 
@@ -44,8 +51,14 @@ describe("make install and make install-dev", function()
     dir = h.tmpdir()
     usr = dir .. "/usr"
     bin = usr .. "/bin/fotahost"
-    -- a fresh build with this PREFIX, as a packager would do it
+    -- a fresh build with this PREFIX, as a packager would do it; or the
+    -- board's, run by the emulator with the board's libraries
     make("install")
+    if h.board then
+      bin = h.write(dir .. "/fotahost-qemu", ('#!/bin/sh\nexec %s -L %s -0 "$0" %s "$@"\n')
+        :format(h.board.qemu, h.q(h.board.root), h.q(usr .. "/bin/fotahost")))
+      assert(os.execute("chmod +x " .. h.q(bin)))
+    end
   end)
   lazy_teardown(function() h.rmdir(dir) end)
 
@@ -78,11 +91,24 @@ describe("make install and make install-dev", function()
   -- search path holds the product only, they must pass as they do here.
   local PRODUCT_SPECS = { "ihex", "sched", "log", "sys", "digest", "poll", "serial", "tcp", "fota_config", "boards" }
 
+  -- busted's options for what tests/run leaves out of a board run
+  -- (tests/board/native-only)
+  local function native_only_options()
+    local opts = {}
+    for line in (h.board and h.read(h.top .. "/tests/board/native-only") or ""):gmatch("[^\n]+") do
+      local kind, pattern = line:match("^(%l+) (.-)  ")
+      if kind then
+        opts[#opts + 1] = h.q((kind == "file" and "--exclude-pattern=" or "--filter-out=") .. pattern)
+      end
+    end
+    return table.concat(opts, " ")
+  end
+
   it("passes the product's own specs with the product only", function()
     local files = {}
     for i, s in ipairs(PRODUCT_SPECS) do files[i] = "spec/" .. s .. "_spec.lua" end
-    local p = io.popen(("cd %s && env FOTAHOST_BIN=%s FOTAHOST_TOP=%s %s /usr/bin/busted --output=TAP %s 2>&1")
-      :format(h.q(h.top), h.q(bin), h.q(h.top), h.q(bin), table.concat(files, " ")))
+    local p = io.popen(("cd %s && env FOTAHOST_BIN=%s FOTAHOST_TOP=%s %s /usr/bin/busted --output=TAP %s %s 2>&1")
+      :format(h.q(h.top), h.q(bin), h.q(h.top), h.q(bin), native_only_options(), table.concat(files, " ")))
     local out = p:read("a")
     p:close()
     local passed = select(2, out:gsub("\nok ", ""))
@@ -107,7 +133,8 @@ end)
 
 describe("build/fotahost", function()
   it("links no simulator code: the simulated chip, its GPIO backend and the virtual board are plugins", function()
-    local p = io.popen("nm " .. h.q(h.bin) .. " 2>&1")
+    -- the native build's symbols (the board's binary is stripped)
+    local p = io.popen("nm " .. h.q(h.peer_bin) .. " 2>&1")
     local syms = p:read("a")
     p:close()
     assert.truthy(syms:find("luaopen_fotahost_gpio", 1, true), syms:sub(1, 200))

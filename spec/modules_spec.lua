@@ -67,14 +67,14 @@ describe("native modules", function()
     local host = require "fotahost.host"
     assert.matches("^%d+%.%d+%.%d+$", host.version)
     assert.matches("^Lua 5%.4", host.lua_version)
-    assert.are.equal(h.top, host.checkout)
-    assert.are.equal(h.top .. "/scripts", host.scripts[2])
+    assert.are.equal(h.layout.checkout, host.checkout)
+    assert.are.equal(h.layout.scripts[1], host.scripts[2])
     assert.are.same(host.tools(), (function()
       local t = {}
       for _, n in ipairs(host.tools()) do t[#t + 1] = n end
       return t
     end)())
-    assert.truthy(host.find_tool("hello"):match("/dev/scripts/tools/hello%.lua$"))
+    assert.are.equal(h.layout.dev_tools .. "/hello.lua", host.find_tool("hello"))
     local none, err = host.find_tool("nope")
     assert.is_nil(none)
     assert.are.equal("no tool named 'nope'", err)
@@ -91,12 +91,12 @@ describe("native modules", function()
       ]] })
       assert.are.equal(0, r.status, r.err)
       assert.matches("^integer\ttrue\ttrue\ttrue\t3\n", r.out)
-      assert.matches("/build[%w%-]*/plugins/sysinfo%.so\n$", r.out)
+      assert.matches("\n" .. h.literal(h.layout.plugins) .. "/sysinfo%.so\n$", r.out)
     end)
 
     it("load from the override plugin directory first", function()
       local dir = h.tmpdir()
-      local so = h.top .. "/" .. (os.getenv("FOTAHOST_BIN"):match("/([^/]+)/fotahost$")) .. "/plugins/sysinfo.so"
+      local so = h.build .. "/plugins/sysinfo.so"
       os.execute(("cp %s %s/sysinfo.so"):format(h.q(so), h.q(dir)))
       local r = h.run({ "-e", "require 'sysinfo' print(package.searchpath('sysinfo', package.cpath))" },
         { env = { FOTAHOST_PLUGINS_DIR = dir } })

@@ -44,7 +44,7 @@ describe("fotahost.serial.core", function()
 
     it("says a port opened exclusively (the default) is busy, until it is closed", function()
       local first = assert(serial_core.open(slave_path))
-      local expected = { nil, slave_path .. ": Device or resource busy (in use by another program)", 16 }
+      local expected = { nil, slave_path .. ": " .. h.strerror.EBUSY .. " (in use by another program)", h.errno.EBUSY }
       assert.are.same(expected, { serial_core.open(slave_path) })
       assert.are.same(expected, { serial.open(slave_path, { baud = 9600 }) })
       assert.is_true(first:get().exclusive)
@@ -59,7 +59,7 @@ describe("fotahost.serial.core", function()
       assert.is_false(a:get().exclusive)
       -- one of them may take it exclusively later, but not both
       assert.is_true(a:set({ exclusive = true }))
-      assert.are.same({ nil, slave_path .. ": Device or resource busy (in use by another program)", 16 },
+      assert.are.same({ nil, slave_path .. ": " .. h.strerror.EBUSY .. " (in use by another program)", h.errno.EBUSY },
         { b:set({ exclusive = true }) })
       assert.is_true(a:set({ exclusive = false }))
       assert.is_true(b:set({ exclusive = true }))
