@@ -76,6 +76,27 @@ describe("make install and make install-dev", function()
     assert.matches("status 1\n$", out)
   end)
 
+  -- A packager's staging tree (make install DESTDIR=...; the board's root/):
+  -- its binary runs its own scripts, not those of the install at PREFIX;
+  -- a binary under another .../bin with no scripts beside it keeps PREFIX's.
+  it("runs a tree installed with DESTDIR from where it lies", function()
+    if h.board then return end -- the board's install above is that tree
+    local stage = dir .. "/stage"
+    make("install DESTDIR=" .. h.q(stage))
+    local staged = stage .. usr
+    local p = io.popen(h.q(staged .. "/bin/fotahost") .. " --paths 2>&1")
+    local paths = p:read("a")
+    p:close()
+    assert.matches("\n +" .. h.literal(staged .. "/share/fotahost/scripts") .. "\n", paths)
+    assert.matches("\n +" .. h.literal(staged .. "/lib/fotahost/plugins") .. "\n", paths)
+    local bare = dir .. "/bare" .. usr .. "/bin"
+    assert(os.execute(("mkdir -p %s && cp %s %s/"):format(h.q(bare), h.q(bin), h.q(bare))))
+    p = io.popen(h.q(bare .. "/fotahost") .. " --paths 2>&1")
+    paths = p:read("a")
+    p:close()
+    assert.matches("\n +" .. h.literal(usr .. "/share/fotahost/scripts") .. "\n", paths)
+  end)
+
   it("installs no development plugin, module or tool", function()
     for _, so in ipairs(DEV_PLUGINS) do
       assert.is_nil(h.read(usr .. "/lib/fotahost/plugins/fotahost/" .. so), so)
