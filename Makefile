@@ -412,12 +412,13 @@ board:
 board-test: board all
 	@$(BOARD_MAKE) board-test-root board-suite
 
-# test-root/: root/ with the development wing installed into it, and
-# fotahost-qemu, which runs its fotahost under the emulator.
+# test-root/: root/ with the development wing and the example plugin (built
+# for the board) installed into it, and fotahost-qemu, which runs its
+# fotahost under the emulator.
 BOARD_ROOT = $(abspath $(BOARD_DIR))/root
 BOARD_TEST_ROOT = $(abspath $(BOARD_DIR))/test-root
 .PHONY: board-test-root board-suite
-board-test-root:
+board-test-root: example-plugin
 	@rm -rf $(BOARD_TEST_ROOT) && cp -a $(BOARD_ROOT) $(BOARD_TEST_ROOT)
 	@$(MAKE) --no-print-directory install-dev DESTDIR=$(BOARD_TEST_ROOT) >/dev/null
 	@install -m 755 $(BUILD)/plugins/sysinfo.so $(BOARD_TEST_ROOT)/usr/lib/fotahost/plugins/
@@ -425,7 +426,7 @@ board-test-root:
 	    '$(BOARD_TEST_ROOT)/usr/bin/fotahost' > $(BOARD_DIR)/fotahost-qemu
 	@chmod +x $(BOARD_DIR)/fotahost-qemu
 
-board-suite: example-plugin
+board-suite:
 	@BUILD=$(BUILD) TEST_EXEC='$(BOARD_QEMU) -L $(BOARD_TEST_ROOT)' \
 	    FOTAHOST_BIN=$(abspath $(BOARD_DIR))/fotahost-qemu FOTAHOST_TOP=$(CURDIR) \
 	    FOTAHOST_PEER_BIN=$(CURDIR)/build/fotahost \
