@@ -427,7 +427,7 @@ board-test-root: example-plugin
 	@chmod +x $(BOARD_DIR)/fotahost-qemu
 
 board-suite:
-	@BUILD=$(BUILD) TEST_EXEC='$(BOARD_QEMU) -L $(BOARD_TEST_ROOT)' \
+	@BUILD=$(BUILD) TEST_EXEC='$(BOARD_QEMU) -L $(BOARD_TEST_ROOT)' FOTAHOST_TEST_EMULATED=1 \
 	    FOTAHOST_BIN=$(abspath $(BOARD_DIR))/fotahost-qemu FOTAHOST_TOP=$(CURDIR) \
 	    FOTAHOST_PEER_BIN=$(CURDIR)/build/fotahost \
 	    FOTAHOST_BOARD_ROOT=$(BOARD_ROOT) FOTAHOST_BOARD_ARCH=$(BOARD_ARCH) \

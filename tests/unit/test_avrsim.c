@@ -373,11 +373,20 @@ static void test_timing_and_framing(void)
 
     CHECK(enter(s) == 0x53);
     CHECK(violations(s, NULL) == 0);
-    /* SCK driven with no delay at all */
+    /* SCK driven with no delay at all: caught natively (~160 ns
+     * half-periods). Under qemu-user (make board-test sets
+     * FOTAHOST_TEST_EMULATED) the same loop runs at 240-250 ns, at the very
+     * limit, and is reported instead: tests/board/native-only has the spec
+     * twin of this check. */
     for (i = 0; i < 64; i++)
         avrsim_set_pins(s, 0, i & 1 ? 0 : 1, 0);
-    CHECK(violations(s, last) > 0);
-    CHECK(strncmp(last, "SCK half-period ", 16) == 0 && strstr(last, " ns < 250 ns") != NULL);
+    if (getenv("FOTAHOST_TEST_EMULATED") != NULL) {
+        fprintf(stderr, "%s:%d: unpaced SCK under an emulator: the 250 ns limit is not checked\n",
+                __FILE__, __LINE__);
+    } else {
+        CHECK(violations(s, last) > 0);
+        CHECK(strncmp(last, "SCK half-period ", 16) == 0 && strstr(last, " ns < 250 ns") != NULL);
+    }
 
     /* back in sync (64 edges = 4 bytes); one extra SCK pulse shifts the framing */
     CHECK(cmd(s, 0x30, 0x00, 0x00, 0x00) == 0x1E);
