@@ -2,7 +2,7 @@
 -- push (the cloud's admin call) to the "done" status the app sends after a
 -- verified flash, for a 4 KB and a 28 KB image; and the app's memory, idle
 -- and at its peak during the updates. Processes: the local cloud, the
--- virtual board (simavr running the MCU), and the app (examples/app.lua).
+-- virtual board (simavr running the MCU), and the app (fotahost app).
 --
 --   fotahost bench/fota.lua [runs [app-command]]
 --
@@ -63,7 +63,7 @@ f:write(("return { device_id = %q, device_key = %q, api = %q, board = 'sim', sim
   :format(ID, KEY, url, dir .. "/sim", dir .. "/state"))
 f:close()
 start("app", ("sh -c 'echo $$ > %s/app.pid; exec env FOTAHOST_CONFIG=%s/config.lua FOTAHOST_LOG=stderr"
-  .. " %s examples/app.lua'"):format(dir, dir, app_bin))
+  .. " %s app'"):format(dir, dir, app_bin))
 
 local function app_pid()
   return wait_file(dir .. "/app.pid", "(%d+)")

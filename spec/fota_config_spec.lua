@@ -171,7 +171,7 @@ return { device_id = "Dev1", device_key = "Key12345", board = "sim", sim_dir = "
          state_dir = "/nonexistent/state", http = { cainfo = 5 } }
 ]])
     -- (timeout: with the check broken, the app would run on, retrying the cloud)
-    local r = h.run({ h.top .. "/examples/app.lua" }, { shell_prefix = "timeout 20",
+    local r = h.run({ "app" }, { shell_prefix = "timeout 20",
       env = { FOTAHOST_CONFIG = path, FOTAHOST_LOG = "stderr" } })
     assert.are.equal(1, r.status)
     assert.matches("^%S+ error +app: " .. path:gsub("%p", "%%%0") .. ": http.cainfo must be the path of a PEM "

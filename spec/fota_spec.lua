@@ -1,4 +1,4 @@
--- FOTA end to end (issue 7, "Done when"): the app (examples/app.lua, run
+-- FOTA end to end (issue 7, "Done when"): the app (fotahost app, run
 -- as a process, as users run it), the local cloud (`fotahost cloud serve`,
 -- a process) and the simulated ATmega32U4 (a directory: flash.bin,
 -- fuses.txt, erases.log, faults). Each case checks both the chip and what
@@ -181,7 +181,7 @@ return {
     h.stop_app(app, signal)
   end
 
-  --- Starts `fotahost examples/app.lua` with the device's config
+  --- Starts `fotahost app` with the device's config
   -- (h.start_app), and (unless wait == false) waits until the cloud shows
   -- it connected.
   local function start_app(t, wait)

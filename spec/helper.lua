@@ -249,7 +249,7 @@ function M.cloud_admin(base, method, path, value)
   return v
 end
 
---- Starts `fotahost examples/app.lua` with the config file `cfg`, its
+--- Starts `fotahost app` with the config file `cfg`, its
 -- output appended to `dir`/app.log; `wrap` is put before the command (a
 -- shell prefix). The app has no stdin to watch: a watchdog shell holds a
 -- pipe of ours and SIGKILLs the app if this process dies, so it never
@@ -264,7 +264,7 @@ function M.start_app(dir, cfg, wrap)
     .. "echo $app >%s.tmp && mv %s.tmp %s; "
     .. "(cat >/dev/null; kill -KILL $app 2>/dev/null) </proc/%d/fd/%d >/dev/null 2>&1 & "
     .. "wait $app; echo $? >%s.tmp && mv %s.tmp %s ) >/dev/null 2>&1 &")
-    :format(wrap or "", shell_quote(cfg), shell_quote(M.bin), shell_quote(M.top .. "/examples/app.lua"),
+    :format(wrap or "", shell_quote(cfg), shell_quote(M.bin), "app",
       shell_quote(log), shell_quote(pidf), shell_quote(pidf), shell_quote(pidf), sys.getpid(), rfd,
       shell_quote(rcf), shell_quote(rcf), shell_quote(rcf)))
   local deadline = sched.now() + 10

@@ -1,4 +1,4 @@
--- The app (examples/app.lua, a process of its own) against a hostile or
+-- The app (fotahost app, a process of its own) against a hostile or
 -- careless command server (issue 11, items 1 and 2): a server that floods
 -- commands without a pause, and a first command split by a pause in the
 -- middle of the device key.
@@ -37,7 +37,7 @@ return {
   return t
 end
 
--- Starts `fotahost examples/app.lua`; a watchdog shell holding our pipe
+-- Starts `fotahost app`; a watchdog shell holding our pipe
 -- SIGKILLs it if this process dies, so it never outlives the specs.
 local function start_app(t)
   local rfd, wfd = assert(sys.pipe())
@@ -50,7 +50,7 @@ local function start_app(t)
     .. "echo $app >%s.tmp && mv %s.tmp %s; "
     .. "(cat >/dev/null; kill -KILL $app 2>/dev/null) </proc/%d/fd/%d >/dev/null 2>&1 & "
     .. "wait $app ) >/dev/null 2>&1 &")
-    :format(asan, h.q(t.cfg), h.q(h.bin), h.q(h.top .. "/examples/app.lua"), h.q(t.log),
+    :format(asan, h.q(t.cfg), h.q(h.bin), "app", h.q(t.log),
       h.q(pidf), h.q(pidf), h.q(pidf), sys.getpid(), rfd))
   t.pid = until_true("the app's pid", 10, function() return math.tointeger(tonumber(h.read(pidf) or "")) end)
   t.rfd, t.wfd = rfd, wfd

@@ -10,10 +10,9 @@ local find = h.find
 
 local function product_files()
   local files = find("scripts/fotahost", "*.lua")
-  for _, t in ipairs({ "flash", "fota", "doctor", "blink" }) do
+  for _, t in ipairs({ "flash", "fota", "doctor", "blink", "app" }) do
     files[#files + 1] = "scripts/tools/" .. t .. ".lua"
   end
-  files[#files + 1] = "examples/app.lua"
   return files
 end
 
@@ -48,7 +47,7 @@ end
 
 describe("the product", function()
   it("has only the product's tools in scripts/tools", function()
-    assert.are.same({ "scripts/tools/blink.lua", "scripts/tools/doctor.lua", "scripts/tools/flash.lua",
+    assert.are.same({ "scripts/tools/app.lua", "scripts/tools/blink.lua", "scripts/tools/doctor.lua", "scripts/tools/flash.lua",
       "scripts/tools/fota.lua" }, find("scripts/tools", "*.lua"))
   end)
 

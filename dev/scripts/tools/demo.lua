@@ -3,7 +3,7 @@
 -- Builds the example firmware, starts the local cloud (`fotahost cloud
 -- serve`) and the virtual board (`fotahost board --sim`), flashes the
 -- tutorial's serial-led sketch and runs the blink test, starts the app
--- (examples/app.lua), pushes blink-1000 then blink-250 from the cloud and
+-- (fotahost app), pushes blink-1000 then blink-250 from the cloud and
 -- measures LED D13's half-period after each (1.000 s, then 0.250 s, in the
 -- board's simulated time), and shows what the cloud received. Every step
 -- prints OK or FAIL with a figure; the exit status is 0 only if all held.
@@ -25,7 +25,7 @@ local USAGE = [[
 usage: fotahost demo [--keep]
 Runs the tutorial locally, start to finish: builds examples/firmware, starts the
 local cloud and the virtual board, flashes serial-led and runs the blink test,
-starts examples/app.lua, pushes blink-1000 then blink-250 from the cloud and
+starts fotahost app, pushes blink-1000 then blink-250 from the cloud and
 measures LED D13's half-period after each, and shows what the cloud received.
 Needs a source checkout (avr-gcc, avr-libc, and simavr for the virtual board).
   --keep       keep the work directory (logs of every process, the simulated chip)
@@ -360,26 +360,24 @@ local function blink_test()
   return ("fotahost blink sent 1,0,1,0 in %.1f s; D13 went on, off, on, off, %.2f s apart"):format(secs, gap)
 end
 
--- Starts examples/app.lua against the local cloud; waits for a heartbeat.
+-- Starts fotahost app against the local cloud; waits for a heartbeat.
 local function start_app()
-  local appfile = TOP .. "/examples/app.lua"
-  if not read(appfile) then return nil, appfile .. ": missing" end
   local config = work .. "/config.lua"
   write(config, ("return {\n  device_id = %q, device_key = %q,\n  api = %q,\n  board = \"sim\", sim_dir = %q,\n"
     .. "  state_dir = %q,\n  volatile_state_ok = true, -- a throw-away demo in /tmp\n  heartbeat = 5,\n"
     .. "  status_channel = \"fota_status\",\n}\n")
     :format(ID, KEY, cloud_url, chip, work .. "/state"))
-  app = spawn("app", { BIN, appfile }, { FOTAHOST_CONFIG = config })
+  app = spawn("app", { BIN, "app" }, { FOTAHOST_CONFIG = config })
   local t0 = now()
   local d = wait_for(15, function()
     local dv = device()
     return dv and dv.connected and dv.heartbeats and (dv.heartbeats.count or 0) >= 1 and dv
   end, app)
   if not d then
-    return nil, ("fotahost examples/app.lua did not connect to the cloud (%s)%s"):format(
+    return nil, ("fotahost app did not connect to the cloud (%s)%s"):format(
       app:running() and "still running after 15 s" or exit_text(app:status()), tail(app.err))
   end
-  return ("fotahost examples/app.lua connected in %.1f s (FOTAHOST_CONFIG=%s)"):format(now() - t0, config)
+  return ("fotahost app connected in %.1f s (FOTAHOST_CONFIG=%s)"):format(now() - t0, config)
 end
 
 -- Shows `fotahost cloud status`; checks the version the device ended on.
@@ -476,8 +474,8 @@ end
 ---------------------------------------------------------------- main
 
 if not TOP then
-  io.stderr:write("fotahost demo: runs from a source checkout (it builds examples/firmware and runs "
-    .. "examples/app.lua); this fotahost (" .. BIN .. ") is not in one\n")
+  io.stderr:write("fotahost demo: runs from a source checkout (it builds examples/firmware)"
+    .. "; this fotahost (" .. BIN .. ") is not in one\n")
   os.exit(1)
 end
 

@@ -10,12 +10,12 @@ local CONFIG_SPEC = "spec/fota_config_spec.lua"
 local DOCTOR = "spec/doctor_spec.lua"
 
 return {
-  -- A service stop (examples/app.lua through fotahost.cli.exit_on_signal)
+  -- A service stop (fotahost app through fotahost.cli.exit_on_signal)
   { name = "app-sigterm-traceback", file = "scripts/fotahost/cli.lua",
     from = "  say(sig)\n", to = "  error(err, 0)\n",
     specs = { E2E }, filter = "service stop",
     why = "every service stop prints the interrupt as a crash, with a traceback" },
-  { name = "app-config-error-traceback", file = "examples/app.lua",
+  { name = "app-config-error-traceback", file = "scripts/tools/app.lua",
     from = "if not config then\n  log.error(\"%s\", config_err)\n  os.exit(1)\nend",
     to = "assert(config, config_err)",
     specs = { "spec/fota_config_spec.lua" }, filter = "bad config",

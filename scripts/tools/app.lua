@@ -1,5 +1,5 @@
--- The tutorial's app.js, done safely: `fotahost app.lua` on the board.
--- Reads the configuration ($FOTAHOST_CONFIG, default /etc/fotahost/config.lua),
+-- fotahost app: the tutorial's app.js, done safely; the service the
+-- OpenWrt package runs (/etc/init.d/fotahost). Reads the configuration,
 -- finishes any update a power cut interrupted, registers with the cloud,
 -- and hands every FOTA push to the update policy (scripts/fotahost/fota.lua).
 local sched = require "fotahost.sched"
@@ -7,7 +7,24 @@ local mcs = require "fotahost.mcs"
 local fota = require "fotahost.fota"
 local cli = require "fotahost.cli"
 local log = require("fotahost.log").get("app")
-local config, config_err = require("fotahost.fota.config").load()
+
+local USAGE = [[
+usage: fotahost app [--config PATH]
+  --config PATH   the configuration (default $FOTAHOST_CONFIG, else
+                  /etc/fotahost/config.lua)
+  -h, --help      this help
+Runs until stopped (SIGTERM: exit status 143): finishes an update a power
+cut interrupted, registers with the cloud, and installs every FOTA push.
+]]
+
+local path
+local args = cli.new("app", USAGE)
+for a, value in args:each(arg) do
+  if a == "--config" then path = value()
+  else args:fail("unknown argument '%s'", a) end
+end
+
+local config, config_err = require("fotahost.fota.config").load(path)
 -- A mistake in the config is the user's to fix, not a crash: one line
 -- naming the file and the key, and status 1.
 if not config then
