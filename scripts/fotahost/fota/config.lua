@@ -42,6 +42,10 @@ M.DEFAULT_PATH = "/etc/fotahost/config.lua"
 
 M.OPENWRT_RELEASE = os.getenv("FOTAHOST_OPENWRT_RELEASE") or "/etc/openwrt_release"
 
+--- The UCI file read with the Lua file (see M.load): $FOTAHOST_UCI_CONFIG,
+-- the empty string for none; tests point it elsewhere.
+M.UCI_PATH = os.getenv("FOTAHOST_UCI_CONFIG") or "/etc/config/fotahost"
+
 --- The default state_dir: persistent storage on this system (see above).
 function M.default_state_dir()
   local f = io.open(M.OPENWRT_RELEASE, "r")
@@ -118,15 +122,26 @@ M.SPEC = {
   health_check = { is_fn, "a function(job) returning true, or nil and a reason" },
 }
 
-local function describe(v)
+--- What each check function wants, for the UCI reader (fota/uci_config.lua),
+-- whose values are all strings: a key with another check wants a string.
+M.KIND = { [is_pos] = "number", [is_pos_int] = "number", [is_nonneg] = "number", [is_nonneg_int] = "number",
+  [is_bool] = "bool", [is_byte_or_false] = "lock", [is_fn] = "hook", [is_table] = "table" }
+
+-- Where UCI spells a value otherwise than Lua, it says so.
+local UCI_WHAT = { lock = "the lock byte written after a flash (0..255, or 0x00..0xFF), or none" }
+
+local function describe(v, key)
+  -- the key is a secret: its length says enough to find a stray space
+  if key == "device_key" and type(v) == "string" then return ("%d characters (not shown)"):format(#v) end
   if type(v) == "string" then return ("%q"):format(v) end
   if type(v) == "table" or type(v) == "function" then return "a " .. type(v) end -- not its address
   return tostring(v) .. " (a " .. type(v) .. ")"
 end
 
 -- Checks `t` against `spec`, its key names shown after `prefix`, calling
--- bad() for each problem; returns a copy with the defaults filled in.
-local function check_table(t, spec, prefix, bad)
+-- bad(key, format, ...) for each problem, the format holding a %s for the
+-- key's name; returns a copy with the defaults filled in.
+local function check_table(t, spec, prefix, bad, raw)
   local keys = {}
   for k in pairs(t) do keys[#keys + 1] = tostring(k) end
   table.sort(keys)
@@ -137,7 +152,7 @@ local function check_table(t, spec, prefix, bad)
       for name in pairs(spec) do
         if name:gsub("_", "") == k:lower():gsub("[_-]", "") then hint = " (did you mean " .. prefix .. name .. "?)" end
       end
-      bad("unknown key %s%s%s", prefix, k, hint)
+      bad(prefix .. k, "unknown key %s" .. hint)
     end
   end
   local c = {}
@@ -150,36 +165,55 @@ local function check_table(t, spec, prefix, bad)
     if v == nil then
       v = default
     elseif not check(v) then
-      bad("%s%s must be %s, got %s", prefix, k, what, describe(v))
+      -- a value read from UCI is shown as it was written there
+      local shown = raw[prefix .. k]
+      if shown then what = UCI_WHAT[prefix .. k] or what end
+      bad(prefix .. k, "%s must be %s, got %s", what, describe(shown or v, k))
     end
     c[k] = v
   end
   return c
 end
 
+-- How a problem is named: by `where` and the Lua key, or for a key read
+-- from UCI (origin.raw holds the strings it was read from) by the UCI file
+-- and the option. origin.only: UCI is the only source, so the keys it
+-- lacks are named as options too.
+local function namer(where, origin, errors)
+  return function(key, fmt, ...)
+    local file, name = where, key
+    if origin and (origin.raw[key] ~= nil or origin.only) then
+      file, name = origin.path, "fotahost.main." .. key:gsub("^http%.", "http_")
+    end
+    errors[#errors + 1] = file .. ": " .. fmt:format(name, ...)
+  end
+end
+
 --- Checks a configuration table and fills in the defaults. Returns the
 -- table, or nil and every problem found, one per line, each naming its key.
-function M.check(t, where)
+-- `origin` (from load): which keys came from the UCI file, to name them so.
+function M.check(t, where, origin)
   where = where or "config"
   if type(t) ~= "table" then
     return nil, ("%s: must return a table, got %s"):format(where, type(t))
   end
   local errors = {}
-  local function bad(fmt, ...) errors[#errors + 1] = where .. ": " .. fmt:format(...) end
-  local c = check_table(t, M.SPEC, "", bad)
+  local bad = namer(where, origin, errors)
+  local raw = origin and origin.raw or {}
+  local c = check_table(t, M.SPEC, "", bad, raw)
   -- http's keys too, at load: a cainfo that is a number would otherwise
   -- pass here and fail every download, retried for ever
-  if is_table(c.http) then c.http = check_table(c.http, M.HTTP_SPEC, "http.", bad) end
+  if is_table(c.http) then c.http = check_table(c.http, M.HTTP_SPEC, "http.", bad, raw) end
   if c.state_dir == nil then c.state_dir = M.default_state_dir() end
-  if c.device_id == nil then bad("device_id is missing: %s", M.SPEC.device_id[2]) end
-  if c.device_key == nil then bad("device_key is missing: %s", M.SPEC.device_key[2]) end
+  if c.device_id == nil then bad("device_id", "%s is missing: %s", M.SPEC.device_id[2]) end
+  if c.device_key == nil then bad("device_key", "%s is missing: %s", M.SPEC.device_key[2]) end
   if c.board == "sim" and c.sim_dir == nil then
-    bad("sim_dir is missing: board = \"sim\" needs the simulated chip's directory")
+    bad("sim_dir", "%s is missing: board = \"sim\" needs the simulated chip's directory")
   end
   if #errors == 0 then -- the virtual board ("sim") is an entry like any other
     local boards = require "fotahost.avr.boards"
     local ok, err = boards.get(c.board)
-    if not ok then bad("board: %s", err) end
+    if not ok then bad("board", "%s: %s", err) end
   end
   if #errors > 0 then return nil, table.concat(errors, "\n") end
   -- One TLS setting for every connection the device makes: the MCS API
@@ -195,15 +229,11 @@ function M.path()
   return M.DEFAULT_PATH
 end
 
---- Reads and checks the configuration at `path` (default M.path()).
--- @return config | nil, "path: what is wrong"
-function M.load(path)
-  path = path or M.path()
+-- Reads the Lua file at `path`: its table (unchecked), nil when there is
+-- no such file, or nil and a message.
+local function read_lua(path)
   local f = io.open(path, "r")
-  if not f then
-    return nil, ("%s: no configuration file (set FOTAHOST_CONFIG, or create it: see "
-      .. "examples/config.lua)"):format(path)
-  end
+  if not f then return nil end
   local text = f:read("a")
   f:close()
   -- Its own environment: a config file sees the standard library, sets
@@ -213,7 +243,46 @@ function M.load(path)
   if not chunk then return nil, err end
   local ok, t = pcall(chunk)
   if not ok then return nil, tostring(t) end
-  return M.check(t, path)
+  if type(t) ~= "table" then return nil, select(2, M.check(t, path)) end
+  return t
+end
+
+local function no_file(path)
+  return ("%s: no configuration file (set FOTAHOST_CONFIG, or create it: see examples/config.lua)"):format(path)
+end
+
+--- Reads the configuration: the UCI file M.UCI_PATH when there is one, and
+-- the Lua file at `path` (default M.path()), merged, UCI winning where both
+-- set a key; then checks it. A Lua file asked for by name (`path`, or
+-- $FOTAHOST_CONFIG) must exist.
+-- @return config, "the files read" | nil, "file: what is wrong"
+function M.load(path)
+  local named = path ~= nil or (os.getenv("FOTAHOST_CONFIG") or "") ~= ""
+  path = path or M.path()
+  local t, err = read_lua(path)
+  if err then return nil, err end
+  if t == nil and named then return nil, no_file(path) end
+  local u, origin
+  u, err = require("fotahost.fota.uci_config").read(M.UCI_PATH)
+  if err then return nil, err end
+  if not t and not u then
+    return nil, ("no configuration: neither %s (UCI: uci set fotahost.main.device_id=...; uci commit fotahost) "
+      .. "nor %s (Lua: see examples/config.lua) is there"):format(M.UCI_PATH, path)
+  end
+  local from = path
+  if u then
+    origin = { path = M.UCI_PATH, raw = u.raw, only = t == nil }
+    t = require("fotahost.fota.uci_config").merge(t or {}, u.values, M.UCI_PATH, path)
+    from = origin.only and M.UCI_PATH or M.UCI_PATH .. " + " .. path
+  end
+  local c
+  c, err = M.check(t, path, origin)
+  -- every problem at once, those of the UCI file's options first
+  if u and #u.errors > 0 then return nil, table.concat(u.errors, "\n") .. (err and "\n" .. err or "") end
+  if not c then return nil, err end
+  -- from now on no log line shows the key, wherever it was read from
+  require("fotahost.log").secret(c.device_key)
+  return c, from
 end
 
 return M
