@@ -2,7 +2,8 @@
 --
 --     local sections, err = uci.read("/etc/config/fotahost")
 --     -- { { type = "fotahost", name = "main", options = { device_id = "Dbxx9k",
---     --     servers = { "a", "b" } } }, ... }  (a `list` gives a list of strings)
+--     --     servers = { "a", "b" } }, order = { "device_id", "servers" } }, ... }
+--     -- (a `list` gives a list of strings; order: the options as they first came)
 --
 -- The grammar: `package NAME`, `config TYPE ['NAME']`, `option NAME VALUE`,
 -- `list NAME VALUE`; `#` outside quotes ends the line. A word is made of
@@ -93,7 +94,7 @@ local function statement(st, w)
     if s then
       s.type = w[2]
     else
-      s = { type = w[2], name = w[3], options = {} }
+      s = { type = w[2], name = w[3], options = {}, order = {} }
       st.sections[#st.sections + 1] = s
       if w[3] then st.named[w[3]] = s end
     end
@@ -104,6 +105,7 @@ local function statement(st, w)
     if not st.current then return cmd .. " before the first config section" end
     if not w[2]:match(NAME) then return "invalid option name '" .. w[2] .. "'" end
     local opts = st.current.options
+    if opts[w[2]] == nil then table.insert(st.current.order, w[2]) end
     if cmd == "option" then
       opts[w[2]] = w[3]
     else -- a list after an option of that name extends it, as libuci does

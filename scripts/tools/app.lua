@@ -10,8 +10,10 @@ local log = require("fotahost.log").get("app")
 
 local USAGE = [[
 usage: fotahost app [--config PATH]
-  --config PATH   the configuration (default $FOTAHOST_CONFIG, else
-                  /etc/fotahost/config.lua)
+  --config PATH   the Lua configuration (default $FOTAHOST_CONFIG, else
+                  /etc/fotahost/config.lua), read with the UCI file
+                  /etc/config/fotahost ($FOTAHOST_UCI_CONFIG) when there is
+                  one: its options win
   -h, --help      this help
 Runs until stopped (SIGTERM: exit status 143): finishes an update a power
 cut interrupted, registers with the cloud, and installs every FOTA push.

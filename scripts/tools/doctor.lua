@@ -20,8 +20,9 @@ local boards = require "fotahost.avr.boards"
 
 local USAGE = [[
 usage: fotahost doctor [--config PATH]
-  --config PATH   the configuration to check (default $FOTAHOST_CONFIG, else
-                  /etc/fotahost/config.lua)
+  --config PATH   the Lua configuration to check (default $FOTAHOST_CONFIG, else
+                  /etc/fotahost/config.lua), with the UCI file /etc/config/fotahost
+                  ($FOTAHOST_UCI_CONFIG) when there is one: its options win
   -h, --help      this help
 Checks, in order: config, api (MCS reachable, device id and key accepted),
 command server, serial port, gpio, signature (the MCU answers over ISP),
@@ -81,7 +82,8 @@ end
 ---------------------------------------------------------------- 1. config
 
 local path = opts.config or cfgmod.path()
-local config, cerr = cfgmod.load(path)
+-- (opts.config, not path: the default Lua file may be absent when the UCI file is there)
+local config, cerr, from = cfgmod.load(opts.config)
 local results = {}
 
 -- The board, and what its entry says: the ISP options, and for the virtual
@@ -98,17 +100,22 @@ end
 if config then
   secrets[1] = config.device_key
   logmod.secret(config.device_key)
-  ok("config", "%s (device %s, board %s%s)", path, config.device_id, config.board,
+  ok("config", "%s (device %s, board %s%s)", from, config.device_id, config.board,
     chip_dir and (", simulated chip " .. chip_dir) or "")
   results.config = true
 else
-  -- A malformed device_key would be quoted by the message: not here.
-  cerr = tostring(cerr):gsub("(device_key must be .-, got )%b\"\"", "%1\"****\"")
+  -- (a malformed device_key is not shown: config gives its length only)
   local fix
   if cerr:find("no configuration file", 1, true) then
     fix = ("create it (a Lua file returning { device_id = ..., device_key = ..., api = ..., board = ... }), "
       .. "or give its path with --config or FOTAHOST_CONFIG")
     cerr = path .. ": no configuration file"
+  elseif cerr:find("^no configuration:") then
+    fix = ("set the options in %s (uci set fotahost.main.device_id=...; uci commit fotahost), or create %s")
+      :format(cfgmod.UCI_PATH, path)
+  elseif cerr:sub(1, #cfgmod.UCI_PATH + 1) == cfgmod.UCI_PATH .. ":" then
+    fix = "set the option: uci set fotahost.main.OPTION=VALUE; uci commit fotahost (options: README.md, "
+      .. "On OpenWrt: UCI)"
   else
     fix = "edit " .. path .. " (keys and their meaning: scripts/fotahost/fota/config.lua)"
   end

@@ -11,7 +11,8 @@ usage: fotahost fota --url URL [--md5 HEX] [--version V] [--config PATH] [--forc
   --url URL        the firmware (Intel HEX) to install: http:// or https://
   --md5 HEX        its MD5; without it the file is not checked against one
   --version V      the version label recorded (default: the file name)
-  --config PATH    the configuration (default $FOTAHOST_CONFIG or /etc/fotahost/config.lua)
+  --config PATH    the Lua configuration (default $FOTAHOST_CONFIG or /etc/fotahost/config.lua),
+                   read with the UCI file /etc/config/fotahost when there is one (its options win)
   --force          install even if this version is already installed
   -h, --help       this help
 Any update a power cut interrupted is finished first. Exit status 0 when the
