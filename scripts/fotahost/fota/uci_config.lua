@@ -119,8 +119,8 @@ function M.merge(lua, values, uci_path, lua_path)
   end
   if #both > 0 then
     table.sort(both)
-    log.warn("%s set in both %s and %s: using %s's, ignoring %s's", table.concat(both, ", "), uci_path, lua_path,
-      uci_path, lua_path)
+    -- the keys last: log.redact takes a word after "device_key " for its value
+    log.warn("set in both, %s's value used and %s's ignored: %s", uci_path, lua_path, table.concat(both, ", "))
   end
   return t
 end
