@@ -83,7 +83,8 @@ end
 
 local path = opts.config or cfgmod.path()
 -- (opts.config, not path: the default Lua file may be absent when the UCI file is there)
-local config, cerr, from = cfgmod.load(opts.config)
+local config, found = cfgmod.load(opts.config)  -- the files read, or what is wrong
+local from, cerr = config and found, not config and found
 local results = {}
 
 -- The board, and what its entry says: the ISP options, and for the virtual

@@ -263,7 +263,7 @@ function M.load(path)
   if err then return nil, err end
   if t == nil and named then return nil, no_file(path) end
   local u, origin
-  u, err = require("fotahost.fota.uci_config").read(M.UCI_PATH)
+  u, err = require("fotahost.fota.uci_config").read(M.UCI_PATH, path)
   if err then return nil, err end
   if not t and not u then
     return nil, ("no configuration: neither %s (UCI: uci set fotahost.main.device_id=...; uci commit fotahost) "

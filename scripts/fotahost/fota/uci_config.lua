@@ -47,7 +47,7 @@ end
 -- Reads the options of section `s`: values (a table shaped as the Lua
 -- file's), raw (the strings, by Lua key) and errors (the options that set
 -- no key, each a line; config.check finds the wrong values).
-local function read_section(s, path)
+local function read_section(s, path, lua_path)
   local known, values, raw, errors = options(), {}, {}, {}
   local function bad(name, fmt, ...)
     errors[#errors + 1] = ("%s: fotahost.main.%s " .. fmt):format(path, name, ...)
@@ -65,7 +65,7 @@ local function read_section(s, path)
     elseif not o then
       bad(name, "is not an option of fotahost%s", near_miss(name, known))
     elseif kind == "hook" then
-      bad(name, "is a hook, Lua code: it belongs in the Lua file (%s)", config.path())
+      bad(name, "is a hook, Lua code: it belongs in the Lua file (%s)", lua_path)
     elseif kind == "table" then
       bad(name, "cannot be set in UCI: set each of its keys as http_<key> (http_timeout, http_cainfo...)")
     else
@@ -82,8 +82,9 @@ local function read_section(s, path)
 end
 
 --- Reads the UCI file at `path`: { values =, raw =, errors = }, nil when
--- there is no such file (or path is ""), or nil and a message.
-function M.read(path)
+-- there is no such file (or path is ""), or nil and a message. `lua_path`:
+-- the Lua file, where a hook set here belongs.
+function M.read(path, lua_path)
   if path == "" then return nil end
   local sections, err, missing = uci.read(path)
   if not sections then
@@ -91,7 +92,7 @@ function M.read(path)
     return nil, err
   end
   for _, s in ipairs(sections) do
-    if s.name == "main" and s.type == "fotahost" then return read_section(s, path) end
+    if s.name == "main" and s.type == "fotahost" then return read_section(s, path, lua_path) end
   end
   return nil, path .. ": no section config fotahost 'main' (the options are read from it)"
 end
