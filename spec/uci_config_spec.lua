@@ -189,7 +189,8 @@ local config = require "fotahost.fota.config"
 local c = assert(config.load())
 assert(config.load())
 require("fotahost.log").get("test").info("heartbeat %s backoff_cap %s http %s/%s hook %s key %s from %s",
-  c.heartbeat, c.backoff_cap, c.http.timeout, c.http.retries, type(c.health_check), c.device_key, select(2, config.load()))
+  c.heartbeat, c.backoff_cap, c.http.timeout, c.http.retries, type(c.health_check), c.device_key,
+  select(2, config.load()))
 ]]
     local r = h.run({ "-e", script }, { env = { FOTAHOST_UCI_CONFIG = uci_path, FOTAHOST_CONFIG = lua_path,
       FOTAHOST_LOG = "stderr" } })

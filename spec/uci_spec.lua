@@ -62,7 +62,7 @@ describe("fotahost.uci", function()
   end)
 
   it("quotes a value as uci writes it, and reads it back", function()
-    for _, v in ipairs({ "", "plain", "it's", "''", "a \"b\" \\ #c", "\t x " }) do
+    for _, v in ipairs({ "", "plain", "it's", "''", "a \"b\" \\ #c", "\t x ", "C:\\" }) do
       local q = uci.quote(v)
       assert.are.same({ "option", "x", v }, uci.words("option x " .. q), q)
     end
@@ -97,7 +97,9 @@ describe("fotahost.uci", function()
       end
       local t = {}
       for j = 1, rnd(0, 60) do t[j] = alphabet[rnd(#alphabet)] end
-      if i % 2 == 0 then for j = 1, rnd(0, 20) do t[#t + 1] = string.char(rnd(0, 255)) .. (j % 7 == 0 and "\n" or "") end end
+      if i % 2 == 0 then -- and raw bytes
+        for j = 1, rnd(0, 20) do t[#t + 1] = string.char(rnd(0, 255)) .. (j % 7 == 0 and "\n" or "") end
+      end
       return table.concat(t)
     end
     local answered = 0
