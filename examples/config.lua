@@ -1,5 +1,7 @@
 -- An example /etc/fotahost/config.lua (or point $FOTAHOST_CONFIG at a copy).
 -- Every key is checked when fotahost starts; `fotahost doctor` checks the rest.
+-- On OpenWrt, /etc/config/fotahost (uci set fotahost.main.KEY=...) sets the
+-- same keys (http's as http_KEY) and wins where both set one; hooks live here.
 return {
   device_id = "Dbxx9k",                  -- from the MCS console
   device_key = "TPJVxxxxxxxxBxBv",       -- ditto; never printed in logs
