@@ -101,6 +101,29 @@ describe("fotahost doctor", function()
     assert.are.equal("OK   serial port: " .. chip .. "/ttyS0 opens (57600 baud)", r.lines[4])
   end)
 
+  it("takes the config from the UCI file alone, naming it, and names both files when there is neither", function()
+    local uci = h.top .. "/tests/openwrt/uci.lua"
+    local confdir = dir .. "/etc-config"
+    os.execute("mkdir -p " .. h.q(confdir) .. " && touch " .. h.q(confdir .. "/fotahost"))
+    for _, set in ipairs({ "main=fotahost", "main.device_id=" .. ID, "main.device_key=" .. KEY, "main.api=" .. cloud.url,
+                           "main.board=sim", "main.sim_dir=" .. chip, "main.state_dir=" .. dir .. "/state",
+                           "main.volatile_state_ok=1" }) do
+      assert.are.equal(0, h.run({ uci, "-c", confdir, "-t", confdir .. "/.uci", "set", "fotahost." .. set }).status)
+    end
+    assert.are.equal(0, h.run({ uci, "-c", confdir, "-t", confdir .. "/.uci", "commit", "fotahost" }).status)
+    local path = confdir .. "/fotahost"
+    local r = doctor(nil, { FOTAHOST_UCI_CONFIG = path, FOTAHOST_CONFIG = "" })
+    assert.are.equal(0, r.status, r.out)
+    assert.are.equal(("OK   config: %s (device %s, board sim, simulated chip %s)"):format(path, ID, chip), r.lines[1])
+
+    r = doctor(nil, { FOTAHOST_UCI_CONFIG = dir .. "/no-uci", FOTAHOST_CONFIG = "" })
+    assert.are.equal(1, r.status)
+    assert.are.equal(("FAIL config: no configuration: neither %s/no-uci (UCI: uci set fotahost.main.device_id=...; "
+      .. "uci commit fotahost) nor /etc/fotahost/config.lua (Lua: see examples/config.lua) is there - set the "
+      .. "options in %s/no-uci (uci set fotahost.main.device_id=...; uci commit fotahost), or create "
+      .. "/etc/fotahost/config.lua"):format(dir, dir), r.lines[1])
+  end)
+
   it("names a bad key and a bad value of the config", function()
     local path = config({ state_dir = "nil" }, "statedir = '/tmp',")
     local r = doctor(path)

@@ -164,6 +164,19 @@ return { device_id = "Dev1", device_key = "Key12345", board = "sim", sim_dir = "
     h.rmdir(dir)
   end)
 
+  it("refuses a bad option of the UCI file when `fotahost fota` starts, naming the file and the option", function()
+    local dir = h.tmpdir()
+    local path = h.write(dir .. "/fotahost", "\nconfig fotahost 'main'\n\toption device_id 'Dev1'\n"
+      .. "\toption device_key 'Key12345'\n\toption board 'sim'\n\toption sim_dir '/tmp/chip'\n"
+      .. "\toption state_dir '/nonexistent/state'\n\toption http_retries 'many'\n")
+    local r = h.run({ "fota", "--url", "https://127.0.0.1:9/fw.hex" }, { shell_prefix = "timeout 20",
+      env = { FOTAHOST_UCI_CONFIG = path, FOTAHOST_CONFIG = "" } })
+    assert.are.equal(1, r.status)
+    assert.are.equal("fotahost fota: " .. path .. ": fotahost.main.http_retries must be the further tries after a "
+      .. 'failure (an integer; downloads: default 3), got "many"\n', r.err)
+    h.rmdir(dir)
+  end)
+
   it("stops the app on a bad config with one line naming the file and the key, no traceback", function()
     local dir = h.tmpdir()
     local path = h.write(dir .. "/config.lua", [[
