@@ -81,6 +81,16 @@ describe("the UCI configuration", function()
     end
   end)
 
+  it("takes a change at `uci commit`, not before", function()
+    local path = configured(with("heartbeat=30"))
+    local r = h.run({ UCI, "-c", dir, "-t", dir .. "/.uci", "set", "fotahost.main.heartbeat=40" })
+    assert.are.equal(0, r.status, r.err)
+    assert.are.equal(30, assert(load(path)).heartbeat)
+    r = h.run({ UCI, "-c", dir, "-t", dir .. "/.uci", "commit", "fotahost" })
+    assert.are.equal(0, r.status, r.err)
+    assert.are.equal(40, assert(load(path)).heartbeat)
+  end)
+
   it("takes the booleans OpenWrt takes, and a lock byte in decimal, hex or none", function()
     for word, want in pairs({ ["1"] = true, yes = true, on = true, ["true"] = true, enabled = true,
                               ["0"] = false, no = false, off = false, ["false"] = false, disabled = false }) do
