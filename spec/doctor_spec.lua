@@ -106,8 +106,8 @@ describe("fotahost doctor", function()
     local confdir = dir .. "/etc-config"
     os.execute("mkdir -p " .. h.q(confdir) .. " && touch " .. h.q(confdir .. "/fotahost"))
     for _, set in ipairs({ "main=fotahost", "main.device_id=" .. ID, "main.device_key=" .. KEY,
-                           "main.api=" .. cloud.url, "main.board=sim", "main.sim_dir=" .. chip, "main.state_dir=" .. dir .. "/state",
-                           "main.volatile_state_ok=1" }) do
+                           "main.api=" .. cloud.url, "main.board=sim", "main.sim_dir=" .. chip,
+                           "main.state_dir=" .. dir .. "/state", "main.volatile_state_ok=1" }) do
       assert.are.equal(0, h.run({ uci, "-c", confdir, "-t", confdir .. "/.uci", "set", "fotahost." .. set }).status)
     end
     assert.are.equal(0, h.run({ uci, "-c", confdir, "-t", confdir .. "/.uci", "commit", "fotahost" }).status)
