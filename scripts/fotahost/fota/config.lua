@@ -1,7 +1,9 @@
 --- fotahost.fota.config: the device's configuration, a Lua file returning
 -- a table, read from $FOTAHOST_CONFIG (default /etc/fotahost/config.lua)
 -- and checked key by key, so a typo is an error that names the key and
--- says what it should be, never a surprise at the first push.
+-- says what it should be, never a surprise at the first push. On OpenWrt
+-- the UCI file M.UCI_PATH (/etc/config/fotahost, read by fota/uci_config.lua)
+-- sets the same keys and wins where both set one; see M.load.
 --
 --     return {
 --       device_id = "Dbxx9k", device_key = "TPJVxxxxBxBv",
