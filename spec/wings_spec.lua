@@ -47,8 +47,8 @@ end
 
 describe("the product", function()
   it("has only the product's tools in scripts/tools", function()
-    assert.are.same({ "scripts/tools/app.lua", "scripts/tools/blink.lua", "scripts/tools/doctor.lua", "scripts/tools/flash.lua",
-      "scripts/tools/fota.lua" }, find("scripts/tools", "*.lua"))
+    assert.are.same({ "scripts/tools/app.lua", "scripts/tools/blink.lua", "scripts/tools/doctor.lua",
+      "scripts/tools/flash.lua", "scripts/tools/fota.lua" }, find("scripts/tools", "*.lua"))
   end)
 
   it("never requires a development module by name", function()
