@@ -255,7 +255,8 @@ end
 -- pipe of ours and SIGKILLs the app if this process dies, so it never
 -- outlives the specs. A subshell waits for the app and leaves its exit
 -- status in `dir`/app.rc. Returns { pid, rfd, wfd } for stop_app.
-function M.start_app(dir, cfg, wrap)
+-- `cmd`, shell text, replaces `fotahost app` (the checkout's fotahost).
+function M.start_app(dir, cfg, wrap, cmd)
   local rfd, wfd = assert(sys.pipe())
   local log, pidf, rcf = dir .. "/app.log", dir .. "/app.pid", dir .. "/app.rc"
   os.remove(pidf)
@@ -264,7 +265,7 @@ function M.start_app(dir, cfg, wrap)
     .. "echo $app >%s.tmp && mv %s.tmp %s; "
     .. "(cat >/dev/null; kill -KILL $app 2>/dev/null) </proc/%d/fd/%d >/dev/null 2>&1 & "
     .. "wait $app; echo $? >%s.tmp && mv %s.tmp %s ) >/dev/null 2>&1 &")
-    :format(wrap or "", shell_quote(cfg), shell_quote(M.bin), "app",
+    :format(wrap or "", shell_quote(cfg), cmd or shell_quote(M.bin), cmd and "" or "app",
       shell_quote(log), shell_quote(pidf), shell_quote(pidf), shell_quote(pidf), sys.getpid(), rfd,
       shell_quote(rcf), shell_quote(rcf), shell_quote(rcf)))
   local deadline = sched.now() + 10
