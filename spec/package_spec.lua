@@ -138,8 +138,7 @@ local function sha256(path) return must("sha256sum " .. h.q(path)):match("^%x+")
 -- root/ as make board lays it out (the product installed with PREFIX=/usr,
 -- with musl, libcurl, mbedTLS and the docs the package must leave out),
 -- and dev-root/ as make install-dev does: the checkout's own scripts,
--- placeholders for the ELF files. Owned by another user where the spec
--- runs as root, so the packages' 0:0 is the packer's doing.
+-- placeholders for the ELF files.
 local function stand_in(dir)
   local root, dev = dir .. "/root", dir .. "/dev-root"
   local function put(path, mode, text)
@@ -163,13 +162,21 @@ local function stand_in(dir)
   put(dev .. "/usr/lib/fotahost/plugins/fotahost/avrsim.so", "0755")
   put(dev .. "/usr/lib/fotahost/plugins/fotahost/gpio_sim.so", "0755")
   scripts("dev/scripts", dev)
-  if must("id -u"):match("^0\n") then must(("chown -R 1234:1234 %s %s"):format(h.q(root), h.q(dev))) end
   return root, dev
 end
 
+-- Runs dist/board-package. Natively as root, it runs as another user, so
+-- the files it lays out are not root's and the packages' 0:0 is the
+-- packer's doing, as for a packager who is not root.
 local function board_package(root, dev, out, epoch, umask)
-  must(("umask %s && cd %s && SOURCE_DATE_EPOCH=%d sh dist/board-package %s %s %s %s"):format(
-    umask or "022", h.q(h.top), epoch, h.q(root), h.q(dev), arch, h.q(out)))
+  local as = ""
+  must("mkdir -p " .. h.q(out))
+  if not board_root and must("id -u"):match("^0\n") then
+    must(("chmod 0755 %s && chown 1234:1234 %s"):format(h.q(out:match("^(.*)/")), h.q(out)))
+    as = "setpriv --reuid=1234 --regid=1234 --clear-groups "
+  end
+  must(("umask %s && cd %s && SOURCE_DATE_EPOCH=%d %ssh dist/board-package %s %s %s %s"):format(
+    umask or "022", h.q(h.top), epoch, as, h.q(root), h.q(dev), arch, h.q(out)))
 end
 
 ---------------------------------------------------------------- the checks
