@@ -15,12 +15,7 @@ local FEED = h.top .. "/dist/openwrt/fotahost"
 local board_root = os.getenv("FOTAHOST_BOARD_ROOT")
 local arch = os.getenv("FOTAHOST_BOARD_ARCH") or "mipsel_24kc"
 
-local function sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1"))
-  local out = p:read("a")
-  local _, _, code = p:close()
-  return out, code
-end
+local sh = h.sh
 
 local function must(cmd)
   local out, code = sh(cmd)
