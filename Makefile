@@ -27,7 +27,11 @@
 #   make board           fotahost for the board (MIPS32r2 soft-float, musl) from
 #                        the recipes in vendor/, laid out in build/board/ARCH/root
 #                        (BOARD_ARCH=x86_64: the same stack for this machine)
+#   make board-package   the board's OpenWrt packages from make board:
+#                        build/board/fotahost{,-dev}_VERSION-RELEASE_ARCH.ipk
 #   make board-test      the suite against the board build under qemu-mipsel
+#   make dist            the release tarball build/fotahost-VERSION.tar.gz (git archive
+#                        of HEAD), the source the OpenWrt feed package builds from
 
 VERSION    := 0.1.0
 
@@ -409,8 +413,34 @@ board:
 # root/ with the development wing and the example plugin installed into it
 # (test-root/), as a developer's board would hold it; busted's Lua is Debian's, its C
 # modules the recipes'. FOTAHOST_BOARD_ROOT names root/ for the ABI spec.
-board-test: board all
+board-test: board-package all
 	@$(BOARD_MAKE) board-test-root board-suite
+
+# The board's packages for opkg (dist/board-package; the feed package,
+# dist/openwrt/fotahost/Makefile, names their files and release): fotahost
+# from root/, fotahost-dev from the development wing installed for the
+# board (dev-root/, stripped as root/ is). Every file's mtime is
+# SOURCE_DATE_EPOCH: the last commit's time, or in a release tarball (no
+# .git) the Makefile's, which git archive set to that same time.
+SOURCE_DATE_EPOCH ?= $(or $(shell git log -1 --format=%ct 2>/dev/null),$(shell stat -c %Y Makefile))
+BOARD_DEV_ROOT = $(abspath $(BOARD_DIR))/dev-root
+.PHONY: board-package board-dev-root dist
+board-package: board
+	@$(BOARD_MAKE) board-dev-root
+	@SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) sh dist/board-package $(abspath $(BOARD_DIR))/root \
+	    $(BOARD_DEV_ROOT) $(BOARD_ARCH) build/board
+
+board-dev-root:
+	@rm -rf $(BOARD_DEV_ROOT)
+	@$(MAKE) --no-print-directory install-dev DESTDIR=$(BOARD_DEV_ROOT) >/dev/null
+	@find $(BOARD_DEV_ROOT) -type f -name '*.so' -exec llvm-strip --strip-unneeded {} +
+
+# The release tarball: HEAD as git archive writes it (each file's mtime the
+# commit's, gzip -n), so a tag gives the same bytes, and PKG_HASH, every time.
+dist:
+	@mkdir -p build
+	@git archive --format=tar.gz --prefix=fotahost-$(VERSION)/ -o build/fotahost-$(VERSION).tar.gz HEAD
+	@echo "dist: build/fotahost-$(VERSION).tar.gz"
 
 # test-root/: root/ with the development wing and the example plugin (built
 # for the board) installed into it, and fotahost-qemu, which runs its
@@ -432,6 +462,7 @@ board-suite:
 	    FOTAHOST_PEER_BIN=$(CURDIR)/build/fotahost \
 	    FOTAHOST_BOARD_ROOT=$(BOARD_ROOT) FOTAHOST_BOARD_ARCH=$(BOARD_ARCH) \
 	    FOTAHOST_BOARD_TEST_ROOT=$(BOARD_TEST_ROOT) FOTAHOST_BOARD_QEMU='$(BOARD_QEMU)' \
+	    FOTAHOST_BOARD_DEV_ROOT=$(BOARD_DEV_ROOT) \
 	    FOTAHOST_PATH='$(CURDIR)/tests/board/?.lua;;' \
 	    FOTAHOST_CPATH='$(abspath $(BOARD_DIR))/sysroot/usr/lib/lua/5.4/?.so;;' \
 	    sh tests/run

@@ -20,12 +20,7 @@ local ABI = {
   },
 }
 
-local function sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1"))
-  local out = p:read("a")
-  local _, _, code = p:close()
-  return out, code
-end
+local sh = h.sh
 
 local function elves()
   local list = {}

@@ -370,6 +370,14 @@ function M.find(dir, pattern)
   return t
 end
 
+--- Runs a shell command: its output (stdout and stderr) and exit status.
+function M.sh(cmd)
+  local p = assert(io.popen(cmd .. " 2>&1"))
+  local out = p:read("a")
+  local _, _, code = p:close()
+  return out, code
+end
+
 -- How long fn() took (sched's monotonic clock), then what it returned.
 function M.elapsed(fn)
   local t0 = sched.now()

@@ -13,9 +13,10 @@ describe("vendor/build-deps", function()
       "sha256   = " .. sum, "build:", 'echo built > "$SYSROOT/demo.txt"', "" }, "\n"))
   end
 
-  local function build_deps()
+  local function build_deps(extra)
     local env = { VENDOR_DIR = dir .. "/vendor", BOARD_BUILD_DIR = dir .. "/board", RECIPES = "demo",
                   DEBIAN_MIRROR = "file://" .. dir .. "/mirror" }
+    for k, v in pairs(extra or {}) do env[k] = v end
     local parts = {}
     for k, v in pairs(env) do parts[#parts + 1] = k .. "=" .. h.q(v) end
     local _, _, code = os.execute(("env %s sh %s/vendor/build-deps x86_64 > %s/out 2> %s/err"):format(
@@ -57,5 +58,24 @@ describe("vendor/build-deps", function()
     assert.are.equal(0, r.status, r.err)
     assert.is_nil(r.out:match("building"))
     assert.is_nil(h.read(dir .. "/board/x86_64/sysroot/demo.txt"))
+  end)
+
+  -- As the OpenWrt feed package runs it: the SDK's compiler and flags, the
+  -- tarballs where the SDK downloaded them; no clang wrapper of ours.
+  it("builds with an external toolchain, writing a config.mk that uses it", function()
+    recipe(sha)
+    os.execute(("mkdir -p %s/sdk-dl && mv %s %s/sdk-dl/"):format(h.q(dir), h.q(tarball), h.q(dir)))
+    local r = build_deps({ BOARD_CC = "cc", BOARD_TRIPLE = "x86_64-linux-gnu", BOARD_CFLAGS = "-Os -pipe",
+      BOARD_CPPFLAGS = "-I/sdk/usr/include", BOARD_LDFLAGS = "-L/sdk/usr/lib", BOARD_DL_DIR = dir .. "/sdk-dl",
+      PKG_CONFIG = "/sdk/bin/pkg-config" })
+    assert.are.equal(0, r.status, r.err)
+    assert.are.equal("built\n", h.read(dir .. "/board/x86_64/sysroot/demo.txt"))
+    local mk = h.read(dir .. "/board/x86_64/config.mk")
+    assert.matches("\noverride CC +:= cc\n", mk)
+    assert.matches("\noverride PKG_CONFIG +:= /sdk/bin/pkg%-config\n", mk)
+    assert.matches("\noverride CFLAGS +:= %-Os %-pipe %-I/sdk/usr/include\n", mk)
+    assert.matches("\noverride LDFLAGS +:= %-L/sdk/usr/lib\n", mk)
+    assert.matches("\noverride GPIOD_LIBS +:= [^\n]*/x86_64/sysroot/usr/lib/libgpiod%.a\n", mk)
+    assert.is_nil(h.read(dir .. "/board/x86_64/bin/cc"))
   end)
 end)
