@@ -146,7 +146,8 @@ describe("the procd.sh stand-in", function()
   it("keeps each argument one argv element, escaped for JSON", function()
     local root = openwrt.root()
     h.write(root.dir .. "/etc/init.d/fotahost", "#!/bin/sh /etc/rc.common\nUSE_PROCD=1\nstart_service() {\n"
-      .. "\tprocd_open_instance\n\tprocd_set_param command /bin/x 'a b' 'q\"uote' 'back\\slash' \"$(printf 'tab\\tx')\"\n"
+      .. "\tprocd_open_instance\n"
+      .. "\tprocd_set_param command /bin/x 'a b' 'q\"uote' 'back\\slash' \"$(printf 'tab\\tx')\"\n"
       .. "\tprocd_append_param command last\n\tprocd_set_param env A=1 'B=two words'\n"
       .. "\tprocd_set_param respawn\n\tprocd_close_instance\n}\n")
     local r = root:service("start", "busybox sh")

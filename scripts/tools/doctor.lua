@@ -433,6 +433,11 @@ end
 local TRUTH = { ["1"] = true, on = true, yes = true, ["true"] = true, enabled = true,
   ["0"] = false, off = false, no = false, ["false"] = false, disabled = false }
 
+-- A number of procd's answer as it says it (JSON numbers decode as floats).
+local function num(v)
+  return tostring(math.tointeger(v) or v)
+end
+
 -- The init script's line and whether it is linked to start at boot.
 local function check_initscript()
   local text = table.concat(lines_of(INIT), "\n")
@@ -485,10 +490,10 @@ local function check_running()
     local inst = instances[names[1]]
     if inst.running == true then
       ok("running", "procd runs %s%s", table.concat(type(inst.command) == "table" and inst.command or {}, " "),
-        inst.pid and (" (pid " .. tostring(inst.pid) .. ")") or "")
+        inst.pid and (" (pid " .. num(inst.pid) .. ")") or "")
     else
       fail("running", ("procd's instance %s is not running (exit code %s; after a crash loop procd stops "
-        .. "respawning)"):format(names[1], tostring(inst.exit_code)),
+        .. "respawning)"):format(names[1], num(inst.exit_code)),
         "logread -e fotahost (why it exits), then " .. INIT .. " restart")
     end
     return inst
@@ -502,9 +507,8 @@ local function check_respawn(inst)
     return fail("respawn", "procd will not restart the app after a crash",
       "reinstall " .. INIT .. " (it sets respawn): opkg install --force-reinstall fotahost")
   end
-  ok("respawn", "a crash is restarted after %s s; an exit within %s s counts as one; %s", tostring(r.timeout),
-    tostring(r.threshold), r.retry == 0 and "retried forever"
-    or ("procd gives up after " .. tostring(r.retry) .. " in a row"))
+  ok("respawn", "a crash is restarted after %s s; an exit within %s s counts as one; %s", num(r.timeout),
+    num(r.threshold), r.retry == 0 and "retried forever" or ("procd gives up after " .. num(r.retry) .. " in a row"))
 end
 
 if openwrt then
