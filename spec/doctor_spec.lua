@@ -274,6 +274,8 @@ describe("fotahost doctor", function()
 
     it("says FAIL with the fix for each service item as the package leaves it (not enabled, enabled off)", function()
       local path = config()
+      -- a path beside state_dir, not above it, does not keep it
+      h.write(root.dir .. "/etc/sysupgrade.conf", "# kept\n" .. dir .. "/stat\n")
       local r = doctor_on(path)
       assert.are.equal(1, r.status)
       assert.are.same({ "FAIL state dir", "FAIL service", "FAIL enabled", "FAIL running", "SKIP respawn" },
