@@ -245,6 +245,114 @@ describe("fotahost doctor", function()
       .. "space there, or move state_dir$", line)
   end)
 
+  -- On OpenWrt (its release file exists): the service checks, against a
+  -- scratch root (spec/support/openwrt.lua) where the package's init script
+  -- is run through rc.common and procd.sh, and procd answers through ubus.
+  describe("on OpenWrt", function()
+    local openwrt = require "support.openwrt"
+    local root
+    before_each(function()
+      root = openwrt.root()
+      h.write(root.dir .. "/etc/openwrt_release", "DISTRIB_ID='OpenWrt'\n")
+      os.execute("mkdir -p " .. h.q(root.dir .. "/lib/upgrade/keep.d"))
+      h.write(root.dir .. "/lib/upgrade/keep.d/fotahost", h.read(openwrt.FILES .. "/fotahost.keep"))
+    end)
+    after_each(function() root:remove() end)
+
+    local function doctor_on(path)
+      local env = root:env()
+      env.FOTAHOST_SYSROOT = root.dir
+      env.FOTAHOST_OPENWRT_RELEASE = root.dir .. "/etc/openwrt_release"
+      env.PATH = openwrt.STANDINS .. ":" .. os.getenv("PATH")
+      return doctor(path, env)
+    end
+    local function last(r, k) return r.lines[#r.lines - k + 1] end
+    local SERVICE = "/etc/init.d/fotahost"
+
+    it("passes the service checks once installed, enabled (uci and init.d) and started", function()
+      local f = assert(io.open(root.dir .. "/lib/upgrade/keep.d/fotahost", "a"))
+      f:write(dir .. "/state/\n")
+      f:close()
+      root:set("enabled", "1")
+      assert.are.equal(0, root:service("enable").status)
+      assert.are.equal(0, root:service("start").status)
+      local r = doctor_on(config())
+      assert.are.equal(0, r.status, r.out)
+      assert.are.same({ "OK config", "OK api", "OK command server", "OK serial port", "OK gpio", "OK signature",
+        "OK state dir", "OK service", "OK enabled", "OK running", "OK respawn" }, tags(r))
+      assert.matches("^OK   state dir: " .. h.literal(dir) .. "/state %(not made yet%): %w+ %(kept at power%-off, "
+        .. "kept across sysupgrade by /lib/upgrade/keep%.d/fotahost%), %d+ KiB free$", r.lines[7])
+      assert.are.equal("OK   service: " .. SERVICE .. ", started at boot (/etc/rc.d/S95fotahost)", last(r, 4))
+      assert.are.equal("OK   enabled: fotahost.main.enabled is on", last(r, 3))
+      assert.are.equal("OK   running: procd runs /usr/bin/fotahost app", last(r, 2))
+      assert.are.equal("OK   respawn: a crash is restarted after 10 s; an exit within 300 s counts as one; procd "
+        .. "gives up after 5 in a row", last(r, 1))
+    end)
+
+    it("keeps OpenWrt's default state_dir across sysupgrade by the package's keep.d list", function()
+      local r = doctor_on(config({ state_dir = "nil" }))
+      assert.matches("^OK   state dir: /etc/fotahost/state %(not made yet%): %S+ %(.*, kept across sysupgrade by "
+        .. "/lib/upgrade/keep%.d/fotahost%), %d+ KiB free$", r.lines[7])
+    end)
+
+    it("says FAIL with the fix for each service item as the package leaves it (not enabled, enabled off)", function()
+      local path = config()
+      -- a path beside state_dir, not above it, does not keep it
+      h.write(root.dir .. "/etc/sysupgrade.conf", "# kept\n" .. dir .. "/stat\n")
+      local r = doctor_on(path)
+      assert.are.equal(1, r.status)
+      assert.are.same({ "FAIL state dir", "FAIL service", "FAIL enabled", "FAIL running", "SKIP respawn" },
+        { table.unpack(tags(r), 7) })
+      assert.are.equal(("FAIL state dir: %s/state (not made yet): %s (kept at power-off): lost at a sysupgrade (not "
+        .. "in /lib/upgrade/keep.d/fotahost nor /etc/sysupgrade.conf) - echo %s/state >> /etc/sysupgrade.conf (or "
+        .. "set state_dir in %s to /etc/fotahost/state)"):format(dir, r.lines[7]:match(": (%w+) %(kept"), dir, path),
+        r.lines[7])
+      assert.are.equal("FAIL service: " .. SERVICE .. " is not started at boot (no /etc/rc.d/S95fotahost) - "
+        .. SERVICE .. " enable", last(r, 4))
+      assert.are.equal("FAIL enabled: fotahost.main.enabled is '0': the service starts nothing - uci set "
+        .. "fotahost.main.enabled=1; uci commit fotahost; " .. SERVICE .. " start", last(r, 3))
+      assert.are.equal("FAIL running: procd knows no fotahost service (not started, or stopped) - " .. SERVICE
+        .. " start; logread -e fotahost", last(r, 2))
+      assert.are.equal("SKIP respawn: not checked: procd has no instance of fotahost", last(r, 1))
+
+      -- started while enabled is off: procd has the service, with no instance
+      root:service("enable")
+      root:service("start")
+      r = doctor_on(path)
+      assert.are.same({ "OK service", "FAIL enabled", "FAIL running", "SKIP respawn" }, { table.unpack(tags(r), 8) })
+      assert.are.equal("FAIL running: procd has the fotahost service but no instance of it (enabled off when it "
+        .. "started) - uci set fotahost.main.enabled=1; uci commit fotahost; " .. SERVICE .. " start", last(r, 2))
+
+      -- no init script at all
+      os.remove(root.dir .. SERVICE)
+      r = doctor_on(path)
+      assert.are.equal("FAIL service: no " .. SERVICE .. " (the service is not installed) - reinstall the package: "
+        .. "opkg install --force-reinstall fotahost", last(r, 4))
+    end)
+
+    it("says FAIL when procd gave up on a crashing app, or would not restart it", function()
+      root:set("enabled", "1")
+      root:service("enable")
+      root:service("start")
+      -- procd's answer after a crash loop: the instance stays, not running
+      local state = root:procd()
+      local inst = state.fotahost.instances.instance1
+      inst.running, inst.exit_code = false, 1
+      root:procd(state)
+      local r = doctor_on(config())
+      assert.are.equal(1, r.status)
+      assert.are.equal("FAIL running: procd's instance instance1 is not running (exit code 1; after a crash loop "
+        .. "procd stops respawning) - logread -e fotahost (why it exits), then " .. SERVICE .. " restart", last(r, 2))
+      -- an init script without respawn: procd reports none
+      inst.running, inst.exit_code, inst.respawn = true, nil, nil
+      root:procd(state)
+      r = doctor_on(config())
+      assert.are.equal("OK running", tags(r)[#r.lines - 1])
+      assert.are.equal("FAIL respawn: procd will not restart the app after a crash - reinstall " .. SERVICE
+        .. " (it sets respawn): opkg install --force-reinstall fotahost", last(r, 1))
+    end)
+  end)
+
   it("has --help, and refuses unknown arguments", function()
     local r = h.run({ "doctor", "--help" })
     assert.are.equal(0, r.status)

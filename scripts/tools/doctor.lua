@@ -8,8 +8,16 @@
 -- ping: connections.csv with the device key); the command server it names;
 -- the MCU's serial port; the GPIO lines of the ISP wiring; the MCU's
 -- signature over ISP; state_dir (its filesystem: a RAM disk loses the
--- journal in a power cut; its free space). Nothing is written to the MCU:
--- the signature check holds it in reset for a moment and releases it.
+-- journal in a power cut; its free space; on OpenWrt, kept across a
+-- sysupgrade). Nothing is written to the MCU: the signature check holds it
+-- in reset for a moment and releases it. On OpenWrt (its release file
+-- exists, fotahost.fota.config's OPENWRT_RELEASE) the procd service too:
+-- the init script and its boot link, the UCI option enabled, the instance
+-- procd runs (`ubus call service list`) and its respawn.
+--
+-- Tests: $FOTAHOST_SYSROOT is put before the system paths of the service
+-- checks (/etc/init.d, /etc/rc.d, /etc/config, /lib/upgrade/keep.d,
+-- /etc/sysupgrade.conf); `ubus` is the first in PATH.
 --
 -- The device key is never printed (it is registered with fotahost.log as a
 -- secret, and masked in every line this tool writes).
@@ -26,7 +34,10 @@ usage: fotahost doctor [--config PATH]
   -h, --help      this help
 Checks, in order: config, api (MCS reachable, device id and key accepted),
 command server, serial port, gpio, signature (the MCU answers over ISP),
-state dir (kept at power-off, room for an update).
+state dir (kept at power-off, room for an update; on OpenWrt kept across
+sysupgrade), and on OpenWrt the service: service (/etc/init.d/fotahost,
+started at boot), enabled (fotahost.main.enabled), running (procd's
+instance), respawn.
 Prints one line per check, "OK", "FAIL ... - fix" or "SKIP"; exit status 0
 only when every check passed.
 ]]
@@ -321,6 +332,35 @@ end
 
 ---------------------------------------------------------------- 7. state dir
 
+-- OpenWrt's system files, under $FOTAHOST_SYSROOT in tests.
+local openwrt = io.open(cfgmod.OPENWRT_RELEASE, "r")
+if openwrt then openwrt:close() end
+local SYSROOT = os.getenv("FOTAHOST_SYSROOT") or ""
+local INIT = "/etc/init.d/fotahost"
+local KEEP_D = "/lib/upgrade/keep.d/fotahost"
+local SYSUPGRADE_CONF = "/etc/sysupgrade.conf"
+
+local function lines_of(p)
+  local t = {}
+  local f = io.open(SYSROOT .. p, "r")
+  if not f then return t end
+  for l in f:lines() do t[#t + 1] = l end
+  f:close()
+  return t
+end
+
+-- The list that keeps `dir` across a sysupgrade (a line naming it or a
+-- directory above it), or nil.
+local function kept_across_sysupgrade(dir)
+  dir = dir:gsub("/+$", "")
+  for _, list in ipairs({ KEEP_D, SYSUPGRADE_CONF }) do
+    for _, l in ipairs(lines_of(list)) do
+      l = l:gsub("^%s+", ""):gsub("%s+$", ""):gsub("/+$", "")
+      if l ~= "" and l:sub(1, 1) ~= "#" and (dir == l or dir:sub(1, #l + 1) == l .. "/") then return list end
+    end
+  end
+end
+
 -- The filesystem state_dir is on (or will be: the app makes it at start,
 -- so the nearest directory above it that exists): a RAM disk loses the
 -- journal and the last-known-good image in a power cut, and an update
@@ -353,14 +393,136 @@ local function state_dir_check()
     return fail("state dir", ("%s (%s), %d KiB free; an update of the whole application section needs %d KiB")
       :format(where, kind, st.free // 1024, (need + 1023) // 1024), "free space there, or move state_dir")
   end
+  local kept = ""
+  if openwrt then
+    local list = kept_across_sysupgrade(dir)
+    if not list then
+      return fail("state dir", ("%s (%s): lost at a sysupgrade (not in %s nor %s)")
+        :format(where, kind, KEEP_D, SYSUPGRADE_CONF),
+        ("echo %s >> %s (or set state_dir in %s to /etc/fotahost/state)"):format(dir, SYSUPGRADE_CONF, path))
+    end
+    kept = ", kept across sysupgrade by " .. list
+  end
   results.state = true
-  ok("state dir", "%s (%s), %d KiB free", where, kind, st.free // 1024)
+  ok("state dir", "%s (%s%s), %d KiB free", where, kind, kept, st.free // 1024)
 end
 
 if not results.config then
   skip("state dir", "the config is not valid")
 else
   state_dir_check()
+end
+
+---------------------------------------------------------------- 8. the service (OpenWrt)
+
+local sys = require "fotahost.sys"
+
+-- A UCI word without its quotes ('x', "x" or bare).
+local function unquote(w)
+  return w:match("^'(.*)'$") or w:match('^"(.*)"$') or w
+end
+
+-- OPTION of section `main` in the UCI file /etc/config/fotahost (the
+-- last value given), or nil.
+local function uci_main_option(option)
+  local section, value
+  for _, l in ipairs(lines_of("/etc/config/fotahost")) do
+    local kind, k, v = l:match("^%s*(%a+)%s+(%S+)%s*(.-)%s*$")
+    if kind == "config" then
+      section = v ~= "" and unquote(v) or nil
+    elseif kind == "option" and section == "main" and k == option then
+      value = unquote(v)
+    end
+  end
+  return value
+end
+
+-- UCI's words for true and false
+local TRUTH = { ["1"] = true, on = true, yes = true, ["true"] = true, enabled = true,
+  ["0"] = false, off = false, no = false, ["false"] = false, disabled = false }
+
+-- A number of procd's answer as it says it (JSON numbers decode as floats).
+local function num(v)
+  return tostring(math.tointeger(v) or v)
+end
+
+-- The init script's line and whether it is linked to start at boot.
+local function check_initscript()
+  local text = table.concat(lines_of(INIT), "\n")
+  if text == "" then
+    return fail("service", "no " .. INIT .. " (the service is not installed)",
+      "reinstall the package: opkg install --force-reinstall fotahost")
+  end
+  -- rc.common's `enabled`: the link S<START>fotahost
+  local start = text:match("\nSTART=(%d+)")
+  local link = "/etc/rc.d/S" .. (start or "??") .. "fotahost"
+  if not (start and sys.lstat(SYSROOT .. link)) then
+    return fail("service", ("%s is not started at boot (no %s)"):format(INIT, link), INIT .. " enable")
+  end
+  ok("service", "%s, started at boot (%s)", INIT, link)
+end
+
+local function check_enabled_option()
+  local v = uci_main_option("enabled")
+  if TRUTH[v or "0"] then return ok("enabled", "fotahost.main.enabled is on") end
+  fail("enabled", ("fotahost.main.enabled is %s: the service starts nothing")
+    :format(v and ("'" .. v .. "'") or "not set"),
+    "uci set fotahost.main.enabled=1; uci commit fotahost; " .. INIT .. " start")
+end
+
+-- procd's answer to `ubus call service list` for fotahost: its
+-- instances (a table, maybe empty), or nil and why.
+local function procd_instances()
+  local p = io.popen("ubus call service list '{\"name\":\"fotahost\"}' 2>&1")
+  local out = p:read("a")
+  local okc, _, code = p:close()
+  if not okc then return nil, ("ubus call service list failed (status %s): %s"):format(code, out:gsub("%s+$", "")) end
+  if out:match("^%s*$") then return nil, "procd knows no fotahost service (not started, or stopped)" end
+  local v = require("cjson.safe").decode(out)
+  if type(v) ~= "table" then return nil, "ubus answered what is not JSON: " .. out:sub(1, 60) end
+  if type(v.fotahost) ~= "table" then return nil, "procd knows no fotahost service (not started, or stopped)" end
+  return type(v.fotahost.instances) == "table" and v.fotahost.instances or {}
+end
+
+local function check_running()
+  local instances, why = procd_instances()
+  local names = {}
+  for name in pairs(instances or {}) do names[#names + 1] = name end
+  table.sort(names)
+  if not instances then
+    fail("running", why, INIT .. " start; logread -e fotahost")
+  elseif #names == 0 then
+    fail("running", "procd has the fotahost service but no instance of it (enabled off when it started)",
+      "uci set fotahost.main.enabled=1; uci commit fotahost; " .. INIT .. " start")
+  else
+    local inst = instances[names[1]]
+    if inst.running == true then
+      ok("running", "procd runs %s%s", table.concat(type(inst.command) == "table" and inst.command or {}, " "),
+        inst.pid and (" (pid " .. num(inst.pid) .. ")") or "")
+    else
+      fail("running", ("procd's instance %s is not running (exit code %s; after a crash loop procd stops "
+        .. "respawning)"):format(names[1], num(inst.exit_code)),
+        "logread -e fotahost (why it exits), then " .. INIT .. " restart")
+    end
+    return inst
+  end
+end
+
+local function check_respawn(inst)
+  if not inst then return skip("respawn", "procd has no instance of fotahost") end
+  local r = inst.respawn
+  if type(r) ~= "table" then
+    return fail("respawn", "procd will not restart the app after a crash",
+      "reinstall " .. INIT .. " (it sets respawn): opkg install --force-reinstall fotahost")
+  end
+  ok("respawn", "a crash is restarted after %s s; an exit within %s s counts as one; %s", num(r.timeout),
+    num(r.threshold), r.retry == 0 and "retried forever" or ("procd gives up after " .. num(r.retry) .. " in a row"))
+end
+
+if openwrt then
+  check_initscript()
+  check_enabled_option()
+  check_respawn(check_running())
 end
 
 os.exit(failed and 1 or 0)
