@@ -417,29 +417,15 @@ end
 
 local sys = require "fotahost.sys"
 
--- A UCI word without its quotes ('x', "x" or bare).
-local function unquote(w)
-  return w:match("^'(.*)'$") or w:match('^"(.*)"$') or w
-end
-
--- OPTION of section `main` in the UCI file /etc/config/fotahost (the
--- last value given), or nil.
+-- OPTION of section `main` in the UCI file /etc/config/fotahost, read as
+-- the init script's config_load reads it, or nil.
 local function uci_main_option(option)
-  local section, value
-  for _, l in ipairs(lines_of("/etc/config/fotahost")) do
-    local kind, k, v = l:match("^%s*(%a+)%s+(%S+)%s*(.-)%s*$")
-    if kind == "config" then
-      section = v ~= "" and unquote(v) or nil
-    elseif kind == "option" and section == "main" and k == option then
-      value = unquote(v)
-    end
+  for _, s in ipairs(require("fotahost.uci").read(SYSROOT .. "/etc/config/fotahost") or {}) do
+    if s.name == "main" then return s.options[option] end
   end
-  return value
 end
 
--- UCI's words for true and false
-local TRUTH = { ["1"] = true, on = true, yes = true, ["true"] = true, enabled = true,
-  ["0"] = false, off = false, no = false, ["false"] = false, disabled = false }
+local TRUTH = require("fotahost.fota.uci_config").BOOL
 
 -- A number of procd's answer as it says it (JSON numbers decode as floats).
 local function num(v)
@@ -464,6 +450,7 @@ end
 
 local function check_enabled_option()
   local v = uci_main_option("enabled")
+  if type(v) == "table" then v = table.concat(v, " ") end -- a list, written by mistake
   if TRUTH[v or "0"] then return ok("enabled", "fotahost.main.enabled is on") end
   fail("enabled", ("fotahost.main.enabled is %s: the service starts nothing")
     :format(v and ("'" .. v .. "'") or "not set"),

@@ -12,9 +12,10 @@ local log = require("fotahost.log").get("config")
 
 local M = {}
 
--- The words OpenWrt takes for a boolean (uci_get_bool, procd's config_get_bool).
-local BOOL = { ["1"] = true, yes = true, on = true, ["true"] = true, enabled = true,
+--- The words OpenWrt takes for a boolean (uci_get_bool, procd's config_get_bool).
+M.BOOL = { ["1"] = true, yes = true, on = true, ["true"] = true, enabled = true,
   ["0"] = false, no = false, off = false, ["false"] = false, disabled = false }
+local BOOL = M.BOOL
 
 -- A string as the kind of value its key wants; the string itself when it
 -- cannot be read so (the check then refuses it, showing it as written).
