@@ -312,7 +312,7 @@ describe("the OpenWrt packages (" .. arch .. ")", function()
     table.sort(keep)
     assert.same({ "/etc/fotahost/config.lua", "/etc/fotahost/scripts/", "/etc/fotahost/state/" }, keep)
     local config = assert(h.read(pkgs.fotahost.dir .. "/data/etc/config/fotahost"))
-    assert.equal("/etc/fotahost/state", config:match("option state_dir '([^']+)'"))
+    assert.equal("/etc/fotahost/state", config:match("\n\t# option state_dir '([^']+)'"))
   end)
 
   it("are the same bytes when built again, whatever the files' times and the umask", function()

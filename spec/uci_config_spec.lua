@@ -81,6 +81,44 @@ describe("the UCI configuration", function()
     end
   end)
 
+  -- The shipped file sets only `enabled`: any other option in it would win
+  -- over a Lua file's value at opkg install, silently (lock bits written
+  -- where the user said none, the journal orphaned by a new state_dir).
+  it("as shipped, sets nothing but enabled: a Lua file's keys stay as it says, no warning", function()
+    local uci_path = h.write(dir .. "/fotahost", DEFAULT)
+    local lua_path = h.write(dir .. "/config.lua", [[
+return { device_id = "Dev1", device_key = "Key12345", api = "http://127.0.0.1:9", backend = "sysfs",
+         lock = false, state_dir = "/srv/fota", status_channel = "st", board = "arduino-yun" }
+]])
+    local script = [[
+local c = assert(require("fotahost.fota.config").load())
+print(c.api, c.backend, c.lock, c.state_dir, c.status_channel, c.board)
+]]
+    local r = h.run({ "-e", script }, { env = { FOTAHOST_UCI_CONFIG = uci_path, FOTAHOST_CONFIG = lua_path,
+      FOTAHOST_LOG = "stderr" } })
+    assert.are.equal(0, r.status, r.err)
+    assert.are.equal("http://127.0.0.1:9\tsysfs\tfalse\t/srv/fota\tst\tarduino-yun\n", r.out)
+    assert.are.equal("", r.err)
+  end)
+
+  it("shows the loader's defaults, commented out, in the file it ships", function()
+    -- the commented options, uncommented, give what no option gives
+    local text, n = DEFAULT:gsub("\n\t# (option [^\n]*)", "\n\t%1")
+    assert.is_true(n >= 6, DEFAULT)
+    local path = h.write(dir .. "/fotahost", text .. "\toption device_id 'Dev1'\n\toption device_key 'Key12345'\n")
+    local release = h.write(dir .. "/openwrt_release", "DISTRIB_ID='OpenWrt'\n")
+    local saved = config.OPENWRT_RELEASE
+    config.OPENWRT_RELEASE = release -- state_dir's default on OpenWrt
+    local c = assert(load(path))
+    local state_default = config.default_state_dir()
+    config.OPENWRT_RELEASE = saved
+    for key in DEFAULT:gmatch("\n\t# option ([%w_]+) ") do
+      local default = key == "state_dir" and state_default or config.SPEC[key][3]
+      assert.is_not_nil(default, key .. " has no default to show")
+      assert.are.equal(default, c[key], key)
+    end
+  end)
+
   it("takes a change at `uci commit`, not before", function()
     local path = configured(with("heartbeat=30"))
     local r = h.run({ UCI, "-c", dir, "-t", dir .. "/.uci", "set", "fotahost.main.heartbeat=40" })

@@ -6,6 +6,7 @@ local UCI_CONFIG = "scripts/fotahost/fota/uci_config.lua"
 local CONFIG = "scripts/fotahost/fota/config.lua"
 local READER_SPEC = "spec/uci_spec.lua"
 local SPEC = "spec/uci_config_spec.lua"
+local SHIPPED = "dist/openwrt/fotahost/files/fotahost.config"
 
 return {
   { name = "uci-lua-wins", file = UCI_CONFIG,
@@ -42,4 +43,12 @@ return {
     to = "        if d == \"\" or d == '\"' then break end",
     specs = { READER_SPEC },
     why = "a value whose \" is never closed is taken as it is, the rest of the line with it" },
+  { name = "uci-shipped-sets-lock", file = SHIPPED,
+    from = "\t# option lock '0x0F'\n", to = "\toption lock '0x0F'\n",
+    specs = { SPEC }, filter = "as shipped",
+    why = "opkg install overrides the Lua file's lock = false: lock bits are written where the user said none" },
+  { name = "uci-shipped-default-drifts", file = SHIPPED,
+    from = "\t# option state_dir '/etc/fotahost/state'\n", to = "\t# option state_dir '/var/lib/fotahost'\n",
+    specs = { SPEC }, filter = "defaults, commented out",
+    why = "the shipped file shows a default the loader does not use: a user copies the wrong value" },
 }
