@@ -116,6 +116,15 @@ describe("fotahost doctor", function()
     assert.are.equal(0, r.status, r.out)
     assert.are.equal(("OK   config: %s (device %s, board sim, simulated chip %s)"):format(path, ID, chip), r.lines[1])
 
+    -- a fix names the uci commands for a key read from UCI, not a Lua file
+    assert.are.equal(0, h.run({ uci, "-c", confdir, "-t", confdir .. "/.uci", "set",
+      "fotahost.main.device_key=WrongKey1234" }).status)
+    assert.are.equal(0, h.run({ uci, "-c", confdir, "-t", confdir .. "/.uci", "commit", "fotahost" }).status)
+    r = doctor(nil, { FOTAHOST_UCI_CONFIG = path, FOTAHOST_CONFIG = "" })
+    assert.are.equal(1, r.status)
+    assert.are.equal(("FAIL api: 401: %s refused the device key of device %s - uci set fotahost.main.device_key=...; "
+      .. "uci commit fotahost (the key the cloud shows for device %s)"):format(cloud.url, ID, ID), r.lines[2])
+
     r = doctor(nil, { FOTAHOST_UCI_CONFIG = dir .. "/no-uci", FOTAHOST_CONFIG = "" })
     assert.are.equal(1, r.status)
     assert.are.equal(("FAIL config: no configuration: neither %s/no-uci (UCI: uci set fotahost.main.device_id=...; "
@@ -153,8 +162,8 @@ describe("fotahost doctor", function()
     local path = config({ device_key = "WrongKey1234" })
     local r = doctor(path)
     assert.are.equal(1, r.status)
-    assert.are.equal(("FAIL api: 401: %s refused the device key of device %s - set device_key in %s to the key "
-      .. "the cloud shows for device %s"):format(cloud.url, ID, path, ID), r.lines[2])
+    assert.are.equal(("FAIL api: 401: %s refused the device key of device %s - set device_key in %s (the key "
+      .. "the cloud shows for device %s)"):format(cloud.url, ID, path, ID), r.lines[2])
     assert.are.equal("SKIP command server: not checked: the api check failed", r.lines[3])
     assert.are.same({ "OK config", "FAIL api", "SKIP command server", "OK serial port", "OK gpio", "OK signature",
       "OK state dir" },
@@ -166,7 +175,7 @@ describe("fotahost doctor", function()
     local path = config({ device_id = "nobody" })
     local r = doctor(path)
     assert.are.equal(1, r.status)
-    assert.are.equal(("FAIL api: 404: %s does not know device nobody - check device_id in %s (and that api is "
+    assert.are.equal(("FAIL api: 404: %s does not know device nobody - check device_id: set device_id in %s (and that api is "
       .. "the cloud the device is registered with)"):format(cloud.url, path), r.lines[2])
   end)
 
@@ -179,7 +188,7 @@ describe("fotahost doctor", function()
     local r = doctor(path)
     assert.are.equal(1, r.status)
     assert.matches("^FAIL api: unreachable: " .. url:gsub("%p", "%%%0") .. ": .*[Cc]onnect.* %- check the network "
-      .. "and the api URL in " .. path:gsub("%p", "%%%0") .. " %(for the local cloud: is `fotahost cloud serve` "
+      .. "and the api URL: set api in " .. path:gsub("%p", "%%%0") .. " %(for the local cloud: is `fotahost cloud serve` "
       .. "running on that port%?%)$", r.lines[2])
     assert.are.same({ "OK config", "FAIL api", "SKIP command server", "OK serial port", "OK gpio", "OK signature",
       "OK state dir" },
@@ -232,7 +241,7 @@ describe("fotahost doctor", function()
     local line, status, path = check(1024, { volatile_state_ok = false })
     assert.are.equal(1, status)
     assert.are.equal("FAIL state dir: " .. state .. ": tmpfs, lost at power-off (a RAM disk): updates are refused - "
-      .. "set state_dir in " .. path .. " to a directory on persistent storage (on OpenWrt /etc/fotahost/state), "
+      .. "set state_dir in " .. path .. " (a directory on persistent storage: on OpenWrt /etc/fotahost/state), "
       .. "or volatile_state_ok = true if a RAM disk is meant", line)
     line, status = check(1024, {})
     assert.are.equal(0, status, line)
@@ -305,7 +314,7 @@ describe("fotahost doctor", function()
         { table.unpack(tags(r), 7) })
       assert.are.equal(("FAIL state dir: %s/state (not made yet): %s (kept at power-off): lost at a sysupgrade (not "
         .. "in /lib/upgrade/keep.d/fotahost nor /etc/sysupgrade.conf) - echo %s/state >> /etc/sysupgrade.conf (or "
-        .. "set state_dir in %s to /etc/fotahost/state)"):format(dir, r.lines[7]:match(": (%w+) %(kept"), dir, path),
+        .. "set state_dir = \"/etc/fotahost/state\" in %s)"):format(dir, r.lines[7]:match(": (%w+) %(kept"), dir, path),
         r.lines[7])
       assert.are.equal("FAIL service: " .. SERVICE .. " is not started at boot (no /etc/rc.d/S95fotahost) - "
         .. SERVICE .. " enable", last(r, 4))

@@ -94,9 +94,20 @@ end
 
 local path = opts.config or cfgmod.path()
 -- (opts.config, not path: the default Lua file may be absent when the UCI file is there)
-local config, found = cfgmod.load(opts.config)  -- the files read, or what is wrong
+local config, found, set_in = cfgmod.load(opts.config)  -- the files read, or what is wrong
 local from, cerr = config and found, not config and found
 local results = {}
+
+-- The fix that sets `key` (to `value`, else to what the user picks), said
+-- for the file the key was read from: uci's commands for the UCI file (or
+-- a key left to its default when UCI was the only file), else the Lua file.
+local function set_key(key, value)
+  local file = set_in and set_in[key] or (from == cfgmod.UCI_PATH and from) or path
+  if file == cfgmod.UCI_PATH then
+    return ("uci set fotahost.main.%s=%s; uci commit fotahost"):format(key, value and quote(value) or "...")
+  end
+  return value and ("set %s = %q in %s"):format(key, value, path) or ("set %s in %s"):format(key, path)
+end
 
 -- The board, and what its entry says: the ISP options, and for the virtual
 -- board the directory that stands for its chip and the dev module that
@@ -162,26 +173,26 @@ else
         .. "and that the api URL is the service's")
     elseif code == "timeout" or code == "connect" or code == "resolve" then
       fail("api", "unreachable: " .. base .. ": " .. err,
-        "check the network and the api URL in " .. path
+        "check the network and the api URL: " .. set_key("api")
         .. " (for the local cloud: is `fotahost cloud serve` running on that port?)")
     else
       fail("api", "request to " .. base .. " failed: " .. err,
-        "check the api URL in " .. path)
+        "check the api URL: " .. set_key("api"))
     end
   elseif res.status == 401 then
     fail("api", ("401: %s refused the device key of device %s"):format(base, config.device_id),
-      "set device_key in " .. path .. " to the key the cloud shows for device " .. config.device_id)
+      set_key("device_key") .. " (the key the cloud shows for device " .. config.device_id .. ")")
   elseif res.status == 404 then
     fail("api", ("404: %s does not know device %s"):format(base, config.device_id),
-      "check device_id in " .. path .. " (and that api is the cloud the device is registered with)")
+      "check device_id: " .. set_key("device_id") .. " (and that api is the cloud the device is registered with)")
   elseif res.status ~= 200 then
-    fail("api", ("HTTP %d from %s"):format(res.status, url), "check the api URL in " .. path)
+    fail("api", ("HTTP %d from %s"):format(res.status, url), "check the api URL: " .. set_key("api"))
   else
     local ip, port = res.body:match("^%s*([^,%s]+)%s*,%s*(%d+)%s*$")
     port = port and math.tointeger(tonumber(port))
     if not ip or not port or port < 1 or port > 65535 then
       fail("api", ("%s answered %q, not \"ip,port\""):format(url, res.body:sub(1, 60)),
-        "check the api URL in " .. path .. " (it must be an MCS service)")
+        "check the api URL: " .. set_key("api") .. " (it must be an MCS service)")
     else
       api_ip, api_port = ip, port
       results.api = true
@@ -234,13 +245,13 @@ else
       local fix
       if sim then fix = board_fix
       elseif err:find("No such file", 1, true) then
-        fix = "set serial_port in " .. path .. " (the 7688 Duo's MCU is on /dev/ttyS0)"
+        fix = set_key("serial_port") .. " (the 7688 Duo's MCU is on /dev/ttyS0)"
       elseif err:find("ermission denied", 1, true) then
         fix = "run as root, or give this user access to " .. port_path .. " (group dialout)"
       elseif err:find("busy", 1, true) then
         fix = "stop the program holding " .. port_path .. " (fuser " .. port_path .. " names it)"
       else
-        fix = "check serial_port in " .. path
+        fix = "check serial_port: " .. set_key("serial_port")
       end
       fail("serial port", err, fix)
     end
@@ -287,10 +298,10 @@ else
       fix = "run as root (GPIO access needs it on the board)"
     elseif backend == "gpiod" then
       fix = "check that /dev/" .. chip .. " exists (a kernel with the GPIO character device), "
-        .. "or set backend = \"sysfs\" in " .. path .. " (the factory 3.18 kernel)"
+        .. "or " .. set_key("backend", "sysfs") .. " (the factory 3.18 kernel)"
     elseif backend == "sysfs" then
       fix = "check /sys/class/gpio and that no other program exported these lines, "
-        .. "or set backend = \"gpiod\" in " .. path
+        .. "or " .. set_key("backend", "gpiod")
     else
       fix = "the mmio backend needs /dev/mem and an MT7688: run as root on the board"
     end
@@ -323,7 +334,7 @@ else
       fix = "check the simulated chip in " .. chip_dir .. " (its faults file, its fuses.txt)"
     else
       fix = "check the MCU's power and the ISP wiring; on the 7688 Duo run "
-        .. "`mt7688_pinmux set spi_s gpio` (or use backend = \"mmio\"); set part in " .. path
+        .. "`mt7688_pinmux set spi_s gpio` (or use backend = \"mmio\"); " .. set_key("part")
         .. " if the MCU is not the board's"
     end
     fail("signature", tostring(err), fix)
@@ -376,7 +387,7 @@ local function state_dir_check()
     st, volatile = fota.state_fs(probe)
     if probe == "/" then break end
   end
-  if not st then return fail("state dir", dir .. ": " .. tostring(volatile), "check state_dir in " .. path) end
+  if not st then return fail("state dir", dir .. ": " .. tostring(volatile), "check state_dir: " .. set_key("state_dir")) end
   local part = parts.get(config.part or board.part)
   local app = board.app_size or (part and part.flash_size) or 32768
   -- an image filling the application section, as HEX text (16 bytes a line)
@@ -385,7 +396,7 @@ local function state_dir_check()
   local where = ("%s%s: %s"):format(dir, probe ~= dir and " (not made yet)" or "", st.type)
   if volatile and not config.volatile_state_ok then
     return fail("state dir", where .. ", lost at power-off (a RAM disk): updates are refused",
-      "set state_dir in " .. path .. " to a directory on persistent storage (on OpenWrt /etc/fotahost/state), "
+      set_key("state_dir") .. " (a directory on persistent storage: on OpenWrt /etc/fotahost/state), "
       .. "or volatile_state_ok = true if a RAM disk is meant")
   end
   local kind = volatile and "lost at power-off, allowed by volatile_state_ok" or "kept at power-off"
@@ -399,7 +410,7 @@ local function state_dir_check()
     if not list then
       return fail("state dir", ("%s (%s): lost at a sysupgrade (not in %s nor %s)")
         :format(where, kind, KEEP_D, SYSUPGRADE_CONF),
-        ("echo %s >> %s (or set state_dir in %s to /etc/fotahost/state)"):format(dir, SYSUPGRADE_CONF, path))
+        ("echo %s >> %s (or %s)"):format(dir, SYSUPGRADE_CONF, set_key("state_dir", "/etc/fotahost/state")))
     end
     kept = ", kept across sysupgrade by " .. list
   end

@@ -256,8 +256,10 @@ end
 --- Reads the configuration: the UCI file M.UCI_PATH when there is one, and
 -- the Lua file at `path` (default M.path()), merged, UCI winning where both
 -- set a key; then checks it. A Lua file asked for by name (`path`, or
--- $FOTAHOST_CONFIG) must exist.
--- @return config, "the files read" | nil, "file: what is wrong"
+-- $FOTAHOST_CONFIG) must exist. `set_in` says where each key a file set
+-- came from: set_in[key] is M.UCI_PATH or the Lua file's path (a key of
+-- `http` set in UCI as "http.<key>"); a key left to its default is absent.
+-- @return config, "the files read", set_in | nil, "file: what is wrong"
 function M.load(path)
   local named = path ~= nil or (os.getenv("FOTAHOST_CONFIG") or "") ~= ""
   path = path or M.path()
@@ -271,7 +273,9 @@ function M.load(path)
     return nil, ("no configuration: neither %s (UCI: uci set fotahost.main.device_id=...; uci commit fotahost) "
       .. "nor %s (Lua: see examples/config.lua) is there"):format(M.UCI_PATH, path)
   end
-  local from = path
+  local from, set_in = path, {}
+  for k in pairs(t or {}) do set_in[k] = path end
+  for k in pairs(u and u.raw or {}) do set_in[k] = M.UCI_PATH end
   if u then
     origin = { path = M.UCI_PATH, raw = u.raw, only = t == nil }
     t = require("fotahost.fota.uci_config").merge(t or {}, u.values, M.UCI_PATH, path)
@@ -284,7 +288,7 @@ function M.load(path)
   if not c then return nil, err end
   -- from now on no log line shows the key, wherever it was read from
   require("fotahost.log").secret(c.device_key)
-  return c, from
+  return c, from, set_in
 end
 
 return M
