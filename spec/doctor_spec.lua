@@ -343,15 +343,18 @@ describe("fotahost doctor", function()
       root:set("enabled", "1")
       root:service("enable")
       root:service("start")
-      -- procd's answer after a crash loop: the instance stays, not running
+      -- procd's answer after a crash loop: the instance stays, not running,
+      -- and without respawn (procd clears it when it gives up)
       local state = root:procd()
       local inst = state.fotahost.instances.instance1
-      inst.running, inst.exit_code = false, 1
+      inst.running, inst.exit_code, inst.respawn = false, 1, nil
       root:procd(state)
       local r = doctor_on(config())
       assert.are.equal(1, r.status)
       assert.are.equal("FAIL running: procd's instance instance1 is not running (exit code 1; after a crash loop "
         .. "procd stops respawning) - logread -e fotahost (why it exits), then " .. SERVICE .. " restart", last(r, 2))
+      -- not a respawn to reinstall: the init script's is fine
+      assert.are.equal("SKIP respawn: not checked: procd gave up: see running", last(r, 1))
       -- an init script without respawn: procd reports none
       inst.running, inst.exit_code, inst.respawn = true, nil, nil
       root:procd(state)

@@ -508,6 +508,9 @@ end
 
 local function check_respawn(inst)
   if not inst then return skip("respawn", "procd has no instance of fotahost") end
+  -- procd clears respawn on an instance it gave up on (a crash loop), so
+  -- its absence there says nothing of the init script
+  if inst.running ~= true then return skip("respawn", "procd gave up: see running") end
   local r = inst.respawn
   if type(r) ~= "table" then
     return fail("respawn", "procd will not restart the app after a crash",
