@@ -192,6 +192,28 @@ return { device_id = "Dev1", device_key = "Key12345", board = "sim", sim_dir = "
     h.rmdir(dir)
   end)
 
+  -- Lua's own message quotes the text near the mistake: here the key, its
+  -- closing quote missing, said by app (before the log knows the key),
+  -- fota and doctor.
+  it("says where a syntax error is, never the text there (a device key)", function()
+    local dir = h.tmpdir()
+    local path = h.write(dir .. "/bad.lua", 'return { device_id = "Dev1", device_key = "TPJVsecret1234 }\n')
+    local want = path .. ":1: unfinished string"
+    local env = { FOTAHOST_UCI_CONFIG = "", FOTAHOST_LOG = "stderr" }
+    local r = h.run({ "app", "--config", path }, { shell_prefix = "timeout 20", env = env })
+    assert.are.equal(1, r.status)
+    assert.matches("^%S+ error +app: " .. h.literal(want) .. "\n$", r.err)
+    r = h.run({ "fota", "--config", path, "--url", "https://127.0.0.1:9/fw.hex" }, { env = env })
+    assert.are.equal(1, r.status)
+    assert.are.equal("fotahost fota: " .. want .. "\n", r.err)
+    r = h.run({ "doctor", "--config", path }, { env = env })
+    assert.are.equal(1, r.status)
+    assert.are.equal("FAIL config: " .. want .. " - edit " .. path .. " (keys and their meaning: "
+      .. "scripts/fotahost/fota/config.lua)", r.out:match("^[^\n]*"))
+    for _, out in ipairs({ r.out, r.err }) do assert.is_nil(out:find("secret", 1, true), out) end
+    h.rmdir(dir)
+  end)
+
   it("reads a file in an environment of its own, naming the file in its errors", function()
     local dir = h.tmpdir()
     local path = h.write(dir .. "/config.lua", [[

@@ -231,6 +231,17 @@ function M.path()
   return M.DEFAULT_PATH
 end
 
+-- Lua's syntax error, as "path:line: message" without its "near '<text>'":
+-- that text is the file's, a device key with its closing quote missing
+-- among it, and the error is logged before the key is known to the log.
+-- (The path is put back whole: Lua shortens a long one to "...tail".)
+local function syntax_error(path, err)
+  local line, msg = err:match(":(%d+): (.*)$")
+  if not line then return path .. ": cannot be read as Lua" end
+  local near = msg:find(" near ", 1, true)
+  return ("%s:%s: %s"):format(path, line, near and msg:sub(1, near - 1) or msg)
+end
+
 -- Reads the Lua file at `path`: its table (unchecked), nil when there is
 -- no such file, or nil and a message.
 local function read_lua(path)
@@ -242,7 +253,7 @@ local function read_lua(path)
   -- no globals, and what it returns is all that counts.
   local env = setmetatable({}, { __index = _G })
   local chunk, err = load(text, "@" .. path, "t", env)
-  if not chunk then return nil, err end
+  if not chunk then return nil, syntax_error(path, err) end
   local ok, t = pcall(chunk)
   if not ok then return nil, tostring(t) end
   if type(t) ~= "table" then return nil, select(2, M.check(t, path)) end
