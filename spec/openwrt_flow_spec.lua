@@ -125,7 +125,12 @@ describe("the OpenWrt flow (" .. arch .. ")", function()
       .. "FOTAHOST_PLUGINS_DIR=%s FOTAHOST_OPENWRT_RELEASE=%s "):format(q(root .. "/etc/config/fotahost"),
       q(root .. "/etc/fotahost/scripts"), q(root .. "/etc/fotahost/plugins"), q(root .. "/etc/openwrt_release"))
     local logdir = h.tmpdir()
-    app = h.start_app(logdir, "", env, table.concat(argv, " "))
+    -- a Lua file named by FOTAHOST_CONFIG must exist; an empty one in the
+    -- root, so the app never reads this machine's /etc/fotahost/config.lua
+    -- and its settings are all the uci commands'
+    must("mkdir -p " .. q(root .. "/etc/fotahost"))
+    local lua_config = h.write(root .. "/etc/fotahost/config.lua", "return {}\n")
+    app = h.start_app(logdir, lua_config, env, table.concat(argv, " "))
     local function device() return h.cloud_admin(cloud.url, "GET", "/devices/owrt1") end
     local function log() return h.read(logdir .. "/app.log") or "" end
     local ok, err = pcall(h.until_true, "the app to connect", WAIT, function()

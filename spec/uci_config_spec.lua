@@ -119,6 +119,11 @@ print(c.api, c.backend, c.lock, c.state_dir, c.status_channel, c.board)
     end
   end)
 
+  it("is read in the specs only where a spec names it (tests/run: none of this machine's)", function()
+    assert.are.equal("", os.getenv("FOTAHOST_UCI_CONFIG"))
+    assert.are.equal("", config.UCI_PATH)
+  end)
+
   it("takes a change at `uci commit`, not before", function()
     local path = configured(with("heartbeat=30"))
     local r = h.run({ UCI, "-c", dir, "-t", dir .. "/.uci", "set", "fotahost.main.heartbeat=40" })
