@@ -99,6 +99,12 @@ describe("fotahost.fota.config", function()
     assert.are.equal('cfg.lua: max_download must be the largest download accepted, in bytes (default: 6x the '
       .. 'flash size), got "1M"', refused({ max_download = "1M" }))
     assert.matches("^cfg%.lua: max_download must be .* got 0 %(a number%)$", refused({ max_download = 0 }))
+    -- infinity and NaN are numbers Lua compares, but bound nothing
+    assert.matches("^cfg%.lua: max_download must be .* got inf %(a number%)$", refused({ max_download = 1 / 0 }))
+    assert.matches("^cfg%.lua: http%.min_rate must be .* got %-?nan %(a number%)$",
+      refused({ http = { min_rate = 0 / 0 } }))
+    assert.matches("^cfg%.lua: http%.low_speed_time must be .* got inf %(a number%)$",
+      refused({ http = { low_speed_time = math.huge } }))
     assert.are.equal(1048576, assert(config.check(with({ max_download = 1048576 }))).max_download)
     assert.matches("^cfg%.lua: serial_baud must be .* got 57600%.5 %(a number%)$", refused({ serial_baud = 57600.5 }))
     assert.matches('^cfg%.lua: serial_baud must be .* got "fast"$', refused({ serial_baud = "fast" }))

@@ -164,6 +164,17 @@ print(c.api, c.backend, c.lock, c.state_dir, c.status_channel, c.board)
       { "http_timeout=0", 'fotahost.main.http_timeout must be the seconds a firmware download may take in all, '
         .. 'retries included, got "0"' },
       { "api=ftp://x", 'fotahost.main.api must be an http:// or https:// base URL, got "ftp://x"' },
+      -- numbers are decimal, with an optional fraction: what tonumber takes besides is refused
+      { "max_download=1e999", 'fotahost.main.max_download must be the largest download accepted, in bytes '
+        .. '(default: 6x the flash size), got "1e999"' },
+      { "heartbeat= 5", 'fotahost.main.heartbeat must be seconds between heartbeats, got " 5"' },
+      { "heartbeat=0x10", 'fotahost.main.heartbeat must be seconds between heartbeats, got "0x10"' },
+      { "http_min_rate=inf", 'fotahost.main.http_min_rate must be the lowest average rate a download may keep, '
+        .. 'in bytes/s (0: no check), got "inf"' },
+      { "lock=0x1000000000000000F", 'fotahost.main.lock must be the lock byte written after a flash (0..255, or '
+        .. '0x00..0xFF), or none, got "0x1000000000000000F"' },
+      { "lock=1000", 'fotahost.main.lock must be the lock byte written after a flash (0..255, or 0x00..0xFF), '
+        .. 'or none, got "1000"' },
       { "enabled=2", 'fotahost.main.enabled must be 1 or 0 (or yes/no, on/off, true/false), got "2"' },
       { "device_key=Key 12345", "fotahost.main.device_key must be the MCS device key (4 or more characters, no "
         .. "commas or spaces), got 9 characters (not shown)" },

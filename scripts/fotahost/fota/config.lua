@@ -64,13 +64,14 @@ local function is_id(v) return is_string(v) and not v:find("[,%c%s/?#]") end
 -- masking half of every line (fotahost.log refuses it); MCS keys are 16.
 local function is_key(v) return is_id(v) and #v >= 4 end
 local function is_url(v) return is_string(v) and v:match("^https?://[^%s]+$") ~= nil end
-local function is_pos(v) return type(v) == "number" and v > 0 end
+-- (a number, finite: 1/0 would pass `> 0`, and as a timeout or a size mean no bound)
+local function is_pos(v) return type(v) == "number" and v > 0 and v < math.huge end
 local function is_pos_int(v) return math.type(v) == "integer" and v > 0 end
 local function is_bool(v) return type(v) == "boolean" end
 local function is_fn(v) return type(v) == "function" end
 local function is_byte_or_false(v) return v == false or (math.type(v) == "integer" and v >= 0 and v <= 255) end
 local function is_table(v) return type(v) == "table" end
-local function is_nonneg(v) return type(v) == "number" and v >= 0 end
+local function is_nonneg(v) return type(v) == "number" and v >= 0 and v < math.huge end
 local function is_nonneg_int(v) return math.type(v) == "integer" and v >= 0 end
 
 --- The keys of `http`: passed as they are to every fotahost.http call the

@@ -19,12 +19,19 @@ local BOOL = M.BOOL
 
 -- A string as the kind of value its key wants; the string itself when it
 -- cannot be read so (the check then refuses it, showing it as written).
+-- Numbers are decimal digits with an optional fraction, as a user means
+-- them: tonumber would take ' 5', '0x10' and '1e999' (infinity); none of
+-- these keys is negative. A lock byte has at most 3 digits or 2 hex ones,
+-- so no longer number wraps around into a byte ('0x1000000000000000F').
 local READ = {
-  number = function(s) return tonumber(s) or s end,
+  number = function(s)
+    if s:match("^%d+$") or s:match("^%d+%.%d+$") then return tonumber(s) end
+    return s
+  end,
   bool = function(s) if BOOL[s] == nil then return s end return BOOL[s] end,
   lock = function(s)
     if s == "none" then return false end
-    if s:match("^%d+$") or s:match("^0[xX]%x+$") then return math.tointeger(tonumber(s)) or s end
+    if s:match("^%d%d?%d?$") or s:match("^0[xX]%x%x?$") then return math.tointeger(tonumber(s)) end
     return s
   end,
   string = function(s) return s end,
