@@ -16,7 +16,8 @@ describe("fotahost.uci", function()
       "  option single 'two words # not a comment'",
       '\toption double "a \\"quoted\\" \\\\ word"',
       "\toption joined 'it'\\''s'\"\"x",   -- uci's own way to write a quote
-      "\toption empty ''",
+      "\toption empty ''",                   -- sets nothing, as in libuci
+      "\toption bare",
       "\toption cut a#rest of the line is a comment",
       "\tlist servers 'a'",
       "\tlist servers b",
@@ -24,13 +25,16 @@ describe("fotahost.uci", function()
       "\toption n 1\r",                    -- a file from Windows
       "config fotahost 'main'",            -- named again: the same section
       "\toption plain changed",
+      "\toption plain ''",                   -- an empty value leaves the earlier one
+      "config wifi-device 'radio0'",       -- a type is any printable word
     }, "\n"), "f"))
-    assert.are.equal(2, #s)
+    assert.are.equal(3, #s)
     assert.are.same({ type = "fotahost", name = "main", options = {
       plain = "changed", single = "two words # not a comment", double = 'a "quoted" \\ word',
-      joined = "it's" .. "x", empty = "", cut = "a", servers = { "a", "b" } },
-      order = { "plain", "single", "double", "joined", "empty", "cut", "servers" } }, s[1])
+      joined = "it's" .. "x", cut = "a", servers = { "a", "b" } },
+      order = { "plain", "single", "double", "joined", "cut", "servers" } }, s[1])
     assert.are.same({ type = "thing", options = { n = "1" }, order = { "n" } }, s[2])
+    assert.are.same({ type = "wifi-device", name = "radio0", options = {}, order = {} }, s[3])
   end)
 
   it("turns an option into a list when a list of its name follows, as libuci does", function()
@@ -45,10 +49,13 @@ describe("fotahost.uci", function()
       { 'config a\n option x "a\\', 'f:2: unterminated "' },
       { "config a\n option x a\\", "f:2: backslash at the end of the line" },
       { "option x 1\n", "f:1: option before the first config section" },
-      { "config a\n option x\n", "f:2: option takes a name and a value" },
+      { "config a\n option\n", "f:2: option takes a name and a value" },
+      { "config a\n option x 1 2\n", "f:2: option takes a name and a value" },
+      { "config a\n list x\n", "f:2: list takes a name and a value" },
       { "config a\n list x 1 2\n", "f:2: list takes a name and a value" },
       { "config a\n option 'bad name' 1\n", "f:2: invalid option name 'bad name'" },
-      { "config a-b\n", "f:1: invalid section type 'a-b'" },
+      { "config a\127b\n", "f:1: invalid section type 'a\127b'" },
+      { "config t\195\169\n", "f:1: invalid section type 't\195\169'" },
       { "config a 'b c'\n", "f:1: invalid section name 'b c'" },
       { "config\n", "f:1: config takes a type and an optional name" },
       { "package\n", "f:1: package takes one name" },

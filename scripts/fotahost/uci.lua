@@ -12,13 +12,20 @@
 -- backslash takes the next character as it is); so uci's own way of writing
 -- a quote, 'a'\''b', reads a'b. A quote must close on its line (libuci's
 -- multi-line values and backslash-newline are refused, not guessed at).
--- A section named twice is one section, as in libuci.
+-- A section named twice is one section, as in libuci. A section type is
+-- any word of printable ASCII (`config wifi-device`), names are letters,
+-- digits and _ (libuci's uci_validate_str). An option with no value, or
+-- an empty one, sets nothing, an earlier value of it staying: libuci's
+-- parser hands it to uci_set, which then does nothing. Left out, refused
+-- as an invalid command: libuci's `;` between two commands on one line and
+-- its one-letter commands (p, c, o, l), which no file uci writes holds.
 --
 -- The file is input from anywhere: whatever it holds, the answer is
 -- sections or nil and "FILE:LINE: what is wrong", never an error thrown.
 local M = {}
 
-local NAME = "^[%w_]+$"  -- libuci's names: types, sections, options
+local NAME = "^[%w_]+$"  -- libuci's names: sections, options
+local TYPE = "^[!-~]+$"  -- libuci's section types: printable ASCII, no space
 
 -- Reads one word of `line` from `i`: returns the word and the index after
 -- it, nil at the end of the line (or a comment), or false and a message.
@@ -88,7 +95,7 @@ local function statement(st, w)
     return nil
   elseif cmd == "config" then
     if n < 2 or n > 3 then return "config takes a type and an optional name" end
-    if not w[2]:match(NAME) then return "invalid section type '" .. w[2] .. "'" end
+    if not w[2]:match(TYPE) then return "invalid section type '" .. w[2] .. "'" end
     if w[3] and not w[3]:match(NAME) then return "invalid section name '" .. w[3] .. "'" end
     local s = w[3] and st.named[w[3]]
     if s then
@@ -101,9 +108,11 @@ local function statement(st, w)
     st.current = s
     return nil
   elseif cmd == "option" or cmd == "list" then
-    if n ~= 3 then return cmd .. " takes a name and a value" end
+    -- (an option's value may be left out: see the top)
+    if n > 3 or n < (cmd == "option" and 2 or 3) then return cmd .. " takes a name and a value" end
     if not st.current then return cmd .. " before the first config section" end
     if not w[2]:match(NAME) then return "invalid option name '" .. w[2] .. "'" end
+    if cmd == "option" and (w[3] or "") == "" then return nil end -- sets nothing, as in libuci
     local opts = st.current.options
     if opts[w[2]] == nil then table.insert(st.current.order, w[2]) end
     if cmd == "option" then

@@ -96,7 +96,7 @@ local function apply(sections, op, path, value)
   local _, sec, opt = split(path)
   local s = sec and find(sections, sec)
   if op == "set" and not opt then
-    if not value:match("^[%w_]+$") then fail("Invalid argument") end
+    if not value:match("^[!-~]+$") then fail("Invalid argument") end -- a type: printable ASCII, as libuci
     if s then s.type = value return true end
     if sec:sub(1, 1) == "@" then return false end
     sections[#sections + 1] = { type = value, name = sec, options = {}, order = {} }
