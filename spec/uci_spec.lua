@@ -183,6 +183,16 @@ describe("tests/openwrt/uci (the stand-in for OpenWrt's uci)", function()
     assert.matches("option device_key 'Key12345'", h.read(dir .. "/fotahost"))
   end)
 
+  it("stages changes in a file only its owner reads (0600, as uci), whatever the umask lets", function()
+    local sys = require "fotahost.sys"
+    local r = h.run({ UCI, "-c", dir, "-t", dir .. "/.uci", "set", "fotahost.main.device_key=Key12345" },
+      { shell_prefix = "umask 022;" })
+    assert.are.equal(0, r.status, r.err)
+    ok("set", "fotahost.main.device_id=Dbxx9k")
+    assert.are.equal(tonumber("600", 8), sys.lstat(dir .. "/.uci/fotahost").mode)
+    assert.are.equal("fotahost.main.device_key='Key12345'\nfotahost.main.device_id='Dbxx9k'\n", ok("changes"))
+  end)
+
   it("removes from a list with del_list, and exports with the package line", function()
     ok("add_list", "fotahost.main.l=x")
     ok("add_list", "fotahost.main.l=y")

@@ -159,9 +159,13 @@ local function stage(op, spec)
   local cfg = split(path)
   if not apply(current(cfg), op, path, value) then fail("Entry not found") end
   assert(sys.mkdir(savedir, 448)) -- 0700, as uci makes it
-  local f = assert(io.open(savedir .. "/" .. cfg, "a"))
-  f:write(MARK[op], path, value and ("=" .. uci.quote(value)) or "", "\n")
-  f:close()
+  -- 0600 as uci makes its files (UCI_FILEMODE): a staged device key is not
+  -- for other users to read
+  local file = savedir .. "/" .. cfg
+  local f = io.open(file, "r")
+  local old = f and f:read("a") or ""
+  if f then f:close() end
+  assert(sys.write_file(file, old .. MARK[op] .. path .. (value and ("=" .. uci.quote(value)) or "") .. "\n", 384))
 end
 
 ---------------------------------------------------------------- output
@@ -215,7 +219,7 @@ local function commit(cfg)
   if #changes == 0 then return end
   local path = confdir .. "/" .. cfg
   local st = sys.lstat(path)
-  local ok, err = sys.write_file(path, export(current(cfg)), st and st.mode or 420)
+  local ok, err = sys.write_file(path, export(current(cfg)), st and st.mode or 384) -- new: 0600, as uci
   if not ok then fail(err) end
   os.remove(savedir .. "/" .. cfg)
 end
