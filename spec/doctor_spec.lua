@@ -304,6 +304,22 @@ describe("fotahost doctor", function()
         .. "/lib/upgrade/keep%.d/fotahost%), %d+ KiB free$", r.lines[7])
     end)
 
+    it("keeps state_dir across sysupgrade by a glob of /etc/sysupgrade.conf, as sysupgrade expands it", function()
+      local path = config()
+      local parent = dir:match("^(.*)/[^/]+$")
+      local function state_line(conf)
+        h.write(root.dir .. "/etc/sysupgrade.conf", conf)
+        return doctor_on(path).lines[7]
+      end
+      -- globs that match neither state_dir nor a directory above it
+      assert.matches("^FAIL state dir: .*: lost at a sysupgrade", state_line(dir .. "/st*x\n" .. dir .. "/stat?/x\n"
+        .. parent .. "/*/state/x\n"))
+      for _, glob in ipairs({ dir .. "/st?te", dir .. "/*", parent .. "/fotahost-spec-*", parent .. "/*/state" }) do
+        assert.matches("^OK   state dir: .*, kept across sysupgrade by /etc/sysupgrade%.conf%), %d+ KiB free$",
+          state_line("# kept\n" .. glob .. "\n"), glob)
+      end
+    end)
+
     it("says FAIL with the fix for each service item as the package leaves it (not enabled, enabled off)", function()
       local path = config()
       -- a path beside state_dir, not above it, does not keep it

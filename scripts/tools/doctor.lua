@@ -360,14 +360,28 @@ local function lines_of(p)
   return t
 end
 
+-- A line of a sysupgrade list as a Lua pattern for a whole path:
+-- sysupgrade lets the shell expand the lines, so `*` and `?` are globs
+-- within one path component. ([...] classes are not read: taken as text.)
+local function glob_pattern(line)
+  local p = line:gsub("[%^%$%(%)%%%.%[%]%+%-]", "%%%0"):gsub("%*", "[^/]*"):gsub("%?", "[^/]")
+  return "^" .. p .. "$"
+end
+
 -- The list that keeps `dir` across a sysupgrade (a line naming it or a
--- directory above it), or nil.
+-- directory above it, or a glob matching one of them), or nil.
 local function kept_across_sysupgrade(dir)
   dir = dir:gsub("/+$", "")
   for _, list in ipairs({ KEEP_D, SYSUPGRADE_CONF }) do
     for _, l in ipairs(lines_of(list)) do
       l = l:gsub("^%s+", ""):gsub("%s+$", ""):gsub("/+$", "")
-      if l ~= "" and l:sub(1, 1) ~= "#" and (dir == l or dir:sub(1, #l + 1) == l .. "/") then return list end
+      if l ~= "" and l:sub(1, 1) ~= "#" then
+        local pattern, d = glob_pattern(l), dir
+        while d ~= "" do
+          if d:match(pattern) then return list end
+          d = d:gsub("/[^/]*$", "")
+        end
+      end
     end
   end
 end
