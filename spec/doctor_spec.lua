@@ -175,8 +175,8 @@ describe("fotahost doctor", function()
     local path = config({ device_id = "nobody" })
     local r = doctor(path)
     assert.are.equal(1, r.status)
-    assert.are.equal(("FAIL api: 404: %s does not know device nobody - check device_id: set device_id in %s (and that api is "
-      .. "the cloud the device is registered with)"):format(cloud.url, path), r.lines[2])
+    assert.are.equal(("FAIL api: 404: %s does not know device nobody - check device_id: set device_id in %s "
+      .. "(and that api is the cloud the device is registered with)"):format(cloud.url, path), r.lines[2])
   end)
 
   it("says unreachable when the cloud is down, and TLS when it does not speak TLS", function()
@@ -188,8 +188,8 @@ describe("fotahost doctor", function()
     local r = doctor(path)
     assert.are.equal(1, r.status)
     assert.matches("^FAIL api: unreachable: " .. url:gsub("%p", "%%%0") .. ": .*[Cc]onnect.* %- check the network "
-      .. "and the api URL: set api in " .. path:gsub("%p", "%%%0") .. " %(for the local cloud: is `fotahost cloud serve` "
-      .. "running on that port%?%)$", r.lines[2])
+      .. "and the api URL: set api in " .. path:gsub("%p", "%%%0") .. " %(for the local cloud: is `fotahost cloud "
+      .. "serve` running on that port%?%)$", r.lines[2])
     assert.are.same({ "OK config", "FAIL api", "SKIP command server", "OK serial port", "OK gpio", "OK signature",
       "OK state dir" },
       tags(r))

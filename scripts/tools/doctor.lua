@@ -363,8 +363,8 @@ end
 -- A line of a sysupgrade list as a Lua pattern for a whole path:
 -- sysupgrade lets the shell expand the lines, so `*` and `?` are globs
 -- within one path component. ([...] classes are not read: taken as text.)
-local function glob_pattern(line)
-  local p = line:gsub("[%^%$%(%)%%%.%[%]%+%-]", "%%%0"):gsub("%*", "[^/]*"):gsub("%?", "[^/]")
+local function glob_pattern(entry)
+  local p = entry:gsub("[%^%$%(%)%%%.%[%]%+%-]", "%%%0"):gsub("%*", "[^/]*"):gsub("%?", "[^/]")
   return "^" .. p .. "$"
 end
 
@@ -401,7 +401,9 @@ local function state_dir_check()
     st, volatile = fota.state_fs(probe)
     if probe == "/" then break end
   end
-  if not st then return fail("state dir", dir .. ": " .. tostring(volatile), "check state_dir: " .. set_key("state_dir")) end
+  if not st then
+    return fail("state dir", dir .. ": " .. tostring(volatile), "check state_dir: " .. set_key("state_dir"))
+  end
   local part = parts.get(config.part or board.part)
   local app = board.app_size or (part and part.flash_size) or 32768
   -- an image filling the application section, as HEX text (16 bytes a line)
