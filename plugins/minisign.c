@@ -233,6 +233,9 @@ static int l_verify(lua_State *L)
     int found, r;
 
     luaL_checktype(L, 1, LUA_TTABLE);
+    if (lua_getfield(L, 1, "pk") != LUA_TNIL)
+        return luaL_error(L, "minisign.verify: a list of keys expected, got one key (wrap it in { })");
+    lua_pop(L, 1);
     text = luaL_checklstring(L, 2, &len);
     path = luaL_checkstring(L, 3);
     if (lua_rawlen(L, 1) == 0)
