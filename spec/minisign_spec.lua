@@ -105,7 +105,8 @@ describe("fotahost.minisign", function()
       local comment, b64 = table.unpack(lines(texts.new))
       local raw = b64_decode(b64)
       local cases = {
-        { comment .. "\n" .. b64:sub(1, 10) .. "*" .. b64:sub(12) .. "\n", "malformed public key: line 2 is not base64" },
+        { comment .. "\n" .. b64:sub(1, 10) .. "*" .. b64:sub(12) .. "\n",
+          "malformed public key: line 2 is not base64" },
         { comment .. "\n" .. b64 .. "=\n", "malformed public key: line 2 is not base64" },
         { comment .. "\n" .. b64_encode(raw:sub(1, 41)) .. "\n",
           "malformed public key: line 2 decodes to 41 bytes, 42 expected" },
