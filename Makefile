@@ -3,7 +3,8 @@
 # Everything comes from Debian's packages through pkg-config. Override any
 # of CC, CFLAGS, LDFLAGS, PREFIX, DESTDIR, PKG_CONFIG on the command line,
 # and LUA_CFLAGS, LUA_LIBS, CJSON_LIBS, GPIOD_CFLAGS, GPIOD_LIBS,
-# DIGEST_CFLAGS, DIGEST_LIBS where a library has no pkg-config file (see
+# DIGEST_CFLAGS, DIGEST_LIBS, SODIUM_CFLAGS, SODIUM_LIBS where a library
+# has no pkg-config file (see
 # "A missing package" below). DIGEST_LIB picks fotahost.digest's library.
 #
 #   make                 build ./fotahost (a link to build/fotahost), the product's
@@ -90,6 +91,11 @@ ifneq ($(shell $(PKG_CONFIG) --exists libgpiod && echo yes),yes)
 $(error pkg-config cannot find libgpiod: apt-get install libgpiod-dev (or run .ci/install-deps), or give GPIOD_CFLAGS and GPIOD_LIBS)
 endif
 endif
+ifeq ($(and $(call given,SODIUM_CFLAGS),$(call given,SODIUM_LIBS)),)
+ifneq ($(shell $(PKG_CONFIG) --exists libsodium && echo yes),yes)
+$(error pkg-config cannot find libsodium: apt-get install libsodium-dev (or run .ci/install-deps), or give SODIUM_CFLAGS and SODIUM_LIBS)
+endif
+endif
 ifeq ($(DIGEST_LIB),mbedtls)
 # No .pc file to ask: the compiler, with the flags given if any, must find the header.
 ifneq ($(shell printf '\043include <mbedtls/md.h>\n' | $(CC) $(DIGEST_CFLAGS) -E -x c - >/dev/null 2>&1 && echo yes),yes)
@@ -118,6 +124,9 @@ endif
 CJSON_LIBS   ?= -Wl,-Bstatic -l$(CJSON_PC) -Wl,-Bdynamic
 GPIOD_CFLAGS ?= $(shell $(PKG_CONFIG) --cflags libgpiod)
 GPIOD_LIBS   ?= $(shell $(PKG_CONFIG) --libs libgpiod)
+# fotahost.minisign's Ed25519 and BLAKE2b-512 (libsodium, Debian's and OpenWrt's).
+SODIUM_CFLAGS ?= $(shell $(PKG_CONFIG) --cflags libsodium)
+SODIUM_LIBS   ?= $(shell $(PKG_CONFIG) --libs libsodium)
 ifeq ($(DIGEST_LIB),mbedtls)
 DIGEST_CFLAGS ?=
 DIGEST_LIBS   ?= -lmbedcrypto
@@ -151,7 +160,10 @@ ALL_LDFLAGS = -Wl,-E $(LDFLAGS)
 # (build/builtins.h, see host/preload.c).
 HOST_SRC    := $(wildcard host/*.c)
 MODULE_SRC  := $(sort $(wildcard plugins/*.c))
-SUPPORT_SRC := $(sort $(wildcard plugins/*/*.c))
+# A plugin's own C core (plugins/minisign/, the parser the fuzzer drives
+# too) is compiled into its .so (PLUGIN_SUPPORT below), not the host.
+MINISIGN_CORE := plugins/minisign/minisign.c
+SUPPORT_SRC := $(filter-out $(MINISIGN_CORE),$(sort $(wildcard plugins/*/*.c)))
 # Native modules built as loadable .so plugins instead: those with a heavy
 # dependency, so start-up does not pay for it. Digests come from the crypto
 # library beside libcurl's TLS (DIGEST_LIB: libcrypto, or mbedTLS on
@@ -160,6 +172,8 @@ PLUGIN_SRC  := plugins/digest.c
 # HTTP(S) on libcurl: a plugin too, loaded by the first require of
 # fotahost.http, so a script that never downloads never maps libcurl.
 PLUGIN_SRC  += plugins/http.core.c
+# minisign signatures on libsodium: only the FOTA that checks a signature loads it.
+PLUGIN_SRC  += plugins/minisign.c
 BUILTIN_SRC := $(filter-out $(PLUGIN_SRC),$(MODULE_SRC))
 HEADERS     := $(wildcard host/*.h plugins/*/*.h dev/plugins/*/*.h)
 
@@ -248,13 +262,17 @@ $(BUILD)/%.o: %.c $(HEADERS) $(BUILD)/config.flags
 .SECONDEXPANSION:
 $(BUILD)/plugins/fotahost/%.so: plugins/$$(subst /,.,$$*).c $(HEADERS) $(BUILD)/config.flags
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(PLUGIN_CFLAGS) -fPIC -shared -o $@ $< $(LDFLAGS) $(PLUGIN_LIBS)
+	$(CC) $(ALL_CFLAGS) $(PLUGIN_CFLAGS) -fPIC -shared -o $@ $< $(PLUGIN_SUPPORT) $(LDFLAGS) $(PLUGIN_LIBS)
 
 $(BUILD)/plugins/fotahost/digest.so: $(BUILD)/digest.flags
 $(BUILD)/plugins/fotahost/digest.so: PLUGIN_CFLAGS = $(DIGEST_DEFS) $(DIGEST_CFLAGS)
 $(BUILD)/plugins/fotahost/digest.so: PLUGIN_LIBS = $(DIGEST_LIBS)
 $(BUILD)/plugins/fotahost/http/core.so: PLUGIN_CFLAGS = $(shell $(PKG_CONFIG) --cflags libcurl)
 $(BUILD)/plugins/fotahost/http/core.so: PLUGIN_LIBS = $(shell $(PKG_CONFIG) --libs libcurl)
+$(BUILD)/plugins/fotahost/minisign.so: $(MINISIGN_CORE)
+$(BUILD)/plugins/fotahost/minisign.so: PLUGIN_SUPPORT = $(MINISIGN_CORE)
+$(BUILD)/plugins/fotahost/minisign.so: PLUGIN_CFLAGS = $(SODIUM_CFLAGS)
+$(BUILD)/plugins/fotahost/minisign.so: PLUGIN_LIBS = $(SODIUM_LIBS)
 
 # A development plugin: dev/plugins/NAME.c and the support files listed in
 # its PLUGIN_SUPPORT (also prerequisites), compiled into NAME.so.
@@ -358,30 +376,36 @@ uninstall:
 clean:
 	rm -rf build build-asan build-fuzz build-mutate* fotahost
 
-# libFuzzer on the Intel HEX core (plugins/ihex/ihex.c, nothing else): clang
-# with ASan+UBSan (Debian: clang, libclang-rt-14-dev). It runs FUZZ_SECONDS
-# on a scratch copy of the seed corpus, so the inputs it finds stay out of
-# the checkout; a crash, a sanitizer report or a failed round trip (the
-# target abort()s) fails the target, leaving the input in build-fuzz/.
+# libFuzzer on the C cores that read untrusted text, nothing else: Intel
+# HEX (plugins/ihex/ihex.c) and minisign's key and signature files
+# (plugins/minisign/minisign.c); clang with ASan+UBSan (Debian: clang,
+# libclang-rt-14-dev). Each fuzzer runs FUZZ_SECONDS (CI: 60 each) on a
+# scratch copy of its seed corpus, so the inputs it finds stay out of the
+# checkout; a crash, a sanitizer report or a failed property (the target
+# abort()s) fails the target, leaving the input in build-fuzz/.
 FUZZ_SECONDS ?= 60
 FUZZ_CC      ?= clang
 FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE $(WARN) -g -O1 -fno-omit-frame-pointer \
                 -fno-sanitize-recover=undefined
+FUZZERS      := ihex minisign
 
 build-fuzz/ihex.o: plugins/ihex/ihex.c plugins/ihex/ihex.h
+build-fuzz/minisign.o: plugins/minisign/minisign.c plugins/minisign/minisign.h
+build-fuzz/%.o:
 	@mkdir -p build-fuzz
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c -o $@ plugins/ihex/ihex.c
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c -o $@ $<
 
-build-fuzz/fuzz_ihex: tests/fuzz/fuzz_ihex.c build-fuzz/ihex.o plugins/ihex/ihex.h
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ \
-	    tests/fuzz/fuzz_ihex.c build-fuzz/ihex.o
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c build-fuzz/%.o
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $^
 
-fuzz: build-fuzz/fuzz_ihex
-	rm -rf build-fuzz/corpus_ihex
-	mkdir -p build-fuzz/corpus_ihex
-	cp tests/fuzz/corpus_ihex/* build-fuzz/corpus_ihex/
-	build-fuzz/fuzz_ihex -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-	    -artifact_prefix=build-fuzz/ build-fuzz/corpus_ihex
+fuzz: $(FUZZERS:%=build-fuzz/fuzz_%)
+	@for f in $(FUZZERS); do \
+	    echo "fuzz: $$f, $(FUZZ_SECONDS) s"; \
+	    rm -rf build-fuzz/corpus_$$f && mkdir -p build-fuzz/corpus_$$f && \
+	    cp tests/fuzz/corpus_$$f/* build-fuzz/corpus_$$f/ && \
+	    build-fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	        -artifact_prefix=build-fuzz/$$f- build-fuzz/corpus_$$f || exit 1; \
+	done
 
 # The board build: the recipes' libraries (vendor/build-deps, which sees
 # none of this make's command-line variables), then fotahost

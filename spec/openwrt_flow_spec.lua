@@ -1,6 +1,6 @@
 -- The whole OpenWrt flow, under make board-test: a fresh root laid out as
 -- opkg installs the two packages (make board-package) over a base system
--- (musl, libcurl, mbedTLS: the board's own packages), their postinst run
+-- (musl, libcurl, mbedTLS, libsodium: the board's own packages), their postinst run
 -- as opkg runs it, the UCI config written with the README's uci commands,
 -- the service started as procd starts it (the command the init script
 -- declares, run under qemu against the root), and a push from the local
@@ -67,7 +67,7 @@ describe("the OpenWrt flow (" .. arch .. ")", function()
 
   setup(function()
     root = h.tmpdir()
-    -- the base system the packages' Depends name: musl, libcurl, mbedTLS
+    -- the base system the packages' Depends name: musl, libcurl, mbedTLS, libsodium
     must(("cp -RP %s/lib %s/ && mkdir -p %s/usr/lib %s/tmp %s/etc && cp -P %s/usr/lib/*.so.* %s/usr/lib/")
       :format(q(h.board.root), q(root), q(root), q(root), q(root), q(h.board.root), q(root)))
     h.write(root .. "/etc/openwrt_release", "DISTRIB_ID='OpenWrt'\n")

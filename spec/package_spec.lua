@@ -131,7 +131,7 @@ local function sha256(path) return must("sha256sum " .. h.q(path)):match("^%x+")
 ---------------------------------------------------------------- a stand-in board build
 
 -- root/ as make board lays it out (the product installed with PREFIX=/usr,
--- with musl, libcurl, mbedTLS and the docs the package must leave out),
+-- with musl, libcurl, mbedTLS, libsodium and the docs the package must leave out),
 -- and dev-root/ as make install-dev does: the checkout's own scripts,
 -- placeholders for the ELF files.
 local function stand_in(dir)
@@ -148,7 +148,9 @@ local function stand_in(dir)
   end
   put(root .. "/usr/bin/fotahost", "0755")
   for _, lib in ipairs({ "lib/libc.so", "lib/ld-musl-mipsel-sf.so.1", "usr/lib/libcurl.so.4",
-                         "usr/lib/libmbedcrypto.so.7", "usr/lib/fotahost/plugins/fotahost/digest.so",
+                         "usr/lib/libmbedcrypto.so.7", "usr/lib/libsodium.so.23",
+                         "usr/lib/fotahost/plugins/fotahost/digest.so",
+                         "usr/lib/fotahost/plugins/fotahost/minisign.so",
                          "usr/lib/fotahost/plugins/fotahost/http/core.so" }) do
     put(root .. "/" .. lib, "0755")
   end
@@ -265,7 +267,7 @@ describe("the OpenWrt packages (" .. arch .. ")", function()
   it("carry every control field, the generic postinst and prerm, and the conffiles", function()
     check_control(pkgs.fotahost, feed, "fotahost")
     check_control(pkgs["fotahost-dev"], feed, "fotahost-dev")
-    assert.equal("libc, libcurl4, libmbedtls12", pkgs.fotahost.fields.Depends)
+    assert.equal("libc, libcurl4, libmbedtls12, libsodium", pkgs.fotahost.fields.Depends)
     assert.equal("libc, fotahost", pkgs["fotahost-dev"].fields.Depends)
     assert.matches("for development, not for production boards", pkgs["fotahost-dev"].description:lower())
     assert.equal("/etc/config/fotahost\n", h.read(pkgs.fotahost.dir .. "/control/conffiles"))
@@ -287,7 +289,7 @@ describe("the OpenWrt packages (" .. arch .. ")", function()
     assert.equal("0644", files["usr/share/fotahost/scripts/tools/app.lua"])
   end)
 
-  it("leave the C library, libcurl, mbedTLS and the docs to the board", function()
+  it("leave the C library, libcurl, mbedTLS, libsodium and the docs to the board", function()
     for path in pairs(pkgs.fotahost.files) do
       assert.is_nil(path:match("^lib/[^u]") or path:match("^usr/lib/lib") or path:match("^usr/share/doc")
         or path:match("^usr/include"), path)
