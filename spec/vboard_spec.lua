@@ -402,4 +402,46 @@ describe("the virtual board", function()
         ("hfuse 0x%02X: first transition at %s s"):format(c[1], tostring(t)))
     end
   end)
+  it("after a FOTA with the stand-in bootloader configured, boots through it into the new sketch", function()
+    local www = dir .. "/www"
+    os.execute("mkdir " .. h.q(www))
+    for _, f in ipairs({ "blink-1000.hex", "blink-250.with_bootloader.hex" }) do
+      assert(os.execute(("cp %s %s/"):format(h.q(firmware(f)), h.q(www))))
+    end
+    local srv = h.start_server({ "spec/support/http_test_server.lua", "--root", www })
+    local cfg = h.write(dir .. "/config.lua", ([[
+return { device_id = "Dev1", device_key = "Key12345", board = "sim", sim_dir = %q, state_dir = %q,
+         volatile_state_ok = true, http = { retries = 0 }, bootloader = %q }
+]]):format(chip, dir .. "/state", firmware("bootloader.hex")))
+    local function fota(file)
+      local r = h.run({ "fota", "--config", cfg, "--url", srv.url .. "/files/" .. file })
+      assert.are.equal(0, r.status, r.err)
+      return r.out
+    end
+    local function boot(t)
+      local board <close> = assert(vb.open(chip, { pace = false }))
+      return run_until(board, t)
+    end
+    local ok, err = pcall(function()
+      -- a plain sketch: the configured bootloader merged in, as for any image
+      assert.are.equal("downloading\nverifying\nflashing\ndone\n", fota("blink-1000.hex"))
+      local events = boot(4.6)
+      assert.are.equal(4, assert_period(events, 1.0) + 1)
+      assert.is_true(math.abs(events[1].t - 1.5) < 1e-4, ("first transition at %.6f s"):format(events[1].t))
+      -- the IDE's with_bootloader export of the next version: its application part
+      assert.matches("^downloading\nverifying\nverifying: the image carries the configured bootloader "
+        .. "%(0x7000%.%.0x%x+%): its application part is flashed\nflashing\ndone\n$",
+        fota("blink-250.with_bootloader.hex"))
+      events = boot(1.6)
+      assert.are.equal(4, assert_period(events, 0.25) + 1)
+      assert.is_true(math.abs(events[1].t - 0.75) < 1e-4, ("first transition at %.6f s"):format(events[1].t))
+      -- the flash path leaves the fuses as the board shipped them (BOOTRST
+      -- programmed) and writes the lock bits (0x0F, read back as 0xCF)
+      local fuses = h.read(chip .. "/fuses.txt")
+      assert.matches("hfuse=0xD8\n", fuses)
+      assert.matches("lock=0xCF\n", fuses)
+    end)
+    srv.stop()
+    assert(ok, err)
+  end)
 end)
