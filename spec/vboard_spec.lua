@@ -171,8 +171,10 @@ describe("the virtual board", function()
       tty:write(c)
       tty:flush()
       local t = board:time() + 0.005
-      local rx = 0
+      local rx, limit = 0, os.time() + 10
       while board:time() < t or rx == 0 do
+        assert(os.time() < limit, ("'%s' did not reach the MCU in 10 s (stopped: %s)")
+          :format(c, tostring(board:stats().stopped)))
         board:step(0.01, t)
         collect()
         rx = 0
