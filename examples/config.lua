@@ -26,6 +26,9 @@ return {
   -- },
   -- Keep the Caterina USB bootloader across the chip erase:
   -- bootloader = "/etc/arduino/Caterina-smart7688.hex",
+  -- An image that carries another bootloader (the IDE's
+  -- sketch.ino.with_bootloader.hex with a different one) is refused unless:
+  -- allow_bootloader_update = true,
 
   -- Hooks: each gets the job ({ version, md5, url, ... }) and returns true,
   -- or nil and a reason to stop the update.

@@ -366,6 +366,81 @@ describe("fotahost.fota policy", function()
     assert.is_nil(state(p, "journal.json"))
   end)
 
+  ---------------------------------------------------------------- images that carry a bootloader
+  -- The Arduino IDE exports sketch.ino.hex and sketch.ino.with_bootloader.hex;
+  -- here blink-250 with the stand-in bootloader of examples/firmware, joined
+  -- as the IDE joins them, and blink-250 with another "bootloader" (a loop).
+
+  describe("an image that carries a bootloader", function()
+    local boot_path, with_boot, other
+    setup(function()
+      boot_path = h.firmware("bootloader.hex")
+      assert(os.execute("cp " .. h.q(h.firmware("blink-250.with_bootloader.hex")) .. " "
+        .. h.q(dir .. "/www/wb.hex")))
+      with_boot = assert(ihex.load(dir .. "/www/wb.hex"))
+      other = assert(v2:merge(ihex.from_binary("\xFF\xCF", BOOT_START)))
+      assert(other:write(dir .. "/www/other.hex"))
+    end)
+
+    local function span(image)
+      local _, hi = image:range()
+      return ("0x%04X..0x%04X"):format(BOOT_START, hi)
+    end
+
+    it("is flashed for its application part when its bootloader is the configured one, and says so", function()
+      local p, said = policy("wb", { bootloader = boot_path })
+      assert.is_true(update(p, cmd("v2", "wb.hex")))
+      local note = ("verifying: the image carries the configured bootloader (%s): its application part is flashed")
+        :format(span(with_boot))
+      assert.are.same({ "downloading", "verifying", note, "flashing", "done" }, said)
+      assert_sent(p, said)
+      assert.are.equal(1, erases(p))
+      -- the application part, with the configured bootloader merged as for any image
+      local want = assert(v2:merge(assert(ihex.load(boot_path))))
+      assert_chip(p, want, "v2 and the configured bootloader")
+      assert_hex(p.dir .. "/lkg.hex", want, "v2 and the configured bootloader")
+      assert.are.equal("v2", p:installed().version)
+    end)
+
+    it("is refused before the erase when its bootloader is another, naming the export to upload", function()
+      for _, c in ipairs({
+        { "wbother", { bootloader = boot_path }, "other.hex", other,
+          "that is not the configured one (" .. boot_path .. ")" },
+        { "wbnone", {}, "wb.hex", with_boot, "and none is configured" },
+      }) do
+        local p, said = policy(c[1], c[2])
+        local ok, err = update(p, cmd("v2", c[3]))
+        assert.is_nil(ok)
+        assert.are.equal(("the image carries a bootloader (%s) %s: upload the Arduino export sketch.ino.hex, "
+          .. "not sketch.ino.with_bootloader.hex (to replace the bootloader, set allow_bootloader_update = true)")
+          :format(span(c[4]), c[5]), err)
+        assert.are.same({ "downloading", "verifying", "failed: " .. err }, said)
+        assert_sent(p, said)
+        assert.are.same({}, reported(p))
+        assert.are.equal(0, erases(p))
+        assert.is_nil(flash_bin(p))
+        assert.is_nil(state(p, "journal.json"))
+      end
+    end)
+
+    it("is written whole, bootloader and all, and verified when allow_bootloader_update is set", function()
+      local p, said = policy("wballow", { bootloader = boot_path, allow_bootloader_update = true })
+      assert.is_true(update(p, cmd("v2", "other.hex")))
+      local note = ("verifying: the image carries a bootloader (%s): the whole image is written "
+        .. "(allow_bootloader_update = true)"):format(span(other))
+      assert.are.same({ "downloading", "verifying", note, "flashing", "done" }, said)
+      assert.are.equal(1, erases(p))
+      assert_chip(p, other, "the whole image")
+      assert_hex(p.dir .. "/lkg.hex", other, "the whole image")
+      -- a sketch that runs on into the bootloader section is still too large
+      assert(ihex.from_binary(("\x0C\x94"):rep(2048), BOOT_START - 0x800):write(dir .. "/www/too-large-for-boot.hex"))
+      local ok, err = update(p, cmd("big", "too-large-for-boot.hex"))
+      assert.is_nil(ok)
+      assert.are.equal("image too large: it reaches 0x77FF, the application section ends at 0x6FFF", err)
+      assert.are.equal(1, erases(p))
+    end)
+  end)
+
   ---------------------------------------------------------------- commit and journal
 
   -- A commit that cannot be saved (here a directory where installed.json's

@@ -424,6 +424,13 @@ return {
         "image too large: it reaches 0x77FF, the application section ends at 0x6FFF")
     end)
 
+    it("the Arduino IDE's with_bootloader export, with no bootloader configured", function()
+      local url, md5 = file_url("sketch.ino.with_bootloader.hex", h.read(h.firmware("blink-250.with_bootloader.hex")))
+      refused({ version = "xwithboot", url = url, md5 = md5 },
+        "^failed: the image carries a bootloader %(0x7000%.%.0x%x+%) and none is configured: upload the "
+        .. "Arduino export sketch%.ino%.hex, not sketch%.ino%.with_bootloader%.hex")
+    end)
+
     it("an HTML page", function()
       local url, md5 = file_url("page.hex", "<html><body><h1>502 Bad Gateway</h1></body></html>\n")
       refused({ version = "xhtml", url = url, md5 = md5 }, "not a valid Intel HEX file")

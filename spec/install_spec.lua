@@ -184,6 +184,7 @@ describe("make -C examples/firmware", function()
     h.rmdir(dir)
     assert.is_true(ok, log)
     assert.are.equal(before, after)
-    assert.are.equal("blink-1000.hex\nblink-250.hex\ndark.hex\nserial-led.hex\n", built)
+    assert.are.equal("blink-1000.hex\nblink-250.hex\nblink-250.with_bootloader.hex\nbootloader.hex\ndark.hex\n"
+      .. "serial-led.hex\n", built)
   end)
 end)

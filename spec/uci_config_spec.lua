@@ -50,6 +50,7 @@ describe("the UCI configuration", function()
     { "sim_dir", "/tmp/chip", "/tmp/chip" }, { "state_dir", "/srv/fota", "/srv/fota" },
     { "volatile_state_ok", "yes", true }, { "status_channel", "st-1", "st-1" }, { "backend", "sysfs", "sysfs" },
     { "part", "m32u4", "m32u4" }, { "lock", "0xCF", 0xCF }, { "bootloader", "/srv/cat.hex", "/srv/cat.hex" },
+    { "allow_bootloader_update", "on", true },
     { "max_download", "1048576", 1048576 }, { "heartbeat", "30.5", 30.5 }, { "backoff_cap", "120", 120 },
     { "insecure", "off", false }, { "serial_port", "/dev/ttyUSB0", "/dev/ttyUSB0" },
     { "serial_baud", "115200", 115200 },

@@ -3,6 +3,12 @@
 -- timed in simulated time, from the MCU's own cycle counter.
 local h = require "helper"
 local vb = require "fotahost.vboard"
+local ihex = require "fotahost.ihex"
+
+local HZ = 8000000
+-- An erased 4 KB boot section (BOOTRST programmed, BOOTSZ = 00, the board's
+-- factory fuses): 2048 words of 0xFFFF, one cycle each, before the sketch.
+local SLIDE = 2048 / HZ
 
 local available, why = vb.available()
 local function firmware(name)
@@ -165,8 +171,10 @@ describe("the virtual board", function()
       tty:write(c)
       tty:flush()
       local t = board:time() + 0.005
-      local rx = 0
+      local rx, limit = 0, os.time() + 10
       while board:time() < t or rx == 0 do
+        assert(os.time() < limit, ("'%s' did not reach the MCU in 10 s (stopped: %s)")
+          :format(c, tostring(board:stats().stopped)))
         board:step(0.01, t)
         collect()
         rx = 0
@@ -229,7 +237,9 @@ describe("the virtual board", function()
     assert.is_true(board:led() == false)
     run_until(board, 0.05, events)
     assert.are.equal(3, #events)
-    for i, want in ipairs({ { 0.010, true }, { 0.020, false }, { 0.030, true } }) do
+    -- the factory fuses start the MCU in the erased boot section: it slides
+    -- to the end of flash and wraps to 0x0000 first
+    for i, want in ipairs({ { 0.010 + SLIDE, true }, { 0.020 + SLIDE, false }, { 0.030 + SLIDE, true } }) do
       assert.are.equal(want[2], events[i].on)
       assert.is_true(math.abs(events[i].t - want[1]) < 0.0002,
         ("transition %d at %.6f s, expected %.3f s"):format(i, events[i].t, want[1]))
@@ -320,5 +330,120 @@ describe("the virtual board", function()
     assert.are.equal(49, rx[1].byte)
     assert.is_true(rx[1].lost)
     assert.is_false(board:led())
+  end)
+  ---------------------------------------------------------------- the boot path
+
+  -- Writes the high fuse of the chip (BOOTRST is bit 0, BOOTSZ bits 2:1).
+  local function set_hfuse(value)
+    local r = h.run({ "flash", "-q", "-c", "sim", "-P", chip, "-U", ("hfuse:w:0x%02X:m"):format(value) })
+    assert.are.equal(0, r.status, r.err)
+  end
+
+  -- The time of the first D13 transition in the first `t` seconds, or nil.
+  local function first_blink(t)
+    local board <close> = assert(vb.open(chip, { pace = false }))
+    local events = run_until(board, t)
+    return events[1] and events[1].t, board:stats()
+  end
+
+  it("starts at the boot section when BOOTRST is programmed: a hanging bootloader keeps the sketch dark", function()
+    -- blink-250 with an endless loop (rjmp .-2) where Caterina would be
+    local image = assert(ihex.load(firmware("blink-250.hex")))
+    image = assert(image:merge(ihex.from_binary("\xFF\xCF", 0x7000)))
+    local hex = assert(image:write(dir .. "/hang.hex")) and dir .. "/hang.hex"
+    flash(chip, hex)
+    assert.matches("hfuse=0xD8\n", h.read(chip .. "/fuses.txt")) -- the board's factory fuses
+    local board <close> = assert(vb.open(chip, { pace = false }))
+    assert.are.equal(0x7000, board:stats().boot_pc)
+    assert_dark(run_until(board, 2))
+    assert.is_false(board:stats().stopped)
+    board:close()
+
+    -- BOOTRST unprogrammed: reset starts at 0x0000, and the same flash blinks
+    set_hfuse(0xD9)
+    local t, st = first_blink(0.3)
+    assert.are.equal(0, st.boot_pc)
+    assert.is_true(t and math.abs(t - 0.250) < 1e-4, ("first transition at %s s"):format(tostring(t)))
+  end)
+
+  it("slides through an erased boot section to the end of flash and wraps to 0x0000", function()
+    flash(chip, firmware("blink-250.hex")) -- the chip erase wiped the boot section
+    local board <close> = assert(vb.open(chip, { pace = false }))
+    local events = run_until(board, 1.1)
+    assert.are.equal(4, assert_period(events, 0.25) + 1)
+    assert.are.equal(1, board:stats().wraps)
+    assert.is_nil(board:stats().last_error)
+    board:close()
+    -- the slide is what BOOTRST costs: 2048 one-cycle words before the sketch
+    set_hfuse(0xD9)
+    local from_zero = first_blink(0.3)
+    assert.is_true(math.abs(events[1].t - from_zero - SLIDE) < 1e-6,
+      ("first transition %.6f s after the one from 0x0000, expected the slide, %.6f s")
+        :format(events[1].t - from_zero, SLIDE))
+  end)
+
+  it("boots through the stand-in bootloader, which hands over to the sketch 0.5 s after reset", function()
+    flash(chip, firmware("blink-250.with_bootloader.hex"))
+    local board <close> = assert(vb.open(chip, { pace = false }))
+    local events = run_until(board, 1.6)
+    assert.are.equal(4, assert_period(events, 0.25) + 1)
+    assert.is_true(math.abs(events[1].t - 0.750) < 1e-4, ("first transition at %.6f s"):format(events[1].t))
+    assert.are.equal(0, board:stats().wraps)
+    board:close()
+
+    -- BOOTSZ as the datasheet says: a smaller boot section starts above the
+    -- bootloader, in erased flash, and slides past it to the sketch
+    set_hfuse(0xD9)
+    local from_zero = first_blink(0.3)
+    for _, c in ipairs({ { 0xDE, 0x7E00 }, { 0xDC, 0x7C00 }, { 0xDA, 0x7800 } }) do
+      set_hfuse(c[1])
+      local t, st = first_blink(0.3)
+      assert.are.equal(c[2], st.boot_pc)
+      local slide = (0x8000 - c[2]) / 2 / HZ
+      assert.is_true(t and math.abs(t - from_zero - slide) < 1e-6,
+        ("hfuse 0x%02X: first transition at %s s"):format(c[1], tostring(t)))
+    end
+  end)
+  it("after a FOTA with the stand-in bootloader configured, boots through it into the new sketch", function()
+    local www = dir .. "/www"
+    os.execute("mkdir " .. h.q(www))
+    for _, f in ipairs({ "blink-1000.hex", "blink-250.with_bootloader.hex" }) do
+      assert(os.execute(("cp %s %s/"):format(h.q(firmware(f)), h.q(www))))
+    end
+    local srv = h.start_server({ "spec/support/http_test_server.lua", "--root", www })
+    local cfg = h.write(dir .. "/config.lua", ([[
+return { device_id = "Dev1", device_key = "Key12345", board = "sim", sim_dir = %q, state_dir = %q,
+         volatile_state_ok = true, http = { retries = 0 }, bootloader = %q }
+]]):format(chip, dir .. "/state", firmware("bootloader.hex")))
+    local function fota(file)
+      local r = h.run({ "fota", "--config", cfg, "--url", srv.url .. "/files/" .. file })
+      assert.are.equal(0, r.status, r.err)
+      return r.out
+    end
+    local function boot(t)
+      local board <close> = assert(vb.open(chip, { pace = false }))
+      return run_until(board, t)
+    end
+    local ok, err = pcall(function()
+      -- a plain sketch: the configured bootloader merged in, as for any image
+      assert.are.equal("downloading\nverifying\nflashing\ndone\n", fota("blink-1000.hex"))
+      local events = boot(4.6)
+      assert.are.equal(4, assert_period(events, 1.0) + 1)
+      assert.is_true(math.abs(events[1].t - 1.5) < 1e-4, ("first transition at %.6f s"):format(events[1].t))
+      -- the IDE's with_bootloader export of the next version: its application part
+      assert.matches("^downloading\nverifying\nverifying: the image carries the configured bootloader "
+        .. "%(0x7000%.%.0x%x+%): its application part is flashed\nflashing\ndone\n$",
+        fota("blink-250.with_bootloader.hex"))
+      events = boot(1.6)
+      assert.are.equal(4, assert_period(events, 0.25) + 1)
+      assert.is_true(math.abs(events[1].t - 0.75) < 1e-4, ("first transition at %.6f s"):format(events[1].t))
+      -- the flash path leaves the fuses as the board shipped them (BOOTRST
+      -- programmed) and writes the lock bits (0x0F, read back as 0xCF)
+      local fuses = h.read(chip .. "/fuses.txt")
+      assert.matches("hfuse=0xD8\n", fuses)
+      assert.matches("lock=0xCF\n", fuses)
+    end)
+    srv.stop()
+    assert(ok, err)
   end)
 end)

@@ -12,6 +12,18 @@
  * through dir/reset ("0" while an ISP session holds it low: the MCU is
  * halted; "1": it restarts from the flash just written).
  *
+ * Where a reset starts, as on the chip: the high fuse in dir/fuses.txt
+ * (read at each start; without the file, the board's factory 0xD8). With
+ * BOOTRST programmed (bit 0 = 0) the MCU starts at the boot section, whose
+ * size BOOTSZ (bits 2:1) gives: 11 = 512 bytes at 0x7E00, 10 = 1 KB at
+ * 0x7C00, 01 = 2 KB at 0x7800, 00 = 4 KB at 0x7000 (Caterina's); with
+ * BOOTRST unprogrammed, at 0x0000. An erased boot section does not stop the
+ * MCU: simavr runs 0xFFFF as SBRS r31,7 (one cycle each, skipping another
+ * 0xFFFF at most), so it slides to the end of flash, where the program
+ * counter wraps to 0x0000 as the chip's does (simavr would stop there:
+ * see run_chunk()). So a chip erase that wiped the bootloader leaves a
+ * sketch that still runs, 2048 cycles (256 us) late with a 4 KB section.
+ *
  * What the board shows of the MCU:
  *   - D13 = PC7: every transition, with its simulated time, from the cycle
  *     counter, so a timestamp is exact to the instruction whatever the
@@ -126,10 +138,13 @@ typedef struct {
     uint64_t sim_anchor;
     double last_wall;
 
+    uint32_t boot_pc; /* where a reset starts (a byte address): see boot_address() */
+
     /* RESET, from dir/reset */
     int halted;
     int stopped; /* the core crashed or slept with interrupts off */
     unsigned long restarts;
+    unsigned long wraps; /* times the program counter ran off the end of flash */
     double next_reset_check;
     struct stat reset_st;
     int reset_seen;
@@ -463,6 +478,40 @@ static int read_flash(Board *b, uint8_t *buf, char *err, size_t errlen)
     return 0;
 }
 
+/* The 7688 Duo's high fuse as it ships: BOOTRST programmed, BOOTSZ = 00. */
+#define VB_FACTORY_HFUSE 0xD8
+
+/* The high fuse in dir/fuses.txt ("hfuse=0xD8"), or the board's factory
+ * value when the file or the line is missing (a chip never programmed). */
+static unsigned read_hfuse(const Board *b)
+{
+    char path[PATH_MAX], line[128];
+    unsigned v = VB_FACTORY_HFUSE, x;
+    FILE *f;
+
+    snprintf(path, sizeof path, "%s/fuses.txt", b->dir);
+    f = fopen(path, "re");
+    if (f == NULL)
+        return v;
+    while (fgets(line, sizeof line, f) != NULL)
+        if (sscanf(line, "hfuse=%x", &x) == 1 && x <= 0xFF)
+            v = x;
+    fclose(f);
+    return v;
+}
+
+/* Where the ATmega32U4 starts after a reset, from its high fuse: the boot
+ * section's start when BOOTRST (bit 0) is programmed (0), its size given
+ * by BOOTSZ (bits 2:1: 11 = 256 words ... 00 = 2048 words); else 0x0000. */
+static uint32_t boot_address(unsigned hfuse)
+{
+    unsigned bootsz = (hfuse >> 1) & 3;
+
+    if (hfuse & 1)
+        return 0;
+    return VB_FLASH_SIZE - (512u << (3 - bootsz));
+}
+
 static void reset_record(Board *b, int halted)
 {
     if (b->reset_count == sizeof b->resets / sizeof b->resets[0]) {
@@ -509,6 +558,8 @@ static void restart(Board *b)
     if (read_flash(b, image, b->last_error, sizeof b->last_error) != 0)
         return; /* stay halted; the next look may find the file */
     b->halted = 1; /* the reset's own pin changes are not D13 transitions */
+    b->boot_pc = boot_address(read_hfuse(b)); /* a session may have written the fuses */
+    b->avr->reset_pc = b->boot_pc;
     avr_reset(b->avr);
     memcpy(b->avr->flash, image, VB_FLASH_SIZE);
     core_setup(b);
@@ -586,6 +637,20 @@ static avr_cycle_count_t chunk_end(avr_t *avr, avr_cycle_count_t when, void *par
     return 0;
 }
 
+/*
+ * Whether the core stopped because its program counter ran past the last
+ * word of flash. On the chip the counter has 14 bits and wraps to 0x0000;
+ * simavr instead "crashes" with the counter set to 0, before running
+ * anything there. Its other crashes (a bad RAM access) leave the counter
+ * after the instruction that crashed, which is 0 only if that instruction
+ * jumped to 0x0000: then too the MCU goes on from 0x0000, as the chip
+ * (which has no such crash) would.
+ */
+static int ran_off_flash(const Board *b)
+{
+    return b->avr->pc == 0;
+}
+
 /* Runs the core to b->target or the wall deadline. */
 static void run_chunk(Board *b, double deadline)
 {
@@ -598,6 +663,13 @@ static void run_chunk(Board *b, double deadline)
     avr_cycle_timer_register(avr, (avr_cycle_count_t)(b->target - now), chunk_end, b);
     while (board_cycles(b) < b->target && !b->halted) {
         int state = avr_run(avr);
+        if (state == cpu_Crashed && ran_off_flash(b)) {
+            avr->state = cpu_Running; /* the program counter wrapped to 0x0000 */
+            b->wraps++;
+            if (strcmp(b->last_error, "avr_sadly_crashed\n") == 0)
+                b->last_error[0] = '\0'; /* simavr's word for it: no error here */
+            continue;
+        }
         if (state == cpu_Done || state == cpu_Crashed) {
             b->stopped = 1;
             break;
@@ -816,6 +888,8 @@ static int board_stats(lua_State *L)
     lua_pushnumber(L, cycles_to_s(c));
     lua_setfield(L, -2, "sim_seconds");
     set_int(L, "restarts", (lua_Integer)b->restarts);
+    set_int(L, "wraps", (lua_Integer)b->wraps);
+    set_int(L, "boot_pc", (lua_Integer)b->boot_pc);
     lua_pushboolean(L, b->halted);
     lua_setfield(L, -2, "halted");
     lua_pushboolean(L, b->stopped);
@@ -1092,6 +1166,9 @@ static int open_core(Board *b, char *err, size_t errlen)
     }
     b->avr->frequency = (uint32_t)VB_HZ;
     memcpy(b->avr->flash, image, VB_FLASH_SIZE);
+    b->boot_pc = boot_address(read_hfuse(b));
+    b->avr->reset_pc = b->boot_pc; /* every later reset (the watchdog's too) */
+    b->avr->pc = b->boot_pc;       /* this first one: avr_init() started at 0 */
     core_setup(b);
     b->portc = (avr_ioport_t *)find_io(b->avr, "port", VB_LED_PORT);
     b->uart = (avr_uart_t *)find_io(b->avr, "uart", VB_UART);

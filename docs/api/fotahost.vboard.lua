@@ -9,7 +9,10 @@
 ---The virtual LinkIt Smart 7688 Duo: its ATmega32U4 (simavr, 8 MHz) runs
 ---DIR/flash.bin, the memory `fotahost flash -c sim -P DIR` writes; it halts
 ---while DIR/reset is "0" (an ISP session holds RESET) and restarts from the
----new flash when it goes back to "1".
+---new flash when it goes back to "1". A reset starts where the high fuse in
+---DIR/fuses.txt says (BOOTRST and BOOTSZ; the board's 0xD8 without the
+---file: the 4 KB boot section at 0x7000); an erased boot section slides to
+---the end of flash and wraps to 0x0000, as on the chip.
 ---@class fotahost.vboard
 local vboard = {}
 
@@ -66,8 +69,10 @@ function Board:fds() end
 ---@return number seconds simulated time
 function Board:time() end
 
----{ cycles, sim_seconds, restarts, halted, stopped, led_events_lost,
----serial_events_lost, tx_dropped, rx_pending, last_error }
+---{ cycles, sim_seconds, restarts, wraps (times the program counter ran off
+---the end of flash to 0x0000), boot_pc (where a reset starts, a byte
+---address), halted, stopped, led_events_lost, serial_events_lost,
+---tx_dropped, rx_pending, last_error }
 ---@return table
 function Board:stats() end
 

@@ -10,7 +10,9 @@
 --
 -- The rule: nothing touches the MCU until the new image is downloaded in
 -- full, its MD5 checked (when the cloud gave one), parsed as Intel HEX and
--- found to fit the application section. Then, and only then:
+-- found to fit the application section (or to carry the configured
+-- bootloader above it, or any bootloader when allow_bootloader_update: see
+-- carried_bootloader). Then, and only then:
 -- board setup, connect, signature check, erase, write, verify, lock bits,
 -- release RESET; then the health check. If the verify or the health check
 -- fails, the last-known-good image goes back on.
@@ -429,18 +431,75 @@ function Policy:prepare(job)
   end
   local lo, hi = image:range()
   if not lo then return nil, "the HEX file holds no data" end
-  if hi > self.app_end then
-    return nil, ("image too large: it reaches 0x%04X, the application section ends at 0x%04X")
-      :format(hi, self.app_end)
-  end
+  local boot
   if c.bootloader then
-    local boot
     boot, err = ihex.load(c.bootloader)
     if not boot then return nil, "bootloader: " .. err end
+  end
+  local merge = boot ~= nil
+  if hi > self.app_end then
+    image, merge = self:carried_bootloader(image, hi, boot)
+    if not image then return nil, merge end
+  end
+  if merge then
     image, err = image:merge(boot)
     if not image then return nil, "the image overlaps the bootloader: " .. err end
   end
   return image
+end
+
+-- The bytes of `image` below `addr`, as an image of their own (nil: none).
+local function below(image, addr)
+  local part
+  for _, seg in ipairs(image:segments()) do
+    if seg.addr < addr then
+      local piece = ihex.from_binary(seg.data:sub(1, addr - seg.addr), seg.addr)
+      part = part and assert(part:merge(piece)) or piece
+    end
+  end
+  return part
+end
+
+-- The lowest address of `image` at or above `addr`.
+local function first_from(image, addr)
+  for _, seg in ipairs(image:segments()) do
+    if seg.addr + #seg.data > addr then return math.max(seg.addr, addr) end
+  end
+end
+
+--- An image with data above the application section (up to `hi`): the
+-- Arduino IDE's "Export compiled Binary" writes sketch.ino.hex and
+-- sketch.ino.with_bootloader.hex, the sketch and the bootloader in one file.
+-- Such an image whose bootloader section equals the configured bootloader
+-- (`boot`, or nil) byte for byte is taken for its application part (the
+-- configured bootloader is merged as for any image); any other bootloader is
+-- refused, unless allow_bootloader_update: then the whole image is written.
+-- A sketch whose code runs on across the boundary is too large, whatever
+-- the setting. Nothing here touches the MCU.
+-- @return the image to flash, whether to merge `boot` into it | nil, why
+function Policy:carried_bootloader(image, hi, boot)
+  local c, start, flash_end = self.config, self.app_end + 1, self.part.flash_size - 1
+  local too_large = ("image too large: it reaches 0x%04X, the application section ends at 0x%04X")
+    :format(hi, self.app_end)
+  if hi > flash_end then return nil, too_large end
+  local span = ("0x%04X..0x%04X"):format(first_from(image, start), hi)
+  if boot and boot:bytes(start, flash_end) == image:bytes(start, flash_end) then
+    local app = below(image, start)
+    if not app then return nil, ("the image holds the configured bootloader (%s) and no application"):format(span) end
+    self:status(("verifying: the image carries the configured bootloader (%s): its application part is flashed")
+      :format(span))
+    return app, true
+  end
+  if image:get(self.app_end) and image:get(start) then return nil, too_large end
+  if c.allow_bootloader_update then
+    log.warn("the image carries a bootloader (%s): written with it (allow_bootloader_update)", span)
+    self:status(("verifying: the image carries a bootloader (%s): the whole image is written "
+      .. "(allow_bootloader_update = true)"):format(span))
+    return image, false
+  end
+  return nil, ("the image carries a bootloader (%s) %s: upload the Arduino export sketch.ino.hex, "
+    .. "not sketch.ino.with_bootloader.hex (to replace the bootloader, set allow_bootloader_update = true)")
+    :format(span, boot and "that is not the configured one (" .. c.bootloader .. ")" or "and none is configured")
 end
 
 -- Writes the journal and flashes `image`; on a verify failure restores

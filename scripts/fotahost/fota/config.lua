@@ -112,6 +112,8 @@ M.SPEC = {
   part = { is_string, "an AVR part id such as \"m32u4\" (default: the board's)" },
   lock = { is_byte_or_false, "the lock byte written after a flash (0..255), or false for none", 0x0F },
   bootloader = { is_string, "the path of a HEX bootloader merged into every image (e.g. Caterina)" },
+  allow_bootloader_update = { is_bool, "true or false (true: an image that carries a bootloader other than "
+    .. "the configured one is written whole, bootloader and all)", false },
   max_download = { is_pos, "the largest download accepted, in bytes (default: 6x the flash size)" },
   heartbeat = { is_pos, "seconds between heartbeats", 50 },
   backoff_cap = { is_pos, "the longest reconnect (and commit retry) delay, in seconds", 60 },

@@ -106,6 +106,30 @@ return {
     specs = { POLICY },
     why = "the image flashed no longer carries the bootloader the policy promises to keep" },
 
+  -- Images that carry a bootloader (sketch.ino.with_bootloader.hex)
+  { name = "fota-carried-bootloader-not-compared", file = FOTA,
+    from = "if boot and boot:bytes(start, flash_end) == image:bytes(start, flash_end) then",
+    to = "if boot then",
+    specs = { POLICY }, filter = "carries a bootloader",
+    why = "an image carrying another bootloader is taken as if it were the configured one" },
+  { name = "fota-carried-bootloader-refused-after-erase", file = FOTA,
+    from = [[    image, merge = self:carried_bootloader(image, hi, boot)
+    if not image then return nil, merge end]],
+    to = [[    local checked, why = self:carried_bootloader(image, hi, boot)
+    if checked then image, merge = checked, why else log.warn("%s", why) merge = false end]],
+    specs = { POLICY }, filter = "carries a bootloader",
+    why = "an image carrying a foreign bootloader is flashed (the chip erased) though the check refused it" },
+  { name = "fota-carried-bootloader-allowed-unasked", file = FOTA,
+    from = "if c.allow_bootloader_update then",
+    to = "if true then",
+    specs = { POLICY }, filter = "carries a bootloader",
+    why = "a foreign bootloader is written over the board's without allow_bootloader_update" },
+  { name = "fota-overflowing-sketch-taken-for-bootloader", file = FOTA,
+    from = "if image:get(self.app_end) and image:get(start) then return nil, too_large end",
+    to = "",
+    specs = { POLICY }, filter = "carries a bootloader",
+    why = "a sketch too big for the application section is written over the bootloader when updates are allowed" },
+
   ---------------------------------------------------------------- journal, flash, rollback
   { name = "fota-journal-not-written", file = FOTA,
     from = [[  ok, err = write_json(self.paths.journal, journal)
