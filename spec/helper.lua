@@ -378,6 +378,14 @@ function M.sh(cmd)
   return out, code
 end
 
+--- Runs a shell command that must succeed: its output, or an error naming
+-- the command and what it printed.
+function M.must(cmd)
+  local out, code = M.sh(cmd)
+  assert(code == 0, cmd .. ":\n" .. out)
+  return out
+end
+
 -- How long fn() took (sched's monotonic clock), then what it returned.
 function M.elapsed(fn)
   local t0 = sched.now()

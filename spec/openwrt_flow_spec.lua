@@ -24,11 +24,7 @@ end
 
 local q = h.q
 
-local function must(cmd)
-  local out, code = h.sh(cmd)
-  assert(code == 0, cmd .. ":\n" .. out)
-  return out
-end
+local must = h.must
 
 -- The package make board-package wrote for `name`.
 local function ipk(name)

@@ -15,13 +15,7 @@ local FEED = h.top .. "/dist/openwrt/fotahost"
 local board_root = os.getenv("FOTAHOST_BOARD_ROOT")
 local arch = os.getenv("FOTAHOST_BOARD_ARCH") or "mipsel_24kc"
 
-local sh = h.sh
-
-local function must(cmd)
-  local out, code = sh(cmd)
-  assert(code == 0, cmd .. ": " .. out)
-  return out
-end
+local must = h.must
 
 local function lines(s)
   local t = {}
