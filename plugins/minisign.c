@@ -203,6 +203,12 @@ static int check_signature(lua_State *L, const minisign_sig *sig, const minisign
             return fh_result_errno(L, err, path);
     } else if ((r = read_whole(L, path, &msg, &msg_len)) != 0) {
         return r;
+    } else if (msg_len == crypto_generichash_BYTES_MAX) {
+        /* sig_alg is signed by nothing: an ED signature relabelled Ed
+         * verifies over the 64 bytes of the file's BLAKE2b-512, so a
+         * 64-byte file under a legacy signature could be that swap. */
+        return fh_result_msg(L, "a legacy (Ed) signature over a 64-byte file is refused: it could be a "
+                                "hashed (ED) signature relabelled; sign it again with minisign's default");
     }
     if (crypto_sign_verify_detached(sig->sig, msg, msg_len, k->pk) != 0)
         return refuse(L, "the signature does not match the file (signed by key %s)", k->keynum);

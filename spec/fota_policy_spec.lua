@@ -372,7 +372,7 @@ describe("fotahost.fota policy", function()
   -- as the IDE joins them, and blink-250 with another "bootloader" (a loop).
 
   describe("an image that carries a bootloader", function()
-    local boot_path, with_boot, other
+    local boot_path, with_boot, other, extra
     setup(function()
       boot_path = h.firmware("bootloader.hex")
       assert(os.execute("cp " .. h.q(h.firmware("blink-250.with_bootloader.hex")) .. " "
@@ -380,6 +380,9 @@ describe("fotahost.fota policy", function()
       with_boot = assert(ihex.load(dir .. "/www/wb.hex"))
       other = assert(v2:merge(ihex.from_binary("\xFF\xCF", BOOT_START)))
       assert(other:write(dir .. "/www/other.hex"))
+      -- the configured bootloader, and one byte more past its end
+      extra = assert(with_boot:merge(ihex.from_binary("\x00", 0x7F00)))
+      assert(extra:write(dir .. "/www/extra.hex"))
     end)
 
     local function span(image)
@@ -407,6 +410,8 @@ describe("fotahost.fota policy", function()
         { "wbother", { bootloader = boot_path }, "other.hex", other,
           "that is not the configured one (" .. boot_path .. ")" },
         { "wbnone", {}, "wb.hex", with_boot, "and none is configured" },
+        { "wbextra", { bootloader = boot_path }, "extra.hex", extra,
+          "that is not the configured one (" .. boot_path .. ")" },
       }) do
         local p, said = policy(c[1], c[2])
         local ok, err = update(p, cmd("v2", c[3]))

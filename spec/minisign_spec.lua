@@ -207,6 +207,28 @@ describe("fotahost.minisign", function()
       end
     end)
 
+    it("refuses an ED signature relabelled Ed, over a file holding the image's BLAKE2b-512", function()
+      -- sig_alg is signed by nothing: relabelled, the hashed signature
+      -- verifies over the 64 bytes of the hash, with the image's comment
+      local l = lines(sig_ed)
+      local raw = b64_decode(l[2])
+      l[2] = b64_encode("Ed" .. raw:sub(3))
+      local hex = h.must("b2sum -l 512 " .. h.q(fw)):match("^(%x+)") -- coreutils' BLAKE2b
+      local hash = h.write(dir .. "/hash.bin", (hex:gsub("%x%x", function(x) return string.char(tonumber(x, 16)) end)))
+      assert.are.equal(64, #h.read(hash))
+      refused("a legacy (Ed) signature over a 64-byte file is refused: it could be a hashed (ED) signature "
+        .. "relabelled; sign it again with minisign's default",
+        ms.verify({ keys.new }, table.concat(l, "\n") .. "\n", hash))
+    end)
+
+    it("refuses a signature made by another key but naming a trusted key's number", function()
+      local l, trusted = lines(sign("other", "blink.hex")), b64_decode(lines(sig_ed)[2])
+      local raw = b64_decode(l[2])
+      l[2] = b64_encode(raw:sub(1, 2) .. trusted:sub(3, 10) .. raw:sub(11))
+      refused(("the signature does not match the file (signed by key %s)"):format(keys.new.id),
+        ms.verify({ keys.new }, table.concat(l, "\n") .. "\n", fw))
+    end)
+
     it("refuses malformed signature files, naming what is wrong", function()
       local l = lines(sig_ed)
       local raw, global = b64_decode(l[2]), b64_decode(l[4])

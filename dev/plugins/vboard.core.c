@@ -23,6 +23,9 @@
  * counter wraps to 0x0000 as the chip's does (simavr would stop there:
  * see run_chunk()). So a chip erase that wiped the bootloader leaves a
  * sketch that still runs, 2048 cycles (256 us) late with a 4 KB section.
+ * Not modelled: IVSEL (MCUCR), which moves the interrupt vectors into the
+ * boot section; simavr keeps them at 0x0000, so a bootloader that uses
+ * interrupts (Caterina does) would misbehave here. Ours uses none.
  *
  * What the board shows of the MCU:
  *   - D13 = PC7: every transition, with its simulated time, from the cycle

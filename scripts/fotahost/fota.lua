@@ -13,7 +13,7 @@
 -- found to fit the application section (or to carry the configured
 -- bootloader above it, or any bootloader when allow_bootloader_update: see
 -- carried_bootloader). Then, and only then:
--- board setup, connect, signature check, erase, write, verify, lock bits,
+-- board setup, connect, the chip's signature check, erase, write, verify, lock bits,
 -- release RESET; then the health check. If the verify or the health check
 -- fails, the last-known-good image goes back on.
 --

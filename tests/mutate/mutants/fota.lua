@@ -597,4 +597,9 @@ return {
     to = 'return require("fotahost.simchip")',
     specs = { "spec/wings_spec.lua" },
     why = "the product names a dev module: only board data may lead to one" },
+  { name = "fota-carried-bootloader-own-range-only", file = FOTA,
+    from = "if boot and boot:bytes(start, flash_end) == image:bytes(start, flash_end) then",
+    to = "if boot and boot:bytes(start, select(2, boot:range())) == image:bytes(start, select(2, boot:range())) then",
+    specs = { POLICY },
+    why = "bytes an export carries past the configured bootloader are dropped without a word" },
 }
