@@ -15,7 +15,7 @@ local minisign = {}
 
 ---A trusted public key, as public_key() returns it.
 ---@class fotahost.minisign.Key
----@field id string the key id as minisign shows it: 16 uppercase hex digits ("4E2F9C1A0B3D5E77")
+---@field id string the key id as minisign shows it: the key number in uppercase hex, no leading zeros ("4E2F9C1A0B3D5E77")
 ---@field keynum string the 8 raw bytes the id is made of
 ---@field pk string the 32-byte Ed25519 public key
 

@@ -276,4 +276,8 @@ void minisign_key_id(const uint8_t keynum[MINISIGN_KEYNUM_LEN], char id[17])
         id[2 * i + 1] = hex[b & 15];
     }
     id[16] = '\0';
+    /* minisign prints it with %" PRIX64 ": no leading zeros */
+    for (i = 0; i < 15 && id[i] == '0'; i++)
+        ;
+    memmove(id, id + i, 17 - (size_t)i);
 }

@@ -81,7 +81,8 @@ int minisign_parse_sig(const char *text, size_t len, minisign_sig *sig, char err
 
 /*
  * A key number as minisign shows it: the 8 bytes read as a little-endian
- * 64-bit number, in 16 uppercase hex digits ("4E2F9C1A0B3D5E77").
+ * 64-bit number, in uppercase hex without leading zeros ("4E2F9C1A0B3D5E77"),
+ * as minisign prints it (%" PRIX64 ").
  */
 void minisign_key_id(const uint8_t keynum[MINISIGN_KEYNUM_LEN], char id[17]);
 
