@@ -9,6 +9,8 @@
  *   local ok, err = ms.verify({ key }, sig_text, "blink.hex")
  *   ok --> { key_id = "4E2F...", comment = "fotahost version=2.0 ...", alg = "ED" }
  *   err --> "signed by key 0123456789ABCDEF, which is not a trusted key"
+ *   ms.verify_data({ key }, sig_text, bytes)  -- the same, over bytes in memory
+ *   ms.signature_info(sig_text)          -- parsed, NOT verified: for display
  *
  * The files' text is parsed by the C core in plugins/minisign/ (also
  * fuzzed); this file holds the order of the checks, which is the security
@@ -188,28 +190,57 @@ static int refuse(lua_State *L, const char *fmt, const uint8_t keynum[MINISIGN_K
     return fh_result_msg(L, fmt, id);
 }
 
-/* Checks sig (and the file at path) against key k: 0, or nil and a message pushed. */
-static int check_signature(lua_State *L, const minisign_sig *sig, const minisign_key *k,
-                           const char *path)
+/* What a signature covers: the file at path, or bytes given (data != NULL). */
+typedef struct {
+    const char *path;
+    const unsigned char *data;
+    size_t len;
+} signed_input;
+
+/* The message sig->sig is over: the BLAKE2b-512 of the input for "ED"
+ * (into hash), the input itself for "Ed". 0, or the results pushed. */
+static int signed_message(lua_State *L, const minisign_sig *sig, const signed_input *in,
+                          uint8_t hash[crypto_generichash_BYTES_MAX], const unsigned char **msg,
+                          size_t *msg_len)
 {
-    uint8_t hash[crypto_generichash_BYTES_MAX];
-    const unsigned char *msg = hash;
-    size_t msg_len = sizeof hash;
     int r;
 
     if (sig->hashed) {
-        int err = hash_file(path, hash);
-        if (err != 0)
-            return fh_result_errno(L, err, path);
-    } else if ((r = read_whole(L, path, &msg, &msg_len)) != 0) {
+        if (in->data != NULL) {
+            crypto_generichash(hash, crypto_generichash_BYTES_MAX, in->data, in->len, NULL, 0);
+        } else if ((r = hash_file(in->path, hash)) != 0) {
+            return fh_result_errno(L, r, in->path);
+        }
+        *msg = hash;
+        *msg_len = crypto_generichash_BYTES_MAX;
+        return 0;
+    }
+    if (in->data != NULL) {
+        *msg = in->data;
+        *msg_len = in->len;
+    } else if ((r = read_whole(L, in->path, msg, msg_len)) != 0) {
         return r;
-    } else if (msg_len == crypto_generichash_BYTES_MAX) {
+    }
+    if (*msg_len == crypto_generichash_BYTES_MAX)
         /* sig_alg is signed by nothing: an ED signature relabelled Ed
          * verifies over the 64 bytes of the file's BLAKE2b-512, so a
          * 64-byte file under a legacy signature could be that swap. */
         return fh_result_msg(L, "a legacy (Ed) signature over a 64-byte file is refused: it could be a "
                                 "hashed (ED) signature relabelled; sign it again with minisign's default");
-    }
+    return 0;
+}
+
+/* Checks sig (over the input) against key k: 0, or nil and a message pushed. */
+static int check_signature(lua_State *L, const minisign_sig *sig, const minisign_key *k,
+                           const signed_input *in)
+{
+    uint8_t hash[crypto_generichash_BYTES_MAX];
+    const unsigned char *msg = NULL;
+    size_t msg_len = 0;
+    int r;
+
+    if ((r = signed_message(L, sig, in, hash, &msg, &msg_len)) != 0)
+        return r;
     if (crypto_sign_verify_detached(sig->sig, msg, msg_len, k->pk) != 0)
         return refuse(L, "the signature does not match the file (signed by key %s)", k->keynum);
     return 0;
@@ -228,11 +259,27 @@ static int check_comment(lua_State *L, const minisign_sig *sig, const minisign_k
     return 0;
 }
 
-/* minisign.verify(keys, sig_text, path) -> { key_id, comment, alg } | nil, message[, errno] */
-static int l_verify(lua_State *L)
+/* { key_id, comment, alg } of a signature (its key number is the key's once verified). */
+static int push_sig(lua_State *L, const minisign_sig *sig)
+{
+    char id[17];
+
+    minisign_key_id(sig->keynum, id);
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, id);
+    lua_setfield(L, -2, "key_id");
+    lua_pushlstring(L, sig->comment, sig->comment_len);
+    lua_setfield(L, -2, "comment");
+    lua_pushstring(L, sig->hashed ? "ED" : "Ed");
+    lua_setfield(L, -2, "alg");
+    return 1;
+}
+
+/* The checks of verify() and verify_data(), over the input: the results pushed. */
+static int verify_input(lua_State *L, const signed_input *in)
 {
     size_t len;
-    const char *text, *path;
+    const char *text;
     char err[MINISIGN_ERR_LEN];
     minisign_sig sig;
     minisign_key k;
@@ -243,7 +290,6 @@ static int l_verify(lua_State *L)
         return luaL_error(L, "minisign.verify: a list of keys expected, got one key (wrap it in { })");
     lua_pop(L, 1);
     text = luaL_checklstring(L, 2, &len);
-    path = luaL_checkstring(L, 3);
     if (lua_rawlen(L, 1) == 0)
         return fh_result_msg(L, "no trusted key to verify the signature with");
     if (minisign_parse_sig(text, len, &sig, err) != 0)
@@ -253,17 +299,41 @@ static int l_verify(lua_State *L)
         return 2;
     if (found == 0)
         return refuse(L, "signed by key %s, which is not a trusted key", sig.keynum);
-    if ((r = check_signature(L, &sig, &k, path)) != 0 || (r = check_comment(L, &sig, &k)) != 0)
+    if ((r = check_signature(L, &sig, &k, in)) != 0 || (r = check_comment(L, &sig, &k)) != 0)
         return r;
-    lua_createtable(L, 0, 3);
-    minisign_key_id(k.keynum, err);
-    lua_pushstring(L, err);
-    lua_setfield(L, -2, "key_id");
-    lua_pushlstring(L, sig.comment, sig.comment_len);
-    lua_setfield(L, -2, "comment");
-    lua_pushstring(L, sig.hashed ? "ED" : "Ed");
-    lua_setfield(L, -2, "alg");
-    return 1;
+    return push_sig(L, &sig);
+}
+
+/* minisign.verify(keys, sig_text, path) -> { key_id, comment, alg } | nil, message[, errno] */
+static int l_verify(lua_State *L)
+{
+    signed_input in = {luaL_checkstring(L, 3), NULL, 0};
+
+    return verify_input(L, &in);
+}
+
+/* minisign.verify_data(keys, sig_text, data) -> as verify(), over the bytes of data */
+static int l_verify_data(lua_State *L)
+{
+    signed_input in = {NULL, NULL, 0};
+
+    in.data = (const unsigned char *)luaL_checklstring(L, 3, &in.len);
+    return verify_input(L, &in);
+}
+
+/* minisign.signature_info(sig_text) -> { key_id, comment, alg } | nil, message:
+ * the signature file parsed, NOTHING verified (for display: a cloud listing
+ * which key signed a firmware). */
+static int l_signature_info(lua_State *L)
+{
+    size_t len;
+    const char *text = luaL_checklstring(L, 1, &len);
+    char err[MINISIGN_ERR_LEN];
+    minisign_sig sig;
+
+    if (minisign_parse_sig(text, len, &sig, err) != 0)
+        return fh_result_msg(L, "%s", err);
+    return push_sig(L, &sig);
 }
 
 static void push_limits(lua_State *L)
@@ -288,6 +358,8 @@ int luaopen_fotahost_minisign(lua_State *L)
     static const luaL_Reg funcs[] = {
         {"public_key", l_public_key},
         {"verify", l_verify},
+        {"verify_data", l_verify_data},
+        {"signature_info", l_signature_info},
         {NULL, NULL},
     };
 

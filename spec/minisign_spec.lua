@@ -313,4 +313,38 @@ describe("fotahost.minisign", function()
         legacy_file = 16 * 1024 * 1024 }, ms.limits)
     end)
   end)
+
+  describe("verify_data", function()
+    it("verifies bytes in memory as verify does the file holding them, in both forms", function()
+      local data = h.read(fw)
+      assert.are.same(ms.verify({ keys.new }, sig_ed, fw), ms.verify_data({ keys.new }, sig_ed, data))
+      assert.are.same(ms.verify({ keys.new }, sig_legacy, fw), ms.verify_data({ keys.new }, sig_legacy, data))
+    end)
+
+    it("refuses changed bytes, another key and a 64-byte legacy message", function()
+      local data = h.read(fw)
+      local tampered = data:sub(1, 1000) .. string.char(data:byte(1001) ~ 1) .. data:sub(1002)
+      local want = ("the signature does not match the file (signed by key %s)"):format(keys.new.id)
+      refused(want, ms.verify_data({ keys.new }, sig_ed, tampered))
+      refused(want, ms.verify_data({ keys.new }, sig_legacy, tampered))
+      refused(("signed by key %s, which is not a trusted key"):format(keys.new.id),
+        ms.verify_data({ keys.old }, sig_ed, data))
+      refused("a legacy (Ed) signature over a 64-byte file is refused: it could be a hashed (ED) signature "
+        .. "relabelled; sign it again with minisign's default", ms.verify_data({ keys.new }, sig_legacy, ("x"):rep(64)))
+      assert.has_error(function() ms.verify_data({ keys.new }, sig_ed, nil) end)
+    end)
+  end)
+
+  describe("signature_info", function()
+    it("parses a signature without verifying it: key id, comment and form", function()
+      assert.are.same({ key_id = keys.new.id, comment = "fotahost version=2.0 part=m32u4 counter=17", alg = "ED" },
+        ms.signature_info(sig_ed))
+      assert.are.equal("Ed", ms.signature_info(sig_legacy).alg)
+      -- nothing is checked but the form: an edited comment is shown as it is
+      local l = lines(sig_ed)
+      l[3] = "trusted comment: edited"
+      assert.are.equal("edited", ms.signature_info(table.concat(l, "\n") .. "\n").comment)
+      refused("malformed signature: 0 lines, 4 expected", ms.signature_info(""))
+    end)
+  end)
 end)
