@@ -110,6 +110,17 @@ describe("fotahost.fota.config", function()
     assert.matches('^cfg%.lua: serial_baud must be .* got "fast"$', refused({ serial_baud = "fast" }))
   end)
 
+  it("takes trusted_keys as one path or a list of one or more, never an empty list", function()
+    assert.are.same({ "/k/a.pub" }, assert(config.check(with({ trusted_keys = "/k/a.pub" }))).trusted_keys)
+    assert.are.same({ "/k/a.pub", "/k/b.pub" },
+      assert(config.check(with({ trusted_keys = { "/k/a.pub", "/k/b.pub" } }))).trusted_keys)
+    assert.is_nil(assert(config.check(with({}))).trusted_keys)
+    -- an empty list would turn the signature check off unseen
+    for _, bad in ipairs({ {}, { "/k/a.pub", 5 }, { "" }, { a = "/k/a.pub" }, 42 }) do
+      assert.matches("^cfg%.lua: trusted_keys must be the path of a minisign public key", refused({ trusted_keys = bad }))
+    end
+  end)
+
   it("takes a status channel of letters, digits, _ and -", function()
     assert.matches('^cfg%.lua: status_channel must be a data channel id %(letters, digits, _ and %-%), '
       .. 'got "fota status"$', refused({ status_channel = "fota status" }))

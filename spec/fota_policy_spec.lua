@@ -151,7 +151,7 @@ describe("fotahost.fota policy", function()
     end
   end
 
-  local FLASHED = { "downloading", "verifying", "flashing" }
+  local FLASHED = { "downloading", "verifying", h.UNSIGNED, "flashing" }
   local function seq(...)
     local t = {}
     for _, part in ipairs({ ... }) do
@@ -218,7 +218,7 @@ describe("fotahost.fota policy", function()
     assert.matches("signature 1E 95 0F", err)
     assert.is_nil(err:find("roll", 1, true), err)
     -- "flashing" is said only once the signature is right
-    assert.are.same({ "downloading", "verifying", "failed: " .. err }, said)
+    assert.are.same({ "downloading", "verifying", h.UNSIGNED, "failed: " .. err }, said)
     assert.are.same({}, reported(p))
     assert.are.equal(1, erases(p))
     assert.is_true(before == flash_bin(p), "flash.bin changed")
@@ -395,7 +395,7 @@ describe("fotahost.fota policy", function()
       assert.is_true(update(p, cmd("v2", "wb.hex")))
       local note = ("verifying: the image carries the configured bootloader (%s): its application part is flashed")
         :format(span(with_boot))
-      assert.are.same({ "downloading", "verifying", note, "flashing", "done" }, said)
+      assert.are.same({ "downloading", "verifying", note, h.UNSIGNED, "flashing", "done" }, said)
       assert_sent(p, said)
       assert.are.equal(1, erases(p))
       -- the application part, with the configured bootloader merged as for any image
@@ -433,7 +433,7 @@ describe("fotahost.fota policy", function()
       assert.is_true(update(p, cmd("v2", "other.hex")))
       local note = ("verifying: the image carries a bootloader (%s): the whole image is written "
         .. "(allow_bootloader_update = true)"):format(span(other))
-      assert.are.same({ "downloading", "verifying", note, "flashing", "done" }, said)
+      assert.are.same({ "downloading", "verifying", note, h.UNSIGNED, "flashing", "done" }, said)
       assert.are.equal(1, erases(p))
       assert_chip(p, other, "the whole image")
       assert_hex(p.dir .. "/lkg.hex", other, "the whole image")
@@ -464,7 +464,7 @@ describe("fotahost.fota policy", function()
   -- as a kill -9 would stop it.
   local function update_retrying(p, said, during, kill)
     local res
-    local n = #said + 3 -- downloading, verifying, flashing: then what the commit's failure says
+    local n = #said + 4 -- downloading, verifying, unsigned, flashing: then what the commit's failure says
     sched.run(function()
       local task = sched.spawn(function() res = { p:update(assert(fota.parse_command(cmd("v2", "v2.hex")))) } end)
       wait_for("the status after the flash", function() return res or #said > n end)
@@ -544,7 +544,7 @@ describe("fotahost.fota policy", function()
     local ok, err = update(p, cmd("v2", "v2.hex"))
     assert.is_nil(ok)
     assert.matches("^journal: .*journal%.json", err)
-    assert.are.same(seq(FLASHED, "done", "downloading", "verifying", "failed: " .. err), said)
+    assert.are.same(seq(FLASHED, "done", "downloading", "verifying", h.UNSIGNED, "failed: " .. err), said)
     assert.are.equal(1, erases(p))
     assert_chip(p, v1, "v1")
     assert.are.equal("v1", p:installed().version)

@@ -295,7 +295,7 @@ return {
     push(t, "blink-1000")
     local final, list = wait_status(t)
     assert.are.equal("done", final, app_log(t))
-    assert.are.same({ "downloading", "verifying", "flashing", "done" }, list)
+    assert.are.same({ "downloading", "verifying", h.UNSIGNED, "flashing", "done" }, list)
     assert_flash(t, "blink-1000")
     assert.are.equal(0xCF, lock_byte(t))
     assert.are.equal(1, erases(t))
@@ -314,7 +314,7 @@ return {
     push(t, "blink-250")
     local final, list = wait_status(t, 2)
     assert.are.equal("skipped: blink-250 is already installed", final)
-    assert.are.same({ "downloading", "verifying", "flashing", "done", final }, list)
+    assert.are.same({ "downloading", "verifying", h.UNSIGNED, "flashing", "done", final }, list)
     assert.are.equal(n, erases(t))
     assert.is_true(before == flash_bytes(t), "flash.bin changed")
     assert.are.equal("blink-250", device(t).version)
@@ -509,7 +509,7 @@ return {
       assert.are.equal("failed: download too slow (" .. bytes .. " bytes in " .. secs
         .. " s; the minimum is 2000 bytes/s on average): " .. shown, list[3])
       assert.is_true(tonumber(secs) >= 2 and tonumber(bytes) < 2000 * tonumber(secs), list[3])
-      assert.are.same({ "downloading", "verifying", "flashing", "done" }, { table.unpack(list, 4) })
+      assert.are.same({ "downloading", "verifying", h.UNSIGNED, "flashing", "done" }, { table.unpack(list, 4) })
       -- one erase: blink-250's; the drip never reached the chip
       assert.are.equal(n + 1, erases(t))
       assert_flash(t, "blink-250")
@@ -533,7 +533,7 @@ return {
     -- nothing was erased: no rollback is tried (it would fail the same way)
     assert.matches("^failed: [^;]*signature 1E 95 0F[^;]*$", final)
     -- "flashing" is said only once the signature is right
-    assert.are.same({ "downloading", "verifying", final }, list)
+    assert.are.same({ "downloading", "verifying", h.UNSIGNED, final }, list)
     assert.are.same({ "downloading",
       "failed: download: " .. t.cloud_url .. "/firmwares/no-such-barrier.hex: HTTP 404" }, barrier(t, 1))
     assert.are.equal(n, erases(t))
@@ -558,8 +558,8 @@ return {
     local final, list = wait_status(t, 2)
     set_faults(t, nil)
     assert.matches("^failed: verify: verification error at 0x%x+.*; rolled back to blink%-1000$", final)
-    assert.are.same({ "downloading", "verifying", "flashing", "done",
-      "downloading", "verifying", "flashing", final }, list)
+    assert.are.same({ "downloading", "verifying", h.UNSIGNED, "flashing", "done",
+      "downloading", "verifying", h.UNSIGNED, "flashing", final }, list)
     assert.are.equal(n + 2, erases(t)) -- the new image's, then the rollback's
     assert_flash(t, "blink-1000")
     assert.are.equal(0xCF, lock_byte(t))
@@ -583,11 +583,11 @@ return {
     -- when a session ends, so what a kill from here on leaves is the same
     -- as a power cut mid-write.
     until_true("the erase of the chip, and flashing at the cloud", WAIT, function()
-      return erases(t) > n and statuses(t)[7] == "flashing"
+      return erases(t) > n and statuses(t)[9] == "flashing"
     end)
     kill_app(t, "KILL")
     local list = statuses(t)
-    assert.are.same({ "downloading", "verifying", "flashing", "done", "downloading", "verifying", "flashing" }, list)
+    assert.are.same({ "downloading", "verifying", h.UNSIGNED, "flashing", "done", "downloading", "verifying", h.UNSIGNED, "flashing" }, list)
     assert.matches('"stage":"flashing"', h.read(t.state .. "/journal.json"))
     set_faults(t, nil)
     local logged = #app_log(t)
@@ -629,7 +629,7 @@ return {
     push(t, "blink-250")
     local final, list = wait_status(t, 1)
     assert.are.equal("done", final, app_log(t))
-    assert.are.same({ "downloading", "verifying", "flashing", "done" }, list)
+    assert.are.same({ "downloading", "verifying", h.UNSIGNED, "flashing", "done" }, list)
     assert_flash(t, "blink-250")
     until_true("the version report", WAIT, function() return device(t).version == "blink-250" end)
   end)
@@ -649,8 +649,8 @@ return {
     local final, list = wait_status(t, 2)
     set_faults(t, nil)
     assert.are.equal("done", final, app_log(t))
-    assert.are.same({ "downloading", "verifying", "flashing", "queued: sketch-4k (an update is running)",
-      "done", "downloading", "verifying", "flashing", "done" }, list)
+    assert.are.same({ "downloading", "verifying", h.UNSIGNED, "flashing", "queued: sketch-4k (an update is running)",
+      "done", "downloading", "verifying", h.UNSIGNED, "flashing", "done" }, list)
     assert.are.equal(n + 2, erases(t))
     assert_flash(t, "sketch-4k")
     until_true("the version report", WAIT, function() return device(t).version == "sketch-4k" end)
@@ -812,7 +812,7 @@ return {
     local final, list = wait_status(t)
     assert.matches("^failed: state_dir " .. t.state:gsub("%p", "%%%0") .. " has %d+ KiB free, the update needs "
       .. "%d+ KiB$", final, app_log(t))
-    assert.are.same({ "downloading", "verifying", final }, list)
+    assert.are.same({ "downloading", "verifying", h.UNSIGNED, final }, list)
     local free, need = final:match("has (%d+) KiB free, the update needs (%d+) KiB")
     assert.is_true(tonumber(free) < tonumber(need), final)
     assert.are.equal(n, erases(t))
@@ -856,7 +856,7 @@ return {
     assert(os.remove(t.sv("filler"))) -- room again
     local final, list = wait_status(t, 2)
     assert.are.equal("done", final, app_log(t))
-    assert.are.same({ "downloading", "verifying", "flashing", "done", "downloading", "verifying", "flashing", said,
+    assert.are.same({ "downloading", "verifying", h.UNSIGNED, "flashing", "done", "downloading", "verifying", h.UNSIGNED, "flashing", said,
       "done" }, list)
     until_true("the journal to clear", WAIT, function() return h.read(t.sv("journal.json")) == nil end)
     assert.matches('"version":"blink%-250"', h.read(t.sv("installed.json")))

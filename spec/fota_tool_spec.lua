@@ -54,7 +54,7 @@ return { device_id = "Dev1", device_key = "Key12345", board = "sim", sim_dir = %
     local d = device()
     local r = fota(d, "--url", srv.url .. "/files/v2.hex")
     assert.are.equal(0, r.status, r.err)
-    assert.are.equal("downloading\nverifying\nflashing\ndone\n", r.out)
+    assert.are.equal("downloading\nverifying\n" .. h.UNSIGNED .. "\nflashing\ndone\n", r.out)
     assert.is_true(holds(d, "v2.hex"), "flash.bin does not hold v2.hex")
     -- the version label is the file's name
     assert.are.equal("v2", cjson.decode(h.read(d.state .. "/installed.json")).version)
@@ -67,7 +67,7 @@ return { device_id = "Dev1", device_key = "Key12345", board = "sim", sim_dir = %
 
     r = fota(d, "--url", srv.url .. "/files/v2.hex", "--force")
     assert.are.equal(0, r.status, r.err)
-    assert.are.equal("downloading\nverifying\nflashing\ndone\n", r.out)
+    assert.are.equal("downloading\nverifying\n" .. h.UNSIGNED .. "\nflashing\ndone\n", r.out)
     assert.are.equal(2, erases(d))
   end)
 

@@ -3,6 +3,10 @@
 local M = {}
 
 M.bin = os.getenv("FOTAHOST_BIN") or "./build/fotahost"
+
+-- The status an update without trusted_keys says between "verifying" and
+-- "flashing": unsigned firmware goes on, but never silently.
+M.UNSIGNED = "warning: unsigned firmware accepted (no trusted_keys configured)"
 -- The peers the specs start with start_server (the local cloud, test
 -- servers, the virtual board): the same binary, but under make board-test
 -- the native build, so the board's build under qemu is only what a board

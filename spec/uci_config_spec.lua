@@ -60,6 +60,7 @@ describe("the UCI configuration", function()
     { "http_max_redirects", "0", 0 }, { "http_cainfo", "/etc/ssl/ca.pem", "/etc/ssl/ca.pem" },
     { "http_capath", "/etc/ssl/certs", "/etc/ssl/certs" }, { "http_insecure", "true", true },
     { "http_user_agent", "fotahost/1 (test)", "fotahost/1 (test)" },
+    { "trusted_keys", "/etc/fotahost/keys/release.pub", { "/etc/fotahost/keys/release.pub" } },
   }
 
   it("maps every option to its key, read by the key's kind", function()
@@ -77,7 +78,7 @@ describe("the UCI configuration", function()
     for _, o in ipairs(OPTIONS) do
       local key = o[1]:match("^http_(.*)$")
       local got = key and c.http[key] or c[o[1]]
-      assert.are.equal(o[3], got, o[1])
+      assert.are.same(o[3], got, o[1])
       assert.are.equal(math.type(o[3]), math.type(got), o[1])
     end
   end)
@@ -207,6 +208,20 @@ print(c.api, c.backend, c.lock, c.state_dir, c.status_channel, c.board)
         .. "http_cainfo...)",
       path .. ": fotahost.main.statedir is not an option of fotahost (did you mean fotahost.main.state_dir?)",
     }, "\n"), err)
+  end)
+
+  it("reads trusted_keys as a list (key rotation: old and new)", function()
+    h.write(dir .. "/fotahost", DEFAULT)
+    for _, cmd in ipairs({ { "set", "fotahost.main.device_id=Dev1" }, { "set", "fotahost.main.device_key=Key12345" },
+                           { "set", "fotahost.main.board=sim" }, { "set", "fotahost.main.sim_dir=/tmp/chip" },
+                           { "add_list", "fotahost.main.trusted_keys=/etc/fotahost/keys/2025.pub" },
+                           { "add_list", "fotahost.main.trusted_keys=/etc/fotahost/keys/2026.pub" },
+                           { "commit", "fotahost" } }) do
+      local r = h.run({ UCI, "-c", dir, "-t", dir .. "/.uci", table.unpack(cmd) })
+      assert.are.equal(0, r.status, r.err)
+    end
+    local c = assert(load(dir .. "/fotahost"))
+    assert.are.same({ "/etc/fotahost/keys/2025.pub", "/etc/fotahost/keys/2026.pub" }, c.trusted_keys)
   end)
 
   it("names a missing device id and key as options when UCI is the only file", function()

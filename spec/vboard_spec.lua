@@ -426,13 +426,14 @@ return { device_id = "Dev1", device_key = "Key12345", board = "sim", sim_dir = %
     end
     local ok, err = pcall(function()
       -- a plain sketch: the configured bootloader merged in, as for any image
-      assert.are.equal("downloading\nverifying\nflashing\ndone\n", fota("blink-1000.hex"))
+      assert.are.equal("downloading\nverifying\n" .. h.UNSIGNED .. "\nflashing\ndone\n", fota("blink-1000.hex"))
       local events = boot(4.6)
       assert.are.equal(4, assert_period(events, 1.0) + 1)
       assert.is_true(math.abs(events[1].t - 1.5) < 1e-4, ("first transition at %.6f s"):format(events[1].t))
       -- the IDE's with_bootloader export of the next version: its application part
       assert.matches("^downloading\nverifying\nverifying: the image carries the configured bootloader "
-        .. "%(0x7000%.%.0x%x+%): its application part is flashed\nflashing\ndone\n$",
+        .. "%(0x7000%.%.0x%x+%): its application part is flashed\n" .. h.UNSIGNED:gsub("%p", "%%%0")
+        .. "\nflashing\ndone\n$",
         fota("blink-250.with_bootloader.hex"))
       events = boot(1.6)
       assert.are.equal(4, assert_period(events, 0.25) + 1)

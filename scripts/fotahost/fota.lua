@@ -9,7 +9,9 @@
 --     cloud:on("FOTA", function(value) policy:push(value) end)
 --
 -- The rule: nothing touches the MCU until the new image is downloaded in
--- full, its MD5 checked (when the cloud gave one), parsed as Intel HEX and
+-- full, its MD5 checked (when the cloud gave one), its signature verified
+-- with a trusted key and its signed version, part and counter found right
+-- (when trusted_keys are set: fota/signature.lua), parsed as Intel HEX and
 -- found to fit the application section (or to carry the configured
 -- bootloader above it, or any bootloader when allow_bootloader_update: see
 -- carried_bootloader). Then, and only then:
@@ -53,12 +55,14 @@
 -- puts the last-known-good back (what installed.json says) and says why.
 --
 -- Files in state_dir: journal.json (what is under way), installed.json (the
--- version on the MCU, verified), lkg.hex (the last-known-good image),
--- new.hex (the image being installed), download.hex (the download; .part
--- while it runs).
+-- version on the MCU, verified), counter.json (the highest anti-rollback
+-- counter accepted), lkg.hex (the last-known-good image), new.hex (the
+-- image being installed), download.hex (the download; .part while it runs)
+-- and download.hex.minisig (its signature).
 --
 -- Status data points on config.status_channel: "downloading", "verifying",
--- "flashing", then "done" or "failed: <reason>" (or "done: V installed
+-- (without trusted_keys, M.UNSIGNED: "warning: unsigned firmware accepted
+-- ..."), "flashing", then "done" or "failed: <reason>" (or "done: V installed
 -- (state not saved: ...; retrying)" then "done"); also "skipped: <version>
 -- is already installed", "queued: <version>", after a start that found
 -- a journal "recovered: ..." or "failed: recovery after an interruption...",
@@ -113,6 +117,8 @@ end
 local function path_string(v) return type(v) == "string" and v ~= "" and #v <= 4096 end
 local function text(v) return type(v) == "string" and #v <= 4096 end
 local function number(v) return type(v) == "number" end
+local function counter(v) return math.type(v) == "integer" and v >= 0 end
+local function key_id(v) return type(v) == "string" and #v >= 1 and #v <= 16 and v:match("^%x+$") ~= nil end
 local function one_of(...)
   local set = {}
   for _, k in ipairs({ ... }) do set[k] = true end
@@ -125,9 +131,14 @@ local SCHEMA = {
     stage = { one_of("flashing", "rollback"), true },
     version = { label }, image = { path_string }, sha256 = { hexdigits(64) },
     md5 = { hexdigits(32) }, health = { one_of("pending", "passed") }, why = { text },
+    counter = { counter }, key_id = { key_id },
   },
   installed = {
     version = { label, true }, sha256 = { hexdigits(64) }, md5 = { hexdigits(32) }, at = { number },
+  },
+  -- the highest anti-rollback counter accepted (fota/signature.lua)
+  counter = {
+    counter = { counter, true }, version = { label }, key_id = { key_id }, at = { number },
   },
 }
 
@@ -255,8 +266,27 @@ function M.new(config, opts)
     lkg = dir .. "/lkg.hex",
     new = dir .. "/new.hex",
     download = dir .. "/download.hex",
+    signature = dir .. "/download.hex.minisig",
+    counter = dir .. "/counter.json",
   }
+  self:load_keys()
   return self
+end
+
+-- The trusted keys (config.trusted_keys), read once at start: a key that
+-- cannot be read stops the app (raises) rather than let it take unsigned
+-- firmware. Without keys, every start says loudly what that means.
+function Policy:load_keys()
+  local paths = self.config.trusted_keys
+  if not paths then
+    log.warn("no trusted_keys configured: unsigned firmware is accepted (see the README: Signed firmware)")
+    return
+  end
+  local signature = require "fotahost.fota.signature" -- loads libsodium: only when keys are set
+  local keys, err = signature.load_keys(paths)
+  if not keys then error("fota.new: " .. err, 0) end
+  self.keys, self.signature = keys, signature
+  log.info("firmware must be signed by a trusted key: %s", signature.key_ids(keys))
 end
 
 --- Gives the policy its cloud client: statuses and versions go there.
@@ -400,34 +430,92 @@ local function download_failure(url, err, code)
   return "download: " .. err
 end
 
+-- The options of one download: every one of the config's http table (the
+-- deadline and the rate above all), not a chosen few, and a size cap.
+function Policy:download_options(max_size)
+  local c = self.config
+  local o = {}
+  for k, v in pairs(c.http or {}) do o[k] = v end
+  o.max_size = max_size
+  o.insecure = c.insecure or o.insecure
+  return o
+end
+
+-- The signature of the firmware at job.url (URL.minisig): its text, or
+-- nil and why. A firmware without one (404) is refused: keys are set.
+function Policy:fetch_signature(job)
+  local url = self.signature.url(job.url)
+  local limit = require("fotahost.minisign").limits.signature_file
+  local res, err, code = http.download(url, self.paths.signature, self:download_options(limit))
+  if not res and code == 404 then
+    return nil, ("unsigned: no signature at %s (HTTP 404); trusted_keys are set, so unsigned firmware is refused")
+      :format(logmod.redact(http.redact_url(url)))
+  end
+  if not res then return nil, "signature " .. download_failure(url, err, code) end
+  return sys.read_file(self.paths.signature, limit)
+end
+
+-- The highest counter accepted so far (nil: none yet), or nil and why it
+-- is unknown (an unreadable counter.json: signed updates stop until an
+-- operator allows a downgrade, which writes it again).
+function Policy:accepted_counter()
+  local v, err = read_state(self.paths.counter, "counter")
+  if err then
+    return nil, ("%s cannot be read (%s): the highest counter accepted is unknown; an operator on the board "
+      .. "can allow this update with fotahost fota --allow-downgrade"):format(self.paths.counter, err)
+  end
+  return v and v.counter
+end
+
+-- Checks the signature `sig_text` over `data`, the downloaded bytes, and
+-- what it binds (version, part, counter); notes the counter and key in
+-- the job (commit() keeps the counter). true, or nil and why.
+function Policy:check_signature(job, sig_text, data)
+  local floor, err = self:accepted_counter()
+  if err and not job.allow_downgrade then return nil, "signature: " .. err end
+  local r
+  r, err = self.signature.check(self.keys, sig_text, data, { version = job.version, part = self.part.id,
+    board = self.config.board, floor = floor, allow_downgrade = job.allow_downgrade })
+  if not r then return nil, "signature: " .. err end
+  job.counter, job.key_id = r.counter, r.key_id
+  log.info("%s: signed by key %s (%s), counter %d%s", job.version, r.key_id, r.alg, r.counter,
+    floor and r.counter < floor and (", below %d: a downgrade an operator allowed"):format(floor) or "")
+  return true
+end
+
 -- Downloads, checks and parses; returns the image to flash or nil, reason.
--- Nothing here touches the MCU.
+-- Nothing here touches the MCU. The download is read once: the MD5, the
+-- signature and the parser all see the same bytes.
 function Policy:prepare(job)
   local c = self.config
   self:status("downloading")
-  -- every option of the config's http table (the deadline and the rate
-  -- above all), not a chosen few
-  local o = {}
-  for k, v in pairs(c.http or {}) do o[k] = v end
-  o.max_size = self.max_download
-  o.insecure = c.insecure or o.insecure
-  local res, err, code = http.download(job.url, self.paths.download, o)
+  local sig_text, err
+  if self.keys then
+    sig_text, err = self:fetch_signature(job)
+    if not sig_text then return nil, err end
+  end
+  local res, code
+  res, err, code = http.download(job.url, self.paths.download, self:download_options(self.max_download))
   if not res then return nil, download_failure(job.url, err, code) end
   job.bytes = res.bytes
   self:status("verifying")
-  local md5 = assert(digest.file(self.paths.download, "md5"))
+  local data
+  data, err = sys.read_file(self.paths.download, self.max_download)
+  if not data then return nil, err end
+  local md5 = digest.md5(data)
   job.got_md5 = md5
   if job.md5 and md5 ~= job.md5 then
     return nil, ("MD5 mismatch: expected %s, the file is %s"):format(job.md5, md5)
   end
+  if sig_text then
+    local ok, serr = self:check_signature(job, sig_text, data)
+    if not ok then return nil, serr end
+  end
   local image
-  image, err = ihex.load(self.paths.download, { max_size = self.max_download })
+  image, err = ihex.parse(data, "download.hex")
   if not image then
-    -- "download.hex:12: bad checksum", not the state directory's path: "line
-    -- 12: bad checksum", or just the cause when there is no line to name
-    local plain = self.paths.download:gsub("%p", "%%%0")
-    local why = err:gsub("^" .. plain .. ":(%d+):", "line %1:"):gsub("^" .. plain .. ": ", "")
-    return nil, "not a valid Intel HEX file: " .. why
+    -- "line 12: bad checksum", or just the cause when there is no line to name
+    return nil, "not a valid Intel HEX file: " .. err:gsub("^download%.hex:(%d+):", "line %1:"):gsub("^download%.hex: ", "")
   end
   local lo, hi = image:range()
   if not lo then return nil, "the HEX file holds no data" end
@@ -445,8 +533,13 @@ function Policy:prepare(job)
     image, err = image:merge(boot)
     if not image then return nil, "the image overlaps the bootloader: " .. err end
   end
+  if not self.keys then self:status(M.UNSIGNED) end
   return image
 end
+
+--- The status said when an image passed every check but a signature, as
+-- none is asked for (no trusted_keys): loudly, at every update.
+M.UNSIGNED = "warning: unsigned firmware accepted (no trusted_keys configured)"
 
 -- The bytes of `image` below `addr`, as an image of their own (nil: none).
 local function below(image, addr)
@@ -513,8 +606,8 @@ function Policy:install(job, image)
   -- Before the erase: if we die after it, the next start knows.
   -- health = "pending": no check has passed yet; recover() must not adopt
   -- the image without one.
-  local journal = { stage = "flashing", version = job.version,
-    image = self.paths.new, sha256 = job.sha256, md5 = job.got_md5, health = "pending" }
+  local journal = { stage = "flashing", version = job.version, image = self.paths.new, sha256 = job.sha256,
+    md5 = job.got_md5, health = "pending", counter = job.counter, key_id = job.key_id }
   ok, err = write_json(self.paths.journal, journal)
   if not ok then return nil, "journal: " .. err end
   local stage
@@ -588,12 +681,19 @@ function Policy:commit_until_saved(job)
   return true
 end
 
--- The new image is good: the version is recorded, the image becomes the
--- last-known-good, the journal ends -- in that order, so that a power cut
+-- The new image is good: its signature's counter (the highest accepted
+-- now; lower only by an operator's --allow-downgrade) and the version are
+-- recorded, the image becomes the last-known-good, the journal ends -- in that order, so that a power cut
 -- between two steps leaves a journal whose image is still there (or is
 -- already lkg.hex), and recover() finishes the job.
 function Policy:commit(job)
-  local ok, err = write_json(self.paths.installed, { version = job.version, sha256 = job.sha256,
+  local ok, err
+  if job.counter then -- first: a cut after it leaves the journal, which commits again
+    ok, err = write_json(self.paths.counter, { counter = job.counter, version = job.version,
+      key_id = job.key_id, at = os.time() })
+    if not ok then return nil, err end
+  end
+  ok, err = write_json(self.paths.installed, { version = job.version, sha256 = job.sha256,
     md5 = job.got_md5, at = os.time() })
   if not ok then return nil, err end
   if exists(self.paths.new) then
@@ -602,6 +702,7 @@ function Policy:commit(job)
   end
   os.remove(self.paths.journal)
   os.remove(self.paths.download)
+  os.remove(self.paths.signature)
   return true
 end
 
@@ -682,6 +783,7 @@ function Policy:update(job)
     if not hok then log.warn("%s", herr) end
   end
   os.remove(self.paths.download)
+  os.remove(self.paths.signature)
   if not ok then
     log.error("update to %s failed: %s", job.version, err)
     self:status("failed: " .. err)
@@ -811,7 +913,8 @@ local function reflash_journaled(self, j)
     end
   end
   if ok then
-    ok, err = self:commit({ version = j.version, sha256 = j.sha256, got_md5 = j.md5 })
+    ok, err = self:commit({ version = j.version, sha256 = j.sha256, got_md5 = j.md5, counter = j.counter,
+      key_id = j.key_id })
     -- Unlike an update, a start does not wait for the disk: the
     -- last-known-good goes back on (it is what installed.json names),
     -- and the chip and the report agree again.

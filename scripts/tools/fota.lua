@@ -7,13 +7,16 @@ local fota = require "fotahost.fota"
 local config = require "fotahost.fota.config"
 
 local USAGE = [[
-usage: fotahost fota --url URL [--md5 HEX] [--version V] [--config PATH] [--force]
+usage: fotahost fota --url URL [--md5 HEX] [--version V] [--config PATH] [--force] [--allow-downgrade]
   --url URL        the firmware (Intel HEX) to install: http:// or https://
   --md5 HEX        its MD5; without it the file is not checked against one
   --version V      the version label recorded (default: the file name)
   --config PATH    the Lua configuration (default $FOTAHOST_CONFIG or /etc/fotahost/config.lua),
                    read with the UCI file /etc/config/fotahost when there is one (its options win)
   --force          install even if this version is already installed
+  --allow-downgrade  take a signed image whose counter= is below the highest accepted
+                   (anti-rollback), and make its counter the highest from now on:
+                   a deliberate downgrade, which only an operator on the board can allow
   -h, --help       this help
 Any update a power cut interrupted is finished first. Exit status 0 when the
 image is installed and verified (or already was), 1 when it is not.
@@ -28,6 +31,7 @@ for a, value in cli:each(arg) do
   elseif a == "--version" then o.version = value()
   elseif a == "--config" then o.config = value()
   elseif a == "--force" then o.force = true
+  elseif a == "--allow-downgrade" then o.allow_downgrade = true
   else cli:fail("unknown option %s", a) end
 end
 if not o.url then cli:fail("--url is required") end
@@ -45,7 +49,7 @@ if not job then
   io.stderr:write("fotahost fota: ", err, "\n")
   os.exit(1)
 end
-job.force = o.force
+job.force, job.allow_downgrade = o.force, o.allow_downgrade
 
 local ran, ok, why = pcall(sched.run, function()
   local policy = fota.new(cfg)

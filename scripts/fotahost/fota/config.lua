@@ -73,6 +73,17 @@ local function is_byte_or_false(v) return v == false or (math.type(v) == "intege
 local function is_table(v) return type(v) == "table" end
 local function is_nonneg(v) return type(v) == "number" and v >= 0 and v < math.huge end
 local function is_nonneg_int(v) return math.type(v) == "integer" and v >= 0 end
+-- one path, or a list of one or more (an empty list would turn a check off unseen)
+local function is_paths(v)
+  if is_string(v) then return true end
+  if type(v) ~= "table" or #v == 0 then return false end
+  local n = 0
+  for k, p in pairs(v) do
+    if math.type(k) ~= "integer" or not is_string(p) then return false end
+    n = n + 1
+  end
+  return n == #v
+end
 
 --- The keys of `http`: passed as they are to every fotahost.http call the
 -- device makes (a key without a default: fotahost.http's own). `timeout`
@@ -112,6 +123,8 @@ M.SPEC = {
   part = { is_string, "an AVR part id such as \"m32u4\" (default: the board's)" },
   lock = { is_byte_or_false, "the lock byte written after a flash (0..255), or false for none", 0x0F },
   bootloader = { is_string, "the path of a HEX bootloader merged into every image (e.g. Caterina)" },
+  trusted_keys = { is_paths, "the path of a minisign public key (.pub), or a list of them: firmware must then "
+    .. "be signed by one of them (see the README: Signed firmware)" },
   allow_bootloader_update = { is_bool, "true or false (true: an image that carries a bootloader other than "
     .. "the configured one is written whole, bootloader and all)", false },
   max_download = { is_pos, "the largest download accepted, in bytes (default: 6x the flash size)" },
@@ -130,7 +143,7 @@ M.SPEC = {
 --- What each check function wants, for the UCI reader (fota/uci_config.lua),
 -- whose values are all strings: a key with another check wants a string.
 M.KIND = { [is_pos] = "number", [is_pos_int] = "number", [is_nonneg] = "number", [is_nonneg_int] = "number",
-  [is_bool] = "bool", [is_byte_or_false] = "lock", [is_fn] = "hook", [is_table] = "table" }
+  [is_bool] = "bool", [is_byte_or_false] = "lock", [is_fn] = "hook", [is_table] = "table", [is_paths] = "paths" }
 
 -- Where UCI spells a value otherwise than Lua, it says so.
 local UCI_WHAT = { lock = "the lock byte written after a flash (0..255, or 0x00..0xFF), or none" }
@@ -210,6 +223,7 @@ function M.check(t, where, origin)
   -- pass here and fail every download, retried for ever
   if is_table(c.http) then c.http = check_table(c.http, M.HTTP_SPEC, "http.", bad, raw) end
   if c.state_dir == nil then c.state_dir = M.default_state_dir() end
+  if type(c.trusted_keys) == "string" then c.trusted_keys = { c.trusted_keys } end
   if c.device_id == nil then bad("device_id", "%s is missing: %s", M.SPEC.device_id[2]) end
   if c.device_key == nil then bad("device_key", "%s is missing: %s", M.SPEC.device_key[2]) end
   if c.board == "sim" and c.sim_dir == nil then

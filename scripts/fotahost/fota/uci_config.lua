@@ -5,7 +5,8 @@
 -- is the init script's. UCI values are strings: read here by the key's kind
 -- (fota/config.lua's M.KIND), and checked by config.check as a Lua value is,
 -- a problem named by the file and the option. Hooks are Lua code: they stay
--- in the Lua file.
+-- in the Lua file. A key taking several paths (trusted_keys) is a UCI list,
+-- or one option.
 local config = require "fotahost.fota.config"
 local uci = require "fotahost.uci"
 local log = require("fotahost.log").get("config")
@@ -66,8 +67,11 @@ local function read_section(s, path, lua_path)
   for _, name in ipairs(names) do
     local v, o = s.options[name], known[name]
     local kind = o and (config.KIND[o.spec[1]] or "string")
-    if type(v) == "table" then
+    if type(v) == "table" and kind ~= "paths" then
       bad(name, "must be a single value (option, not list), got a list of %d", #v)
+    elseif kind == "paths" then -- a list, or one option: the same
+      v = type(v) == "table" and v or { v }
+      raw[o.key], values[name] = table.concat(v, " "), v
     elseif name == "enabled" then -- the init script's; a typo there is still one
       if BOOL[v] == nil then bad(name, "must be 1 or 0 (or yes/no, on/off, true/false), got %q", v) end
     elseif not o then
