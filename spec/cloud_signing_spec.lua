@@ -55,8 +55,8 @@ local function get(url)
   return assert(http.request { method = "GET", url = url, retries = 0, timeout = 20 })
 end
 
-local function start()
-  cloud = h.start_cloud(fwdir, 0, { "--device", ID .. ":" .. KEY })
+local function start(...)
+  cloud = h.start_cloud(fwdir, 0, { "--device", ID .. ":" .. KEY, ... })
   cloud.tcp_port = math.tointeger(tonumber(cloud.out:match(" tcp [%d.]+:(%d+)\n")))
 end
 
@@ -132,7 +132,8 @@ describe("fotahost cloud and minisign signatures", function()
         "malformed signature: line 2" },
       { ("%s\n%s*\n%s\n%s\n"):format(lines[1], lines[2]:sub(1, -2), lines[3], lines[4]),
         "malformed signature: line 2" },
-      { good .. ("x"):rep(13000), "more than a signature file holds" },
+      { good .. ("x"):rep(13000), ("malformed signature: %d bytes, at most %d"):format(#good + 13000,
+        require("fotahost.minisign").limits.signature_file) },
     }
     for i, case in ipairs(cases) do
       local v, err, code = admin("POST", "/firmwares", { version = "bad" .. i, name = "bad.hex", content = content,
@@ -217,10 +218,10 @@ describe("fotahost cloud and minisign signatures", function()
     assert.is_true(firmware_json("4.0").signed)
   end)
 
-  it("knows which firmwares are signed again after a restart", function()
+  it("knows which firmwares are signed again after a restart; serve --firmware takes PATH.minisig", function()
     local before = assert(admin("GET", "/firmwares")).firmwares
     cloud.stop()
-    start()
+    start("--firmware", "5.0=" .. dir .. "/pushed.hex")
     local after = {}
     for _, fw in ipairs(assert(admin("GET", "/firmwares")).firmwares) do after[fw.version] = fw end
     for _, fw in ipairs(before) do
@@ -231,6 +232,8 @@ describe("fotahost cloud and minisign signatures", function()
     end
     assert.is_true(after["2.0"].signed)
     assert.is_false(after["1.0"].signed)
+    assert.are.same({ true, "fotahost version=4.0 part=m32u4 counter=6" },
+                    { after["5.0"].signed, after["5.0"].trusted_comment })
     assert.are.equal(h.read(dir .. "/blink-2.0.hex.minisig"), get(after["2.0"].url .. ".minisig").body)
   end)
 end)

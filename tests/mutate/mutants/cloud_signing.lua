@@ -27,11 +27,6 @@ return {
     specs = SPEC,
     why = "a broken NAME.minisig in the firmware directory is registered and served: devices learn of it"
       .. " only as a refused update" },
-  { name = "cloud-signature-size-unchecked", file = STORE,
-    from = "if #text > limit then",
-    to = "if false then",
-    specs = SPEC,
-    why = "an oversized signature file is stored and served, past what any device takes" },
   { name = "cloud-signature-named-firmware", file = STORE,
     from = "  bad = signature_name(name)\n",
     to = "  bad = nil\n",

@@ -48,19 +48,15 @@ end
 -- Devices verify.
 
 local SIG = ".minisig"
-S.SIGNATURE_SUFFIX = SIG
 
 local function minisign()
   return require "fotahost.minisign" -- a plugin: loaded when first needed
 end
 
--- The signature file `text` parsed: { key_id, comment, alg } | nil, why
--- (`what` names it in the message).
+-- The signature file `text` parsed (lines, lengths, algorithm, and its
+-- size: at most minisign.limits.signature_file): { key_id, comment, alg }
+-- | nil, why (`what` names it in the message).
 local function parse_signature(text, what)
-  local limit = minisign().limits.signature_file
-  if #text > limit then
-    return nil, fmt("%s: a signature of %d bytes, more than a signature file holds (%d)", what, #text, limit)
-  end
   local info, err = minisign().signature_info(text)
   if not info then return nil, what .. ": " .. err end
   return info
