@@ -8,8 +8,9 @@
 local USAGE = [[
 usage: fotahost cloud serve [options]       run the cloud until Ctrl-C / SIGTERM
        fotahost cloud status [--json]       devices, connections, heartbeats, firmwares
-       fotahost cloud register --version V (--file PATH | --name NAME)
-       fotahost cloud push --device ID --version V [--file PATH] [--url URL] [--md5 HEX|null]
+       fotahost cloud register --version V (--file PATH [--signature SIG] | --name NAME)
+       fotahost cloud push --device ID --version V [--file PATH] [--signature SIG]
+                           [--url URL] [--md5 HEX|null]
        fotahost cloud send --device ID --channel C --value V
        fotahost cloud send --device ID --raw BYTES [--chunks N,N,...] [--gap-ms MS]
        fotahost cloud datapoints --device ID [--channel C]
@@ -44,13 +45,19 @@ client options:
   --token T            the admin token (default: $FOTAHOST_CLOUD_TOKEN, else the
                        token file of the cloud's port, as serve wrote it)
   --token-file PATH    read the admin token from PATH
-  --file PATH          register, push: upload PATH as version V
-  --name NAME          register: a file already in the cloud's firmware directory
+  --file PATH          register, push: upload PATH as version V, and PATH.minisig (its
+                       minisign signature) with it when there is one
+  --signature SIG      register, push: upload SIG as the signature of --file instead
+  --name NAME          register: a file already in the cloud's firmware directory (with
+                       NAME.minisig there when there is one)
   --url URL, --md5 X   push: send exactly this URL / MD5 ("null" for none), for tests
   --raw BYTES          send: bytes as given; \n \r \t \\ and \xHH are decoded
   --chunks N,N,...     send --raw: write in pieces of these sizes (the rest last)
   --gap-ms MS          send --raw: pause between pieces (default 20)
   -h, --help           this help
+The cloud serves a firmware's signature at its URL with .minisig appended, where
+devices fetch it; status shows who signed each firmware (SIGNED: the key id), and
+push warns on stderr when the firmware it pushes has no signature.
 ]]
 
 local cli = require("fotahost.cli").new("cloud", USAGE)
@@ -69,9 +76,9 @@ local OPTIONS = {
             ["--public-url"] = "value", ["--newline"] = "flag", ["--no-newline"] = "flag", ["--spacing"] = "value",
             ["--idle-timeout"] = "value", ["--watch-stdin"] = "flag", ["--token-file"] = "value" },
   status = { ["--json"] = "flag" },
-  register = { ["--version"] = "value", ["--file"] = "value", ["--name"] = "value" },
-  push = { ["--device"] = "value", ["--version"] = "value",
-           ["--file"] = "value", ["--url"] = "value", ["--md5"] = "value" },
+  register = { ["--version"] = "value", ["--file"] = "value", ["--signature"] = "value", ["--name"] = "value" },
+  push = { ["--device"] = "value", ["--version"] = "value", ["--file"] = "value", ["--signature"] = "value",
+           ["--url"] = "value", ["--md5"] = "value" },
   send = { ["--device"] = "value", ["--channel"] = "value",
            ["--value"] = "value", ["--raw"] = "value", ["--chunks"] = "value", ["--gap-ms"] = "value" },
   datapoints = { ["--device"] = "value", ["--channel"] = "value" },
@@ -288,20 +295,36 @@ function COMMANDS.status(o)
   if #f.firmwares == 0 then
     io.stdout:write("no firmware registered\n")
   else
-    local frows = { { "FIRMWARE", "FWID", "MD5", "URL" } }
+    local frows = { { "FIRMWARE", "FWID", "MD5", "SIGNED", "URL" } }
     for _, fw in ipairs(f.firmwares) do
-      frows[#frows + 1] = { text(fw.version), text(fw.fwId), text(fw.md5), text(fw.url) }
+      frows[#frows + 1] = { text(fw.version), text(fw.fwId), text(fw.md5), fw.signed and text(fw.key_id) or "no",
+                            text(fw.url) }
     end
     print_table(frows)
   end
 end
 
--- Uploads the local file `file` as `version` (the cloud reads no path).
-local function register(call, version, file)
+-- The text of the signature to upload with `file`: the file `given`
+-- (--signature), else FILE.minisig when minisign left one beside it;
+-- nil when there is none.
+local function signature_of(file, given)
+  local sys = require "fotahost.sys"
+  local path = given or file .. ".minisig"
+  if not given and not sys.lstat(path) then return nil end
+  -- the cloud says what is wrong with a malformed one; one far too large is refused here
+  local sig, err = sys.read_file(path, require("fotahost.minisign").limits.signature_file)
+  if not sig then die("signature: " .. err) end
+  return sig
+end
+
+-- Uploads the local file `file` as `version`, with its signature (the
+-- cloud reads no path).
+local function register(call, version, file, signature)
   local sys = require "fotahost.sys"
   local content, err = sys.read_file(file, require("fotahost.mcs_cloud").MAX_FIRMWARE)
   if not content then die(err) end
-  return call("POST", "/admin/firmwares", { version = version, name = file:match("([^/]+)/*$"), content = content })
+  return call("POST", "/admin/firmwares", { version = version, name = file:match("([^/]+)/*$"), content = content,
+                                            signature = signature_of(file, signature) })
 end
 
 function COMMANDS.register(o)
@@ -309,21 +332,30 @@ function COMMANDS.register(o)
   local version = need(o, "version", "register")
   local fw
   if o.name then
+    if o.signature then cli:fail("register --name takes NAME.minisig from the firmware directory, not --signature") end
     fw = call("POST", "/admin/firmwares", { version = version, file = o.name })
   else
-    fw = register(call, version, need(o, "file", "register"))
+    fw = register(call, version, need(o, "file", "register"), o.signature)
   end
-  io.stdout:write(("registered %s as %s: md5 %s, %s\n"):format(fw.version, fw.fwId, fw.md5, fw.url))
+  io.stdout:write(("registered %s as %s: md5 %s, %s, %s\n"):format(fw.version, fw.fwId, fw.md5, fw.url,
+    fw.signed and "signed by key " .. text(fw.key_id) or "no signature"))
 end
 
 function COMMANDS.push(o)
   local call = client(o)
   local device, version = need(o, "device", "push"), need(o, "version", "push")
-  if o.file then register(call, version, o.file) end
+  if o.signature and not o.file then cli:fail("push --signature goes with --file") end
+  if o.file then register(call, version, o.file, o.signature) end
   local body = { version = version, url = o.url }
   if o.md5 then body.md5 = o.md5 == "null" and require("cjson").null or o.md5 end
   local r = call("POST", "/admin/devices/" .. device .. "/fota", body)
   io.stdout:write("sent ", (tostring(r.command):gsub("\n$", "")), "\n")
+  -- r.firmware: the registered firmware pushed (none when --url sent another URL)
+  local fw = r.firmware
+  if type(fw) == "table" and fw.signed == false then
+    io.stderr:write(("fotahost cloud: warning: firmware %s has no signature (%s.minisig): a device with"
+      .. " trusted_keys refuses it\n"):format(version, text(fw.name)))
+  end
 end
 
 function COMMANDS.send(o)

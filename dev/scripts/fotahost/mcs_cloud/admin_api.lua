@@ -137,16 +137,21 @@ function H.admin_firmwares(self, req, res)
   return send_json(res, 200, { firmwares = array(list) })
 end
 
--- {"version", "name", "content"}: an upload; {"version", "file"}: a file
--- already in the firmware directory, by name.
+-- {"version", "name", "content"[, "signature"]}: an upload, with the
+-- text of its .minisig; {"version", "file"}: a file already in the
+-- firmware directory, by name (with FILE.minisig when it is there).
 function H.admin_register(self, req, res)
   local doc = decode_body(req, res)
   if not doc then return end
   local version = as_text(doc.version)
   local fw, err, status
+  if doc.signature ~= nil and (doc.content == nil or type(doc.signature) ~= "string") then
+    return fail(res, 400, "\"signature\" (the text of a .minisig file) goes with a \"content\" upload;"
+      .. " a \"file\" registration takes FILE.minisig from the firmware directory")
+  end
   if doc.content ~= nil then
     if type(doc.content) ~= "string" then return fail(res, 400, "\"content\" must be a string") end
-    fw, err, status = self:upload_firmware(version, doc.name, doc.content)
+    fw, err, status = self:upload_firmware(version, doc.name, doc.content, doc.signature)
   elseif doc.file ~= nil then
     fw, err, status = self:register_firmware(version, doc.file)
   else
@@ -166,18 +171,20 @@ end
 
 -- Sends `line` to a connected device and answers the admin request. The
 -- answer shows the command with the key masked: a device key never leaves
--- the cloud but to its device.
-local function command_reply(self, res, dev, pieces, gap, shown)
+-- the cloud but to its device. `firmware`: the firmware pushed, if any,
+-- for the answer to show (whether it is signed).
+local function command_reply(self, res, dev, pieces, gap, shown, firmware)
   local ok, err = self:send_and_wait(dev, pieces, gap)
   if not ok then return fail(res, 409, err) end
   shown = self:without_keys(shown)
   log.info("device %s: sent %s", dev.id, (shown:gsub("\n$", "")))
-  return send_json(res, 200, { code = 200, message = "sent", command = shown })
+  return send_json(res, 200, { code = 200, message = "sent", command = shown, firmware = firmware })
 end
 
 -- FOTA push: "id,key,ts,FOTA,version,MD5,URL". A registered version gets
--- its own MD5 and URL; a test may instead give any version, url and md5
--- (null, or a wrong one) to exercise a client's checks.
+-- its own MD5 and URL, and the answer shows that firmware (signed or
+-- not: the device fetches URL.minisig); a test may instead give any
+-- version, url and md5 (null, or a wrong one) to exercise a client's checks.
 function H.admin_fota(self, req, res, id)
   local dev = admin_device(self, res, id)
   if not dev then return end
@@ -186,13 +193,13 @@ function H.admin_fota(self, req, res, id)
   local version = as_text(doc.version)
   if not version then return fail(res, 400, "\"version\" required") end
   local fw = self.fw_by_version[version]
-  local url, md5
+  local url, md5, pushed
   if doc.url ~= nil then
     url = as_text(doc.url)
     if not url then return fail(res, 400, "\"url\" must be a string") end
     md5 = fw and fw.md5 or "null"
   elseif fw then
-    url, md5 = self:firmware_url(fw, req), fw.md5
+    url, md5, pushed = self:firmware_url(fw, req), fw.md5, self:firmware_json(fw, req)
   else
     return fail(res, 400, fmt("unknown firmware version %q: register it first, or give a \"url\"", version))
   end
@@ -204,7 +211,7 @@ function H.admin_fota(self, req, res, id)
   end
   if not dev.conn then return fail(res, 409, "device " .. dev.id .. " is not connected") end
   local line = self:command_line(dev, "FOTA", concat({ version, md5, url }, ","))
-  return command_reply(self, res, dev, { line }, 0, line)
+  return command_reply(self, res, dev, { line }, 0, line, pushed)
 end
 -- The chunks of a raw command: "raw" cut at the "chunks" sizes (the rest
 -- in one more), and the pause between them ("gap_ms", in seconds).

@@ -3,7 +3,9 @@
 -- Devices (id, key, heartbeats, data points, commands sent) are kept in
 -- memory, bounded; registered firmwares are files in the firmware
 -- directory with a manifest (cloud-firmwares.json), so a restarted cloud
--- knows them again. Its functions are methods of the cloud object
+-- knows them again. A firmware NAME may have its minisign signature
+-- beside it: NAME.minisig (minisign's naming; a device fetches
+-- URL.minisig). Its functions are methods of the cloud object
 -- (fotahost.mcs_cloud installs them).
 
 local sys = require "fotahost.sys"
@@ -38,6 +40,50 @@ function S.unfit_file(dir, name)
     return fmt("%s/%s: a %s, not a regular file: refused", dir, name, st.type), 400
   end
   return nil
+end
+
+---------------------------------------------------------------- signatures
+-- The cloud holds no key: it checks that a signature file is one (parsed,
+-- within minisign's limits) and shows who signed, never that it is good.
+-- Devices verify.
+
+local SIG = ".minisig"
+
+local function minisign()
+  return require "fotahost.minisign" -- a plugin: loaded when first needed
+end
+
+-- The signature file `text` parsed (lines, lengths, algorithm, and its
+-- size: at most minisign.limits.signature_file): { key_id, comment, alg }
+-- | nil, why (`what` names it in the message).
+local function parse_signature(text, what)
+  local info, err = minisign().signature_info(text)
+  if not info then return nil, what .. ": " .. err end
+  return info
+end
+
+-- The signature beside the firmware file `name` of `dir`, parsed: info,
+-- false when there is none, or nil, why, http_status (malformed, too
+-- large, a link).
+local function signature_beside(dir, name)
+  local unfit, status = S.unfit_file(dir, name .. SIG)
+  if status == 404 then return false end
+  if unfit then return nil, unfit, status end
+  local path = dir .. "/" .. name .. SIG
+  local text, err = sys.read_file(path, minisign().limits.signature_file)
+  if not text then return nil, err, 400 end
+  local info, perr = parse_signature(text, path)
+  if not info then return nil, perr, 400 end
+  return info
+end
+
+-- Why `name` cannot be a firmware's: it would be (or clobber) another
+-- firmware's signature.
+local function signature_name(name)
+  if type(name) == "string" and name:sub(-#SIG) == SIG then
+    return fmt("bad firmware file name %q: a %s file is the signature of the firmware it extends"
+      .. " (upload it as that firmware's \"signature\")", name, SIG)
+  end
 end
 
 
@@ -93,7 +139,13 @@ function S.open(self, opts)
   for _, fw in ipairs(opts.firmwares or {}) do
     local content, rerr = sys.read_file(fw.file, C.MAX_FIRMWARE)
     if not content then return nil, "firmware " .. tostring(fw.version) .. ": " .. rerr end
-    local up, uerr = self:upload_firmware(fw.version, fw.file:match("([^/]+)$"), content)
+    -- its signature, when minisign left one beside it
+    local signature
+    if sys.lstat(fw.file .. SIG) then
+      signature, rerr = sys.read_file(fw.file .. SIG, minisign().limits.signature_file)
+      if not signature then return nil, "firmware " .. tostring(fw.version) .. ": " .. rerr end
+    end
+    local up, uerr = self:upload_firmware(fw.version, fw.file:match("([^/]+)$"), content, signature)
     if not up then return nil, uerr end
   end
   return true
@@ -172,24 +224,26 @@ function methods:load_manifest()
   end
 end
 
---- Registers `version` as the file `name` of the firmware directory (a
--- name, never a path: the admin API must not make the cloud read, and
--- then serve, any file of its host). A version registered again is
--- replaced (its fwId kept). Versions may not hold commas or line ends:
--- they are a field of the FOTA command.
--- @return firmware | nil, err, http_status
 local function bad_version(version)
   if type(version) ~= "string" or version == "" or version:find("[,%c]") then
     return fmt("bad firmware version %q (a non-empty label without commas)", tostring(version))
   end
 end
 
+--- Registers `version` as the file `name` of the firmware directory (a
+-- name, never a path: the admin API must not make the cloud read, and
+-- then serve, any file of its host), with NAME.minisig when it is there.
+-- A version registered again is replaced (its fwId kept). Versions may
+-- not hold commas or line ends: they are a field of the FOTA command.
+-- @return firmware | nil, err, http_status
 function methods:register_firmware(version, name, fw_id, quiet)
-  local bad = bad_version(version)
+  local bad = bad_version(version) or signature_name(name)
   if bad then return nil, bad, 400 end
   local dir = self.firmware_dir
   local unfit, status = S.unfit_file(dir, name)
   if unfit then return nil, "firmware " .. version .. ": " .. unfit, status end
+  local signature, serr, sstatus = signature_beside(dir, name)
+  if signature == nil then return nil, "firmware " .. version .. ": " .. serr, sstatus end
   local path = dir .. "/" .. name
   local digest = require "fotahost.digest" -- a plugin: loaded when first needed
   local md5, err = digest.file(path, "md5")
@@ -206,18 +260,22 @@ function methods:register_firmware(version, name, fw_id, quiet)
     self.fw_by_id[fw_id] = fw
   end
   fw.name, fw.path, fw.md5, fw.registered_at = name, path, md5, sys.time()
+  fw.signature = signature or nil
   if not quiet then
     self:save_manifest()
-    log.info("firmware %s registered: %s (md5 %s, %s)", version, path, md5, fw.fwId)
+    log.info("firmware %s registered: %s (md5 %s, %s, %s)", version, path, md5, fw.fwId,
+      signature and "signed by key " .. signature.key_id or "no signature")
   end
   return fw
 end
 
 --- Stores `content` (an uploaded firmware) as `name` in the firmware
--- directory and registers it as `version`. Another version's file of the
--- same name is kept: this one is then stored as VERSION-NAME.
+-- directory, and `signature` (its .minisig text, optional) beside it as
+-- NAME.minisig, and registers it as `version`. Another version's file of
+-- the same name is kept: this one is then stored as VERSION-NAME (and
+-- its signature as VERSION-NAME.minisig).
 -- @return firmware | nil, err, http_status
-function methods:upload_firmware(version, name, content)
+function methods:upload_firmware(version, name, content, signature)
   local bad = bad_version(version)
   if bad then return nil, bad, 400 end
   if type(content) ~= "string" or content == "" then
@@ -226,21 +284,47 @@ function methods:upload_firmware(version, name, content)
   if not S.safe_name(name) or name == C.MANIFEST then
     return nil, fmt("bad firmware file name %q (no /, not hidden)", tostring(name)), 400
   end
+  bad = signature_name(name)
+  if bad then return nil, bad, 400 end
+  if signature ~= nil then
+    if type(signature) ~= "string" then return nil, "firmware " .. version .. ": the signature must be text", 400 end
+    local info, serr = parse_signature(signature, "firmware " .. version)
+    if not info then return nil, serr, 400 end
+  end
   for _, other in ipairs(self.firmwares) do
     if other.name == name and other.version ~= version then
       name = version:gsub("[^%w%-%._]", "_") .. "-" .. name
       break
     end
   end
+  local path = self.firmware_dir .. "/" .. name
+  -- A signature already beside `name` signs the bytes this upload
+  -- replaces: it goes before them, never served for the new ones.
+  if sys.lstat(path .. SIG) then
+    local gone, rerr = os.remove(path .. SIG)
+    if not gone then return nil, "removing the previous signature: " .. rerr, 500 end
+    if not signature then
+      log.info("firmware %s: %s removed: it signed the file this upload replaces, and the upload has none",
+        version, path .. SIG)
+    end
+  end
   -- write_file replaces a link at `name` instead of writing through it
-  local ok, err = sys.write_file(self.firmware_dir .. "/" .. name, content)
+  local ok, err = sys.write_file(path, content)
   if not ok then return nil, "storing the firmware: " .. err, 500 end
+  if signature then
+    ok, err = sys.write_file(path .. SIG, signature)
+    if not ok then return nil, "storing the signature: " .. err, 500 end
+  end
   return self:register_firmware(version, name)
 end
 
+-- A firmware as the admin API shows it. The trusted comment is whatever
+-- the signer wrote (nothing here checked it): data, never markup.
 function methods:firmware_json(fw, req)
+  local sig = fw.signature
   return { fwId = fw.fwId, version = fw.version, name = fw.name, md5 = fw.md5,
-           url = self.public_url and self:firmware_url(fw, req), file = fw.path }
+           url = self.public_url and self:firmware_url(fw, req), file = fw.path,
+           signed = sig ~= nil, key_id = sig and sig.key_id, trusted_comment = sig and sig.comment }
 end
 
 ---------------------------------------------------------------- devices
