@@ -890,4 +890,105 @@ describe("fotahost.fota policy", function()
     assert.is_true(cfg.http.insecure)
     assert.are.equal(0, cfg.http.retries)
   end)
+
+  describe("with trusted_keys", function()
+    local pub
+    -- Signs www/FILE with the spec's key as minisign does (NAME.minisig beside it).
+    local function sign(file, comment)
+      assert(h.sh(("minisign -S -s %s -m %s -t %s"):format(h.q(dir .. "/k.key"), h.q(dir .. "/www/" .. file),
+        h.q(comment))))
+    end
+    setup(function()
+      pub = dir .. "/k.pub"
+      assert(h.sh(("minisign -G -W -p %s -s %s"):format(h.q(pub), h.q(dir .. "/k.key"))))
+    end)
+    local function signed_policy(name, extra)
+      extra = extra or {}
+      extra.trusted_keys = pub
+      return policy(name, extra)
+    end
+    local function counter(p)
+      local j = state(p, "counter.json")
+      return j and cjson.decode(j).counter
+    end
+
+    it("keeps the counter of an image the health check rejected out of counter.json", function()
+      sign("v1.hex", "version=v1 part=m32u4 counter=1")
+      sign("v2.hex", "version=v2 part=m32u4 counter=2")
+      local p = signed_policy("sighc", { health_check = function(job) return job.version ~= "v2", "silent" end })
+      assert.is_true(update(p, cmd("v1", "v1.hex")))
+      assert.are.equal(1, counter(p))
+      local ok, err = update(p, cmd("v2", "v2.hex"))
+      assert.is_nil(ok)
+      assert.are.equal("health check: silent; rolled back to v1", err)
+      assert.are.equal(1, counter(p))
+      assert_chip(p, v1, "v1")
+    end)
+
+    it("commits the journalled counter when it finishes an update a cut interrupted", function()
+      local p = signed_policy("sigcut")
+      assert(v2:write(p.dir .. "/new.hex"))
+      h.write(p.dir .. "/journal.json", cjson.encode({ stage = "flashing", version = "v2",
+        image = p.dir .. "/new.hex", sha256 = assert(digest.file(p.dir .. "/new.hex", "sha256")),
+        health = "pending", counter = 7, key_id = "ABCDEF" }))
+      local rec = sched.run(function() return p:recover() end)
+      assert.are.equal("recovered: v2 flashed again after an interruption", rec)
+      assert.are.same({ counter = 7, version = "v2", key_id = "ABCDEF" },
+        (function(j) j.at = nil return j end)(cjson.decode(state(p, "counter.json"))))
+    end)
+
+    it("stops signed updates while counter.json cannot be read, until an operator allows one", function()
+      sign("v1.hex", "version=v1 part=m32u4 counter=3")
+      local p, said = signed_policy("sigcorrupt")
+      h.write(p.dir .. "/counter.json", "{\"counter\": \"3\"}")
+      local ok, err = update(p, cmd("v1", "v1.hex"))
+      assert.is_nil(ok)
+      assert.are.equal("signature: " .. p.dir .. "/counter.json cannot be read (counter: a bad string): the highest "
+        .. "counter accepted is unknown; an operator on the board can allow this update with fotahost fota "
+        .. "--allow-downgrade", err)
+      assert.are.same({ "downloading", "verifying", "failed: " .. err }, said)
+      assert.are.equal(0, erases(p))
+      local job = assert(fota.parse_command(cmd("v1", "v1.hex")))
+      job.allow_downgrade = true
+      assert.is_true(sched.run(function() return p:update(job) end))
+      assert.are.equal(3, counter(p))
+    end)
+
+    it("fetches the signature beside the file, before its query, and masks the query's secrets", function()
+      local p = signed_policy("sigquery")
+      local _, err = update(p, "v9,null," .. url("v9.hex") .. "?token=hunter2&x=1")
+      assert.are.equal("unsigned: no signature at " .. url("v9.hex") .. ".minisig?token=****&x=1 (HTTP 404); "
+        .. "trusted_keys are set, so unsigned firmware is refused", err)
+    end)
+
+    it("reads a trusted comment's fields strictly", function()
+      local signature = require "fotahost.fota.signature"
+      assert.are.same({ version = "2.0", part = "m32u4", counter = 17 },
+        signature.fields("fotahost version=2.0 part=m32u4 counter=17"))
+      assert.are.same({ version = "2", board = "sim", counter = 0 }, signature.fields("board=sim  version=2\tcounter=0 x=y"))
+      for comment, why in pairs({
+        ["version=1 version=2 part=m32u4 counter=1"] = "the trusted comment sets version= twice",
+        ["part=m32u4 counter=1"] = "the trusted comment has no version=",
+        ["version=1 counter=1"] = "the trusted comment has no part= (or board=)",
+        ["version=1 part=m32u4"] = "the trusted comment has no counter=",
+        ["version=1 part=m32u4 counter=-1"] = "the trusted comment's counter=-1 is not a whole number of at most 12 digits",
+        ["version=1 part=m32u4 counter=1e3"] = "the trusted comment's counter=1e3 is not a whole number of at most 12 digits",
+        ["version=1 part=m32u4 counter=1234567890123"] =
+          "the trusted comment's counter=1234567890123 is not a whole number of at most 12 digits",
+      }) do
+        local f, err = signature.fields(comment)
+        assert.is_nil(f, comment)
+        assert.are.equal(why, err)
+      end
+      assert.are.equal("http://h/f.hex.minisig?a=1#x", signature.url("http://h/f.hex?a=1#x"))
+    end)
+
+    it("checks a signed board= as it checks part=", function()
+      sign("v1.hex", "version=v1 board=linkit-smart-7688-duo counter=1")
+      local p = signed_policy("sigboard")
+      local _, err = update(p, cmd("v1", "v1.hex"))
+      assert.are.equal("signature: signed for board linkit-smart-7688-duo, this board is sim", err)
+      assert.are.equal(0, erases(p))
+    end)
+  end)
 end)

@@ -117,7 +117,8 @@ end
 local function path_string(v) return type(v) == "string" and v ~= "" and #v <= 4096 end
 local function text(v) return type(v) == "string" and #v <= 4096 end
 local function number(v) return type(v) == "number" end
-local function counter(v) return math.type(v) == "integer" and v >= 0 end
+-- (JSON's numbers come back as floats: a whole one, exact, is an integer)
+local function counter(v) return type(v) == "number" and math.tointeger(v) ~= nil and v >= 0 and v < 2 ^ 53 end
 local function key_id(v) return type(v) == "string" and #v >= 1 and #v <= 16 and v:match("^%x+$") ~= nil end
 local function one_of(...)
   local set = {}
@@ -464,7 +465,7 @@ function Policy:accepted_counter()
     return nil, ("%s cannot be read (%s): the highest counter accepted is unknown; an operator on the board "
       .. "can allow this update with fotahost fota --allow-downgrade"):format(self.paths.counter, err)
   end
-  return v and v.counter
+  return v and math.tointeger(v.counter)
 end
 
 -- Checks the signature `sig_text` over `data`, the downloaded bytes, and

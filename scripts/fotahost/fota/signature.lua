@@ -27,9 +27,10 @@ local sys = require "fotahost.sys"
 
 local M = {}
 
--- The largest counter accepted: 15 decimal digits, exact in any Lua
--- number and in JSON.
-local COUNTER_DIGITS = 15
+-- A counter has at most 12 decimal digits (a date and time such as
+-- 202612071530 fits): kept exact in counter.json, whose JSON numbers
+-- lua-cjson writes with 14 significant digits.
+local COUNTER_DIGITS = 12
 
 --- The trusted keys named by the config's trusted_keys (a list of paths to
 -- minisign .pub files). @return { key, ... } | nil, "path: why"

@@ -355,7 +355,7 @@ return {
 
   ---------------------------------------------------------------- HEX errors, as users read them
   { name = "fota-hex-error-without-line", file = "scripts/fotahost/fota.lua",
-    from = [[:gsub("^" .. plain .. ": ", "")]], to = [[:gsub("^" .. plain .. ":", "line ")]],
+    from = [[:gsub("^download%.hex: ", "")]], to = [[:gsub("^download%.hex:", "line ")]],
     specs = { "spec/fota_policy_spec.lua" }, filter = "refuses a file that is not",
     why = "a HEX file with no records is reported to the cloud as 'line  no records'" },
   { name = "ihex-lua-error-line-zero", file = "plugins/ihex.c",
