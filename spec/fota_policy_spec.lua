@@ -925,6 +925,23 @@ describe("fotahost.fota policy", function()
       assert_chip(p, v1, "v1")
     end)
 
+    it("journals the counter before the erase, and installs again an image of the accepted counter", function()
+      sign("v1.hex", "version=v1 part=m32u4 counter=4")
+      local journalled, p
+      p = signed_policy("sigjournal", { health_check = function()
+        journalled = cjson.decode((assert(state(p, "journal.json"))))
+        return true
+      end })
+      assert.is_true(update(p, cmd("v1", "v1.hex")))
+      -- what a cut during the check would leave: the counter goes with the image
+      assert.are.equal(4, journalled.counter)
+      local job = assert(fota.parse_command(cmd("v1", "v1.hex")))
+      job.force = true
+      assert.is_true(sched.run(function() return p:update(job) end))
+      assert.are.equal(4, counter(p))
+      assert.are.equal(2, erases(p))
+    end)
+
     it("commits the journalled counter when it finishes an update a cut interrupted", function()
       local p = signed_policy("sigcut")
       assert(v2:write(p.dir .. "/new.hex"))
