@@ -42,11 +42,14 @@ describe("fotahost demo", function()
       local tag, name = l:match("^(%u+) +([^:|]+):")
       if tag then steps[#steps + 1] = tag .. " " .. name end
     end
-    assert.are.same({ "OK firmware", "OK cloud", "OK flash serial-led", "OK virtual board", "OK blink test",
+    assert.are.same({ "OK firmware", "OK sign", "OK cloud", "OK flash serial-led", "OK virtual board", "OK blink test",
       "OK app", "OK push blink-1000", "OK D13 blink-1000", "OK push blink-250", "OK D13 blink-250",
       "OK cloud status" }, steps)
 
     local out = r.out
+    -- signed as the README shows, and only signed firmware trusted
+    assert.matches("OK   sign: minisign made key %x+ and signed blink%-1000 %(counter 1%) and blink%-250 "
+      .. "%(counter 2%) in [%d.]+ s\n", out)
     assert.matches("OK   blink test: fotahost blink sent 1,0,1,0 in [%d.]+ s; "
       .. "D13 went on, off, on, off, 0%.3%d s apart", out)
     assert.matches("OK   push blink%-1000: status downloading > verifying > flashing > done in [%d.]+ s; "
@@ -61,7 +64,7 @@ describe("fotahost demo", function()
     assert.matches("\n       | demo7688  yes  +127%.0%.0%.1:%d+ .* blink%-250  fota_status=done\n", out)
     assert.matches("OK   cloud status: device demo7688 runs version blink%-250; 8 status points: downloading, "
       .. "verifying, flashing, done, downloading, verifying, flashing, done\n", out)
-    assert.matches("\ndemo: all 11 steps held in [%d.]+ s; every process stopped\n$", out)
+    assert.matches("\ndemo: all 12 steps held in [%d.]+ s; every process stopped\n$", out)
 
     -- the device key is not shown, the work directory is gone, and so is
     -- every process it started (their command lines name the directory)

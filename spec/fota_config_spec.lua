@@ -117,7 +117,8 @@ describe("fotahost.fota.config", function()
     assert.is_nil(assert(config.check(with({}))).trusted_keys)
     -- an empty list would turn the signature check off unseen
     for _, bad in ipairs({ {}, { "/k/a.pub", 5 }, { "" }, { a = "/k/a.pub" }, 42 }) do
-      assert.matches("^cfg%.lua: trusted_keys must be the path of a minisign public key", refused({ trusted_keys = bad }))
+      assert.matches("^cfg%.lua: trusted_keys must be the path of a minisign public key",
+        refused({ trusted_keys = bad }))
     end
   end)
 

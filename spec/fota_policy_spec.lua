@@ -982,14 +982,17 @@ describe("fotahost.fota policy", function()
       local signature = require "fotahost.fota.signature"
       assert.are.same({ version = "2.0", part = "m32u4", counter = 17 },
         signature.fields("fotahost version=2.0 part=m32u4 counter=17"))
-      assert.are.same({ version = "2", board = "sim", counter = 0 }, signature.fields("board=sim  version=2\tcounter=0 x=y"))
+      assert.are.same({ version = "2", board = "sim", counter = 0 },
+        signature.fields("board=sim  version=2\tcounter=0 x=y"))
       for comment, why in pairs({
         ["version=1 version=2 part=m32u4 counter=1"] = "the trusted comment sets version= twice",
         ["part=m32u4 counter=1"] = "the trusted comment has no version=",
         ["version=1 counter=1"] = "the trusted comment has no part= (or board=)",
         ["version=1 part=m32u4"] = "the trusted comment has no counter=",
-        ["version=1 part=m32u4 counter=-1"] = "the trusted comment's counter=-1 is not a whole number of at most 12 digits",
-        ["version=1 part=m32u4 counter=1e3"] = "the trusted comment's counter=1e3 is not a whole number of at most 12 digits",
+        ["version=1 part=m32u4 counter=-1"] =
+          "the trusted comment's counter=-1 is not a whole number of at most 12 digits",
+        ["version=1 part=m32u4 counter=1e3"] =
+          "the trusted comment's counter=1e3 is not a whole number of at most 12 digits",
         ["version=1 part=m32u4 counter=1234567890123"] =
           "the trusted comment's counter=1234567890123 is not a whole number of at most 12 digits",
       }) do

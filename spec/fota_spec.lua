@@ -587,7 +587,8 @@ return {
     end)
     kill_app(t, "KILL")
     local list = statuses(t)
-    assert.are.same({ "downloading", "verifying", h.UNSIGNED, "flashing", "done", "downloading", "verifying", h.UNSIGNED, "flashing" }, list)
+    assert.are.same({ "downloading", "verifying", h.UNSIGNED, "flashing", "done",
+      "downloading", "verifying", h.UNSIGNED, "flashing" }, list)
     assert.matches('"stage":"flashing"', h.read(t.state .. "/journal.json"))
     set_faults(t, nil)
     local logged = #app_log(t)
@@ -856,8 +857,8 @@ return {
     assert(os.remove(t.sv("filler"))) -- room again
     local final, list = wait_status(t, 2)
     assert.are.equal("done", final, app_log(t))
-    assert.are.same({ "downloading", "verifying", h.UNSIGNED, "flashing", "done", "downloading", "verifying", h.UNSIGNED, "flashing", said,
-      "done" }, list)
+    assert.are.same({ "downloading", "verifying", h.UNSIGNED, "flashing", "done",
+      "downloading", "verifying", h.UNSIGNED, "flashing", said, "done" }, list)
     until_true("the journal to clear", WAIT, function() return h.read(t.sv("journal.json")) == nil end)
     assert.matches('"version":"blink%-250"', h.read(t.sv("installed.json")))
     assert.are.equal("blink-250", device(t).version)

@@ -516,7 +516,8 @@ function Policy:prepare(job)
   image, err = ihex.parse(data, "download.hex")
   if not image then
     -- "line 12: bad checksum", or just the cause when there is no line to name
-    return nil, "not a valid Intel HEX file: " .. err:gsub("^download%.hex:(%d+):", "line %1:"):gsub("^download%.hex: ", "")
+    local why = err:gsub("^download%.hex:(%d+):", "line %1:"):gsub("^download%.hex: ", "")
+    return nil, "not a valid Intel HEX file: " .. why
   end
   local lo, hi = image:range()
   if not lo then return nil, "the HEX file holds no data" end

@@ -1,9 +1,10 @@
 -- fotahost demo: the whole tutorial on this machine, no board needed.
 --
--- Builds the example firmware, starts the local cloud (`fotahost cloud
--- serve`) and the virtual board (`fotahost board --sim`), flashes the
--- tutorial's serial-led sketch and runs the blink test, starts the app
--- (fotahost app), pushes blink-1000 then blink-250 from the cloud and
+-- Builds the example firmware, signs it with minisign (a fresh key pair
+-- the app trusts), starts the local cloud (`fotahost cloud serve`) and the
+-- virtual board (`fotahost board --sim`), flashes the tutorial's
+-- serial-led sketch and runs the blink test, starts the app (fotahost
+-- app), pushes blink-1000 then blink-250 from the cloud and
 -- measures LED D13's half-period after each (1.000 s, then 0.250 s, in the
 -- board's simulated time), and shows what the cloud received. Every step
 -- prints OK or FAIL with a figure; the exit status is 0 only if all held.
@@ -23,11 +24,12 @@ local host = require "fotahost.host"
 
 local USAGE = [[
 usage: fotahost demo [--keep]
-Runs the tutorial locally, start to finish: builds examples/firmware, starts the
-local cloud and the virtual board, flashes serial-led and runs the blink test,
-starts fotahost app, pushes blink-1000 then blink-250 from the cloud and
+Runs the tutorial locally, start to finish: builds examples/firmware, signs it
+with minisign (a new key pair; the app trusts only it), starts the local cloud
+and the virtual board, flashes serial-led and runs the blink test, starts
+fotahost app, pushes blink-1000 then blink-250 from the cloud and
 measures LED D13's half-period after each, and shows what the cloud received.
-Needs a source checkout (avr-gcc, avr-libc, and simavr for the virtual board).
+Needs a source checkout (avr-gcc, avr-libc, minisign, and simavr for the virtual board).
   --keep       keep the work directory (logs of every process, the simulated chip)
   -h, --help   this help
 Exit status 0 only if every step held; 130 after Ctrl-C.
@@ -298,6 +300,24 @@ local function build_firmware()
   return ("built %s in %.1f s"):format(table.concat(sizes, ", "), secs)
 end
 
+-- Signs both blink firmwares as a user does (README: Signed firmware): a
+-- key pair, then each HEX signed with its version, part and counter; the
+-- cloud serves FILE.minisig beside each, and the app trusts the key.
+local function sign_firmware()
+  local t0 = now()
+  local pub = work .. "/fotahost.pub"
+  local st, _, p = run("minisign-keys", { "minisign", "-G", "-W", "-p", pub, "-s", work .. "/fotahost.key" }, 30)
+  if st ~= 0 then return nil, "minisign -G: " .. exit_text(st) .. " (apt-get install minisign)" .. tail(p.err) end
+  for counter, n in ipairs({ "blink-1000", "blink-250" }) do
+    st, _, p = run("minisign-" .. n, { "minisign", "-S", "-s", work .. "/fotahost.key", "-m", fw .. "/" .. n .. ".hex",
+      "-t", ("fotahost version=%s part=m32u4 counter=%d"):format(n, counter) }, 30)
+    if st ~= 0 then return nil, "minisign -S " .. n .. ": " .. exit_text(st) .. tail(p.err) end
+  end
+  local id = (read(pub) or ""):match("minisign public key (%x+)")
+  return ("minisign made key %s and signed blink-1000 (counter 1) and blink-250 (counter 2) in %.1f s")
+    :format(tostring(id), now() - t0)
+end
+
 -- Starts the local cloud with the demo device and both blink firmwares.
 local function start_cloud()
   http = require "fotahost.http"
@@ -365,8 +385,8 @@ local function start_app()
   local config = work .. "/config.lua"
   write(config, ("return {\n  device_id = %q, device_key = %q,\n  api = %q,\n  board = \"sim\", sim_dir = %q,\n"
     .. "  state_dir = %q,\n  volatile_state_ok = true, -- a throw-away demo in /tmp\n  heartbeat = 5,\n"
-    .. "  status_channel = \"fota_status\",\n}\n")
-    :format(ID, KEY, cloud_url, chip, work .. "/state"))
+    .. "  status_channel = \"fota_status\",\n  trusted_keys = %q, -- only signed firmware\n}\n")
+    :format(ID, KEY, cloud_url, chip, work .. "/state", work .. "/fotahost.pub"))
   app = spawn("app", { BIN, "app" }, { FOTAHOST_CONFIG = config })
   local t0 = now()
   local d = wait_for(15, function()
@@ -460,6 +480,7 @@ local function demo()
   chip, fw = work .. "/chip", work .. "/fw"
   files.d13 = work .. "/d13.log"
   step("firmware", build_firmware)
+  step("sign", sign_firmware)
   step("cloud", start_cloud)
   step("flash serial-led", flash_sketch)
   step("virtual board", start_board)
