@@ -29,6 +29,10 @@ return {
   -- An image that carries another bootloader (the IDE's
   -- sketch.ino.with_bootloader.hex with a different one) is refused unless:
   -- allow_bootloader_update = true,
+  -- Flash only firmware signed with minisign by one of these keys (a list:
+  -- old and new during a key rotation); see the README, "Signed firmware".
+  -- Without it, unsigned firmware is accepted, with a warning every time.
+  -- trusted_keys = { "/etc/fotahost/keys/fotahost.pub" },
 
   -- Hooks: each gets the job ({ version, md5, url, ... }) and returns true,
   -- or nil and a reason to stop the update.

@@ -1001,13 +1001,20 @@ describe("fotahost.fota policy", function()
         assert.are.equal(why, err)
       end
       assert.are.equal("http://h/f.hex.minisig?a=1#x", signature.url("http://h/f.hex?a=1#x"))
+      for _, u in ipairs({ "https://u:pw@host?token=T", "http://host", "http://host/dir/", "http://h#/x" }) do
+        assert.are.same({ nil, "the firmware URL names no file to find its .minisig beside" }, { signature.url(u) }, u)
+      end
     end)
 
-    it("checks a signed board= as it checks part=", function()
+    it("checks a signed board= as it checks part=, and takes it for that board's own MCU", function()
       sign("v1.hex", "version=v1 board=linkit-smart-7688-duo counter=1")
       local p = signed_policy("sigboard")
       local _, err = update(p, cmd("v1", "v1.hex"))
       assert.are.equal("signature: signed for board linkit-smart-7688-duo, this board is sim", err)
+      -- signed for the board alone, on that board configured with another MCU
+      sign("v1.hex", "version=v1 board=sim counter=1")
+      _, err = update(signed_policy("sigboardpart", { part = "m328p" }), cmd("v1", "v1.hex"))
+      assert.are.equal("signature: signed for part m32u4, this board's MCU is m328p", err)
       assert.are.equal(0, erases(p))
     end)
   end)

@@ -292,14 +292,24 @@ return {
     assert.matches("failed: signature: signed by key " .. keys.other.id, r.out)
   end)
 
-  it("will not start with a trusted key it cannot read, and says loudly when no key is set", function()
+  it("refuses every update while a trusted key cannot be read, staying on the air; warns when no key is set", function()
     local t = new_device({ "new" })
     h.write(t.cfg, h.read(t.cfg):gsub(keys.new.pub:gsub("%p", "%%%0"), dir .. "/none.pub"))
-    t.app = h.start_app(t.dir, t.cfg, "")
-    h.until_true("the app to exit", WAIT, function() return h.read(t.dir .. "/app.rc") end)
-    assert.are_not.equal("0", h.read(t.dir .. "/app.rc"):match("%d+"))
-    assert.matches("trusted key " .. dir:gsub("%p", "%%%0") .. "/none%.pub: No such file or directory",
-      h.read(t.dir .. "/app.log"))
+    start_app(t)
+    local why = "trusted key " .. dir .. "/none.pub: " .. h.strerror.ENOENT
+      .. ": every update is refused until it is fixed"
+    assert.matches(why:gsub("%p", "%%%0"), h.read(t.dir .. "/app.log"))
+    upload("k-1", firmware_text("blink-1000"), sign("new", dir .. "/blink-1000.hex", comment("k-1", 1)))
+    assert.are.same({ "failed: " .. why }, select(2, push(t, "k-1")))
+    assert.are.equal(0, erases(t))
+    -- a key anyone may write is no trust anchor
+    local loose = dir .. "/loose.pub"
+    assert(os.execute(("cp %s %s && chmod 666 %s"):format(h.q(keys.new.pub), h.q(loose), h.q(loose))))
+    stop_app(t)
+    h.write(t.cfg, h.read(t.cfg):gsub((dir .. "/none.pub"):gsub("%p", "%%%0"), loose))
+    start_app(t)
+    assert.are.equal("failed: trusted key " .. loose .. ": writable by others (mode 666): refused; chmod go-w "
+      .. loose .. ": every update is refused until it is fixed", (push(t, "k-1")))
     -- no keys: unsigned firmware goes on, with a warning at start and at every update
     local u = start_app(new_device())
     assert.matches("no trusted_keys configured: unsigned firmware is accepted", h.read(u.dir .. "/app.log"))

@@ -72,4 +72,22 @@ function minisign.public_key(text) end
 ---@return integer? errno when the file could not be read
 function minisign.verify(keys, sig_text, path) end
 
+---verify() over bytes in memory instead of a file: what the update policy
+---uses, so the signature is checked over exactly the bytes it then parses.
+---A legacy (Ed) signature over 64 bytes is refused, as for a file.
+---@param keys (fotahost.minisign.Key|string)[]
+---@param sig_text string
+---@param data string
+---@return fotahost.minisign.Verified|nil verified
+---@return string? err
+function minisign.verify_data(keys, sig_text, data) end
+
+---A signature file parsed, NOTHING verified: its key id, trusted comment
+---and form, for display (the local cloud lists which key signed a
+---firmware). Never a basis for trust: use verify() or verify_data().
+---@param sig_text string
+---@return fotahost.minisign.Verified|nil info
+---@return string? err "malformed signature: ..."
+function minisign.signature_info(sig_text) end
+
 return minisign

@@ -274,9 +274,11 @@ function M.new(config, opts)
   return self
 end
 
--- The trusted keys (config.trusted_keys), read once at start: a key that
--- cannot be read stops the app (raises) rather than let it take unsigned
--- firmware. Without keys, every start says loudly what that means.
+-- The trusted keys (config.trusted_keys), read once at start. A key that
+-- cannot be read refuses every update (key_error: never a fall back to
+-- unsigned firmware) but stops nothing else: recover() still finishes a
+-- cut flash and the app stays on the air for a fix. Without keys, every
+-- start says loudly what that means.
 function Policy:load_keys()
   local paths = self.config.trusted_keys
   if not paths then
@@ -285,9 +287,17 @@ function Policy:load_keys()
   end
   local signature = require "fotahost.fota.signature" -- loads libsodium: only when keys are set
   local keys, err = signature.load_keys(paths)
-  if not keys then error("fota.new: " .. err, 0) end
+  if not keys then
+    self.key_error = err .. ": every update is refused until it is fixed"
+    log.error("%s", self.key_error)
+    return
+  end
   self.keys, self.signature = keys, signature
   log.info("firmware must be signed by a trusted key: %s", signature.key_ids(keys))
+  local _, volatile = M.state_fs(self.dir)
+  if volatile then
+    log.warn("state_dir %s is lost at power-off, and with it the anti-rollback counter", self.dir)
+  end
 end
 
 --- Gives the policy its cloud client: statuses and versions go there.
@@ -445,7 +455,8 @@ end
 -- The signature of the firmware at job.url (URL.minisig): its text, or
 -- nil and why. A firmware without one (404) is refused: keys are set.
 function Policy:fetch_signature(job)
-  local url = self.signature.url(job.url)
+  local url, uerr = self.signature.url(job.url)
+  if not url then return nil, "signature: " .. uerr end
   local limit = require("fotahost.minisign").limits.signature_file
   local res, err, code = http.download(url, self.paths.signature, self:download_options(limit))
   if not res and code == 404 then
@@ -476,7 +487,7 @@ function Policy:check_signature(job, sig_text, data)
   if err and not job.allow_downgrade then return nil, "signature: " .. err end
   local r
   r, err = self.signature.check(self.keys, sig_text, data, { version = job.version, part = self.part.id,
-    board = self.config.board, floor = floor, allow_downgrade = job.allow_downgrade })
+    board = self.config.board, board_part = self.board.part, floor = floor, allow_downgrade = job.allow_downgrade })
   if not r then return nil, "signature: " .. err end
   job.counter, job.key_id = r.counter, r.key_id
   log.info("%s: signed by key %s (%s), counter %d%s", job.version, r.key_id, r.alg, r.counter,
@@ -683,23 +694,22 @@ function Policy:commit_until_saved(job)
   return true
 end
 
--- The new image is good: its signature's counter (the highest accepted
--- now; lower only by an operator's --allow-downgrade) and the version are
--- recorded, the image becomes the last-known-good, the journal ends -- in that order, so that a power cut
+-- The new image is good: the version is recorded, the image becomes the
+-- last-known-good, its signature's counter is recorded (the highest
+-- accepted now; lower only by an operator's --allow-downgrade), the journal ends -- in that order, so that a power cut
 -- between two steps leaves a journal whose image is still there (or is
 -- already lkg.hex), and recover() finishes the job.
 function Policy:commit(job)
-  local ok, err
-  if job.counter then -- first: a cut after it leaves the journal, which commits again
-    ok, err = write_json(self.paths.counter, { counter = job.counter, version = job.version,
-      key_id = job.key_id, at = os.time() })
-    if not ok then return nil, err end
-  end
-  ok, err = write_json(self.paths.installed, { version = job.version, sha256 = job.sha256,
+  local ok, err = write_json(self.paths.installed, { version = job.version, sha256 = job.sha256,
     md5 = job.got_md5, at = os.time() })
   if not ok then return nil, err end
   if exists(self.paths.new) then
     ok, err = sys.replace(self.paths.new, self.paths.lkg)
+    if not ok then return nil, err end
+  end
+  if job.counter then -- last: a cut before it leaves the journal, which commits again
+    ok, err = write_json(self.paths.counter, { counter = job.counter, version = job.version,
+      key_id = job.key_id, at = os.time() })
     if not ok then return nil, err end
   end
   os.remove(self.paths.journal)
@@ -764,7 +774,8 @@ function Policy:update(job)
     return nil, why
   end
   local vok, verr = self:check_persistent()
-  if not vok then
+  if not vok or self.key_error then
+    verr = verr or self.key_error
     log.error("update to %s refused: %s", job.version, verr)
     self:status("failed: " .. verr)
     return nil, verr

@@ -32,11 +32,28 @@ local M = {}
 -- lua-cjson writes with 14 significant digits.
 local COUNTER_DIGITS = 12
 
+-- Whoever can write a trusted key chooses what is flashed: a key file must
+-- be a regular file (not a link) that only its owner, this user or root,
+-- can write. nil, or why not.
+local function unsafe(path, st)
+  if st.type ~= "file" then return ("a %s, not a regular file"):format(st.type) end
+  if st.mode & tonumber("022", 8) ~= 0 then
+    return ("writable by others (mode %o): refused; chmod go-w %s"):format(st.mode, path)
+  end
+  if st.uid ~= 0 and st.uid ~= sys.geteuid() then
+    return ("owned by uid %d, neither root nor this user: refused"):format(st.uid)
+  end
+end
+
 --- The trusted keys named by the config's trusted_keys (a list of paths to
--- minisign .pub files). @return { key, ... } | nil, "path: why"
+-- minisign .pub files). @return { key, ... } | nil, "trusted key path: why"
 function M.load_keys(paths)
   local keys = {}
   for _, path in ipairs(paths) do
+    local st, serr = sys.lstat(path)
+    if not st then return nil, "trusted key " .. serr end
+    local bad = unsafe(path, st)
+    if bad then return nil, ("trusted key %s: %s"):format(path, bad) end
     local text, err = sys.read_file(path, minisign.limits.key_file)
     if not text then return nil, "trusted key " .. err end
     local key, kerr = minisign.public_key(text)
@@ -55,9 +72,14 @@ function M.key_ids(keys)
 end
 
 --- Where the signature of the firmware at `url` is: ".minisig" added to
--- its path, before any query or fragment.
+-- its path, before any query or fragment; nil and why for a URL with no
+-- file in its path (".minisig" would land on the host's name).
 function M.url(url)
   local base, rest = url:match("^([^?#]*)(.*)$")
+  local path = base:match("^%a[%w+.-]*://[^/]*(/.*)$")
+  if not path or path:sub(-1) == "/" then
+    return nil, "the firmware URL names no file to find its .minisig beside"
+  end
   return base .. ".minisig" .. rest
 end
 
@@ -85,17 +107,20 @@ function M.fields(comment)
 end
 
 -- Whether the signed fields fit this update: the pushed version, the
--- board's part (and board), and a counter not below `floor` (unless
--- `allow_downgrade`). @return true | nil, why
+-- board (if signed) and the MCU's part (signed, or the signed board's
+-- own), and a counter not below `floor` (unless `allow_downgrade`).
+-- @return true | nil, why
 local function check_fields(f, want)
   if f.version ~= want.version then
     return nil, ("signed for version %s, the push says %s"):format(f.version:sub(1, 64), want.version)
   end
-  if f.part and f.part ~= want.part then
-    return nil, ("signed for part %s, this board's MCU is %s"):format(f.part:sub(1, 32), want.part)
-  end
   if f.board and f.board ~= want.board then
     return nil, ("signed for board %s, this board is %s"):format(f.board:sub(1, 64), want.board)
+  end
+  -- board= alone means that board's own MCU: a config that sets another part must see part=
+  local part = f.part or want.board_part
+  if part ~= want.part then
+    return nil, ("signed for part %s, this board's MCU is %s"):format(part:sub(1, 32), want.part)
   end
   if want.floor and f.counter < want.floor and not want.allow_downgrade then
     return nil, ("counter %d is below %d, the highest accepted (a downgrade: an operator on the board "
@@ -106,8 +131,8 @@ end
 
 --- Checks `sig_text` (a .minisig file's text) over `data` (the downloaded
 -- bytes) against `keys`, then its trusted comment against `want`:
--- { version, part, board, floor (the highest counter accepted, or nil),
--- allow_downgrade }.
+-- { version, part (the MCU's), board, board_part (the board's own MCU),
+-- floor (the highest counter accepted, or nil), allow_downgrade }.
 -- @return { key_id, counter, version, alg } | nil, why
 function M.check(keys, sig_text, data, want)
   local r, err = minisign.verify_data(keys, sig_text, data)
