@@ -230,14 +230,14 @@ return {
     specs = { POLICY },
     why = "the last-known-good image is not the image installed, and no one is told" },
   { name = "fota-commit-lkg-before-installed", file = FOTA,
-    from = [[  ok, err = write_json(self.paths.installed, { version = job.version, sha256 = job.sha256,
+    from = [[  local ok, err = write_json(self.paths.installed, { version = job.version, sha256 = job.sha256,
     md5 = job.got_md5, at = os.time() })
   if not ok then return nil, err end
   if exists(self.paths.new) then
     ok, err = sys.replace(self.paths.new, self.paths.lkg)
     if not ok then return nil, err end
   end]],
-    to = [[  ok, err = true, nil
+    to = [[  local ok, err = true, nil
   if exists(self.paths.new) then
     ok, err = sys.replace(self.paths.new, self.paths.lkg)
     if not ok then return nil, err end

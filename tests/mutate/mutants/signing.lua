@@ -112,7 +112,7 @@ return {
     specs = SIGNED,
     why = "an old signed image is pushed as a new version and flashed" },
   { name = "signature-part-unchecked", file = SIG,
-    from = "if f.part and f.part ~= want.part then", to = "if false then",
+    from = "if part ~= want.part then", to = "if false then",
     specs = SIGNED,
     why = "an image signed for another MCU is flashed" },
   { name = "signature-board-unchecked", file = SIG,
