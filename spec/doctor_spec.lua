@@ -73,7 +73,7 @@ describe("fotahost doctor", function()
     local r = doctor(path)
     assert.are.equal(0, r.status, r.out)
     assert.are.same({ "OK config", "OK api", "OK command server", "OK serial port", "OK gpio", "OK signature",
-      "OK state dir" },
+      "OK state dir", "WARN signing" },
       tags(r))
     assert.are.equal(("OK   config: %s (device %s, board sim, simulated chip %s)"):format(path, ID, chip), r.lines[1])
     assert.matches("^OK   api: " .. cloud.url:gsub("%p", "%%%0") .. " accepts device " .. ID
@@ -92,7 +92,7 @@ describe("fotahost doctor", function()
       .. "returning { device_id = ..., device_key = ..., api = ..., board = ... }), or give its path with "
       .. "--config or FOTAHOST_CONFIG", r.lines[1])
     assert.are.same({ "FAIL config", "SKIP api", "SKIP command server", "SKIP serial port", "SKIP gpio",
-      "SKIP signature", "SKIP state dir" }, tags(r))
+      "SKIP signature", "SKIP state dir", "SKIP signing" }, tags(r))
     assert.are.equal("SKIP api: not checked: the config is not valid", r.lines[2])
 
     r = doctor(nil, { FOTAHOST_CONFIG = config() })
@@ -115,6 +115,11 @@ describe("fotahost doctor", function()
     local r = doctor(nil, { FOTAHOST_UCI_CONFIG = path, FOTAHOST_CONFIG = "" })
     assert.are.equal(0, r.status, r.out)
     assert.are.equal(("OK   config: %s (device %s, board sim, simulated chip %s)"):format(path, ID, chip), r.lines[1])
+    -- no keys: the fix adds one to the UCI list
+    assert.are.equal("WARN signing: no trusted_keys: unsigned firmware is accepted from anyone who can reach the "
+      .. "command channel - make a key pair with minisign and name its public key: uci add_list "
+      .. "fotahost.main.trusted_keys=/etc/fotahost/keys/fotahost.pub; uci commit fotahost (README.md, Signed firmware)",
+      r.lines[8])
 
     -- a fix names the uci commands for a key read from UCI, not a Lua file
     assert.are.equal(0, h.run({ uci, "-c", confdir, "-t", confdir .. "/.uci", "set",
@@ -139,7 +144,7 @@ describe("fotahost doctor", function()
     assert.are.equal(1, r.status)
     assert.are.equal("FAIL config: " .. path .. ": unknown key statedir (did you mean state_dir?) - edit "
       .. path .. " (keys and their meaning: scripts/fotahost/fota/config.lua)", r.lines[1])
-    assert.are.equal(7, #r.lines)
+    assert.are.equal(8, #r.lines)
 
     -- a malformed key is named, its value is not shown
     path = config({ device_key = "TPJV xxxx", heartbeat = "nil" }, "heartbeat = 'often',")
@@ -166,7 +171,7 @@ describe("fotahost doctor", function()
       .. "the cloud shows for device %s)"):format(cloud.url, ID, path, ID), r.lines[2])
     assert.are.equal("SKIP command server: not checked: the api check failed", r.lines[3])
     assert.are.same({ "OK config", "FAIL api", "SKIP command server", "OK serial port", "OK gpio", "OK signature",
-      "OK state dir" },
+      "OK state dir", "WARN signing" },
       tags(r))
     assert.is_nil(r.out:find("WrongKey1234", 1, true))
   end)
@@ -191,7 +196,7 @@ describe("fotahost doctor", function()
       .. "and the api URL: set api in " .. path:gsub("%p", "%%%0") .. " %(for the local cloud: is `fotahost cloud "
       .. "serve` running on that port%?%)$", r.lines[2])
     assert.are.same({ "OK config", "FAIL api", "SKIP command server", "OK serial port", "OK gpio", "OK signature",
-      "OK state dir" },
+      "OK state dir", "WARN signing" },
       tags(r))
 
     r = doctor(config({ api = (cloud.url:gsub("^http:", "https:")) }))
@@ -205,7 +210,7 @@ describe("fotahost doctor", function()
     local r = doctor(path)
     assert.are.equal(1, r.status)
     assert.are.same({ "OK config", "OK api", "OK command server", "FAIL serial port", "FAIL gpio", "SKIP signature",
-      "OK state dir" },
+      "OK state dir", "WARN signing" },
       tags(r))
     assert.are.equal(("FAIL serial port: %s/ttyS0: no virtual board is running on %s - start the virtual board: "
       .. "fotahost board --sim %s (%s/ttyS0 exists only while it runs)"):format(nochip, nochip, nochip, nochip),
@@ -235,8 +240,7 @@ describe("fotahost doctor", function()
       local ok, r = pcall(h.run, { "doctor", "--config", path }, { shell_prefix = fs.wrap })
       fs.umount()
       assert(ok, r)
-      local last = r.out:match("([^\n]*)\n$")
-      return last, r.status, path
+      return r.out:match("\n(%u+ +state dir: [^\n]*)"), r.status, path
     end
     local line, status, path = check(1024, { volatile_state_ok = false })
     assert.are.equal(1, status)
@@ -252,6 +256,83 @@ describe("fotahost doctor", function()
     assert.matches("^FAIL state dir: " .. state:gsub("%p", "%%%0") .. ": tmpfs %(lost at power%-off, allowed by "
       .. "volatile_state_ok%), 64 KiB free; an update of the whole application section needs %d+ KiB %- free "
       .. "space there, or move state_dir$", line)
+  end)
+
+  -- Signing: keys made with the real minisign, read as the app reads them;
+  -- the anti-rollback counter in a state_dir of its own.
+  describe("signing", function()
+    local keydir, ids = nil, {}
+    setup(function()
+      keydir = dir .. "/keys"
+      os.execute("mkdir " .. h.q(keydir))
+      for i, name in ipairs({ "old", "new" }) do
+        local pub = ("%s/%s.pub"):format(keydir, name)
+        h.must(("minisign -G -W -p %s -s %s"):format(h.q(pub), h.q(keydir .. "/" .. name .. ".key")))
+        ids[i] = h.read(pub):match("minisign public key (%x+)")
+      end
+      h.write(keydir .. "/bad.pub", "untrusted comment: minisign public key\nRWQnot-a-key\n")
+    end)
+
+    local function signing_line(r)
+      for _, l in ipairs(r.lines) do
+        if l:match("^%u+ +signing: ") then return l end
+      end
+    end
+    local function keys(...)
+      local quoted = {}
+      for i, name in ipairs({ ... }) do quoted[i] = ("%q"):format(keydir .. "/" .. name .. ".pub") end
+      return "trusted_keys = { " .. table.concat(quoted, ", ") .. " },"
+    end
+
+    it("warns loudly without trusted_keys, naming the fix for the Lua file, and fails nothing", function()
+      local path = config()
+      local r = doctor(path)
+      assert.are.equal(0, r.status, r.out)
+      assert.are.equal("WARN signing: no trusted_keys: unsigned firmware is accepted from anyone who can reach the "
+        .. "command channel - make a key pair with minisign and name its public key: set trusted_keys = { "
+        .. "\"/etc/fotahost/keys/fotahost.pub\" } in " .. path .. " (README.md, Signed firmware)", signing_line(r))
+    end)
+
+    it("names the ids of the trusted keys, and fails a key the app could not read", function()
+      local r = doctor(config(nil, keys("old", "new")))
+      assert.are.equal(0, r.status, r.out)
+      assert.are.equal(("OK   signing: 2 trusted keys: %s, %s; unsigned firmware is refused"):format(ids[1], ids[2]),
+        signing_line(r))
+
+      local path = config(nil, keys("old", "missing"))
+      r = doctor(path)
+      assert.are.equal(1, r.status)
+      assert.are.equal("FAIL signing: trusted key " .. keydir .. "/missing.pub: No such file or directory (the app "
+        .. "would not start) - put the minisign public key there (the .pub file minisign -G writes), or name the "
+        .. "right file: set trusted_keys = { \"/etc/fotahost/keys/fotahost.pub\" } in " .. path, signing_line(r))
+
+      r = doctor(config(nil, keys("new", "bad")))
+      assert.are.equal(1, r.status)
+      assert.matches("^FAIL signing: trusted key " .. h.literal(keydir)
+        .. "/bad%.pub: .+ %(the app would not start%) %- ", signing_line(r))
+    end)
+
+    it("says the highest counter accepted, and fails an unreadable counter.json with the way out", function()
+      local state = dir .. "/signed-state"
+      os.execute("mkdir " .. h.q(state))
+      local path = config({ state_dir = state }, keys("new"))
+      local r = doctor(path)
+      assert.are.equal(0, r.status, r.out)
+      assert.are.equal("OK signing", tags(r)[#r.lines]) -- no counter yet: no line for it
+
+      h.write(state .. "/counter.json", '{"counter": 17, "version": "2.0", "key_id": "' .. ids[2] .. '", "at": 1}\n')
+      r = doctor(path)
+      assert.are.equal(0, r.status, r.out)
+      assert.are.equal("OK   counter: " .. state .. "/counter.json: 17 is the highest counter accepted (version 2.0): "
+        .. "an image signed with a lower one is refused", r.lines[#r.lines])
+
+      h.write(state .. "/counter.json", '{"counter": 17, "vers')
+      r = doctor(path)
+      assert.are.equal(1, r.status)
+      assert.are.equal("FAIL counter: " .. state .. "/counter.json cannot be read (not valid JSON): signed updates are "
+        .. "refused - on the board, install the image that should run: fotahost fota --allow-downgrade --url URL "
+        .. "--version V --config '" .. path .. "' (it writes the counter again)", r.lines[#r.lines])
+    end)
   end)
 
   -- On OpenWrt (its release file exists): the service checks, against a
@@ -288,7 +369,7 @@ describe("fotahost doctor", function()
       local r = doctor_on(config())
       assert.are.equal(0, r.status, r.out)
       assert.are.same({ "OK config", "OK api", "OK command server", "OK serial port", "OK gpio", "OK signature",
-        "OK state dir", "OK service", "OK enabled", "OK running", "OK respawn" }, tags(r))
+        "OK state dir", "WARN signing", "OK service", "OK enabled", "OK running", "OK respawn" }, tags(r))
       assert.matches("^OK   state dir: " .. h.literal(dir) .. "/state %(not made yet%): %w+ %(kept at power%-off, "
         .. "kept across sysupgrade by /lib/upgrade/keep%.d/fotahost%), %d+ KiB free$", r.lines[7])
       assert.are.equal("OK   service: " .. SERVICE .. ", started at boot (/etc/rc.d/S95fotahost)", last(r, 4))
@@ -326,8 +407,8 @@ describe("fotahost doctor", function()
       h.write(root.dir .. "/etc/sysupgrade.conf", "# kept\n" .. dir .. "/stat\n")
       local r = doctor_on(path)
       assert.are.equal(1, r.status)
-      assert.are.same({ "FAIL state dir", "FAIL service", "FAIL enabled", "FAIL running", "SKIP respawn" },
-        { table.unpack(tags(r), 7) })
+      assert.are.same({ "FAIL state dir", "WARN signing", "FAIL service", "FAIL enabled", "FAIL running",
+        "SKIP respawn" }, { table.unpack(tags(r), 7) })
       assert.are.equal(("FAIL state dir: %s/state (not made yet): %s (kept at power-off): lost at a sysupgrade (not "
         .. "in /lib/upgrade/keep.d/fotahost nor /etc/sysupgrade.conf) - echo %s/state >> /etc/sysupgrade.conf (or "
         .. "set state_dir = \"/etc/fotahost/state\" in %s)"):format(dir, r.lines[7]:match(": (%w+) %(kept"), dir, path),
@@ -344,7 +425,7 @@ describe("fotahost doctor", function()
       root:service("enable")
       root:service("start")
       r = doctor_on(path)
-      assert.are.same({ "OK service", "FAIL enabled", "FAIL running", "SKIP respawn" }, { table.unpack(tags(r), 8) })
+      assert.are.same({ "OK service", "FAIL enabled", "FAIL running", "SKIP respawn" }, { table.unpack(tags(r), 9) })
       assert.are.equal("FAIL running: procd has the fotahost service but no instance of it (enabled off when it "
         .. "started) - uci set fotahost.main.enabled=1; uci commit fotahost; " .. SERVICE .. " start", last(r, 2))
 

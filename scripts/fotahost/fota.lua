@@ -467,16 +467,26 @@ function Policy:fetch_signature(job)
   return sys.read_file(self.paths.signature, limit)
 end
 
+--- The highest anti-rollback counter accepted in `state_dir` (its
+-- counter.json) and the version it came with (nil when not recorded):
+-- counter, version | nil when none was accepted yet | nil, why it cannot
+-- be read. (fotahost doctor shows it too.)
+function M.accepted_counter(state_dir)
+  local v, err = read_state(state_dir .. "/counter.json", "counter")
+  if not v then return nil, err end
+  return math.tointeger(v.counter), v.version
+end
+
 -- The highest counter accepted so far (nil: none yet), or nil and why it
 -- is unknown (an unreadable counter.json: signed updates stop until an
 -- operator allows a downgrade, which writes it again).
 function Policy:accepted_counter()
-  local v, err = read_state(self.paths.counter, "counter")
-  if err then
+  local n, err = M.accepted_counter(self.dir)
+  if not n and err then
     return nil, ("%s cannot be read (%s): the highest counter accepted is unknown; an operator on the board "
       .. "can allow this update with fotahost fota --allow-downgrade"):format(self.paths.counter, err)
   end
-  return v and math.tointeger(v.counter)
+  return n
 end
 
 -- Checks the signature `sig_text` over `data`, the downloaded bytes, and

@@ -1,6 +1,8 @@
 -- fotahost doctor: the tutorial's checks as one command. Each check prints
 -- one line, OK with what it found, or FAIL with what is wrong and the fix;
--- a check that needs an earlier one that failed says SKIP and why.
+-- a check that needs an earlier one that failed says SKIP and why. WARN,
+-- with the fix, is what works but is not safe (no trusted_keys: unsigned
+-- firmware accepted): it fails nothing.
 --
 --   fotahost doctor [--config PATH]
 --
@@ -9,8 +11,10 @@
 -- the MCU's serial port; the GPIO lines of the ISP wiring; the MCU's
 -- signature over ISP; state_dir (its filesystem: a RAM disk loses the
 -- journal in a power cut; its free space; on OpenWrt, kept across a
--- sysupgrade). Nothing is written to the MCU: the signature check holds it
--- in reset for a moment and releases it. On OpenWrt (its release file
+-- sysupgrade); signing (trusted_keys, each key read as the app reads it;
+-- the highest anti-rollback counter accepted, once there is one). Nothing
+-- is written to the MCU: the signature check holds it in reset for a
+-- moment and releases it. On OpenWrt (its release file
 -- exists, fotahost.fota.config's OPENWRT_RELEASE) the procd service too:
 -- the init script and its boot link, the UCI option enabled, the instance
 -- procd runs (`ubus call service list`) and its respawn.
@@ -35,11 +39,13 @@ usage: fotahost doctor [--config PATH]
 Checks, in order: config, api (MCS reachable, device id and key accepted),
 command server, serial port, gpio, signature (the MCU answers over ISP),
 state dir (kept at power-off, room for an update; on OpenWrt kept across
-sysupgrade), and on OpenWrt the service: service (/etc/init.d/fotahost,
+sysupgrade), signing (trusted_keys; then counter, the highest accepted, once
+a signed update was), and on OpenWrt the service: service (/etc/init.d/fotahost,
 started at boot), enabled (fotahost.main.enabled), running (procd's
 instance), respawn.
-Prints one line per check, "OK", "FAIL ... - fix" or "SKIP"; exit status 0
-only when every check passed.
+Prints one line per check, "OK", "FAIL ... - fix", "WARN ... - fix" (works,
+but unsafe: unsigned firmware accepted) or "SKIP"; exit status 0 only when
+no check failed.
 ]]
 
 local cli = require("fotahost.cli").new("doctor", USAGE)
@@ -98,12 +104,17 @@ local config, found, set_in = cfgmod.load(opts.config)  -- the files read, or wh
 local from, cerr = config and found, not config and found
 local results = {}
 
+-- The file a fix for `key` names: the one it was read from, or for a key
+-- left to its default the UCI file when UCI was the only file, else the
+-- Lua file.
+local function key_file(key)
+  return set_in and set_in[key] or (from == cfgmod.UCI_PATH and from) or path
+end
+
 -- The fix that sets `key` (to `value`, else to what the user picks), said
--- for the file the key was read from: uci's commands for the UCI file (or
--- a key left to its default when UCI was the only file), else the Lua file.
+-- for that file: uci's commands for the UCI file, else the Lua file.
 local function set_key(key, value)
-  local file = set_in and set_in[key] or (from == cfgmod.UCI_PATH and from) or path
-  if file == cfgmod.UCI_PATH then
+  if key_file(key) == cfgmod.UCI_PATH then
     return ("uci set fotahost.main.%s=%s; uci commit fotahost"):format(key, value and quote(value) or "...")
   end
   return value and ("set %s = %q in %s"):format(key, value, path) or ("set %s in %s"):format(key, path)
@@ -440,7 +451,28 @@ else
   state_dir_check()
 end
 
----------------------------------------------------------------- 8. the service (OpenWrt)
+---------------------------------------------------------------- 8. signing
+
+-- trusted_keys (WARN without them) and the anti-rollback counter, once
+-- there is one: fotahost/doctor/signing.lua.
+local function say(name, tag, what, fix)
+  if tag == "FAIL" then return fail(name, what, fix) end
+  line(tag, name, what .. (fix and (" - " .. fix) or ""))
+end
+
+if not results.config then
+  skip("signing", "the config is not valid")
+else
+  local signing = require "fotahost.doctor.signing"
+  local name_keys = key_file("trusted_keys") == cfgmod.UCI_PATH
+    and "uci add_list fotahost.main.trusted_keys=/etc/fotahost/keys/fotahost.pub; uci commit fotahost"
+    or ('set trusted_keys = { "/etc/fotahost/keys/fotahost.pub" } in %s'):format(path)
+  say("signing", signing.keys(config.trusted_keys, name_keys))
+  local tag, what, fix = signing.counter(config.state_dir, opts.config)
+  if tag then say("counter", tag, what, fix) end
+end
+
+---------------------------------------------------------------- 9. the service (OpenWrt)
 
 local sys = require "fotahost.sys"
 

@@ -62,7 +62,7 @@ return {
     specs = DOCTOR, filter = "glob",
     why = "a state dir kept by /etc/fotahost/* in sysupgrade.conf is said to be lost, with a needless fix" },
   { name = "doctor-fix-names-lua-for-uci", file = "scripts/tools/doctor.lua",
-    from = "  if file == cfgmod.UCI_PATH then\n", to = "  if false then\n",
+    from = "  return set_in and set_in[key] or (from == cfgmod.UCI_PATH and from) or path\n", to = "  return path\n",
     specs = DOCTOR, filter = "UCI file alone",
     why = "a key set with uci is to be fixed in /etc/fotahost/config.lua, where UCI overrides it" },
 }
