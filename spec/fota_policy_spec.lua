@@ -965,6 +965,15 @@ describe("fotahost.fota policy", function()
         .. "--allow-downgrade", err)
       assert.are.same({ "downloading", "verifying", "failed: " .. err }, said)
       assert.are.equal(0, erases(p))
+      -- there but not to be opened is unknown too, never "none yet"
+      os.remove(p.dir .. "/counter.json")
+      assert(os.execute("ln -s nowhere " .. h.q(p.dir .. "/counter.json")))
+      _, err = update(p, cmd("v1", "v1.hex"))
+      assert.are.equal("signature: " .. p.dir .. "/counter.json cannot be read (" .. h.strerror.ENOENT .. "): the "
+        .. "highest counter accepted is unknown; an operator on the board can allow this update with fotahost fota "
+        .. "--allow-downgrade", err)
+      os.remove(p.dir .. "/counter.json")
+      h.write(p.dir .. "/counter.json", "{\"counter\": \"3\"}")
       local job = assert(fota.parse_command(cmd("v1", "v1.hex")))
       job.allow_downgrade = true
       assert.is_true(sched.run(function() return p:update(job) end))

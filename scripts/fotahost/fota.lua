@@ -472,7 +472,13 @@ end
 -- counter, version | nil when none was accepted yet | nil, why it cannot
 -- be read. (fotahost doctor shows it too.)
 function M.accepted_counter(state_dir)
-  local v, err = read_state(state_dir .. "/counter.json", "counter")
+  local path = state_dir .. "/counter.json"
+  local v, err = read_state(path, "counter")
+  -- there but not to be opened (its mode, a directory): unknown, not none
+  if not v and not err and sys.lstat(path) then
+    local _, why = io.open(path, "rb")
+    err = why and why:gsub("^.-: ", "") or "cannot be opened"
+  end
   if not v then return nil, err end
   return math.tointeger(v.counter), v.version
 end

@@ -141,4 +141,8 @@ return {
     to = [[if not f.counter then f.counter = "0" end]],
     specs = SIGNED,
     why = "an image signed without a counter is taken as counter 0" },
+  { name = "fota-unopenable-counter-is-none", file = FOTA,
+    from = "if not v and not err and sys.lstat(path) then", to = "if false then",
+    specs = POLICY,
+    why = "a counter.json that cannot be opened reads as no counter: anti-rollback is off" },
 }
