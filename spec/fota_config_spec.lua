@@ -122,6 +122,21 @@ describe("fotahost.fota.config", function()
     end
   end)
 
+  it("needs the broker's URL for the MQTT transport, without credentials in it, and never shows the password", function()
+    assert.are.equal("tcp", assert(config.check(with({}))).transport)
+    assert.are.equal('cfg.lua: mqtt.url is missing: transport = "mqtt" needs the broker\'s URL',
+      refused({ transport = "mqtt" }))
+    local c = assert(config.check(with({ transport = "mqtt", mqtt = { url = "mqtts://broker.lan:8883" } })))
+    assert.are.equal("mqtts://broker.lan:8883", c.mqtt.url)
+    assert.matches("^cfg%.lua: mqtt%.url must be the broker: .* got \"mqtt://u:pw@broker\"$",
+      refused({ transport = "mqtt", mqtt = { url = "mqtt://u:pw@broker" } }))
+    assert.matches('^cfg%.lua: transport must be "tcp" .* got "amqp"$', refused({ transport = "amqp" }))
+    local err = refused({ mqtt = { url = "mqtt://b", password = { "s3cret-pass" } } })
+    assert.matches("mqtt%.password must be its password %(never logged%), got a table$", err)
+    err = refused({ mqtt = { url = "mqtt://b", password = "s3cret-pass", keepalive = "x" } })
+    assert.is_nil(err:find("s3cret", 1, true), err)
+  end)
+
   it("takes a status channel of letters, digits, _ and -", function()
     assert.matches('^cfg%.lua: status_channel must be a data channel id %(letters, digits, _ and %-%), '
       .. 'got "fota status"$', refused({ status_channel = "fota status" }))

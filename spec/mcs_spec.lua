@@ -234,7 +234,37 @@ describe("fotahost.mcs and a transport", function()
     local keys = {}
     for k in pairs(seen) do keys[#keys + 1] = k end
     table.sort(keys)
-    assert.are.same({ "api", "connected", "counters", "deliver", "device_id", "device_key", "log", "opts" }, keys)
+    assert.are.same({ "api", "connected", "counters", "deliver", "device_id", "device_key", "log", "opts",
+      "publisher" }, keys)
+  end)
+
+  it("sends data points through the session's publisher while it is connected, and only then", function()
+    local sent, sessions = {}, 0
+    local c = run(function(ctx)
+      sessions = sessions + 1
+      ctx.connected("broker:1883")
+      if sessions == 1 then
+        ctx.publisher(function(points)
+          for _, p in ipairs(points) do sent[#sent + 1] = p.channel .. "=" .. p.value end
+          return true
+        end)
+        sched.sleep(0.05)
+        return nil, "dropped" -- the next session offers none: points wait for REST (unreachable here)
+      end
+      sched.sleep(60)
+    end, function(cl) return #sent == 2 and sessions == 2 and cl.state == "connected" end,
+    function(cl)
+      cl:emit("fota_status", "done")
+      cl:emit("temp", 21.5)
+    end)
+    assert.are.same({ "fota_status=done", "temp=21.5" }, sent)
+    assert.is_nil(c._publisher)
+  end)
+
+  it("refuses a publisher outside a connected session", function()
+    local _, states = run(function(ctx) ctx.publisher(function() return true end) end,
+      function(_, st) return #st >= 2 end)
+    assert.matches("^disconnected the transport failed: .*publisher%(%) outside a connected session", states[2])
   end)
 
   it("fails the session, not the client, when it delivers before it is connected", function()

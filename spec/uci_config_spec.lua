@@ -61,6 +61,11 @@ describe("the UCI configuration", function()
     { "http_capath", "/etc/ssl/certs", "/etc/ssl/certs" }, { "http_insecure", "true", true },
     { "http_user_agent", "fotahost/1 (test)", "fotahost/1 (test)" },
     { "trusted_keys", "/etc/fotahost/keys/release.pub", { "/etc/fotahost/keys/release.pub" } },
+    { "transport", "mqtt", "mqtt" }, { "mqtt_url", "mqtts://broker.lan:8883", "mqtts://broker.lan:8883" },
+    { "mqtt_client_id", "board-7", "board-7" }, { "mqtt_username", "Dbxx9k", "Dbxx9k" },
+    { "mqtt_password", "s3cret-pass", "s3cret-pass" }, { "mqtt_cafile", "/etc/ssl/ca.pem", "/etc/ssl/ca.pem" },
+    { "mqtt_capath", "/etc/ssl/certs", "/etc/ssl/certs" }, { "mqtt_insecure", "0", false },
+    { "mqtt_keepalive", "30", 30 },
   }
 
   it("maps every option to its key, read by the key's kind", function()
@@ -72,12 +77,14 @@ describe("the UCI configuration", function()
       if kind ~= "hook" and kind ~= "table" then assert.is_true(covered[k], k) end
     end
     for k in pairs(config.HTTP_SPEC) do assert.is_true(covered["http_" .. k], "http_" .. k) end
+    for k in pairs(config.MQTT_SPEC) do assert.is_true(covered["mqtt_" .. k], "mqtt_" .. k) end
     local settings = { "enabled=1" }
     for _, o in ipairs(OPTIONS) do settings[#settings + 1] = o[1] .. "=" .. o[2] end
     local c = assert(load(configured(settings)))
     for _, o in ipairs(OPTIONS) do
-      local key = o[1]:match("^http_(.*)$")
-      local got = key and c.http[key] or c[o[1]]
+      local t, key = o[1]:match("^(%l+)_(.*)$")
+      local got = c[o[1]]
+      if t == "http" or t == "mqtt" then got = c[t][key] end
       assert.are.same(o[3], got, o[1])
       assert.are.equal(math.type(o[3]), math.type(got), o[1])
     end

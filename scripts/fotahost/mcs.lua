@@ -87,7 +87,7 @@ local methods = {} -- a client's methods: its public API, nothing else
 local mt = { __index = methods }
 
 -- The client's own workings, defined below register() and used by it.
-local keep_connected, on_command, api
+local keep_connected, on_command, api, send_points
 
 local function check_id(v, what)
   if type(v) ~= "string" or v == "" or v:find("[,%c%s/?#]") then
@@ -359,6 +359,18 @@ local function session_context(self, session)
     end
     return on_command(self, command)
   end
+  -- A transport that can carry data points (MQTT) offers `fn(points)`:
+  -- while its session is connected, points go through it, not REST.
+  function ctx.publisher(fn)
+    if not session.connected_at or session.over then
+      error("mcs transport: publisher() outside a connected session", 2)
+    end
+    if type(fn) ~= "function" then error("mcs transport: publisher(fn): a function expected", 2) end
+    session.publisher, self._publisher = fn, fn
+    if #self._queue > 0 and not self._sender and not self._closed then
+      self._sender = sched.spawn({ name = "mcs data points" }, function() send_points(self) end)
+    end
+  end
   return ctx
 end
 
@@ -368,6 +380,7 @@ local function run_session(self)
   local session = {}
   local ok, r1, r2 = pcall(self.opts.transport.session, session_context(self, session))
   session.over = true
+  if self._publisher == session.publisher then self._publisher = nil end
   local why = r2
   if not ok then
     why = "the transport failed: " .. tostring(r1) -- a bug: logged, and the client goes on
@@ -488,15 +501,20 @@ local function datapoints_body(batch)
   return "/datapoints", cjson.encode({ datapoints = list }), "application/json"
 end
 
-local function send_points(self)
+function send_points(self)
   local failures = 0
   while #self._queue > 0 and not self._closed do
     -- The batch leaves the queue while it is sent (emit() may drop the
     -- oldest queued point meanwhile), and goes back on failure.
     local batch = {}
     for i = 1, math.min(MAX_PER_REQUEST, #self._queue) do batch[i] = table.remove(self._queue, 1) end
-    local path, body, ctype = datapoints_body(batch)
-    local res, err, code = api(self, "POST", path, body, ctype)
+    local res, err, code
+    if self._publisher then -- the transport's session carries them (docs/transport.md)
+      res, err = self._publisher(batch)
+    else
+      local path, body, ctype = datapoints_body(batch)
+      res, err, code = api(self, "POST", path, body, ctype)
+    end
     if res then
       failures = 0
       self.points_sent = (self.points_sent or 0) + #batch

@@ -106,6 +106,22 @@ M.HTTP_SPEC = {
   user_agent = { is_string, "the User-Agent header" },
 }
 
+local function is_mqtt_url(v) return is_string(v) and v:match("^mqtts?://[^%s/?#@]+/?$") ~= nil end
+
+--- The keys of `mqtt`, the MQTT transport's (transport = "mqtt"): the
+-- broker, and how the device proves who it is and checks who the broker is.
+M.MQTT_SPEC = {
+  url = { is_mqtt_url, "the broker: mqtt://HOST[:PORT] (1883) or mqtts://HOST[:PORT] (TLS, 8883), "
+    .. "no user:password (username and password are keys of their own)" },
+  client_id = { is_id, "the MQTT client id, stable across starts (default fotahost-<device_id>)" },
+  username = { is_string, "the user name the broker knows the device by" },
+  password = { is_string, "its password (never logged)" },
+  cafile = { is_string, "the path of a PEM file of the CA certificates the broker's certificate is checked against" },
+  capath = { is_string, "a directory of CA certificates" },
+  insecure = { is_bool, "true turns TLS verification off (logged)" },
+  keepalive = { is_pos_int, "the seconds between MQTT keepalive pings (an integer, default 60)" },
+}
+
 --- Each key: { check, what it must be, default (nil: required or none) }.
 M.SPEC = {
   device_id = { is_id, "the MCS device id (a string without commas or spaces)" },
@@ -131,6 +147,9 @@ M.SPEC = {
   heartbeat = { is_pos, "seconds between heartbeats", 50 },
   backoff_cap = { is_pos, "the longest reconnect (and commit retry) delay, in seconds", 60 },
   http = { is_table, "a table of options for HTTP (timeout, min_rate, cainfo...: see M.HTTP_SPEC)", {} },
+  transport = { function(v) return v == "tcp" or v == "mqtt" end,
+                "\"tcp\" (MCS's command channel) or \"mqtt\" (a broker: see mqtt)", "tcp" },
+  mqtt = { is_table, "a table for the MQTT transport (url, cafile, username...: see M.MQTT_SPEC)", {} },
   insecure = { is_bool, "true turns TLS verification off (logged)", false },
   serial_port = { is_string, "the MCU's serial port, for hooks and `fotahost doctor`", "/dev/ttyS0" },
   serial_baud = { is_pos_int, "the rate of the sketch's Serial1, in baud (an integer such as 57600)", 57600 },
@@ -139,6 +158,10 @@ M.SPEC = {
   after_flash = { is_fn, "a function(job)" },
   health_check = { is_fn, "a function(job) returning true, or nil and a reason" },
 }
+
+--- The keys whose value is a table of keys of their own (M.HTTP_SPEC,
+-- M.MQTT_SPEC): UCI sets them one by one, as http_<key> and mqtt_<key>.
+M.TABLES = { "http", "mqtt" }
 
 --- What each check function wants, for the UCI reader (fota/uci_config.lua),
 -- whose values are all strings: a key with another check wants a string.
@@ -150,7 +173,9 @@ local UCI_WHAT = { lock = "the lock byte written after a flash (0..255, or 0x00.
 
 local function describe(v, key)
   -- the key is a secret: its length says enough to find a stray space
-  if key == "device_key" and type(v) == "string" then return ("%d characters (not shown)"):format(#v) end
+  if (key == "device_key" or key == "password") and type(v) == "string" then
+    return ("%d characters (not shown)"):format(#v)
+  end
   if type(v) == "string" then return ("%q"):format(v) end
   if type(v) == "table" or type(v) == "function" then return "a " .. type(v) end -- not its address
   return tostring(v) .. " (a " .. type(v) .. ")"
@@ -201,7 +226,7 @@ local function namer(where, origin, errors)
   return function(key, fmt, ...)
     local file, name = where, key
     if origin and (origin.raw[key] ~= nil or origin.only) then
-      file, name = origin.path, "fotahost.main." .. key:gsub("^http%.", "http_")
+      file, name = origin.path, "fotahost.main." .. key:gsub("^(%l+)%.", "%1_")
     end
     errors[#errors + 1] = file .. ": " .. fmt:format(name, ...)
   end
@@ -219,9 +244,14 @@ function M.check(t, where, origin)
   local bad = namer(where, origin, errors)
   local raw = origin and origin.raw or {}
   local c = check_table(t, M.SPEC, "", bad, raw)
-  -- http's keys too, at load: a cainfo that is a number would otherwise
-  -- pass here and fail every download, retried for ever
-  if is_table(c.http) then c.http = check_table(c.http, M.HTTP_SPEC, "http.", bad, raw) end
+  -- the tables' keys too, at load: a cainfo that is a number would
+  -- otherwise pass here and fail every download, retried for ever
+  for _, name in ipairs(M.TABLES) do
+    if is_table(c[name]) then c[name] = check_table(c[name], M[name:upper() .. "_SPEC"], name .. ".", bad, raw) end
+  end
+  if c.transport == "mqtt" and is_table(c.mqtt) and c.mqtt.url == nil then
+    bad("mqtt.url", "%s is missing: transport = \"mqtt\" needs the broker's URL")
+  end
   if c.state_dir == nil then c.state_dir = M.default_state_dir() end
   if type(c.trusted_keys) == "string" then c.trusted_keys = { c.trusted_keys } end
   if c.device_id == nil then bad("device_id", "%s is missing: %s", M.SPEC.device_id[2]) end
@@ -316,6 +346,7 @@ function M.load(path)
   if not c then return nil, err end
   -- from now on no log line shows the key, wherever it was read from
   require("fotahost.log").secret(c.device_key)
+  if c.mqtt.password and #c.mqtt.password >= 4 then require("fotahost.log").secret(c.mqtt.password) end
   return c, from, set_in
 end
 

@@ -1,7 +1,8 @@
 --- fotahost.fota.uci_config: the configuration's UCI side, for OpenWrt:
 -- section `config fotahost 'main'` of /etc/config/fotahost (the path is
 -- config.UCI_PATH). Each option is named as the Lua key it sets (heartbeat,
--- device_id...), a key of `http` as http_<key> (http_timeout); `enabled`
+-- device_id...), a key of `http` as http_<key> (http_timeout), of `mqtt`
+-- as mqtt_<key> (mqtt_url); `enabled`
 -- is the init script's. UCI values are strings: read here by the key's kind
 -- (fota/config.lua's M.KIND), and checked by config.check as a Lua value is,
 -- a problem named by the file and the option. Hooks are Lua code: they stay
@@ -42,7 +43,11 @@ local READ = {
 local function options()
   local o = {}
   for k, spec in pairs(config.SPEC) do o[k] = { key = k, spec = spec } end
-  for k, spec in pairs(config.HTTP_SPEC) do o["http_" .. k] = { key = "http." .. k, http = k, spec = spec } end
+  for _, t in ipairs(config.TABLES) do
+    for k, spec in pairs(config[t:upper() .. "_SPEC"]) do
+      o[t .. "_" .. k] = { key = t .. "." .. k, table = t, sub = k, spec = spec }
+    end
+  end
   return o
 end
 
@@ -79,12 +84,13 @@ local function read_section(s, path, lua_path)
     elseif kind == "hook" then
       bad(name, "is a hook, Lua code: it belongs in the Lua file (%s)", lua_path)
     elseif kind == "table" then
-      bad(name, "cannot be set in UCI: set each of its keys as http_<key> (http_timeout, http_cainfo...)")
+      bad(name, "cannot be set in UCI: set each of its keys as %s_<key> (%s_%s...)", name, name,
+        name == "http" and "timeout, http_cainfo" or "url, mqtt_cafile")
     else
       raw[o.key] = v
-      if o.http then
-        values.http = values.http or {}
-        values.http[o.http] = READ[kind](v)
+      if o.table then
+        values[o.table] = values[o.table] or {}
+        values[o.table][o.sub] = READ[kind](v)
       else
         values[name] = READ[kind](v)
       end
@@ -115,15 +121,17 @@ end
 function M.merge(lua, values, uci_path, lua_path)
   local t, both = {}, {}
   for k, v in pairs(lua) do t[k] = v end
+  local tables = {}
+  for _, name in ipairs(config.TABLES) do tables[name] = true end
   for k, v in pairs(values) do
-    if k == "http" and type(lua.http) == "table" then
-      t.http = {}
-      for hk, hv in pairs(lua.http) do t.http[hk] = hv end
+    if tables[k] and type(lua[k]) == "table" then
+      t[k] = {}
+      for hk, hv in pairs(lua[k]) do t[k][hk] = hv end
       for hk, hv in pairs(v) do
-        if lua.http[hk] ~= nil then both[#both + 1] = "http." .. hk end
-        t.http[hk] = hv
+        if lua[k][hk] ~= nil then both[#both + 1] = k .. "." .. hk end
+        t[k][hk] = hv
       end
-    elseif k == "http" and lua.http ~= nil then -- luacheck: ignore 542
+    elseif tables[k] and lua[k] ~= nil then -- luacheck: ignore 542
       -- not a table: left as it is, for the check to name in the Lua file
     else
       if lua[k] ~= nil then both[#both + 1] = k end
