@@ -39,7 +39,10 @@ local ok, err = pcall(sched.run, function()
   policy:recover()                    -- before anything else: the MCU must hold a good image
   local cloud = mcs.register{ device_id = config.device_id, device_key = config.device_key,
                               api = config.api, heartbeat = config.heartbeat,
-                              backoff_cap = config.backoff_cap, http = config.http }
+                              backoff_cap = config.backoff_cap, http = config.http,
+                              -- commands over MCS's TCP channel (the default) or a broker
+                              transport = config.transport == "mqtt" and require "fotahost.mcs.mqtt_channel" or nil,
+                              mqtt = config.mqtt }
   policy:attach(cloud)
   cloud:on("FOTA", function(value) policy:push(value) end)
   -- a push that cannot be read (cut by a pause, say) is not met with silence
