@@ -105,6 +105,17 @@ describe("fotahost.mqtt", function()
     assert.is_true(t < 1)
   end)
 
+  it("gives up on a server that never sends a CONNACK after connect_timeout", function()
+    local silent <close> = assert(require("fotahost.tcp").listen("127.0.0.1", 0))
+    local _, port = silent:getsockname()
+    local t, c, err = h.elapsed(function()
+      return mqtt.connect{ url = "mqtt://127.0.0.1:" .. port, client_id = "x", connect_timeout = 0.3 }
+    end)
+    assert.is_nil(c)
+    assert.are.equal(("mqtt://127.0.0.1:%d: timeout: no CONNACK after 0.3 s"):format(port), err)
+    assert.is_true(t >= 0.3 and t < 1.5)
+  end)
+
   -- mosquitto 2.0.11 answers a subscription its ACL denies with a SUBACK
   -- granting it (not 0x80), and then never delivers: checked here, so a
   -- broker that starts refusing shows up.
@@ -146,12 +157,12 @@ describe("fotahost.mqtt", function()
   end)
 
   it("keeps max_queue messages in a flood, dropping the oldest, and counts too long ones", function()
-    local c <close> = assert(connect("dev-fl", { max_queue = 64, max_payload = 16 }))
+    local c <close> = assert(connect("dev-fl", { max_queue = 50, max_payload = 16 }))
     assert.are.equal(0, c:subscribe("devices/dev-fl/flood", 0))
     local n = 20000
     local lines = {}
     for i = 1, n do lines[i] = ("m%d"):format(i) end
-    lines[#lines + 1] = string.rep("x", 17) -- one byte over max_payload
+    lines[#lines + 1] = string.rep("x", 17) -- one byte over max_payload: never queued
     h.write(broker.dir .. "/flood", table.concat(lines, "\n") .. "\n")
     h.must(broker.cmd("mosquitto_pub", { "-u", "alice", "-P", USERS.alice, "-t", "devices/dev-fl/flood",
       "-q", "0", "-l" }) .. " < " .. h.q(broker.dir .. "/flood"))
@@ -161,8 +172,8 @@ describe("fotahost.mqtt", function()
       assert.is_true(c:publish("devices/dev-fl/done", "", 1))
       return c.counters.received == n + 1
     end)
-    assert.are.same({ received = n + 1, dropped = n - 64, too_long = 1 }, c.counters)
-    for i = n - 63, n do
+    assert.are.same({ received = n + 1, dropped = n - 50, too_long = 1 }, c.counters)
+    for i = n - 49, n do
       assert.are.same({ "devices/dev-fl/flood", "m" .. i }, { c:receive(0) })
     end
     assert.are.same({ nil, "timeout" }, { c:receive(0) })
