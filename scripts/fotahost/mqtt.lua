@@ -185,7 +185,7 @@ function Client:subscribe(topic, qos)
   local raw = live(self, "subscribe")
   qos = qos or 1
   local mid, err = raw:subscribe(topic, qos)
-  if not mid then return nil, err end
+  if not mid then return nil, closed_why(raw) or err end
   local granted
   raw:expect(mid)
   drive(self, now() + self.timeout, function()

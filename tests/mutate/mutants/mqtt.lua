@@ -1,5 +1,5 @@
 -- Mutants of fotahost.mqtt's safeguards: the bound on kept messages, the
--- payload cap and TLS verification (plugins/mqtt.core.c,
+-- payload cap, keepalive pings and TLS verification (plugins/mqtt.core.c,
 -- scripts/fotahost/mqtt.lua).
 local MQTT = { "spec/mqtt_spec.lua" }
 
@@ -26,6 +26,13 @@ return {
     to = "if (msg->payloadlen < 0) {",
     specs = MQTT,
     why = "a message longer than max_payload is queued: a broker can make the device hold anything" },
+
+  ---------------------------------------------------------------- the connection
+  { name = "mqtt-no-pings", file = "scripts/fotahost/mqtt.lua",
+    from = 'stream.wait(c, fd, raw:want_write() and "w" or "r", math.min(deadline, now() + 1))',
+    to = 'stream.wait(c, fd, raw:want_write() and "w" or "r", deadline)',
+    specs = MQTT,
+    why = "a client waiting in receive() sends no keepalive ping: the broker drops it, its will goes out" },
 
   ---------------------------------------------------------------- TLS
   { name = "mqtt-verify-peer-off", file = "plugins/mqtt.core.c",
