@@ -96,6 +96,40 @@ describe("fotahost.mqtt", function()
     assert.is_nil(err:find("wrong-pw", 1, true))
   end)
 
+  -- mosquitto 2.0.11 never refuses a subscription (above), so a scripted
+  -- broker answers this one with SUBACK 0x80.
+  it("says when the broker refuses a subscription (SUBACK 0x80)", function()
+    local tcp = require "fotahost.tcp"
+    local server <close> = assert(tcp.listen("127.0.0.1", 0))
+    local _, port = server:getsockname()
+    -- one packet: its fixed header's type byte and its body
+    local function packet(sock)
+      local head = assert(sock:read(2, 5))
+      local len, shift, b = 0, 0, head:byte(2)
+      while true do
+        len = len + (b & 0x7f) * (1 << shift)
+        if b < 0x80 then break end
+        b, shift = assert(sock:read(1, 5)):byte(), shift + 7
+      end
+      return head:byte(1), len > 0 and assert(sock:read(len, 5)) or ""
+    end
+    local got
+    sched.run(function()
+      sched.spawn(function()
+        local sock <close> = assert(server:accept(5))
+        assert.are.equal(0x10, (packet(sock)))              -- CONNECT
+        assert(sock:write("\x20\x02\x00\x00", 5))        -- CONNACK: accepted
+        local kind, body = packet(sock)
+        assert.are.equal(0x82, kind)                        -- SUBSCRIBE
+        assert(sock:write("\x90\x03" .. body:sub(1, 2) .. "\x80", 5)) -- SUBACK: refused
+        sock:read(1, 5)                                     -- until the client leaves
+      end)
+      local c <close> = assert(mqtt.connect{ url = "mqtt://127.0.0.1:" .. port, client_id = "dev-s" })
+      got = { c:subscribe("devices/dev-x/cmd", 1) }
+    end)
+    assert.are.same({ nil, "subscription to devices/dev-x/cmd refused by the broker" }, got)
+  end)
+
   it("says so when nothing listens", function()
     local t, c, err = h.elapsed(function()
       return mqtt.connect{ url = "mqtt://127.0.0.1:" .. mosquitto.free_port(), client_id = "x" }

@@ -196,7 +196,10 @@ function Client:subscribe(topic, qos)
     raw:ack(mid, true)
     return nil, closed_why(raw) or "timeout"
   end
-  if granted == 0x80 then return nil, ("subscription to %s refused by the broker"):format(topic) end
+  if granted == 0x80 then
+    -- (MCS topics hold the device key: masked when it is a log secret)
+    return nil, logmod.redact(("subscription to %s refused by the broker"):format(topic))
+  end
   return granted
 end
 

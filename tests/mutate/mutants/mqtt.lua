@@ -34,6 +34,12 @@ return {
     specs = MQTT,
     why = "a client waiting in receive() sends no keepalive ping: the broker drops it, its will goes out" },
 
+  { name = "mqtt-suback-refusal-ignored", file = "scripts/fotahost/mqtt.lua",
+    from = "  if granted == 0x80 then\n",
+    to = "  if granted == nil then\n",
+    specs = MQTT,
+    why = "a refused subscription is reported as granted (QoS 128): the client waits for messages that never come" },
+
   ---------------------------------------------------------------- TLS
   { name = "mqtt-verify-peer-off", file = "plugins/mqtt.core.c",
     from = "mosquitto_tls_opts_set(c->mosq, 1 /* SSL_VERIFY_PEER */, NULL, NULL)",
