@@ -50,7 +50,7 @@ local mqtt = {}
 ---@field keepalive integer? seconds, default 60 (5..65535)
 ---@field will fotahost.mqtt.Will? published by the broker if the connection is lost without close()
 ---@field connect_timeout number? seconds to the CONNACK, default 10; also the limit for a SUBACK or PUBACK
----@field max_payload integer? bytes, default 8192: a longer incoming message is never kept (counters.too_long)
+---@field max_payload integer? bytes, default 8192: a longer incoming message is never kept (counters.too_long); libmosquitto reads each packet whole first, so a hostile broker can still make a client hold one packet (MQTT allows 256 MB) while it arrives
 ---@field max_queue integer? received messages kept until receive(), default 64: more drop the oldest (counters.dropped)
 
 ---Connects, waiting for the CONNACK. Causes: "refused: bad credentials
