@@ -11,6 +11,7 @@
 --   broker.url, broker.tls_url, broker.cafile, broker.port, broker.dir
 --   broker.pub{ "-t", "x", "-m", "hi", "-q", "1" }  -- mosquitto_pub against it
 --   broker.kill()  -- SIGKILL; broker.stop() -- SIGTERM, wait, remove the directory
+--   broker.restart()  -- SIGKILL, then started again on the same ports
 --
 -- start() returns once mosquitto says it is running (its log, polled).
 
@@ -99,9 +100,12 @@ function M.start(opts)
   end
   if opts.acl then h.write(b.dir .. "/acl", table.concat(opts.acl, "\n") .. "\n") end
   h.write(b.dir .. "/mosquitto.conf", config(b, opts))
-  h.must(("mosquitto -c %s > %s 2>&1 & echo $! > %s"):format(
-    h.q(b.dir .. "/mosquitto.conf"), h.q(b.dir .. "/err"), h.q(b.dir .. "/pid")))
-  b.pid = math.tointeger(tonumber(h.read(b.dir .. "/pid")))
+  local function run()
+    h.must(("mosquitto -c %s >> %s 2>&1 & echo $! > %s"):format(
+      h.q(b.dir .. "/mosquitto.conf"), h.q(b.dir .. "/err"), h.q(b.dir .. "/pid")))
+    b.pid = math.tointeger(tonumber(h.read(b.dir .. "/pid")))
+  end
+  run()
 
   local stopped
   --- SIGKILL: the broker is gone at once, its clients' sockets reset.
@@ -119,6 +123,13 @@ function M.start(opts)
       if not ok then b.kill() end
     end
     h.rmdir(b.dir)
+  end
+  --- SIGKILL, then the same broker again: same ports, config and files.
+  function b.restart()
+    b.kill()
+    os.remove(b.dir .. "/log")
+    run()
+    wait_running(b)
   end
   --- The broker's log so far.
   function b.log() return h.read(b.dir .. "/log") or "" end
