@@ -159,7 +159,8 @@ return {
       local finished = 0
       for _, d in ipairs(s.batches[k - 1].devices) do finished = math.max(finished, d.ended_at) end
       for _, d in ipairs(s.batches[k].devices) do
-        assert.is_true(d.pushed_at >= finished, ("%s (batch %d) pushed before batch %d finished"):format(d.id, k, k - 1))
+        assert.is_true(d.pushed_at >= finished,
+          ("%s (batch %d) pushed before batch %d finished"):format(d.id, k, k - 1))
       end
     end
     for _, t in ipairs(f.devices) do

@@ -66,7 +66,7 @@ function R.new(opts)
     if seen[id] then return nil, "device " .. id .. " is listed twice" end
     seen[id] = true
   end
-  local o, err = {}, nil
+  local o, err = {}
   o.canary, err = number_in(opts.canary or R.DEFAULTS.canary, 0, #ids, "canary", true)
   if not o.canary then return nil, err end
   o.batch, err = number_in(opts.batch or R.DEFAULTS.batch, 1, 100, "batch", false)
