@@ -207,9 +207,10 @@ function R.resume(ro)
   return true
 end
 
-function R.abort(ro, now)
+-- `why`: the cloud's reason (default: the operator's abort).
+function R.abort(ro, now, why)
   if ro.state ~= "running" and ro.state ~= "paused" then return nil, "the rollout is " .. ro.state .. " already" end
-  abort(ro, "aborted by the operator", now)
+  abort(ro, why or "aborted by the operator", now)
   return true
 end
 
@@ -247,34 +248,46 @@ function R.summary(ro)
   return { total = total, batches = per, size = size }
 end
 
---- A rollout from its saved form (JSON decoded): checked, since the file
--- may have been edited or cut. @return rollout | nil, why
+--- A rollout from its saved form (JSON decoded), checked and rebuilt
+-- from what it must hold: the file may have been edited or cut.
+-- @return rollout | nil, why
 function R.check(doc)
   if type(doc) ~= "table" or type(doc.firmware) ~= "string" or type(doc.batches) ~= "table"
-      or type(doc.devices) ~= "table" or type(doc.options) ~= "table" then
+      or type(doc.devices) ~= "table" or type(doc.options) ~= "table" or #doc.batches == 0 then
     return nil, "not a rollout"
   end
-  local states = {}
-  for _, s in ipairs(R.STATES) do states[s] = true end
   if not ({ running = true, paused = true, aborted = true, completed = true })[doc.state] then
     return nil, "bad state " .. tostring(doc.state)
   end
-  doc.current = math.tointeger(doc.current)
-  if not doc.current or doc.current < 1 or doc.current > #doc.batches then return nil, "bad current batch" end
+  local ro = { firmware = doc.firmware, state = doc.state, reason = type(doc.reason) == "string" and doc.reason or nil,
+               started_at = tonumber(doc.started_at) or 0, ended_at = tonumber(doc.ended_at),
+               current = math.tointeger(doc.current), options = {}, batches = {}, devices = {} }
+  if not ro.current or ro.current < 1 or ro.current > #doc.batches then return nil, "bad current batch" end
+  local states = {}
+  for _, s in ipairs(R.STATES) do states[s] = true end
   for k, batch in ipairs(doc.batches) do
-    if type(batch) ~= "table" then return nil, "bad batch " .. k end
-    for _, id in ipairs(batch) do
+    if type(batch) ~= "table" or #batch == 0 then return nil, "bad batch " .. k end
+    ro.batches[k] = {}
+    for i, id in ipairs(batch) do
       local d = doc.devices[id]
-      if type(d) ~= "table" or not states[d.state] then return nil, "bad device " .. tostring(id) end
-      d.batch = k
-      if d.state == "pushed" and type(d.pushed_at) ~= "number" then d.pushed_at = 0 end
+      if type(id) ~= "string" or ro.devices[id] or type(d) ~= "table" or not states[d.state] then
+        return nil, "bad device " .. tostring(id)
+      end
+      ro.batches[k][i] = id
+      ro.devices[id] = { state = d.state, batch = k, why = type(d.why) == "string" and d.why or nil,
+                         pushed_at = tonumber(d.pushed_at), ended_at = tonumber(d.ended_at) }
+      if d.state == "pushed" and not ro.devices[id].pushed_at then ro.devices[id].pushed_at = 0 end
     end
   end
-  for _, key in ipairs({ "canary", "batch", "max_failures", "step_timeout" }) do
-    if type(doc.options[key]) ~= "number" then return nil, "bad option " .. key end
+  local o = doc.options
+  ro.options.canary = math.tointeger(o.canary)
+  ro.options.batch, ro.options.max_failures, ro.options.step_timeout =
+    tonumber(o.batch), tonumber(o.max_failures), tonumber(o.step_timeout)
+  if not ro.options.canary or not ro.options.max_failures or not ro.options.batch
+      or not (ro.options.step_timeout and ro.options.step_timeout >= 1) then
+    return nil, "bad options"
   end
-  doc.options.canary = math.tointeger(doc.options.canary) or 0
-  return doc
+  return ro
 end
 
 return R

@@ -69,12 +69,14 @@ end
 
 local function push_one(self, ro, id)
   local dev, fw = self.devices[id], self.fw_by_version[ro.firmware]
-  local line, err
-  if fw then
-    line, err = self:push_fota(dev, fw.version, fw.md5, self:firmware_url(fw))
-  else
-    err = "firmware " .. ro.firmware .. " is no longer registered"
+  if not fw then
+    -- (a restarted cloud whose firmware file is gone)
+    R.push_failed(ro, id)
+    R.abort(ro, sys.time(), "firmware " .. ro.firmware .. " is no longer registered")
+    log.warn("rollout of %s aborted: %s", ro.firmware, ro.reason)
+    return self:rollout_save()
   end
+  local line, err = self:push_fota(dev, fw.version, fw.md5, self:firmware_url(fw))
   if self.rollout ~= ro then return end
   if line then
     log.info("rollout %s: pushed to %s (batch %d)", ro.firmware, id, ro.devices[id].batch)
@@ -88,7 +90,7 @@ end
 --- Moves the rollout on: timeouts, the next batch, the pushes due.
 function methods:rollout_tick()
   local ro = self.rollout
-  if not R.active(ro) then return end
+  if not R.active(ro) or self._closed then return end
   local was = ro.state
   local pushes = R.advance(ro, function(id) return self:rollout_fleet(id) end, sys.time())
   if ro.state ~= was then
@@ -107,10 +109,20 @@ function methods:rollout_point(dev, channel, values)
   if R.on_status(ro, dev.id, as_text(values.value), sys.time()) then self:rollout_tick() end
 end
 
---- A version `dev` reported.
+--- A version `dev` reported: an outcome, or what its push waited for.
 function methods:rollout_version(dev)
   local ro = self.rollout
-  if ro and R.on_version(ro, dev.id, dev.version, sys.time()) then self:rollout_tick() end
+  if not ro then return end
+  R.on_version(ro, dev.id, dev.version, sys.time())
+  self:rollout_tick()
+end
+
+--- `dev` connected: pushed once its version report had time to come.
+function methods:rollout_connected(dev)
+  local ro = self.rollout
+  if R.active(ro) and ro.devices[dev.id] then
+    sched.after(RR.VERSION_GRACE, function() self:rollout_tick() end, "cloud rollout " .. dev.id)
+  end
 end
 
 function methods:rollout_start_driver()
