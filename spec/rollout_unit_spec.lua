@@ -176,5 +176,13 @@ describe("the rollout state machine", function()
     local bad = cjson.decode(cjson.encode(ro))
     bad.devices.d2 = nil
     assert.matches("bad device d2", select(2, R.check(bad)))
+    -- what no batch names, and times that are not numbers, are dropped
+    local edited = cjson.decode(cjson.encode(ro))
+    edited.devices.intruder = { state = "pushed", pushed_at = "soon" }
+    edited.devices.d1.pushed_at = "soon"
+    back = assert(R.check(edited))
+    assert.is_nil(back.devices.intruder)
+    assert.are.same({}, R.advance(back, f.view, 11))
+    assert.are.equal("timeout", back.devices.d1.state) -- pushed at an unknown time: at 0
   end)
 end)
