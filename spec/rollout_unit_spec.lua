@@ -161,6 +161,22 @@ describe("the rollout state machine", function()
     assert.is_nil(R.abort(ro, 6))
   end)
 
+  it("pushes nothing once aborted, not even to a device that comes back", function()
+    local f = fleet(3)
+    f.dev.d3.ready = false
+    local ro = new(f, { canary = 1, batch = 100 })
+    R.advance(ro, f.view, 0)
+    R.on_status(ro, "d1", "done", 1)
+    assert.are.same({ "d2" }, R.advance(ro, f.view, 2))
+    assert.is_true(R.abort(ro, 3))
+    f.dev.d3.ready = true
+    assert.are.same({}, R.advance(ro, f.view, 4))
+    assert.are.equal("pending", ro.devices.d3.state)
+    R.on_status(ro, "d2", "done", 5) -- under way: counted
+    assert.are.equal("done", ro.devices.d2.state)
+    assert.are.equal("aborted", ro.state)
+  end)
+
   it("reads its saved form back, refusing one that is not a rollout", function()
     local cjson = require "cjson"
     local f = fleet(3)

@@ -148,7 +148,7 @@ function R.advance(ro, fleet, now)
     if ro.state == "paused" then return pushes end
     ro.current = k + 1
   end
-  if ro.state ~= "running" then return pushes end
+  if ro.state == "paused" then return pushes end
   for _, id in ipairs(ro.batches[ro.current]) do
     local d, dev = ro.devices[id], fleet(id)
     if d.state == "pending" and dev then
