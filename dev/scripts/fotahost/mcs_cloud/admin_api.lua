@@ -181,6 +181,17 @@ local function command_reply(self, res, dev, pieces, gap, shown, firmware)
   return send_json(res, 200, { code = 200, message = "sent", command = shown, firmware = firmware })
 end
 
+--- Pushes a FOTA to `dev`: "id,key,ts,FOTA,version,MD5,URL", whatever
+-- carries it to the device. The admin API's push and rollouts both go
+-- through here. @return the command sent | nil, err
+function methods:push_fota(dev, version, md5, url)
+  if not dev.conn then return nil, "device " .. dev.id .. " is not connected" end
+  local line = self:command_line(dev, "FOTA", concat({ version, md5, url }, ","))
+  local ok, err = self:send_and_wait(dev, { line }, 0)
+  if not ok then return nil, err end
+  return line
+end
+
 -- FOTA push: "id,key,ts,FOTA,version,MD5,URL". A registered version gets
 -- its own MD5 and URL, and the answer shows that firmware (signed or
 -- not: the device fetches URL.minisig); a test may instead give any
@@ -209,10 +220,13 @@ function H.admin_fota(self, req, res, id)
     md5 = as_text(doc.md5)
     if not md5 then return fail(res, 400, "\"md5\" must be a string or null") end
   end
-  if not dev.conn then return fail(res, 409, "device " .. dev.id .. " is not connected") end
-  local line = self:command_line(dev, "FOTA", concat({ version, md5, url }, ","))
-  return command_reply(self, res, dev, { line }, 0, line, pushed)
+  local line, err = self:push_fota(dev, version, md5, url)
+  if not line then return fail(res, 409, err) end
+  local shown = self:without_keys(line)
+  log.info("device %s: sent %s", dev.id, (shown:gsub("\n$", "")))
+  return send_json(res, 200, { code = 200, message = "sent", command = shown, firmware = pushed })
 end
+
 -- The chunks of a raw command: "raw" cut at the "chunks" sizes (the rest
 -- in one more), and the pause between them ("gap_ms", in seconds).
 -- @return pieces, gap | nil, why
