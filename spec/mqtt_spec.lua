@@ -7,33 +7,8 @@ local log = require "fotahost.log"
 local h = require "helper"
 local mosquitto = require "support.mosquitto"
 
--- Starts `cmd` (a shell command line) in the background, its output in
--- `file`; returns its pid.
-local function background(cmd, file)
-  local pidfile = file .. ".pid"
-  h.must(("%s > %s 2>&1 & echo $! > %s"):format(cmd, h.q(file), h.q(pidfile)))
-  return math.tointeger(tonumber(h.read(pidfile)))
-end
-
--- Waits until mosquitto_sub (pid, output in `file`) has printed `n` lines.
-local function lines_of(file, n)
-  return h.until_true(n .. " lines in " .. file, 10, function()
-    local t = {}
-    for l in (h.read(file) or ""):gmatch("[^\n]+") do t[#t + 1] = l end
-    return #t >= n and t
-  end)
-end
-
--- Runs a mosquitto_sub that exits after `count` messages on `topic`, and
--- waits until the broker has its subscription (the log says so).
-local function sub(broker, args, file)
-  local pid = background(broker.cmd("mosquitto_sub", args), file)
-  local id = args[#args] -- every call passes "-i", ID last
-  h.until_true("mosquitto_sub's subscription", 10, function()
-    return broker.log():find(id .. " 1 ", 1, true) or broker.log():find(id .. " 0 ", 1, true)
-  end)
-  return pid
-end
+local lines_of, background = mosquitto.lines_of, mosquitto.background
+local function sub(broker, args, file) return broker.sub(args, file) end
 
 describe("fotahost.mqtt", function()
   local broker
