@@ -152,6 +152,18 @@ return {
     assert.are.same({ ",online,1", ",online,0" }, mosquitto.lines_of(online, 2, WAIT))
   end)
 
+  it("is checked by fotahost doctor: the broker takes the device's credentials and subscription", function()
+    local t = new_device()
+    local r = h.run({ "doctor", "--config", t.cfg })
+    assert.matches("\nOK   command server: the broker " .. broker.url:gsub("%p", "%%%0") .. " accepts device "
+      .. t.id .. " and its subscription\n", r.out)
+    h.write(t.cfg, h.read(t.cfg):gsub("mq%-password%-%d+", "wrong-password"))
+    r = h.run({ "doctor", "--config", t.cfg })
+    assert.matches("\nFAIL command server: the broker " .. broker.url:gsub("%p", "%%%0") .. ": refused: not "
+      .. "authorised %(bad credentials, or no access for this client%) %- check set mqtt%.url in ", r.out)
+    assert.is_nil(r.out:find("wrong-password", 1, true))
+  end)
+
   it("flashes a push published while the app was stopped, once it starts (a persistent session)", function()
     local t = new_device()
     start_app(t)
@@ -166,12 +178,11 @@ return {
 
   it("reconnects after the broker restarted, and a later push succeeds", function()
     local t = new_device()
-    local status = watch(t, "fota_status")
     start_app(t)
     connected(t)
     broker.restart()
     connected(t, 2)
-    status = watch(t, "fota_status") -- the restarted broker knows no subscription of before
+    local status = watch(t, "fota_status")
     push(t, "blink-1000")
     assert.are.same({ "downloading", "verifying", h.UNSIGNED, "flashing", "done" }, statuses(status, 1))
     holds(t, "blink-1000")

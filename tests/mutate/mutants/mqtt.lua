@@ -56,4 +56,19 @@ return {
     to = "  if false then\n    log.warn(",
     specs = MQTT,
     why = "verification turned off leaves no trace in the log" },
+
+  ---------------------------------------------------------------- the MCS transport
+  { name = "mqtt-channel-clean-session", file = "scripts/fotahost/mcs/mqtt_channel.lua",
+    from = "clean_session = false,", to = "clean_session = true,",
+    specs = { "spec/mqtt_fota_spec.lua" }, filter = "persistent session",
+    why = "a push sent while the board was offline is lost: the broker kept no session for it" },
+  { name = "mqtt-channel-no-will", file = "scripts/fotahost/mcs/mqtt_channel.lua",
+    from = "    will = { topic = base .. ONLINE, payload = \",online,0\", qos = 1, retain = true },\n",
+    to = "",
+    specs = { "spec/mqtt_fota_spec.lua" }, filter = "mosquitto_pub",
+    why = "a board that lost power stays online for the cloud" },
+  { name = "mqtt-channel-publisher-off", file = "scripts/fotahost/mcs/mqtt_channel.lua",
+    from = "  ctx.publisher(function(points)", to = "  local _ = (function(points)",
+    specs = { "spec/mqtt_fota_spec.lua" }, filter = "mosquitto_pub",
+    why = "the statuses go to REST only: a cloud on the broker never hears them" },
 }
