@@ -621,4 +621,12 @@ return {
     to = "if boot and boot:bytes(start, select(2, boot:range())) == image:bytes(start, select(2, boot:range())) then",
     specs = { POLICY },
     why = "bytes an export carries past the configured bootloader are dropped without a word" },
+  { name = "config-mqtt-url-not-required", file = CONFIG,
+    from = [[if c.transport == "mqtt" and is_table(c.mqtt) and c.mqtt.url == nil then]], to = "if false then",
+    specs = { CONFIG_SPEC },
+    why = "transport = \"mqtt\" without a broker starts an app that can never connect, saying so only in retries" },
+  { name = "config-mqtt-url-credentials", file = CONFIG,
+    from = [[v:match("^mqtts?://[^%s/?#@]+/?$")]], to = [[v:match("^mqtts?://[^%s/?#]+/?$")]],
+    specs = { CONFIG_SPEC },
+    why = "a password in the broker's URL is taken, and shown wherever the URL is" },
 }
