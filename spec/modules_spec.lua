@@ -51,7 +51,7 @@ describe("native modules", function()
       end
     end
     assert.are.same({}, bad)
-    assert.are.equal(5, cores)   -- tcp, serial, http, avr.isp, vboard
+    assert.are.equal(6, cores)   -- tcp, serial, http, mqtt, avr.isp, vboard
   end)
 
   it("include Debian's lua-cjson as cjson and cjson.safe", function()
