@@ -12,6 +12,10 @@
 --   broker.pub{ "-t", "x", "-m", "hi", "-q", "1" }  -- mosquitto_pub against it
 --   broker.kill()  -- SIGKILL; broker.stop() -- SIGTERM, wait, remove the directory
 --
+--   -- or a configuration written by someone else (fotahost cloud broker-config):
+--   local broker = require("support.mosquitto").run{ conf = dir .. "/mosquitto.conf",
+--     dir = dir, port = port, log = dir .. "/mosquitto.log" }
+--
 -- start() returns once mosquitto says it is running (its log, polled).
 
 local h = require "helper"
@@ -71,7 +75,7 @@ end
 local function wait_running(b)
   local deadline = sched.now() + READY_WITHIN
   while true do
-    local log = h.read(b.dir .. "/log") or ""
+    local log = b.log()
     if log:find(" running", 1, true) then return end
     if not h.alive(b.pid) or sched.now() > deadline then
       local why = h.alive(b.pid) and "not running after " .. READY_WITHIN .. " s" or "exited"
@@ -99,8 +103,18 @@ function M.start(opts)
   end
   if opts.acl then h.write(b.dir .. "/acl", table.concat(opts.acl, "\n") .. "\n") end
   h.write(b.dir .. "/mosquitto.conf", config(b, opts))
+  return M.run { conf = b.dir .. "/mosquitto.conf", handle = b }
+end
+
+--- Starts mosquitto with the configuration file `o.conf` and returns the
+-- handle start() does: o.dir (its files: removed by stop(); the pid and
+-- stderr go there), o.port (the plain listener), o.log (the file its
+-- log_dest writes; default DIR/log). Returns once it says it is running.
+function M.run(o)
+  local b = o.handle or { dir = o.dir, port = o.port, url = "mqtt://127.0.0.1:" .. o.port }
+  local logfile = o.log or b.dir .. "/log"
   h.must(("mosquitto -c %s > %s 2>&1 & echo $! > %s"):format(
-    h.q(b.dir .. "/mosquitto.conf"), h.q(b.dir .. "/err"), h.q(b.dir .. "/pid")))
+    h.q(o.conf), h.q(b.dir .. "/err"), h.q(b.dir .. "/pid")))
   b.pid = math.tointeger(tonumber(h.read(b.dir .. "/pid")))
 
   local stopped
@@ -121,7 +135,7 @@ function M.start(opts)
     h.rmdir(b.dir)
   end
   --- The broker's log so far.
-  function b.log() return h.read(b.dir .. "/log") or "" end
+  function b.log() return h.read(logfile) or "" end
   -- The mosquitto_pub / mosquitto_sub command line against this broker,
   -- with `args` (a list) quoted after it.
   function b.cmd(tool, args)
