@@ -49,7 +49,8 @@ describe("fotahost cloud broker-config", function()
     assert.equal("# written by fotahost cloud broker-config\nuser fotahost-cloud\ntopic readwrite mcs/#\n\n"
       .. "# every other user: a device, whose user name is its id\npattern readwrite mcs/%u/#\n",
       h.read(dir .. "/acl"))
-    for _, f in ipairs({ "passwd", "cloud.password", "device-" .. ID .. ".password", "device-" .. ID2 .. ".password" }) do
+    local private = { "passwd", "cloud.password", "device-" .. ID .. ".password", "device-" .. ID2 .. ".password" }
+    for _, f in ipairs(private) do
       assert.equal(tonumber("600", 8), mode(dir .. "/" .. f), f)
     end
     local passwd = h.read(dir .. "/passwd")
@@ -150,8 +151,9 @@ describe("fotahost cloud serve --mqtt, on mosquitto as broker-config set it up",
     local args = { "-u", user, "-P", pw[user], "-i", "spec-" .. user .. "-" .. #subs, "-c", "-q", "1",
       "-v", "-d", "-t", topic, ... }
     -- line-buffered: "Subscribed" shows when it happens
-    os.execute("stdbuf -oL " .. broker.cmd("mosquitto_sub", args) .. " > " .. h.q(f) .. " 2>&1 & echo $! > " .. h.q(f .. ".pid"))
-    local s = { pid = math.tointeger(tonumber(eventually("the subscriber's pid", function() return h.read(f .. ".pid") end))) }
+    os.execute(("stdbuf -oL %s > %s 2>&1 & echo $! > %s"):format(broker.cmd("mosquitto_sub", args), h.q(f),
+      h.q(f .. ".pid")))
+    local s = { pid = math.tointeger(tonumber(eventually("its pid", function() return h.read(f .. ".pid") end))) }
     function s.out() return h.read(f) or "" end
     -- the messages it received: "topic payload" lines
     function s.messages()

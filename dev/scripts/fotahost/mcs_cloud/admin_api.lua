@@ -273,7 +273,8 @@ function H.admin_command(self, req, res, id)
   local pieces, gap = raw_pieces(doc)
   if not pieces then return fail(res, 400, gap) end
   if not dev.conn then
-    return fail(res, 409, "device " .. dev.id .. " has no TCP connection (raw bytes go over the TCP command channel only)")
+    return fail(res, 409, "device " .. dev.id
+      .. " has no TCP connection (raw bytes go over the TCP command channel only)")
   end
   return command_reply(self, res, dev, pieces, gap, as_text(doc.raw))
 end
