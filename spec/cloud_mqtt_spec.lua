@@ -294,6 +294,20 @@ describe("fotahost cloud serve --mqtt, on mosquitto as broker-config set it up",
     assert.matches("/LED %d+,LED,later", got)
   end)
 
+  it("reconnects when the broker comes back, and takes data points again", function()
+    local port, top = broker.port, broker.dir
+    broker.kill()
+    eventually("the cloud to notice", function()
+      return not h.cloud_admin(cloud.url, "GET", "/devices").broker.connected
+    end)
+    broker = mosquitto.run { conf = dir .. "/mosquitto.conf", dir = top, port = port, log = dir .. "/mosquitto.log" }
+    eventually("the cloud back", function() return h.cloud_admin(cloud.url, "GET", "/devices").broker.connected end)
+    publish(ID, ("mcs/%s/%s/temp"):format(ID, KEY), ",temp,after-restart")
+    eventually("the point", function()
+      return cli("datapoints", "--device", ID, "--channel", "temp"):find("after-restart", 1, true)
+    end)
+  end)
+
   it("sends by TCP to a device connected by TCP: TCP wins", function()
     local tcp = require "fotahost.tcp"
     local sock <close> = assert(tcp.connect("127.0.0.1", cloud.tcp_port or
