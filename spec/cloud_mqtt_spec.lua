@@ -294,6 +294,32 @@ describe("fotahost cloud serve --mqtt, on mosquitto as broker-config set it up",
     assert.matches("/LED %d+,LED,later", got)
   end)
 
+  it("speaks with fotahost's own device client on transport mqtt: a push in, a data point out", function()
+    local mcs = require "fotahost.mcs"
+    local pushed, point_seen
+    local ok, err = pcall(sched.run, function()
+      local c = mcs.register { device_id = ID2, device_key = KEY2, api = cloud.url,
+        transport = require "fotahost.mcs.mqtt_channel",
+        mqtt = { url = broker.url, username = ID2, password = pw[ID2], client_id = "spec-app-" .. ID2 } }
+      c:on("FOTA", function(value) pushed = value end)
+      local deadline = sched.now() + 10
+      while c.state ~= "connected" and sched.now() < deadline do sched.sleep(0.02) end
+      -- the CLI blocks this task a moment: the broker keeps the push meanwhile
+      cli("push", "--device", ID2, "--version", "7", "--url", "http://127.0.0.1:9/seven.hex", "--md5", "null")
+      c:emit("temp", "42")
+      c:flush(5)
+      while not pushed and sched.now() < deadline do sched.sleep(0.02) end
+      while not point_seen and sched.now() < deadline do
+        point_seen = cli("datapoints", "--device", ID2, "--channel", "temp"):find(" 42\n", 1, true)
+        sched.sleep(0.05)
+      end
+      c:close()
+    end)
+    assert(ok, err)
+    assert.equal("7,null,http://127.0.0.1:9/seven.hex", pushed)
+    assert.truthy(point_seen)
+  end)
+
   it("reconnects when the broker comes back, and takes data points again", function()
     local port, top = broker.port, broker.dir
     broker.kill()
