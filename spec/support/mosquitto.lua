@@ -12,10 +12,6 @@
 --   broker.pub{ "-t", "x", "-m", "hi", "-q", "1" }  -- mosquitto_pub against it
 --   broker.kill()  -- SIGKILL; broker.stop() -- SIGTERM, wait, remove the directory
 --
---   -- or a configuration written by someone else (fotahost cloud broker-config):
---   local broker = require("support.mosquitto").run{ conf = dir .. "/mosquitto.conf",
---     dir = dir, port = port, log = dir .. "/mosquitto.log" }
---
 -- start() returns once mosquitto says it is running (its log, polled).
 
 local h = require "helper"
@@ -75,7 +71,7 @@ end
 local function wait_running(b)
   local deadline = sched.now() + READY_WITHIN
   while true do
-    local log = b.log()
+    local log = h.read(b.dir .. "/log") or ""
     if log:find(" running", 1, true) then return end
     if not h.alive(b.pid) or sched.now() > deadline then
       local why = h.alive(b.pid) and "not running after " .. READY_WITHIN .. " s" or "exited"
@@ -103,18 +99,8 @@ function M.start(opts)
   end
   if opts.acl then h.write(b.dir .. "/acl", table.concat(opts.acl, "\n") .. "\n") end
   h.write(b.dir .. "/mosquitto.conf", config(b, opts))
-  return M.run { conf = b.dir .. "/mosquitto.conf", handle = b }
-end
-
---- Starts mosquitto with the configuration file `o.conf` and returns the
--- handle start() does: o.dir (its files: removed by stop(); the pid and
--- stderr go there), o.port (the plain listener), o.log (the file its
--- log_dest writes; default DIR/log). Returns once it says it is running.
-function M.run(o)
-  local b = o.handle or { dir = o.dir, port = o.port, url = "mqtt://127.0.0.1:" .. o.port }
-  local logfile = o.log or b.dir .. "/log"
   h.must(("mosquitto -c %s > %s 2>&1 & echo $! > %s"):format(
-    h.q(o.conf), h.q(b.dir .. "/err"), h.q(b.dir .. "/pid")))
+    h.q(b.dir .. "/mosquitto.conf"), h.q(b.dir .. "/err"), h.q(b.dir .. "/pid")))
   b.pid = math.tointeger(tonumber(h.read(b.dir .. "/pid")))
 
   local stopped
@@ -135,7 +121,7 @@ function M.run(o)
     h.rmdir(b.dir)
   end
   --- The broker's log so far.
-  function b.log() return h.read(logfile) or "" end
+  function b.log() return h.read(b.dir .. "/log") or "" end
   -- The mosquitto_pub / mosquitto_sub command line against this broker,
   -- with `args` (a list) quoted after it.
   function b.cmd(tool, args)
@@ -147,6 +133,40 @@ function M.run(o)
   function b.pub(args) return h.must(b.cmd("mosquitto_pub", args)) end
 
   wait_running(b)
+  return b
+end
+
+--- Starts mosquitto on a configuration written elsewhere (`fotahost cloud
+-- broker-config`): o.conf, o.port (its plain listener), o.log (the file
+-- its log_dest names), o.dir (a h.tmpdir(): its stderr and pid go there,
+-- and stop() removes it). Returns { url, port, pid, dir, log(), kill(),
+-- stop() } once its log says it is running.
+function M.run(o)
+  local b = { dir = o.dir, port = o.port, url = "mqtt://127.0.0.1:" .. o.port }
+  local at = #(h.read(o.log) or "") -- a restart appends to the same log
+  h.must(("mosquitto -c %s >> %s 2>&1 & echo $! > %s"):format(h.q(o.conf), h.q(b.dir .. "/err"), h.q(b.dir .. "/pid")))
+  b.pid = math.tointeger(tonumber(h.read(b.dir .. "/pid")))
+  function b.log() return h.read(o.log) or "" end
+  function b.kill()
+    os.execute("kill -KILL " .. b.pid .. " 2>/dev/null")
+    h.until_true("mosquitto to die", 5, function() return not h.alive(b.pid) end)
+  end
+  function b.stop()
+    if h.alive(b.pid) then
+      os.execute("kill -TERM " .. b.pid .. " 2>/dev/null")
+      if not pcall(h.until_true, "mosquitto to stop", 3, function() return not h.alive(b.pid) end) then b.kill() end
+    end
+    if h.read(b.dir .. "/pid") then h.rmdir(b.dir) end
+  end
+  function b.cmd(tool, args)
+    local parts = { tool, "-h", "127.0.0.1", "-p", tostring(b.port) }
+    for _, a in ipairs(args) do parts[#parts + 1] = h.q(a) end
+    return table.concat(parts, " ")
+  end
+  h.until_true("mosquitto running (" .. o.conf .. ")", 10, function()
+    if not h.alive(b.pid) then error("mosquitto exited: " .. (h.read(b.dir .. "/err") or ""), 0) end
+    return b.log():find(" running", at + 1, true)
+  end)
   return b
 end
 
