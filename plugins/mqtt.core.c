@@ -66,6 +66,7 @@ typedef struct {
     int session_present;
     int closed;              /* the connection is gone (or never was) */
     int close_rc;            /* why: a MOSQ_ERR_* from a loop call or on_disconnect */
+    int close_errno;         /* errno then, for MOSQ_ERR_ERRNO */
     char why[256];           /* the last error libmosquitto logged (a TLS failure's reason) */
 
     Message *queue;          /* ring of max_queue */
@@ -95,6 +96,7 @@ static void on_disconnect(struct mosquitto *mosq, void *obj, int rc)
     if (!c->closed) {
         c->closed = 1;
         c->close_rc = rc;
+        c->close_errno = errno;
     }
 }
 
@@ -190,13 +192,16 @@ static void mark_closed(Client *c, int rc)
     if (!c->closed) {
         c->closed = 1;
         c->close_rc = rc;
+        c->close_errno = errno;
     }
 }
 
 static const char *opt_string(lua_State *L, int t, const char *key)
 {
     lua_getfield(L, t, key);
-    const char *s = luaL_opt(L, luaL_checkstring, -1, NULL);
+    if (!lua_isnoneornil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "mqtt: %s must be a string", key);
+    const char *s = lua_tostring(L, -1);
     lua_pop(L, 1);
     return s;   /* still referenced by the options table */
 }
@@ -343,6 +348,7 @@ static int client_connect(lua_State *L)
         return (lua_pushboolean(L, 1), 1);
     int err = errno;
     mark_closed(c, rc);
+    c->close_errno = err;
     if (rc == MOSQ_ERR_ERRNO)
         return fh_result_msg(L, "%s", strerror(err));
     if (rc == MOSQ_ERR_EAI)
@@ -358,10 +364,8 @@ static int client_connect(lua_State *L)
 /* A loop call's result: anything but success ends the connection. */
 static void loop_result(Client *c, int rc)
 {
-    if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN)
-        mark_closed(c, rc);
-    else if (rc == MOSQ_ERR_NO_CONN)
-        mark_closed(c, MOSQ_ERR_CONN_LOST);
+    if (rc != MOSQ_ERR_SUCCESS)
+        mark_closed(c, rc == MOSQ_ERR_NO_CONN ? MOSQ_ERR_CONN_LOST : rc);
 }
 
 /* client:step(): reads, writes and pings what the socket allows now. */
@@ -433,7 +437,7 @@ static int client_closed(lua_State *L)
     else if (c->close_rc == MOSQ_ERR_CONN_LOST || c->close_rc == MOSQ_ERR_NO_CONN)
         lua_pushliteral(L, "the broker closed the connection");
     else if (c->close_rc == MOSQ_ERR_ERRNO)
-        lua_pushstring(L, strerror(errno));
+        lua_pushstring(L, strerror(c->close_errno));
     else
         lua_pushstring(L, mosquitto_strerror(c->close_rc));
     return 2;

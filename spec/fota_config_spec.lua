@@ -122,7 +122,7 @@ describe("fotahost.fota.config", function()
     end
   end)
 
-  it("needs the broker's URL for the MQTT transport, without credentials in it, and never shows the password", function()
+  it("needs the broker's URL for MQTT, without credentials in it, and never shows the password", function()
     assert.are.equal("tcp", assert(config.check(with({}))).transport)
     assert.are.equal('cfg.lua: mqtt.url is missing: transport = "mqtt" needs the broker\'s URL',
       refused({ transport = "mqtt" }))

@@ -7,33 +7,8 @@ local log = require "fotahost.log"
 local h = require "helper"
 local mosquitto = require "support.mosquitto"
 
--- Starts `cmd` (a shell command line) in the background, its output in
--- `file`; returns its pid.
-local function background(cmd, file)
-  local pidfile = file .. ".pid"
-  h.must(("%s > %s 2>&1 & echo $! > %s"):format(cmd, h.q(file), h.q(pidfile)))
-  return math.tointeger(tonumber(h.read(pidfile)))
-end
-
--- Waits until mosquitto_sub (pid, output in `file`) has printed `n` lines.
-local function lines_of(file, n)
-  return h.until_true(n .. " lines in " .. file, 10, function()
-    local t = {}
-    for l in (h.read(file) or ""):gmatch("[^\n]+") do t[#t + 1] = l end
-    return #t >= n and t
-  end)
-end
-
--- Runs a mosquitto_sub that exits after `count` messages on `topic`, and
--- waits until the broker has its subscription (the log says so).
-local function sub(broker, args, file)
-  local pid = background(broker.cmd("mosquitto_sub", args), file)
-  local id = args[#args] -- every call passes "-i", ID last
-  h.until_true("mosquitto_sub's subscription", 10, function()
-    return broker.log():find(id .. " 1 ", 1, true) or broker.log():find(id .. " 0 ", 1, true)
-  end)
-  return pid
-end
+local lines_of, background = mosquitto.lines_of, mosquitto.background
+local function sub(broker, args, file) return broker.sub(args, file) end
 
 describe("fotahost.mqtt", function()
   local broker
@@ -96,6 +71,40 @@ describe("fotahost.mqtt", function()
     assert.is_nil(err:find("wrong-pw", 1, true))
   end)
 
+  -- mosquitto 2.0.11 never refuses a subscription (above), so a scripted
+  -- broker answers this one with SUBACK 0x80.
+  it("says when the broker refuses a subscription (SUBACK 0x80)", function()
+    local tcp = require "fotahost.tcp"
+    local server <close> = assert(tcp.listen("127.0.0.1", 0))
+    local _, port = server:getsockname()
+    -- one packet: its fixed header's type byte and its body
+    local function packet(sock)
+      local head = assert(sock:read(2, 5))
+      local len, shift, b = 0, 0, head:byte(2)
+      while true do
+        len = len + (b & 0x7f) * (1 << shift)
+        if b < 0x80 then break end
+        b, shift = assert(sock:read(1, 5)):byte(), shift + 7
+      end
+      return head:byte(1), len > 0 and assert(sock:read(len, 5)) or ""
+    end
+    local got
+    sched.run(function()
+      sched.spawn(function()
+        local sock <close> = assert(server:accept(5))
+        assert.are.equal(0x10, (packet(sock)))              -- CONNECT
+        assert(sock:write("\x20\x02\x00\x00", 5))        -- CONNACK: accepted
+        local kind, body = packet(sock)
+        assert.are.equal(0x82, kind)                        -- SUBSCRIBE
+        assert(sock:write("\x90\x03" .. body:sub(1, 2) .. "\x80", 5)) -- SUBACK: refused
+        sock:read(1, 5)                                     -- until the client leaves
+      end)
+      local c <close> = assert(mqtt.connect{ url = "mqtt://127.0.0.1:" .. port, client_id = "dev-s" })
+      got = { c:subscribe("devices/dev-x/cmd", 1) }
+    end)
+    assert.are.same({ nil, "subscription to devices/dev-x/cmd refused by the broker" }, got)
+  end)
+
   it("says so when nothing listens", function()
     local t, c, err = h.elapsed(function()
       return mqtt.connect{ url = "mqtt://127.0.0.1:" .. mosquitto.free_port(), client_id = "x" }
@@ -103,6 +112,17 @@ describe("fotahost.mqtt", function()
     assert.is_nil(c)
     assert.matches(": Connection refused$", err)
     assert.is_true(t < 1)
+  end)
+
+  it("gives up on a server that never sends a CONNACK after connect_timeout", function()
+    local silent <close> = assert(require("fotahost.tcp").listen("127.0.0.1", 0))
+    local _, port = silent:getsockname()
+    local t, c, err = h.elapsed(function()
+      return mqtt.connect{ url = "mqtt://127.0.0.1:" .. port, client_id = "x", connect_timeout = 0.3 }
+    end)
+    assert.is_nil(c)
+    assert.are.equal(("mqtt://127.0.0.1:%d: timeout: no CONNACK after 0.3 s"):format(port), err)
+    assert.is_true(t >= 0.3 and t < 1.5)
   end)
 
   -- mosquitto 2.0.11 answers a subscription its ACL denies with a SUBACK
@@ -146,12 +166,12 @@ describe("fotahost.mqtt", function()
   end)
 
   it("keeps max_queue messages in a flood, dropping the oldest, and counts too long ones", function()
-    local c <close> = assert(connect("dev-fl", { max_queue = 64, max_payload = 16 }))
+    local c <close> = assert(connect("dev-fl", { max_queue = 50, max_payload = 16 }))
     assert.are.equal(0, c:subscribe("devices/dev-fl/flood", 0))
     local n = 20000
     local lines = {}
     for i = 1, n do lines[i] = ("m%d"):format(i) end
-    lines[#lines + 1] = string.rep("x", 17) -- one byte over max_payload
+    lines[#lines + 1] = string.rep("x", 17) -- one byte over max_payload: never queued
     h.write(broker.dir .. "/flood", table.concat(lines, "\n") .. "\n")
     h.must(broker.cmd("mosquitto_pub", { "-u", "alice", "-P", USERS.alice, "-t", "devices/dev-fl/flood",
       "-q", "0", "-l" }) .. " < " .. h.q(broker.dir .. "/flood"))
@@ -161,8 +181,8 @@ describe("fotahost.mqtt", function()
       assert.is_true(c:publish("devices/dev-fl/done", "", 1))
       return c.counters.received == n + 1
     end)
-    assert.are.same({ received = n + 1, dropped = n - 64, too_long = 1 }, c.counters)
-    for i = n - 63, n do
+    assert.are.same({ received = n + 1, dropped = n - 50, too_long = 1 }, c.counters)
+    for i = n - 49, n do
       assert.are.same({ "devices/dev-fl/flood", "m" .. i }, { c:receive(0) })
     end
     assert.are.same({ nil, "timeout" }, { c:receive(0) })
@@ -234,5 +254,20 @@ describe("fotahost.mqtt", function()
     assert.are.equal("closed: the broker closed the connection", err)
     assert.is_true(t < 1)
     assert.are.same({ nil, "closed: the broker closed the connection" }, { c:publish("x", "y", 1) })
+  end)
+
+  -- (slow: keepalive is 5 s at least)
+  it("keeps an idle connection alive with pings, and says when they go unanswered", function()
+    local own = mosquitto.start()
+    local c <close> = assert(mqtt.connect{ url = own.url, client_id = "dev-ka", keepalive = 5 })
+    -- mosquitto drops a client silent for 1.5 x keepalive: only pings keep it
+    assert.are.same({ nil, "timeout" }, { c:receive(8) })
+    os.execute("kill -STOP " .. own.pid)
+    local t, topic, err = h.elapsed(function() return c:receive(20) end)
+    os.execute("kill -CONT " .. own.pid)
+    own.stop()
+    assert.is_nil(topic)
+    assert.are.equal("closed: keepalive lost (no answer from the broker)", err)
+    assert.is_true(t <= 11, t)
   end)
 end)

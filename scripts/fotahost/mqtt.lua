@@ -185,7 +185,7 @@ function Client:subscribe(topic, qos)
   local raw = live(self, "subscribe")
   qos = qos or 1
   local mid, err = raw:subscribe(topic, qos)
-  if not mid then return nil, err end
+  if not mid then return nil, closed_why(raw) or err end
   local granted
   raw:expect(mid)
   drive(self, now() + self.timeout, function()
@@ -196,7 +196,10 @@ function Client:subscribe(topic, qos)
     raw:ack(mid, true)
     return nil, closed_why(raw) or "timeout"
   end
-  if granted == 0x80 then return nil, ("subscription to %s refused by the broker"):format(topic) end
+  if granted == 0x80 then
+    -- (MCS topics hold the device key: masked when it is a log secret)
+    return nil, logmod.redact(("subscription to %s refused by the broker"):format(topic))
+  end
   return granted
 end
 

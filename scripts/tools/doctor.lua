@@ -115,7 +115,8 @@ end
 -- for that file: uci's commands for the UCI file, else the Lua file.
 local function set_key(key, value)
   if key_file(key) == cfgmod.UCI_PATH then
-    return ("uci set fotahost.main.%s=%s; uci commit fotahost"):format(key, value and quote(value) or "...")
+    return ("uci set fotahost.main.%s=%s; uci commit fotahost"):format(key:gsub("^(%l+)%.", "%1_"),
+      value and quote(value) or "...")
   end
   return value and ("set %s = %q in %s"):format(key, value, path) or ("set %s in %s"):format(key, path)
 end
@@ -214,7 +215,34 @@ end
 
 ---------------------------------------------------------------- 3. command server
 
-if not results.api then
+-- Over MQTT (transport = "mqtt") the command server is the broker: the
+-- device connects with its credentials and subscribes to its topics, as
+-- the app does (another client id: the app's session stays its own).
+local function check_broker()
+  local m = config.mqtt
+  local mqtt = require "fotahost.mqtt"
+  local c, err = mqtt.connect { url = m.url, client_id = "fotahost-doctor-" .. config.device_id, clean_session = true,
+    username = m.username, password = m.password, cafile = m.cafile, capath = m.capath, insecure = m.insecure,
+    connect_timeout = 5 }
+  if c then
+    local topic = ("mcs/%s/%s/+"):format(config.device_id, config.device_key)
+    local granted
+    granted, err = c:subscribe(topic, 1)
+    c:close()
+    if granted then
+      results.command = true
+      return ok("command server", "the broker %s accepts device %s and its subscription", m.url, config.device_id)
+    end
+  end
+  -- (connect's error names the broker already)
+  fail("command server", c and ("the broker %s: %s"):format(m.url, tostring(err)) or "the broker " .. tostring(err),
+    "check " .. set_key("mqtt.url") .. ", the credentials (mqtt.username, mqtt.password) and, for mqtts://, "
+    .. "mqtt.cafile")
+end
+
+if results.config and config.transport == "mqtt" then
+  check_broker()
+elseif not results.api then
   skip("command server", "the api check failed")
 else
   local tcp = require "fotahost.tcp"

@@ -10,7 +10,9 @@
 --   }
 --   broker.url, broker.tls_url, broker.cafile, broker.port, broker.dir
 --   broker.pub{ "-t", "x", "-m", "hi", "-q", "1" }  -- mosquitto_pub against it
+--   broker.sub({ "-t", "x", "-v", "-i", "sub-1" }, file) -- mosquitto_sub in the background, subscribed
 --   broker.kill()  -- SIGKILL; broker.stop() -- SIGTERM, wait, remove the directory
+--   broker.restart()  -- SIGKILL, then started again on the same ports
 --
 -- start() returns once mosquitto says it is running (its log, polled).
 
@@ -82,6 +84,23 @@ local function wait_running(b)
   end
 end
 
+--- Starts `cmd` (a shell command line) in the background, its output in
+-- `file`; returns its pid.
+function M.background(cmd, file)
+  local pidfile = file .. ".pid"
+  h.must(("%s > %s 2>&1 & echo $! > %s"):format(cmd, h.q(file), h.q(pidfile)))
+  return math.tointeger(tonumber(h.read(pidfile)))
+end
+
+--- Waits until `file` (a mosquitto_sub's output) holds `n` lines; returns them.
+function M.lines_of(file, n, timeout)
+  return h.until_true(n .. " lines in " .. file, timeout or 10, function()
+    local t = {}
+    for l in (h.read(file) or ""):gmatch("[^\n]+") do t[#t + 1] = l end
+    return #t >= n and t
+  end)
+end
+
 --- Starts a broker (see the header for `opts`); returns its handle.
 function M.start(opts)
   opts = opts or {}
@@ -99,9 +118,12 @@ function M.start(opts)
   end
   if opts.acl then h.write(b.dir .. "/acl", table.concat(opts.acl, "\n") .. "\n") end
   h.write(b.dir .. "/mosquitto.conf", config(b, opts))
-  h.must(("mosquitto -c %s > %s 2>&1 & echo $! > %s"):format(
-    h.q(b.dir .. "/mosquitto.conf"), h.q(b.dir .. "/err"), h.q(b.dir .. "/pid")))
-  b.pid = math.tointeger(tonumber(h.read(b.dir .. "/pid")))
+  local function run()
+    h.must(("mosquitto -c %s >> %s 2>&1 & echo $! > %s"):format(
+      h.q(b.dir .. "/mosquitto.conf"), h.q(b.dir .. "/err"), h.q(b.dir .. "/pid")))
+    b.pid = math.tointeger(tonumber(h.read(b.dir .. "/pid")))
+  end
+  run()
 
   local stopped
   --- SIGKILL: the broker is gone at once, its clients' sockets reset.
@@ -120,6 +142,13 @@ function M.start(opts)
     end
     h.rmdir(b.dir)
   end
+  --- SIGKILL, then the same broker again: same ports, config and files.
+  function b.restart()
+    b.kill()
+    os.remove(b.dir .. "/log")
+    run()
+    wait_running(b)
+  end
   --- The broker's log so far.
   function b.log() return h.read(b.dir .. "/log") or "" end
   -- The mosquitto_pub / mosquitto_sub command line against this broker,
@@ -131,6 +160,17 @@ function M.start(opts)
   end
   --- Runs mosquitto_pub with `args`; must succeed.
   function b.pub(args) return h.must(b.cmd("mosquitto_pub", args)) end
+  --- Starts mosquitto_sub with `args` (ending with "-i", ID) in the
+  -- background, its output in `file`, and waits until the broker has its
+  -- subscription (the log says so). Returns its pid.
+  function b.sub(args, file)
+    local pid = M.background(b.cmd("mosquitto_sub", args), file)
+    local id = args[#args]
+    h.until_true("mosquitto_sub's subscription", 10, function()
+      return b.log():find(id .. " 1 ", 1, true) or b.log():find(id .. " 0 ", 1, true)
+    end)
+    return pid
+  end
 
   wait_running(b)
   return b

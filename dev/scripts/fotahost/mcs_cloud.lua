@@ -22,15 +22,18 @@
 --       cloud:close()
 --     end)
 --
--- State is in memory (bounded), except registered firmwares: their files
--- live in the firmware directory with a manifest (cloud-firmwares.json), so
--- a restarted cloud knows them again.
+-- State is in memory (bounded), except registered firmwares and the
+-- rollout: their files live in the firmware directory with a manifest
+-- (cloud-firmwares.json) and cloud-rollout.json, so a restarted cloud
+-- knows them again and goes on with the rollout.
 --
 -- This module is the cloud's face: new(), the life cycle and the routing.
 -- Each concern is a part of its own under fotahost.mcs_cloud.*: store
 -- (devices, firmwares), command_server (TCP), device_api (REST under
--- /mcs/v2), admin_api (/admin), token (the admin token), broker (MQTT), common (limits,
--- JSON answers). The parts' methods are the cloud object's.
+-- /mcs/v2), admin_api (/admin), token (the admin token), broker (MQTT),
+-- rollout_runner (/admin/rollout and its pushes; rollout, its state
+-- machine), common (limits, JSON answers). The parts' methods are the
+-- cloud object's.
 
 local sched = require "fotahost.sched"
 local httpd = require "fotahost.httpd"
@@ -43,6 +46,7 @@ local device_api = require "fotahost.mcs_cloud.device_api"
 local admin_api = require "fotahost.mcs_cloud.admin_api"
 local token = require "fotahost.mcs_cloud.token"
 local broker = require "fotahost.mcs_cloud.broker"
+local rollout_runner = require "fotahost.mcs_cloud.rollout_runner"
 
 local log = logmod.get("cloud")
 local fmt = string.format
@@ -63,7 +67,7 @@ M.parse_csv = device_api.parse_csv
 
 local methods = {} -- every part's methods: a cloud's
 local mt = { __index = methods }
-for _, part in ipairs({ store, command_server, device_api, admin_api, token, broker }) do
+for _, part in ipairs({ store, command_server, device_api, admin_api, token, broker, rollout_runner }) do
   for name, fn in pairs(part.methods) do
     assert(methods[name] == nil, "mcs_cloud: two parts define " .. name)
     methods[name] = fn
@@ -71,8 +75,10 @@ for _, part in ipairs({ store, command_server, device_api, admin_api, token, bro
 end
 
 -- Device routes first, then the admin API's.
-local ROUTES = table.move(admin_api.ROUTES, 1, #admin_api.ROUTES, #device_api.ROUTES + 1,
-  table.move(device_api.ROUTES, 1, #device_api.ROUTES, 1, {}))
+local ROUTES = {}
+for _, part in ipairs({ device_api, admin_api, rollout_runner }) do
+  table.move(part.ROUTES, 1, #part.ROUTES, #ROUTES + 1, ROUTES)
+end
 
 --- Creates a cloud (nothing listens yet; start() does that). opts:
 --   host ("127.0.0.1"), port (8080), tcp_port (0: any free one)
@@ -104,6 +110,7 @@ function M.new(opts)
   local ok, err = store.open(self, opts)
   if not ok then return nil, err end
   broker.open(self, opts)
+  self:rollout_load()
   return self
 end
 
@@ -174,6 +181,7 @@ function methods:start()
     end
   end
   self._accept = sched.spawn({ name = "cloud tcp accept", log_errors = true }, self.accept_loop, self)
+  self:rollout_start_driver()
   return true
 end
 
@@ -191,6 +199,7 @@ function methods:close()
   local me = sched.current()
   if self._accept and self._accept ~= me then sched.cancel(self._accept) end
   if self.broker then self:broker_close() end
+  if self._rollout_task and self._rollout_task ~= me then sched.cancel(self._rollout_task) end
   for task in pairs(self._conns) do
     if task ~= me then sched.cancel(task) end
   end

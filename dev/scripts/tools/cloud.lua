@@ -19,6 +19,9 @@ usage: fotahost cloud serve [options]       run the cloud until Ctrl-C / SIGTERM
        fotahost cloud disconnect --device ID
        fotahost cloud broker-config --dir DIR --port N [--host ADDR] [--device ID[:KEY] ...]
                            [--cloud-user NAME] [--tls-cert F --tls-key F] [--tls-ca F]
+       fotahost cloud rollout start --firmware V [--devices ID,ID,...|all] [--canary N]
+                           [--batch P%] [--max-failures F%] [--step-timeout SECONDS]
+       fotahost cloud rollout status [--json] | pause | resume | abort
 
 serve options:
   --host ADDR          numeric address to listen on (default 127.0.0.1). 0.0.0.0 opens
@@ -73,6 +76,24 @@ client options:
   --raw BYTES          send: bytes as given; \n \r \t \\ and \xHH are decoded
   --chunks N,N,...     send --raw: write in pieces of these sizes (the rest last)
   --gap-ms MS          send --raw: pause between pieces (default 20)
+
+rollout (one at a time; the cloud saves it in its firmware directory and a restarted
+cloud goes on with it):
+  --firmware V         a registered version, pushed as `push` would
+  --devices LIST|all   the devices, in this order (default all: every device, by id)
+  --canary N           the first N devices go first, alone; any failure among them
+                       aborts the rollout (default 1; 0: no canary batch)
+  --batch P%           then batches of P% of the devices, rounded up (default 25%)
+  --max-failures F%    a batch whose failures exceed F% of it aborts the rollout; the
+                       next batch starts only when every device of this one finished
+                       (default 0%)
+  --step-timeout S     a device with no done/failed status and no version report S
+                       seconds after its push has failed (default 600). A device
+                       offline when its batch comes is pushed when it connects (its
+                       timeout starts then): the batch waits for it
+  pause, resume        no new pushes while paused (those under way finish and count)
+  abort                no new pushes, ever
+  status               counts per state and per batch, a progress bar on a terminal
   -h, --help           this help
 The cloud serves a firmware's signature at its URL with .minisig appended, where
 devices fetch it; status shows who signed each firmware (SIGNED: the key id), and
@@ -108,6 +129,8 @@ local OPTIONS = {
   datapoints = { ["--device"] = "value", ["--channel"] = "value" },
   ["add-device"] = {},
   disconnect = { ["--device"] = "value" },
+  rollout = { ["--firmware"] = "value", ["--devices"] = "value", ["--canary"] = "value", ["--batch"] = "value",
+              ["--max-failures"] = "value", ["--step-timeout"] = "value", ["--json"] = "flag" },
 }
 -- Every client subcommand: which cloud, and its admin token.
 for cmd, known in pairs(OPTIONS) do
@@ -517,6 +540,95 @@ local function broker_config(o)
   end
 end
 
+---------------------------------------------------------------- rollouts
+
+-- "25%" or "25": a percentage.
+local function percent(v, name)
+  local n = tonumber((v:gsub("%%$", "")))
+  if not n or n < 0 or n > 100 then cli:fail("--%s %s: a percentage 0..100 expected", name, v) end
+  return n
+end
+
+local ROLLOUT_STATES = { "pending", "pushed", "done", "failed", "timeout", "skipped" }
+
+local function counts_text(c)
+  local parts = {}
+  for _, s in ipairs(ROLLOUT_STATES) do
+    if (c[s] or 0) > 0 then parts[#parts + 1] = ("%d %s"):format(c[s], s == "timeout" and "timed out" or s) end
+  end
+  return #parts > 0 and table.concat(parts, ", ") or "-"
+end
+
+-- "[#####.....] 5/10 finished": on a terminal only.
+local function progress(c, total)
+  local finished = c.done + c.failed + c.timeout + c.skipped
+  local width = 40
+  local n = total > 0 and math.floor(finished * width / total + 0.5) or width
+  return ("[%s%s] %d/%d finished"):format(("#"):rep(n), ("."):rep(width - n), finished, total)
+end
+
+local function print_rollout(r, json)
+  if json then
+    io.stdout:write(require("cjson").encode(r), "\n")
+    return
+  end
+  io.stdout:write(("rollout of %s: %s%s\n"):format(r.firmware, r.state,
+    r.reason ~= require("cjson").null and r.reason and (" (" .. r.reason .. ")") or ""))
+  if require("fotahost.sys").isatty(1) then io.stdout:write(progress(r.counts, r.devices), "\n") end
+  io.stdout:write(("%d devices: %s\n"):format(r.devices, counts_text(r.counts)))
+  local rows = { { "BATCH", "SIZE", "STATES", "DEVICES" } }
+  for _, b in ipairs(r.batches) do
+    local ids = {}
+    for _, d in ipairs(b.devices) do
+      ids[#ids + 1] = d.id .. (d.state == "pending" and not d.connected and " (offline)" or "")
+    end
+    rows[#rows + 1] = { ("%d%s%s"):format(b.number, b.canary and " canary" or "",
+      b.number == r.current_batch and (r.state == "running" or r.state == "paused") and " <" or ""),
+      text(b.size), counts_text(b.counts), table.concat(ids, " ") }
+  end
+  print_table(rows)
+  for _, b in ipairs(r.batches) do
+    for _, d in ipairs(b.devices) do
+      if d.why then io.stdout:write(("%s: %s: %s\n"):format(d.id, d.state, d.why)) end
+    end
+  end
+end
+
+local ROLLOUT = {}
+
+function ROLLOUT.start(o, call)
+  local body = { firmware = need(o, "firmware", "rollout start") }
+  if o.devices and o.devices ~= "all" then
+    body.devices = {}
+    for id in o.devices:gmatch("[^,]+") do body.devices[#body.devices + 1] = id end
+  end
+  if o.canary then
+    body.canary = math.tointeger(tonumber(o.canary))
+    if not body.canary or body.canary < 0 then cli:fail("--canary %s: a count >= 0 expected", o.canary) end
+  end
+  body.batch = o.batch and percent(o.batch, "batch")
+  body.max_failures = o.max_failures and percent(o.max_failures, "max-failures")
+  if o.step_timeout then
+    body.step_timeout = tonumber(o.step_timeout)
+    if not body.step_timeout or body.step_timeout <= 0 then
+      cli:fail("--step-timeout %s: seconds > 0 expected", o.step_timeout)
+    end
+  end
+  print_rollout(call("POST", "/admin/rollout", body), o.json)
+end
+
+function ROLLOUT.status(o, call) print_rollout(call("GET", "/admin/rollout"), o.json) end
+for _, action in ipairs({ "pause", "resume", "abort" }) do
+  ROLLOUT[action] = function(o, call) print_rollout(call("POST", "/admin/rollout/" .. action, {}), o.json) end
+end
+
+function COMMANDS.rollout(o, positional)
+  local action = positional[1]
+  if not ROLLOUT[action] then cli:fail("rollout: start, status, pause, resume or abort expected") end
+  if positional[2] then cli:fail("rollout %s: unexpected argument '%s'", action, positional[2]) end
+  ROLLOUT[action](o, client(o))
+end
+
 local cmd, o, positional = parse(arg)
 if cmd == "broker-config" then
   if #positional > 0 then cli:fail("broker-config: unexpected argument '%s'", positional[1]) end
@@ -525,7 +637,7 @@ elseif cmd == "serve" then
   if #positional > 0 then cli:fail("serve: unexpected argument '%s'", positional[1]) end
   serve(o)
 else
-  if cmd ~= "add-device" and #positional > 0 then
+  if cmd ~= "add-device" and cmd ~= "rollout" and #positional > 0 then
     cli:fail("%s: unexpected argument '%s'", cmd, positional[1])
   end
   COMMANDS[cmd:gsub("%-", "_")](o, positional)

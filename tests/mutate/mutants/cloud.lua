@@ -32,9 +32,9 @@ return {
     specs = CLOUD, filter = "admin API safeguards",
     why = "a form or text/plain body, what a web page may send without asking first, is acted on" },
   { name = "cloud-firmware-path-escape", file = STORE,
-    from = "  if not S.safe_name(name) or name == C.MANIFEST then\n"
+    from = "  if not S.safe_name(name) or name == C.MANIFEST or name == C.ROLLOUT then\n"
       .. "    return fmt(\"bad firmware file name %q (a name inside",
-    to = "  if name == C.MANIFEST then\n    return fmt(\"bad firmware file name %q (a name inside",
+    to = "  if name == C.MANIFEST or name == C.ROLLOUT then\n    return fmt(\"bad firmware file name %q (a name inside",
     specs = CLOUD, filter = "admin API safeguards",
     why = "the admin API registers ../../home/you/secret, and /firmwares/ then serves it to anyone" },
   { name = "cloud-firmware-link-followed", file = STORE,
@@ -43,9 +43,10 @@ return {
     specs = CLOUD, filter = "admin API safeguards",
     why = "a link in the firmware directory makes the cloud read and serve any file of its host" },
   { name = "cloud-upload-any-name", file = STORE,
-    from = "  if not S.safe_name(name) or name == C.MANIFEST then\n"
+    from = "  if not S.safe_name(name) or name == C.MANIFEST or name == C.ROLLOUT then\n"
       .. "    return nil, fmt(\"bad firmware file name %q (no /, not hidden)\"",
-    to = "  if name == C.MANIFEST then\n    return nil, fmt(\"bad firmware file name %q (no /, not hidden)\"",
+    to = "  if name == C.MANIFEST or name == C.ROLLOUT then\n"
+      .. "    return nil, fmt(\"bad firmware file name %q (no /, not hidden)\"",
     specs = CLOUD, filter = "admin API safeguards",
     why = "an upload named ../x writes a file outside the firmware directory" },
   { name = "cloud-reply-shows-key", file = ADMIN,

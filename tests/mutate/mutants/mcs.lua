@@ -45,12 +45,24 @@ return {
 
   ---------------------------------------------------------------- the transport seam (issue 12)
   { name = "mcs-deliver-before-connected", file = "scripts/fotahost/mcs.lua",
-    from = "if not session.connected_at or session.over then\n      error(",
-    to = "if false then\n      error(",
+    from = "if not session.connected_at or session.over then\n      error(\"mcs transport: deliver()",
+    to = "if false then\n      error(\"mcs transport: deliver()",
     specs = MCS,
     filter = "delivers before it is connected",
     why = "a transport that hands over commands before it says it is connected runs handlers before"
       .. " on_state(\"connected\"): the app reports idle after the command's status" },
+  { name = "mcs-publisher-not-used", file = "scripts/fotahost/mcs.lua",
+    from = "if self._publisher then -- the transport's session carries them",
+    to = "if false then -- the transport's session carries them",
+    specs = MCS,
+    filter = "publisher",
+    why = "over MQTT the status points go to REST, not the broker the cloud listens to" },
+  { name = "mcs-publisher-kept-after-session", file = "scripts/fotahost/mcs.lua",
+    from = "if self._publisher == session.publisher then self._publisher = nil end",
+    to = "",
+    specs = MCS,
+    filter = "publisher",
+    why = "points go on to a closed connection after the session ended: every one fails until the next session" },
 
   ---------------------------------------------------------------- heartbeats, dead server
   { name = "mcs-first-heartbeat-late", file = "scripts/fotahost/mcs/tcp_channel.lua",

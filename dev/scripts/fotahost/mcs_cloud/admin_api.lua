@@ -184,22 +184,42 @@ local function command_reply(self, res, dev, pieces, gap, shown, firmware)
   return send_json(res, 200, { code = 200, message = "sent", command = shown, firmware = firmware, via = "tcp" })
 end
 
--- Sends `value` on `channel` to the device the way it is reached: its
--- TCP connection when it has one (it is listening there now), else the
+--- Sends `value` on `channel` to `dev` the way it is reached: its TCP
+-- connection when it has one (it is listening there now), else the
 -- broker when the cloud is on one, which delivers at once to a device
 -- online and keeps the command in the session of one offline.
-local function command(self, res, dev, channel, value, firmware)
+-- @return what was sent (the line, or "topic payload"), "tcp" | "mqtt" | nil, err
+function methods:send_command(dev, channel, value)
   if dev.conn or not self.broker then
-    if not dev.conn then return fail(res, 409, "device " .. dev.id .. " is not connected") end
+    if not dev.conn then return nil, "device " .. dev.id .. " is not connected" end
     local line = self:command_line(dev, channel, value)
-    return command_reply(self, res, dev, { line }, 0, line, firmware)
+    local ok, err = self:send_and_wait(dev, { line }, 0)
+    if not ok then return nil, err end
+    return line, "tcp"
   end
   local payload, err = self:broker_publish(dev, channel, value)
-  if not payload then return fail(res, 409, err) end
-  local shown = self:without_keys(fmt("mcs/%s/%s/%s %s", dev.id, dev.key, channel, payload))
-  log.info("device %s: published %s", dev.id, shown)
-  return send_json(res, 200, { code = 200, via = "mqtt", command = shown, firmware = firmware,
-    message = dev.mqtt_since and "sent" or "queued: the device is offline, the broker keeps it for its session" })
+  if not payload then return nil, err end
+  return fmt("mcs/%s/%s/%s %s", dev.id, dev.key, channel, payload), "mqtt"
+end
+
+--- Pushes a FOTA to `dev` (value "version,MD5,URL"), by send_command().
+-- The admin API's push and rollouts both go through here.
+-- @return the command sent | nil, err
+function methods:push_fota(dev, version, md5, url)
+  return self:send_command(dev, "FOTA", concat({ version, md5, url }, ","))
+end
+
+-- Sends a command and answers the admin request, the key masked.
+local function command(self, res, dev, channel, value, firmware)
+  local sent, via = self:send_command(dev, channel, value)
+  if not sent then return fail(res, 409, via) end
+  local shown = self:without_keys(sent)
+  log.info("device %s: sent %s (%s)", dev.id, (shown:gsub("\n$", "")), via)
+  local message = "sent"
+  if via == "mqtt" and not dev.mqtt_since then
+    message = "queued: the device is offline, the broker keeps it for its session"
+  end
+  return send_json(res, 200, { code = 200, message = message, command = shown, firmware = firmware, via = via })
 end
 
 -- FOTA push: "id,key,ts,FOTA,version,MD5,URL". A registered version gets
@@ -232,6 +252,7 @@ function H.admin_fota(self, req, res, id)
   end
   return command(self, res, dev, "FOTA", concat({ version, md5, url }, ","), pushed)
 end
+
 -- The chunks of a raw command: "raw" cut at the "chunks" sizes (the rest
 -- in one more), and the pause between them ("gap_ms", in seconds).
 -- @return pieces, gap | nil, why

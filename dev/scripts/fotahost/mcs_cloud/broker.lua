@@ -93,6 +93,7 @@ local function presence(self, dev, value)
     if not dev.mqtt_since then
       dev.mqtt_since = sys.time()
       log.info("device %s connected through the broker", dev.id)
+      self:rollout_connected(dev)
     end
   elseif value == "0" then
     if dev.mqtt_since then

@@ -79,6 +79,7 @@ function methods:identify(conn, id, key)
     else
       log.info("device %s connected from %s", id, conn.peer)
     end
+    self:rollout_connected(dev)
   end
   return dev
 end

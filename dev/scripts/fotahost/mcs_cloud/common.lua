@@ -20,6 +20,7 @@ C.MAX_COMMANDS_KEPT = 20      -- command write times kept per device
 C.MAX_FIRMWARE = 4 << 20      -- bytes of one firmware file (an uploaded body, or --firmware)
 C.TOKEN_BYTES = 32            -- random bytes in the admin token (hex: twice as many characters)
 C.MANIFEST = "cloud-firmwares.json"
+C.ROLLOUT = "cloud-rollout.json" -- the rollout, in the firmware directory too
 
 function C.now_ms()
   return math.floor(sys.time() * 1000)

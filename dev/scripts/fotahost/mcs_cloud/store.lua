@@ -31,7 +31,7 @@ end
 -- cloud may read, or nil when it is one: a regular file, not a link (a
 -- link could name any file of the host), not a device or FIFO.
 function S.unfit_file(dir, name)
-  if not S.safe_name(name) or name == C.MANIFEST then
+  if not S.safe_name(name) or name == C.MANIFEST or name == C.ROLLOUT then
     return fmt("bad firmware file name %q (a name inside the firmware directory %s)", tostring(name), dir), 400
   end
   local st = sys.lstat(dir .. "/" .. name)
@@ -282,7 +282,7 @@ function methods:upload_firmware(version, name, content, signature)
   if type(content) ~= "string" or content == "" then
     return nil, "firmware " .. version .. ": empty content", 400
   end
-  if not S.safe_name(name) or name == C.MANIFEST then
+  if not S.safe_name(name) or name == C.MANIFEST or name == C.ROLLOUT then
     return nil, fmt("bad firmware file name %q (no /, not hidden)", tostring(name)), 400
   end
   bad = signature_name(name)
@@ -339,6 +339,7 @@ function methods:store_point(dev, channel, timestamp, values)
   end
   push_bounded(list, { timestamp = timestamp or now_ms(), values = values, received = now_ms() },
     C.MAX_POINTS)
+  self:rollout_point(dev, channel, values)
 end
 
 -- A device as the admin API shows it; `recent`: how many of the latest
