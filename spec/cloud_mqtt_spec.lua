@@ -7,11 +7,13 @@ local h = require "helper"
 local sys = require "fotahost.sys"
 local stream = require "fotahost.stream"
 local sched = require "fotahost.sched"
+local cjson = require "cjson"
 local mosquitto = require "support.mosquitto"
 local mcs_cloud = require "fotahost.mcs_cloud"
 
 local ID, KEY = "Dev1xA9k", "g06jBWOtB0kqHk2B"
 local ID2, KEY2 = "Dev2yB7m", "TPJVabcdefghBxBv"
+local ID3, KEY3 = "Dev3app", "AppKey3abcdefgh"
 local CLOUD_USER = "fotahost-cloud"
 
 -- Polls fn every 50 ms until it returns a true value (at most 10 s).
@@ -186,11 +188,12 @@ describe("fotahost cloud serve --mqtt, on mosquitto as broker-config set it up",
     local top = h.tmpdir()
     dir, fwdir = top .. "/broker", top .. "/fw"
     local port = mosquitto.free_port()
-    local r = broker_config(dir, port, "--device", ID .. ":" .. KEY, "--device", ID2)
+    local r = broker_config(dir, port, "--device", ID .. ":" .. KEY, "--device", ID2, "--device", ID3)
     assert(r.status == 0, r.err)
-    for _, u in ipairs({ ID, ID2 }) do pw[u] = h.read(dir .. "/device-" .. u .. ".password"):match("%S+") end
+    for _, u in ipairs({ ID, ID2, ID3 }) do pw[u] = h.read(dir .. "/device-" .. u .. ".password"):match("%S+") end
     broker = mosquitto.run { conf = dir .. "/mosquitto.conf", dir = top, port = port, log = dir .. "/mosquitto.log" }
     cloud = h.start_cloud(fwdir, 0, { "--device", ID .. ":" .. KEY, "--device", ID2 .. ":" .. KEY2,
+      "--device", ID3 .. ":" .. KEY3, "--firmware", "good=" .. h.firmware("blink-250.hex"),
       "--mqtt", broker.url, "--mqtt-user", CLOUD_USER, "--mqtt-password-file", dir .. "/cloud.password" })
   end)
 
@@ -318,6 +321,42 @@ describe("fotahost cloud serve --mqtt, on mosquitto as broker-config set it up",
     assert(ok, err)
     assert.equal("7,null,http://127.0.0.1:9/seven.hex", pushed)
     assert.truthy(point_seen)
+  end)
+
+  it("rolls a firmware out to the real app on transport mqtt: pushed through the broker, flashed, done", function()
+    local adir = dir:match("^(.*)/broker$") .. "/app"
+    local cfg = adir .. "/config.lua"
+    assert(os.execute("mkdir -p " .. h.q(adir .. "/chip")))
+    h.write(cfg, ([[
+return {
+  device_id = %q, device_key = %q, api = %q,
+  board = "sim", sim_dir = %q, state_dir = %q, volatile_state_ok = true,
+  heartbeat = 1, backoff_cap = 1, http = { retries = 0 },
+  transport = "mqtt", mqtt = { url = %q, username = %q, password = %q },
+}
+]]):format(ID3, KEY3, cloud.url, adir .. "/chip", adir .. "/state", broker.url, ID3, pw[ID3]))
+    local app = h.start_app(adir, cfg, "")
+    local ok, err = pcall(function()
+      eventually("the app online through the broker", function()
+        if not h.alive(app.pid) then error("the app exited: " .. (h.read(adir .. "/app.log") or "")) end
+        return device(ID3).transport == "mqtt"
+      end)
+      cli("rollout", "start", "--firmware", "good", "--devices", ID3, "--canary", "0", "--batch", "100%")
+      h.until_true("the rollout to complete", 90, function()
+        local st = cjson.decode(cli("rollout", "status", "--json"))
+        assert(st.state ~= "aborted", st.reason)
+        return st.state == "completed" and st.counts.done == 1
+      end)
+      assert.equal("good", device(ID3).version)
+      -- its statuses, published over MQTT, end with done
+      eventually("fota_status done", function()
+        local points = h.cloud_admin(cloud.url, "GET", "/devices/" .. ID3 .. "/datapoints?channel=fota_status")
+        local last = points.datapoints[#points.datapoints]
+        return last and last.values.value == "done"
+      end)
+    end)
+    h.stop_app(app)
+    assert(ok, tostring(err) .. "\napp log:\n" .. (h.read(adir .. "/app.log") or ""))
   end)
 
   it("reconnects when the broker comes back, and takes data points again", function()
