@@ -4,7 +4,7 @@
 -- private, pushes not retained.
 local SPEC = { "spec/cloud_mqtt_spec.lua" }
 local P = "dev/scripts/fotahost/mcs_cloud/"
-local BROKER, CONFIG = P .. "broker.lua", P .. "broker_config.lua"
+local BROKER, CONFIG, RUNNER = P .. "broker.lua", P .. "broker_config.lua", P .. "rollout_runner.lua"
 
 return {
   { name = "cloud-mqtt-wrong-key-accepted", file = BROKER,
@@ -29,4 +29,9 @@ return {
     to = "local ok, err = b.client:publish(topic, payload, 1, true)",
     specs = SPEC,
     why = "a push is retained: every later subscription (each reconnect of the device) gets the old FOTA again" },
+  { name = "cloud-mqtt-rollout-tcp-only", file = RUNNER,
+    from = "local since = dev.conn and dev.conn.since or dev.mqtt_since",
+    to = "local since = dev.conn and dev.conn.since",
+    specs = SPEC, filter = "rolls a firmware out",
+    why = "a rollout waits forever for devices reached through the broker: they are never pushed" },
 }
