@@ -176,4 +176,38 @@ function M.start(opts)
   return b
 end
 
+--- Starts mosquitto on a configuration written elsewhere (`fotahost cloud
+-- broker-config`): o.conf, o.port (its plain listener), o.log (the file
+-- its log_dest names), o.dir (a h.tmpdir(): its stderr and pid go there,
+-- and stop() removes it). Returns { url, port, pid, dir, log(), kill(),
+-- stop() } once its log says it is running.
+function M.run(o)
+  local b = { dir = o.dir, port = o.port, url = "mqtt://127.0.0.1:" .. o.port }
+  local at = #(h.read(o.log) or "") -- a restart appends to the same log
+  h.must(("mosquitto -c %s >> %s 2>&1 & echo $! > %s"):format(h.q(o.conf), h.q(b.dir .. "/err"), h.q(b.dir .. "/pid")))
+  b.pid = math.tointeger(tonumber(h.read(b.dir .. "/pid")))
+  function b.log() return h.read(o.log) or "" end
+  function b.kill()
+    os.execute("kill -KILL " .. b.pid .. " 2>/dev/null")
+    h.until_true("mosquitto to die", 5, function() return not h.alive(b.pid) end)
+  end
+  function b.stop()
+    if h.alive(b.pid) then
+      os.execute("kill -TERM " .. b.pid .. " 2>/dev/null")
+      if not pcall(h.until_true, "mosquitto to stop", 3, function() return not h.alive(b.pid) end) then b.kill() end
+    end
+    if h.read(b.dir .. "/pid") then h.rmdir(b.dir) end
+  end
+  function b.cmd(tool, args)
+    local parts = { tool, "-h", "127.0.0.1", "-p", tostring(b.port) }
+    for _, a in ipairs(args) do parts[#parts + 1] = h.q(a) end
+    return table.concat(parts, " ")
+  end
+  h.until_true("mosquitto running (" .. o.conf .. ")", 10, function()
+    if not h.alive(b.pid) then error("mosquitto exited: " .. (h.read(b.dir .. "/err") or ""), 0) end
+    return b.log():find(" running", at + 1, true)
+  end)
+  return b
+end
+
 return M

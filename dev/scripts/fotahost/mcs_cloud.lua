@@ -10,7 +10,9 @@
 --   (JSON only, a bearer token made at start, no cross-site requests from
 --   browsers) that tests and the `fotahost cloud` CLI drive;
 -- * a TCP command server: devices connect, send heartbeats, and receive
---   commands ("id,key,timestampMs,channel,value"), FOTA pushes included.
+--   commands ("id,key,timestampMs,channel,value"), FOTA pushes included;
+-- * with opts.mqtt, a client of an MQTT broker: MCS's topics, devices'
+--   data points and presence in, commands out (fotahost.mcs_cloud.broker).
 --
 --     local cloud = assert(mcs_cloud.new { devices = { "dev1:key12345" } })
 --     sched.run(function()
@@ -28,9 +30,10 @@
 -- This module is the cloud's face: new(), the life cycle and the routing.
 -- Each concern is a part of its own under fotahost.mcs_cloud.*: store
 -- (devices, firmwares), command_server (TCP), device_api (REST under
--- /mcs/v2), admin_api (/admin), token (the admin token), rollout_runner
--- (/admin/rollout and its pushes; rollout, its state machine), common
--- (limits, JSON answers). The parts' methods are the cloud object's.
+-- /mcs/v2), admin_api (/admin), token (the admin token), broker (MQTT),
+-- rollout_runner (/admin/rollout and its pushes; rollout, its state
+-- machine), common (limits, JSON answers). The parts' methods are the
+-- cloud object's.
 
 local sched = require "fotahost.sched"
 local httpd = require "fotahost.httpd"
@@ -42,6 +45,7 @@ local command_server = require "fotahost.mcs_cloud.command_server"
 local device_api = require "fotahost.mcs_cloud.device_api"
 local admin_api = require "fotahost.mcs_cloud.admin_api"
 local token = require "fotahost.mcs_cloud.token"
+local broker = require "fotahost.mcs_cloud.broker"
 local rollout_runner = require "fotahost.mcs_cloud.rollout_runner"
 
 local log = logmod.get("cloud")
@@ -63,7 +67,7 @@ M.parse_csv = device_api.parse_csv
 
 local methods = {} -- every part's methods: a cloud's
 local mt = { __index = methods }
-for _, part in ipairs({ store, command_server, device_api, admin_api, token, rollout_runner }) do
+for _, part in ipairs({ store, command_server, device_api, admin_api, token, broker, rollout_runner }) do
   for name, fn in pairs(part.methods) do
     assert(methods[name] == nil, "mcs_cloud: two parts define " .. name)
     methods[name] = fn
@@ -86,6 +90,8 @@ end
 --   newline         end commands with "\n" (default false: MCS sent no terminator)
 --   token_file      where start() writes the admin token (default: token_path(port))
 --   idle_timeout    s of silence after which a device connection is closed (nil: never)
+--   mqtt            { url, username, password, cafile, client_id }: the cloud on an
+--                   MQTT broker too (fotahost.mcs_cloud.broker)
 -- @return cloud | nil, err
 function M.new(opts)
   opts = opts or {}
@@ -103,6 +109,7 @@ function M.new(opts)
   }, mt)
   local ok, err = store.open(self, opts)
   if not ok then return nil, err end
+  broker.open(self, opts)
   self:rollout_load()
   return self
 end
@@ -166,6 +173,13 @@ function methods:start()
     listener:close()
     return nil, terr2
   end
+  if self.broker then
+    local bok, berr = self:broker_start()
+    if not bok then
+      self:close()
+      return nil, berr
+    end
+  end
   self._accept = sched.spawn({ name = "cloud tcp accept", log_errors = true }, self.accept_loop, self)
   self:rollout_start_driver()
   return true
@@ -184,6 +198,7 @@ function methods:close()
   self:remove_token_file()
   local me = sched.current()
   if self._accept and self._accept ~= me then sched.cancel(self._accept) end
+  if self.broker then self:broker_close() end
   if self._rollout_task and self._rollout_task ~= me then sched.cancel(self._rollout_task) end
   for task in pairs(self._conns) do
     if task ~= me then sched.cancel(task) end

@@ -1,9 +1,10 @@
 -- fotahost cloud: a local MCS-compatible cloud (development and test tool).
 --
 -- `serve` runs the cloud (fotahost.mcs_cloud): the MCS device REST API,
--- the TCP command channel, firmware files and an admin API. The other
--- subcommands talk to a running cloud through that admin API. See
--- docs/cloud.md.
+-- the TCP command channel, firmware files and an admin API, and with
+-- --mqtt MCS's MQTT topics on a broker. `broker-config` writes a mosquitto
+-- configuration for that. The other subcommands talk to a running cloud
+-- through the admin API. See docs/cloud.md.
 
 local USAGE = [[
 usage: fotahost cloud serve [options]       run the cloud until Ctrl-C / SIGTERM
@@ -16,6 +17,8 @@ usage: fotahost cloud serve [options]       run the cloud until Ctrl-C / SIGTERM
        fotahost cloud datapoints --device ID [--channel C]
        fotahost cloud add-device ID:KEY
        fotahost cloud disconnect --device ID
+       fotahost cloud broker-config --dir DIR --port N [--host ADDR] [--device ID[:KEY] ...]
+                           [--cloud-user NAME] [--tls-cert F --tls-key F] [--tls-ca F]
        fotahost cloud rollout start --firmware V [--devices ID,ID,...|all] [--canary N]
                            [--batch P%] [--max-failures F%] [--step-timeout SECONDS]
        fotahost cloud rollout status [--json] | pause | resume | abort
@@ -40,8 +43,24 @@ serve options:
                        ~/.local/state/fotahost/cloud-PORT.token)
   --idle-timeout S     close a device connection silent for S seconds (default: never)
   --watch-stdin        stop when stdin reaches end of file (for scripts and tests)
-Prints "cloud http://HOST:PORT tcp HOST:TCPPORT" once both ports listen, then
-"admin token in PATH".
+  --mqtt URL           also reach devices through an MQTT broker (mqtt://HOST:PORT or
+                       mqtts://): subscribe to mcs/+/+/+ (data points, `online`), publish
+                       commands and FOTA pushes (QoS 1) to devices with no TCP connection
+  --mqtt-user U        the broker user (broker-config's: fotahost-cloud)
+  --mqtt-password-file F  its password, the file's first line (broker-config's cloud.password)
+  --mqtt-cafile CA     the CA that signed an mqtts:// broker's certificate
+  --mqtt-client-id ID  the cloud's client id, stable across restarts (default fotahost-cloud)
+Prints "cloud http://HOST:PORT tcp HOST:TCPPORT" once both ports listen (and the
+broker is connected), then "admin token in PATH", then "broker URL" with --mqtt.
+
+broker-config options (writes DIR/mosquitto.conf, passwd, acl, cloud.password and
+device-ID.password, and says how to start mosquitto and configure each device):
+  --dir DIR            where (made 0700 if missing); passwords already there are kept
+  --port N, --host A   the broker's listener (host default 127.0.0.1)
+  --device ID[:KEY]    a device: user ID, a generated password (repeat for more)
+  --cloud-user NAME    the cloud's user (default fotahost-cloud)
+  --tls-cert F --tls-key F, --tls-ca F  a TLS listener (mqtts://); --tls-ca: the
+                       CA devices and the cloud verify the broker with
 
 client options:
   --cloud URL          the running cloud (default http://127.0.0.1:8080)
@@ -95,7 +114,12 @@ local OPTIONS = {
   serve = { ["--host"] = "value", ["--port"] = "value", ["--tcp-port"] = "value",
             ["--device"] = "list", ["--firmware-dir"] = "value", ["--firmware"] = "list",
             ["--public-url"] = "value", ["--newline"] = "flag", ["--no-newline"] = "flag", ["--spacing"] = "value",
-            ["--idle-timeout"] = "value", ["--watch-stdin"] = "flag", ["--token-file"] = "value" },
+            ["--idle-timeout"] = "value", ["--watch-stdin"] = "flag", ["--token-file"] = "value",
+            ["--mqtt"] = "value", ["--mqtt-user"] = "value", ["--mqtt-password-file"] = "value",
+            ["--mqtt-cafile"] = "value", ["--mqtt-client-id"] = "value" },
+  ["broker-config"] = { ["--dir"] = "value", ["--port"] = "value", ["--host"] = "value", ["--device"] = "list",
+                        ["--cloud-user"] = "value", ["--tls-cert"] = "value", ["--tls-key"] = "value",
+                        ["--tls-ca"] = "value" },
   status = { ["--json"] = "flag" },
   register = { ["--version"] = "value", ["--file"] = "value", ["--signature"] = "value", ["--name"] = "value" },
   push = { ["--device"] = "value", ["--version"] = "value", ["--file"] = "value", ["--signature"] = "value",
@@ -110,7 +134,7 @@ local OPTIONS = {
 }
 -- Every client subcommand: which cloud, and its admin token.
 for cmd, known in pairs(OPTIONS) do
-  if cmd ~= "serve" then
+  if cmd ~= "serve" and cmd ~= "broker-config" then
     known["--cloud"], known["--token"], known["--token-file"] = "value", "value", "value"
   end
 end
@@ -157,6 +181,28 @@ end
 
 ---------------------------------------------------------------- serve
 
+-- new()'s mqtt table from serve's --mqtt options, or nil.
+local function broker_options(o)
+  if not o.mqtt then
+    for _, k in ipairs({ "mqtt_user", "mqtt_password_file", "mqtt_cafile", "mqtt_client_id" }) do
+      if o[k] then cli:fail("--%s goes with --mqtt URL", k:gsub("_", "-")) end
+    end
+    return nil
+  end
+  if not o.mqtt:find("^mqtts?://[^%s/?#@]+/?$") then
+    cli:fail("--mqtt %s: mqtt://HOST[:PORT] or mqtts://HOST[:PORT] expected (the user goes in --mqtt-user)", o.mqtt)
+  end
+  local password
+  if o.mqtt_password_file then
+    local sys = require "fotahost.sys"
+    local text, err = sys.read_file(o.mqtt_password_file, 4096)
+    if not text then die("--mqtt-password-file: " .. err) end
+    password = text:match("^([^\r\n]*)")
+  end
+  return { url = o.mqtt, username = o.mqtt_user, password = password, cafile = o.mqtt_cafile,
+           client_id = o.mqtt_client_id }
+end
+
 local function serve(o)
   local sched = require "fotahost.sched"
   local sys = require "fotahost.sys"
@@ -196,6 +242,7 @@ local function serve(o)
     command_spacing = spacing,
     idle_timeout = idle,
     token_file = o.token_file,
+    mqtt = broker_options(o),
   }
   if not cloud then die(err) end
 
@@ -207,6 +254,7 @@ local function serve(o)
     end
     -- The ready line stays first: scripts wait for it.
     io.stdout:write(cloud:ready_line(), "\nadmin token in ", cloud.token_file, "\n")
+    if cloud.broker then io.stdout:write("broker ", cloud.broker.shown, "\n") end
     io.stdout:flush()
     io.stderr:write(("fotahost cloud: firmware directory %s; admin API %s/admin\n")
       :format(cloud.firmware_dir, cloud.url))
@@ -296,7 +344,7 @@ function COMMANDS.status(o)
   local f = call("GET", "/admin/firmwares")
   if o.json then
     local cjson = require "cjson"
-    io.stdout:write(cjson.encode({ devices = d.devices, firmwares = f.firmwares }), "\n")
+    io.stdout:write(cjson.encode({ devices = d.devices, firmwares = f.firmwares, broker = d.broker }), "\n")
     return
   end
   local rows = { { "DEVICE", "CONNECTED", "PEER", "SINCE", "HEARTBEATS", "LAST HEARTBEAT", "VERSION", "DATA" } }
@@ -448,6 +496,50 @@ function COMMANDS.disconnect(o)
   io.stdout:write("disconnected ", device, "\n")
 end
 
+---------------------------------------------------------------- broker-config
+
+local function broker_config(o)
+  local bc = require "fotahost.mcs_cloud.broker_config"
+  local dir = need(o, "dir", "broker-config")
+  local port = port_value(need(o, "port", "broker-config"), "--port")
+  if port == 0 then cli:fail("broker-config --port 0: the broker needs a fixed port") end
+  local devices = {}
+  for _, d in ipairs(o.device or {}) do
+    local id = d:match("^([^:]+)")
+    if not id or not id:find("^[%w_%-%.]+$") then
+      cli:fail("--device %s: ID or ID:KEY expected (ID: letters, digits, _ - .)", (d:gsub(":.*", ":****")))
+    end
+    devices[#devices + 1] = { id = id }
+  end
+  local tls
+  if o.tls_cert or o.tls_key or o.tls_ca then
+    if not (o.tls_cert and o.tls_key) then cli:fail("broker-config: TLS needs both --tls-cert and --tls-key") end
+    tls = { cert = o.tls_cert, key = o.tls_key, ca = o.tls_ca }
+  end
+  local r, err = bc.write { dir = dir, port = port, host = o.host, devices = devices, cloud_user = o.cloud_user,
+                            tls = tls }
+  if not r then die(err) end
+  local ca = tls and tls.ca and " --mqtt-cafile " .. tls.ca or ""
+  local w = function(...) io.stdout:write(...) end
+  w(("wrote %s, passwd, acl and the passwords in %s\n\n"):format(r.conf, dir),
+    "start the broker:\n  mosquitto -c ", r.conf, "   # its log: ", dir, "/mosquitto.log\n",
+    "then the cloud:\n  fotahost cloud serve --mqtt ", r.url, " --mqtt-user ", r.cloud_user,
+    " --mqtt-password-file ", r.cloud_password_file, ca, " --device ID:KEY ...\n")
+  for _, d in ipairs(r.devices) do
+    w(("device %s: user %s, password in %s; on the board (copy the file there):\n"):format(
+      d.id, d.id, d.password_file),
+      "  uci set fotahost.main.transport=mqtt; uci set fotahost.main.mqtt_url=", r.url, "\n",
+      "  uci set fotahost.main.mqtt_username=", d.id,
+      "; uci set fotahost.main.mqtt_password=\"$(cat ", d.password_file:match("[^/]+$"), ")\"\n")
+    if tls and tls.ca then
+      w("  uci set fotahost.main.mqtt_cafile=/etc/fotahost/broker-ca.pem   # a copy of ", tls.ca, "\n")
+    end
+  end
+  if #r.devices > 0 then
+    w("(or in the app's Lua config: transport = \"mqtt\", mqtt = { url = ..., username = ..., password = ... })\n")
+  end
+end
+
 ---------------------------------------------------------------- rollouts
 
 -- "25%" or "25": a percentage.
@@ -538,7 +630,10 @@ function COMMANDS.rollout(o, positional)
 end
 
 local cmd, o, positional = parse(arg)
-if cmd == "serve" then
+if cmd == "broker-config" then
+  if #positional > 0 then cli:fail("broker-config: unexpected argument '%s'", positional[1]) end
+  broker_config(o)
+elseif cmd == "serve" then
   if #positional > 0 then cli:fail("serve: unexpected argument '%s'", positional[1]) end
   serve(o)
 else

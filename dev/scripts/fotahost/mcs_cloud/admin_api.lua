@@ -93,7 +93,7 @@ function H.admin_devices(self, _req, res)
   for _, id in ipairs(self.device_order) do
     list[#list + 1] = self:device_json(self.devices[id], 10)
   end
-  return send_json(res, 200, { now = sys.time(), devices = array(list) })
+  return send_json(res, 200, { now = sys.time(), devices = array(list), broker = self.broker and self:broker_json() })
 end
 
 function H.admin_add_device(self, req, res)
@@ -126,7 +126,10 @@ end
 function H.admin_disconnect(self, _req, res, id)
   local dev = admin_device(self, res, id)
   if not dev then return end
-  if not dev.conn then return fail(res, 409, "device " .. dev.id .. " is not connected") end
+  if not dev.conn then
+    return fail(res, 409, "device " .. dev.id .. " has no TCP connection"
+      .. (dev.mqtt_since and " (it is reached through the broker, whose connections the cloud cannot close)" or ""))
+  end
   sched.cancel(dev.conn.task)
   return send_json(res, 200, { code = 200, message = "disconnected" })
 end
@@ -178,18 +181,45 @@ local function command_reply(self, res, dev, pieces, gap, shown, firmware)
   if not ok then return fail(res, 409, err) end
   shown = self:without_keys(shown)
   log.info("device %s: sent %s", dev.id, (shown:gsub("\n$", "")))
-  return send_json(res, 200, { code = 200, message = "sent", command = shown, firmware = firmware })
+  return send_json(res, 200, { code = 200, message = "sent", command = shown, firmware = firmware, via = "tcp" })
 end
 
---- Pushes a FOTA to `dev`: "id,key,ts,FOTA,version,MD5,URL", whatever
--- carries it to the device. The admin API's push and rollouts both go
--- through here. @return the command sent | nil, err
+--- Sends `value` on `channel` to `dev` the way it is reached: its TCP
+-- connection when it has one (it is listening there now), else the
+-- broker when the cloud is on one, which delivers at once to a device
+-- online and keeps the command in the session of one offline.
+-- @return what was sent (the line, or "topic payload"), "tcp" | "mqtt" | nil, err
+function methods:send_command(dev, channel, value)
+  if dev.conn or not self.broker then
+    if not dev.conn then return nil, "device " .. dev.id .. " is not connected" end
+    local line = self:command_line(dev, channel, value)
+    local ok, err = self:send_and_wait(dev, { line }, 0)
+    if not ok then return nil, err end
+    return line, "tcp"
+  end
+  local payload, err = self:broker_publish(dev, channel, value)
+  if not payload then return nil, err end
+  return fmt("mcs/%s/%s/%s %s", dev.id, dev.key, channel, payload), "mqtt"
+end
+
+--- Pushes a FOTA to `dev` (value "version,MD5,URL"), by send_command().
+-- The admin API's push and rollouts both go through here.
+-- @return the command sent | nil, err
 function methods:push_fota(dev, version, md5, url)
-  if not dev.conn then return nil, "device " .. dev.id .. " is not connected" end
-  local line = self:command_line(dev, "FOTA", concat({ version, md5, url }, ","))
-  local ok, err = self:send_and_wait(dev, { line }, 0)
-  if not ok then return nil, err end
-  return line
+  return self:send_command(dev, "FOTA", concat({ version, md5, url }, ","))
+end
+
+-- Sends a command and answers the admin request, the key masked.
+local function command(self, res, dev, channel, value, firmware)
+  local sent, via = self:send_command(dev, channel, value)
+  if not sent then return fail(res, 409, via) end
+  local shown = self:without_keys(sent)
+  log.info("device %s: sent %s (%s)", dev.id, (shown:gsub("\n$", "")), via)
+  local message = "sent"
+  if via == "mqtt" and not dev.mqtt_since then
+    message = "queued: the device is offline, the broker keeps it for its session"
+  end
+  return send_json(res, 200, { code = 200, message = message, command = shown, firmware = firmware, via = via })
 end
 
 -- FOTA push: "id,key,ts,FOTA,version,MD5,URL". A registered version gets
@@ -220,11 +250,7 @@ function H.admin_fota(self, req, res, id)
     md5 = as_text(doc.md5)
     if not md5 then return fail(res, 400, "\"md5\" must be a string or null") end
   end
-  local line, err = self:push_fota(dev, version, md5, url)
-  if not line then return fail(res, 409, err) end
-  local shown = self:without_keys(line)
-  log.info("device %s: sent %s", dev.id, (shown:gsub("\n$", "")))
-  return send_json(res, 200, { code = 200, message = "sent", command = shown, firmware = pushed })
+  return command(self, res, dev, "FOTA", concat({ version, md5, url }, ","), pushed)
 end
 
 -- The chunks of a raw command: "raw" cut at the "chunks" sizes (the rest
@@ -256,22 +282,22 @@ function H.admin_command(self, req, res, id)
   if not dev then return end
   local doc = decode_body(req, res)
   if not doc then return end
-  local pieces, gap, shown
-  if doc.raw ~= nil then
-    pieces, gap = raw_pieces(doc)
-    if not pieces then return fail(res, 400, gap) end
-    shown = as_text(doc.raw)
-  else
+  if doc.raw == nil then
     local chn, value = as_text(doc.channel), as_text(doc.value)
-    if not chn or chn == "" or chn:find("[,%c]") then
-      return fail(res, 400, "\"channel\" required (no commas)")
+    -- no "/", "+" or "#" either: the channel is a topic level
+    if not chn or chn == "" or chn:find("[,%c/+#]") then
+      return fail(res, 400, "\"channel\" required (no commas, no / + #)")
     end
     if not value then return fail(res, 400, "\"value\" (a string) required") end
-    shown = self:command_line(dev, chn, value)
-    pieces, gap = { shown }, 0
+    return command(self, res, dev, chn, value)
   end
-  if not dev.conn then return fail(res, 409, "device " .. dev.id .. " is not connected") end
-  return command_reply(self, res, dev, pieces, gap, shown)
+  local pieces, gap = raw_pieces(doc)
+  if not pieces then return fail(res, 400, gap) end
+  if not dev.conn then
+    return fail(res, 409, "device " .. dev.id
+      .. " has no TCP connection (raw bytes go over the TCP command channel only)")
+  end
+  return command_reply(self, res, dev, pieces, gap, as_text(doc.raw))
 end
 
 A.ROUTES = {

@@ -60,10 +60,11 @@ end
 function methods:rollout_fleet(id)
   local dev = self.devices[id]
   if not dev then return nil end
-  local conn = dev.conn
+  -- since when it is connected: by TCP, else through the broker
+  local since = dev.conn and dev.conn.since or dev.mqtt_since
   -- A device reports its version on connecting: one already on the
   -- firmware must be skipped, not pushed again.
-  local ready = conn ~= nil and ((dev.version_at or 0) >= conn.since or sys.time() - conn.since >= RR.VERSION_GRACE)
+  local ready = since ~= nil and ((dev.version_at or 0) >= since or sys.time() - since >= RR.VERSION_GRACE)
   return { version = dev.version, ready = ready }
 end
 
@@ -140,7 +141,7 @@ function methods:rollout_json()
     local list = {}
     for i, id in ipairs(ids) do
       local d, dev = ro.devices[id], self.devices[id]
-      list[i] = { id = id, state = d.state, why = d.why, connected = dev ~= nil and dev.conn ~= nil,
+      list[i] = { id = id, state = d.state, why = d.why, connected = dev ~= nil and (dev.conn or dev.mqtt_since) ~= nil,
                   pushed_at = d.pushed_at, ended_at = d.ended_at }
     end
     batches[k] = { number = k, canary = sum.batches[k].canary, size = #ids, counts = sum.batches[k].counts,

@@ -165,6 +165,7 @@ function methods:add_device(id, key)
   local dev = {
     id = id, key = key,
     conn = nil,           -- the bound TCP connection, if any
+    mqtt_since = nil,     -- since when the broker says it is online (epoch s), if it is
     heartbeats = {},      -- recent { at = epoch s, timestamp = "..." }
     heartbeat_count = 0,
     points = {},          -- channel -> list of { timestamp, values, received }
@@ -353,11 +354,15 @@ function methods:device_json(dev, recent)
     local from = recent and math.max(1, #list - recent + 1) or 1
     points[chn] = array(table.move(list, from, #list, 1, {}))
   end
+  -- Reached through the broker (its `online` channel) or by TCP: TCP wins
+  -- when both, as commands do (admin_api).
+  local via_broker = not conn and dev.mqtt_since or nil
   return {
     id = dev.id,
-    connected = conn ~= nil,
-    peer = conn and conn.peer or cjson.null,
-    connected_since = conn and conn.since or cjson.null,
+    connected = conn ~= nil or via_broker ~= nil,
+    transport = conn and "tcp" or via_broker and "mqtt" or cjson.null,
+    peer = conn and conn.peer or via_broker and self.broker.shown or cjson.null,
+    connected_since = conn and conn.since or via_broker or cjson.null,
     last_heartbeat = dev.last_heartbeat or cjson.null,
     last_disconnect = dev.disconnected_at or cjson.null,
     -- recent: arrival times (epoch s); last_timestamp: the field the last one carried

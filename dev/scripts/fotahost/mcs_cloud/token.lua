@@ -52,6 +52,8 @@ local function private_dir(dir)
   return true
 end
 
+--- A new secret: 32 random bytes from /dev/urandom, in hex (the admin
+-- token; broker-config's passwords). @return text | nil, err
 local function new_token()
   local f = io.open("/dev/urandom", "rb")
   local bytes = f and f:read(C.TOKEN_BYTES)
@@ -59,6 +61,8 @@ local function new_token()
   if not bytes or #bytes ~= C.TOKEN_BYTES then return nil, "/dev/urandom: cannot read random bytes" end
   return (bytes:gsub(".", function(c) return fmt("%02x", c:byte()) end))
 end
+
+M.new_secret = new_token
 
 --- The admin token kept in `path` (default: the token file of the cloud
 -- at `url`). @return token | nil, err
