@@ -592,6 +592,27 @@ static int mqtt_version(lua_State *L)
 
 int luaopen_fotahost_mqtt_core(lua_State *L);
 
+/* The library's own set-up (OpenSSL's UI method, its TLS index), undone
+ * when the Lua state closes: a finalizer made after the clients', so it
+ * runs after theirs (Lua calls finalizers in the reverse order of their
+ * objects' marking), and before the C library is unloaded. */
+static int lib_cleanup(lua_State *L)
+{
+    (void)L;
+    mosquitto_lib_cleanup();
+    return 0;
+}
+
+static void cleanup_at_close(lua_State *L)
+{
+    lua_newuserdatauv(L, 0, 0);
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, lib_cleanup);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, "fotahost.mqtt.core: library cleanup");
+}
+
 int luaopen_fotahost_mqtt_core(lua_State *L)
 {
     static const luaL_Reg meta[] = {
@@ -610,6 +631,7 @@ int luaopen_fotahost_mqtt_core(lua_State *L)
         {"new", mqtt_new}, {"version", mqtt_version}, {NULL, NULL}
     };
     mosquitto_lib_init();   /* idempotent; OpenSSL's set-up */
+    cleanup_at_close(L);
     fh_new_class(L, CLIENT_MT, meta, methods);
     luaL_newlib(L, funcs);
     return 1;
