@@ -114,5 +114,8 @@ function Client:publish(topic, payload, qos, retain) end
 function Client:receive(timeout) end
 
 ---Sends DISCONNECT when still connected (the broker then drops the will)
----and frees the client. Safe twice.
-function Client:close() end
+---and frees the client. Safe twice. `final`: a last message published at
+---QoS 0 just before, without waiting (for a clean end, what the will
+---would have said).
+---@param final? { topic: string, payload: string, retain: boolean? }
+function Client:close(final) end

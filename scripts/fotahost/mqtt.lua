@@ -248,10 +248,17 @@ function Client:receive(timeout)
 end
 
 --- Sends DISCONNECT (the broker then drops the will) and frees the
--- client. Safe twice; __close and __gc do it too.
-function Client:close()
+-- client. Safe twice; __close and __gc do it too. `final` ({ topic,
+-- payload, retain }): a last message, published at QoS 0 just before
+-- without waiting (what the will would have said, for a clean end).
+function Client:close(final)
   local raw = self._core
   if not raw then return end
+  if final and not raw:closed() then
+    -- best effort, never waiting (a close may run while a task is being
+    -- cancelled): QoS 0, written at once with the DISCONNECT that follows
+    pcall(raw.publish, raw, final.topic, final.payload, 0, final.retain == true)
+  end
   self._counters = self.counters
   self._core = nil
   raw:close()

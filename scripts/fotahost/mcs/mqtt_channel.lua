@@ -101,8 +101,13 @@ end
 --- One session (docs/transport.md): returns nil, why when it ends.
 function M.session(ctx)
   local base = ("mcs/%s/%s/"):format(ctx.device_id, ctx.device_key)
-  local c <close>, err = connect(ctx, base)
+  local c, err = connect(ctx, base)
   if not c then return nil, err end
+  -- however the session ends (a service stop cancels it): say offline,
+  -- as the will says it for an unclean end
+  local _ <close> = setmetatable({}, { __close = function()
+    c:close { topic = base .. ONLINE, payload = ",online,0", retain = true }
+  end })
   local granted
   granted, err = c:subscribe(base .. "+", 1)
   if not granted then return nil, err end
