@@ -71,4 +71,8 @@ return {
     from = "  ctx.publisher(function(points)", to = "  local _ = (function(points)",
     specs = { "spec/mqtt_fota_spec.lua" }, filter = "mosquitto_pub",
     why = "the statuses go to REST only: a cloud on the broker never hears them" },
+  { name = "mqtt-channel-clean-stop-silent", file = "scripts/fotahost/mcs/mqtt_channel.lua",
+    from = [[c:close { topic = base .. ONLINE, payload = ",online,0", retain = true }]], to = "c:close()",
+    specs = { "spec/mqtt_fota_spec.lua" }, filter = "persistent session",
+    why = "a board stopped cleanly stays online for the cloud (its retained ,online,1)" },
 }
