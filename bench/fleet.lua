@@ -101,7 +101,7 @@ local ok, err = pcall(sched.run, function()
   start("broker", "mosquitto -c " .. q(dir .. "/mosquitto.conf"))
   wait_file(dir .. "/mosquitto.log", " running")
 
-  start("cloud", ("%s cloud serve --port 0 --tcp-port 0 --spacing 0 --token-file %s/token --firmware-dir %s/cfw"
+  start("cloud", ("%s cloud serve --port 0 --tcp-port 0 --spacing 0 --max-connections 1100 --token-file %s/token --firmware-dir %s/cfw"
     .. " --device OneMqtt:OneMqttKey1 --device OneTcp:OneTcpKey12 %s --watch-stdin")
     :format(bin, dir, dir, table.concat(fw_args, " ")))
   api = wait_file(dir .. "/cloud.out", "cloud (http://%S+) tcp")

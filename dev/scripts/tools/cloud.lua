@@ -41,6 +41,8 @@ serve options:
                        $XDG_RUNTIME_DIR/fotahost/cloud-PORT.token, else
                        ~/.local/state/fotahost/cloud-PORT.token)
   --idle-timeout S     close a device connection silent for S seconds (default: never)
+  --max-connections N  HTTP connections served at once (default 64; past it: 503, retry
+                       after 1 s); a fleet downloading at once wants more
   --watch-stdin        stop when stdin reaches end of file (for scripts and tests)
 Prints "cloud http://HOST:PORT tcp HOST:TCPPORT" once both ports listen, then
 "admin token in PATH".
@@ -111,7 +113,8 @@ local OPTIONS = {
   serve = { ["--host"] = "value", ["--port"] = "value", ["--tcp-port"] = "value",
             ["--device"] = "list", ["--firmware-dir"] = "value", ["--firmware"] = "list",
             ["--public-url"] = "value", ["--newline"] = "flag", ["--no-newline"] = "flag", ["--spacing"] = "value",
-            ["--idle-timeout"] = "value", ["--watch-stdin"] = "flag", ["--token-file"] = "value" },
+            ["--idle-timeout"] = "value", ["--watch-stdin"] = "flag", ["--token-file"] = "value",
+            ["--max-connections"] = "value" },
   status = { ["--json"] = "flag" },
   register = { ["--version"] = "value", ["--file"] = "value", ["--signature"] = "value", ["--name"] = "value" },
   push = { ["--device"] = "value", ["--version"] = "value", ["--file"] = "value", ["--signature"] = "value",
@@ -201,6 +204,13 @@ local function serve(o)
     if not spacing or spacing < 0 then cli:fail("--spacing %s: milliseconds >= 0 expected", o.spacing) end
     spacing = spacing / 1000
   end
+  local max_connections
+  if o.max_connections then
+    max_connections = math.tointeger(tonumber(o.max_connections))
+    if not max_connections or max_connections < 1 then
+      cli:fail("--max-connections %s: an integer >= 1 expected", o.max_connections)
+    end
+  end
   local cloud, err = mcs_cloud.new {
     host = o.host or "127.0.0.1",
     port = o.port and port_value(o.port, "--port") or 8080,
@@ -214,6 +224,7 @@ local function serve(o)
     command_spacing = spacing,
     idle_timeout = idle,
     token_file = o.token_file,
+    max_connections = max_connections,
   }
   if not cloud then die(err) end
 
