@@ -96,12 +96,14 @@ local ok, err = pcall(sched.run, function()
   local port = free_port()
   broker = "mqtt://127.0.0.1:" .. port
   write(dir .. "/mosquitto.conf", table.concat({ "persistence false", "log_dest file " .. dir .. "/mosquitto.log",
-    "log_type error", "log_type warning", "log_type notice", "log_type information", "user root", "max_queued_messages 1000",
+    "log_type error", "log_type warning", "log_type notice", "log_type information", "user root",
+    "max_queued_messages 1000",
     "listener " .. port .. " 127.0.0.1", "allow_anonymous true", "" }, "\n"))
   start("broker", "mosquitto -c " .. q(dir .. "/mosquitto.conf"))
   wait_file(dir .. "/mosquitto.log", " running")
 
-  start("cloud", ("%s cloud serve --port 0 --tcp-port 0 --spacing 0 --max-connections 1100 --token-file %s/token --firmware-dir %s/cfw"
+  start("cloud", ("%s cloud serve --port 0 --tcp-port 0 --spacing 0 --max-connections 1100"
+    .. " --token-file %s/token --firmware-dir %s/cfw"
     .. " --device OneMqtt:OneMqttKey1 --device OneTcp:OneTcpKey12 %s --watch-stdin")
     :format(bin, dir, dir, table.concat(fw_args, " ")))
   api = wait_file(dir .. "/cloud.out", "cloud (http://%S+) tcp")
