@@ -19,6 +19,7 @@
 local boards = require "fotahost.avr.boards"
 local isp = require "fotahost.avr.isp"
 local parts = require "fotahost.avr.parts"
+local sys = require "fotahost.sys"
 
 local M = {}
 
@@ -75,7 +76,7 @@ function Session:erase()
   local ok, err = write_file(self.dir .. "/flash.bin", ("\xFF"):rep(self.part.flash_size))
   if not ok then return nil, err end
   self.stats_.erases = self.stats_.erases + 1
-  return append(self.dir .. "/erases.log", ("%.3f chip erase\n"):format(os.time()))
+  return append(self.dir .. "/erases.log", ("%.3f chip erase\n"):format(sys.time()))
 end
 
 -- flash.bin as a list of pages (strings of flash_page bytes).
