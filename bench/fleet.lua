@@ -4,7 +4,9 @@
 -- real update policy on the record board). One firmware is pushed to all
 -- by publishing each device's FOTA command on its topic (this branch's
 -- cloud cannot reach devices through a broker yet, so no rollout), timed
--- from the first publish to N `done` statuses seen on the broker. Then one
+-- from the first publish to N `done` statuses seen on the broker: all at
+-- once, then staged as a rollout would be (a canary of 10, then batches of
+-- 20%, each when the one before is done; the stages played by this script). Then one
 -- device on the virtual board (the simulated chip, bit-banged): from the
 -- push to its `done` after a verified flash, over MQTT (published on the
 -- broker, the status seen there) and over the TCP channel (the cloud's
@@ -54,7 +56,7 @@ local function image(version)
   assert(ihex.from_binary(table.concat(t), 0):write(path))
   return ("--firmware %s=%s"):format(version, path)
 end
-local fw_args = { image("fleet4") }
+local fw_args = { image("fleet4"), image("staged4") }
 for r = 1, RUNS do
   fw_args[#fw_args + 1] = image("mqtt4-" .. r)
   fw_args[#fw_args + 1] = image("tcp4-" .. r)
@@ -157,24 +159,42 @@ local ok, err = pcall(sched.run, function()
   r.idle = mem("fleet").VmRSS
   r.broker_idle = mem("broker").VmRSS
 
-  -- the fleet: one publish per device, then N done statuses
-  local t0 = sched.now()
-  for i = 1, N do
-    local id = ("sim%04d"):format(i)
-    assert(ctl:publish(("mcs/%s/%s-key/FOTA"):format(id, id), command("fleet4"), 1))
-  end
-  r.published = sched.now() - t0
-  local done, failed = {}, {}
-  local ndone, nfailed = 0, 0
-  while ndone + nfailed < N do
-    local id, status = next_status(DONE_WITHIN)
-    if status == "done" and not done[id] then done[id], ndone = true, ndone + 1
-    elseif status and status:find("^failed: ") and not failed[id] then
-      failed[id], nfailed = status, nfailed + 1
-      io.stderr:write("bench/fleet.lua: ", id, ": ", status, "\n")
+  -- Pushes `version` to devices first..last, one publish each; returns
+  -- when each has a final status: the number done and failed.
+  local function push_all(version, first, last)
+    for i = first, last do
+      local id = ("sim%04d"):format(i)
+      assert(ctl:publish(("mcs/%s/%s-key/FOTA"):format(id, id), command(version), 1))
     end
+    local final, ndone, nfailed = {}, 0, 0
+    while ndone + nfailed < last - first + 1 do
+      local id, status = next_status(DONE_WITHIN)
+      if not final[id] and status == "done" then final[id], ndone = true, ndone + 1
+      elseif not final[id] and status and status:find("^failed: ") then
+        final[id], nfailed = true, nfailed + 1
+        io.stderr:write("bench/fleet.lua: ", id, ": ", status, "\n")
+      end
+    end
+    return ndone, nfailed
   end
-  r.fleet_time, r.done, r.failed = sched.now() - t0, ndone, nfailed
+
+  -- the fleet at once: one publish per device, then N done statuses
+  local t0 = sched.now()
+  r.done, r.failed = push_all("fleet4", 1, N)
+  r.fleet_time = sched.now() - t0
+
+  -- staged as a rollout would be (canary of 10, then batches of 20%, each
+  -- once the one before is all done), the stages played by this script
+  t0 = sched.now()
+  local batch = math.ceil(N / 5)
+  local first, last = 1, math.min(10, N)
+  r.staged_done, r.staged_failed = 0, 0
+  while first <= N do
+    local d, f = push_all("staged4", first, last)
+    r.staged_done, r.staged_failed = r.staged_done + d, r.staged_failed + f
+    first, last = last + 1, math.min(last + batch, N)
+  end
+  r.staged_time = sched.now() - t0
   r.fleet_peak = mem("fleet").VmHWM
   r.broker_peak = mem("broker").VmHWM
   r.cloud_peak = mem("cloud").VmHWM
@@ -235,11 +255,13 @@ local function median(t)
 end
 local function row(what, fmt, ...) print(("%-58s " .. fmt):format(what, ...)) end
 print(("Fleet over MQTT: %d simulated devices (record board), one mosquitto, the local cloud"):format(N))
-print("  (the commands published to each device's topic: no rollout, the cloud has no broker link on this branch)")
+print("  (commands published by this script to each device's topic: this branch's cloud has no broker")
+print("  link, so its rollouts cannot run; the staged run plays their stages)")
 row("all connected (fleet-sim start to its line), s", "%10.1f", r.connected_in)
-row("1 publish per device, first to last, s", "%10.2f", r.published)
-row(("first publish to %d/%d done on the broker, s"):format(r.done, N), "%10.2f", r.fleet_time)
-row("failed", "%10d", r.failed)
+row(("all at once: first publish to %d/%d done on the broker, s"):format(r.done, N), "%10.2f", r.fleet_time)
+row("  failed", "%10d", r.failed)
+row(("staged (10, then %d%% batches): to %d/%d done, s"):format(20, r.staged_done, N), "%10.2f", r.staged_time)
+row("  failed", "%10d", r.staged_failed)
 row("broker RSS idle / peak (VmHWM), KiB", "%10d %10d", r.broker_idle, r.broker_peak)
 row("cloud peak RSS (VmHWM), KiB", "%10d", r.cloud_peak)
 row("simulator RSS: 1 device / N idle / N peak, KiB", "%10d %10d %10d", r.base, r.idle, r.fleet_peak)

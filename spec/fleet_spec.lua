@@ -77,7 +77,7 @@ describe("fotahost cloud fleet-sim", function()
     assert.matches("^%d+%.%d%d%d chip erase\n$", h.read(dir .. "/fleet/fs0001/chip/erases.log"))
     h.until_true("the summary", WAIT, function()
       return (h.read(fleet.dir .. "/out") or ""):find(
-        ("\nfleet: %d devices, %d connected, %d done, 0 failed, up "):format(N, N, N), 1, true)
+        ("\nfleet: %d devices, %d connected, %d updates done, 0 failed, up "):format(N, N, N), 1, true)
     end)
   end)
 

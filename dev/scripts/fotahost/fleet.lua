@@ -109,9 +109,9 @@ function M.start(o)
     end
     return true
   end
-  --- One line: how many connected, done, failed.
+  --- One line: how many devices are connected, how many updates ended done or failed.
   function f.summary()
-    return ("fleet: %d devices, %d connected, %d done, %d failed, up %.1f s")
+    return ("fleet: %d devices, %d connected, %d updates done, %d failed, up %.1f s")
       :format(o.n, f.connected, f.done, f.failed, sched.now() - f.started)
   end
   return f

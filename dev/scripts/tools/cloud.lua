@@ -93,7 +93,8 @@ fleet-sim (N simulated devices in this one process, over an MQTT broker; docs/cl
 Each device runs the real update policy on the record board (the image goes to
 DIR/ID/chip/flash.bin); errors only are logged (FOTAHOST_LOG_LEVEL to change).
 Prints "fleet: N devices connected in S s" once they all are, and a summary line
-when stopped (SIGTERM, Ctrl-C, or end of stdin).
+(devices connected, updates done and failed) when stopped (SIGTERM, Ctrl-C, or end
+of stdin).
   -h, --help           this help
 The cloud serves a firmware's signature at its URL with .minisig appended, where
 devices fetch it; status shows who signed each firmware (SIGNED: the key id), and
