@@ -218,8 +218,8 @@ local ok, err = pcall(sched.run, function()
     admin("POST", "/devices/OneTcp/fota", { version = "tcp4-" .. run })
     while true do
       local list = admin("GET", "/devices/OneTcp/datapoints?channel=fota_status").datapoints
-      local last = list[#list]
-      local value = last and (last.values and last.values.value or last.value)
+      local point = list[#list]
+      local value = point and (point.values and point.values.value or point.value)
       if #list > seen_tcp and value == "done" then seen_tcp = #list break end
       if value and value:find("^failed") then error("OneTcp: " .. value) end
       sched.sleep(0.005)
