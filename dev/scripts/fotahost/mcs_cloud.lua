@@ -92,6 +92,8 @@ end
 --   idle_timeout    s of silence after which a device connection is closed (nil: never)
 --   mqtt            { url, username, password, cafile, client_id }: the cloud on an
 --                   MQTT broker too (fotahost.mcs_cloud.broker)
+--   max_connections HTTP connections served at once (default httpd's 64; past
+--                   it a client gets 503 with Retry-After)
 -- @return cloud | nil, err
 function M.new(opts)
   opts = opts or {}
@@ -105,6 +107,7 @@ function M.new(opts)
     command_spacing = opts.command_spacing or C.COMMAND_SPACING,
     token_file = opts.token_file,
     idle_timeout = opts.idle_timeout,
+    max_connections = opts.max_connections,
     _conns = {},       -- task -> conn, every TCP connection
   }, mt)
   local ok, err = store.open(self, opts)
@@ -151,6 +154,7 @@ end
 function methods:start()
   local srv, err = httpd.listen {
     host = self.host, port = self.want_port, max_body = C.MAX_FIRMWARE * 2,
+    max_connections = self.max_connections,
     handler = function(req, res) return self:handle(req, res) end,
     on_response = function(req, status)
       log.info("%s %s %s -> %d", req.peer or "-", req.method or "-", req.target or "-", status)

@@ -22,6 +22,8 @@ usage: fotahost cloud serve [options]       run the cloud until Ctrl-C / SIGTERM
        fotahost cloud rollout start --firmware V [--devices ID,ID,...|all] [--canary N]
                            [--batch P%] [--max-failures F%] [--step-timeout SECONDS]
        fotahost cloud rollout status [--json] | pause | resume | abort
+       fotahost cloud fleet-sim N --broker URL --api URL [--dir DIR] [--prefix P]
+                           [--register] [--username U --password P]
 
 serve options:
   --host ADDR          numeric address to listen on (default 127.0.0.1). 0.0.0.0 opens
@@ -42,6 +44,8 @@ serve options:
                        $XDG_RUNTIME_DIR/fotahost/cloud-PORT.token, else
                        ~/.local/state/fotahost/cloud-PORT.token)
   --idle-timeout S     close a device connection silent for S seconds (default: never)
+  --max-connections N  HTTP connections served at once (default 64; past it: 503, retry
+                       after 1 s); a fleet downloading at once wants more
   --watch-stdin        stop when stdin reaches end of file (for scripts and tests)
   --mqtt URL           also reach devices through an MQTT broker (mqtt://HOST:PORT or
                        mqtts://): subscribe to mcs/+/+/+ (data points, `online`), publish
@@ -94,6 +98,22 @@ cloud goes on with it):
   pause, resume        no new pushes while paused (those under way finish and count)
   abort                no new pushes, ever
   status               counts per state and per batch, a progress bar on a terminal
+
+fleet-sim (N simulated devices in this one process, over an MQTT broker; docs/cloud.md):
+  --broker URL         the broker (mqtt://HOST:PORT), where every device subscribes to
+                       mcs/ID/KEY/+ and reports its statuses
+  --api URL            the cloud's device API (version reports, firmware downloads)
+  --dir DIR            each device's state and record board under DIR/ID (default: a
+                       new /tmp directory, removed at exit)
+  --prefix P           device i is P0001 (key P0001-key) ... (default sim)
+  --register           add every device to the cloud at --api first (its admin API:
+                       --token or --token-file, as the client commands)
+  --username U, --password P   one broker account for every device (default: none)
+Each device runs the real update policy on the record board (the image goes to
+DIR/ID/chip/flash.bin); errors only are logged (FOTAHOST_LOG_LEVEL to change).
+Prints "fleet: N devices connected in S s" once they all are, and a summary line
+(devices connected, updates done and failed) when stopped (SIGTERM, Ctrl-C, or end
+of stdin).
   -h, --help           this help
 The cloud serves a firmware's signature at its URL with .minisig appended, where
 devices fetch it; status shows who signed each firmware (SIGNED: the key id), and
@@ -116,7 +136,8 @@ local OPTIONS = {
             ["--public-url"] = "value", ["--newline"] = "flag", ["--no-newline"] = "flag", ["--spacing"] = "value",
             ["--idle-timeout"] = "value", ["--watch-stdin"] = "flag", ["--token-file"] = "value",
             ["--mqtt"] = "value", ["--mqtt-user"] = "value", ["--mqtt-password-file"] = "value",
-            ["--mqtt-cafile"] = "value", ["--mqtt-client-id"] = "value" },
+            ["--mqtt-cafile"] = "value", ["--mqtt-client-id"] = "value",
+            ["--max-connections"] = "value" },
   ["broker-config"] = { ["--dir"] = "value", ["--port"] = "value", ["--host"] = "value", ["--device"] = "list",
                         ["--cloud-user"] = "value", ["--tls-cert"] = "value", ["--tls-key"] = "value",
                         ["--tls-ca"] = "value" },
@@ -131,6 +152,8 @@ local OPTIONS = {
   disconnect = { ["--device"] = "value" },
   rollout = { ["--firmware"] = "value", ["--devices"] = "value", ["--canary"] = "value", ["--batch"] = "value",
               ["--max-failures"] = "value", ["--step-timeout"] = "value", ["--json"] = "flag" },
+  ["fleet-sim"] = { ["--broker"] = "value", ["--api"] = "value", ["--dir"] = "value", ["--prefix"] = "value",
+                    ["--register"] = "flag", ["--username"] = "value", ["--password"] = "value" },
 }
 -- Every client subcommand: which cloud, and its admin token.
 for cmd, known in pairs(OPTIONS) do
@@ -229,6 +252,13 @@ local function serve(o)
     if not spacing or spacing < 0 then cli:fail("--spacing %s: milliseconds >= 0 expected", o.spacing) end
     spacing = spacing / 1000
   end
+  local max_connections
+  if o.max_connections then
+    max_connections = math.tointeger(tonumber(o.max_connections))
+    if not max_connections or max_connections < 1 then
+      cli:fail("--max-connections %s: an integer >= 1 expected", o.max_connections)
+    end
+  end
   local cloud, err = mcs_cloud.new {
     host = o.host or "127.0.0.1",
     port = o.port and port_value(o.port, "--port") or 8080,
@@ -243,6 +273,7 @@ local function serve(o)
     idle_timeout = idle,
     token_file = o.token_file,
     mqtt = broker_options(o),
+    max_connections = max_connections,
   }
   if not cloud then die(err) end
 
@@ -629,6 +660,60 @@ function COMMANDS.rollout(o, positional)
   ROLLOUT[action](o, client(o))
 end
 
+---------------------------------------------------------------- fleet-sim
+
+-- Adds devices 1..n to the cloud at `api` (one that knows one already is fine).
+local function register_fleet(o, fleet, n)
+  local http = require "fotahost.http"
+  local headers, err = require("fotahost.mcs_cloud").admin_headers(o.api, o.token, o.token_file)
+  if not headers then die(err .. " (give --token or --token-file)") end
+  for i = 1, n do
+    local id, key = fleet.device(o.prefix, i)
+    local r, cerr, code = http.json("POST", o.api .. "/admin/devices", { id = id, key = key },
+      { retries = 0, timeout = 30, connect_timeout = 5, headers = headers })
+    if r == nil and code ~= 409 then die(cerr) end
+  end
+end
+
+function COMMANDS.fleet_sim(o, positional)
+  local n = math.tointeger(tonumber(positional[1] or ""))
+  if not n or n < 1 or #positional > 1 then cli:fail("fleet-sim needs N, a number of devices >= 1") end
+  local sched = require "fotahost.sched"
+  local sys = require "fotahost.sys"
+  local log = require "fotahost.log"
+  local fleet = require "fotahost.fleet"
+  o.api = need(o, "api", "fleet-sim"):gsub("/+$", "")
+  need(o, "broker", "fleet-sim")
+  -- a thousand devices' info lines and warnings (the same for each) would
+  -- drown the two lines that matter
+  if not os.getenv("FOTAHOST_LOG") then log.configure { sink = "stderr" } end
+  if not os.getenv("FOTAHOST_LOG_LEVEL") then log.configure { level = "error" } end
+  local temp = not o.dir
+  local dir = o.dir or assert(io.popen("mktemp -d /tmp/fotahost-fleet-XXXXXX")):read("l")
+  if o.register then register_fleet(o, fleet, n) end
+  local f
+  local ok, err = pcall(sched.run, function()
+    f = fleet.start{ n = n, broker = o.broker, api = o.api, dir = dir, prefix = o.prefix,
+                     username = o.username, password = o.password }
+    f.wait_connected()
+    io.stdout:write(("fleet: %d devices connected in %.1f s\n"):format(n, sched.now() - f.started))
+    io.stdout:flush()
+    -- until end of stdin (or a signal)
+    while true do
+      if sched.wait_fd(0, "r", 3600) then
+        local data, why = sys.read(0, 4096)
+        if not data and why ~= "wouldblock" then break end
+      end
+    end
+  end)
+  if f then io.stdout:write(f.summary(), "\n") end
+  if temp then os.execute("rm -rf '" .. dir .. "'") end
+  if not ok then
+    require("fotahost.cli").exit_on_signal(err, function() end, { SIGTERM = 0, SIGINT = 0 })
+  end
+  os.exit(0)
+end
+
 local cmd, o, positional = parse(arg)
 if cmd == "broker-config" then
   if #positional > 0 then cli:fail("broker-config: unexpected argument '%s'", positional[1]) end
@@ -637,7 +722,7 @@ elseif cmd == "serve" then
   if #positional > 0 then cli:fail("serve: unexpected argument '%s'", positional[1]) end
   serve(o)
 else
-  if cmd ~= "add-device" and cmd ~= "rollout" and #positional > 0 then
+  if cmd ~= "add-device" and cmd ~= "rollout" and cmd ~= "fleet-sim" and #positional > 0 then
     cli:fail("%s: unexpected argument '%s'", cmd, positional[1])
   end
   COMMANDS[cmd:gsub("%-", "_")](o, positional)
