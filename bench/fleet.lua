@@ -2,11 +2,11 @@
 -- the local cloud (firmware files, version reports), and
 -- `fotahost cloud fleet-sim N` (N devices in one process, each with the
 -- real update policy on the record board). One firmware is pushed to all
--- by publishing each device's FOTA command on its topic (this branch's
--- cloud cannot reach devices through a broker yet, so no rollout), timed
--- from the first publish to N `done` statuses seen on the broker: all at
--- once, then staged as a rollout would be (a canary of 10, then batches of
--- 20%, each when the one before is done; the stages played by this script). Then one
+-- at once, by publishing each device's FOTA command on its topic, timed
+-- from the first publish to N `done` statuses seen on the broker; then
+-- another by the cloud's own rollout through the broker (`cloud serve
+-- --mqtt`: a canary of 10, then batches of 20%, each when the one before
+-- is done), timed from its start to its state "completed". Then one
 -- device on the virtual board (the simulated chip, bit-banged): from the
 -- push to its `done` after a verified flash, over MQTT (published on the
 -- broker, the status seen there) and over the TCP channel (the cloud's
@@ -104,10 +104,10 @@ local ok, err = pcall(sched.run, function()
   start("broker", "mosquitto -c " .. q(dir .. "/mosquitto.conf"))
   wait_file(dir .. "/mosquitto.log", " running")
 
-  start("cloud", ("%s cloud serve --port 0 --tcp-port 0 --spacing 0 --max-connections 1100"
+  start("cloud", ("%s cloud serve --port 0 --tcp-port 0 --spacing 0 --max-connections 1100 --mqtt %s"
     .. " --token-file %s/token --firmware-dir %s/cfw"
     .. " --device OneMqtt:OneMqttKey1 --device OneTcp:OneTcpKey12 %s --watch-stdin")
-    :format(bin, dir, dir, table.concat(fw_args, " ")))
+    :format(bin, broker, dir, dir, table.concat(fw_args, " ")))
   api = wait_file(dir .. "/cloud.out", "cloud (http://%S+) tcp")
 
   local headers = assert(require("fotahost.mcs_cloud").admin_headers(api, nil, dir .. "/token"))
@@ -183,18 +183,26 @@ local ok, err = pcall(sched.run, function()
   r.done, r.failed = push_all("fleet4", 1, N)
   r.fleet_time = sched.now() - t0
 
-  -- staged as a rollout would be (canary of 10, then batches of 20%, each
-  -- once the one before is all done), the stages played by this script
+  -- the cloud's rollout through the broker: a canary of 10, then batches
+  -- of 20%, each once the one before is all done (the controller, idle
+  -- meanwhile, is closed and connected again after)
+  ctl:close()
+  local ids = {}
+  for i = 1, N do ids[i] = ("sim%04d"):format(i) end
   t0 = sched.now()
-  local batch = math.ceil(N / 5)
-  local first, last = 1, math.min(10, N)
-  r.staged_done, r.staged_failed = 0, 0
-  while first <= N do
-    local d, f = push_all("staged4", first, last)
-    r.staged_done, r.staged_failed = r.staged_done + d, r.staged_failed + f
-    first, last = last + 1, math.min(last + batch, N)
-  end
+  admin("POST", "/rollout", { firmware = "staged4", devices = ids, canary = 10, batch = 20, max_failures = 5,
+    step_timeout = DONE_WITHIN })
+  local ro
+  repeat
+    sched.sleep(0.1)
+    ro = admin("GET", "/rollout")
+  until ro.state ~= "running"
   r.staged_time = sched.now() - t0
+  r.staged_state, r.staged_batches = ro.state, #ro.batches
+  r.staged_done, r.staged_failed = ro.counts.done + ro.counts.skipped, ro.counts.failed + ro.counts.timeout
+  if ro.state ~= "completed" then error("the rollout ended " .. ro.state .. ": " .. tostring(ro.reason)) end
+  ctl = assert(mqtt.connect{ url = broker, client_id = "bench-ctl", clean_session = true, max_queue = 100000 })
+  assert(ctl:subscribe("mcs/+/+/fota_status", 1))
   r.fleet_peak = mem("fleet").VmHWM
   r.broker_peak = mem("broker").VmHWM
   r.cloud_peak = mem("cloud").VmHWM
@@ -255,12 +263,11 @@ local function median(t)
 end
 local function row(what, fmt, ...) print(("%-58s " .. fmt):format(what, ...)) end
 print(("Fleet over MQTT: %d simulated devices (record board), one mosquitto, the local cloud"):format(N))
-print("  (commands published by this script to each device's topic: this branch's cloud has no broker")
-print("  link, so its rollouts cannot run; the staged run plays their stages)")
 row("all connected (fleet-sim start to its line), s", "%10.1f", r.connected_in)
 row(("all at once: first publish to %d/%d done on the broker, s"):format(r.done, N), "%10.2f", r.fleet_time)
 row("  failed", "%10d", r.failed)
-row(("staged (10, then %d%% batches): to %d/%d done, s"):format(20, r.staged_done, N), "%10.2f", r.staged_time)
+row(("cloud rollout, 10 then 20%% (%d batches): %d/%d done, s"):format(r.staged_batches,
+  r.staged_done, N), "%10.2f", r.staged_time)
 row("  failed", "%10d", r.staged_failed)
 row("broker RSS idle / peak (VmHWM), KiB", "%10d %10d", r.broker_idle, r.broker_peak)
 row("cloud peak RSS (VmHWM), KiB", "%10d", r.cloud_peak)
