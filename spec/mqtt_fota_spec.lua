@@ -210,8 +210,9 @@ return {
     local a, b = new_device(), new_device()
     -- a's credentials, subscribed to b's topics and to its own
     local file = a.dir .. "/snoop"
-    broker.sub({ "-u", a.id, "-P", "mq-password-" .. a.id:match("%d+"), "-t", b.topic .. "#", "-t", a.topic .. "#",
-      "-q", "1", "-v", "-i", "snoop-" .. a.id }, file)
+    local snoop = broker.sub({ "-u", a.id, "-P", "mq-password-" .. a.id:match("%d+"), "-t", b.topic .. "#",
+      "-t", a.topic .. "#", "-q", "1", "-v", "-i", "snoop-" .. a.id }, file)
+    cleanups[#cleanups + 1] = function() os.execute("kill " .. snoop .. " 2>/dev/null") end
     -- a message for b, then one for a: once a's arrives, b's would have
     broker.pub{ "-u", CTL, "-P", CTL_PW, "-t", b.topic .. "FOTA", "-q", "1", "-m", ",FOTA,x,null,http://h/x.hex" }
     broker.pub{ "-u", CTL, "-P", CTL_PW, "-t", a.topic .. "LED", "-q", "1", "-m", ",LED,1" }
