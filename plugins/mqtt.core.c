@@ -131,7 +131,8 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
         c->dropped++;
         return;
     }
-    memcpy(m.payload, msg->payload, m.len);
+    if (m.len)   /* an empty message (a retained one cleared) has no payload pointer */
+        memcpy(m.payload, msg->payload, m.len);
     c->queue[(c->q_head + c->q_len) % c->q_max] = m;
     c->q_len++;
 }

@@ -45,7 +45,8 @@ describe("fotahost cloud broker-config", function()
     assert.equal(0, r.status, r.err)
     local conf = h.read(dir .. "/mosquitto.conf")
     for _, line in ipairs({ "listener 18830 127.0.0.1", "allow_anonymous false", "password_file " .. dir .. "/passwd",
-      "acl_file " .. dir .. "/acl", "persistence true", "persistence_location " .. dir .. "/" }) do
+      "acl_file " .. dir .. "/acl", "persistence true", "persistence_location " .. dir .. "/",
+      "use_username_as_clientid true" }) do
       assert.matches("\n" .. h.literal(line) .. "\n", conf)
     end
     assert.equal("# written by fotahost cloud broker-config\nuser fotahost-cloud\ntopic readwrite mcs/#\n\n"

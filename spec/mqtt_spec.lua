@@ -47,6 +47,13 @@ describe("fotahost.mqtt", function()
     assert.are.same({ received = 1, dropped = 0, too_long = 0 }, c.counters)
   end)
 
+  it("receives an empty message (how a retained one is cleared)", function()
+    local c <close> = assert(connect("dev-empty"))
+    assert.are.equal(1, c:subscribe("devices/dev-empty/cmd", 1))
+    broker.pub{ "-u", "alice", "-P", USERS.alice, "-t", "devices/dev-empty/cmd", "-q", "1", "-n" }
+    assert.are.same({ "devices/dev-empty/cmd", "" }, { c:receive(5) })
+  end)
+
   it("keeps a persistent session: a message sent while away arrives on reconnecting", function()
     local c = assert(connect("dev-ps"))
     assert.is_false(c.session_present)

@@ -34,4 +34,8 @@ return {
     to = "local since = dev.conn and dev.conn.since",
     specs = SPEC, filter = "rolls a firmware out",
     why = "a rollout waits forever for devices reached through the broker: they are never pushed" },
+  { name = "broker-config-client-ids-free", file = "dev/scripts/fotahost/mcs_cloud/broker_config.lua",
+    from = [["use_username_as_clientid true",]], to = "",
+    specs = { "spec/cloud_mqtt_spec.lua" }, filter = "writes mosquitto.conf",
+    why = "a device connects under the cloud's client id (or another device's) and takes over its session" },
 }

@@ -33,7 +33,9 @@ B.methods = methods
 B.SUBSCRIPTION = "mcs/+/+/+"
 local ONLINE = "online"
 local RETRY_MAX = 30 -- s between two attempts to reach the broker again, at most
+local STABLE_AFTER = 10 -- s connected before the delay starts over (as the device client)
 local KEEPALIVE = 30
+local MAX_QUEUE = 8192 -- messages received and not yet read (the ring: 32 bytes a slot)
 
 --- id, key, channel of an MCS topic `mcs/<id>/<key>/<channel>`, or nil.
 function B.parse_topic(topic)
@@ -55,7 +57,8 @@ local function count(b, name) b.counters[name] = b.counters[name] + 1 end
 function B.open(self, opts)
   local o = opts.mqtt
   if not o then return end
-  if o.password then logmod.secret(o.password) end
+  -- (fotahost.log refuses a secret under 4 characters: such a password is never printed anyway)
+  if o.password and #o.password >= 4 then logmod.secret(o.password) end
   self.broker = {
     url = o.url, username = o.username, password = o.password, cafile = o.cafile,
     client_id = o.client_id or "fotahost-cloud",
@@ -72,7 +75,9 @@ function methods:broker_connect()
   local mqtt = require "fotahost.mqtt" -- a plugin: loaded when the cloud is on a broker
   local c, err = mqtt.connect {
     url = b.url, client_id = b.client_id, clean_session = false, username = b.username,
-    password = b.password, cafile = b.cafile, keepalive = KEEPALIVE, max_queue = 256,
+    -- a fleet's statuses come in bursts (a batch, and the echoes of the
+    -- cloud's own pushes): kept until read, up to MAX_QUEUE
+    password = b.password, cafile = b.cafile, keepalive = KEEPALIVE, max_queue = MAX_QUEUE,
   }
   if not c then return nil, err end
   local granted, serr = c:subscribe(B.SUBSCRIPTION, 1)
@@ -164,13 +169,16 @@ function methods:broker_loop()
   while not self._closed do
     local c = b.client
     if c then
+      local since = sched.now()
       local why = receive_all(self, c)
       if self._closed then break end
       b.client = nil
       c:close()
       forget_presence(self)
       log.warn("broker %s: %s; reconnecting", b.shown, tostring(why))
-      delay = 1
+      -- the delay starts over only after a connection that lasted: one
+      -- dropped at once (taken over, kicked) must not loop every second
+      if sched.now() - since >= STABLE_AFTER then delay = 1 end
     else
       sched.sleep(delay / 2 + math.random() * delay / 2)
       delay = math.min(delay * 2, RETRY_MAX)

@@ -60,6 +60,9 @@ function M.conf(o)
     "# written by fotahost cloud broker-config; start with: mosquitto -c " .. d .. "/mosquitto.conf",
     "per_listener_settings false",
     "allow_anonymous false",
+    -- a client is known by its user: nobody can take another's client id
+    -- (mosquitto would drop the other's connection, and its session)
+    "use_username_as_clientid true",
     "password_file " .. d .. "/passwd",
     "acl_file " .. d .. "/acl",
     "persistence true",

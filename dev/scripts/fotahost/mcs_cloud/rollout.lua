@@ -173,9 +173,22 @@ function R.push_failed(ro, id)
 end
 
 --- A fota_status value from device `id`. @return true when it changed the rollout
+-- A device busy with another update when the push came says "queued: V";
+-- the final status it sends next is that other update's, not this one's:
+-- ignored until this update's own "downloading" (or its "failed: V was
+-- not started", when the one before failed).
 function R.on_status(ro, id, value, now)
   local d = ro.devices[id]
   if not d or d.state ~= "pushed" or type(value) ~= "string" then return false end
+  if value:find("^queued: ") then
+    d.behind = true
+    return false
+  elseif d.behind then
+    if value == "downloading" then d.behind = nil end
+    local prefix = "failed: " .. ro.firmware .. " was not started"
+    local mine = value:sub(1, #prefix) == prefix
+    if not mine then return false end
+  end
   if value == "done" then
     d.state, d.ended_at = "done", now
   elseif value:find("^failed: ") then

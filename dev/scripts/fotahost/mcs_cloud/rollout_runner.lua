@@ -69,6 +69,9 @@ function methods:rollout_fleet(id)
 end
 
 local function push_one(self, ro, id)
+  -- paused or aborted since the push was asked for (this task ran later):
+  -- it waits, as a device whose push could not be sent does
+  if self.rollout ~= ro or ro.state ~= "running" then return R.push_failed(ro, id) end
   local dev, fw = self.devices[id], self.fw_by_version[ro.firmware]
   if not fw then
     -- (a restarted cloud whose firmware file is gone)
