@@ -334,13 +334,17 @@ torture: all
 mutate:
 	@lua5.4 tests/mutate/run.lua $(if $(ONLY),--only $(ONLY)) $(if $(QUICK),--quick)
 
+# LeakSanitizer's roots leave out thread-local storage (use_tls=0): GCC 12's
+# LSan crashed at the exit of `fotahost cloud status` in every run, reading a
+# dynamic TLS block at a bogus address ("DTLS 5 at 0xbd", then "Tracer caught
+# signal 11"). Leaks are still found and reported.
 check-asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	    LDFLAGS="-fsanitize=address,undefined" build-asan/fotahost example-plugin \
 	    $(UNIT_SRC:tests/unit/%.c=build-asan/tests/%) $(call plugin_so,build-asan,$(PLUGIN_SRC) $(DEV_SRC))
 	@BUILD=build-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	    LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp) sh tests/run
+	    LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):use_tls=0:print_suppressions=0 sh tests/run
 
 # The board's stack built for this machine (x86-64 musl) is measured beside
 # the Debian build (bench/board.sh).
