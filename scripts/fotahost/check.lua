@@ -48,9 +48,9 @@ local function absolute(p)
   return "/" .. table.concat(parts, "/")
 end
 
--- The result for a Lua file: its compile error, else (for an override)
--- the warning of a stale copy, else ok.
-local function lua_result(path)
+--- The result for the Lua file at `path`: its compile error, else (for an
+-- override) the warning of a stale copy, else ok.
+function M.script(path)
   local r = { file = path, level = "ok" }
   local line, msg = M.compile(path)
   local dir, a = absolute(overrides.dir()) .. "/", absolute(path)
@@ -139,14 +139,14 @@ function M.run(opts)
       elseif is_config(f, opts.config) then
         add_config()
       elseif f:match("%.lua$") then
-        results[#results + 1] = lua_result(f)
+        results[#results + 1] = M.script(f)
       else
         results[#results + 1] = { file = f, level = "error",
           message = "neither a Lua script (*.lua) nor the config in use (give it with --config)" }
       end
     end
   else
-    for _, f in ipairs(default_files()) do results[#results + 1] = lua_result(f) end
+    for _, f in ipairs(default_files()) do results[#results + 1] = M.script(f) end
     add_config()
   end
   local n = 0

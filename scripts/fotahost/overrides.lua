@@ -38,12 +38,12 @@ M.quote = q
 -- override directory without it. nil and why for a name that leaves the
 -- directory or names a hidden file.
 function M.relpath(name)
-  local dir = M.dir() .. "/"
+  local dir, given = M.dir() .. "/", name
   if name:sub(1, #dir) == dir then name = name:sub(#dir + 1) end
-  if not name:match("%.lua$") then name = name:gsub("%.", "/") .. ".lua" end
-  if name:sub(1, 1) == "/" or ("/" .. name):find("/%.") then
-    return nil, ("%s: not a script name (fotahost/fota.lua, fotahost.fota or tools/app.lua)"):format(name)
+  if name:sub(1, 1) == "/" or ("/" .. name):find("/%.") or name:find("%.%.") then
+    return nil, ("%s: not a script name (fotahost/fota.lua, fotahost.fota or tools/app.lua)"):format(given)
   end
+  if not name:match("%.lua$") then name = name:gsub("%.", "/") .. ".lua" end
   return name
 end
 
@@ -120,8 +120,8 @@ function M.state(rel)
     local now = require("fotahost.digest").file(s.bundled)
     if now ~= s.marker.sha256 then
       s.state = "stale"
-      s.why = ("the bundled %s changed since this copy was made from fotahost %s's (now fotahost %s's): "
-        .. "fotahost scripts diff %s"):format(s.bundled, s.marker.version, host.version, rel)
+      s.why = ("the bundled %s changed since this copy was made (from fotahost %s; now %s): "
+        .. "see fotahost scripts diff %s"):format(rel, s.marker.version, host.version, rel)
     else
       s.state = "ok"
     end
@@ -131,15 +131,17 @@ function M.state(rel)
   return s
 end
 
---- The state as a user reads it, e.g. "from fotahost 0.1.0, edited".
+--- The state as a user reads it: "ok: from fotahost 0.1.0, edited",
+-- "stale: ...", "no marker: ..." or "no bundled twin: ...".
 function M.describe(s)
-  if s.state == "no bundled twin" then return "no bundled twin (a script of your own)" end
+  if s.state == "no bundled twin" then return "no bundled twin: a script of your own" end
   if s.state == "no marker" then
-    return "no marker: copied by hand (use fotahost scripts edit to track the bundled file)"
+    return "no marker: copied by hand, so a change of the bundled file cannot be told "
+      .. "(fotahost scripts edit makes copies that can)"
   end
-  local edited = s.edited == true and ", edited" or s.edited == false and ", not edited yet" or ""
   if s.state == "stale" then return "stale: " .. s.why end
-  return ("from fotahost %s%s"):format(s.marker.version, edited)
+  local edited = s.edited == true and ", edited" or s.edited == false and ", not edited" or ""
+  return ("ok: from fotahost %s%s"):format(s.marker.version, edited)
 end
 
 return M

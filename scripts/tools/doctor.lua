@@ -6,7 +6,8 @@
 --
 --   fotahost doctor [--config PATH]
 --
--- The checks, in order: the configuration; the MCS API (the tutorial's
+-- The checks, in order: the configuration; each override script (one
+-- "scripts" line each: fotahost/doctor/scripts.lua); the MCS API (the tutorial's
 -- ping: connections.csv with the device key); the command server it names;
 -- the MCU's serial port; the GPIO lines of the ISP wiring; the MCU's
 -- signature over ISP; state_dir (its filesystem: a RAM disk loses the
@@ -36,8 +37,9 @@ usage: fotahost doctor [--config PATH]
                   /etc/fotahost/config.lua), with the UCI file /etc/config/fotahost
                   ($FOTAHOST_UCI_CONFIG) when there is one: its options win
   -h, --help      this help
-Checks, in order: config, api (MCS reachable, device id and key accepted),
-command server, serial port, gpio, signature (the MCU answers over ISP),
+Checks, in order: config, scripts (one line per override script: it compiles,
+and whether the bundled file changed since the copy), api (MCS reachable,
+device id and key accepted), command server, serial port, gpio, signature (the MCU answers over ISP),
 state dir (kept at power-off, room for an update; on OpenWrt kept across
 sysupgrade), signing (trusted_keys; then counter, the highest accepted, once
 a signed update was), and on OpenWrt the service: service (/etc/init.d/fotahost,
@@ -157,6 +159,13 @@ else
   -- several problems: one line, each separated by "; "
   fail("config", (cerr:gsub("\n", "; ")), fix)
 end
+
+-- The overrides in use, each compiled as `fotahost check` does: one line
+-- each (none without overrides). Not a step the others need.
+require("fotahost.doctor.scripts").lines(function(tag, what, fix)
+  if tag == "FAIL" then return fail("scripts", what, fix) end
+  line(tag, "scripts", what .. (fix and (" - " .. fix) or ""))
+end)
 
 ---------------------------------------------------------------- 2. api
 
