@@ -78,32 +78,53 @@ local function config_error(text, files, default)
   return { file = default, level = "error", message = text }
 end
 
+-- package.path without the override directory: the bundled modules only.
+local function bundled_path()
+  local t = {}
+  for i = 2, #host.scripts do t[#t + 1] = host.scripts[i] .. "/?.lua;" .. host.scripts[i] .. "/?/init.lua" end
+  return table.concat(t, ";")
+end
+
+-- fn(cfgmod) under a pcall, with the config reader the app would use: when
+-- an override of it does not load (a result of its own, as a script), the
+-- bundled one, as the app falls back to it.
+local function with_reader(fn)
+  local ok, cfgmod = pcall(require, "fotahost.fota.config")
+  if ok then return pcall(fn, cfgmod) end
+  local saved = package.path
+  package.path = bundled_path()
+  local r = table.pack(pcall(function() return fn(require "fotahost.fota.config") end))
+  package.path = saved
+  return table.unpack(r, 1, r.n)
+end
+
 -- The config, read as the app reads it: one result per file read, or one
 -- per problem found.
 local function config_results(path)
-  local ok, cfgmod = pcall(require, "fotahost.fota.config")
-  local shown = path or os.getenv("FOTAHOST_CONFIG")
-  if not ok then
-    return { { file = shown ~= "" and shown or "config", level = "error",
-               message = "not checked: the config reader does not load: " .. tostring(cfgmod) } }
-  end
-  local lua_path = path or cfgmod.path()
-  local cfg, what = cfgmod.load(path)
-  local t = {}
-  if cfg then
-    for f in (what .. " + "):gmatch("(.-) %+ ") do t[#t + 1] = { file = f, level = "ok" } end
+  local ok, t = with_reader(function(cfgmod)
+    local lua_path = path or cfgmod.path()
+    local cfg, what = cfgmod.load(path)
+    local t = {}
+    if cfg then
+      for f in (what .. " + "):gmatch("(.-) %+ ") do t[#t + 1] = { file = f, level = "ok" } end
+      return t
+    end
+    for l in what:gmatch("[^\n]+") do t[#t + 1] = config_error(l, { cfgmod.UCI_PATH, lua_path }, lua_path) end
     return t
-  end
-  for l in what:gmatch("[^\n]+") do t[#t + 1] = config_error(l, { cfgmod.UCI_PATH, lua_path }, lua_path) end
-  return t
+  end)
+  if ok then return t end
+  local shown = path or os.getenv("FOTAHOST_CONFIG") or ""
+  return { { file = shown ~= "" and shown or "config", level = "error",
+             message = "not checked: the config reader failed: " .. tostring(t):gsub("\n%s*", " ") } }
 end
 
 -- Whether `file` is the config in use (the Lua file or the UCI file).
 local function is_config(file, path)
-  local ok, cfgmod = pcall(require, "fotahost.fota.config")
-  if not ok then return false end
   local a = absolute(file)
-  return a == absolute(path or cfgmod.path()) or (cfgmod.UCI_PATH ~= "" and a == absolute(cfgmod.UCI_PATH))
+  local ok, yes = with_reader(function(cfgmod)
+    return a == absolute(path or cfgmod.path()) or (cfgmod.UCI_PATH ~= "" and a == absolute(cfgmod.UCI_PATH))
+  end)
+  return ok and yes
 end
 
 -- The files `fotahost check` looks at with no FILE: every override, the
