@@ -65,8 +65,11 @@ local function edit(rel)
   local file = overrides.dir() .. "/" .. rel
   -- an existing override is the user's work: it is opened, never replaced
   if not sys.exists(file) then copy(rel, file) end
-  local editor = os.getenv("VISUAL") or os.getenv("EDITOR") or "vi"
-  if editor == "" then editor = "vi" end
+  local editor = "vi"
+  for _, var in ipairs({ "EDITOR", "VISUAL" }) do -- VISUAL first: it wins
+    local e = os.getenv(var)
+    if e and e ~= "" then editor = e end
+  end
   -- (the editor is a command line: "code -w" keeps its word)
   local ok, how, code = os.execute(editor .. " " .. q(file))
   if not ok then die("%s: the editor (%s) %s %s: the file is as it left it", file, editor, how, code) end
