@@ -163,6 +163,35 @@ describe("fotahost doctor", function()
     assert.is_nil(r.err:find("traceback", 1, true), r.err)
   end)
 
+  it("shows each override script in use: OK with its state, WARN stale, FAIL with its file and line", function()
+    local ov = dir .. "/override"
+    local env = { FOTAHOST_SCRIPTS_DIR = ov, EDITOR = "sed -i -e 's/^local M = {}$/local M = {} -- mine/'" }
+    -- a copy made by fotahost scripts edit, edited; one made by it and left; one of the user's own, broken
+    assert.are.equal(0, h.run({ "scripts", "edit", "fotahost.fota" }, { env = env }).status)
+    env.EDITOR = "true"
+    assert.are.equal(0, h.run({ "scripts", "edit", "fotahost.mcs" }, { env = env }).status)
+    h.write(ov .. "/site.lua", "return {\n  a = 1\n  b = 2\n}\n")
+    local r = doctor(config(), env)
+    assert.are.equal(1, r.status, r.out)
+    assert.are.same({ "OK config", "OK scripts", "OK scripts", "FAIL scripts", "OK api" },
+      { table.unpack(tags(r), 1, 5) })
+    local v = require("fotahost.host").version
+    assert.are.equal(("OK   scripts: %s/fotahost/fota.lua (ok: from fotahost %s, edited)"):format(ov, v), r.lines[2])
+    assert.are.equal(("OK   scripts: %s/fotahost/mcs.lua (ok: from fotahost %s, not edited)"):format(ov, v), r.lines[3])
+    assert.are.equal(("FAIL scripts: %s/site.lua:3: '}' expected (to close '{' at line 1) near 'b' - fix it "
+      .. "(fotahost check %s/site.lua after each save)"):format(ov, ov), r.lines[4])
+
+    -- the bundled file moved on since the copy (its hash in the marker is not today's): a warning, no failure
+    os.remove(ov .. "/site.lua")
+    local f = ov .. "/fotahost/mcs.lua"
+    h.write(f, (h.read(f):gsub("sha256 %x+", "sha256 " .. ("0"):rep(64), 1)))
+    r = doctor(config(), env)
+    assert.are.equal(0, r.status, r.out)
+    assert.are.equal(("WARN scripts: %s: stale: the bundled fotahost/mcs.lua changed since this copy was made (from "
+      .. "fotahost %s; now %s): see fotahost scripts diff fotahost/mcs.lua - take today's bundled file: move yours "
+      .. "aside, fotahost scripts edit fotahost/mcs.lua, and bring your change back"):format(f, v, v), r.lines[3])
+  end)
+
   it("says 401 and the fix for a wrong device key", function()
     local path = config({ device_key = "WrongKey1234" })
     local r = doctor(path)
