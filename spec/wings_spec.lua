@@ -10,7 +10,7 @@ local find = h.find
 
 local function product_files()
   local files = find("scripts/fotahost", "*.lua")
-  for _, t in ipairs({ "flash", "fota", "doctor", "blink", "app" }) do
+  for _, t in ipairs({ "flash", "fota", "doctor", "blink", "app", "check", "scripts" }) do
     files[#files + 1] = "scripts/tools/" .. t .. ".lua"
   end
   return files
@@ -47,8 +47,9 @@ end
 
 describe("the product", function()
   it("has only the product's tools in scripts/tools", function()
-    assert.are.same({ "scripts/tools/app.lua", "scripts/tools/blink.lua", "scripts/tools/doctor.lua",
-      "scripts/tools/flash.lua", "scripts/tools/fota.lua" }, find("scripts/tools", "*.lua"))
+    assert.are.same({ "scripts/tools/app.lua", "scripts/tools/blink.lua", "scripts/tools/check.lua",
+      "scripts/tools/doctor.lua", "scripts/tools/flash.lua", "scripts/tools/fota.lua", "scripts/tools/scripts.lua" },
+      find("scripts/tools", "*.lua"))
   end)
 
   it("never requires a development module by name", function()
