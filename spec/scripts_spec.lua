@@ -131,6 +131,14 @@ describe("fotahost scripts", function()
       ov .. "/site/hooks.lua: no bundled twin: a script of your own" }, lines_of(r.out))
     r = run({ "scripts", "diff", "fotahost.fota" })
     assert.matches("^" .. h.literal(file) .. ": no marker %(copied by hand%): against today's bundled ", r.out)
+
+    -- a copy whose bundled file a later version dropped: a warning, the copy still runs
+    local gone = h.write(ov .. "/fotahost/gone.lua", ("--[[fotahost override of fotahost/gone.lua, bundled with "
+      .. "fotahost 0.0.9, sha256 %s]] return {}\n"):format(("0"):rep(64)))
+    r = run({ "check", gone })
+    assert.are.equal(0, r.status)
+    assert.are.same({ gone .. ": warning: no bundled twin: the bundled fotahost/gone.lua it was copied from is gone" },
+      lines_of(r.out))
   end)
 
   it("refuses a name outside the scripts directory, one with no bundled file, and a diff with no override",

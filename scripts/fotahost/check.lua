@@ -60,7 +60,7 @@ function M.script(path)
   elseif r.override and r.override.state == "stale" then
     r.level, r.message = "warning", "stale: " .. r.override.why
   elseif r.override and r.override.marker and not r.override.bundled then
-    r.level, r.message = "warning", "the bundled " .. r.override.marker.name .. " it was copied from is gone"
+    r.level, r.message = "warning", overrides.describe(r.override)
   end
   return r
 end

@@ -134,7 +134,10 @@ end
 --- The state as a user reads it: "ok: from fotahost 0.1.0, edited",
 -- "stale: ...", "no marker: ..." or "no bundled twin: ...".
 function M.describe(s)
-  if s.state == "no bundled twin" then return "no bundled twin: a script of your own" end
+  if s.state == "no bundled twin" then
+    return "no bundled twin: " .. (s.marker and ("the bundled %s it was copied from is gone"):format(s.marker.name)
+      or "a script of your own")
+  end
   if s.state == "no marker" then
     return "no marker: copied by hand, so a change of the bundled file cannot be told "
       .. "(fotahost scripts edit makes copies that can)"
