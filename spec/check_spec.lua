@@ -108,7 +108,8 @@ return { device_id = "Dbxx9k", device_key = "TPJVxxxxBxBv", board = "sim", sim_d
   it("checks only the FILEs given: a script compiled, the config (by --config too) read, a missing one named",
     function()
       local file, n = broken_override("fotahost/fota.lua", "^local M = {}$")
-      local mine = h.write(dir .. "/mine.lua", "return 1\n")
+      -- a first line starting with '#' is skipped, as the host and require skip it
+      local mine = h.write(dir .. "/mine.lua", "#!/usr/bin/env fotahost\nreturn 1\n")
       local r = check({ mine })
       assert.are.equal(0, r.status, r.out)
       assert.are.same({ mine .. ": ok" }, r.lines)

@@ -30,6 +30,9 @@ end
 function M.compile(path)
   local text, err = overrides.read(path)
   if not text then return nil, (err:gsub("^" .. path:gsub("%p", "%%%0") .. ": ", "")) end
+  -- as require and the host read a file: a BOM, and a first line starting
+  -- with '#' (kept as an empty line: the numbers stay), are skipped
+  text = text:gsub("^\239\187\191", ""):gsub("^#[^\n]*", "")
   -- a short chunk name: Lua cuts a long path to "...tail" in its messages
   local _, cerr = load(text, "=F", "t")
   if not cerr then return end
