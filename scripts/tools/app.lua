@@ -73,6 +73,7 @@ local function quiet(policy, cloud) return not (policy.busy or policy.pending) a
 -- execs itself again (host.reexec): the same PID, one reconnect.
 local function reload(policy, cloud)
   reload_asked()
+  if not quiet(policy, cloud) then log.info("reload: waiting for the update (or command) under way to end") end
   repeat
     while not quiet(policy, cloud) do sched.sleep(0.2) end
     cloud:flush(10)
