@@ -163,10 +163,13 @@ return {
     wait_log(t, "reloading")
     local since = connected(t, t.since)
     assert.is_true(since > t.since)
-    -- the same PID, as procd expects; the cloud saw the old connection go
+    -- the same PID, as procd expects: the process never exited (its
+    -- exit status would be in app.rc), and it runs the app again
     assert.is_true(h.alive(pid))
-    assert.are.equal(pid, t.app.pid)
-    assert.are_not.equal(nil, device(t).last_disconnect)
+    assert.is_nil(h.read(t.dir .. "/app.rc"))
+    assert.matches("\0app\0", h.read("/proc/" .. pid .. "/cmdline"))
+    -- the cloud saw the old connection go
+    assert.is_number(device(t).last_disconnect)
     -- the next push runs the edited policy
     assert.are.equal("done", push(t, "blink-250"))
     assert_flash(t, "blink-250")
