@@ -211,6 +211,35 @@ return {
     h.until_true("the version report", WAIT, function() return device(t).version == "blink-250" end)
   end)
 
+  it("checks the edits again once the update it waited for has ended", function()
+    local t = start(function(t)
+      t.reached, t.gate = t.dir .. "/reached", t.dir .. "/gate"
+      return ([[
+  health_check = function()
+    local sys, sched = require "fotahost.sys", require "fotahost.sched"
+    sys.write_file(%q, "")
+    while not sys.exists(%q) do sched.sleep(0.02) end
+    return true
+  end,
+]]):format(t.reached, t.gate)
+    end)
+    admin("POST", "/devices/" .. t.id .. "/fota", { version = "blink-250" })
+    h.until_true("the health check to run", WAIT, function() return h.read(t.reached) end)
+    local path = edit(t, "fotahost/fota.lua", '  self:status("done")\n',
+      '  self:status("done")\n  log.info("edited")\n')
+    hup(t)
+    wait_log(t, "reload: waiting for the update (or command) under way to end")
+    -- broken while the update runs: refused when it ends
+    edit(t, "fotahost/fota.lua", "local M = {}\n", "local M = {\n")
+    h.write(t.gate, "")
+    wait_log(t, "reload refused: " .. path .. ":")
+    wait_log(t, "reload refused: still running")
+    local list = statuses(t)
+    assert.are.equal("done", list[#list])
+    assert.is_nil(log(t):find("reloading", 1, true))
+    assert.are.equal(t.since, device(t).connected_since)
+  end)
+
   it("finishes an update an edited script broke mid-flash, tells the truth, and takes the next push", function()
     local t = start()
     -- a copy of the ISP code with an edit that raises once, half-way through a write

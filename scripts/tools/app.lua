@@ -42,42 +42,45 @@ if not config then
   os.exit(1)
 end
 
--- Waits for SIGHUP and for edits that pass `fotahost check`: their errors
--- are logged and the app runs on as it was. (The cloud is not told: its
--- status channel is the updates' truth, and nothing changed on the device.)
-local function reload_asked()
-  while true do
-    sched.wait_fd(hangups, "r")
-    repeat until not sys.read(hangups, 64)
-    local cok, check = pcall(require, "fotahost.check")
-    local results, nerrors = check, nil
-    if cok then cok, results, nerrors = pcall(check.run, { config = path }) end
-    if not cok then
-      log.error("reload refused: the check could not run: %s", tostring(results))
-    elseif nerrors == 0 then
-      return
-    else
-      for _, r in ipairs(results) do
-        if r.level == "error" then log.error("reload refused: %s", check.format(r)) end
-      end
-    end
-    log.warn("reload refused: still running the config and scripts it started with")
+-- Whether the edited config and scripts pass `fotahost check`; if not,
+-- each error is logged and the app runs on as it was. (The cloud is not
+-- told: its status channel is the updates' truth, and nothing changed.)
+local function checked()
+  local ok, check = pcall(require, "fotahost.check")
+  local results, nerrors = check, nil
+  if ok then ok, results, nerrors = pcall(check.run, { config = path }) end
+  if ok and nerrors == 0 then return true end
+  if not ok then log.error("reload refused: the check could not run: %s", tostring(results)) end
+  for _, r in ipairs(ok and results or {}) do
+    if r.level == "error" then log.error("reload refused: %s", check.format(r)) end
   end
+  log.warn("reload refused: still running the config and scripts it started with")
+  return false
+end
+
+local function hangup()
+  sched.wait_fd(hangups, "r")
+  repeat until not sys.read(hangups, 64)
 end
 
 -- A quiet moment: no update runs or waits, no command handler is busy.
 local function quiet(policy, cloud) return not (policy.busy or policy.pending) and cloud:idle() end
 
--- A reload: at a quiet moment, the data points sent (a final "done" among
--- them), the cloud client stopped; then sched.run returns and the host
--- execs itself again (host.reexec): the same PID, one reconnect.
+-- SIGHUP, edits that pass the check, a quiet moment (checked again if an
+-- update ran meanwhile), the data points sent (a final "done" among them),
+-- the cloud client stopped: then sched.run returns and the host execs
+-- itself again (host.reexec): the same PID, one reconnect.
 local function reload(policy, cloud)
-  reload_asked()
-  if not quiet(policy, cloud) then log.info("reload: waiting for the update (or command) under way to end") end
+  local waited
   repeat
-    while not quiet(policy, cloud) do sched.sleep(0.2) end
-    cloud:flush(10)
-  until quiet(policy, cloud) -- nothing yields from here to the close: no push slips in
+    repeat hangup() until checked()
+    waited = not quiet(policy, cloud)
+    if waited then log.info("reload: waiting for the update (or command) under way to end") end
+    repeat
+      while not quiet(policy, cloud) do sched.sleep(0.2) end
+      cloud:flush(10)
+    until quiet(policy, cloud) -- nothing yields from here to the close (check.run neither): no push slips in
+  until not waited or checked()
   log.info("reloading")
   cloud:close()
   return "reload"
