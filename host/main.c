@@ -9,6 +9,8 @@
  * setting up is reported; every chunk runs through docall() with a
  * traceback message handler and with SIGINT/SIGTERM turned into a Lua error.
  */
+#include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -562,9 +564,28 @@ static int pmain(lua_State *L)
     return 1;
 }
 
+/*
+ * The app's reload (host.reexec): the same binary, the same argv, the same
+ * PID. `exe` is the binary's path read at start: a package upgrade that
+ * replaced the file meanwhile brings the new one, matching the scripts it
+ * installed beside it. A SIGHUP that comes before the new app is ready is
+ * ignored (an ignored signal stays ignored across exec) instead of killing
+ * it: the new app reads every file afresh anyway. Returns only on failure.
+ */
+static void reexec(const char *exe, char **argv)
+{
+    signal(SIGHUP, SIG_IGN);
+    fflush(NULL);
+    execv(exe[0] != '\0' ? exe : "/proc/self/exe", argv);
+    fprintf(stderr, "%s: reload: exec %s: %s\n", FOTAHOST_PROGNAME, exe[0] != '\0' ? exe : "/proc/self/exe",
+            strerror(errno));
+}
+
 int main(int argc, char **argv)
 {
     int status, result, sig;
+    char exe[PATH_MAX] = "";
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     lua_State *L = luaL_newstate();
 
     if (L == NULL) {
@@ -579,6 +600,11 @@ int main(int argc, char **argv)
     result = lua_toboolean(L, -1);
     report(L, status);
     lua_close(L);
+    if (status == LUA_OK && result && fh_reexec_requested()) {
+        exe[n > 0 ? n : 0] = '\0';
+        reexec(exe, argv);
+        return EXIT_FAILURE;
+    }
     if (status == LUA_OK && result)
         return EXIT_SUCCESS;
     /* Stopped by a signal: say so to the parent the way shells expect. */

@@ -71,4 +71,11 @@ void fh_push_paths(lua_State *L);
 int fh_find_tool(lua_State *L, const char *name);
 void fh_push_tool_list(lua_State *L);
 
+/*
+ * host.reexec() records the wish; main() acts on it once the Lua state is
+ * closed (every fd and session released) by exec'ing the same binary with
+ * the same argv: the same PID, as a supervisor (procd) expects.
+ */
+int fh_reexec_requested(void);
+
 #endif

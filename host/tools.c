@@ -108,6 +108,26 @@ static int host_find_tool(lua_State *L)
     return 1;
 }
 
+/* Set by host.reexec(); read by main() after lua_close. Not Lua state. */
+static int reexec_requested;
+
+int fh_reexec_requested(void)
+{
+    return reexec_requested;
+}
+
+/*
+ * host.reexec(): once the script ends and the Lua state is closed, the
+ * host execs itself again with the same arguments (the app's reload).
+ * Returns nothing; the script should end soon after.
+ */
+static int host_reexec(lua_State *L)
+{
+    (void)L;
+    reexec_requested = 1;
+    return 0;
+}
+
 /* Copies the fields of the paths table into the module table on top. */
 static void copy_paths(lua_State *L)
 {
@@ -126,6 +146,7 @@ int luaopen_fotahost_host(lua_State *L)
     static const luaL_Reg funcs[] = {
         {"tools", host_tools},
         {"find_tool", host_find_tool},
+        {"reexec", host_reexec},
         {NULL, NULL},
     };
 

@@ -198,6 +198,61 @@ static int sys_interrupted(lua_State *L)
     return 1;
 }
 
+/*
+ * SIGHUP asks the app to reload. The handler only writes a byte into a
+ * pipe (the self-pipe trick: write() is async-signal-safe), so the
+ * scheduler waits for the read end like any fd and the reload runs as an
+ * ordinary task, at a moment of the app's choosing. The pipe is made once
+ * per process; its ends are close-on-exec, so a re-exec starts clean.
+ */
+static int hup_pipe[2] = {-1, -1};
+
+static void on_hangup(int sig)
+{
+    int saved = errno;
+    char c = 1;
+    ssize_t n;
+
+    (void)sig;
+    /* a full pipe (EAGAIN) already says "a reload is asked for" */
+    n = write(hup_pipe[1], &c, 1);
+    (void)n;
+    errno = saved;
+}
+
+/*
+ * sys.hangups() -> rfd | fail, msg, errno: from now on SIGHUP does not
+ * end the process; each one makes `rfd` readable (read it empty with
+ * sys.read). Only the app asks for this: every other tool keeps SIGHUP's
+ * default action. Calling it again returns the same fd.
+ */
+static int sys_hangups(lua_State *L)
+{
+    struct sigaction sa;
+
+    if (hup_pipe[0] < 0) {
+        if (pipe2(hup_pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
+            hup_pipe[0] = hup_pipe[1] = -1;
+            return fh_result_errno(L, errno, "pipe");
+        }
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_hangup;
+        sigemptyset(&sa.sa_mask);
+        /* a system call a HUP lands in carries on; the scheduler's wait
+         * returns anyway (epoll_wait is never restarted) */
+        sa.sa_flags = SA_RESTART;
+        if (sigaction(SIGHUP, &sa, NULL) != 0) {
+            int e = errno;
+            close(hup_pipe[0]);
+            close(hup_pipe[1]);
+            hup_pipe[0] = hup_pipe[1] = -1;
+            return fh_result_errno(L, e, "sigaction SIGHUP");
+        }
+    }
+    lua_pushinteger(L, hup_pipe[0]);
+    return 1;
+}
+
 /* fsyncs `path` (a file, or a directory with O_DIRECTORY in `flags`). */
 static int fsync_path(const char *path, int flags)
 {
@@ -613,6 +668,7 @@ static const luaL_Reg sys_funcs[] = {
     {"syslog", sys_syslog},
     {"arm", sys_arm},
     {"interrupted", sys_interrupted},
+    {"hangups", sys_hangups},
     {"replace", sys_replace},
     {"write_file", sys_write_file},
     {"mkdir", sys_mkdir},

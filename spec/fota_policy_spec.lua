@@ -254,6 +254,92 @@ describe("fotahost.fota policy", function()
     assert_chip(p, v2, "v2")
   end)
 
+  ---------------------------------------------------------------- errors raised mid-update
+
+  -- An edited script's function that raises once, half-way through the
+  -- flash: the session writes the first pages of the image, then raises.
+  local function raise_mid_flash(p, message)
+    local open_isp, raised = p.open_isp, false
+    p.open_isp = function(self)
+      local s, err = open_isp(self)
+      if s and not raised then
+        s.write_flash = function(session, image)
+          raised = true
+          local lo = image:range()
+          getmetatable(session).__index.write_flash(session, ihex.from_binary(image:bytes(lo, lo + 4095), lo))
+          error(message, 0)
+        end
+      end
+      return s, err
+    end
+  end
+
+  it("finishes at once an update an error interrupted mid-flash, and tells the cloud what the chip holds", function()
+    local p, said = policy("raise")
+    assert.is_true(update(p, cmd("v1", "v1.hex")))
+    raise_mid_flash(p, "isp.lua:290: an edit gone wrong")
+    local ok, err = pcall(function() return sched.run(function() return p:push(cmd("v2", "v2.hex")) end) end)
+    assert.is_false(ok)
+    assert.are.equal("isp.lua:290: an edit gone wrong", err) -- the handler's runner logs it, with its traceback
+    -- the journal's recovery ran before the status: v2 whole on the chip, committed
+    local final = "failed: isp.lua:290: an edit gone wrong; recovered: v2 flashed again after an interruption"
+    assert.are.same(seq(FLASHED, "done", FLASHED, final), said)
+    assert_sent(p, said)
+    assert_chip(p, v2, "v2")
+    assert.are.equal("v2", p:installed().version)
+    assert.are.same({ "v1", "v2" }, reported(p))
+    assert.is_nil(state(p, "journal.json"))
+    assert.is_false(p.busy)
+    -- and the next push goes through as any other
+    assert.is_true(sched.run(function() return p:push(cmd("v1b", "v1.hex")) end))
+    assert_chip(p, v1, "v1")
+    assert.are.equal("done", said[#said])
+  end)
+
+  it("puts the last-known-good back when the health check rejects the image an error cut short", function()
+    local p, said = policy("raisehc", { health_check = function(job)
+      if job.recovering then return nil, "the sketch is silent" end
+      return true
+    end })
+    assert.is_true(update(p, cmd("v1", "v1.hex")))
+    raise_mid_flash(p, "edited: boom")
+    assert.is_false((pcall(function() return sched.run(function() return p:push(cmd("v2", "v2.hex")) end) end)))
+    assert.are.equal("failed: edited: boom; recovered: the last-known-good image (v1) restored after an "
+      .. "interruption (v2 rejected: health check: the sketch is silent)", said[#said])
+    assert_chip(p, v1, "v1")
+    assert.are.equal("v1", p:installed().version)
+    assert.are.same({ "v1", "v1" }, reported(p))
+    assert.is_nil(state(p, "journal.json"))
+  end)
+
+  it("fails an update cleanly when a hook, the health check or a status callback raises", function()
+    local p, said = policy("raisehooks", { before_flash = function(job)
+      if job.version == "v2" then error("before_flash: typo") end
+      return true
+    end, health_check = function(job)
+      if job.version == "v3" then error("health: typo") end
+      return true
+    end })
+    local calls = 0
+    p.on_status = function(s)
+      said[#said + 1] = s
+      calls = calls + 1
+      error("on_status: typo")
+    end
+    assert.is_true(update(p, cmd("v1", "v1.hex")))
+    local ok, err = update(p, cmd("v2", "v2.hex"))
+    assert.is_nil(ok)
+    assert.matches("^before_flash: .*before_flash: typo$", err)
+    assert.are.equal(1, erases(p)) -- refused before the erase
+    ok, err = update(p, cmd("v3", "v2.hex"))
+    assert.is_nil(ok)
+    assert.matches("^health check: .*health: typo; rolled back to v1$", err)
+    assert_chip(p, v1, "v1")
+    assert.are.equal("v1", p:installed().version)
+    assert.are.equal(#said, calls)
+    assert_sent(p, said)
+  end)
+
   ---------------------------------------------------------------- journal
 
   it("writes the journal before the erase and keeps it until the commit", function()

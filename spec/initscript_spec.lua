@@ -31,7 +31,7 @@ describe("the fotahost init script", function()
   end)
 
   for _, shell in ipairs(SHELLS) do
-    it("with enabled=1, start declares the app to procd: command, respawn, logs, files, trigger (" .. shell .. ")",
+    it("with enabled=1, start declares the app to procd: command, respawn, logs, trigger (" .. shell .. ")",
       function()
         root:set("enabled", "1")
         local r = root:service("start", shell)
@@ -46,7 +46,7 @@ describe("the fotahost init script", function()
           command = { "/usr/bin/fotahost", "app" },
           respawn = { "300", "10", "5" },
           stdout = true, stderr = true,
-          file = { "/etc/config/fotahost", "/etc/fotahost/config.lua" },
+          -- no `file`: a changed config must not make procd restart the app (reload: SIGHUP)
           term_timeout = 30,
         } }, msg.instances)
         assert.are.same({ TRIGGER }, msg.triggers)
@@ -111,21 +111,44 @@ describe("the fotahost init script", function()
     assert.are.same({}, root:calls())
   end)
 
-  it("reload sends the instance again (procd restarts it if it or a listed file changed); off stops it", function()
-    root:set("enabled", "1")
-    root:service("start")
-    local first = root:last_set()
-    local r = root:service("reload")
-    assert.are.equal(0, r.status, r.err)
-    local calls = root:calls()
-    assert.are.equal("set", calls[#calls].method)
-    assert.are.same(first, calls[#calls].msg)
-    -- uci set fotahost.main.enabled=0; uci commit; reload: procd is sent no instance, and stops it
-    root:set("enabled", "0")
-    root:service("reload")
-    assert.are.same({}, root:last_set().instances)
-    assert.are_not.equal(0, root:service("running").status)
-  end)
+  for _, shell in ipairs(SHELLS) do
+    it("reload has procd send the running app SIGHUP; off, it stops the app; not running, it starts it (" .. shell
+      .. ")", function()
+      -- what procd was asked to do (its list calls are questions)
+      local function changes()
+        local t = {}
+        for _, c in ipairs(root:calls()) do if c.method ~= "list" then t[#t + 1] = c end end
+        return t
+      end
+      local function methods(calls)
+        local t = {}
+        for i, c in ipairs(calls) do t[i] = c.method end
+        return t
+      end
+      root:set("enabled", "1")
+      root:service("start", shell)
+      local first = root:last_set()
+      local r = root:service("reload", shell)
+      assert.are.equal(0, r.status, r.err)
+      -- the instance is left as it is (procd would restart a changed one): only the signal
+      local calls = changes()
+      assert.are.same({ "set", "signal" }, methods(calls))
+      assert.are.same({ name = "fotahost", signal = 1 }, calls[2].msg)
+      -- uci set fotahost.main.enabled=0; uci commit; reload: procd is sent no instance, and stops it
+      root:set("enabled", "0")
+      root:service("reload", shell)
+      assert.are.same({}, root:last_set().instances)
+      assert.are_not.equal(0, root:service("running", shell).status)
+      -- on again: reload starts it, with no signal to an app that is only starting
+      root:set("enabled", "1")
+      local n = #changes()
+      root:service("reload", shell)
+      calls = changes()
+      assert.are.same({ "set" }, methods({ table.unpack(calls, n + 1) }))
+      assert.are.same(first, calls[#calls].msg)
+      assert.are.equal(0, root:service("running", shell).status)
+    end)
+  end
 
   it("stop asks procd to delete the service (SIGTERM, then SIGKILL after term_timeout)", function()
     root:set("enabled", "1")

@@ -80,6 +80,30 @@ describe("native modules", function()
     assert.are.equal("no tool named 'nope'", err)
   end)
 
+  it("exec the host again with the same arguments and PID after the state is closed (host.reexec)", function()
+    local dir = h.tmpdir()
+    local script = h.write(dir .. "/again.lua", [[
+      local sys, mark = require "fotahost.sys", ...
+      local seen = {}
+      for _, fd in ipairs({ 3, 4, 5, 6, 7, 8, 9 }) do seen[#seen + 1] = sys.lstat("/proc/self/fd/" .. fd) and fd end
+      if not sys.exists(mark) then
+        Kept = io.open(mark, "w") -- open when the script ends: lua_close must close it
+        print("first", sys.getpid(), arg[2])
+        require("fotahost.host").reexec()
+      else
+        -- a SIGHUP before the new app takes it (sys.hangups) does not kill it
+        os.execute("kill -HUP " .. sys.getpid())
+        print("again", sys.getpid(), arg[2], #seen)
+      end
+    ]])
+    local r = h.run({ script, dir .. "/mark", "word" })
+    h.rmdir(dir)
+    assert.are.equal(0, r.status, r.err)
+    local pid1, pid2 = r.out:match("^first\t(%d+)\tword\nagain\t(%d+)\tword\t0\n$")
+    assert(pid1, r.out)
+    assert.are.equal(pid1, pid2)
+  end)
+
   describe(".so plugins", function()
     it("load with require from the plugin path (the example plugin)", function()
       local r = h.run({ "-e", [[

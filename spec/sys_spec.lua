@@ -78,6 +78,22 @@ describe("fotahost.sys", function()
     assert.is_true(sys.getpid() > 1)
   end)
 
+  it("turns SIGHUP into a readable fd for the process that asks, and leaves it deadly elsewhere", function()
+    local r = h.run({ "-e", [[
+      local sys = require "fotahost.sys"
+      local fd = assert(sys.hangups())
+      assert(sys.hangups() == fd, "a second call made another pipe")
+      assert(sys.read(fd) == nil)
+      os.execute("kill -HUP " .. sys.getpid() .. "; kill -HUP " .. sys.getpid())
+      local data = sys.read(fd)   -- a byte per signal (two that come together may make one)
+      print(#data >= 1, select(2, sys.read(fd)))
+    ]] })
+    assert.are.same({ 0, "true\twouldblock\n" }, { r.status, r.out }, r.err)
+    -- every other tool keeps SIGHUP's default action: it ends the process
+    r = h.run({ "-e", [[os.execute("kill -HUP " .. require("fotahost.sys").getpid()) print("still here")]] })
+    assert.are.same({ 129, "" }, { r.status, r.out })
+  end)
+
   describe("durable files", function()
     local dir
     before_each(function() dir = h.tmpdir() end)

@@ -26,4 +26,10 @@ function host.tools() end
 ---@return string? err "no tool named '<name>'"
 function host.find_tool(name) end
 
+---Asks the host to exec itself again, with the same arguments, once the
+---script has ended and the Lua state is closed (every fd and session
+---released): the same PID, as a supervisor expects. The app's reload. A
+---SIGHUP between the exec and the new app's sys.hangups() is ignored.
+function host.reexec() end
+
 return host

@@ -63,6 +63,15 @@ function sys.arm(co) end
 ---@return string|nil
 function sys.interrupted() end
 
+---From now on SIGHUP does not end the process: each one makes the returned
+---fd readable (a byte per signal; read it empty with sys.read). The app
+---waits on it with sched.wait_fd to reload; other tools never call it and
+---keep SIGHUP's default action. The same fd on every call.
+---@return integer|nil rfd
+---@return string? err
+---@return integer? errno
+function sys.hangups() end
+
 ---Puts a finished file in place durably: fsyncs `tmp`, renames it over
 ---`path` (a link at `path` is replaced, not followed), fsyncs the directory.
 ---@return true|nil ok

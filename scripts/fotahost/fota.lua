@@ -854,19 +854,43 @@ function Policy:push(value)
     end
     return r, w
   end)
-  self.busy = false
   if not ok then
     pass_interrupts(res)
-    if self.pending then
-      -- it was told "queued": it gets a final word too
-      self:status(("failed: %s was not started: the update before it failed"):format(self.pending.version))
-      self.pending = nil
-    end
-    log.error("update failed: %s", tostring(res))
-    self:status("failed: " .. tostring(res))
-    error(res, 0)
+    self:contain(res) -- still busy: no push starts while the chip is put right
   end
+  self.busy = false
+  if not ok then error(res, 0) end
   return res, why
+end
+
+-- An error raised inside an update (an edited script's function, say,
+-- mid-flash) is met as a power cut would be, but at once: a journal left
+-- behind is finished by recover() now, not at the next start, so the chip
+-- holds a complete image before the cloud hears "failed: <error>; <what
+-- the recovery did>" and the version on the chip.
+function Policy:contain(err)
+  if self.pending then
+    -- it was told "queued": it gets a final word too
+    self:status(("failed: %s was not started: the update before it failed"):format(self.pending.version))
+    self.pending = nil
+  end
+  local msg = tostring(err)
+  log.error("update failed: %s", msg)
+  self.unsaved = nil
+  if exists(self.paths.journal) then
+    local rok, done = pcall(self.recover, self)
+    if not rok then pass_interrupts(done) end
+    done = rok and (done or "nothing left to recover")
+      or ("failed: the recovery raised too: %s; the next start tries again"):format(tostring(done))
+    msg = msg .. "; " .. done:gsub("^failed: ", "")
+    self.recovered = nil -- said here; attach() is long past
+  end
+  self:status("failed: " .. msg)
+  local inst = self:installed()
+  if self.cloud and inst then
+    local rok, rerr = self.cloud:report_version(inst.version)
+    if not rok then log.warn("version %s not reported: %s", inst.version, rerr) end
+  end
 end
 
 ---------------------------------------------------------------- recovery

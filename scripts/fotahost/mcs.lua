@@ -406,6 +406,12 @@ function keep_connected(self)
   end
 end
 
+--- Whether no command handler runs or waits for a task: a quiet moment
+-- (the app reloads only then, never in the middle of a handler).
+function methods:idle()
+  return self._workers == 0 and self._pending.first > self._pending.last
+end
+
 --- Stops the client: the connection is closed and nothing more is sent.
 function methods:close()
   if self._closed then return end

@@ -6,6 +6,7 @@ local sched = require "fotahost.sched"
 local mcs = require "fotahost.mcs"
 local fota = require "fotahost.fota"
 local cli = require "fotahost.cli"
+local sys = require "fotahost.sys"
 local log = require("fotahost.log").get("app")
 
 local USAGE = [[
@@ -17,6 +18,9 @@ usage: fotahost app [--config PATH]
   -h, --help      this help
 Runs until stopped (SIGTERM: exit status 143): finishes an update a power
 cut interrupted, registers with the cloud, and installs every FOTA push.
+SIGHUP reloads: the config and the scripts are checked first (fotahost
+check); if they pass, the app starts again in the same process once no
+update runs; if not, it keeps running as it was and logs why.
 ]]
 
 local path
@@ -26,12 +30,60 @@ for a, value in args:each(arg) do
   else args:fail("unknown argument '%s'", a) end
 end
 
+-- SIGHUP asks for a reload (not the end of the process): taken first, so a
+-- reload asked for while we start does not kill us.
+local hangups = assert(sys.hangups())
+
 local config, config_err = require("fotahost.fota.config").load(path)
 -- A mistake in the config is the user's to fix, not a crash: one line
 -- naming the file and the key, and status 1.
 if not config then
   log.error("%s", config_err)
   os.exit(1)
+end
+
+-- Whether the edited config and scripts pass `fotahost check`; if not,
+-- each error is logged and the app runs on as it was. (The cloud is not
+-- told: its status channel is the updates' truth, and nothing changed.)
+local function checked()
+  local ok, check = pcall(require, "fotahost.check")
+  local results, nerrors = check, nil
+  if ok then ok, results, nerrors = pcall(check.run, { config = path }) end
+  if ok and nerrors == 0 then return true end
+  if not ok then log.error("reload refused: the check could not run: %s", tostring(results)) end
+  for _, r in ipairs(ok and results or {}) do
+    if r.level == "error" then log.error("reload refused: %s", check.format(r)) end
+  end
+  log.warn("reload refused: still running the config and scripts it started with")
+  return false
+end
+
+local function hangup()
+  sched.wait_fd(hangups, "r")
+  repeat until not sys.read(hangups, 64)
+end
+
+-- A quiet moment: no update runs or waits, no command handler is busy.
+local function quiet(policy, cloud) return not (policy.busy or policy.pending) and cloud:idle() end
+
+-- SIGHUP, edits that pass the check, a quiet moment (checked again if an
+-- update ran meanwhile), the data points sent (a final "done" among them),
+-- the cloud client stopped: then sched.run returns and the host execs
+-- itself again (host.reexec): the same PID, one reconnect.
+local function reload(policy, cloud)
+  local waited
+  repeat
+    repeat hangup() until checked()
+    waited = not quiet(policy, cloud)
+    if waited then log.info("reload: waiting for the update (or command) under way to end") end
+    repeat
+      while not quiet(policy, cloud) do sched.sleep(0.2) end
+      cloud:flush(10)
+    until quiet(policy, cloud) -- nothing yields from here to the close (check.run neither): no push slips in
+  until not waited or checked()
+  log.info("reloading")
+  cloud:close()
+  return "reload"
 end
 
 local ok, err = pcall(sched.run, function()
@@ -47,8 +99,9 @@ local ok, err = pcall(sched.run, function()
   cloud:on("FOTA", function(value) policy:push(value) end)
   -- a push that cannot be read (cut by a pause, say) is not met with silence
   cloud:on_unreadable("FOTA", function(why) policy:status("failed: " .. why) end)
-  sched.sleep(math.huge)
+  return reload(policy, cloud)
 end)
 -- A service stop (SIGTERM) is not a crash: one line, and status 143. An
 -- update it cut short is finished by recover() at the next start.
 if not ok then cli.exit_on_signal(err, function(sig) log.info("stopped (%s)", sig) end) end
+if err == "reload" then require("fotahost.host").reexec() end

@@ -165,6 +165,21 @@ procd_kill() {
 	return 0
 }
 
+# `ubus call service signal`: procd sends signal $3 (a name or a number;
+# none: SIGHUP) to instance $2 of service $1 ('*' or none: every instance).
+# A name becomes its number through `kill -l`, as busybox ash does it;
+# dash's takes numbers only, so there HUP (the one name sent) is spelt out.
+procd_send_signal() {
+	local signal=$3 msg
+	case "$signal" in
+	[A-Z]*) signal=$(kill -l "$signal" 2>/dev/null || { [ "$signal" = HUP ] && echo 1; }) || return 1 ;;
+	esac
+	msg="{\"name\":$(_procd_json_str "$1")"
+	[ -n "$2" ] && [ "$2" != "*" ] && msg="$msg,\"instance\":$(_procd_json_str "$2")"
+	[ -n "$signal" ] && msg="$msg,\"signal\":$signal"
+	ubus call service signal "$msg}"
+}
+
 # Whether procd reports an instance of service $1 running.
 procd_running() {
 	ubus call service list "{\"name\":$(_procd_json_str "$1")}" 2>/dev/null | grep -q '"running":true'
