@@ -234,8 +234,9 @@ static int fallback_searcher(lua_State *L)
     lua_settop(L, 1);
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     lua_getfield(L, -1, LUA_LOADLIBNAME);
-    lua_getfield(L, -1, "path");
-    search(L, name, luaL_optstring(L, -1, ""));
+    if (lua_getfield(L, -1, "path") != LUA_TSTRING)
+        return 0; /* Lua's own searcher says what is wrong with it */
+    search(L, name, lua_tostring(L, -1));
     push_scripts_dir(L, 1);
     file = lua_tostring(L, -2);
     dir = lua_tostring(L, -1);
@@ -405,9 +406,12 @@ static int app_exit(lua_State *L)
 {
     int code = lua_isboolean(L, 1) ? !lua_toboolean(L, 1) : (int)luaL_optinteger(L, 1, 0);
 
+    /* the app's own way out after a SIGTERM or SIGINT: exit status 143 or 130 */
+    int clean = code == 0 || fh_signals_raised() != 0;
+
     if (starts_path[0] != '\0') {
-        record_line("a", code == 0 ? "C" : "E",
-                    code == 0 ? NULL : lua_pushfstring(L, "exited with status %d", code));
+        record_line("a", clean ? "C" : "E",
+                    clean ? NULL : lua_pushfstring(L, "exited with status %d", code));
         starts_path[0] = '\0';
     }
     lua_pushvalue(L, lua_upvalueindex(1));

@@ -240,7 +240,8 @@ return {
   --- Runs the override app through the CLI `n` times; each must fail.
   local function failed_starts(t, n, says)
     for i = 1, n do
-      local r = h.run({ "app" }, { env = t.env })
+      -- a bounded run: a bundled app started by mistake would run for ever
+      local r = h.run({ "app" }, { env = t.env, shell_prefix = "timeout 60" })
       assert.are_not.equal(0, r.status, ("start %d: %s"):format(i, r.err))
       assert.matches("override app starting", r.err)
       if says then assert.matches(says, r.err) end
@@ -287,5 +288,27 @@ if io.open(%q) then error("crash") end
     assert.matches("3 failed starts in a row", r.err)
     assert.matches("^usage: fotahost app", r.out)
     failed_starts(t, 1, "crash")
+  end)
+
+  it("a stop by SIGTERM is a clean end: the count begins afresh", function()
+    local t = new_device()
+    local crash = t.dir .. "/crash"
+    -- the bundled app, crashing while the file `crash` exists
+    override(t, "tools/app.lua", nil, function(lines)
+      table.insert(lines, 1, ('io.stderr:write("override app starting\\n") if io.open(%q) then error("crash") end')
+        :format(crash))
+    end)
+    h.write(crash, "")
+    failed_starts(t, 2, "crash")
+    os.remove(crash)
+    start_app(t)
+    h.stop_app(t.app)
+    t.app = nil
+    assert.are.equal("143", until_true("the app's exit status", WAIT, function()
+      return (h.read(t.dir .. "/app.rc") or ""):match("%d+")
+    end))
+    assert.is_nil(app_log(t):find("running the bundled", 1, true))
+    h.write(crash, "")
+    failed_starts(t, 3, "crash")
   end)
 end)
