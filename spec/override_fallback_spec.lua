@@ -241,7 +241,7 @@ return {
   local function failed_starts(t, n, says)
     for i = 1, n do
       -- a bounded run: a bundled app started by mistake would run for ever
-      local r = h.run({ "app" }, { env = t.env, shell_prefix = "timeout 60" })
+      local r = h.run({ "app" }, { env = t.env, shell_prefix = "timeout 30" })
       assert.are_not.equal(0, r.status, ("start %d: %s"):format(i, r.err))
       assert.matches("override app starting", r.err)
       if says then assert.matches(says, r.err) end
