@@ -20,6 +20,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include "fallback.h"
 #include "fotahost.h"
 #include "paths.h"
 
@@ -266,7 +267,7 @@ static void report_unknown_tool(lua_State *L, const char *name)
 
 static int handle_script(lua_State *L, char **argv)
 {
-    const char *fname = argv[0];
+    const char *fname = argv[0], *tool = NULL;
     int status;
 
     if (strcmp(fname, "-") == 0 && strcmp(argv[-1], "--") != 0) {
@@ -280,6 +281,7 @@ static int handle_script(lua_State *L, char **argv)
             report_unknown_tool(L, fname);
             return LUA_ERRFILE;
         }
+        tool = fname;
         fname = lua_tostring(L, -1); /* stays on the stack below the chunk */
         lua_pushvalue(L, -1);
         lua_getglobal(L, "arg");
@@ -288,10 +290,11 @@ static int handle_script(lua_State *L, char **argv)
         lua_pop(L, 1);
     }
 load:
-    status = luaL_loadfile(L, fname);
+    status = tool != NULL ? fh_load_tool(L, tool) : luaL_loadfile(L, fname);
     if (status == LUA_OK) {
         int n = pushargs(L);
         status = docall(L, n, LUA_MULTRET);
+        fh_tool_ended(L, status);
     }
     return report(L, status);
 }
@@ -532,6 +535,7 @@ static int pmain(lua_State *L)
     fh_open_builtins(L);
     fh_push_exe_path(L);
     fh_paths_setup(L, lua_tostring(L, -1), !(args & HAS_BIG_E));
+    fh_fallback_setup(L, !(args & HAS_BIG_E));
     lua_pop(L, 1);
     createargtable(L, argv, argc, script);
     lua_gc(L, LUA_GCRESTART);

@@ -26,7 +26,6 @@
 #define FOTAHOST_BINDIR "/usr/local/bin"
 #endif
 
-#define LUA_TEMPLATES "?.lua;?/init.lua"
 #define SO_TEMPLATES "?.so"
 
 static int is_dir(const char *path)
@@ -323,7 +322,7 @@ void fh_paths_setup(lua_State *L, const char *exe, int use_env)
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     lua_getfield(L, -1, LUA_LOADLIBNAME);
     pkg = lua_gettop(L);
-    set_package_path(L, pkg, desc, "path", scripts, 3, LUA_TEMPLATES,
+    set_package_path(L, pkg, desc, "path", scripts, 3, FH_LUA_TEMPLATES,
                      env("FOTAHOST_PATH", use_env));
     set_package_path(L, pkg, desc, "cpath", plugins, 2, SO_TEMPLATES,
                      env("FOTAHOST_CPATH", use_env));

@@ -22,6 +22,9 @@
 
 #include <lua.h>
 
+/* The module file names tried in each scripts directory. */
+#define FH_LUA_TEMPLATES "?.lua;?/init.lua"
+
 /* Registry key of the table describing the paths in effect. */
 #define FH_PATHS_KEY "fotahost.paths"
 

@@ -8,6 +8,7 @@
 
 #include <lauxlib.h>
 
+#include "fallback.h"
 #include "fotahost.h"
 #include "paths.h"
 
@@ -99,6 +100,12 @@ static int host_tools(lua_State *L)
     return 1;
 }
 
+/* host.fallbacks(): the overrides the bundled scripts stood in for. */
+static int host_fallbacks(lua_State *L)
+{
+    return fh_push_fallbacks(L);
+}
+
 static int host_find_tool(lua_State *L)
 {
     const char *name = luaL_checkstring(L, 1);
@@ -147,6 +154,7 @@ int luaopen_fotahost_host(lua_State *L)
         {"tools", host_tools},
         {"find_tool", host_find_tool},
         {"reexec", host_reexec},
+        {"fallbacks", host_fallbacks},
         {NULL, NULL},
     };
 

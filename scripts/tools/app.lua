@@ -86,6 +86,17 @@ local function reload(policy, cloud)
   return "reload"
 end
 
+-- A broken override the host replaced with the bundled script (or the
+-- bundled app run instead of a crashing one) is told to the cloud once
+-- per start (the data point waits in the queue for a connection): the
+-- device still updates, and whoever edited it learns why their edit is
+-- not running.
+local function report_fallbacks(policy)
+  for _, f in ipairs(require("fotahost.host").fallbacks()) do
+    policy:status(("warning: %s; running the bundled %s"):format(f.why, f.module))
+  end
+end
+
 local ok, err = pcall(sched.run, function()
   local policy = fota.new(config)
   policy:recover()                    -- before anything else: the MCU must hold a good image
@@ -96,6 +107,7 @@ local ok, err = pcall(sched.run, function()
                               transport = config.transport == "mqtt" and require "fotahost.mcs.mqtt_channel" or nil,
                               mqtt = config.mqtt }
   policy:attach(cloud)
+  report_fallbacks(policy)
   cloud:on("FOTA", function(value) policy:push(value) end)
   -- a push that cannot be read (cut by a pause, say) is not met with silence
   cloud:on_unreadable("FOTA", function(why) policy:status("failed: " .. why) end)
