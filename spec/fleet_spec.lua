@@ -10,7 +10,7 @@ local parts = require "fotahost.avr.parts"
 local mosquitto = require "support.mosquitto"
 
 local N = 20
-local WAIT = 60
+local WAIT = h.wait_limit(60)
 local FLASH_SIZE = 32768
 
 describe("fotahost cloud fleet-sim", function()

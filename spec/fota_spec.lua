@@ -15,7 +15,7 @@ local cjson = require "cjson"
 
 local FLASH_SIZE = 32768 -- the ATmega32U4's flash: flash.bin is all of it
 local APP_END = 0x6FFF   -- the 7688 Duo's application section ends here (Caterina above)
-local WAIT = 90          -- seconds for anything to happen (CI is a loaded 2-core machine)
+local WAIT = h.wait_limit(90)          -- seconds for anything to happen (CI is a loaded 2-core machine)
 
 
 local until_true = h.until_true

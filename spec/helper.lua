@@ -74,6 +74,14 @@ function M.write(path, data)
   return path
 end
 
+--- How long a spec waits for something to happen: `seconds`, or less when
+-- $FOTAHOST_SPEC_WAIT says so (the mutation check: a mutant that stops
+-- the event for good is killed sooner; tests/mutate/run.lua).
+function M.wait_limit(seconds)
+  local cap = tonumber(os.getenv("FOTAHOST_SPEC_WAIT") or "")
+  return cap and math.min(cap, seconds) or seconds
+end
+
 function M.tmpdir()
   local p = io.popen("mktemp -d /tmp/fotahost-spec-XXXXXX")
   local dir = p:read("l")

@@ -6,7 +6,7 @@ local h = require "helper"
 local sys = require "fotahost.sys"
 local http = require "fotahost.http"
 
-local WAIT = 60 -- seconds for anything to happen (CI is a loaded 2-core machine)
+local WAIT = h.wait_limit(60) -- seconds for anything to happen (CI is a loaded 2-core machine)
 
 local until_true = h.until_true
 

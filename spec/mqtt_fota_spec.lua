@@ -8,7 +8,7 @@ local h = require "helper"
 local ihex = require "fotahost.ihex"
 local mosquitto = require "support.mosquitto"
 
-local WAIT = 90
+local WAIT = h.wait_limit(90)
 local FLASH_SIZE = 32768
 local CTL, CTL_PW = "ctl", "ctl-password"
 

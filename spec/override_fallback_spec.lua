@@ -11,7 +11,7 @@
 local h = require "helper"
 local ihex = require "fotahost.ihex"
 
-local WAIT = 90           -- seconds for anything to happen (CI is a loaded 2-core machine)
+local WAIT = h.wait_limit(90)           -- seconds for anything to happen (CI is a loaded 2-core machine)
 local BUNDLED = h.layout.scripts[1]   -- the bundled scripts the binary under test finds
 local until_true = h.until_true
 

@@ -7,7 +7,7 @@
 local h = require "helper"
 local cjson = require "cjson"
 
-local WAIT = 90 -- seconds for anything to happen (CI is a loaded 2-core machine)
+local WAIT = h.wait_limit(90) -- seconds for anything to happen (CI is a loaded 2-core machine)
 
 describe("rollouts: the cloud, apps and simulated chips", function()
   local dir, good, bad

@@ -8,7 +8,7 @@ local h = require "helper"
 local ihex = require "fotahost.ihex"
 local cjson = require "cjson"
 
-local WAIT = 90 -- seconds for anything to happen (CI is a loaded 2-core machine)
+local WAIT = h.wait_limit(90) -- seconds for anything to happen (CI is a loaded 2-core machine)
 local FLASH_SIZE = 32768
 
 local function minisign(args)

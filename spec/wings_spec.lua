@@ -84,6 +84,16 @@ describe("the product", function()
     assert.are.same({ "sim" }, with_dev)
   end)
 
+  it("gives no dev module, and raises nothing, when the dev wing is not installed", function()
+    -- the product alone: the bundled scripts without dev/scripts
+    local r = h.run({ "-e", [[
+      local boards = require "fotahost.avr.boards"
+      print(boards.dev(boards.sim))
+    ]] }, { env = { FOTAHOST_PATH = h.top .. "/scripts/?.lua" } })
+    assert.are.equal(0, r.status, r.err)
+    assert.are.equal("nil\n", r.out)
+  end)
+
   it("loads no development module for a real board", function()
     local r = h.run({ "-e", [[
       local boards = require "fotahost.avr.boards"

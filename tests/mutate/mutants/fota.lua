@@ -202,7 +202,7 @@ return {
   { name = "fota-health-check-interrupt-is-failure", file = FOTA,
     from = "if not hok then pass_interrupts(hres) end",
     to = "",
-    specs = { E2E },
+    specs = { E2E }, filter = "SIGTERM during an update",
     why = "a service stop during the health check rolls back a good image, or the app keeps running" },
   { name = "fota-rollback-journal-kept", file = FOTA,
     from = [[  os.remove(self.paths.journal)
@@ -454,7 +454,7 @@ return {
   { name = "fota-no-verifying-status", file = FOTA,
     from = [[  self:status("verifying")]],
     to = "",
-    specs = { POLICY, TOOL },
+    specs = { POLICY }, filter = "wrong signature without erasing",
     why = "the cloud's status sequence skips a step" },
   { name = "fota-failure-not-reported", file = FOTA,
     from = [[    log.error("update to %s failed: %s", job.version, err)
@@ -508,7 +508,7 @@ return {
     return nil, name .. ": " .. tostring(res)]],
     to = [[  if not ok then
     return nil, name .. ": " .. tostring(res)]],
-    specs = { E2E },
+    specs = { E2E }, filter = "SIGTERM in a before_flash hook",
     why = "a service stop during a hook is reported to the cloud as a failed update, and the app runs on" },
 
   ---------------------------------------------------------------- configuration
@@ -609,7 +609,7 @@ return {
   { name = "wings-missing-dev-raises", file = "scripts/fotahost/avr/boards.lua",
     from = "if not package.searchpath(board.dev, package.path) then return nil end",
     to = "",
-    specs = { "spec/install_spec.lua" },
+    specs = { "spec/wings_spec.lua" }, filter = "dev wing is not installed",
     why = "without the dev wing, -c sim dies in a require traceback instead of saying what to install" },
   { name = "wings-dev-required-by-name", file = "scripts/fotahost/avr/boards.lua",
     from = "return require(board.dev)",

@@ -15,7 +15,7 @@ return {
   { name = "rollout-batch-before-previous-finished", file = SM,
     from = "    if not finished(ro, k) then break end\n",
     to = "",
-    specs = { UNIT, E2E },
+    specs = { UNIT },
     why = "every batch is pushed at once: the canary and the threshold stop nothing" },
   { name = "rollout-abort-still-pushes", file = SM,
     from = [[if ro.state ~= "running" and ro.state ~= "paused" then return pushes end]],
