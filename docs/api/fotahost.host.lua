@@ -26,6 +26,14 @@ function host.tools() end
 ---@return string? err "no tool named '<name>'"
 function host.find_tool(name) end
 
+---The override scripts the host replaced with their bundled twins in this
+---process, in order (a copy: editing it changes nothing). A record per
+---fallback: the module's name ("app" when the bundled app script ran
+---instead of the override's), the override's file, the bundled file that
+---ran, and why (`FILE:LINE: cause`, or the failed starts that led to it).
+---@return { module: string, file: string, bundled: string, why: string }[]
+function host.fallbacks() end
+
 ---Asks the host to exec itself again, with the same arguments, once the
 ---script has ended and the Lua state is closed (every fd and session
 ---released): the same PID, as a supervisor expects. The app's reload. A
