@@ -271,7 +271,8 @@ return {
   end
 
   it("a module override that loads but raises when called (in recover): 3 failed starts, the 4th runs "
-      .. "the bundled scripts, says why and flashes the next push; the 5th tries the override again", function()
+      .. "the bundled scripts (the user's own modules still load), says why and flashes the next push; "
+      .. "the 5th tries the override again", function()
     local t = new_device()
     local file = override(t, "fotahost/fota.lua", nil, function(lines)
       for i, l in ipairs(lines) do
@@ -280,6 +281,9 @@ return {
         end
       end
     end)
+    -- a module of the user's own, with no bundled twin, that the config needs: it still loads
+    override(t, "mine.lua", "return { heartbeat = 1 }\n")
+    h.write(t.cfg, 'local mine = require "mine"\n' .. h.read(t.cfg):gsub("heartbeat = 1", "heartbeat = mine.heartbeat"))
     local why = h.literal(file) .. ":%d+: attempt to call a nil value %(global 'recover_journal_typo'%)"
     failed_starts(t, 3, why)
     start_app(t)
