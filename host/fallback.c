@@ -372,8 +372,6 @@ static void read_streak(FILE *f, struct streak *s)
     }
 }
 
-/* Writes one line to the record file (mode "a", or "w" to start it
- * afresh); the message part stops at its first line. */
 /* Opens the record file with `flags`: never through a symbolic link, and
  * only a regular file (a FIFO planted there would block the start). */
 static FILE *open_record(int flags, const char *mode)
@@ -381,16 +379,18 @@ static FILE *open_record(int flags, const char *mode)
     int fd = open(starts_path, flags | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0600);
     struct stat st;
     FILE *f;
+    int e;
 
     if (fd < 0)
         return NULL;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (f = fdopen(fd, mode)) == NULL) {
-        int e = S_ISREG(st.st_mode) ? errno : EINVAL;
-        close(fd);
-        errno = e;
-        return NULL;
-    }
-    return f;
+    if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode))
+        errno = EINVAL; /* said as "not a regular file" */
+    else if ((f = fdopen(fd, mode)) != NULL)
+        return f;
+    e = errno;
+    close(fd);
+    errno = e;
+    return NULL;
 }
 
 /* The length of `msg` kept in a record: its first line, at most WHY_MAX
@@ -664,7 +664,8 @@ static int load_bundled(lua_State *L, const char *name, const struct streak *s)
     starts_path[0] = '\0';
     push_scripts_dir(L, 1);
     dir = lua_tostring(L, -1);
-    set_overrides_aside(L, dir);
+    if (dir != NULL)
+        set_overrides_aside(L, dir);
     lua_pushfstring(L, "%s: %d failed starts in a row, the last %s%s",
                     lua_isnil(L, -2) ? dir : lua_tostring(L, -3), s->failed,
                     s->why[0] != '\0' ? "with: " : "", s->why[0] != '\0' ? s->why : SILENT);
