@@ -1,13 +1,17 @@
 /*
  * fallback.c: bundled scripts stand in for broken overrides (fallback.h).
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -20,6 +24,8 @@
 #define RUN_DIR "/var/run/fotahost"
 #define STARTS_FILE "app-starts"
 #define SILENT "ended without a word (killed or crashed)"
+#define WHY_MAX 200 /* bytes of an error kept in the record file */
+#define SCAN_DEPTH 8 /* directory levels searched for overrides */
 
 static int use_env_vars = 1;       /* fotahost -E ignores FOTAHOST_RUN_DIR */
 
@@ -329,12 +335,26 @@ static void next_start(struct streak *s, long t)
         s->failed = 0;
 }
 
+/* Reads the rest of an overlong line (an older or a torn file): it is
+ * never taken for a record of its own. */
+static void skip_rest(FILE *f)
+{
+    int c;
+
+    while ((c = getc(f)) != EOF && c != '\n')
+        ;
+}
+
 static void read_streak(FILE *f, struct streak *s)
 {
     char line[320];
 
     while (f != NULL && fgets(line, sizeof line, f) != NULL) {
-        line[strcspn(line, "\n")] = '\0';
+        size_t n = strcspn(line, "\n");
+
+        if (line[n] == '\0' && n == sizeof line - 1)
+            skip_rest(f);
+        line[n] = '\0';
         if (line[0] == 'S') {
             long t = strtol(line + 1, NULL, 10);
             next_start(s, t);
@@ -344,7 +364,7 @@ static void read_streak(FILE *f, struct streak *s)
         } else if (line[0] == 'C') {
             s->open = 0;
         } else if (line[0] == 'E') {
-            snprintf(s->why, sizeof s->why, "%s", line + 2);
+            snprintf(s->why, sizeof s->why, "%s", line[1] != '\0' ? line + 2 : "");
         } else if (line[0] == 'B') {
             s->failed = 0;
             s->last = -1;
@@ -352,17 +372,71 @@ static void read_streak(FILE *f, struct streak *s)
     }
 }
 
-/* Writes one line to the record file (mode "a", or "w" to start it
- * afresh); the message part stops at its first line. */
-static void record_line(const char *mode, const char *tag, const char *msg)
+/* Opens the record file with `flags`: never through a symbolic link, and
+ * only a regular file (a FIFO planted there would block the start). */
+static FILE *open_record(int flags, const char *mode)
 {
-    FILE *f = fopen(starts_path, mode);
+    int fd = open(starts_path, flags | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0600);
+    struct stat st;
+    FILE *f;
+    int e;
+
+    if (fd < 0)
+        return NULL;
+    if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode))
+        errno = EINVAL; /* said as "not a regular file" */
+    else if ((f = fdopen(fd, mode)) != NULL)
+        return f;
+    e = errno;
+    close(fd);
+    errno = e;
+    return NULL;
+}
+
+/* The length of `msg` kept in a record: its first line, at most WHY_MAX
+ * bytes (an error may carry a cloud's string of any length), not cut
+ * inside a UTF-8 sequence. */
+static int kept_length(const char *msg)
+{
+    size_t n = strcspn(msg, "\r\n");
+
+    if (n > WHY_MAX) {
+        n = WHY_MAX;
+        while (n > 0 && ((unsigned char)msg[n] & 0xC0) == 0x80)
+            n--;
+    }
+    return (int)n;
+}
+
+/* Writes one line to the record file (appended, or with `fresh` the file
+ * starts afresh); the message part is cut by kept_length. */
+static void record_line(int fresh, const char *tag, const char *msg)
+{
+    FILE *f = open_record(O_WRONLY | O_CREAT | (fresh ? O_TRUNC : O_APPEND), "w");
 
     if (f == NULL)
         return;
-    fprintf(f, "%s%s%.*s\n", tag, msg != NULL ? " " : "",
-            msg != NULL ? (int)strcspn(msg, "\n") : 0, msg != NULL ? msg : "");
+    fprintf(f, "%s%s%.*s\n", tag, msg != NULL ? " " : "", msg != NULL ? kept_length(msg) : 0,
+            msg != NULL ? msg : "");
     fclose(f);
+}
+
+/* NULL when `dir` may hold the record file: a real directory (not a
+ * link), ours, that nobody else can write to (whoever can plants a file
+ * that decides which scripts the service runs); else why not. */
+static const char *unfit_dir(const char *dir)
+{
+    struct stat st;
+
+    if ((mkdir(dir, 0700) != 0 && errno != EEXIST) || lstat(dir, &st) != 0)
+        return strerror(errno);
+    if (!S_ISDIR(st.st_mode))
+        return "not a directory (a symbolic link?)";
+    if (st.st_uid != geteuid())
+        return "owned by another user";
+    if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
+        return "others may write to it (chmod go-w)";
+    return NULL;
 }
 
 /* Sets starts_path to $FOTAHOST_RUN_DIR/app-starts (made 0700 if need
@@ -370,16 +444,22 @@ static void record_line(const char *mode, const char *tag, const char *msg)
 static int open_starts(lua_State *L)
 {
     const char *dir = use_env_vars ? getenv("FOTAHOST_RUN_DIR") : NULL;
-    FILE *f;
+    const char *why = NULL;
+    FILE *f = NULL;
     int n;
 
     if (dir == NULL || *dir == '\0')
         dir = RUN_DIR;
     n = snprintf(starts_path, sizeof starts_path, "%s/" STARTS_FILE, dir);
-    if (n < 0 || (size_t)n >= sizeof starts_path || (mkdir(dir, 0700) != 0 && errno != EEXIST)
-        || (f = fopen(starts_path, "a")) == NULL) {
+    if (n < 0 || (size_t)n >= sizeof starts_path)
+        why = "path too long";
+    else if ((why = unfit_dir(dir)) == NULL
+             && (f = open_record(O_WRONLY | O_CREAT | O_APPEND, "a")) == NULL)
+        why = errno == ELOOP ? STARTS_FILE " is a symbolic link"
+            : errno == EINVAL ? STARTS_FILE " is not a regular file" : strerror(errno);
+    if (f == NULL) {
         log_line(L, lua_pushfstring(L, "cannot keep the app's starts in %s: %s (no fallback to "
-                                       "the bundled app after failed starts)", dir, strerror(errno)));
+                                       "the bundled scripts after failed starts)", dir, why));
         lua_pop(L, 1);
         starts_path[0] = '\0';
         return 0;
@@ -391,7 +471,7 @@ static int open_starts(lua_State *L)
 /* Reads the streak of failed starts from the record file. */
 static void load_streak(struct streak *s)
 {
-    FILE *f = fopen(starts_path, "r");
+    FILE *f = open_record(O_RDONLY, "r");
 
     memset(s, 0, sizeof *s);
     s->last = -1;
@@ -410,7 +490,7 @@ static int app_exit(lua_State *L)
     int clean = code == 0 || fh_signals_raised() != 0;
 
     if (starts_path[0] != '\0') {
-        record_line("a", clean ? "C" : "E",
+        record_line(0, clean ? "C" : "E",
                     clean ? NULL : lua_pushfstring(L, "exited with status %d", code));
         starts_path[0] = '\0';
     }
@@ -428,7 +508,7 @@ static void app_started(lua_State *L, const struct streak *s)
     char t[32];
 
     snprintf(t, sizeof t, "%ld", now_seconds());
-    record_line(s->failed == 0 ? "w" : "a", "S", t);
+    record_line(s->failed == 0, "S", t);
     lua_getglobal(L, "os");
     lua_getfield(L, -1, "exit");
     lua_pushcclosure(L, app_exit, 1);
@@ -441,9 +521,9 @@ void fh_tool_ended(lua_State *L, int status)
     if (starts_path[0] == '\0')
         return;
     if (status == LUA_OK || fh_signals_raised() != 0)
-        record_line("a", "C", NULL);
+        record_line(0, "C", NULL);
     else
-        record_line("a", "E", lua_tostring(L, -1) != NULL ? lua_tostring(L, -1) : "(error object)");
+        record_line(0, "E", lua_tostring(L, -1) != NULL ? lua_tostring(L, -1) : "(error object)");
     starts_path[0] = '\0';
 }
 
@@ -488,34 +568,153 @@ static int load_twin(lua_State *L, const char *name)
     return luaL_loadfile(L, lua_tostring(L, -1));
 }
 
+/* True when `dir` (or a directory under it, down to `depth` levels)
+ * holds a *.lua file. Hidden entries (.bundled, the copies `fotahost
+ * scripts edit` keeps for diff) are not overrides. */
+static int has_lua(const char *dir, int depth)
+{
+    char path[PATH_MAX];
+    struct dirent *e;
+    struct stat st;
+    int found = 0;
+    DIR *d = depth > 0 ? opendir(dir) : NULL;
+
+    while (d != NULL && !found && (e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        int n = snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+
+        if (e->d_name[0] == '.' || n < 0 || (size_t)n >= sizeof path || stat(path, &st) != 0)
+            continue;
+        if (S_ISREG(st.st_mode))
+            found = len > 4 && strcmp(e->d_name + len - 4, ".lua") == 0;
+        else if (S_ISDIR(st.st_mode))
+            found = has_lua(path, depth - 1);
+    }
+    if (d != NULL)
+        closedir(d);
+    return found;
+}
+
+/* Appends to `b` the entries of package.path (on top) that are in `dir`
+ * (mine 1) or not (mine 0). */
+static void add_entries(luaL_Buffer *b, const char *path, const char *dir, int mine)
+{
+    while (*path != '\0') {
+        const char *end = strchr(path, ';');
+        size_t len = end != NULL ? (size_t)(end - path) : strlen(path);
+        size_t n = strlen(dir);
+
+        if ((len > n && strncmp(path, dir, n) == 0 && path[n] == '/') == mine) {
+            if (luaL_bufflen(b) > 0)
+                luaL_addchar(b, ';');
+            luaL_addlstring(b, path, len);
+        }
+        path += len + (end != NULL);
+    }
+}
+
+/* Moves the override directory's entries to the end of package.path: the
+ * bundled scripts win over every override, and a module of the user's
+ * own with no bundled twin (one a config's hooks require, say) still
+ * loads, from where it always did. */
+static void set_overrides_aside(lua_State *L, const char *dir)
+{
+    luaL_Buffer b;
+    const char *path;
+
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_getfield(L, -1, LUA_LOADLIBNAME);
+    lua_getfield(L, -1, "path");
+    path = lua_tostring(L, -1);
+    if (path != NULL) {
+        luaL_buffinit(L, &b);
+        add_entries(&b, path, dir, 0);
+        add_entries(&b, path, dir, 1);
+        luaL_pushresult(&b);
+        lua_setfield(L, -3, "path");
+    }
+    lua_pop(L, 3);
+}
+
+/*
+ * The app run as a service (stdin not a terminal) ignores SIGHUP until it
+ * takes it with sys.hangups(): a reload asked for while it starts, or an
+ * app override older than reloads that never takes it, would otherwise be
+ * killed by it, in the middle of a flash maybe. On a terminal, SIGHUP
+ * keeps its meaning: the terminal is gone, the app ends.
+ */
+static void ignore_hangups(void)
+{
+    if (!isatty(STDIN_FILENO))
+        signal(SIGHUP, SIG_IGN);
+}
+
+/*
+ * Stack: file, twin (the bundled app, or nil when the app is not
+ * overridden). The 4th start after FH_APP_FAILS failed ones: the record
+ * file starts afresh (the next start tries the overrides again), the
+ * override directory is set aside, and the bundled app runs when the app
+ * is overridden, else the app in use with the bundled scripts.
+ */
+static int load_bundled(lua_State *L, const char *name, const struct streak *s)
+{
+    const char *dir;
+
+    record_line(1, "B", NULL);
+    starts_path[0] = '\0';
+    push_scripts_dir(L, 1);
+    dir = lua_tostring(L, -1);
+    if (dir != NULL)
+        set_overrides_aside(L, dir);
+    lua_pushfstring(L, "%s: %d failed starts in a row, the last %s%s",
+                    lua_isnil(L, -2) ? dir : lua_tostring(L, -3), s->failed,
+                    s->why[0] != '\0' ? "with: " : "", s->why[0] != '\0' ? s->why : SILENT);
+    if (!lua_isnil(L, -3)) {
+        lua_remove(L, -2); /* the directory */
+        return load_twin(L, name);
+    }
+    push_scripts_dir(L, 2);
+    fell_back(L, "scripts", dir, lua_tostring(L, -1), lua_tostring(L, -2));
+    lua_pop(L, 4);
+    return luaL_loadfile(L, lua_tostring(L, -1));
+}
+
 /*
  * Only the app gets this: it is what the service runs, the one script
  * whose failure takes the device off the air (procd gives up on it after
  * a few crashes). Other tools are run by hand, by someone who sees the
- * error and can fix it.
+ * error and can fix it. Its starts are counted whenever an override is in
+ * use: a module override can crash every start too (an error that only
+ * shows when it is called, which `fotahost check` cannot see).
  */
 int fh_load_tool(lua_State *L, const char *name)
 {
     struct streak s = {0, -1, 0, ""};
-    int status;
+    int status, replaced;
 
-    if (strcmp(name, "app") != 0 || !push_twin_tool(L, name, lua_tostring(L, -1)))
+    if (strcmp(name, "app") != 0)
         return luaL_loadfile(L, lua_tostring(L, -1));
-    if (open_starts(L)) {
+    ignore_hangups();
+    replaced = push_twin_tool(L, name, lua_tostring(L, -1));
+    if (!replaced)
+        lua_pushnil(L);
+    push_scripts_dir(L, 1);
+    if ((replaced || (lua_isstring(L, -1) && has_lua(lua_tostring(L, -1), SCAN_DEPTH)))
+        && open_starts(L)) {
+        lua_pop(L, 1);
         load_streak(&s);
-        if (s.failed >= FH_APP_FAILS) {
-            record_line("w", "B", NULL);
-            starts_path[0] = '\0';
-            lua_pushfstring(L, "%s: %d failed starts in a row, the last %s%s", lua_tostring(L, -2),
-                            s.failed, s.why[0] != '\0' ? "with: " : "", s.why[0] != '\0' ? s.why : SILENT);
-            return load_twin(L, name);
-        }
+        if (s.failed >= FH_APP_FAILS)
+            return load_bundled(L, name, &s);
+    } else {
+        lua_pop(L, 1);
     }
     status = luaL_loadfile(L, lua_tostring(L, -2));
-    if (status == LUA_OK || status == LUA_ERRMEM) {
+    if (status == LUA_OK || status == LUA_ERRMEM || !replaced) {
         lua_remove(L, -2); /* the twin */
         if (status == LUA_OK && starts_path[0] != '\0')
             app_started(L, &s);
+        else
+            starts_path[0] = '\0';
         return status;
     }
     starts_path[0] = '\0';

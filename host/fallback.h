@@ -9,11 +9,18 @@
  * any module.
  *
  * The app (the service's script, tools/app.lua): an override app with a
- * syntax error gives way to the bundled app at once; one that failed to
- * start FH_APP_FAILS times in a row (ended without a clean stop, the next
- * start within FH_APP_WINDOW seconds: procd's respawn threshold) gives way
- * to it for one start. The starts are kept in $FOTAHOST_RUN_DIR/app-starts
- * (default /var/run/fotahost, in RAM on OpenWrt: a reboot starts afresh).
+ * syntax error gives way to the bundled app at once. While any override is
+ * in use (any *.lua under the override directory, the app's own
+ * included), its starts are counted: after FH_APP_FAILS failed starts in a
+ * row (ended without a clean stop, the next start within FH_APP_WINDOW
+ * seconds: procd's respawn threshold), one start runs with the override
+ * directory last in package.path (the bundled scripts win; a module with
+ * no twin still loads from it) and the bundled app if the app is
+ * overridden. The starts are kept in $FOTAHOST_RUN_DIR/app-starts
+ * (default /var/run/fotahost, in RAM on OpenWrt: a reboot starts afresh),
+ * only in a directory of ours no one else may write to. Run as a service
+ * (stdin not a terminal), the app ignores SIGHUP until sys.hangups()
+ * takes it.
  *
  * Every fallback is recorded; require("fotahost.host").fallbacks() lists
  * them.

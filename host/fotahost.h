@@ -84,6 +84,9 @@ void fh_signals_restore(void);
 void fh_signals_arm_thread(lua_State *co);
 /* The signal that raised an interrupt error, or 0. */
 int fh_signals_raised(void);
+/* That signal, or one that came but found no Lua code left to raise it
+ * in (it landed as the chunk returned), or 0. */
+int fh_signals_pending(void);
 
 /* Registers the built-in native modules in package.preload (host/preload.c). */
 void fh_open_builtins(lua_State *L);

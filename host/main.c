@@ -580,9 +580,15 @@ static void reexec(const char *exe, char **argv)
 {
     signal(SIGHUP, SIG_IGN);
     fflush(NULL);
-    execv(exe[0] != '\0' ? exe : "/proc/self/exe", argv);
-    fprintf(stderr, "%s: reload: exec %s: %s\n", FOTAHOST_PROGNAME, exe[0] != '\0' ? exe : "/proc/self/exe",
-            strerror(errno));
+    if (exe[0] != '\0') {
+        execv(exe, argv);
+        /* the file gone (a package removed meanwhile, say): the binary
+         * that runs now is still there to run again */
+        fprintf(stderr, "%s: reload: exec %s: %s; trying /proc/self/exe\n", FOTAHOST_PROGNAME, exe,
+                strerror(errno));
+    }
+    execv("/proc/self/exe", argv);
+    fprintf(stderr, "%s: reload: exec /proc/self/exe: %s\n", FOTAHOST_PROGNAME, strerror(errno));
 }
 
 int main(int argc, char **argv)
@@ -605,6 +611,12 @@ int main(int argc, char **argv)
     report(L, status);
     lua_close(L);
     if (status == LUA_OK && result && fh_reexec_requested()) {
+        /* A stop that came as the chunk returned is a stop, not a reload:
+         * the new app would never hear of it (procd would wait, then
+         * SIGKILL). */
+        sig = fh_signals_pending();
+        if (sig != 0)
+            return 128 + sig;
         exe[n > 0 ? n : 0] = '\0';
         reexec(exe, argv);
         return EXIT_FAILURE;

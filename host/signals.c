@@ -110,3 +110,8 @@ int fh_signals_raised(void)
 {
     return sig_raised;
 }
+
+int fh_signals_pending(void)
+{
+    return sig_pending != 0 ? sig_pending : sig_raised;
+}

@@ -224,7 +224,9 @@ static void on_hangup(int sig)
  * sys.hangups() -> rfd | fail, msg, errno: from now on SIGHUP does not
  * end the process; each one makes `rfd` readable (read it empty with
  * sys.read). Only the app asks for this: every other tool keeps SIGHUP's
- * default action. Calling it again returns the same fd.
+ * default action. (The host starts the app run as a service with SIGHUP
+ * ignored, so none comes too early; this handler replaces that.) Calling
+ * it again returns the same fd.
  */
 static int sys_hangups(lua_State *L)
 {

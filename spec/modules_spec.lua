@@ -104,6 +104,44 @@ describe("native modules", function()
     assert.are.equal(pid1, pid2)
   end)
 
+  it("stop instead of exec'ing again when a SIGTERM came as the script ended (host.reexec)", function()
+    local dir = h.tmpdir()
+    -- the TERM lands where no Lua code is left to raise it: inside a debug
+    -- hook (no hook runs there) that then takes the hooks away
+    local script = h.write(dir .. "/again.lua", [[
+      local sys, mark = require "fotahost.sys", ...
+      if sys.exists(mark) then print("again") return end
+      io.open(mark, "w"):close()
+      require("fotahost.host").reexec()
+      debug.sethook(function()
+        os.execute("kill -TERM " .. sys.getpid())
+        debug.sethook()
+      end, "", 1)
+      local _ = 1
+    ]])
+    local r = h.run({ script, dir .. "/mark" })
+    h.rmdir(dir)
+    assert.are.same({ 143, "" }, { r.status, r.out }, r.err)
+  end)
+
+  it("exec the host again from /proc/self/exe when its file is gone (host.reexec)", function()
+    local dir = h.tmpdir()
+    local bin = dir .. "/fotahost"
+    h.must("cp " .. h.q(h.bin) .. " " .. h.q(bin))
+    local script = h.write(dir .. "/again.lua", [[
+      local sys, bin = require "fotahost.sys", ...
+      if not sys.exists(bin) then print("again", sys.getpid()) return end
+      os.remove(bin) -- a package removed meanwhile
+      print("first", sys.getpid())
+      require("fotahost.host").reexec()
+    ]])
+    local out = h.must(h.q(bin) .. " " .. h.q(script) .. " " .. h.q(bin) .. " 2>&1")
+    h.rmdir(dir)
+    local pid1, pid2 = out:match("^first\t(%d+)\n.*reload: exec .*; trying /proc/self/exe\nagain\t(%d+)\n$")
+    assert(pid1, out)
+    assert.are.equal(pid1, pid2)
+  end)
+
   describe(".so plugins", function()
     it("load with require from the plugin path (the example plugin)", function()
       local r = h.run({ "-e", [[

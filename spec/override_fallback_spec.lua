@@ -270,6 +270,68 @@ return {
     end)
   end
 
+  it("a module override that loads but raises when called (in recover): 3 failed starts, the 4th runs "
+      .. "the bundled scripts (the user's own modules still load), says why and flashes the next push; "
+      .. "the 5th tries the override again", function()
+    local t = new_device()
+    local file = override(t, "fotahost/fota.lua", nil, function(lines)
+      for i, l in ipairs(lines) do
+        if l == "function Policy:recover()" then
+          lines[i] = l .. ' io.stderr:write("override app starting\\n") recover_journal_typo()'
+        end
+      end
+    end)
+    -- a module of the user's own, with no bundled twin, that the config needs: it still loads
+    override(t, "mine.lua", "return { heartbeat = 1 }\n")
+    h.write(t.cfg, 'local mine = require "mine"\n' .. h.read(t.cfg):gsub("heartbeat = 1", "heartbeat = mine.heartbeat"))
+    local why = h.literal(file) .. ":%d+: attempt to call a nil value %(global 'recover_journal_typo'%)"
+    failed_starts(t, 3, why)
+    start_app(t)
+    local warning = warned_once(t, "scripts")
+    assert.matches("^warning: " .. h.literal(t.scripts) .. ": 3 failed starts in a row, the last with: "
+      .. why .. "; running the bundled scripts$", warning)
+    assert.matches("error  scripts: " .. h.literal(t.scripts) .. ": 3 failed starts in a row", app_log(t))
+    flashes_next_push(t)
+    stop_app(t)
+    failed_starts(t, 1, why)
+  end)
+
+  it("a record file with a torn or an overlong line is read as the records it holds", function()
+    local t = new_device()
+    override(t, "tools/app.lua", 'io.stderr:write("override app starting\\n") error("crash")\n')
+    local now = math.floor(tonumber(h.read("/proc/uptime"):match("^[%d.]+")))
+    h.must("mkdir -m 700 " .. h.q(t.run))
+    -- the overlong error's rest ("C") is no clean end; the bare "E" (cut
+    -- short) gives no text of a line before
+    h.write(t.run .. "/app-starts", ("S %d\nS %d\nE %sC\nS %d\nE"):format(now, now, ("x"):rep(317), now))
+    local r = h.run({ "app", "--help" }, { env = t.env })
+    assert.matches("^usage: fotahost app", r.out)
+    assert.matches("3 failed starts in a row, the last ended without a word", r.err)
+  end)
+
+  it("an error of any length is kept to its first 200 bytes: the count holds", function()
+    local t = new_device()
+    override(t, "tools/app.lua", 'io.stderr:write("override app starting\\n") error(("x"):rep(317) .. "C", 0)\n')
+    failed_starts(t, 3)
+    local r = h.run({ "app", "--help" }, { env = t.env })
+    assert.matches("^usage: fotahost app", r.out)
+    assert.matches("3 failed starts in a row, the last with: " .. ("x"):rep(200) .. "; running", r.err)
+  end)
+
+  it("keeps no count through a symbolic link or in a directory others may write to", function()
+    local t = new_device()
+    override(t, "tools/app.lua", 'io.stderr:write("override app starting\\n") error("crash")\n')
+    local victim = h.write(t.dir .. "/victim", "mine\n")
+    h.must("mkdir -m 700 " .. h.q(t.run) .. " && ln -s " .. h.q(victim) .. " " .. h.q(t.run .. "/app-starts"))
+    local r = h.run({ "app" }, { env = t.env })
+    assert.matches("cannot keep the app's starts in " .. h.literal(t.run) .. ": app%-starts is a symbolic link", r.err)
+    assert.are.equal("mine\n", h.read(victim))
+    h.must("rm " .. h.q(t.run .. "/app-starts") .. " && chmod 777 " .. h.q(t.run))
+    r = h.run({ "app" }, { env = t.env })
+    assert.matches("cannot keep the app's starts in " .. h.literal(t.run) .. ": others may write to it", r.err)
+    assert.is_nil(h.read(t.run .. "/app-starts"))
+  end)
+
   it("a clean end resets the count; the start after the bundled one tries the override again", function()
     local t = new_device()
     local crash = t.dir .. "/crash"

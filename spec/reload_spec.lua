@@ -72,7 +72,10 @@ return {
   heartbeat = 1, backoff_cap = 2, http = { retries = 0 }, volatile_state_ok = true,
 %s}
 ]]):format(t.id, t.key, cloud.url, t.chip, dir .. "/state", extra and extra(t) or ""))
-    t.app = h.start_app(dir, t.cfg, "env FOTAHOST_SCRIPTS_DIR=" .. h.q(t.scripts) .. " ")
+    -- the app's start records (kept whenever an override is in use) in a
+    -- directory of its own, not the machine's /var/run/fotahost
+    t.app = h.start_app(dir, t.cfg, ("env FOTAHOST_SCRIPTS_DIR=%s FOTAHOST_RUN_DIR=%s ")
+      :format(h.q(t.scripts), h.q(dir .. "/run")))
     cleanups[#cleanups + 1] = function() h.stop_app(t.app) end
     t.since = connected(t)
     return t
@@ -152,6 +155,27 @@ return {
     assert.are.equal("done", push(t, "blink-1000"))
     assert_flash(t, "blink-1000")
     assert.are.equal(t.since, device(t).connected_since)
+  end)
+
+  it("a service's app that never takes SIGHUP (an override older than reloads) is not killed by one; "
+      .. "on a terminal SIGHUP still ends it", function()
+    local dir = h.tmpdir()
+    cleanups[#cleanups + 1] = function() h.rmdir(dir) end
+    h.must("mkdir -p " .. h.q(dir .. "/scripts/tools"))
+    h.write(dir .. "/scripts/tools/app.lua", [[
+      local sys = require "fotahost.sys"
+      os.execute("kill -HUP " .. sys.getpid())
+      print("still here")
+    ]])
+    local env = { FOTAHOST_SCRIPTS_DIR = dir .. "/scripts", FOTAHOST_RUN_DIR = dir .. "/run" }
+    local r = h.run({ "app" }, { env = env })
+    assert.are.same({ 0, "still here\n" }, { r.status, r.out }, r.err)
+    if not os.execute("command -v script >/dev/null") then return end -- util-linux's script: a terminal
+    local _, _, code = os.execute(("env FOTAHOST_SCRIPTS_DIR=%s FOTAHOST_RUN_DIR=%s script -qec %s /dev/null "
+      .. ">%s 2>&1"):format(h.q(env.FOTAHOST_SCRIPTS_DIR), h.q(env.FOTAHOST_RUN_DIR), h.q(h.q(h.bin) .. " app"),
+      h.q(dir .. "/tty.out")))
+    assert.are.equal(129, code, h.read(dir .. "/tty.out"))
+    assert.is_nil((h.read(dir .. "/tty.out") or ""):find("still here", 1, true))
   end)
 
   it("applies a good edit on SIGHUP in the same process, with one reconnect", function()

@@ -1,7 +1,8 @@
 /*
  * Unit tests of host/signals.c: a signal becomes a Lua error raised by a
  * hook, in the main thread and in an armed coroutine that never yields,
- * and <close> variables run while it unwinds.
+ * and <close> variables run while it unwinds; one no Lua code was left to
+ * raise is reported as pending.
  */
 #include <signal.h>
 #include <unistd.h>
@@ -76,6 +77,14 @@ int main(void)
     CHECK(run(L, "x = 1") == LUA_OK);
     raise(SIGINT); /* would kill the test if our handler were left behind... */
     CHECK(run(L, "y = 1") == LUA_OK); /* ...or raise here */
+
+    /* a signal with no Lua code left to raise it (it came as the chunk
+     * returned) is still known: main() stops instead of a reload */
+    fh_signals_install(L);
+    raise(SIGTERM);
+    fh_signals_restore();
+    CHECK(fh_signals_raised() == SIGINT);
+    CHECK(fh_signals_pending() == SIGTERM);
 
     lua_close(L);
     return UNIT_END();
