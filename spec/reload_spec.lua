@@ -170,6 +170,10 @@ return {
     assert(os.execute("kill -HUP " .. pid))
     h.until_true("the app to stop", WAIT, function() return not h.alive(pid) end)
     assert.is_nil(log(t):find("reload", 1, true))
+    -- as the help says
+    local r = h.run({ "app", "--help" })
+    assert.are.equal(0, r.status)
+    assert.matches("SIGHUP reloads a service %(stdin not a terminal.*On a terminal SIGHUP stops the app", r.out)
   end)
 
   it("applies a good edit on SIGHUP in the same process, with one reconnect", function()
