@@ -296,6 +296,56 @@ describe("fotahost.fota policy", function()
     assert.are.equal("done", said[#said])
   end)
 
+  it("frees the policy and says so when putting an error right raises too (a broken cloud client)", function()
+    local p, said = policy("raisecontain")
+    assert.is_true(update(p, cmd("v1", "v1.hex")))
+    raise_mid_flash(p, "edited: boom")
+    local emit = p.cloud.emit
+    p.cloud.emit = function(c, channel, text)
+      if text:find("^failed: ") then error("mcs.lua:12: emit: typo", 0) end
+      return emit(c, channel, text)
+    end
+    local ok, err = pcall(function() return sched.run(function() return p:push(cmd("v2", "v2.hex")) end) end)
+    assert.is_false(ok)
+    assert.are.equal("edited: boom", err)
+    -- the recovery ran, the status was tried once more with what went wrong
+    assert.are.equal("failed: edited: boom; recovered: v2 flashed again after an interruption; putting it right "
+      .. "raised too: mcs.lua:12: emit: typo", said[#said])
+    assert_chip(p, v2, "v2")
+    assert.is_false(p.busy) -- not every later push "queued" for ever
+    p.cloud.emit = emit
+    assert.is_true(sched.run(function() return p:push(cmd("v1b", "v1.hex")) end))
+    assert_chip(p, v1, "v1")
+    assert.are.equal("done", said[#said])
+  end)
+
+  it("says done, not failed, when the error comes after the commit", function()
+    local p, said = policy("raiseaftercommit")
+    assert.is_true(update(p, cmd("v1", "v1.hex")))
+    local report = p.cloud.report_version
+    p.cloud.report_version = function(c, v)
+      if v == "v2" and not p.cloud.raised then p.cloud.raised = true error("mcs.lua:40: report: typo", 0) end
+      return report(c, v)
+    end
+    assert.is_false((pcall(function() return sched.run(function() return p:push(cmd("v2", "v2.hex")) end) end)))
+    assert.are.same(seq(FLASHED, "done", FLASHED, "done", "done: v2 installed (then an error: mcs.lua:40: report: "
+      .. "typo)"), said)
+    assert_chip(p, v2, "v2")
+    assert.are.equal("v2", p:installed().version)
+    assert.is_false(p.busy)
+  end)
+
+  it("says plainly when the recovery of an error raises too", function()
+    local p, said = policy("raiserecover")
+    assert.is_true(update(p, cmd("v1", "v1.hex")))
+    raise_mid_flash(p, "edited: boom")
+    p.recover = function() error("fota.lua:990: recover: typo", 0) end
+    assert.is_false((pcall(function() return sched.run(function() return p:push(cmd("v2", "v2.hex")) end) end)))
+    assert.are.equal("failed: edited: boom; the recovery raised too: fota.lua:990: recover: typo; the MCU may hold "
+      .. "an incomplete image until the app's next start (or a reload) recovers it", said[#said])
+    assert.is_false(p.busy)
+  end)
+
   it("puts the last-known-good back when the health check rejects the image an error cut short", function()
     local p, said = policy("raisehc", { health_check = function(job)
       if job.recovering then return nil, "the sketch is silent" end

@@ -169,9 +169,11 @@ return {
       local log = app_log(t)
       local _, times = log:gsub(h.literal(line), "")
       assert.are.equal(1, times, log)
+      -- at the start, before any push
+      local warning = ("warning: %s; running the bundled %s"):format(why, case.module)
+      assert.are.equal(warning, warned_once(t, case.module))
       flashes_next_push(t)
-      assert.are.equal(("warning: %s; running the bundled %s"):format(why, case.module),
-        warned_once(t, case.module))
+      assert.are.equal(warning, warned_once(t, case.module))
     end)
   end
 
@@ -184,6 +186,25 @@ return {
     flashes_next_push(t)
     assert.are.equal(("warning: %s:3: half-done edit; running the bundled fotahost.fota"):format(file),
       warned_once(t, "fotahost.fota"))
+  end)
+
+  it("an override first required by a push (lazily): reported after that push, once", function()
+    local t = new_device()
+    -- a health check that needs a module the app does not load at start
+    h.write(t.cfg, (h.read(t.cfg):gsub("http = { retries = 0 },", "http = { retries = 0 },\n"
+      .. "  health_check = function() return require(\"fotahost.overrides\").dir() ~= nil end,", 1)))
+    local file, n = typo(t, "fotahost/overrides.lua")
+    start_app(t)
+    assert.are.same({}, matching(t, "^warning: .*running the bundled"))
+    flashes_next_push(t)
+    assert.are.equal(("warning: %s:%d: <name> expected near 'local'; running the bundled fotahost.overrides")
+      :format(file, n), warned_once(t, "fotahost.overrides"))
+    -- the next push reports nothing new
+    admin("POST", "/devices/" .. t.id .. "/fota", { version = "blink-250" })
+    until_true("the second push's final status", WAIT, function()
+      return #matching(t, "^done$") + #matching(t, "^skipped: ") == 2
+    end)
+    assert.are.equal(1, #matching(t, "^warning: .*running the bundled"))
   end)
 
   it("an override that returns nothing usable gives way too", function()

@@ -56,8 +56,9 @@ describe("editing on the board: reload and contained errors", function()
 
   -- A device: an id in the cloud, a chip, a state directory, an override
   -- scripts directory, a config (with extra(t), Lua fields), and its app
-  -- running and connected (t.since: since when).
-  local function start(extra)
+  -- running and connected (t.since: since when). `cmd(t)`, shell text, runs
+  -- the app instead of `fotahost app`.
+  local function start(extra, cmd)
     ndev = ndev + 1
     local dir = h.tmpdir()
     local t = { id = "reload" .. ndev, key = ("key%05d"):format(ndev), dir = dir, chip = dir .. "/chip",
@@ -75,7 +76,7 @@ return {
     -- the app's start records (kept whenever an override is in use) in a
     -- directory of its own, not the machine's /var/run/fotahost
     t.app = h.start_app(dir, t.cfg, ("env FOTAHOST_SCRIPTS_DIR=%s FOTAHOST_RUN_DIR=%s ")
-      :format(h.q(t.scripts), h.q(dir .. "/run")))
+      :format(h.q(t.scripts), h.q(dir .. "/run")), cmd and cmd(t))
     cleanups[#cleanups + 1] = function() h.stop_app(t.app) end
     t.since = connected(t)
     return t
@@ -178,6 +179,27 @@ return {
     assert.is_nil((h.read(dir .. "/tty.out") or ""):find("still here", 1, true))
   end)
 
+  it("on a terminal, SIGHUP stops the app as it stops any program there (the terminal closed)", function()
+    if not os.execute("command -v script >/dev/null 2>&1") then
+      pending("no script(1) here to give the app a terminal")
+      return
+    end
+    -- script(1) runs the app on a pseudo-terminal, as an SSH session does
+    local t = start(nil, function(t)
+      t.pidfile = t.dir .. "/tty.pid"
+      return "script -qec " .. h.q("echo $$ >" .. h.q(t.pidfile) .. "; exec " .. h.q(h.bin) .. " app") .. " /dev/null"
+    end)
+    local pid = math.tointeger(tonumber(h.read(t.pidfile)))
+    assert.is_true(h.alive(pid))
+    assert(os.execute("kill -HUP " .. pid))
+    h.until_true("the app to stop", WAIT, function() return not h.alive(pid) end)
+    assert.is_nil(log(t):find("reload", 1, true))
+    -- as the help says
+    local r = h.run({ "app", "--help" })
+    assert.are.equal(0, r.status)
+    assert.matches("SIGHUP reloads a service %(stdin not a terminal.*On a terminal SIGHUP stops the app", r.out)
+  end)
+
   it("applies a good edit on SIGHUP in the same process, with one reconnect", function()
     local t = start()
     local pid = t.app.pid
@@ -233,6 +255,31 @@ return {
     assert.are.equal("done", list[#list])
     assert_flash(t, "blink-250")
     h.until_true("the version report", WAIT, function() return device(t).version == "blink-250" end)
+  end)
+
+  it("waits for the statuses a slow cloud has not taken yet before it reloads", function()
+    local t = start()
+    -- an MCS client whose data points wait while the gate file exists: a slow cloud
+    local gate = t.dir .. "/slow"
+    edit(t, "fotahost/mcs.lua", '      res, err, code = api(self, "POST", path, body, ctype)\n', ([[
+      while require("fotahost.sys").exists(%q) do sched.sleep(0.05) end
+      res, err, code = api(self, "POST", path, body, ctype)
+]]):format(gate))
+    hup(t)
+    wait_log(t, "reloading")
+    t.since = connected(t, t.since)
+    h.write(gate, "")
+    admin("POST", "/devices/" .. t.id .. "/fota", { version = "blink-250" })
+    wait_log(t, "status: done")
+    hup(t)
+    local text = wait_log(t, "reload: waiting for ") and log(t)
+    assert.matches("reload: waiting for %d+ statuses to reach the cloud", text)
+    assert.is_nil(text:find("reloading\n.*reloading"))
+    os.remove(gate)
+    h.until_true("the second reload", WAIT, function() return select(2, log(t):gsub("reloading\n", "")) == 2 end)
+    -- the final status reached the cloud before the exec
+    h.until_true("the status done", WAIT, function() return statuses(t)[#statuses(t)] == "done" end)
+    assert_flash(t, "blink-250")
   end)
 
   it("checks the edits again once the update it waited for has ended", function()

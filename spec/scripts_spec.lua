@@ -162,4 +162,28 @@ describe("fotahost scripts", function()
       assert.are.equal(2, r.status)
       assert.matches("^fotahost scripts: unknown command 'move'\nusage:", r.err)
     end)
+
+  it("marks a copy whose first line Lua skips (a BOM, a #! line) after it: it compiles, lines keep their numbers",
+    function()
+      local overrides = require "fotahost.overrides"
+      local sha = require("fotahost.digest").sha256(bundled)
+      for what, top in pairs({ ["#!"] = "#!/usr/bin/env lua\n", BOM = "\239\187\191", ["BOM and #!"] =
+        "\239\187\191#!/usr/bin/env lua\n" }) do
+        local text = top .. bundled
+        local marked = overrides.mark(text, "fotahost/fota.lua", sha)
+        h.must("mkdir -p " .. h.q(ov .. "/fotahost"))
+        h.write(file, marked)
+        local _, n1 = text:gsub("\n", "")
+        local _, n2 = marked:gsub("\n", "")
+        assert.are.equal(n1, n2, what)
+        local r = run({ "check", file })
+        assert.are.equal(0, r.status, what .. ": " .. r.out .. r.err)
+        assert.are.equal(file .. ": ok\n", r.out, what)
+        r = run({ "scripts", "list" })
+        assert.are.equal(file .. ": ok: from fotahost " .. VERSION .. "\n", r.out, what)
+        local m, rest = overrides.marker(marked)
+        assert.are.equal(sha, m and m.sha256, what)
+        assert.are.equal(text, rest, what)
+      end
+    end)
 end)

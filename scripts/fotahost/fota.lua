@@ -689,7 +689,7 @@ end
 -- if that still cannot be saved, puts the last-known-good back and says so.
 function Policy:commit_until_saved(job)
   local ok, err = self:commit(job)
-  if ok then return true end
+  if ok then job.committed = true return true end
   self.unsaved = { version = job.version, sha256 = job.sha256, md5 = job.got_md5 }
   log.error("%s is on the MCU but not recorded: %s; retrying", job.version, err)
   self:status(("done: %s installed (state not saved: %s; retrying)"):format(job.version, err))
@@ -706,6 +706,7 @@ function Policy:commit_until_saved(job)
     if not ok then log.warn("%s still not recorded: %s; retrying in %g s", job.version, err, delay) end
   until ok
   self.unsaved = nil
+  job.committed = true
   log.info("%s recorded", job.version)
   return true
 end
@@ -846,21 +847,35 @@ function Policy:push(value)
   end
   self.busy = true
   local ok, res, why = pcall(function()
+    self.current = job -- how far it got (job.committed): contain() tells the truth
     local r, w = self:update(job)
     while self.pending do
-      local next_job = self.pending
-      self.pending = nil
-      r, w = self:update(next_job)
+      self.current, self.pending = self.pending, nil
+      r, w = self:update(self.current)
     end
     return r, w
   end)
   if not ok then
     pass_interrupts(res)
-    self:contain(res) -- still busy: no push starts while the chip is put right
+    -- still busy: no push starts while the chip is put right
+    local cok, cerr = pcall(self.contain, self, res)
+    if not cok then self:contain_raised(res, cerr) end
   end
-  self.busy = false
+  self.current, self.final = nil, nil
+  self.busy = false -- whatever contain() did: a policy left busy would queue every push for ever
   if not ok then error(res, 0) end
   return res, why
+end
+
+-- contain() raised too (a broken cloud client's emit, say): logged, and the
+-- cloud is told the final status once more if it still can be; the policy
+-- is freed all the same (push()). A SIGTERM meanwhile is passed on.
+function Policy:contain_raised(err, cerr)
+  if sys.interrupted() then self.busy = false error(cerr, 0) end
+  log.error("putting the update's error right raised too: %s", tostring(cerr))
+  local first = self.final or "failed: " .. tostring(err) -- what contain() meant to say, when it got so far
+  local sok, serr = pcall(self.status, self, ("%s; putting it right raised too: %s"):format(first, tostring(cerr)))
+  if not sok then log.error("the final status could not be given: %s", tostring(serr)) end
 end
 
 -- An error raised inside an update (an edited script's function, say,
@@ -875,22 +890,37 @@ function Policy:contain(err)
     self.pending = nil
   end
   local msg = tostring(err)
-  log.error("update failed: %s", msg)
-  self.unsaved = nil
-  if exists(self.paths.journal) then
-    local rok, done = pcall(self.recover, self)
-    if not rok then pass_interrupts(done) end
-    done = rok and (done or "nothing left to recover")
-      or ("failed: the recovery raised too: %s; the next start tries again"):format(tostring(done))
-    msg = msg .. "; " .. done:gsub("^failed: ", "")
-    self.recovered = nil -- said here; attach() is long past
+  local job = self.current
+  if job and job.committed then
+    -- installed and recorded before the raise: not "failed", and no
+    -- journal of its own is left to recover
+    log.error("after %s was installed: %s", job.version, msg)
+    self.final = ("done: %s installed (then an error: %s)"):format(job.version, msg)
+  else
+    log.error("update failed: %s", msg)
+    self.unsaved = nil
+    self.final = "failed: " .. msg .. self:contain_recover()
   end
-  self:status("failed: " .. msg)
+  self:status(self.final)
   local inst = self:installed()
   if self.cloud and inst then
     local rok, rerr = self.cloud:report_version(inst.version)
     if not rok then log.warn("version %s not reported: %s", inst.version, rerr) end
   end
+end
+
+-- The journal an error left behind finished now; "" or "; what was done".
+function Policy:contain_recover()
+  if not exists(self.paths.journal) then return "" end
+  local rok, done = pcall(self.recover, self)
+  self.recovered = nil -- said here; attach() is long past
+  if rok then return "; " .. (done or "nothing left to recover"):gsub("^failed: ", "") end
+  pass_interrupts(done)
+  -- the same code would raise again now: a start runs recover() first
+  local why = ("the recovery raised too: %s; the MCU may hold an incomplete image until the app's next start "
+    .. "(or a reload) recovers it"):format(tostring(done))
+  log.error("%s", why)
+  return "; " .. why
 end
 
 ---------------------------------------------------------------- recovery

@@ -514,6 +514,7 @@ function send_points(self)
     -- oldest queued point meanwhile), and goes back on failure.
     local batch = {}
     for i = 1, math.min(MAX_PER_REQUEST, #self._queue) do batch[i] = table.remove(self._queue, 1) end
+    self._sending = #batch
     local res, err, code
     if self._publisher then -- the transport's session carries them (docs/transport.md)
       res, err = self._publisher(batch)
@@ -521,6 +522,7 @@ function send_points(self)
       local path, body, ctype = datapoints_body(batch)
       res, err, code = api(self, "POST", path, body, ctype)
     end
+    self._sending = nil
     if res then
       failures = 0
       self.points_sent = (self.points_sent or 0) + #batch
@@ -564,6 +566,11 @@ function methods:emit(channel, value, timestamp)
     self._sender = sched.spawn({ name = "mcs data points" }, function() send_points(self) end)
   end
   return true
+end
+
+--- How many data points are queued or being sent.
+function methods:unsent()
+  return #self._queue + (self._sending or 0)
 end
 
 --- Waits until every queued data point has been sent, at most `timeout`

@@ -5,7 +5,8 @@
 -- `fotahost scripts edit NAME` copies a bundled file there with a marker
 -- put before its first line, on that same line, so every line keeps the
 -- number it has in the bundled file (an error's FILE:LINE reads the same in
--- both):
+-- both; after a BOM and a "#!" first line, which Lua skips, the marker
+-- starts the next line):
 --
 --     --[[fotahost override of fotahost/fota.lua, bundled with fotahost 0.1.0, sha256 HEX]] <first line>
 --
@@ -82,19 +83,33 @@ function M.marker_line(rel, sha256)
   return MARKER:format(rel, host.version, sha256)
 end
 
---- `text` with the marker put before its first line.
+-- What Lua skips at the top of a file (luaL_loadfile, and so require and
+-- fotahost check): a UTF-8 BOM, then a first line starting with '#' (a
+-- "#!" line) with its newline. A marker put before that would not compile:
+-- it goes after it, at the start of the next line, so that every line
+-- still keeps its number.
+local function head(text)
+  local bom = text:match("^\239\187\191") or ""
+  local hash = text:match("^#[^\n]*\n?", #bom + 1) or ""
+  return bom .. hash, text:sub(#bom + #hash + 1)
+end
+
+--- `text` with the marker put before its first line (after a BOM and a
+-- "#!" line: see head()).
 function M.mark(text, rel, sha256)
-  local first = text:match("^[^\n]*")
-  return M.marker_line(rel, sha256) .. (first ~= "" and " " or "") .. text
+  local skipped, body = head(text)
+  local first = body:match("^[^\n]*")
+  return skipped .. M.marker_line(rel, sha256) .. (first ~= "" and " " or "") .. body
 end
 
 --- The marker of `text`: { name =, version =, sha256 = } and the text
 -- without it (as it was copied), or nil for a file without one.
 function M.marker(text)
-  local name, version, sha = text:match(MARKER_PATTERN)
+  local skipped, body = head(text)
+  local name, version, sha = body:match(MARKER_PATTERN)
   if not name then return nil end
-  local rest = text:gsub(MARKER_PATTERN .. " ?", "", 1)
-  return { name = name, version = version, sha256 = sha }, rest
+  local rest = body:gsub(MARKER_PATTERN .. " ?", "", 1)
+  return { name = name, version = version, sha256 = sha }, skipped .. rest
 end
 
 local MAX = 4 * 1024 * 1024 -- far above any script

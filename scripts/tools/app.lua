@@ -18,9 +18,12 @@ usage: fotahost app [--config PATH]
   -h, --help      this help
 Runs until stopped (SIGTERM: exit status 143): finishes an update a power
 cut interrupted, registers with the cloud, and installs every FOTA push.
-SIGHUP reloads: the config and the scripts are checked first (fotahost
+SIGHUP reloads a service (stdin not a terminal: procd's, or one started
+with </dev/null): the config and the scripts are checked first (fotahost
 check); if they pass, the app starts again in the same process once no
-update runs; if not, it keeps running as it was and logs why.
+update runs and its statuses have reached the cloud; if not, it keeps
+running as it was and logs why. On a terminal SIGHUP stops the app, as it
+does any program there: the terminal (an SSH session, say) has closed.
 ]]
 
 local path
@@ -30,9 +33,12 @@ for a, value in args:each(arg) do
   else args:fail("unknown argument '%s'", a) end
 end
 
--- SIGHUP asks for a reload (not the end of the process): taken first, so a
--- reload asked for while we start does not kill us.
-local hangups = assert(sys.hangups())
+-- For a service SIGHUP asks for a reload (not the end of the process):
+-- taken first, so a reload asked for while we start does not kill us. On
+-- a terminal it keeps its default action: it means the terminal closed
+-- (an SSH session ended), and an app that reloaded then would run on
+-- detached, unseen.
+local hangups = not sys.isatty(0) and assert(sys.hangups())
 
 local config, config_err = require("fotahost.fota.config").load(path)
 -- A mistake in the config is the user's to fix, not a crash: one line
@@ -59,12 +65,23 @@ local function checked()
 end
 
 local function hangup()
+  if not hangups then repeat sched.sleep(3600) until false end -- on a terminal: no reload
   sched.wait_fd(hangups, "r")
   repeat until not sys.read(hangups, 64)
 end
 
 -- A quiet moment: no update runs or waits, no command handler is busy.
 local function quiet(policy, cloud) return not (policy.busy or policy.pending) and cloud:idle() end
+
+-- The exec drops the data points still queued: a final "done" among them
+-- would never reach the cloud. A reload is not urgent: it waits for them
+-- as long as the cloud takes, the app working on meanwhile (a push is
+-- handled, then the quiet moment waited for again).
+local function flushed(cloud)
+  if cloud:flush(10) then return end
+  log.info("reload: waiting for %d statuses to reach the cloud", cloud:unsent())
+  cloud:flush()
+end
 
 -- SIGHUP, edits that pass the check, a quiet moment (checked again if an
 -- update ran meanwhile), the data points sent (a final "done" among them),
@@ -78,7 +95,7 @@ local function reload(policy, cloud)
     if waited then log.info("reload: waiting for the update (or command) under way to end") end
     repeat
       while not quiet(policy, cloud) do sched.sleep(0.2) end
-      cloud:flush(10)
+      flushed(cloud)
     until quiet(policy, cloud) -- nothing yields from here to the close (check.run neither): no push slips in
   until not waited or checked()
   log.info("reloading")
@@ -90,11 +107,15 @@ end
 -- bundled app run instead of a crashing one) is told to the cloud once
 -- per start (the data point waits in the queue for a connection): the
 -- device still updates, and whoever edited it learns why their edit is
--- not running.
+-- not running. Called again after each push: a module required lazily
+-- (on an update's path) falls back only then; each is told once.
+local reported = 0
 local function report_fallbacks(policy)
-  for _, f in ipairs(require("fotahost.host").fallbacks()) do
-    policy:status(("warning: %s; running the bundled %s"):format(f.why, f.module))
+  local list = require("fotahost.host").fallbacks()
+  for i = reported + 1, #list do
+    policy:status(("warning: %s; running the bundled %s"):format(list[i].why, list[i].module))
   end
+  reported = #list
 end
 
 local ok, err = pcall(sched.run, function()
@@ -108,7 +129,11 @@ local ok, err = pcall(sched.run, function()
                               mqtt = config.mqtt }
   policy:attach(cloud)
   report_fallbacks(policy)
-  cloud:on("FOTA", function(value) policy:push(value) end)
+  cloud:on("FOTA", function(value)
+    local ok, err = pcall(policy.push, policy, value)
+    report_fallbacks(policy)
+    if not ok then error(err, 0) end
+  end)
   -- a push that cannot be read (cut by a pause, say) is not met with silence
   cloud:on_unreadable("FOTA", function(why) policy:status("failed: " .. why) end)
   return reload(policy, cloud)

@@ -361,7 +361,7 @@ return {
     why = "the pre-check counts the image alone: the journal or installed.json finds the disk full" },
   { name = "fota-commit-not-retried", file = FOTA,
     from = [[  local ok, err = self:commit(job)
-  if ok then return true end]],
+  if ok then job.committed = true return true end]],
     to = [[  local ok, err = self:commit(job)
   if true then return ok, err end]],
     specs = { POLICY }, filter = "commit",
