@@ -13,7 +13,9 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <syslog.h>
@@ -252,6 +254,65 @@ static int sys_hangups(lua_State *L)
         }
     }
     lua_pushinteger(L, hup_pipe[0]);
+    return 1;
+}
+
+/* Writes our pid into the lock file `fd` holds (for the next one to name). */
+static int write_pid(int fd)
+{
+    char buf[24];
+    int n = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
+
+    if (ftruncate(fd, 0) != 0)
+        return -1;
+    return pwrite(fd, buf, (size_t)n, 0) == n ? 0 : -1;
+}
+
+/* The pid a lock's holder wrote into `fd`'s file, or 0. */
+static long holder_pid(int fd)
+{
+    char buf[24];
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    return strtol(buf, NULL, 10);
+}
+
+/*
+ * sys.lock(path) -> fd | nil, err, errno[, pid]: takes an exclusive lock
+ * (flock) on `path`, created 0600 and never opened through a link, and
+ * writes our pid into it. The lock lasts until the process ends or execs
+ * (the fd is close-on-exec): a crash can never leave it behind. Held by
+ * another process: nil, "PATH: in use by pid N", EWOULDBLOCK, N.
+ */
+static int sys_lock(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
+    long pid;
+
+    if (fd < 0)
+        return fh_result_errno(L, errno, path);
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        pid = e == EWOULDBLOCK ? holder_pid(fd) : 0;
+        close(fd);
+        if (e != EWOULDBLOCK)
+            return fh_result_errno(L, e, path);
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: in use by pid %I", path, (lua_Integer)pid);
+        lua_pushinteger(L, e);
+        lua_pushinteger(L, pid);
+        return 4;
+    }
+    if (write_pid(fd) != 0) {
+        int e = errno;
+        close(fd);
+        return fh_result_errno(L, e, path);
+    }
+    lua_pushinteger(L, fd);
     return 1;
 }
 
@@ -671,6 +732,7 @@ static const luaL_Reg sys_funcs[] = {
     {"arm", sys_arm},
     {"interrupted", sys_interrupted},
     {"hangups", sys_hangups},
+    {"lock", sys_lock},
     {"replace", sys_replace},
     {"write_file", sys_write_file},
     {"mkdir", sys_mkdir},

@@ -200,6 +200,25 @@ return {
     assert.matches("SIGHUP reloads a service %(stdin not a terminal.*On a terminal SIGHUP stops the app", r.out)
   end)
 
+  it("refuses a second app, and fotahost fota, on the state_dir an app holds (one process a MCU)", function()
+    local t = start()
+    local env = { FOTAHOST_CONFIG = t.cfg, FOTAHOST_RUN_DIR = t.dir .. "/run2" }
+    local want = ("in use by pid %d: another fotahost updates this MCU from the same state_dir")
+      :format(t.app.pid)
+    -- (bounded: a second app that is let run would never end)
+    local bounded = { env = env, shell_prefix = ("timeout -s KILL %d "):format(WAIT) }
+    local r = h.run({ "app" }, bounded)
+    assert.are.equal(1, r.status, r.err)
+    assert.truthy(r.err:find(want, 1, true), r.err)
+    r = h.run({ "fota", "--url", cloud.url .. "/firmwares/blink-250.hex" }, bounded)
+    assert.are.equal(1, r.status, r.out .. r.err)
+    assert.truthy(r.err:find(want, 1, true), r.err)
+    -- neither touched the chip; the app runs on and flashes the next push
+    assert.is_nil(h.read(t.chip .. "/erases.log"))
+    assert.are.equal("done", push(t, "blink-250"))
+    assert_flash(t, "blink-250")
+  end)
+
   it("applies a good edit on SIGHUP in the same process, with one reconnect", function()
     local t = start()
     local pid = t.app.pid

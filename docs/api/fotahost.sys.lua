@@ -72,6 +72,16 @@ function sys.interrupted() end
 ---@return integer? errno
 function sys.hangups() end
 
+---Takes an exclusive lock (flock) on `path`, created 0600 and never opened
+---through a link, and writes our pid into it. It lasts until the process
+---ends or execs (the fd is close-on-exec). Held by another process: nil,
+---"PATH: in use by pid N", EWOULDBLOCK, N.
+---@return integer|nil fd
+---@return string? err
+---@return integer? errno
+---@return integer? holder the pid the holder wrote (only when in use)
+function sys.lock(path) end
+
 ---Puts a finished file in place durably: fsyncs `tmp`, renames it over
 ---`path` (a link at `path` is replaced, not followed), fsyncs the directory.
 ---@return true|nil ok

@@ -274,6 +274,24 @@ function M.new(config, opts)
   return self
 end
 
+--- Takes state_dir for this process alone (the file `lock` in it, held
+-- until the process ends or execs; a crash leaves nothing behind): two
+-- processes updating one MCU from one state would interleave their erases
+-- and journals. The app and `fotahost fota` take it before recover().
+-- true | nil, why (only when another process holds it).
+function Policy:lock()
+  local fd, err, _, holder = sys.lock(self.dir .. "/lock")
+  if fd then return true end
+  if holder then
+    return nil, ("%s: another fotahost updates this MCU from the same state_dir (stop it first: "
+      .. "/etc/init.d/fotahost stop)"):format(err)
+  end
+  -- a state_dir that cannot take the file (read-only, say): every update
+  -- refuses it anyway (writable()), and recover() must still run
+  log.warn("state_dir not locked: %s", err)
+  return true
+end
+
 -- The trusted keys (config.trusted_keys), read once at start. A key that
 -- cannot be read refuses every update (key_error: never a fall back to
 -- unsigned firmware) but stops nothing else: recover() still finishes a

@@ -120,6 +120,8 @@ end
 
 local ok, err = pcall(sched.run, function()
   local policy = fota.new(config)
+  local locked, lock_err = policy:lock()   -- one process a state_dir, so one a MCU
+  if not locked then log.error("%s", lock_err) os.exit(1) end
   policy:recover()                    -- before anything else: the MCU must hold a good image
   local cloud = mcs.register{ device_id = config.device_id, device_key = config.device_key,
                               api = config.api, heartbeat = config.heartbeat,

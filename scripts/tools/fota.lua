@@ -54,6 +54,8 @@ job.force, job.allow_downgrade = o.force, o.allow_downgrade
 local ran, ok, why = pcall(sched.run, function()
   local policy = fota.new(cfg)
   policy.on_status = function(text) io.stdout:write(text, "\n") io.stdout:flush() end
+  local locked, lerr = policy:lock()
+  if not locked then return nil, lerr end
   local rec = policy:recover()
   if rec then io.stdout:write(rec, "\n") end
   return policy:update(job)
