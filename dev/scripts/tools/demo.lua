@@ -9,7 +9,7 @@
 -- board's simulated time), and shows what the cloud received. Every step
 -- prints OK or FAIL with a figure; the exit status is 0 only if all held.
 --
---   fotahost demo [--keep]
+--   fotahost demo [--keep] [--stay]
 --
 -- Each program runs as a process of its own, exactly as a user would start
 -- it; its stdout and stderr go to files in the work directory. Whatever
@@ -23,7 +23,7 @@ local stream = require "fotahost.stream"
 local host = require "fotahost.host"
 
 local USAGE = [[
-usage: fotahost demo [--keep]
+usage: fotahost demo [--keep] [--stay]
 Runs the tutorial locally, start to finish: builds examples/firmware, signs it
 with minisign (a new key pair; the app trusts only it), starts the local cloud
 and the virtual board, flashes serial-led and runs the blink test, starts
@@ -31,6 +31,8 @@ fotahost app, pushes blink-1000 then blink-250 from the cloud and
 measures LED D13's half-period after each, and shows what the cloud received.
 Needs a source checkout (avr-gcc, avr-libc, minisign, and simavr for the virtual board).
   --keep       keep the work directory (logs of every process, the simulated chip)
+  --stay       once every step held, keep the cloud, the virtual board and the app
+               running until Ctrl-C: push more from the cloud's web console
   -h, --help   this help
 Exit status 0 only if every step held; 130 after Ctrl-C.
 ]]
@@ -40,6 +42,7 @@ local cli = require("fotahost.cli").new("demo", USAGE)
 local opts = {}
 for a in cli:each(arg) do
   if a == "--keep" then opts.keep = true
+  elseif a == "--stay" then opts.stay = true
   else cli:fail("unknown argument '%s'", a) end
 end
 
@@ -217,6 +220,7 @@ end
 ---------------------------------------------------------------- the cloud
 
 local cloud_url
+local token_file -- where the cloud wrote its admin token (the console's login)
 local http
 
 local function device()
@@ -332,6 +336,7 @@ local function start_cloud()
   end
   local tcp
   cloud_url, tcp = (read(cloud.out)):match("cloud (http://%S+) tcp (%S+)")
+  token_file = wait_for(5, function() return (read(cloud.out) or ""):match("admin token in (%S+)") end, cloud)
   return ("fotahost cloud serve at %s (commands on tcp %s), device %s, firmwares blink-1000 and blink-250")
     :format(cloud_url, tcp, ID)
 end
@@ -482,6 +487,7 @@ local function demo()
   step("firmware", build_firmware)
   step("sign", sign_firmware)
   step("cloud", start_cloud)
+  io.stdout:write(("     console %s/ (log in with the admin token in %s)\n"):format(cloud_url, tostring(token_file)))
   step("flash serial-led", flash_sketch)
   step("virtual board", start_board)
   step("blink test", blink_test)
@@ -490,6 +496,17 @@ local function demo()
   push("blink-250", 0.25)
   step("cloud status", cloud_status)
   return now() - t_start
+end
+
+-- --stay: the cloud, the board and the app run on until an interruption
+-- (raised out of here); returns why when one of them ends first.
+local function stay()
+  while true do
+    for _, p in ipairs({ cloud, board, app }) do
+      if not p:running() then return ("%s ended (%s)"):format(p.name, exit_text(p:status())) end
+    end
+    pause(0.5)
+  end
 end
 
 ---------------------------------------------------------------- main
@@ -537,10 +554,25 @@ io.stdout:write(("fotahost demo: the tutorial on the virtual board and a local c
   :format(work))
 
 local ok, secs = pcall(demo)
-do local _ <close> = cleanup end
-
 local n_ok = 0
 for _, r in ipairs(results) do if r.ok then n_ok = n_ok + 1 end end
+local stayed, ended
+if ok and opts.stay then
+  io.stdout:write(("demo: all %d steps held in %.1f s; the cloud, the virtual board and the app run on: "
+    .. "the console is at %s/ (Ctrl-C stops them)\n"):format(n_ok, secs, cloud_url))
+  stayed, ended = pcall(stay)
+end
+do local _ <close> = cleanup end
+
+if ok and opts.stay then
+  if stayed or not tostring(ended):find("interrupted (", 1, true) then
+    io.stderr:write("fotahost demo: ", stayed and ("the " .. ended .. " while the demo stayed") or tostring(ended),
+      "; every process stopped\n")
+    os.exit(1)
+  end
+  io.stdout:write("demo: stopped; every process stopped\n")
+  os.exit(0)
+end
 if ok then
   io.stdout:write(("demo: all %d steps held in %.1f s; every process stopped\n"):format(n_ok, secs))
   os.exit(0)
