@@ -87,6 +87,11 @@ int fh_signals_raised(void);
 /* That signal, or one that came but found no Lua code left to raise it
  * in (it landed as the chunk returned), or 0. */
 int fh_signals_pending(void);
+/* epoll_wait(2) for a wait that may block: a SIGINT or SIGTERM caught and
+ * not yet raised, or one that comes just before the wait would start,
+ * ends it at once with EINTR (never lost until the timeout). */
+struct epoll_event;
+int fh_signals_epoll_wait(int epfd, struct epoll_event *ev, int max, int ms);
 
 /* Registers the built-in native modules in package.preload (host/preload.c). */
 void fh_open_builtins(lua_State *L);

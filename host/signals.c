@@ -14,9 +14,16 @@
  * The first raise consumes the signal: cleanup code that runs while the
  * error unwinds is not interrupted again. A second signal of the same kind
  * gets the default action (the process dies), as with lua.c.
+ *
+ * A hook only fires when Lua runs. A signal that lands after the last Lua
+ * instruction before a blocking wait, and before the system call itself,
+ * would find no Lua code to raise it in until the wait ends (a scheduler
+ * sleeping 60 s went on sleeping). fh_signals_epoll_wait closes that gap.
  */
+#include <errno.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/epoll.h>
 
 #include "fotahost.h"
 
@@ -114,4 +121,32 @@ int fh_signals_raised(void)
 int fh_signals_pending(void)
 {
     return sig_pending != 0 ? sig_pending : sig_raised;
+}
+
+/*
+ * SIGINT and SIGTERM are blocked while the flag is read, and unblocked by
+ * epoll_pwait only for the wait itself: one caught before is seen in the
+ * flag, one sent after is delivered inside the wait and ends it (EINTR).
+ */
+int fh_signals_epoll_wait(int epfd, struct epoll_event *ev, int max, int ms)
+{
+    sigset_t stops, old;
+    int n, err;
+
+    if (ms == 0)
+        return epoll_wait(epfd, ev, max, 0); /* never sleeps: no window */
+    sigemptyset(&stops);
+    sigaddset(&stops, SIGINT);
+    sigaddset(&stops, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stops, &old);
+    if (sig_pending != 0) {
+        n = -1;
+        err = EINTR;
+    } else {
+        n = epoll_pwait(epfd, ev, max, ms, &old);
+        err = errno;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = err;
+    return n;
 }

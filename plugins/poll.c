@@ -127,7 +127,8 @@ static int poller_wait(lua_State *L)
     int ms = timeout_ms(L, 2);
 
     while (p->next >= p->nready) {
-        int n = epoll_wait(p->epfd, p->ev, POLL_MAX_EVENTS, ms);
+        /* a signal that lands just before the wait ends it too */
+        int n = fh_signals_epoll_wait(p->epfd, p->ev, POLL_MAX_EVENTS, ms);
         if (n < 0) {
             int err = errno;
             if (err == EINTR) {
