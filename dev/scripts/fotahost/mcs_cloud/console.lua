@@ -50,8 +50,8 @@ end
 -- path (the checkout's dev/scripts, an installed development wing, an
 -- override directory), or nil.
 function CO.find_dir(path)
-  local index = package.searchpath("fotahost.mcs_cloud.console.index",
-    (path or package.path):gsub("%.lua", ".html"))
+  local html = (path or package.path):gsub("%.lua", ".html")
+  local index = package.searchpath("fotahost.mcs_cloud.console.index", html)
   return index and index:match("^(.*/)index%.html$")
 end
 

@@ -24,6 +24,7 @@
     devices: [],
     firmwares: [],
     rollout: null,
+    hasRollout: false,   // whether the cloud has one (GET /admin/devices says)
     device: null,        // the id of the device page shown, or null
   };
 
@@ -215,6 +216,7 @@
         reload("firmwares", loadFirmwares);
         break;
       case "rollout":
+        state.hasRollout = true;
         reload("rollout", loadRollout);
         break;
       default:
@@ -260,19 +262,21 @@
   // ------------------------------------------------------------ loading
 
   async function loadAll() {
-    await Promise.all([loadDevices(), loadFirmwares(), loadRollout()]);
+    await Promise.all([loadDevices(), loadFirmwares()]);
+    await loadRollout();
   }
 
   function reloadAll() {
     reload("devices", loadDevices);
     reload("firmwares", loadFirmwares);
-    reload("rollout", loadRollout);
+    reload("rollout", () => loadDevices().then(loadRollout));
     if (state.device !== null) reload("device", loadDevicePage);
   }
 
   async function loadDevices() {
     const doc = await api("GET", "/admin/devices");
     state.devices = Array.isArray(doc.devices) ? doc.devices : [];
+    state.hasRollout = doc.rollout === true;
     renderDevices();
   }
 
@@ -283,7 +287,12 @@
     renderDevices();
   }
 
+  // (asked only when there is one: a 404 is an error in the browser's console)
   async function loadRollout() {
+    if (!state.hasRollout) {
+      state.rollout = null;
+      return renderRollout();
+    }
     try {
       state.rollout = await api("GET", "/admin/rollout");
     } catch (err) {
@@ -542,6 +551,7 @@
         firmware: f.firmware.value, canary: optionalNumber(f.canary), batch: optionalNumber(f.batch),
         max_failures: optionalNumber(f.max_failures),
       });
+      state.hasRollout = true;
       setText(out, "Rollout of " + state.rollout.firmware + " started: " + state.rollout.devices + " devices in "
         + state.rollout.batches.length + " batches");
       renderRollout();
