@@ -5,8 +5,8 @@
 //
 // Every value a device sent (ids, statuses, data points, peers) is
 // hostile: it reaches the page through textContent only. The server's
-// Content-Security-Policy (trusted types 'none') makes any innerHTML
-// assignment throw, so a slip shows at once.
+// Content-Security-Policy (trusted types 'none') makes any assignment of
+// markup to an element throw, so a slip shows at once.
 "use strict";
 
 (function () {
