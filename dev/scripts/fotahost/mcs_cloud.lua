@@ -128,8 +128,8 @@ end
 function methods:handle(req, res)
   if console.guarded(req.path) then
     res.extra_headers = console.HEADERS
-    local status, why = self:host_refusal(req)
-    if status then return fail(res, status, why) end
+    local misdirected, why = self:host_refusal(req)
+    if misdirected then return fail(res, misdirected, why) end
   end
   if req.path:find("^/admin") then
     local status, why = self:admin_refusal(req)
