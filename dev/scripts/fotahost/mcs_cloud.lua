@@ -8,7 +8,8 @@
 -- * an HTTP server (fotahost.httpd): the device REST API under /mcs/v2,
 --   firmware files under /firmwares/NAME, and an admin API under /admin
 --   (JSON only, a bearer token made at start, no cross-site requests from
---   browsers) that tests and the `fotahost cloud` CLI drive;
+--   browsers) that tests and the `fotahost cloud` CLI drive, and the web
+--   console at / (a page of the admin API; docs/cloud.md);
 -- * a TCP command server: devices connect, send heartbeats, and receive
 --   commands ("id,key,timestampMs,channel,value"), FOTA pushes included;
 -- * with opts.mqtt, a client of an MQTT broker: MCS's topics, devices'
