@@ -166,7 +166,9 @@ async function main() {
       return detail;
     } catch (e) {
       failed++;
-      const line = { step: name, ok: false, ms: Date.now() - s0, error: String(e && e.message || e) };
+      // (playwright's call logs are coloured for a terminal: not in JSON)
+      const text = String(e && e.message || e).replace(/\u001b\[[0-9;]*m/g, '');
+      const line = { step: name, ok: false, ms: Date.now() - s0, error: text };
       if (opts.shots) {
         const file = path.join(opts.shots, scenario.name + '-' + steps + '.png');
         try {
