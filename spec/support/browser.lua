@@ -117,9 +117,10 @@ function Run:stop()
   local function gone() return not h.alive(self.pid) end
   if not pcall(h.until_true, "the driver to end", 5, gone) then
     os.execute("kill -TERM " .. self.pid .. " 2>/dev/null")
-    if not pcall(h.until_true, "the driver to end", 5, gone) then os.execute("kill -KILL " .. self.pid .. " 2>/dev/null") end
+    if not pcall(h.until_true, "the driver to end", 5, gone) then
+      os.execute("kill -KILL " .. self.pid .. " 2>/dev/null")
+    end
   end
-  self.final = { lines = self:lines(), status = self:status(), report = self:report() }
   h.rmdir(self.dir)
 end
 
