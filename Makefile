@@ -402,9 +402,11 @@ install-dev: $(DEV_SO)
 install_so = for so in $(patsubst $(BUILD)/plugins/%,%,$(1)); do \
 	install -D -m 755 $(BUILD)/plugins/$$so $(DESTDIR)$(LIBDIR)/plugins/$$so; done
 
-# Copies the Lua files under directory $(1), tree and all, into the scripts directory.
+# Copies the Lua files under directory $(1), tree and all, into the scripts
+# directory, and the web console's page, style and script beside its module.
 install_lua = cd $(1) && find . -type d -exec install -d $(DESTDIR)$(DATADIR)/scripts/{} \; && \
-	find . -type f -name '*.lua' -exec install -m 644 {} $(DESTDIR)$(DATADIR)/scripts/{} \;
+	find . -type f \( -name '*.lua' -o -name '*.html' -o -name '*.css' -o -name '*.js' \) \
+	    -exec install -m 644 {} $(DESTDIR)$(DATADIR)/scripts/{} \;
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/fotahost

@@ -30,9 +30,10 @@ describe("make install and make install-dev", function()
     return out
   end
 
-  -- The files of the development wing's Lua, relative to dev/scripts.
+  -- The files of the development wing's scripts (its Lua, the web
+  -- console's page), relative to dev/scripts.
   local function dev_scripts()
-    local p = io.popen("cd " .. h.q(h.top) .. " && find dev/scripts -name '*.lua' 2>/dev/null")
+    local p = io.popen("cd " .. h.q(h.top) .. " && find dev/scripts -type f 2>/dev/null")
     local list = {}
     for line in p:lines() do list[#list + 1] = line:sub(#"dev/scripts/" + 1) end
     p:close()

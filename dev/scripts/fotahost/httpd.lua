@@ -75,6 +75,9 @@
 --   res:abort()       closes the connection at once (to cut a body midway)
 --   res.sock          the fotahost.tcp socket under it, for unusual cases
 --   res.status        the status sent, once started
+--   res.extra_headers a table the handler may set: headers every answer
+--                     to this request carries (send_file's 404 and the
+--                     server's 500 included) unless the answer gives its own
 --
 -- Headers are a table name -> value (a string, a number, or a list of
 -- strings for a header sent several times). A handler that returns without
@@ -131,7 +134,7 @@ M.REASONS = {
   [405] = "Method Not Allowed", [408] = "Request Timeout", [409] = "Conflict",
   [410] = "Gone", [411] = "Length Required", [413] = "Content Too Large",
   [414] = "URI Too Long", [415] = "Unsupported Media Type", [416] = "Range Not Satisfiable",
-  [429] = "Too Many Requests", [431] = "Request Header Fields Too Large",
+  [421] = "Misdirected Request", [429] = "Too Many Requests", [431] = "Request Header Fields Too Large",
   [500] = "Internal Server Error", [501] = "Not Implemented", [502] = "Bad Gateway",
   [503] = "Service Unavailable", [504] = "Gateway Timeout", [505] = "HTTP Version Not Supported",
 }
@@ -278,6 +281,12 @@ local function build_head(res, status, headers, length, what)
         out[#out + 1] = name .. ": " .. check_header(name, v, what) .. "\r\n"
       end
       seen[lname] = value
+    end
+  end
+  for name, value in pairs(res.extra_headers or {}) do
+    if not seen[name:lower()] then
+      out[#out + 1] = name .. ": " .. check_header(name, value, what) .. "\r\n"
+      seen[name:lower()] = value
     end
   end
   local no_body = status == 204 or status == 304

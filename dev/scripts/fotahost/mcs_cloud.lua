@@ -32,8 +32,10 @@
 -- (devices, firmwares), command_server (TCP), device_api (REST under
 -- /mcs/v2), admin_api (/admin), token (the admin token), broker (MQTT),
 -- rollout_runner (/admin/rollout and its pushes; rollout, its state
--- machine), common (limits, JSON answers). The parts' methods are the
--- cloud object's.
+-- machine), events (what happened, for the web console: /admin/events),
+-- console (the web console's files, its headers and the Host check),
+-- common (limits, JSON answers). The parts' methods are the cloud
+-- object's.
 
 local sched = require "fotahost.sched"
 local httpd = require "fotahost.httpd"
@@ -47,6 +49,8 @@ local admin_api = require "fotahost.mcs_cloud.admin_api"
 local token = require "fotahost.mcs_cloud.token"
 local broker = require "fotahost.mcs_cloud.broker"
 local rollout_runner = require "fotahost.mcs_cloud.rollout_runner"
+local events = require "fotahost.mcs_cloud.events"
+local console = require "fotahost.mcs_cloud.console"
 
 local log = logmod.get("cloud")
 local fmt = string.format
@@ -67,16 +71,17 @@ M.parse_csv = device_api.parse_csv
 
 local methods = {} -- every part's methods: a cloud's
 local mt = { __index = methods }
-for _, part in ipairs({ store, command_server, device_api, admin_api, token, broker, rollout_runner }) do
+local PARTS = { store, command_server, device_api, admin_api, token, broker, rollout_runner, events, console }
+for _, part in ipairs(PARTS) do
   for name, fn in pairs(part.methods) do
     assert(methods[name] == nil, "mcs_cloud: two parts define " .. name)
     methods[name] = fn
   end
 end
 
--- Device routes first, then the admin API's.
+-- Device routes first, then the admin API's and the console's.
 local ROUTES = {}
-for _, part in ipairs({ device_api, admin_api, rollout_runner }) do
+for _, part in ipairs({ device_api, admin_api, rollout_runner, events, console }) do
   table.move(part.ROUTES, 1, #part.ROUTES, #ROUTES + 1, ROUTES)
 end
 
@@ -110,6 +115,7 @@ function M.new(opts)
     max_connections = opts.max_connections,
     _conns = {},       -- task -> conn, every TCP connection
   }, mt)
+  events.open(self) -- first: the store records the firmwares it registers
   local ok, err = store.open(self, opts)
   if not ok then return nil, err end
   broker.open(self, opts)
@@ -120,6 +126,11 @@ end
 ---------------------------------------------------------------- HTTP: routing
 
 function methods:handle(req, res)
+  if console.guarded(req.path) then
+    res.extra_headers = console.HEADERS
+    local status, why = self:host_refusal(req)
+    if status then return fail(res, status, why) end
+  end
   if req.path:find("^/admin") then
     local status, why = self:admin_refusal(req)
     if status then return fail(res, status, why) end
@@ -171,6 +182,8 @@ function methods:start()
   self.tcp_port = select(2, listener:getsockname())
   self.url = srv.url
   self.public_url = self.public_url or srv.url
+  self.console_dir = console.find_dir()
+  if not self.console_dir then log.warn("the web console's files are not installed: / answers 404") end
   local ok, terr2 = self:write_token()
   if not ok then
     srv:close()
@@ -204,6 +217,7 @@ function methods:close()
   if self._accept and self._accept ~= me then sched.cancel(self._accept) end
   if self.broker then self:broker_close() end
   if self._rollout_task and self._rollout_task ~= me then sched.cancel(self._rollout_task) end
+  self:events_close()
   for task in pairs(self._conns) do
     if task ~= me then sched.cancel(task) end
   end

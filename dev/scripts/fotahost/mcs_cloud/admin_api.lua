@@ -45,13 +45,25 @@ end
 -- ones it sends without asking first (a form, text/plain): any web page the
 -- user visits could otherwise drive the admin API of a cloud on loopback and
 -- push a firmware to their devices. Tools (curl, fotahost cloud) send no
--- Origin; a page of the cloud's own sends the cloud's.
+-- Origin; a page of the cloud's own sends the cloud's, or (the console
+-- opened under another of the cloud's names: listening on every address)
+-- http:// and the Host it was sent to, which the Host check let through.
 function methods:foreign_origin(req)
   local origin = req.headers.origin
   if origin == nil then return false end
   if origin == origin_of(self.url) or origin == origin_of(self.public_url) then return false end
   if self.host == "127.0.0.1" and origin == fmt("http://localhost:%d", self.port) then return false end
+  local host = req.headers.host
+  if host and origin == "http://" .. host:lower() and self:host_allowed(host) then return false end
   return true
+end
+
+-- Sec-Fetch-Site, which browsers send with every request (GETs too,
+-- where they send no Origin): a request another site's page made is
+-- refused, even one that would only read. Tools send none.
+local function cross_site(req)
+  local site = req.headers["sec-fetch-site"]
+  return site ~= nil and site ~= "same-origin" and site ~= "none"
 end
 
 local function media_type(value)
@@ -65,6 +77,9 @@ end
 function methods:admin_refusal(req)
   if self:foreign_origin(req) then
     return 403, fmt("the admin API takes no cross-site requests (Origin %s)", req.headers.origin)
+  end
+  if cross_site(req) then
+    return 403, fmt("the admin API takes no cross-site requests (Sec-Fetch-Site %s)", req.headers["sec-fetch-site"])
   end
   local given = (req.headers.authorization or ""):match("^[Bb]earer +(%S+) *$")
   if not given then
@@ -93,7 +108,9 @@ function H.admin_devices(self, _req, res)
   for _, id in ipairs(self.device_order) do
     list[#list + 1] = self:device_json(self.devices[id], 10)
   end
-  return send_json(res, 200, { now = sys.time(), devices = array(list), broker = self.broker and self:broker_json() })
+  -- rollout: whether GET /admin/rollout has one to show (the console asks only then)
+  return send_json(res, 200, { now = sys.time(), devices = array(list), broker = self.broker and self:broker_json(),
+                               rollout = self.rollout ~= nil })
 end
 
 function H.admin_add_device(self, req, res)
@@ -179,17 +196,21 @@ end
 local function command_reply(self, res, dev, pieces, gap, shown, firmware)
   local ok, err = self:send_and_wait(dev, pieces, gap)
   if not ok then return fail(res, 409, err) end
+  self:emit("command", { device = dev.id, raw = true, via = "tcp" })
   shown = self:without_keys(shown)
   log.info("device %s: sent %s", dev.id, (shown:gsub("\n$", "")))
   return send_json(res, 200, { code = 200, message = "sent", command = shown, firmware = firmware, via = "tcp" })
 end
 
---- Sends `value` on `channel` to `dev` the way it is reached: its TCP
--- connection when it has one (it is listening there now), else the
--- broker when the cloud is on one, which delivers at once to a device
--- online and keeps the command in the session of one offline.
--- @return what was sent (the line, or "topic payload"), "tcp" | "mqtt" | nil, err
-function methods:send_command(dev, channel, value)
+-- A command sent, as an event: its channel, and a FOTA's version. Never
+-- the line, nor the topic: they hold the device's key.
+function methods:emit_command(dev, channel, value, via)
+  local version = channel == "FOTA" and value:match("^[^,]*") or nil
+  self:emit("command", { device = dev.id, channel = channel, version = version, via = via })
+end
+
+-- send_command's sending. @return what was sent, "tcp" | "mqtt" | nil, err
+local function send_by(self, dev, channel, value)
   if dev.conn or not self.broker then
     if not dev.conn then return nil, "device " .. dev.id .. " is not connected" end
     local line = self:command_line(dev, channel, value)
@@ -200,6 +221,17 @@ function methods:send_command(dev, channel, value)
   local payload, err = self:broker_publish(dev, channel, value)
   if not payload then return nil, err end
   return fmt("mcs/%s/%s/%s %s", dev.id, dev.key, channel, payload), "mqtt"
+end
+
+--- Sends `value` on `channel` to `dev` the way it is reached: its TCP
+-- connection when it has one (it is listening there now), else the
+-- broker when the cloud is on one, which delivers at once to a device
+-- online and keeps the command in the session of one offline.
+-- @return what was sent (the line, or "topic payload"), "tcp" | "mqtt" | nil, err
+function methods:send_command(dev, channel, value)
+  local sent, via = send_by(self, dev, channel, value)
+  if sent then self:emit_command(dev, channel, value, via) end
+  return sent, via
 end
 
 --- Pushes a FOTA to `dev` (value "version,MD5,URL"), by send_command().

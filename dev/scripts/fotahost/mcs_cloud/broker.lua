@@ -98,12 +98,14 @@ local function presence(self, dev, value)
     if not dev.mqtt_since then
       dev.mqtt_since = sys.time()
       log.info("device %s connected through the broker", dev.id)
+      self:emit("device", { device = dev.id, connected = true, transport = "mqtt", peer = self.broker.shown })
       self:rollout_connected(dev)
     end
   elseif value == "0" then
     if dev.mqtt_since then
       dev.mqtt_since, dev.disconnected_at = nil, sys.time()
       log.info("device %s disconnected from the broker", dev.id)
+      self:emit("device", { device = dev.id, connected = false, transport = "mqtt", peer = self.broker.shown })
     end
   else
     count(self.broker, "malformed")
@@ -145,7 +147,13 @@ end
 -- Every device seen through the broker: unknown again (the retained
 -- `online` messages come back with the next subscription).
 local function forget_presence(self)
-  for _, dev in pairs(self.devices) do dev.mqtt_since = nil end
+  for _, id in ipairs(self.device_order) do
+    local dev = self.devices[id]
+    if dev.mqtt_since then
+      dev.mqtt_since = nil
+      self:emit("device", { device = id, connected = false, transport = "mqtt", peer = self.broker.shown })
+    end
+  end
 end
 
 -- Takes messages until the connection ends. @return why it ended

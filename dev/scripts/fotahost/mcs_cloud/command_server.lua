@@ -79,6 +79,7 @@ function methods:identify(conn, id, key)
     else
       log.info("device %s connected from %s", id, conn.peer)
     end
+    self:emit("device", { device = id, connected = true, transport = "tcp", peer = conn.peer })
     self:rollout_connected(dev)
   end
   return dev
@@ -99,6 +100,7 @@ function methods:on_message(conn, msg)
   dev.last_heartbeat = at
   push_bounded(dev.heartbeats, { at = at, timestamp = ts }, C.MAX_HEARTBEATS)
   log.debug("device %s: heartbeat %s", id, ts)
+  self:emit("heartbeat", { device = id })
   return true
 end
 
@@ -123,6 +125,7 @@ local function close_conn(self, conn)
     dev.conn = nil
     dev.disconnected_at = sys.time()
     log.info("device %s (%s) disconnected", dev.id, conn.peer)
+    self:emit("device", { device = dev.id, connected = false, transport = "tcp", peer = conn.peer })
   end
 end
 

@@ -144,6 +144,7 @@ function H.report_version(self, req, res, dev)
   end
   dev.version, dev.version_at = version, sys.time()
   log.info("device %s reports firmware %s", dev.id, version)
+  self:emit("version", { device = dev.id, version = version })
   self:rollout_version(dev)
   return send_json(res, 200, { code = 200, message = "Request has succeeded", fwId = fw.fwId })
 end

@@ -27,9 +27,18 @@ RR.VERSION_GRACE = 2   -- s a connected device has to report its version before 
 
 local function path(self) return self.firmware_dir .. "/" .. C.ROLLOUT end
 
+-- The rollout's state as an event, when it is new (the console follows).
+local function note_state(self)
+  local ro = self.rollout
+  if self._rollout_noted == ro and self._rollout_noted_state == ro.state then return end
+  self._rollout_noted, self._rollout_noted_state = ro, ro.state
+  self:emit("rollout", { firmware = ro.firmware, state = ro.state, reason = ro.reason })
+end
+
 --- Writes the rollout when it changed since the last save: the new file
 -- replaces the old one whole (a cut leaves one or the other).
 function methods:rollout_save()
+  note_state(self)
   local text = C.encode(self.rollout) .. "\n"
   if text == self._rollout_saved then return end
   local ok, err = sys.write_file(path(self), text)

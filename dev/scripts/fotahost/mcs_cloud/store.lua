@@ -261,11 +261,14 @@ function methods:register_firmware(version, name, fw_id, quiet)
     self.fw_by_id[fw_id] = fw
   end
   fw.name, fw.path, fw.md5, fw.registered_at = name, path, md5, sys.time()
+  local st = sys.lstat(path)
+  fw.size = st and st.size
   fw.signature = signature or nil
   if not quiet then
     self:save_manifest()
     log.info("firmware %s registered: %s (md5 %s, %s, %s)", version, path, md5, fw.fwId,
       signature and "signed by key " .. signature.key_id or "no signature")
+    self:emit("firmware", { version = version })
   end
   return fw
 end
@@ -323,7 +326,7 @@ end
 -- the signer wrote (nothing here checked it): data, never markup.
 function methods:firmware_json(fw, req)
   local sig = fw.signature
-  return { fwId = fw.fwId, version = fw.version, name = fw.name, md5 = fw.md5,
+  return { fwId = fw.fwId, version = fw.version, name = fw.name, md5 = fw.md5, size = fw.size,
            url = self.public_url and self:firmware_url(fw, req), file = fw.path,
            signed = sig ~= nil, key_id = sig and sig.key_id, trusted_comment = sig and sig.comment }
 end
@@ -337,8 +340,9 @@ function methods:store_point(dev, channel, timestamp, values)
     dev.points[channel] = list
     dev.channel_order[#dev.channel_order + 1] = channel
   end
-  push_bounded(list, { timestamp = timestamp or now_ms(), values = values, received = now_ms() },
-    C.MAX_POINTS)
+  local point = { timestamp = timestamp or now_ms(), values = values, received = now_ms() }
+  push_bounded(list, point, C.MAX_POINTS)
+  self:emit_point(dev, channel, point.timestamp, values)
   self:rollout_point(dev, channel, values)
 end
 

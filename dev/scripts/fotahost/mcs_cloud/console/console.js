@@ -1,0 +1,647 @@
+// The fotahost cloud's web console: devices, firmware, rollout and what
+// happens, live. Plain script, no framework: it reads the admin API with
+// the token the user gave, and long-polls /admin/events to know when to
+// read again.
+//
+// Every value a device sent (ids, statuses, data points, peers) is
+// hostile: it reaches the page through textContent only. The server's
+// Content-Security-Policy (trusted types 'none') makes any assignment of
+// markup to an element throw, so a slip shows at once.
+"use strict";
+
+(function () {
+  const TOKEN_KEY = "fotahost-cloud-token";
+  const MAX_ACTIVITY = 300;   // lines kept in the activity feed
+  const MAX_POINT_ROWS = 300; // rows in a device's data point table
+  const RETRY_MS = 2000;      // after a failed poll
+
+  const $ = (sel, root) => (root || document).querySelector(sel);
+
+  const state = {
+    token: null,
+    session: 0,          // bumped at every login and logout: old loops stop
+    seq: 0,
+    devices: [],
+    firmwares: [],
+    rollout: null,
+    hasRollout: false,   // whether the cloud has one (GET /admin/devices says)
+    device: null,        // the id of the device page shown, or null
+  };
+
+  // ------------------------------------------------------------ helpers
+
+  // An element with text (never markup) and attributes.
+  function el(tag, attrs, text) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v !== undefined && v !== null) e.setAttribute(k, v);
+    }
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    return e;
+  }
+
+  function pad(n) { return String(n).padStart(2, "0"); }
+
+  // "HH:MM:SS" of an epoch time in seconds; "" for none.
+  function clock(seconds) {
+    if (typeof seconds !== "number" || !isFinite(seconds)) return "";
+    const d = new Date(seconds * 1000);
+    return pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds());
+  }
+
+  function fullDate(seconds) {
+    return typeof seconds === "number" ? new Date(seconds * 1000).toLocaleString() : "";
+  }
+
+  // A data point's value as text: "value", else its JSON.
+  function pointValue(p) {
+    const v = p && p.values;
+    if (v && v.value !== undefined) return String(v.value);
+    return JSON.stringify(v);
+  }
+
+  function setText(node, text, title) {
+    const t = text === undefined || text === null ? "" : String(text);
+    if (node.textContent !== t) node.textContent = t;
+    if (title !== undefined) node.title = title;
+  }
+
+  let noticeTimer = null;
+  function notice(text, isError) {
+    const n = $("#notice");
+    n.textContent = text;
+    n.classList.toggle("error", !!isError);
+    n.hidden = false;
+    clearTimeout(noticeTimer);
+    noticeTimer = setTimeout(() => { n.hidden = true; }, 8000);
+  }
+
+  // ------------------------------------------------------------ the admin API
+
+  class Unauthorized extends Error {}
+
+  // A call to the admin API: the decoded answer; throws the server's
+  // message on an error status, Unauthorized on 401 (the login shows).
+  async function api(method, path, body) {
+    const headers = { Authorization: "Bearer " + state.token };
+    const init = { method, headers, cache: "no-store", credentials: "omit" };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    const res = await fetch(path, init);
+    let doc = null;
+    try { doc = await res.json(); } catch (e) { doc = null; }
+    const message = (doc && typeof doc.message === "string" && doc.message) || res.status + " " + res.statusText;
+    if (res.status === 401) {
+      showLogin(message);
+      throw new Unauthorized(message);
+    }
+    if (!res.ok) {
+      const err = new Error(message);
+      err.status = res.status;
+      throw err;
+    }
+    return doc;
+  }
+
+  // Reloads run one at a time per kind, the last asked for winning: a
+  // burst of events costs one fetch, and a slow answer never overwrites
+  // a newer one.
+  const reloads = {};
+  function reload(kind, fn) {
+    const r = reloads[kind] || (reloads[kind] = { running: false, again: false });
+    if (r.running) { r.again = true; return; }
+    r.running = true;
+    const session = state.session;
+    Promise.resolve().then(fn).catch(report).finally(() => {
+      r.running = false;
+      if (r.again && session === state.session) { r.again = false; reload(kind, fn); }
+    });
+  }
+
+  function report(err) {
+    if (!(err instanceof Unauthorized)) notice(err.message || String(err), true);
+  }
+
+  // ------------------------------------------------------------ login
+
+  function showLogin(message) {
+    state.token = null;
+    state.session++;
+    sessionStorage.removeItem(TOKEN_KEY);
+    $("#app").hidden = true;
+    $("#logout").hidden = true;
+    $("#live").hidden = true;
+    $("#login").hidden = false;
+    setText($("#login-error"), message || "");
+    $("#login input[name=token]").focus();
+  }
+
+  function showApp() {
+    $("#login").hidden = true;
+    $("#app").hidden = false;
+    $("#logout").hidden = false;
+    $("#live").hidden = false;
+  }
+
+  // A #token=... fragment is taken once and leaves the address bar (and
+  // the history) at once.
+  function tokenFromFragment() {
+    const m = location.hash.match(/^#token=([^&]*)$/);
+    if (!m) return null;
+    history.replaceState(null, "", location.pathname + location.search);
+    try { return decodeURIComponent(m[1]); } catch (e) { return m[1]; }
+  }
+
+  async function login(token) {
+    state.token = token;
+    state.session++;
+    state.seq = 0;
+    const session = state.session;
+    try {
+      await loadAll();
+    } catch (err) {
+      if (!(err instanceof Unauthorized)) showLogin(err.message);
+      return;
+    }
+    sessionStorage.setItem(TOKEN_KEY, token);
+    $("#login-error").textContent = "";
+    showApp();
+    route();
+    $("#activity").replaceChildren();
+    poll(session);
+  }
+
+  // ------------------------------------------------------------ live updates
+
+  function setLive(ok) {
+    const live = $("#live");
+    live.dataset.state = ok ? "online" : "offline";
+    $(".dot", live).dataset.state = ok ? "online" : "offline";
+    setText($(".live-text", live), ok ? "live" : "reconnecting");
+  }
+
+  // Long-polls /admin/events until the session ends. The first call
+  // takes what the ring holds (the recent activity) without waiting.
+  async function poll(session) {
+    let wait = 0;
+    while (session === state.session) {
+      try {
+        const r = await api("GET", "/admin/events?since=" + state.seq + "&wait=" + wait);
+        if (session !== state.session) return;
+        setLive(true);
+        if (r.reset && wait > 0) {
+          $("#activity").replaceChildren();
+          reloadAll();
+        }
+        state.seq = r.seq;
+        for (const ev of r.events) onEvent(ev, wait === 0);
+        wait = 25;
+      } catch (err) {
+        if (err instanceof Unauthorized || session !== state.session) return;
+        setLive(false);
+        await new Promise((ok) => setTimeout(ok, RETRY_MS));
+      }
+    }
+  }
+
+  // What an event changes on the page. `old`: from the ring at login,
+  // already in what loadAll() read.
+  function onEvent(ev, old) {
+    addActivity(ev);
+    if (old) return;
+    switch (ev.type) {
+      case "firmware":
+        reload("firmwares", loadFirmwares);
+        break;
+      case "rollout":
+        state.hasRollout = true;
+        reload("rollout", loadRollout);
+        break;
+      default:
+        reload("devices", loadDevices);
+        if (state.rollout && (ev.type === "point" || ev.type === "version" || ev.type === "command")) {
+          reload("rollout", loadRollout);
+        }
+    }
+    if (state.device !== null && ev.device === state.device) reload("device", loadDevicePage);
+  }
+
+  // One line of the feed: "HH:MM:SS device what".
+  function activityText(ev) {
+    const who = ev.device ? ev.device + " " : "";
+    let what;
+    switch (ev.type) {
+      case "device": what = ev.connected ? "connected" : "disconnected"; break;
+      case "heartbeat": what = "heartbeat"; break;
+      case "point": what = ev.channel + " " + ev.value + (ev.truncated ? "…" : ""); break;
+      case "version": what = "reports version " + ev.version; break;
+      case "firmware": what = "firmware " + ev.version + " registered"; break;
+      case "command":
+        what = ev.raw ? "raw bytes sent" : ev.version !== undefined ? ev.channel + " " + ev.version + " pushed"
+          : ev.channel + " sent";
+        break;
+      case "rollout": what = "rollout of " + ev.firmware + " " + ev.state + (ev.reason ? ": " + ev.reason : ""); break;
+      default: what = String(ev.type);
+    }
+    return clock(ev.at) + " " + who + what;
+  }
+
+  function addActivity(ev) {
+    const feed = $("#activity");
+    const li = el("li", { "data-type": ev.type }, activityText(ev));
+    if (ev.type === "device") li.dataset.connected = ev.connected ? "yes" : "no";
+    if (ev.type === "device" && ev.peer) li.title = ev.transport + " " + ev.peer;
+    const atEnd = feed.scrollTop + feed.clientHeight >= feed.scrollHeight - 4;
+    feed.append(li);
+    while (feed.childElementCount > MAX_ACTIVITY) feed.firstElementChild.remove();
+    if (atEnd) feed.scrollTop = feed.scrollHeight;
+  }
+
+  // ------------------------------------------------------------ loading
+
+  async function loadAll() {
+    await Promise.all([loadDevices(), loadFirmwares()]);
+    await loadRollout();
+  }
+
+  function reloadAll() {
+    reload("devices", loadDevices);
+    reload("firmwares", loadFirmwares);
+    reload("rollout", () => loadDevices().then(loadRollout));
+    if (state.device !== null) reload("device", loadDevicePage);
+  }
+
+  async function loadDevices() {
+    const doc = await api("GET", "/admin/devices");
+    state.devices = Array.isArray(doc.devices) ? doc.devices : [];
+    state.hasRollout = doc.rollout === true;
+    renderDevices();
+  }
+
+  async function loadFirmwares() {
+    const doc = await api("GET", "/admin/firmwares");
+    state.firmwares = Array.isArray(doc.firmwares) ? doc.firmwares : [];
+    renderFirmwares();
+    renderDevices();
+  }
+
+  // (asked only when there is one: a 404 is an error in the browser's console)
+  async function loadRollout() {
+    if (!state.hasRollout) {
+      state.rollout = null;
+      return renderRollout();
+    }
+    try {
+      state.rollout = await api("GET", "/admin/rollout");
+    } catch (err) {
+      if (err.status !== 404) throw err;
+      state.rollout = null;
+    }
+    renderRollout();
+  }
+
+  // ------------------------------------------------------------ rows
+
+  // Brings `tbody`'s rows in line with `items`, keyed by `attr`: a row is
+  // made once (make) and updated in place (update), so a select the user
+  // is in keeps its choice and its focus.
+  function syncRows(tbody, attr, items, key, make, update) {
+    const rows = new Map();
+    for (const tr of tbody.rows) rows.set(tr.getAttribute(attr), tr);
+    let before = tbody.firstElementChild;
+    for (const item of items) {
+      const k = key(item);
+      let tr = rows.get(k);
+      if (!tr) {
+        tr = make(item);
+        tr.setAttribute(attr, k);
+      }
+      rows.delete(k);
+      if (tr !== before) tbody.insertBefore(tr, before);
+      else before = before.nextElementSibling;
+      update(tr, item);
+    }
+    for (const tr of rows.values()) tr.remove();
+  }
+
+  // Versions, newest registered first.
+  function versionsNewestFirst() {
+    return state.firmwares.map((f) => String(f.version)).reverse();
+  }
+
+  function fillVersions(select) {
+    const versions = versionsNewestFirst();
+    const now = Array.from(select.options, (o) => o.value);
+    if (now.join("\n") === versions.join("\n")) return;
+    const chosen = select.value;
+    select.replaceChildren(...versions.map((v) => el("option", { value: v }, v)));
+    if (versions.includes(chosen)) select.value = chosen;
+  }
+
+  // ------------------------------------------------------------ devices
+
+  function lastStatus(dev) {
+    const list = dev.datapoints && dev.datapoints.fota_status;
+    return Array.isArray(list) && list.length ? list[list.length - 1] : null;
+  }
+
+  function makeDeviceRow(dev) {
+    const tr = el("tr");
+    const idCell = el("td", { class: "id" });
+    const dot = el("span", { class: "dot", "data-state": "offline" });
+    const link = el("a", { href: "#device/" + encodeURIComponent(dev.id) }, dev.id);
+    idCell.append(dot, link);
+    const push = el("td", { class: "push-cell" });
+    const select = el("select", { class: "push-version", "aria-label": "Version to push to " + dev.id });
+    const button = el("button", { type: "button", class: "push primary" }, "Push");
+    button.addEventListener("click", () => pushTo(dev.id, select.value, button));
+    const group = el("div", { class: "push-group" });
+    group.append(select, button);
+    push.append(group);
+    tr.append(idCell, el("td", { class: "peer" }), el("td", { class: "heartbeat" }), el("td", { class: "version" }),
+      el("td", { class: "status" }), el("td", { class: "status-at" }), push);
+    return tr;
+  }
+
+  function updateDeviceRow(tr, dev) {
+    const online = dev.connected === true;
+    const dot = $(".dot", tr);
+    dot.dataset.state = online ? "online" : "offline";
+    dot.title = online ? "online (" + dev.transport + ")" : "offline";
+    setText($("td.peer", tr), online ? dev.peer : "");
+    setText($("td.heartbeat", tr), clock(dev.last_heartbeat), fullDate(dev.last_heartbeat));
+    setText($("td.version", tr), dev.version);
+    const st = lastStatus(dev);
+    setText($("td.status", tr), st ? pointValue(st) : "");
+    const at = st ? st.received / 1000 : null;
+    setText($("td.status-at", tr), clock(at), fullDate(at));
+    const select = $("select.push-version", tr);
+    fillVersions(select);
+    $("button.push", tr).disabled = select.options.length === 0;
+  }
+
+  function renderDevices() {
+    const tbody = $("#devices tbody");
+    syncRows(tbody, "data-device", state.devices, (d) => String(d.id), makeDeviceRow, updateDeviceRow);
+    $("#devices-empty").hidden = state.devices.length > 0;
+  }
+
+  async function pushTo(id, version, button) {
+    if (!version) return;
+    button.disabled = true;
+    try {
+      const r = await api("POST", "/admin/devices/" + encodeURIComponent(id) + "/fota", { version });
+      const signed = r.firmware && r.firmware.signed ? "signed" : "unsigned";
+      notice(version + " pushed to " + id + " (" + signed + "): " + r.message);
+    } catch (err) {
+      report(err);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // ------------------------------------------------------------ firmware
+
+  function makeFirmwareRow(fw) {
+    const tr = el("tr");
+    const actions = el("td", { class: "actions" });
+    const button = el("button", { type: "button", class: "push-all" }, "Push to all");
+    button.addEventListener("click", () => pushToAll(String(fw.version), button));
+    actions.append(button);
+    tr.append(el("td", { class: "version" }), el("td", { class: "size" }), el("td", { class: "md5" }),
+      el("td", { class: "signed" }), el("td", { class: "key-id" }), actions);
+    return tr;
+  }
+
+  function updateFirmwareRow(tr, fw) {
+    setText($("td.version", tr), fw.version, fw.name);
+    setText($("td.size", tr), typeof fw.size === "number" ? fw.size + " bytes" : "");
+    setText($("td.md5", tr), fw.md5);
+    const signed = $("td.signed", tr);
+    setText(signed, fw.signed ? "signed" : "unsigned", fw.trusted_comment || "");
+    signed.dataset.signed = fw.signed ? "yes" : "no";
+    setText($("td.key-id", tr), fw.key_id);
+  }
+
+  function renderFirmwares() {
+    const tbody = $("#firmwares tbody");
+    const list = state.firmwares.slice().reverse();
+    syncRows(tbody, "data-firmware", list, (f) => String(f.version), makeFirmwareRow, updateFirmwareRow);
+    $("#firmwares-empty").hidden = list.length > 0;
+    fillVersions($("#rollout-start select[name=firmware]"));
+  }
+
+  async function pushToAll(version, button) {
+    button.disabled = true;
+    const failed = [];
+    let sent = 0;
+    try {
+      for (const dev of state.devices) {
+        try {
+          await api("POST", "/admin/devices/" + encodeURIComponent(dev.id) + "/fota", { version });
+          sent++;
+        } catch (err) {
+          if (err instanceof Unauthorized) return;
+          failed.push(dev.id + ": " + err.message);
+        }
+      }
+      notice(version + " pushed to " + sent + " of " + state.devices.length + " devices"
+        + (failed.length ? "; not to " + failed.join("; ") : ""), failed.length > 0);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  async function upload(event) {
+    event.preventDefault();
+    const form = event.target;
+    const out = $("#upload-result");
+    const hex = form.elements.hex.files[0];
+    const sig = form.elements.sig.files[0];
+    const version = form.elements.version.value.trim();
+    out.classList.remove("error");
+    if (!hex || !version) return;
+    const button = $("button[type=submit]", form);
+    button.disabled = true;
+    setText(out, "Uploading " + hex.name + "…");
+    try {
+      const body = { version, name: hex.name, content: await hex.text() };
+      if (sig) body.signature = await sig.text();
+      const fw = await api("POST", "/admin/firmwares", body);
+      setText(out, "Registered " + fw.version + " (" + fw.size + " bytes, MD5 " + fw.md5 + ", "
+        + (fw.signed ? "signed by key " + fw.key_id : "unsigned") + ")");
+      form.reset();
+      reload("firmwares", loadFirmwares);
+    } catch (err) {
+      out.classList.add("error");
+      setText(out, err.message);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // ------------------------------------------------------------ rollout
+
+  const FINISHED = ["done", "skipped", "failed", "timeout"];
+
+  function batchItem(b, current) {
+    const counts = b.counts || {};
+    const finished = FINISHED.reduce((n, s) => n + (counts[s] || 0), 0);
+    const li = el("li");
+    if (b.number === current) li.setAttribute("aria-current", "step");
+    const head = el("div", { class: "batch-head" });
+    head.append(el("strong", null, "Batch " + b.number + (b.canary ? " (canary)" : "")),
+      el("span", { class: "count" }, finished + " of " + b.size + " finished"));
+    const bar = el("progress", { max: String(b.size), value: String(finished) });
+    bar.setAttribute("aria-label", "batch " + b.number + " progress");
+    const devices = el("ul", { class: "batch-devices" });
+    for (const d of b.devices || []) {
+      devices.append(el("li", { "data-state": d.state, title: d.why || "" }, d.id + " " + d.state));
+    }
+    li.append(head, bar, devices);
+    return li;
+  }
+
+  function renderRollout() {
+    const ro = state.rollout;
+    const card = $("#rollout");
+    const buttons = { pause: $("button.pause", card), resume: $("button.resume", card), abort: $("button.abort", card) };
+    const batches = $("#batches");
+    if (!ro) {
+      setText($("#rollout-state"), "No rollout yet.");
+      batches.replaceChildren();
+      for (const b of Object.values(buttons)) b.disabled = true;
+      return;
+    }
+    const nb = Array.isArray(ro.batches) ? ro.batches.length : 0;
+    let text = ro.firmware + ": " + ro.state;
+    if (ro.state === "running" || ro.state === "paused") text += ", batch " + ro.current_batch + " of " + nb;
+    if (typeof ro.reason === "string") text += " (" + ro.reason + ")";
+    setText($("#rollout-state"), text);
+    $("#rollout-state").dataset.state = ro.state;
+    buttons.pause.disabled = ro.state !== "running";
+    buttons.resume.disabled = ro.state !== "paused";
+    buttons.abort.disabled = ro.state !== "running" && ro.state !== "paused";
+    batches.replaceChildren(...(ro.batches || []).map((b) => batchItem(b, ro.current_batch)));
+  }
+
+  async function rolloutAction(action) {
+    try {
+      state.rollout = await api("POST", "/admin/rollout/" + action, {});
+      renderRollout();
+    } catch (err) {
+      report(err);
+    }
+  }
+
+  function optionalNumber(input) {
+    const v = input.value.trim();
+    return v === "" ? undefined : Number(v);
+  }
+
+  async function startRollout(event) {
+    event.preventDefault();
+    const f = event.target.elements;
+    const out = $("#rollout-result");
+    out.classList.remove("error");
+    try {
+      state.rollout = await api("POST", "/admin/rollout", {
+        firmware: f.firmware.value, canary: optionalNumber(f.canary), batch: optionalNumber(f.batch),
+        max_failures: optionalNumber(f.max_failures),
+      });
+      state.hasRollout = true;
+      setText(out, "Rollout of " + state.rollout.firmware + " started: " + state.rollout.devices + " devices in "
+        + state.rollout.batches.length + " batches");
+      renderRollout();
+    } catch (err) {
+      out.classList.add("error");
+      setText(out, err.message);
+    }
+  }
+
+  // ------------------------------------------------------------ the device page
+
+  async function loadDevicePage() {
+    const id = state.device;
+    if (id === null) return;
+    const path = "/admin/devices/" + encodeURIComponent(id);
+    const [dev, points] = await Promise.all([api("GET", path), api("GET", path + "/datapoints")]);
+    if (id !== state.device) return;
+    renderDevicePage(dev, points.channels || {});
+  }
+
+  function renderDevicePage(dev, channels) {
+    const page = $("#device-page");
+    const online = dev.connected === true;
+    setText($("h2", page), dev.id);
+    setText($(".d-connection", page), online ? "online (" + dev.transport + ")" : "offline");
+    setText($(".d-peer", page), online ? dev.peer : "");
+    setText($(".d-heartbeat", page), dev.last_heartbeat ? fullDate(dev.last_heartbeat) : "none yet");
+    setText($(".d-version", page), dev.version || "not reported");
+    const history = (channels.fota_status || []).map((p) => el("li", null, clock(p.received / 1000) + " " + pointValue(p)));
+    $("#history").replaceChildren(...history);
+    const rows = [];
+    for (const [chn, list] of Object.entries(channels)) {
+      for (const p of list) rows.push({ chn, p });
+    }
+    rows.sort((a, b) => b.p.received - a.p.received);
+    const trs = rows.slice(0, MAX_POINT_ROWS).map(({ chn, p }) => {
+      const tr = el("tr");
+      tr.append(el("td", { class: "channel" }, chn), el("td", { class: "value" }, pointValue(p)),
+        el("td", { class: "time", title: fullDate(p.received / 1000) }, clock(p.received / 1000)));
+      return tr;
+    });
+    $("#points tbody").replaceChildren(...trs);
+  }
+
+  // #device/ID shows that device's page; anything else the dashboard.
+  function route() {
+    const m = location.hash.match(/^#device\/(.+)$/);
+    let id = null;
+    if (m) {
+      try { id = decodeURIComponent(m[1]); } catch (e) { id = m[1]; }
+    }
+    state.device = id;
+    $("#dashboard").hidden = id !== null;
+    $("#device-page").hidden = id === null;
+    if (id !== null) {
+      setText($("#device-page h2"), id);
+      $("#history").replaceChildren();
+      $("#points tbody").replaceChildren();
+      reload("device", loadDevicePage);
+    }
+  }
+
+  // ------------------------------------------------------------ start
+
+  function start() {
+    $("#login").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const input = $("#login input[name=token]");
+      const token = input.value.trim();
+      input.value = "";
+      if (token) login(token);
+    });
+    $("#logout").addEventListener("click", () => showLogin(""));
+    $("#upload").addEventListener("submit", upload);
+    $("#rollout-start").addEventListener("submit", startRollout);
+    for (const action of ["pause", "resume", "abort"]) {
+      $("#rollout button." + action).addEventListener("click", () => rolloutAction(action));
+    }
+    $("#show-heartbeats").addEventListener("change", (e) => {
+      $("#activity").classList.toggle("with-heartbeats", e.target.checked);
+    });
+    window.addEventListener("hashchange", () => {
+      const token = tokenFromFragment();
+      if (token) login(token);
+      else if (state.token) route();
+    });
+    const token = tokenFromFragment() || sessionStorage.getItem(TOKEN_KEY);
+    if (token) login(token);
+    else showLogin("");
+  }
+
+  start();
+})();

@@ -1,0 +1,345 @@
+-- The local cloud's web console, its server side (issue 17): the page
+-- and its files at / with the security headers, the Host check (a DNS
+-- rebinding page gets 421), cross-site requests refused (Origin,
+-- Sec-Fetch-Site), and /admin/events, the long poll the page follows:
+-- it returns when a device sends a data point, pages with since=N, says
+-- reset when N is older than its ring, and never shows a device key.
+-- The cloud runs as a process of its own (`fotahost cloud serve`); every
+-- request is written by hand over TCP, so the Host and the method are
+-- exactly what a browser or a tool would send.
+local h = require "helper"
+local tcp = require "fotahost.tcp"
+local sched = require "fotahost.sched"
+local cjson = require "cjson"
+local mcs_cloud = require "fotahost.mcs_cloud"
+
+local fmt = string.format
+local ID, KEY = "Con1xQ7w", "Vh3kP9sLm2Nb8RtY"
+
+local dir, cloud, port, tcp_port, token
+
+-- Reads an HTTP answer to its end (the request said Connection: close):
+-- { status, headers (lower-case names), body }.
+local function read_answer(s, timeout)
+  local deadline = sched.now() + timeout
+  local chunks = {}
+  while true do
+    local left = deadline - sched.now()
+    assert(left > 0, "no whole answer within " .. timeout .. " s: " .. table.concat(chunks))
+    local data, why = s:read_some(65536, left)
+    if data then
+      chunks[#chunks + 1] = data
+    elseif why == "closed" then
+      break
+    end
+  end
+  local text = table.concat(chunks)
+  local head, body = text:match("^(.-)\r\n\r\n(.*)$")
+  assert(head, "not an HTTP answer: " .. text)
+  local status = math.tointeger(tonumber(head:match("^HTTP/1%.%d (%d+)")))
+  local headers = {}
+  for name, value in head:gmatch("\r\n([^:\r\n]+): ([^\r\n]*)") do headers[name:lower()] = value end
+  return { status = status, headers = headers, body = body }
+end
+
+-- One request on a connection of its own. `headers`: what to send besides
+-- Host (127.0.0.1:PORT unless headers.Host says otherwise; false: none).
+-- @return the answer (read_answer), and the seconds it took
+local function request(method, path, headers, body, timeout)
+  local s <close> = assert(tcp.connect("127.0.0.1", port, 5))
+  headers = headers or {}
+  local lines = { fmt("%s %s HTTP/1.1", method, path), "Connection: close" }
+  local host = headers.Host == nil and fmt("127.0.0.1:%d", port) or headers.Host
+  if host then lines[#lines + 1] = "Host: " .. host end
+  for name, value in pairs(headers) do
+    if name ~= "Host" then lines[#lines + 1] = name .. ": " .. value end
+  end
+  if body then lines[#lines + 1] = "Content-Length: " .. #body end
+  local t0 = sched.now()
+  assert(s:write(table.concat(lines, "\r\n") .. "\r\n\r\n" .. (body or ""), 5))
+  local answer = read_answer(s, timeout or 20)
+  return answer, sched.now() - t0
+end
+
+local function authed(headers)
+  local t = { Authorization = "Bearer " .. token }
+  for k, v in pairs(headers or {}) do t[k] = v end
+  return t
+end
+
+local function admin(method, path, value)
+  local body = value and cjson.encode(value)
+  local r = request(method, "/admin" .. path, authed(body and { ["Content-Type"] = "application/json" }), body)
+  assert(r.status < 300, fmt("%s %s: %d %s", method, path, r.status, r.body))
+  return cjson.decode(r.body)
+end
+
+local function events(query, timeout)
+  local r, took = request("GET", "/admin/events?" .. query, authed(), nil, timeout)
+  assert.are.equal(200, r.status, r.body)
+  return cjson.decode(r.body), took
+end
+
+-- A data point from the device, as its REST client sends one.
+local function send_point(channel, value)
+  local r = request("POST", fmt("/mcs/v2/devices/%s/datapoints.csv", ID),
+    { deviceKey = KEY, ["Content-Type"] = "text/csv" }, fmt("%s,,%s", channel, value))
+  assert.are.equal(200, r.status, r.body)
+end
+
+local SECURITY = {
+  ["content-security-policy"] = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    .. "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'; "
+    .. "require-trusted-types-for 'script'; trusted-types 'none'",
+  ["x-content-type-options"] = "nosniff",
+  ["referrer-policy"] = "no-referrer",
+  ["cache-control"] = "no-store",
+  ["x-frame-options"] = "DENY",
+}
+
+local function assert_secured(r, what)
+  for name, value in pairs(SECURITY) do assert.are.equal(value, r.headers[name], what .. ": " .. name) end
+end
+
+setup(function()
+  dir = h.tmpdir()
+  cloud = h.start_cloud(dir .. "/fw", 0, { "--device", ID .. ":" .. KEY })
+  port = cloud.port
+  tcp_port = math.tointeger(tonumber(cloud.out:match("tcp 127%.0%.0%.1:(%d+)")))
+  token = assert(mcs_cloud.read_token(cloud.url))
+end)
+
+teardown(function()
+  if cloud then cloud.stop() end
+  if dir then h.rmdir(dir) end
+end)
+
+describe("the web console's files", function()
+  local CONSOLE = h.top .. "/dev/scripts/fotahost/mcs_cloud/console/"
+
+  it("are served at / and /console/ with their types and the security headers, HEAD too", function()
+    for path, file in pairs({ ["/"] = "index.html", ["/console/console.js"] = "console.js",
+                              ["/console/console.css"] = "console.css" }) do
+      local r = request("GET", path)
+      assert.are.equal(200, r.status, path)
+      assert.are.equal(h.read(CONSOLE .. file), r.body, path)
+      assert_secured(r, path)
+      local head = request("HEAD", path)
+      assert.are.equal(200, head.status, path)
+      assert.are.equal("", head.body, path)
+      assert.are.equal(tostring(#r.body), head.headers["content-length"], path)
+      assert_secured(head, "HEAD " .. path)
+    end
+    assert.matches("^text/html", request("GET", "/").headers["content-type"])
+    assert.matches("^text/javascript", request("GET", "/console/console.js").headers["content-type"])
+    assert.matches("^text/css", request("GET", "/console/console.css").headers["content-type"])
+  end)
+
+  it("load no inline script or style, and nothing from elsewhere", function()
+    local page = h.read(CONSOLE .. "index.html")
+    assert.is_nil(page:find("<script>", 1, true))
+    assert.is_nil(page:find("<style", 1, true))
+    assert.is_nil(page:find(" style=", 1, true))
+    assert.is_nil(page:find(" on%a+="))
+    assert.is_nil(page:find("https?://"))
+    assert.matches('<script src="/console/console.js" defer></script>', page, 1, true)
+    local script = h.read(CONSOLE .. "console.js")
+    assert.is_nil(script:find("innerHTML", 1, true))
+    assert.is_nil(script:find("insertAdjacentHTML", 1, true))
+  end)
+
+  it("answer 404 with the headers for any other file under /console/", function()
+    local r = request("GET", "/console/../../token")
+    assert.are.equal(404, r.status)
+    assert_secured(r, "404")
+    assert.are.equal(404, request("GET", "/console/index.html.bak").status)
+  end)
+end)
+
+describe("the Host check", function()
+  it("answers 421 to a name the cloud does not listen on, for the console and the admin API", function()
+    for _, path in ipairs({ "/", "/console/console.js", "/admin/devices" }) do
+      local r = request("GET", path, authed({ Host = fmt("rebound.example:%d", port) }))
+      assert.are.equal(421, r.status, path)
+      assert.matches("does not answer to the name rebound%.example", cjson.decode(r.body).message)
+      assert_secured(r, path)
+    end
+    -- the right name on another port is another site too
+    assert.are.equal(421, request("GET", "/", { Host = fmt("127.0.0.1:%d", port + 1) }).status)
+  end)
+
+  it("serves the address and port it listens on, localhost on its port, and a tool that sends no Host", function()
+    assert.are.equal(200, request("GET", "/").status)
+    assert.are.equal(200, request("GET", "/", { Host = fmt("LOCALHOST:%d", port) }).status)
+    assert.are.equal(200, request("GET", "/admin/devices", authed({ Host = false })).status)
+  end)
+
+  it("leaves the device API and firmware files to any name: devices use whatever they were given", function()
+    local r = request("GET", fmt("/mcs/v2/devices/%s/connections", ID),
+      { Host = "cloud.example.net", deviceKey = KEY })
+    assert.are.equal(200, r.status, r.body)
+    assert.is_nil(r.headers["content-security-policy"])
+  end)
+end)
+
+describe("the admin API from a browser", function()
+  it("refuses a request without the token (401), with the security headers", function()
+    local r = request("GET", "/admin/events?wait=0")
+    assert.are.equal(401, r.status)
+    assert.matches("needs its token", cjson.decode(r.body).message)
+    assert_secured(r, "401")
+  end)
+
+  it("refuses another site's page: a foreign Origin, or Sec-Fetch-Site cross-site, GET included", function()
+    local r = request("GET", "/admin/devices", authed({ Origin = "http://evil.example" }))
+    assert.are.equal(403, r.status)
+    for _, site in ipairs({ "cross-site", "same-site" }) do
+      r = request("GET", "/admin/devices", authed({ ["Sec-Fetch-Site"] = site }))
+      assert.are.equal(403, r.status, site)
+      assert.matches("no cross%-site requests %(Sec%-Fetch%-Site " .. h.literal(site) .. "%)",
+        cjson.decode(r.body).message)
+      assert_secured(r, site)
+    end
+  end)
+
+  it("serves its own page's requests: same-origin, or typed in (none), from any of its names", function()
+    for _, site in ipairs({ "same-origin", "none" }) do
+      assert.are.equal(200, request("GET", "/admin/devices", authed({ ["Sec-Fetch-Site"] = site })).status, site)
+    end
+    local r = request("GET", "/admin/devices", authed({ Host = fmt("localhost:%d", port),
+      Origin = fmt("http://localhost:%d", port), ["Sec-Fetch-Site"] = "same-origin" }))
+    assert.are.equal(200, r.status, r.body)
+    assert_secured(r, "/admin/devices")
+  end)
+end)
+
+describe("/admin/events", function()
+  it("answers at once with wait=0: the last seq and what came after since", function()
+    local now = events("wait=0")
+    assert.is_false(now.reset)
+    send_point("temp", "21.5")
+    local later = events("since=" .. now.seq .. "&wait=0")
+    assert.are.equal(now.seq + 1, later.seq)
+    assert.are.equal(1, #later.events)
+    local ev = later.events[1]
+    assert.are.same({ "point", ID, "temp", "21.5", later.seq },
+      { ev.type, ev.device, ev.channel, ev.value, math.tointeger(ev.seq) })
+    assert.is_true(math.abs(ev.at - os.time()) < 60)
+    assert.are.same({}, events("since=" .. later.seq .. "&wait=0").events)
+  end)
+
+  it("long-polls: a request waiting for news returns when a device sends a data point", function()
+    local since = events("wait=0").seq
+    local s <close> = assert(tcp.connect("127.0.0.1", port, 5))
+    assert(s:write(fmt("GET /admin/events?since=%d&wait=25 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+      .. "Authorization: Bearer %s\r\nConnection: close\r\n\r\n", since, port, token), 5))
+    -- nothing happens: no answer (the request waits)
+    local early, why = s:read_some(65536, 0.5)
+    assert.are.same({ nil, "timeout" }, { early, why })
+    local t0 = sched.now()
+    send_point("fota_status", "downloading")
+    local r = read_answer(s, h.wait_limit(20))
+    assert.is_true(sched.now() - t0 < 15, "the long poll did not wake")
+    local doc = cjson.decode(r.body)
+    assert.are.equal(1, #doc.events)
+    assert.are.same({ "point", "fota_status", "downloading" }, { doc.events[1].type, doc.events[1].channel,
+      doc.events[1].value })
+  end)
+
+  it("records a device's connection, heartbeats and version, and firmwares with their size", function()
+    local since = events("wait=0").seq
+    local dev <close> = assert(tcp.connect("127.0.0.1", tcp_port, 5))
+    assert(dev:write(fmt("%s,%s,0\n", ID, KEY), 5))
+    local fw = admin("POST", "/firmwares", { version = "2.0", name = "app.hex", content = ":00000001FF\n" })
+    assert.are.equal(12, fw.size)
+    assert.are.equal(12, admin("GET", "/firmwares").firmwares[1].size)
+    local r = request("PUT", fmt("/mcs/v2/devices/%s/firmwares", ID),
+      { deviceKey = KEY, ["Content-Type"] = "application/json" }, '{"version":"2.0"}')
+    assert.are.equal(200, r.status, r.body)
+    local seen = {}
+    local deadline = sched.now() + h.wait_limit(20)
+    while not (seen.device and seen.heartbeat and seen.firmware and seen.version) do
+      assert(sched.now() < deadline, "events missing: " .. cjson.encode(seen))
+      local doc = events("since=" .. since .. "&wait=5")
+      for _, ev in ipairs(doc.events) do seen[ev.type] = ev end
+      since = doc.seq
+    end
+    assert.are.same({ ID, true, "tcp" }, { seen.device.device, seen.device.connected, seen.device.transport })
+    assert.matches("^127%.0%.0%.1:%d+$", seen.device.peer)
+    assert.are.equal(ID, seen.heartbeat.device)
+    assert.are.equal("2.0", seen.firmware.version)
+    assert.are.same({ ID, "2.0" }, { seen.version.device, seen.version.version })
+    dev:close()
+    local gone
+    deadline = sched.now() + h.wait_limit(20)
+    repeat
+      assert(sched.now() < deadline, "no disconnection event")
+      local doc = events("since=" .. since .. "&wait=5")
+      for _, ev in ipairs(doc.events) do
+        if ev.type == "device" and ev.connected == false then gone = ev end
+      end
+      since = doc.seq
+    until gone
+    assert.are.equal(ID, gone.device)
+  end)
+
+  it("shows a command's channel and a push's version, never the line: it holds the device key", function()
+    local since = events("wait=0").seq
+    local dev <close> = assert(tcp.connect("127.0.0.1", tcp_port, 5))
+    assert(dev:write(fmt("%s,%s,0\n", ID, KEY), 5))
+    local deadline = sched.now() + h.wait_limit(20)
+    while not admin("GET", "/devices/" .. ID).connected do
+      assert(sched.now() < deadline, "the device did not connect")
+      events("since=" .. events("wait=0").seq .. "&wait=1")
+    end
+    admin("POST", "/firmwares", { version = "2.1", name = "app21.hex", content = ":00000001FF\n" })
+    admin("POST", "/devices/" .. ID .. "/fota", { version = "2.1" })
+    admin("POST", "/devices/" .. ID .. "/commands", { channel = "LED", value = "1" })
+    local r = request("GET", "/admin/events?since=" .. since .. "&wait=0", authed())
+    assert.is_nil(r.body:find(KEY, 1, true), r.body)
+    local commands = {}
+    for _, ev in ipairs(cjson.decode(r.body).events) do
+      if ev.type == "command" then commands[#commands + 1] = ev end
+    end
+    assert.are.equal(2, #commands)
+    assert.are.same({ ID, "FOTA", "2.1", "tcp" }, { commands[1].device, commands[1].channel, commands[1].version,
+      commands[1].via })
+    assert.are.same({ "LED" }, { commands[2].channel, commands[2].version })
+  end)
+
+  it("pages with since=N, and says reset (giving the whole ring) when N is older than the ring or unknown", function()
+    local n = 1005
+    -- five a request (the MCS limit): 201 requests
+    for i = 1, n, 5 do
+      local lines = {}
+      for k = i, math.min(i + 4, n) do lines[#lines + 1] = "count,," .. k end
+      local r = request("POST", fmt("/mcs/v2/devices/%s/datapoints.csv", ID),
+        { deviceKey = KEY, ["Content-Type"] = "text/csv" }, table.concat(lines, "\n"))
+      assert.are.equal(200, r.status, r.body)
+    end
+    local last = events("wait=0").seq
+    local page = events("since=" .. (last - 3) .. "&wait=0")
+    assert.is_false(page.reset)
+    assert.are.same({ "1003", "1004", "1005" }, { page.events[1].value, page.events[2].value, page.events[3].value })
+    -- the ring holds the last 1000: since=last-1000 still pages, one less is a reset
+    page = events("since=" .. (last - 1000) .. "&wait=0")
+    assert.is_false(page.reset)
+    assert.are.equal(1000, #page.events)
+    page = events("since=" .. (last - 1001) .. "&wait=0")
+    assert.is_true(page.reset)
+    assert.are.equal(1000, #page.events)
+    assert.are.equal(last - 999, math.tointeger(page.events[1].seq))
+    -- a seq from before a restart (ahead of this cloud's) is a reset too
+    page = events("since=" .. (last + 50) .. "&wait=0")
+    assert.is_true(page.reset)
+    assert.are.equal(last, math.tointeger(page.seq))
+  end)
+
+  it("refuses a since or wait that is no count of events or seconds", function()
+    for _, q in ipairs({ "since=-1", "since=abc", "wait=26", "wait=-1", "wait=1.5" }) do
+      local r = request("GET", "/admin/events?" .. q, authed())
+      assert.are.equal(400, r.status, q)
+      assert.matches("expected", cjson.decode(r.body).message, 1, true)
+    end
+  end)
+end)
