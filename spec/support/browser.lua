@@ -103,6 +103,8 @@ function Run:finish(timeout)
     if l.done then r.done = l end
   end
   r.ok = ended and r.status == 0 and r.done and r.done.ok == true or false
+  -- BROWSER_VERBOSE=1: every scenario's lines, passed or not
+  if os.getenv("BROWSER_VERBOSE") then print(r.report) end
   self:stop()
   return r
 end

@@ -40,7 +40,7 @@ function activity(page) {
 // which it returns; `what` names the wait in the timeout's message.
 async function until(page, what, fn, arg, timeout) {
   try {
-    const handle = await page.waitForFunction(fn, arg, { timeout: timeout || 30000, polling: 'mutation' });
+    const handle = await page.waitForFunction(fn, arg, { timeout: timeout || 30000, polling: 100 });
     return await handle.jsonValue();
   } catch (e) {
     if (e.name === 'TimeoutError') throw new Error('timed out waiting for ' + what);
