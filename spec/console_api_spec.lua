@@ -343,3 +343,58 @@ describe("/admin/events", function()
     end
   end)
 end)
+
+describe("the Host rule", function()
+  -- A cloud made, not started: the rule needs only what it listens on.
+  local function cloud_on(host, public_url)
+    local c = assert(mcs_cloud.new { host = host, port = 8080, public_url = public_url })
+    c.port = 8080
+    finally(function() c:remove_temp_dir() end)
+    return c
+  end
+
+  local function check(c, cases)
+    for value, allowed in pairs(cases) do
+      assert.are.equal(allowed, c:host_allowed(value), value)
+    end
+  end
+
+  it("on loopback: its address and port, or localhost on its port", function()
+    check(cloud_on("127.0.0.1"), {
+      ["127.0.0.1:8080"] = true, ["localhost:8080"] = true, ["LocalHost:8080"] = true,
+      ["127.0.0.1:8081"] = false, ["127.0.0.1"] = false, ["127.0.0.2:8080"] = false, ["[::1]:8080"] = false,
+      ["rebound.example:8080"] = false, ["localhost.rebound.example:8080"] = false,
+      ["127.0.0.1:8080@evil"] = false, ["evil 127.0.0.1:8080"] = false, [""] = false,
+    })
+    check(cloud_on("::1"), { ["[::1]:8080"] = true, ["localhost:8080"] = true, ["127.0.0.1:8080"] = false })
+    assert.is_true(cloud_on("127.0.0.1"):host_allowed(nil))
+  end)
+
+  it("on every address: any IP address with its port, or localhost; never a name", function()
+    check(cloud_on("0.0.0.0"), {
+      ["192.168.1.10:8080"] = true, ["[fe80::1]:8080"] = true, ["localhost:8080"] = true,
+      ["192.168.1.10:9"] = false, ["board.lan:8080"] = false, ["10.0.0.1.nip.io:8080"] = false,
+    })
+  end)
+
+  it("the public URL's host, its port the URL's scheme's when none is given", function()
+    check(cloud_on("127.0.0.1", "https://cloud.example.org/"), {
+      ["cloud.example.org"] = true, ["cloud.example.org:443"] = true, ["Cloud.Example.org"] = true,
+      ["cloud.example.org:8080"] = false, ["other.example.org"] = false, ["127.0.0.1:8080"] = true,
+    })
+    check(cloud_on("0.0.0.0", "http://fleet.lan:9000"), {
+      ["fleet.lan:9000"] = true, ["fleet.lan"] = false, ["fleet.lan:8080"] = false, ["10.1.2.3:8080"] = true,
+    })
+  end)
+
+  it("takes a page's Origin as its own when it is http:// and the Host the Host check let through", function()
+    local c = cloud_on("0.0.0.0")
+    c.url = "http://0.0.0.0:8080"
+    local function foreign(origin, host)
+      return c:foreign_origin({ headers = { origin = origin, host = host } })
+    end
+    assert.is_false(foreign("http://192.168.1.10:8080", "192.168.1.10:8080"))
+    assert.is_true(foreign("http://evil.example:8080", "192.168.1.10:8080"))
+    assert.is_true(foreign("http://evil.example:8080", "evil.example:8080"))
+  end)
+end)

@@ -146,6 +146,26 @@ describe("fotahost.httpd", function()
     end)
   end)
 
+  it("adds res.extra_headers to every answer, the server's 500 and send_file's 404 too", function()
+    local extra = { ["X-Frame-Options"] = "DENY", ["Cache-Control"] = "no-store" }
+    with_server(function(req, res)
+      res.extra_headers = extra
+      if req.path == "/own" then return res:send(200, { ["cache-control"] = "max-age=5" }, "own") end
+      if req.path == "/missing" then return res:send_file("/nonexistent/fotahost-spec") end
+      if req.path == "/fail" then error("on purpose") end
+      res:send(200, nil, "ok")
+    end, function(srv)
+      log.configure { sink = function() end } -- the 500 logs its error
+      finally(function() log.configure { sink = "stderr" } end)
+      for _, path in ipairs({ "/plain", "/missing", "/fail" }) do
+        local r = request(srv, get(path, "Connection: close\r\n"))
+        assert.are.same({ "DENY", "no-store" }, { r.headers["x-frame-options"], r.headers["cache-control"] }, path)
+      end
+      local r = request(srv, get("/own", "Connection: close\r\n"))
+      assert.are.same({ "DENY", "max-age=5" }, { r.headers["x-frame-options"], r.headers["cache-control"] })
+    end)
+  end)
+
   it("decodes query arguments", function()
     local seen
     with_server(function(req, res) seen = req res:send(204) end, function(srv)

@@ -8,7 +8,8 @@
 -- * an HTTP server (fotahost.httpd): the device REST API under /mcs/v2,
 --   firmware files under /firmwares/NAME, and an admin API under /admin
 --   (JSON only, a bearer token made at start, no cross-site requests from
---   browsers) that tests and the `fotahost cloud` CLI drive;
+--   browsers) that tests and the `fotahost cloud` CLI drive, and the web
+--   console at / (a page of the admin API; docs/cloud.md);
 -- * a TCP command server: devices connect, send heartbeats, and receive
 --   commands ("id,key,timestampMs,channel,value"), FOTA pushes included;
 -- * with opts.mqtt, a client of an MQTT broker: MCS's topics, devices'
@@ -128,8 +129,8 @@ end
 function methods:handle(req, res)
   if console.guarded(req.path) then
     res.extra_headers = console.HEADERS
-    local status, why = self:host_refusal(req)
-    if status then return fail(res, status, why) end
+    local misdirected, why = self:host_refusal(req)
+    if misdirected then return fail(res, misdirected, why) end
   end
   if req.path:find("^/admin") then
     local status, why = self:admin_refusal(req)

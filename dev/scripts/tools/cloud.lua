@@ -56,6 +56,7 @@ serve options:
   --mqtt-client-id ID  the cloud's client id, stable across restarts (default fotahost-cloud)
 Prints "cloud http://HOST:PORT tcp HOST:TCPPORT" once both ports listen (and the
 broker is connected), then "admin token in PATH", then "broker URL" with --mqtt.
+The web console is at http://HOST:PORT/ (it asks for the admin token).
 
 broker-config options (writes DIR/mosquitto.conf, passwd, acl, cloud.password and
 device-ID.password, and says how to start mosquitto and configure each device):

@@ -20,6 +20,7 @@
   const state = {
     token: null,
     session: 0,          // bumped at every login and logout: old loops stop
+    abort: new AbortController(), // ends the session's requests under way
     seq: 0,
     devices: [],
     firmwares: [],
@@ -79,20 +80,34 @@
   // ------------------------------------------------------------ the admin API
 
   class Unauthorized extends Error {}
+  class Stale extends Error {} // the session it was made for is over
 
   // A call to the admin API: the decoded answer; throws the server's
-  // message on an error status, Unauthorized on 401 (the login shows).
+  // message on an error status, Unauthorized on 401 (the login shows),
+  // Stale when the user logged out or in meanwhile.
   async function api(method, path, body) {
+    const session = state.session;
+    try {
+      return await call(method, path, body);
+    } catch (err) {
+      if (session !== state.session && !(err instanceof Unauthorized)) throw new Stale("stale");
+      throw err;
+    }
+  }
+
+  async function call(method, path, body) {
     const headers = { Authorization: "Bearer " + state.token };
-    const init = { method, headers, cache: "no-store", credentials: "omit" };
+    const init = { method, headers, cache: "no-store", credentials: "omit", signal: state.abort.signal };
     if (body !== undefined) {
       headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
+    const session = state.session;
     const res = await fetch(path, init);
     let doc = null;
     try { doc = await res.json(); } catch (e) { doc = null; }
     const message = (doc && typeof doc.message === "string" && doc.message) || res.status + " " + res.statusText;
+    if (session !== state.session) throw new Stale("stale");
     if (res.status === 401) {
       showLogin(message);
       throw new Unauthorized(message);
@@ -121,15 +136,23 @@
   }
 
   function report(err) {
-    if (!(err instanceof Unauthorized)) notice(err.message || String(err), true);
+    if (!(err instanceof Unauthorized || err instanceof Stale)) notice(err.message || String(err), true);
   }
 
   // ------------------------------------------------------------ login
 
+  // A new session: the old one's requests (a long poll waiting) end.
+  function newSession() {
+    state.session++;
+    state.abort.abort();
+    state.abort = new AbortController();
+  }
+
   function showLogin(message) {
     state.token = null;
-    state.session++;
+    newSession();
     sessionStorage.removeItem(TOKEN_KEY);
+    $("#notice").hidden = true;
     $("#app").hidden = true;
     $("#logout").hidden = true;
     $("#live").hidden = true;
@@ -156,13 +179,13 @@
 
   async function login(token) {
     state.token = token;
-    state.session++;
+    newSession();
     state.seq = 0;
     const session = state.session;
     try {
       await loadAll();
     } catch (err) {
-      if (!(err instanceof Unauthorized)) showLogin(err.message);
+      if (session === state.session) showLogin(err.message);
       return;
     }
     sessionStorage.setItem(TOKEN_KEY, token);
@@ -199,7 +222,7 @@
         for (const ev of r.events) onEvent(ev, wait === 0);
         wait = 25;
       } catch (err) {
-        if (err instanceof Unauthorized || session !== state.session) return;
+        if (err instanceof Unauthorized || err instanceof Stale || session !== state.session) return;
         setLive(false);
         await new Promise((ok) => setTimeout(ok, RETRY_MS));
       }
