@@ -27,7 +27,14 @@ async function login(page, url, token) {
   await input.waitFor({ state: 'visible' });
   await input.fill(token);
   await input.press('Enter');
-  await page.locator('#app').waitFor({ state: 'visible' });
+  // the console, or the form again with why (failing now, not at the timeout)
+  const refused = await until(page, '#app or a #login-error', () => {
+    const app = document.querySelector('#app');
+    const error = document.querySelector('#login-error');
+    if (app && app.checkVisibility()) return 'in';
+    return error && error.textContent.trim() ? 'refused: ' + error.textContent.trim() : false;
+  });
+  if (refused !== 'in') throw new Error('logging in failed, ' + refused);
   await page.locator('#login').waitFor({ state: 'hidden' });
 }
 
