@@ -532,6 +532,8 @@
     const card = $("#rollout");
     const buttons = { pause: $("button.pause", card), resume: $("button.resume", card), abort: $("button.abort", card) };
     const batches = $("#batches");
+    // one rollout at a time: another starts once this one ended
+    $("#rollout-start button[type=submit]").disabled = !!ro && (ro.state === "running" || ro.state === "paused");
     if (!ro) {
       setText($("#rollout-state"), "No rollout yet.");
       batches.replaceChildren();
