@@ -86,7 +86,12 @@ return {
 
   it("asks for the admin token: a wrong one is refused, the right one shows the devices", function()
     local r = scenario("login")
-    assert.matches("%S", r.steps["a wrong token is refused with the server's message"].detail)
+    -- the form shows what the cloud says to that token
+    local res = assert(http.request({ url = cloud.url .. "/admin/devices",
+      headers = { Authorization = "Bearer " .. ("0"):rep(#token) } }))
+    assert.are.equal(401, res.status)
+    local shown = r.steps["a wrong token is refused with the server's message"].detail
+    assert.are.equal(cjson.decode(res.body).message, shown)
   end)
 
   it("shows the device go green, live, when the app starts", function()
@@ -163,6 +168,11 @@ return {
     local r = run:finish(WAIT * 2)
     assert(ok, err)
     assert(r.ok, r.report)
+    -- the cloud keeps them as sent: the page had the raw markup to show
+    local points = admin("GET", "/devices/" .. ID .. "/datapoints?channel=fota_status").datapoints
+    local last = {}
+    for i = #points - #payloads + 1, #points do last[#last + 1] = points[i].values.value end
+    assert.are.same(payloads, last)
   end)
 
   it("refuses another origin, a request without the token, and another host name", function()
