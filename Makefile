@@ -11,6 +11,8 @@
 #                        plugins and the development wing's (dev/plugins)
 #   make product         the product only: build/fotahost and its plugins
 #   make test            C unit tests + busted specs run by ./fotahost
+#   make browser-deps    the browser tests' npm package (playwright-core, pinned by
+#                        tests/browser/package-lock.json) into build/browser
 #   make check-asan      the same suite against an ASan+UBSan build
 #   make torture         FOTA under random power cuts, TRIALS (default 32) trials
 #                        (SEED=n replays a run; make test runs 4)
@@ -217,7 +219,7 @@ UNIT_OBJ    := $(sort $(filter-out $(BUILD)/host/main.o,$(HOST_OBJ)) \
 UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 EXTRA_LIBS  := $(GPIOD_LIBS) -pthread
 
-.PHONY: all product test unit-tests digest-mbedtls check-asan torture bench demo mutate install install-dev uninstall \
+.PHONY: all product test browser-deps unit-tests digest-mbedtls check-asan torture bench demo mutate install install-dev uninstall \
         clean example-plugin fuzz FORCE
 
 # ./fotahost links to the default build only; other builds (build-asan,
@@ -321,8 +323,27 @@ digest-mbedtls:
 	@$(MAKE) --no-print-directory BUILD=$(BUILD)/digest-mbedtls DIGEST_LIB=mbedtls \
 	    DIGEST_CFLAGS= DIGEST_LIBS=-lmbedcrypto $(BUILD)/digest-mbedtls/plugins/fotahost/digest.so
 
+# Without node or npm the suite still runs: spec/console_browser_spec.lua
+# then fails, saying what to install.
 test: all example-plugin $(UNIT_BIN)
+	@$(MAKE) --no-print-directory browser-deps || \
+	    echo "make test: make browser-deps failed; spec/console_browser_spec.lua will fail"
 	@BUILD=$(BUILD) sh tests/run
+
+# The browser tests' one package (playwright-core: no dependencies, no
+# install scripts, no browser download; it drives Debian's chromium) goes
+# into build/browser, never the source tree. npm ci runs again only when
+# tests/browser's package files change; npm's cache serves it offline then.
+BROWSER_DIR = build/browser
+BROWSER_PKG = tests/browser/package.json tests/browser/package-lock.json tests/browser/.npmrc
+browser-deps: $(BROWSER_DIR)/node_modules/.installed
+$(BROWSER_DIR)/node_modules/.installed: $(BROWSER_PKG)
+	@command -v npm >/dev/null || { echo "browser-deps: npm is missing (sh .ci/install-deps installs nodejs and npm)" >&2; exit 1; }
+	@mkdir -p $(BROWSER_DIR)
+	@cp $(BROWSER_PKG) $(BROWSER_DIR)/
+	@cd $(BROWSER_DIR) && npm ci --prefer-offline --loglevel=error >/dev/null
+	@touch $@
+	@echo "browser-deps: playwright-core $$(node -p 'require("./$(BROWSER_DIR)/node_modules/playwright-core/package.json").version') in $(BROWSER_DIR)"
 
 # The long run of spec/fota_torture_spec.lua (a few minutes).
 TRIALS ?= 32
@@ -340,7 +361,7 @@ mutate:
 # signal 11"). Leaks are still found and reported.
 check-asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-	    LDFLAGS="-fsanitize=address,undefined" build-asan/fotahost example-plugin \
+	    LDFLAGS="-fsanitize=address,undefined" build-asan/fotahost example-plugin browser-deps \
 	    $(UNIT_SRC:tests/unit/%.c=build-asan/tests/%) $(call plugin_so,build-asan,$(PLUGIN_SRC) $(DEV_SRC))
 	@BUILD=build-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

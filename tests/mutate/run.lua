@@ -182,7 +182,9 @@ local logdir = scratch .. "/logs"
 local function tree_of(w) return scratch .. "/tree" .. w end
 
 local function make_cmd(w)
-  return ("make -C %s -j2 all example-plugin unit-tests > %s/build%d.log 2>&1")
+  -- browser-deps: the console's browser spec needs playwright-core in the
+  -- tree's build/browser (npm's cache has it: no network)
+  return ("make -C %s -j2 all example-plugin unit-tests browser-deps > %s/build%d.log 2>&1")
     :format(q(tree_of(w)), q(logdir), w)
 end
 

@@ -1,0 +1,36 @@
+-- Mutants of the console's page (dev/scripts/fotahost/mcs_cloud/console/):
+-- what only a browser sees, killed by spec/console_browser_spec.lua in
+-- Debian's chromium. A filter names only a test that needs no earlier one.
+local SPEC = { "spec/console_browser_spec.lua" }
+local DIR = "dev/scripts/fotahost/mcs_cloud/console/"
+local JS, CSS = DIR .. "console.js", DIR .. "console.css"
+
+return {
+  { name = "console-page-status-as-markup", file = JS,
+    from = [[setText($("td.status", tr), st ? pointValue(st) : "");]],
+    to = [[$("td.status", tr).innerHTML = st ? pointValue(st) : "";]],
+    specs = SPEC,
+    why = "a device's status is parsed as markup in the admin's page: <img onerror> runs wherever the "
+      .. "CSP's trusted types are not enforced" },
+  { name = "console-page-token-in-local-storage", file = JS,
+    from = "sessionStorage.setItem(TOKEN_KEY, token);",
+    to = "localStorage.setItem(TOKEN_KEY, token);",
+    specs = SPEC, filter = "asks for the admin token",
+    why = "the admin token outlives the tab: whoever uses the browser later drives the cloud" },
+  { name = "console-page-fragment-token-kept", file = JS,
+    from = [[history.replaceState(null, "", location.pathname + location.search);]],
+    to = "",
+    specs = SPEC, filter = "asks for the admin token",
+    why = "a #token= link leaves the token in the address bar and the history, for a shared screen "
+      .. "or a synced history to leak" },
+  { name = "console-page-no-focus-outline", file = CSS,
+    from = "  outline: 3px solid var(--focus);\n",
+    to = "  outline: none;\n",
+    specs = SPEC,
+    why = "a keyboard user cannot see which button Enter will press (Push included)" },
+  { name = "console-page-tables-widen-the-page", file = CSS,
+    from = ".scroll { overflow-x: auto; ",
+    to = ".scroll { ",
+    specs = SPEC, filter = "phone",
+    why = "on a phone the tables push the page wider than the screen: the Push buttons end up off it" },
+}
