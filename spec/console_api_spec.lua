@@ -10,6 +10,7 @@
 local h = require "helper"
 local tcp = require "fotahost.tcp"
 local sched = require "fotahost.sched"
+local poll_mod = require "fotahost.poll"
 local cjson = require "cjson"
 local mcs_cloud = require "fotahost.mcs_cloud"
 
@@ -396,5 +397,83 @@ describe("the Host rule", function()
     assert.is_false(foreign("http://192.168.1.10:8080", "192.168.1.10:8080"))
     assert.is_true(foreign("http://evil.example:8080", "192.168.1.10:8080"))
     assert.is_true(foreign("http://evil.example:8080", "evil.example:8080"))
+  end)
+end)
+
+describe("long polls and the connection slots", function()
+  -- A cloud of its own with four slots: long polls may hold two of them.
+  local busy, bdir
+  setup(function()
+    bdir = h.tmpdir()
+    busy = h.start_cloud(bdir .. "/fw", 0, { "--device", ID .. ":" .. KEY, "--max-connections", "4" })
+  end)
+  teardown(function()
+    if busy then busy.stop() end
+    if bdir then h.rmdir(bdir) end
+  end)
+
+  -- A request to the busy cloud on a connection of its own, left open.
+  local function send(path, headers)
+    local s = assert(tcp.connect("127.0.0.1", busy.port, 5))
+    local lines = { "GET " .. path .. " HTTP/1.1", fmt("Host: 127.0.0.1:%d", busy.port), "Connection: close" }
+    for name, value in pairs(headers) do lines[#lines + 1] = name .. ": " .. value end
+    assert(s:write(table.concat(lines, "\r\n") .. "\r\n\r\n", 5))
+    return s
+  end
+
+  local function poll(since)
+    local btoken = assert(mcs_cloud.read_token(busy.url))
+    return send(fmt("/admin/events?since=%d&wait=25", since), { Authorization = "Bearer " .. btoken })
+  end
+
+  local function last_seq()
+    local s <close> = poll(1 << 40) -- ahead of the ring: a reset, answered at once
+    return math.tointeger(cjson.decode(read_answer(s, 10).body).seq)
+  end
+
+  local function device_request()
+    local s <close> = send(fmt("/mcs/v2/devices/%s/connections", ID), { deviceKey = KEY })
+    return read_answer(s, 10)
+  end
+
+  it("ends a poll whose client went away at once, freeing its slot for a device", function()
+    local since = last_seq()
+    local polls = { poll(since), poll(since) }
+    -- the other two slots: connections that send nothing yet
+    local idle = { assert(tcp.connect("127.0.0.1", busy.port, 5)), assert(tcp.connect("127.0.0.1", busy.port, 5)) }
+    finally(function()
+      for _, s in ipairs(polls) do s:close() end
+      for _, s in ipairs(idle) do s:close() end
+    end)
+    assert.are.equal(503, device_request().status, "the polls and the idle connections hold every slot")
+    -- the page reloads: its polls' clients close their side
+    for _, s in ipairs(polls) do
+      local t0 = sched.now()
+      s:shutdown("w")
+      -- the cloud answers and closes: well before the poll's 25 s
+      local r = read_answer(s, 15)
+      assert.are.equal(200, r.status, r.body)
+      assert.is_true(sched.now() - t0 < 15)
+    end
+    local r = device_request()
+    assert.are.equal(200, r.status, r.body)
+  end)
+
+  it("answers a poll at once past the waiters' cap (half the slots): the rest stay for devices", function()
+    local since = last_seq()
+    local polls = { poll(since), poll(since), poll(since) }
+    finally(function() for _, s in ipairs(polls) do s:close() end end)
+    -- two wait; whichever came last is answered at once
+    local watch <close> = assert(poll_mod.new())
+    for _, s in ipairs(polls) do assert(watch:add(s:fd(), true, false)) end
+    local fd = watch:wait(15)
+    assert.truthy(fd, "every poll waited")
+    for _, s in ipairs(polls) do
+      if s:fd() == fd then
+        local r = read_answer(s, 5)
+        assert.are.same({ 200, since }, { r.status, math.tointeger(cjson.decode(r.body).seq) })
+      end
+    end
+    assert.are.equal(200, device_request().status)
   end)
 end)
