@@ -715,5 +715,12 @@ describe("fotahost.mcs_cloud parsers", function()
     assert.are.same({ { channel = "a", value = "1" }, { channel = "b", timestamp = 12, value = "1,2,3" } }, p)
     assert.is_nil((mcs_cloud.parse_csv("a,x,1")))
     assert.is_nil((mcs_cloud.parse_csv("a b,,1")))
+    assert.truthy(mcs_cloud.parse_csv(string.rep("a", 64) .. ",,1"))
+    assert.are.same({ nil, "line 2: data channel id of 65 bytes (at most 64)" },
+      { mcs_cloud.parse_csv("a,,1\n" .. string.rep("a", 65) .. ",,1") })
+    -- the broker's payloads too
+    local parse_payload = require("fotahost.mcs_cloud.broker").parse_payload
+    assert.are.same({ timestamp = 5, channel = "a", value = "1,2" }, parse_payload("5,a,1,2"))
+    assert.is_nil(parse_payload("," .. string.rep("a", 65) .. ",1"))
   end)
 end)

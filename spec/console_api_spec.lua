@@ -336,6 +336,27 @@ describe("/admin/events", function()
     assert.are.equal(last, math.tointeger(page.seq))
   end)
 
+  it("refuses a data channel id over 64 bytes, CSV or JSON, and an event never names a longer one", function()
+    local long = string.rep("c", 65)
+    local r = request("POST", fmt("/mcs/v2/devices/%s/datapoints.csv", ID),
+      { deviceKey = KEY, ["Content-Type"] = "text/csv" }, long .. ",,1")
+    assert.are.equal(400, r.status, r.body)
+    assert.matches("line 1: data channel id of 65 bytes %(at most 64%)", cjson.decode(r.body).message)
+    r = request("POST", fmt("/mcs/v2/devices/%s/datapoints", ID), { deviceKey = KEY,
+      ["Content-Type"] = "application/json" }, cjson.encode({ datapoints = { { dataChnId = long, values = { value = "1" } } } }))
+    assert.are.equal(400, r.status, r.body)
+    assert.matches("datapoints%[1%]: data channel id of 65 bytes %(at most 64%)", cjson.decode(r.body).message)
+    local since = events("wait=0").seq
+    send_point(string.rep("c", 64), "1")
+    assert.are.equal(string.rep("c", 64), events("since=" .. since .. "&wait=0").events[1].channel)
+    -- whatever way in lets a longer one through, its event is cut
+    local c = assert(mcs_cloud.new {})
+    finally(function() c:remove_temp_dir() end)
+    c:emit_point({ id = ID }, string.rep("x", 100000), 1, { value = "1" })
+    local list = c:events_since(0)
+    assert.are.equal(string.rep("x", 64), list[#list].channel)
+  end)
+
   it("refuses a since or wait that is no count of events or seconds", function()
     for _, q in ipairs({ "since=-1", "since=abc", "wait=26", "wait=-1", "wait=1.5" }) do
       local r = request("GET", "/admin/events?" .. q, authed())

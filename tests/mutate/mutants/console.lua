@@ -55,4 +55,16 @@ return {
     to = "then",
     specs = SPEC, filter = "waiters' cap",
     why = "a few tabs of the console hold every connection slot: devices get 503 while they wait" },
+  { name = "console-channel-length-unchecked", file = P .. "device_api.lua",
+    from = [[  if #chn > C.MAX_CHANNEL then return fmt("data channel id of %d bytes (at most %d)", #chn, C.MAX_CHANNEL) end
+]],
+    to = "",
+    specs = SPEC, filter = "over 64 bytes",
+    why = "a device posts points on 200 KB channel names: the events ring and every answer naming them grow "
+      .. "to hundreds of MB" },
+  { name = "console-event-channel-uncut", file = EVENTS,
+    from = "channel = (E.cut(channel, C.MAX_CHANNEL))",
+    to = "channel = channel",
+    specs = SPEC, filter = "over 64 bytes",
+    why = "a channel name a new way in (the broker, a parser change) lets through swells the events ring" },
 }

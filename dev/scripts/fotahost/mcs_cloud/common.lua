@@ -11,6 +11,7 @@ local C = {}
 C.MAX_POINTS = 1000           -- data points kept per device and channel
 C.MAX_HEARTBEATS = 100        -- heartbeat arrival times kept per device
 C.MAX_POINTS_PER_REQUEST = 5  -- as the MCS reference says
+C.MAX_CHANNEL = 64            -- bytes of a data channel id (every event and answer names it)
 C.QUIET_GAP = 0.2             -- s of silence that ends an unterminated device message
 C.MAX_MESSAGE = 4096          -- bytes of device message without a boundary: the peer is closed
 C.WRITE_TIMEOUT = 10          -- s a command write may wait for the device to take it

@@ -77,12 +77,14 @@ function methods:events_since(since)
 end
 
 --- Records a data point `dev` sent: its value as text (the JSON of
--- `values` when it has no "value"), cut to MAX_VALUE bytes.
+-- `values` when it has no "value"), cut to MAX_VALUE bytes, and its
+-- channel cut to MAX_CHANNEL (the parsers refuse longer ones: this
+-- keeps the ring bounded whatever a new way in lets through).
 function methods:emit_point(dev, channel, timestamp, values)
   local text = C.as_text(values.value) or C.encode(values)
   local value, cut = E.cut(text, E.MAX_VALUE)
-  self:emit("point", { device = dev.id, channel = channel, value = value, timestamp = timestamp,
-                       truncated = cut or nil })
+  self:emit("point", { device = dev.id, channel = (E.cut(channel, C.MAX_CHANNEL)), value = value,
+                       timestamp = timestamp, truncated = cut or nil })
 end
 
 -- A waiting request's watch: "client" when its socket turns readable
