@@ -366,6 +366,46 @@ describe("/admin/events", function()
   end)
 end)
 
+describe("hostile numbers from a device", function()
+  local function post_json(body)
+    return request("POST", fmt("/mcs/v2/devices/%s/datapoints", ID),
+      { deviceKey = KEY, ["Content-Type"] = "application/json" }, body)
+  end
+
+  it("refuses a number that is not finite, or values nested too deep: no point locks the admin API", function()
+    local cases = {
+      ['{"datapoints":[{"dataChnId":"fota_status","values":{"value":"x","e":1e999}}]}'] = "not finite",
+      ['{"datapoints":[{"dataChnId":"temp","values":{"a":-1e999}}]}'] = "not finite",
+      ['{"datapoints":[{"dataChnId":"temp","values":{"a":NaN}}]}'] = "not finite",
+      ['{"datapoints":[{"dataChnId":"temp","values":{"a":' .. string.rep("[", 40) .. string.rep("]", 40) .. '}}]}']
+        = "nested deeper than 32 levels",
+    }
+    local since = events("wait=0").seq
+    for body, why in pairs(cases) do
+      local r = post_json(body)
+      assert.are.equal(400, r.status, body)
+      assert.matches(why, cjson.decode(r.body).message, 1, true)
+    end
+    assert.are.equal(200, post_json('{"datapoints":[{"dataChnId":"temp","values":{"a":1e300}}]}').status)
+    -- the console still reads everything
+    assert.are.equal(ID, admin("GET", "/devices").devices[1].id)
+    assert.are.equal(ID, admin("GET", "/devices/" .. ID).id)
+    local list = events("since=" .. since .. "&wait=0").events
+    assert.are.same({ 1, "temp", '{"a":1e+300}' }, { #list, list[1].channel, list[1].value })
+  end)
+
+  it("shows a number no JSON can carry as null, should one be stored", function()
+    local c = assert(mcs_cloud.new {})
+    finally(function() c:remove_temp_dir() end)
+    local dev = assert(c:add_device("inf1", "key12345"))
+    c:store_point(dev, "x", nil, { a = 1 / 0, b = 0 / 0 })
+    local shown = cjson.decode(require("fotahost.mcs_cloud.common").encode(c:device_json(dev)))
+    assert.are.same({ a = cjson.null, b = cjson.null }, shown.datapoints.x[1].values)
+    local list = c:events_since(0)
+    assert.are.same({ a = cjson.null, b = cjson.null }, cjson.decode(list[#list].value))
+  end)
+end)
+
 describe("the Host rule", function()
   -- A cloud made, not started: the rule needs only what it listens on.
   local function cloud_on(host, public_url)

@@ -7,6 +7,7 @@ local SPEC = { "spec/console_api_spec.lua" }
 local P = "dev/scripts/fotahost/mcs_cloud/"
 local FACE, CONSOLE, ADMIN, EVENTS = "dev/scripts/fotahost/mcs_cloud.lua", P .. "console.lua", P .. "admin_api.lua",
   P .. "events.lua"
+local COMMON = P .. "common.lua"
 
 return {
   { name = "console-host-check-skipped", file = FACE,
@@ -67,4 +68,23 @@ return {
     to = "channel = channel",
     specs = SPEC, filter = "over 64 bytes",
     why = "a channel name a new way in (the broker, a parser change) lets through swells the events ring" },
+  { name = "console-json-non-finite-taken", file = COMMON,
+    from = [[    if value ~= value or value == math.huge or value == -math.huge then return "a number that is not finite" end
+]],
+    to = "",
+    specs = SPEC, filter = "hostile numbers",
+    why = "a device posts 1e999: stored, and shown (as null) where the device meant a number" },
+  { name = "console-json-depth-unbounded", file = COMMON,
+    from = [[    if depth > C.MAX_DEPTH then return fmt("nested deeper than %d levels", C.MAX_DEPTH) end
+]],
+    to = "",
+    specs = SPEC, filter = "hostile numbers",
+    why = "values nested 999 deep pass the decoder, then every answer holding them passes cjson's limit: "
+      .. "/admin/devices answers 500 until the point ages out" },
+  { name = "console-encode-non-finite-raises", file = COMMON,
+    from = [[encoder.encode_invalid_numbers("null")
+]],
+    to = "",
+    specs = SPEC, filter = "hostile numbers",
+    why = "one inf that gets stored (a new way in) makes /admin/devices answer 500 to everyone" },
 }

@@ -81,7 +81,8 @@ end
 -- channel cut to MAX_CHANNEL (the parsers refuse longer ones: this
 -- keeps the ring bounded whatever a new way in lets through).
 function methods:emit_point(dev, channel, timestamp, values)
-  local text = C.as_text(values.value) or C.encode(values)
+  -- (never raising: the point is stored already, and the rollout must still see it)
+  local text = C.as_text(values.value) or C.try_encode(values) or "(not JSON)"
   local value, cut = E.cut(text, E.MAX_VALUE)
   self:emit("point", { device = dev.id, channel = (E.cut(channel, C.MAX_CHANNEL)), value = value,
                        timestamp = timestamp, truncated = cut or nil })
