@@ -308,6 +308,32 @@ describe("/admin/events", function()
     assert.are.same({ "LED" }, { commands[2].channel, commands[2].version })
   end)
 
+  it("sends every change of a rollout, not only a new state: a push while it stays running", function()
+    admin("POST", "/firmwares", { version = "3.0", name = "app30.hex", content = ":00000001FF\n" })
+    admin("POST", "/firmwares", { version = "3.1", name = "app31.hex", content = ":00000001FF\n" })
+    admin("POST", "/rollout", { firmware = "3.1", devices = { ID }, canary = 0, batch = 100 })
+    finally(function() admin("POST", "/rollout/abort", {}) end)
+    local since = events("wait=0").seq
+    -- the device comes and reports its version: the rollout pushes to it
+    local dev <close> = assert(tcp.connect("127.0.0.1", tcp_port, 5))
+    assert(dev:write(fmt("%s,%s,0\n", ID, KEY), 5))
+    local r = request("PUT", fmt("/mcs/v2/devices/%s/firmwares", ID),
+      { deviceKey = KEY, ["Content-Type"] = "application/json" }, '{"version":"3.0"}')
+    assert.are.equal(200, r.status, r.body)
+    local seen
+    local deadline = sched.now() + h.wait_limit(20)
+    repeat
+      assert(sched.now() < deadline, "no rollout event for the push")
+      local doc = events("since=" .. since .. "&wait=5")
+      for _, ev in ipairs(doc.events) do
+        if ev.type == "rollout" then seen = ev end
+      end
+      since = doc.seq
+    until seen
+    assert.are.same({ "3.1", "running" }, { seen.firmware, seen.state })
+    assert.are.equal("pushed", admin("GET", "/rollout").batches[1].devices[1].state)
+  end)
+
   it("pages with since=N, and says reset (giving the whole ring) when N is older than the ring or unknown", function()
     local n = 1005
     -- five a request (the MCS limit): 201 requests

@@ -87,4 +87,9 @@ return {
     to = "",
     specs = SPEC, filter = "hostile numbers",
     why = "one inf that gets stored (a new way in) makes /admin/devices answer 500 to everyone" },
+  { name = "console-rollout-event-on-state-only", file = P .. "rollout_runner.lua",
+    from = "  if text ~= self._rollout_shown then\n    self._rollout_shown = text\n",
+    to = "  if ro.state ~= self._rollout_shown then\n    self._rollout_shown = ro.state\n",
+    specs = SPEC, filter = "every change of a rollout",
+    why = "the console's rollout view stands still while pushes go out and devices time out" },
 }
