@@ -668,6 +668,25 @@ describe("fotahost cloud serve", function()
     assert.is_nil(h.read(token_file), "the token file outlived the cloud")
   end)
 
+  it("warns on stderr when it serves plain HTTP beyond loopback, unless an https --public-url fronts it", function()
+    local dir = h.tmpdir()
+    finally(function() h.rmdir(dir) end)
+    local function serve(extra)
+      local c = h.start_cloud(dir .. "/fw", 0, extra)
+      local out, err = c.out, c.stderr()
+      c.stop()
+      return out, err
+    end
+    local out, err = serve({ "--host", "0.0.0.0" })
+    assert.matches("^cloud http://0%.0%.0%.0:%d+ tcp ", out) -- the ready line stays first
+    assert.matches("http://0%.0%.0%.0:%d+ is plain HTTP beyond loopback: the console's admin token, device keys "
+      .. "and commands cross the network in clear text", err)
+    _, err = serve({ "--host", "0.0.0.0", "--public-url", "https://cloud.example.org" })
+    assert.is_nil(err:find("clear text", 1, true), err)
+    _, err = serve({ "--public-url", "http://cloud.example.org" })
+    assert.is_nil(err:find("clear text", 1, true), err)
+  end)
+
   it("prints its usage with --help and refuses unknown options", function()
     local r = h.run({ "cloud", "--help" })
     assert.are.equal(0, r.status)
