@@ -392,6 +392,18 @@ describe("/admin/events", function()
   end)
 end)
 
+describe("the devices as the console loads them", function()
+  it("GET /admin/devices says the last event it includes (seq): the page follows on from there", function()
+    send_point("seqtest", "1")
+    local before = events("wait=0").seq
+    local doc = admin("GET", "/devices")
+    local after = events("wait=0").seq
+    assert.is_true(before <= doc.seq and doc.seq <= after, cjson.encode({ before, doc.seq, after }))
+    local points = doc.devices[1].datapoints.seqtest
+    assert.are.equal("1", points[#points].values.value)
+  end)
+end)
+
 describe("hostile numbers from a device", function()
   local function post_json(body)
     return request("POST", fmt("/mcs/v2/devices/%s/datapoints", ID),

@@ -108,9 +108,10 @@ function H.admin_devices(self, _req, res)
   for _, id in ipairs(self.device_order) do
     list[#list + 1] = self:device_json(self.devices[id], 10)
   end
-  -- rollout: whether GET /admin/rollout has one to show (the console asks only then)
+  -- rollout: whether GET /admin/rollout has one to show (the console asks only then);
+  -- seq: the last event this answer includes, for the console to follow on from
   return send_json(res, 200, { now = sys.time(), devices = array(list), broker = self.broker and self:broker_json(),
-                               rollout = self.rollout ~= nil })
+                               rollout = self.rollout ~= nil, seq = self.events.seq })
 end
 
 function H.admin_add_device(self, req, res)
