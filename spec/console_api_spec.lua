@@ -402,6 +402,19 @@ describe("the devices as the console loads them", function()
     local points = doc.devices[1].datapoints.seqtest
     assert.are.equal("1", points[#points].values.value)
   end)
+
+  it("GET /admin/devices/ID?recent=N gives the last N points per channel; every one kept without it", function()
+    for i = 1, 3 do send_point("recent", tostring(i)) end
+    assert.are.equal(3, #admin("GET", "/devices/" .. ID).datapoints.recent)
+    local last2 = admin("GET", "/devices/" .. ID .. "?recent=2").datapoints.recent
+    assert.are.same({ "2", "3" }, { last2[1].values.value, last2[2].values.value })
+    assert.are.same({}, admin("GET", "/devices/" .. ID .. "?recent=0").datapoints.recent)
+    for _, bad in ipairs({ "-1", "x", "1.5", "", "1e3" }) do
+      local r = request("GET", "/admin/devices/" .. ID .. "?recent=" .. bad, authed())
+      assert.are.equal(400, r.status, bad)
+      assert.matches("a count of data points expected", cjson.decode(r.body).message, 1, true)
+    end
+  end)
 end)
 
 describe("hostile numbers from a device", function()

@@ -123,10 +123,17 @@ function H.admin_add_device(self, req, res)
   return send_json(res, 201, self:device_json(dev, 10))
 end
 
-function H.admin_device(self, _req, res, id)
+-- ?recent=N: the latest N data points per channel (default: every one kept).
+function H.admin_device(self, req, res, id)
   local dev = admin_device(self, res, id)
   if not dev then return end
-  return send_json(res, 200, self:device_json(dev))
+  local recent = req.args.recent
+  if recent ~= nil then
+    local n = recent:find("^%d+$") and math.tointeger(tonumber(recent))
+    if not n then return fail(res, 400, fmt("recent=%s: a count of data points expected", recent)) end
+    recent = n
+  end
+  return send_json(res, 200, self:device_json(dev, recent))
 end
 
 function H.admin_datapoints(self, req, res, id)
