@@ -368,8 +368,9 @@ describe("/admin/events", function()
       { deviceKey = KEY, ["Content-Type"] = "text/csv" }, long .. ",,1")
     assert.are.equal(400, r.status, r.body)
     assert.matches("line 1: data channel id of 65 bytes %(at most 64%)", cjson.decode(r.body).message)
+    local doc = { datapoints = { { dataChnId = long, values = { value = "1" } } } }
     r = request("POST", fmt("/mcs/v2/devices/%s/datapoints", ID), { deviceKey = KEY,
-      ["Content-Type"] = "application/json" }, cjson.encode({ datapoints = { { dataChnId = long, values = { value = "1" } } } }))
+      ["Content-Type"] = "application/json" }, cjson.encode(doc))
     assert.are.equal(400, r.status, r.body)
     assert.matches("datapoints%[1%]: data channel id of 65 bytes %(at most 64%)", cjson.decode(r.body).message)
     local since = events("wait=0").seq
