@@ -88,12 +88,11 @@ function methods:emit_point(dev, channel, timestamp, values)
                        timestamp = timestamp, truncated = cut or nil })
 end
 
--- A waiting request's watch: "client" when its socket turns readable
--- (the client closed it, or sent another request), "timeout" after
+-- A waiting request's watch: ends when the request's socket turns
+-- readable (the client closed it, or sent another request), or after
 -- `seconds`.
 local function watch(sock, seconds)
-  if sched.wait_fd(sock:fd(), "r", seconds) then return "client" end
-  return "timeout"
+  sched.wait_fd(sock:fd(), "r", seconds)
 end
 
 --- How many requests may wait at once: MAX_WAITERS, and at most half
@@ -118,8 +117,9 @@ function methods:events_wait(since, seconds, sock)
       self._event_watches[w] = nil
       if w.status ~= "done" and w.status ~= "cancelled" and w.status ~= "failed" then sched.cancel(w) end
     end })
-    local ok, why = sched.join(w, left + 1)
-    if ok and why == "client" then return end
+    sched.join(w, left + 1)
+    -- only an event (or close()) cancels a watch: anything else ends the wait
+    if w.status ~= "cancelled" then return end
   end
 end
 
