@@ -14,6 +14,7 @@
   const MAX_ACTIVITY = 300;   // lines kept in the activity feed
   const MAX_POINT_ROWS = 300; // rows in a device's data point table
   const RETRY_MS = 2000;      // after a failed poll
+  const RELOAD_GAP_MS = 500;  // between two reloads of one kind
 
   const $ = (sel, root) => (root || document).querySelector(sel);
 
@@ -122,16 +123,35 @@
 
   // Reloads run one at a time per kind, the last asked for winning: a
   // burst of events costs one fetch, and a slow answer never overwrites
-  // a newer one.
-  const reloads = {};
+  // a newer one. A kind starts at most once every RELOAD_GAP_MS, so a
+  // flood of events costs a fetch now and then, not one after another.
+  // Each session has its own (newSession): one asked for just before a
+  // login or logout is neither lost nor run for the old session.
+  let reloads = new Map();
   function reload(kind, fn) {
-    const r = reloads[kind] || (reloads[kind] = { running: false, again: false });
-    if (r.running) { r.again = true; return; }
+    let r = reloads.get(kind);
+    if (!r) {
+      r = { running: false, fn: null, last: -Infinity, owner: reloads };
+      reloads.set(kind, r);
+    }
+    r.fn = fn; // the latest asked for
+    if (!r.running) runReload(r);
+  }
+
+  function runReload(r) {
     r.running = true;
-    const session = state.session;
+    const gap = r.last + RELOAD_GAP_MS - performance.now();
+    if (gap > 0) {
+      setTimeout(() => runReload(r), gap);
+      return;
+    }
+    if (r.owner !== reloads) return; // the session ended meanwhile
+    const fn = r.fn;
+    r.fn = null;
+    r.last = performance.now();
     Promise.resolve().then(fn).catch(report).finally(() => {
       r.running = false;
-      if (r.again && session === state.session) { r.again = false; reload(kind, fn); }
+      if (r.fn && r.owner === reloads) runReload(r);
     });
   }
 
@@ -146,6 +166,7 @@
     state.session++;
     state.abort.abort();
     state.abort = new AbortController();
+    reloads = new Map();
   }
 
   function showLogin(message) {
