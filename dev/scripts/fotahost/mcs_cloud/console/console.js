@@ -240,6 +240,7 @@
           reloadAll();
         }
         state.seq = r.seq;
+        addActivity(r.events);
         for (const ev of r.events) onEvent(ev, wait === 0);
         wait = 25;
       } catch (err) {
@@ -253,7 +254,6 @@
   // What an event changes on the page. `old`: from the ring at login,
   // already in what loadAll() read.
   function onEvent(ev, old) {
-    addActivity(ev);
     if (old) return;
     switch (ev.type) {
       case "firmware":
@@ -292,14 +292,24 @@
     return clock(ev.at) + " " + who + what;
   }
 
-  function addActivity(ev) {
-    const feed = $("#activity");
+  function activityLine(ev) {
     const li = el("li", { "data-type": ev.type }, activityText(ev));
     if (ev.type === "device") li.dataset.connected = ev.connected ? "yes" : "no";
     if (ev.type === "device" && ev.peer) li.title = ev.transport + " " + ev.peer;
+    return li;
+  }
+
+  // Adds a poll answer's events to the feed in one go: the feed's scroll
+  // is read once before and set once after, so a thousand events cost
+  // one layout, not one each.
+  function addActivity(events) {
+    if (!events.length) return;
+    const feed = $("#activity");
     const atEnd = feed.scrollTop + feed.clientHeight >= feed.scrollHeight - 4;
-    feed.append(li);
-    while (feed.childElementCount > MAX_ACTIVITY) feed.firstElementChild.remove();
+    const lines = document.createDocumentFragment();
+    for (const ev of events.slice(-MAX_ACTIVITY)) lines.append(activityLine(ev));
+    feed.append(lines);
+    for (let extra = feed.childElementCount - MAX_ACTIVITY; extra > 0; extra--) feed.firstElementChild.remove();
     if (atEnd) feed.scrollTop = feed.scrollHeight;
   }
 
