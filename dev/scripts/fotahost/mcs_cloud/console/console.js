@@ -22,12 +22,14 @@
     token: null,
     session: 0,          // bumped at every login and logout: old loops stop
     abort: new AbortController(), // ends the session's requests under way
-    seq: 0,
+    seq: 0,              // the last event read
+    loadedSeq: 0,        // events up to this one are in what login read
     devices: [],
     firmwares: [],
     rollout: null,
     hasRollout: false,   // whether the cloud has one (GET /admin/devices says)
     device: null,        // the id of the device page shown, or null
+    devicesSeq: 0,       // the devices read include every event up to this one
   };
 
   // ------------------------------------------------------------ helpers
@@ -201,10 +203,10 @@
   async function login(token) {
     state.token = token;
     newSession();
-    state.seq = 0;
     const session = state.session;
+    let ring;
     try {
-      await loadAll();
+      ring = await loadSession();
     } catch (err) {
       if (session === state.session) showLogin(err.message);
       return;
@@ -214,7 +216,30 @@
     showApp();
     route();
     $("#activity").replaceChildren();
+    addActivity(ring.events);
     poll(session);
+  }
+
+  // What the cloud holds, and where its events take over. The ring is
+  // read first (the recent activity, and its last seq): every event up to
+  // that seq is in what loadAll() reads after it, and each later one is
+  // applied when the poll brings it. A cloud that says which event its
+  // /admin/devices answer includes (seq) moves that line further: the
+  // events up to it change nothing either. Devices are read before the
+  // rest, so that line holds for firmwares and the rollout too.
+  async function loadSession() {
+    const ring = await api("GET", "/admin/events?since=0&wait=0");
+    state.seq = state.loadedSeq = seqOf(ring);
+    await loadAll();
+    if (typeof state.devicesSeq === "number" && state.devicesSeq > state.loadedSeq) {
+      state.loadedSeq = state.devicesSeq;
+    }
+    return { events: Array.isArray(ring.events) ? ring.events : [] };
+  }
+
+  // An answer's seq (a number, else 0).
+  function seqOf(doc) {
+    return doc && typeof doc.seq === "number" && isFinite(doc.seq) ? doc.seq : 0;
   }
 
   // ------------------------------------------------------------ live updates
@@ -226,23 +251,24 @@
     setText($(".live-text", live), ok ? "live" : "reconnecting");
   }
 
-  // Long-polls /admin/events until the session ends. The first call
-  // takes what the ring holds (the recent activity) without waiting.
+  // Long-polls /admin/events until the session ends.
   async function poll(session) {
-    let wait = 0;
     while (session === state.session) {
       try {
-        const r = await api("GET", "/admin/events?since=" + state.seq + "&wait=" + wait);
+        const r = await api("GET", "/admin/events?since=" + state.seq + "&wait=25");
         if (session !== state.session) return;
         setLive(true);
-        if (r.reset && wait > 0) {
+        const events = Array.isArray(r.events) ? r.events : [];
+        if (r.reset) {
+          // events were lost (or the cloud restarted: its seqs too)
           $("#activity").replaceChildren();
+          state.loadedSeq = 0;
+          state.devicesSeq = 0;
           reloadAll();
         }
-        state.seq = r.seq;
-        addActivity(r.events);
-        for (const ev of r.events) onEvent(ev, wait === 0);
-        wait = 25;
+        state.seq = seqOf(r);
+        addActivity(events);
+        for (const ev of events) onEvent(ev);
       } catch (err) {
         if (err instanceof Unauthorized || err instanceof Stale || session !== state.session) return;
         setLive(false);
@@ -251,10 +277,9 @@
     }
   }
 
-  // What an event changes on the page. `old`: from the ring at login,
-  // already in what loadAll() read.
-  function onEvent(ev, old) {
-    if (old) return;
+  // What an event changes on the page (one login read already, none).
+  function onEvent(ev) {
+    if (ev.seq <= state.loadedSeq) return;
     switch (ev.type) {
       case "firmware":
         reload("firmwares", loadFirmwares);
@@ -316,8 +341,8 @@
   // ------------------------------------------------------------ loading
 
   async function loadAll() {
-    await Promise.all([loadDevices(), loadFirmwares()]);
-    await loadRollout();
+    await loadDevices();
+    await Promise.all([loadFirmwares(), loadRollout()]);
   }
 
   function reloadAll() {
@@ -328,7 +353,9 @@
   }
 
   async function loadDevices() {
+    const asked = state.seq; // the answer includes every event up to this one
     const doc = await api("GET", "/admin/devices");
+    state.devicesSeq = typeof doc.seq === "number" ? doc.seq : asked;
     state.devices = Array.isArray(doc.devices) ? doc.devices : [];
     state.hasRollout = doc.rollout === true;
     renderDevices();
