@@ -200,18 +200,29 @@
     try { return decodeURIComponent(m[1]); } catch (e) { return m[1]; }
   }
 
+  // Only a 401 sends the user back to the form. Another failure (the
+  // cloud restarting, a proxy's 502, the network gone) keeps the token:
+  // the console says so and tries again until the session ends.
   async function login(token) {
     state.token = token;
     newSession();
     const session = state.session;
     let ring;
-    try {
-      ring = await loadSession();
-    } catch (err) {
-      if (session === state.session) showLogin(err.message);
-      return;
+    while (!ring) {
+      try {
+        ring = await loadSession();
+      } catch (err) {
+        if (err instanceof Unauthorized || err instanceof Stale || session !== state.session) return;
+        sessionStorage.setItem(TOKEN_KEY, token);
+        showApp();
+        setLive(false);
+        notice("The cloud does not answer (" + (err.message || String(err)) + "): trying again.", true);
+        await new Promise((ok) => setTimeout(ok, RETRY_MS));
+        if (session !== state.session) return;
+      }
     }
     sessionStorage.setItem(TOKEN_KEY, token);
+    $("#notice").hidden = true;
     $("#login-error").textContent = "";
     showApp();
     route();
