@@ -182,4 +182,15 @@ return {
   it("fits a phone's 390 px: no horizontal scroll", function()
     scenario("phone")
   end)
+
+  it("keeps the user logged in when the cloud answers 503, 500 or nothing for a while", function()
+    scenario("outage")
+  end)
+
+  it("shows a status the device sent while the console was logging in", function()
+    scenario("late", { key = KEY })
+    -- what the row shows is what the cloud holds
+    local points = admin("GET", "/devices/" .. ID .. "/datapoints?channel=fota_status").datapoints
+    assert.matches("^standby%-", points[#points].values.value)
+  end)
 end)
