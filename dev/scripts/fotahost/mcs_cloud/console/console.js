@@ -226,7 +226,7 @@
     $("#login-error").textContent = "";
     showApp();
     route();
-    $("#activity").replaceChildren();
+    clearActivity();
     addActivity(ring.events);
     poll(session);
   }
@@ -272,7 +272,7 @@
         const events = Array.isArray(r.events) ? r.events : [];
         if (r.reset) {
           // events were lost (or the cloud restarted: its seqs too)
-          $("#activity").replaceChildren();
+          clearActivity();
           state.loadedSeq = 0;
           state.devicesSeq = 0;
           reloadAll();
@@ -292,6 +292,9 @@
   function onEvent(ev) {
     if (ev.seq <= state.loadedSeq) return;
     switch (ev.type) {
+      case "heartbeat":
+        onHeartbeat(ev);
+        return;
       case "firmware":
         reload("firmwares", loadFirmwares);
         break;
@@ -306,6 +309,18 @@
         }
     }
     if (state.device !== null && ev.device === state.device) reload("device", loadDevicePage);
+  }
+
+  // A heartbeat changes a time, no more: the row (and the device page)
+  // take it from the event. Nothing is read again, so a device beating
+  // fast costs no reloads. (A device the page does not know yet is read.)
+  function onHeartbeat(ev) {
+    const dev = findDevice(ev.device);
+    if (!dev) return reload("devices", loadDevices);
+    if (typeof ev.at === "number" && !(dev.last_heartbeat >= ev.at)) dev.last_heartbeat = ev.at;
+    const tr = deviceRow(dev.id);
+    if (tr) showHeartbeat(tr, dev);
+    if (state.device === String(dev.id)) showDeviceHeartbeat(dev.last_heartbeat);
   }
 
   // One line of the feed: "HH:MM:SS device what".
@@ -329,24 +344,60 @@
   }
 
   function activityLine(ev) {
-    const li = el("li", { "data-type": ev.type }, activityText(ev));
+    const li = el("li", { "data-type": ev.type, "data-seq": ev.seq }, activityText(ev));
     if (ev.type === "device") li.dataset.connected = ev.connected ? "yes" : "no";
     if (ev.type === "device" && ev.peer) li.title = ev.transport + " " + ev.peer;
     return li;
   }
 
+  // The feed's lines, heartbeats kept apart (at most MAX_ACTIVITY of
+  // each): heartbeats show only when asked for, and a flood of them never
+  // pushes the other lines out.
+  let feedLines = { events: [], beats: [] };
+
+  function keepLine(list, li) {
+    list.push(li);
+    if (list.length > MAX_ACTIVITY) list.splice(0, list.length - MAX_ACTIVITY);
+  }
+
+  function showingHeartbeats() { return $("#show-heartbeats").checked; }
+
   // Adds a poll answer's events to the feed in one go: the feed's scroll
   // is read once before and set once after, so a thousand events cost
   // one layout, not one each.
   function addActivity(events) {
-    if (!events.length) return;
+    const shown = [];
+    for (const ev of events) {
+      const li = activityLine(ev);
+      const beat = ev.type === "heartbeat";
+      keepLine(beat ? feedLines.beats : feedLines.events, li);
+      if (!beat || showingHeartbeats()) shown.push(li);
+    }
+    if (!shown.length) return;
     const feed = $("#activity");
     const atEnd = feed.scrollTop + feed.clientHeight >= feed.scrollHeight - 4;
     const lines = document.createDocumentFragment();
-    for (const ev of events.slice(-MAX_ACTIVITY)) lines.append(activityLine(ev));
+    lines.append(...shown.slice(-MAX_ACTIVITY));
     feed.append(lines);
     for (let extra = feed.childElementCount - MAX_ACTIVITY; extra > 0; extra--) feed.firstElementChild.remove();
     if (atEnd) feed.scrollTop = feed.scrollHeight;
+  }
+
+  // The feed again from the lines kept (heartbeats shown or not), in the
+  // order the events came.
+  function redrawActivity() {
+    let lines = feedLines.events;
+    if (showingHeartbeats()) {
+      lines = lines.concat(feedLines.beats).sort((a, b) => Number(a.dataset.seq) - Number(b.dataset.seq));
+    }
+    const feed = $("#activity");
+    feed.replaceChildren(...lines.slice(-MAX_ACTIVITY));
+    feed.scrollTop = feed.scrollHeight;
+  }
+
+  function clearActivity() {
+    feedLines = { events: [], beats: [] };
+    $("#activity").replaceChildren();
   }
 
   // ------------------------------------------------------------ loading
@@ -367,9 +418,20 @@
     const asked = state.seq; // the answer includes every event up to this one
     const doc = await api("GET", "/admin/devices");
     state.devicesSeq = typeof doc.seq === "number" ? doc.seq : asked;
+    const before = state.devices;
     state.devices = Array.isArray(doc.devices) ? doc.devices : [];
+    for (const dev of state.devices) keepNewer(dev, before.find((d) => String(d.id) === String(dev.id)));
     state.hasRollout = doc.rollout === true;
     renderDevices();
+  }
+
+  // What the events told of `old` (the same device, read before) that a
+  // new answer may predate: its last heartbeat.
+  function keepNewer(dev, old) {
+    if (!old) return;
+    if (typeof old.last_heartbeat === "number" && !(dev.last_heartbeat >= old.last_heartbeat)) {
+      dev.last_heartbeat = old.last_heartbeat;
+    }
   }
 
   async function loadFirmwares() {
@@ -439,6 +501,21 @@
     return Array.isArray(list) && list.length ? list[list.length - 1] : null;
   }
 
+  function findDevice(id) {
+    return state.devices.find((d) => String(d.id) === String(id));
+  }
+
+  function deviceRow(id) {
+    for (const tr of $("#devices tbody").rows) {
+      if (tr.getAttribute("data-device") === String(id)) return tr;
+    }
+    return null;
+  }
+
+  function showHeartbeat(tr, dev) {
+    setText($("td.heartbeat", tr), clock(dev.last_heartbeat), fullDate(dev.last_heartbeat));
+  }
+
   function makeDeviceRow(dev) {
     const tr = el("tr");
     const idCell = el("td", { class: "id" });
@@ -463,7 +540,7 @@
     dot.dataset.state = online ? "online" : "offline";
     dot.title = online ? "online (" + dev.transport + ")" : "offline";
     setText($("td.peer", tr), online ? dev.peer : "");
-    setText($("td.heartbeat", tr), clock(dev.last_heartbeat), fullDate(dev.last_heartbeat));
+    showHeartbeat(tr, dev);
     setText($("td.version", tr), dev.version);
     const st = lastStatus(dev);
     setText($("td.status", tr), st ? pointValue(st) : "");
@@ -672,7 +749,7 @@
     setText($("h2", page), dev.id);
     setText($(".d-connection", page), online ? "online (" + dev.transport + ")" : "offline");
     setText($(".d-peer", page), online ? dev.peer : "");
-    setText($(".d-heartbeat", page), dev.last_heartbeat ? fullDate(dev.last_heartbeat) : "none yet");
+    showDeviceHeartbeat(dev.last_heartbeat);
     setText($(".d-version", page), dev.version || "not reported");
     const history = (channels.fota_status || []).map((p) => el("li", null, clock(p.received / 1000) + " " + pointValue(p)));
     $("#history").replaceChildren(...history);
@@ -688,6 +765,10 @@
       return tr;
     });
     $("#points tbody").replaceChildren(...trs);
+  }
+
+  function showDeviceHeartbeat(at) {
+    setText($("#device-page .d-heartbeat"), at ? fullDate(at) : "none yet");
   }
 
   // #device/ID shows that device's page; anything else the dashboard.
@@ -724,9 +805,7 @@
     for (const action of ["pause", "resume", "abort"]) {
       $("#rollout button." + action).addEventListener("click", () => rolloutAction(action));
     }
-    $("#show-heartbeats").addEventListener("change", (e) => {
-      $("#activity").classList.toggle("with-heartbeats", e.target.checked);
-    });
+    $("#show-heartbeats").addEventListener("change", redrawActivity);
     window.addEventListener("hashchange", () => {
       const token = tokenFromFragment();
       if (token) login(token);
