@@ -7,8 +7,8 @@ local JS, CSS = DIR .. "console.js", DIR .. "console.css"
 
 return {
   { name = "console-page-status-as-markup", file = JS,
-    from = [[setText($("td.status", tr), st ? pointValue(st) : "");]],
-    to = [[$("td.status", tr).innerHTML = st ? pointValue(st) : "";]],
+    from = [[setText($("td.status", tr), st ? st.text : "");]],
+    to = [[$("td.status", tr).innerHTML = st ? st.text : "";]],
     specs = SPEC,
     why = "a device's status is parsed as markup in the admin's page: <img onerror> runs wherever the "
       .. "CSP's trusted types are not enforced" },

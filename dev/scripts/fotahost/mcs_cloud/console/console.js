@@ -13,6 +13,8 @@
   const TOKEN_KEY = "fotahost-cloud-token";
   const MAX_ACTIVITY = 300;   // lines kept in the activity feed
   const MAX_POINT_ROWS = 300; // rows in a device's data point table
+  const STATUS_CHANNEL = "fota_status"; // where devices report their updates
+  const STATUS_MS = 300;      // a status shows at least this long when others wait
   const RETRY_MS = 2000;      // after a failed poll
   const RELOAD_GAP_MS = 500;  // between two reloads of one kind
 
@@ -169,6 +171,7 @@
     state.abort.abort();
     state.abort = new AbortController();
     reloads = new Map();
+    statusQueues = new Map();
   }
 
   function showLogin(message) {
@@ -207,13 +210,13 @@
     state.token = token;
     newSession();
     const session = state.session;
+    sessionStorage.setItem(TOKEN_KEY, token); // (a 401 takes it out again)
     let ring;
     while (!ring) {
       try {
         ring = await loadSession();
       } catch (err) {
         if (err instanceof Unauthorized || err instanceof Stale || session !== state.session) return;
-        sessionStorage.setItem(TOKEN_KEY, token);
         showApp();
         setLive(false);
         notice("The cloud does not answer (" + (err.message || String(err)) + "): trying again.", true);
@@ -221,7 +224,6 @@
         if (session !== state.session) return;
       }
     }
-    sessionStorage.setItem(TOKEN_KEY, token);
     $("#notice").hidden = true;
     $("#login-error").textContent = "";
     showApp();
@@ -239,6 +241,7 @@
   // events up to it change nothing either. Devices are read before the
   // rest, so that line holds for firmwares and the rollout too.
   async function loadSession() {
+    state.devices = []; // (what a session's events told stays in it)
     const ring = await api("GET", "/admin/events?since=0&wait=0");
     state.seq = state.loadedSeq = seqOf(ring);
     await loadAll();
@@ -275,6 +278,8 @@
           clearActivity();
           state.loadedSeq = 0;
           state.devicesSeq = 0;
+          for (const dev of state.devices) delete dev.liveStatus;
+          statusQueues = new Map();
           reloadAll();
         }
         state.seq = seqOf(r);
@@ -302,11 +307,18 @@
         state.hasRollout = true;
         reload("rollout", loadRollout);
         break;
+      case "point":
+        // the row shows only the status: other channels change nothing there
+        if (ev.channel === STATUS_CHANNEL) {
+          onStatus(ev);
+          reload("devices", loadDevices);
+        }
+        break;
       default:
         reload("devices", loadDevices);
-        if (state.rollout && (ev.type === "point" || ev.type === "version" || ev.type === "command")) {
-          reload("rollout", loadRollout);
-        }
+    }
+    if (state.rollout && (ev.type === "point" || ev.type === "version" || ev.type === "command")) {
+      reload("rollout", loadRollout);
     }
     if (state.device !== null && ev.device === state.device) reload("device", loadDevicePage);
   }
@@ -321,6 +333,42 @@
     const tr = deviceRow(dev.id);
     if (tr) showHeartbeat(tr, dev);
     if (state.device === String(dev.id)) showDeviceHeartbeat(dev.last_heartbeat);
+  }
+
+  // A status shows in its row as it comes. Those a poll brings together
+  // show one after another, STATUS_MS each, so a quick step (verifying)
+  // is seen, not skipped; meanwhile the row keeps to them, and after the
+  // last the devices read (the reload it asked for) show again if newer.
+  let statusQueues = new Map(); // device id -> statuses waiting their turn
+
+  function onStatus(ev) {
+    const dev = findDevice(ev.device);
+    if (!dev || !(ev.seq > state.devicesSeq)) return; // the row has it already
+    const id = String(dev.id);
+    const st = { seq: ev.seq, text: String(ev.value) + (ev.truncated ? "…" : ""), at: ev.at };
+    const queue = statusQueues.get(id);
+    if (queue) return queue.push(st);
+    statusQueues.set(id, []);
+    showLiveStatus(id, st, statusQueues);
+  }
+
+  function showLiveStatus(id, st, queues) {
+    const dev = findDevice(id);
+    if (dev) dev.liveStatus = st;
+    refreshStatus(id);
+    setTimeout(() => {
+      const queue = queues.get(id);
+      if (!queue || queues !== statusQueues) return; // a new session
+      if (queue.length) return showLiveStatus(id, queue.shift(), queues);
+      queues.delete(id);
+      refreshStatus(id);
+    }, STATUS_MS);
+  }
+
+  function refreshStatus(id) {
+    const dev = findDevice(id);
+    const tr = dev && deviceRow(id);
+    if (tr) showStatus(tr, dev);
   }
 
   // One line of the feed: "HH:MM:SS device what".
@@ -426,9 +474,11 @@
   }
 
   // What the events told of `old` (the same device, read before) that a
-  // new answer may predate: its last heartbeat.
+  // new answer may predate: its last heartbeat, its last status event
+  // (shownStatus weighs it).
   function keepNewer(dev, old) {
     if (!old) return;
+    if (old.liveStatus) dev.liveStatus = old.liveStatus;
     if (typeof old.last_heartbeat === "number" && !(dev.last_heartbeat >= old.last_heartbeat)) {
       dev.last_heartbeat = old.last_heartbeat;
     }
@@ -497,8 +547,25 @@
   // ------------------------------------------------------------ devices
 
   function lastStatus(dev) {
-    const list = dev.datapoints && dev.datapoints.fota_status;
+    const list = dev.datapoints && dev.datapoints[STATUS_CHANNEL];
     return Array.isArray(list) && list.length ? list[list.length - 1] : null;
+  }
+
+  // The status a row shows: from an event while some wait their turn, or
+  // newer than the devices read; else the last one read.
+  // @return { text, at (epoch s) } | null
+  function shownStatus(dev) {
+    const live = dev.liveStatus;
+    if (live && (live.seq > state.devicesSeq || statusQueues.has(String(dev.id)))) return live;
+    const p = lastStatus(dev);
+    return p ? { text: pointValue(p), at: p.received / 1000 } : null;
+  }
+
+  function showStatus(tr, dev) {
+    const st = shownStatus(dev);
+    setText($("td.status", tr), st ? st.text : "");
+    const at = st ? st.at : null;
+    setText($("td.status-at", tr), clock(at), fullDate(at));
   }
 
   function findDevice(id) {
@@ -542,10 +609,7 @@
     setText($("td.peer", tr), online ? dev.peer : "");
     showHeartbeat(tr, dev);
     setText($("td.version", tr), dev.version);
-    const st = lastStatus(dev);
-    setText($("td.status", tr), st ? pointValue(st) : "");
-    const at = st ? st.received / 1000 : null;
-    setText($("td.status-at", tr), clock(at), fullDate(at));
+    showStatus(tr, dev);
     const select = $("select.push-version", tr);
     fillVersions(select);
     $("button.push", tr).disabled = select.options.length === 0;
