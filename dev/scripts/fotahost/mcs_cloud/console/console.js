@@ -798,13 +798,15 @@
 
   // ------------------------------------------------------------ the device page
 
+  // One read: the device with its latest MAX_POINT_ROWS points a channel
+  // (?recent; a cloud that does not know it sends them all, still one read).
   async function loadDevicePage() {
     const id = state.device;
     if (id === null) return;
-    const path = "/admin/devices/" + encodeURIComponent(id);
-    const [dev, points] = await Promise.all([api("GET", path), api("GET", path + "/datapoints")]);
+    const dev = await api("GET", "/admin/devices/" + encodeURIComponent(id) + "?recent=" + MAX_POINT_ROWS);
     if (id !== state.device) return;
-    renderDevicePage(dev, points.channels || {});
+    const channels = dev.datapoints && typeof dev.datapoints === "object" ? dev.datapoints : {};
+    renderDevicePage(dev, channels);
   }
 
   function renderDevicePage(dev, channels) {
@@ -815,11 +817,12 @@
     setText($(".d-peer", page), online ? dev.peer : "");
     showDeviceHeartbeat(dev.last_heartbeat);
     setText($(".d-version", page), dev.version || "not reported");
-    const history = (channels.fota_status || []).map((p) => el("li", null, clock(p.received / 1000) + " " + pointValue(p)));
+    const statuses = Array.isArray(channels[STATUS_CHANNEL]) ? channels[STATUS_CHANNEL] : [];
+    const history = statuses.map((p) => el("li", null, clock(p.received / 1000) + " " + pointValue(p)));
     $("#history").replaceChildren(...history);
     const rows = [];
     for (const [chn, list] of Object.entries(channels)) {
-      for (const p of list) rows.push({ chn, p });
+      if (Array.isArray(list)) for (const p of list) rows.push({ chn, p });
     }
     rows.sort((a, b) => b.p.received - a.p.received);
     const trs = rows.slice(0, MAX_POINT_ROWS).map(({ chn, p }) => {
