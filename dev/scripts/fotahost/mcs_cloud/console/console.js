@@ -31,6 +31,9 @@
     rollout: null,
     hasRollout: false,   // whether the cloud has one (GET /admin/devices says)
     device: null,        // the id of the device page shown, or null
+    pushing: new Set(),  // ids of the devices a push is under way to
+    pushingAll: new Set(), // versions a "Push to all" is under way for
+    uploading: false,
     devicesSeq: 0,       // the devices read include every event up to this one
   };
 
@@ -70,6 +73,15 @@
     const t = text === undefined || text === null ? "" : String(text);
     if (node.textContent !== t) node.textContent = t;
     if (title !== undefined) node.title = title;
+  }
+
+  // A button whose action is under way stays focusable: disabling it
+  // would throw the keyboard focus to the page's top, and Enter pressed
+  // again would go nowhere the user expects. aria-disabled tells it is
+  // busy; the action itself refuses to run twice.
+  function setBusy(button, busy) {
+    if (busy) button.setAttribute("aria-disabled", "true");
+    else button.removeAttribute("aria-disabled");
   }
 
   let noticeTimer = null;
@@ -592,7 +604,7 @@
     const push = el("td", { class: "push-cell" });
     const select = el("select", { class: "push-version", "aria-label": "Version to push to " + dev.id });
     const button = el("button", { type: "button", class: "push primary" }, "Push");
-    button.addEventListener("click", () => pushTo(dev.id, select.value, button));
+    button.addEventListener("click", () => pushTo(String(dev.id), select.value));
     const group = el("div", { class: "push-group" });
     group.append(select, button);
     push.append(group);
@@ -612,7 +624,17 @@
     showStatus(tr, dev);
     const select = $("select.push-version", tr);
     fillVersions(select);
-    $("button.push", tr).disabled = select.options.length === 0;
+    const button = $("button.push", tr);
+    button.disabled = select.options.length === 0;
+    setBusy(button, state.pushing.has(String(dev.id)));
+  }
+
+  // Marks a device's push under way (or over), on its row if shown.
+  function markPushing(id, on) {
+    if (on) state.pushing.add(id);
+    else state.pushing.delete(id);
+    const tr = deviceRow(id);
+    if (tr) setBusy($("button.push", tr), on);
   }
 
   function renderDevices() {
@@ -621,9 +643,10 @@
     $("#devices-empty").hidden = state.devices.length > 0;
   }
 
-  async function pushTo(id, version, button) {
+  async function pushTo(id, version) {
     if (!version) return;
-    button.disabled = true;
+    if (state.pushing.has(id)) return; // one push at a time a device
+    markPushing(id, true);
     try {
       const r = await api("POST", "/admin/devices/" + encodeURIComponent(id) + "/fota", { version });
       const signed = r.firmware && r.firmware.signed ? "signed" : "unsigned";
@@ -631,7 +654,7 @@
     } catch (err) {
       report(err);
     } finally {
-      button.disabled = false;
+      markPushing(id, false);
     }
   }
 
@@ -641,7 +664,7 @@
     const tr = el("tr");
     const actions = el("td", { class: "actions" });
     const button = el("button", { type: "button", class: "push-all" }, "Push to all");
-    button.addEventListener("click", () => pushToAll(String(fw.version), button));
+    button.addEventListener("click", () => pushToAll(String(fw.version)));
     actions.append(button);
     tr.append(el("td", { class: "version" }), el("td", { class: "size" }), el("td", { class: "md5" }),
       el("td", { class: "signed" }), el("td", { class: "key-id" }), actions);
@@ -656,6 +679,21 @@
     setText(signed, fw.signed ? "signed" : "unsigned", fw.trusted_comment || "");
     signed.dataset.signed = fw.signed ? "yes" : "no";
     setText($("td.key-id", tr), fw.key_id);
+    setBusy($("button.push-all", tr), state.pushingAll.has(String(fw.version)));
+  }
+
+  function firmwareRow(version) {
+    for (const tr of $("#firmwares tbody").rows) {
+      if (tr.getAttribute("data-firmware") === version) return tr;
+    }
+    return null;
+  }
+
+  function markPushingAll(version, on) {
+    if (on) state.pushingAll.add(version);
+    else state.pushingAll.delete(version);
+    const tr = firmwareRow(version);
+    if (tr) setBusy($("button.push-all", tr), on);
   }
 
   function renderFirmwares() {
@@ -666,24 +704,35 @@
     fillVersions($("#rollout-start select[name=firmware]"));
   }
 
-  async function pushToAll(version, button) {
-    button.disabled = true;
+  // Pushes `version` to every device in turn; one already being pushed
+  // to is left out (and named).
+  async function pushToAll(version) {
+    if (state.pushingAll.has(version)) return;
+    markPushingAll(version, true);
     const failed = [];
     let sent = 0;
+    const devices = state.devices.map((d) => String(d.id));
     try {
-      for (const dev of state.devices) {
+      for (const id of devices) {
+        if (state.pushing.has(id)) {
+          failed.push(id + ": a push to it is under way");
+          continue;
+        }
+        markPushing(id, true);
         try {
-          await api("POST", "/admin/devices/" + encodeURIComponent(dev.id) + "/fota", { version });
+          await api("POST", "/admin/devices/" + encodeURIComponent(id) + "/fota", { version });
           sent++;
         } catch (err) {
-          if (err instanceof Unauthorized) return;
-          failed.push(dev.id + ": " + err.message);
+          if (err instanceof Unauthorized || err instanceof Stale) return;
+          failed.push(id + ": " + err.message);
+        } finally {
+          markPushing(id, false);
         }
       }
-      notice(version + " pushed to " + sent + " of " + state.devices.length + " devices"
+      notice(version + " pushed to " + sent + " of " + devices.length + " devices"
         + (failed.length ? "; not to " + failed.join("; ") : ""), failed.length > 0);
     } finally {
-      button.disabled = false;
+      markPushingAll(version, false);
     }
   }
 
@@ -695,9 +744,10 @@
     const sig = form.elements.sig.files[0];
     const version = form.elements.version.value.trim();
     out.classList.remove("error");
-    if (!hex || !version) return;
+    if (!hex || !version || state.uploading) return;
     const button = $("button[type=submit]", form);
-    button.disabled = true;
+    state.uploading = true;
+    setBusy(button, true);
     setText(out, "Uploading " + hex.name + "…");
     try {
       const body = { version, name: hex.name, content: await hex.text() };
@@ -711,7 +761,8 @@
       out.classList.add("error");
       setText(out, err.message);
     } finally {
-      button.disabled = false;
+      state.uploading = false;
+      setBusy(button, false);
     }
   }
 
