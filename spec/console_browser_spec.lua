@@ -124,8 +124,9 @@ return {
   it("pushes from the keyboard: the statuses arrive live, the version changes, the chip holds the image", function()
     local r = scenario("push", { version = VERSION })
     local feed = {}
-    for _, l in ipairs(r.steps["downloading, verifying, flashing, done arrive live, in order, in the feed and the status cell"]
-        .detail.feed) do
+    local live = r.steps["downloading, verifying, flashing, done arrive live, in order, in the feed and the status "
+      .. "cell"]
+    for _, l in ipairs(live.detail.feed) do
       feed[#feed + 1] = l.value
     end
     assert.are.same({ "downloading", "verifying", "flashing", "done" }, feed)
