@@ -668,6 +668,25 @@ describe("fotahost cloud serve", function()
     assert.is_nil(h.read(token_file), "the token file outlived the cloud")
   end)
 
+  it("warns on stderr when it serves plain HTTP beyond loopback, unless an https --public-url fronts it", function()
+    local dir = h.tmpdir()
+    finally(function() h.rmdir(dir) end)
+    local function serve(extra)
+      local c = h.start_cloud(dir .. "/fw", 0, extra)
+      local out, err = c.out, c.stderr()
+      c.stop()
+      return out, err
+    end
+    local out, err = serve({ "--host", "0.0.0.0" })
+    assert.matches("^cloud http://0%.0%.0%.0:%d+ tcp ", out) -- the ready line stays first
+    assert.matches("http://0%.0%.0%.0:%d+ is plain HTTP beyond loopback: the console's admin token, device keys "
+      .. "and commands cross the network in clear text", err)
+    err = select(2, serve({ "--host", "0.0.0.0", "--public-url", "https://cloud.example.org" }))
+    assert.is_nil(err:find("clear text", 1, true), err)
+    err = select(2, serve({ "--public-url", "http://cloud.example.org" }))
+    assert.is_nil(err:find("clear text", 1, true), err)
+  end)
+
   it("prints its usage with --help and refuses unknown options", function()
     local r = h.run({ "cloud", "--help" })
     assert.are.equal(0, r.status)
@@ -715,5 +734,12 @@ describe("fotahost.mcs_cloud parsers", function()
     assert.are.same({ { channel = "a", value = "1" }, { channel = "b", timestamp = 12, value = "1,2,3" } }, p)
     assert.is_nil((mcs_cloud.parse_csv("a,x,1")))
     assert.is_nil((mcs_cloud.parse_csv("a b,,1")))
+    assert.truthy(mcs_cloud.parse_csv(string.rep("a", 64) .. ",,1"))
+    assert.are.same({ nil, "line 2: data channel id of 65 bytes (at most 64)" },
+      { mcs_cloud.parse_csv("a,,1\n" .. string.rep("a", 65) .. ",,1") })
+    -- the broker's payloads too
+    local parse_payload = require("fotahost.mcs_cloud.broker").parse_payload
+    assert.are.same({ timestamp = 5, channel = "a", value = "1,2" }, parse_payload("5,a,1,2"))
+    assert.is_nil(parse_payload("," .. string.rep("a", 65) .. ",1"))
   end)
 end)

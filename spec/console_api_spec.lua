@@ -10,6 +10,7 @@
 local h = require "helper"
 local tcp = require "fotahost.tcp"
 local sched = require "fotahost.sched"
+local poll_mod = require "fotahost.poll"
 local cjson = require "cjson"
 local mcs_cloud = require "fotahost.mcs_cloud"
 
@@ -307,6 +308,32 @@ describe("/admin/events", function()
     assert.are.same({ "LED" }, { commands[2].channel, commands[2].version })
   end)
 
+  it("sends every change of a rollout, not only a new state: a push while it stays running", function()
+    admin("POST", "/firmwares", { version = "3.0", name = "app30.hex", content = ":00000001FF\n" })
+    admin("POST", "/firmwares", { version = "3.1", name = "app31.hex", content = ":00000001FF\n" })
+    admin("POST", "/rollout", { firmware = "3.1", devices = { ID }, canary = 0, batch = 100 })
+    finally(function() admin("POST", "/rollout/abort", {}) end)
+    local since = events("wait=0").seq
+    -- the device comes and reports its version: the rollout pushes to it
+    local dev <close> = assert(tcp.connect("127.0.0.1", tcp_port, 5))
+    assert(dev:write(fmt("%s,%s,0\n", ID, KEY), 5))
+    local r = request("PUT", fmt("/mcs/v2/devices/%s/firmwares", ID),
+      { deviceKey = KEY, ["Content-Type"] = "application/json" }, '{"version":"3.0"}')
+    assert.are.equal(200, r.status, r.body)
+    local seen
+    local deadline = sched.now() + h.wait_limit(20)
+    repeat
+      assert(sched.now() < deadline, "no rollout event for the push")
+      local doc = events("since=" .. since .. "&wait=5")
+      for _, ev in ipairs(doc.events) do
+        if ev.type == "rollout" then seen = ev end
+      end
+      since = doc.seq
+    until seen
+    assert.are.same({ "3.1", "running" }, { seen.firmware, seen.state })
+    assert.are.equal("pushed", admin("GET", "/rollout").batches[1].devices[1].state)
+  end)
+
   it("pages with since=N, and says reset (giving the whole ring) when N is older than the ring or unknown", function()
     local n = 1005
     -- five a request (the MCS limit): 201 requests
@@ -335,12 +362,99 @@ describe("/admin/events", function()
     assert.are.equal(last, math.tointeger(page.seq))
   end)
 
+  it("refuses a data channel id over 64 bytes, CSV or JSON, and an event never names a longer one", function()
+    local long = string.rep("c", 65)
+    local r = request("POST", fmt("/mcs/v2/devices/%s/datapoints.csv", ID),
+      { deviceKey = KEY, ["Content-Type"] = "text/csv" }, long .. ",,1")
+    assert.are.equal(400, r.status, r.body)
+    assert.matches("line 1: data channel id of 65 bytes %(at most 64%)", cjson.decode(r.body).message)
+    local doc = { datapoints = { { dataChnId = long, values = { value = "1" } } } }
+    r = request("POST", fmt("/mcs/v2/devices/%s/datapoints", ID), { deviceKey = KEY,
+      ["Content-Type"] = "application/json" }, cjson.encode(doc))
+    assert.are.equal(400, r.status, r.body)
+    assert.matches("datapoints%[1%]: data channel id of 65 bytes %(at most 64%)", cjson.decode(r.body).message)
+    local since = events("wait=0").seq
+    send_point(string.rep("c", 64), "1")
+    assert.are.equal(string.rep("c", 64), events("since=" .. since .. "&wait=0").events[1].channel)
+    -- whatever way in lets a longer one through, its event is cut
+    local c = assert(mcs_cloud.new {})
+    finally(function() c:remove_temp_dir() end)
+    c:emit_point({ id = ID }, string.rep("x", 100000), 1, { value = "1" })
+    local list = c:events_since(0)
+    assert.are.equal(string.rep("x", 64), list[#list].channel)
+  end)
+
   it("refuses a since or wait that is no count of events or seconds", function()
     for _, q in ipairs({ "since=-1", "since=abc", "wait=26", "wait=-1", "wait=1.5" }) do
       local r = request("GET", "/admin/events?" .. q, authed())
       assert.are.equal(400, r.status, q)
       assert.matches("expected", cjson.decode(r.body).message, 1, true)
     end
+  end)
+end)
+
+describe("the devices as the console loads them", function()
+  it("GET /admin/devices says the last event it includes (seq): the page follows on from there", function()
+    send_point("seqtest", "1")
+    local before = events("wait=0").seq
+    local doc = admin("GET", "/devices")
+    local after = events("wait=0").seq
+    assert.is_true(before <= doc.seq and doc.seq <= after, cjson.encode({ before, doc.seq, after }))
+    local points = doc.devices[1].datapoints.seqtest
+    assert.are.equal("1", points[#points].values.value)
+  end)
+
+  it("GET /admin/devices/ID?recent=N gives the last N points per channel; every one kept without it", function()
+    for i = 1, 3 do send_point("recent", tostring(i)) end
+    assert.are.equal(3, #admin("GET", "/devices/" .. ID).datapoints.recent)
+    local last2 = admin("GET", "/devices/" .. ID .. "?recent=2").datapoints.recent
+    assert.are.same({ "2", "3" }, { last2[1].values.value, last2[2].values.value })
+    assert.are.same({}, admin("GET", "/devices/" .. ID .. "?recent=0").datapoints.recent)
+    for _, bad in ipairs({ "-1", "x", "1.5", "", "1e3" }) do
+      local r = request("GET", "/admin/devices/" .. ID .. "?recent=" .. bad, authed())
+      assert.are.equal(400, r.status, bad)
+      assert.matches("a count of data points expected", cjson.decode(r.body).message, 1, true)
+    end
+  end)
+end)
+
+describe("hostile numbers from a device", function()
+  local function post_json(body)
+    return request("POST", fmt("/mcs/v2/devices/%s/datapoints", ID),
+      { deviceKey = KEY, ["Content-Type"] = "application/json" }, body)
+  end
+
+  it("refuses a number that is not finite, or values nested too deep: no point locks the admin API", function()
+    local cases = {
+      ['{"datapoints":[{"dataChnId":"fota_status","values":{"value":"x","e":1e999}}]}'] = "not finite",
+      ['{"datapoints":[{"dataChnId":"temp","values":{"a":-1e999}}]}'] = "not finite",
+      ['{"datapoints":[{"dataChnId":"temp","values":{"a":NaN}}]}'] = "not finite",
+      ['{"datapoints":[{"dataChnId":"temp","values":{"a":' .. string.rep("[", 40) .. string.rep("]", 40) .. '}}]}']
+        = "nested deeper than 32 levels",
+    }
+    local since = events("wait=0").seq
+    for body, why in pairs(cases) do
+      local r = post_json(body)
+      assert.are.equal(400, r.status, body)
+      assert.matches(why, cjson.decode(r.body).message, 1, true)
+    end
+    assert.are.equal(200, post_json('{"datapoints":[{"dataChnId":"temp","values":{"a":1e300}}]}').status)
+    -- the console still reads everything
+    assert.are.equal(ID, admin("GET", "/devices").devices[1].id)
+    assert.are.equal(ID, admin("GET", "/devices/" .. ID).id)
+    local list = events("since=" .. since .. "&wait=0").events
+    assert.are.same({ 1, "temp", '{"a":1e+300}' }, { #list, list[1].channel, list[1].value })
+  end)
+
+  it("shows a number no JSON can carry as null, should one be stored", function()
+    local c = assert(mcs_cloud.new {})
+    finally(function() c:remove_temp_dir() end)
+    local dev = assert(c:add_device("inf1", "key12345"))
+    c:store_point(dev, "x", nil, { a = 1 / 0, b = 0 / 0 })
+    local shown = cjson.decode(require("fotahost.mcs_cloud.common").encode(c:device_json(dev)))
+    assert.are.same({ a = cjson.null, b = cjson.null }, shown.datapoints.x[1].values)
+    local list = c:events_since(0)
+    assert.are.same({ a = cjson.null, b = cjson.null }, cjson.decode(list[#list].value))
   end)
 end)
 
@@ -396,5 +510,83 @@ describe("the Host rule", function()
     assert.is_false(foreign("http://192.168.1.10:8080", "192.168.1.10:8080"))
     assert.is_true(foreign("http://evil.example:8080", "192.168.1.10:8080"))
     assert.is_true(foreign("http://evil.example:8080", "evil.example:8080"))
+  end)
+end)
+
+describe("long polls and the connection slots", function()
+  -- A cloud of its own with four slots: long polls may hold two of them.
+  local busy, bdir
+  setup(function()
+    bdir = h.tmpdir()
+    busy = h.start_cloud(bdir .. "/fw", 0, { "--device", ID .. ":" .. KEY, "--max-connections", "4" })
+  end)
+  teardown(function()
+    if busy then busy.stop() end
+    if bdir then h.rmdir(bdir) end
+  end)
+
+  -- A request to the busy cloud on a connection of its own, left open.
+  local function send(path, headers)
+    local s = assert(tcp.connect("127.0.0.1", busy.port, 5))
+    local lines = { "GET " .. path .. " HTTP/1.1", fmt("Host: 127.0.0.1:%d", busy.port), "Connection: close" }
+    for name, value in pairs(headers) do lines[#lines + 1] = name .. ": " .. value end
+    assert(s:write(table.concat(lines, "\r\n") .. "\r\n\r\n", 5))
+    return s
+  end
+
+  local function poll(since)
+    local btoken = assert(mcs_cloud.read_token(busy.url))
+    return send(fmt("/admin/events?since=%d&wait=25", since), { Authorization = "Bearer " .. btoken })
+  end
+
+  local function last_seq()
+    local s <close> = poll(1 << 40) -- ahead of the ring: a reset, answered at once
+    return math.tointeger(cjson.decode(read_answer(s, 10).body).seq)
+  end
+
+  local function device_request()
+    local s <close> = send(fmt("/mcs/v2/devices/%s/connections", ID), { deviceKey = KEY })
+    return read_answer(s, 10)
+  end
+
+  it("ends a poll whose client went away at once, freeing its slot for a device", function()
+    local since = last_seq()
+    local polls = { poll(since), poll(since) }
+    -- the other two slots: connections that send nothing yet
+    local idle = { assert(tcp.connect("127.0.0.1", busy.port, 5)), assert(tcp.connect("127.0.0.1", busy.port, 5)) }
+    finally(function()
+      for _, s in ipairs(polls) do s:close() end
+      for _, s in ipairs(idle) do s:close() end
+    end)
+    assert.are.equal(503, device_request().status, "the polls and the idle connections hold every slot")
+    -- the page reloads: its polls' clients close their side
+    for _, s in ipairs(polls) do
+      local t0 = sched.now()
+      s:shutdown("w")
+      -- the cloud answers and closes: well before the poll's 25 s
+      local r = read_answer(s, 15)
+      assert.are.equal(200, r.status, r.body)
+      assert.is_true(sched.now() - t0 < 15)
+    end
+    local r = device_request()
+    assert.are.equal(200, r.status, r.body)
+  end)
+
+  it("answers a poll at once past the waiters' cap (half the slots): the rest stay for devices", function()
+    local since = last_seq()
+    local polls = { poll(since), poll(since), poll(since) }
+    finally(function() for _, s in ipairs(polls) do s:close() end end)
+    -- two wait; whichever came last is answered at once
+    local watch <close> = assert(poll_mod.new())
+    for _, s in ipairs(polls) do assert(watch:add(s:fd(), true, false)) end
+    local fd = watch:wait(15)
+    assert.truthy(fd, "every poll waited")
+    for _, s in ipairs(polls) do
+      if s:fd() == fd then
+        local r = read_answer(s, 5)
+        assert.are.same({ 200, since }, { r.status, math.tointeger(cjson.decode(r.body).seq) })
+      end
+    end
+    assert.are.equal(200, device_request().status)
   end)
 end)

@@ -185,6 +185,8 @@ function methods:start()
   self.public_url = self.public_url or srv.url
   self.console_dir = console.find_dir()
   if not self.console_dir then log.warn("the web console's files are not installed: / answers 404") end
+  local cleartext = self:cleartext_warning()
+  if cleartext then log.warn("%s", cleartext) end
   local ok, terr2 = self:write_token()
   if not ok then
     srv:close()

@@ -7,6 +7,7 @@ local SPEC = { "spec/console_api_spec.lua" }
 local P = "dev/scripts/fotahost/mcs_cloud/"
 local FACE, CONSOLE, ADMIN, EVENTS = "dev/scripts/fotahost/mcs_cloud.lua", P .. "console.lua", P .. "admin_api.lua",
   P .. "events.lua"
+local COMMON = P .. "common.lua"
 
 return {
   { name = "console-host-check-skipped", file = FACE,
@@ -41,8 +42,52 @@ return {
     specs = SPEC, filter = "never the line",
     why = "every command event hands the device key to whoever reads the feed" },
   { name = "console-long-poll-never-wakes", file = EVENTS,
-    from = "    sched.cancel(pulse) -- its joiners wake\n",
+    from = "  for w in pairs(watches) do sched.cancel(w) end -- its request wakes\n",
     to = "",
     specs = SPEC, filter = "long%-polls",
     why = "the console shows a status only when its 25 s poll ends: the live view is not live" },
+  { name = "console-long-poll-ignores-client", file = EVENTS,
+    from = [[sched.wait_fd(sock:fd(), "r", seconds)]],
+    to = [[sched.sleep(seconds)]],
+    specs = SPEC, filter = "went away",
+    why = "a poll whose page reloaded holds its connection slot 25 s: device requests and firmware downloads get 503" },
+  { name = "console-long-poll-waiters-uncapped", file = EVENTS,
+    from = "and self._event_waiters < self:events_max_waiters() then",
+    to = "then",
+    specs = SPEC, filter = "waiters' cap",
+    why = "a few tabs of the console hold every connection slot: devices get 503 while they wait" },
+  { name = "console-channel-length-unchecked", file = P .. "device_api.lua",
+    from = "if #chn > C.MAX_CHANNEL then return",
+    to = "if false then return",
+    specs = SPEC, filter = "over 64 bytes",
+    why = "a device posts points on 200 KB channel names: the events ring and every answer naming them grow "
+      .. "to hundreds of MB" },
+  { name = "console-event-channel-uncut", file = EVENTS,
+    from = "channel = (E.cut(channel, C.MAX_CHANNEL))",
+    to = "channel = channel",
+    specs = SPEC, filter = "over 64 bytes",
+    why = "a channel name a new way in (the broker, a parser change) lets through swells the events ring" },
+  { name = "console-json-non-finite-taken", file = COMMON,
+    from = "if value ~= value or value == math.huge or value == -math.huge then",
+    to = "if false then",
+    specs = SPEC, filter = "hostile numbers",
+    why = "a device posts 1e999: stored, and shown (as null) where the device meant a number" },
+  { name = "console-json-depth-unbounded", file = COMMON,
+    from = [[    if depth > C.MAX_DEPTH then return fmt("nested deeper than %d levels", C.MAX_DEPTH) end
+]],
+    to = "",
+    specs = SPEC, filter = "hostile numbers",
+    why = "values nested 999 deep pass the decoder, then every answer holding them passes cjson's limit: "
+      .. "/admin/devices answers 500 until the point ages out" },
+  { name = "console-encode-non-finite-raises", file = COMMON,
+    from = [[encoder.encode_invalid_numbers("null")
+]],
+    to = "",
+    specs = SPEC, filter = "hostile numbers",
+    why = "one inf that gets stored (a new way in) makes /admin/devices answer 500 to everyone" },
+  { name = "console-rollout-event-on-state-only", file = P .. "rollout_runner.lua",
+    from = "  if text ~= self._rollout_shown then\n    self._rollout_shown = text\n",
+    to = "  if ro.state ~= self._rollout_shown then\n    self._rollout_shown = ro.state\n",
+    specs = SPEC, filter = "every change of a rollout",
+    why = "the console's rollout view stands still while pushes go out and devices time out" },
 }

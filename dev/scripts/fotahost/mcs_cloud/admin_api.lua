@@ -108,9 +108,10 @@ function H.admin_devices(self, _req, res)
   for _, id in ipairs(self.device_order) do
     list[#list + 1] = self:device_json(self.devices[id], 10)
   end
-  -- rollout: whether GET /admin/rollout has one to show (the console asks only then)
+  -- rollout: whether GET /admin/rollout has one to show (the console asks only then);
+  -- seq: the last event this answer includes, for the console to follow on from
   return send_json(res, 200, { now = sys.time(), devices = array(list), broker = self.broker and self:broker_json(),
-                               rollout = self.rollout ~= nil })
+                               rollout = self.rollout ~= nil, seq = self.events.seq })
 end
 
 function H.admin_add_device(self, req, res)
@@ -122,10 +123,17 @@ function H.admin_add_device(self, req, res)
   return send_json(res, 201, self:device_json(dev, 10))
 end
 
-function H.admin_device(self, _req, res, id)
+-- ?recent=N: the latest N data points per channel (default: every one kept).
+function H.admin_device(self, req, res, id)
   local dev = admin_device(self, res, id)
   if not dev then return end
-  return send_json(res, 200, self:device_json(dev))
+  local recent = req.args.recent
+  if recent ~= nil then
+    local n = recent:find("^%d+$") and math.tointeger(tonumber(recent))
+    if not n then return fail(res, 400, fmt("recent=%s: a count of data points expected", recent)) end
+    recent = n
+  end
+  return send_json(res, 200, self:device_json(dev, recent))
 end
 
 function H.admin_datapoints(self, req, res, id)

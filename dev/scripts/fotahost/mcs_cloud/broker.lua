@@ -43,10 +43,11 @@ function B.parse_topic(topic)
 end
 
 --- A payload `timestamp,channel,value` (the value keeps its commas; an
--- empty timestamp means "now"): { timestamp = ms|nil, channel, value } | nil.
+-- empty timestamp means "now"): { timestamp = ms|nil, channel, value } | nil
+-- (nil too for a channel id longer than MAX_CHANNEL, as the REST API).
 function B.parse_payload(payload)
   local ts, channel, value = payload:match("^(%d*),([%w_%-]+),(.*)$")
-  if not ts then return nil end
+  if not ts or #channel > C.MAX_CHANNEL then return nil end
   return { timestamp = math.tointeger(tonumber(ts)), channel = channel, value = value }
 end
 
@@ -136,7 +137,8 @@ function methods:on_broker_message(topic, payload)
   local p = B.parse_payload(payload)
   if not p or p.channel ~= channel then
     count(b, "malformed")
-    log.warn("device %s: not \"timestamp,%s,value\" on channel %s's topic; ignored", dev.id, channel, channel)
+    local shown = channel:sub(1, C.MAX_CHANNEL)
+    log.warn("device %s: not \"timestamp,%s,value\" on channel %s's topic; ignored", dev.id, shown, shown)
     return
   end
   if channel == ONLINE then return presence(self, dev, p.value) end

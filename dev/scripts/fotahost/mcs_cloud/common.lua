@@ -6,11 +6,20 @@ local cjson = require "cjson.safe"
 
 local fmt = string.format
 
+-- The answers' encoder: a number no JSON can carry (inf, nan) comes out as
+-- null rather than failing the whole answer. Bodies with one are refused
+-- (decode_body); this keeps whatever gets past that from locking the
+-- admin API with 500s.
+local encoder = cjson.new()
+encoder.encode_invalid_numbers("null")
+
 local C = {}
 
 C.MAX_POINTS = 1000           -- data points kept per device and channel
 C.MAX_HEARTBEATS = 100        -- heartbeat arrival times kept per device
 C.MAX_POINTS_PER_REQUEST = 5  -- as the MCS reference says
+C.MAX_CHANNEL = 64            -- bytes of a data channel id (every event and answer names it)
+C.MAX_DEPTH = 32              -- levels a JSON body may nest (answers nest it further, up to cjson's 1000)
 C.QUIET_GAP = 0.2             -- s of silence that ends an unterminated device message
 C.MAX_MESSAGE = 4096          -- bytes of device message without a boundary: the peer is closed
 C.WRITE_TIMEOUT = 10          -- s a command write may wait for the device to take it
@@ -39,9 +48,16 @@ function C.array(t)
   return t
 end
 
-function C.encode(value)
-  local s = assert(cjson.encode(value))
+--- JSON text of `value`, or nil, why.
+function C.try_encode(value)
+  local s, err = encoder.encode(value)
+  if not s then return nil, err end
   return (s:gsub('"\\u0001fotahost%-empty%-array\\u0001"', "[]"))
+end
+
+--- JSON text of `value` (an answer the cloud built: a failure is a bug, and raises).
+function C.encode(value)
+  return assert(C.try_encode(value))
 end
 
 -- A JSON value as a command or label string: cjson decodes every number as
@@ -86,10 +102,32 @@ function C.fail(res, status, message)
   return C.send_json(res, status, { code = status, message = message })
 end
 
+-- Why decoded JSON `value` can be neither kept nor shown again, or nil:
+-- a number that is not finite (1e999 decodes to inf, which no answer can
+-- carry), or nesting deeper than MAX_DEPTH (an answer that holds it
+-- would pass cjson's limit).
+local function unfit(value, depth)
+  if type(value) == "number" then
+    if value ~= value or value == math.huge or value == -math.huge then return "a number that is not finite" end
+  elseif type(value) == "table" then
+    if depth > C.MAX_DEPTH then return fmt("nested deeper than %d levels", C.MAX_DEPTH) end
+    for _, v in pairs(value) do
+      local why = unfit(v, depth + 1)
+      if why then return why end
+    end
+  end
+  return nil
+end
+
 function C.decode_body(req, res)
   local value, err = cjson.decode(req.body)
   if type(value) ~= "table" then
     C.fail(res, 400, "request body must be a JSON object" .. (err and ": " .. err or ""))
+    return nil
+  end
+  local why = unfit(value, 1)
+  if why then
+    C.fail(res, 400, "request body: " .. why)
     return nil
   end
   return value

@@ -110,6 +110,27 @@ function methods:host_refusal(req)
     .. "%s, or --public-url)", host, self.url, LOOPBACK[self.host] and " or localhost" or "")
 end
 
+---------------------------------------------------------------- clear text
+
+-- Whether `host` (a numeric address) is this machine's loopback.
+local function loopback(host)
+  host = host:lower()
+  return host:find("^127%.%d+%.%d+%.%d+$") ~= nil or host == "::1" or host:find("^::ffff:127%.") ~= nil
+end
+
+--- What start() warns of when the admin token (and device keys, and
+-- commands) would cross a network in clear text: the cloud listens
+-- beyond loopback, and no https --public-url says a TLS proxy fronts it.
+-- nil when neither.
+function methods:cleartext_warning()
+  if loopback(self.host) then return nil end
+  local scheme = self.public_url_given and self.public_url:match("^(%a[%w+.-]*)://")
+  if scheme and scheme:lower() == "https" then return nil end
+  return fmt("%s is plain HTTP beyond loopback: the console's admin token, device keys and commands cross "
+    .. "the network in clear text, and whoever sees the token can push firmware; listen on 127.0.0.1, or "
+    .. "serve it through a TLS proxy and give its https:// address as --public-url", self.url)
+end
+
 ---------------------------------------------------------------- the files
 
 local function serve_file(self, req, res)

@@ -20,6 +20,14 @@ local D = {}
 local methods = {}
 D.methods = methods
 
+--- Why `chn` is no data channel id (letters, digits, _ and -, at most
+-- MAX_CHANNEL bytes: the console's events and answers name it), or nil.
+function D.bad_channel(chn)
+  if #chn > C.MAX_CHANNEL then return fmt("data channel id of %d bytes (at most %d)", #chn, C.MAX_CHANNEL) end
+  if not chn:find("^[%w_%-]+$") then return fmt("bad data channel id %q", chn) end
+  return nil
+end
+
 --- Parses a datapoints.csv body: lines "chn,timestamp,value" where the
 -- value is everything after the second comma (GPS "lat,lon,alt", PWM
 -- "value,period") and an empty timestamp means "now".
@@ -34,9 +42,8 @@ function D.parse_csv(body)
       if not chn then
         return nil, fmt("line %d: expected \"dataChnId,timestamp,value\", got %q", n, line)
       end
-      if not chn:find("^[%w_%-]+$") then
-        return nil, fmt("line %d: bad data channel id %q", n, chn)
-      end
+      local bad = D.bad_channel(chn)
+      if bad then return nil, fmt("line %d: %s", n, bad) end
       if ts ~= "" and not ts:find("^%d+$") then
         return nil, fmt("line %d: timestamp must be milliseconds or empty, got %q", n, ts)
       end
@@ -117,9 +124,9 @@ function H.datapoints_json(self, req, res, dev)
   local checked = {}
   for i, p in ipairs(list) do
     local chn = type(p) == "table" and as_text(p.dataChnId)
-    if not chn or not chn:find("^[%w_%-]+$") then
-      return fail(res, 400, fmt("datapoints[%d]: bad or missing dataChnId", i))
-    end
+    if not chn then return fail(res, 400, fmt("datapoints[%d]: missing dataChnId", i)) end
+    local bad = D.bad_channel(chn)
+    if bad then return fail(res, 400, fmt("datapoints[%d]: %s", i, bad)) end
     local ts = p.timestamp
     if ts ~= nil and ts ~= cjson.null and not math.tointeger(ts) then
       return fail(res, 400, fmt("datapoints[%d]: timestamp must be integer milliseconds", i))

@@ -5,9 +5,13 @@
 -- GET /admin/events?since=N&wait=S long-polls it. Its functions are
 -- methods of the cloud object (fotahost.mcs_cloud installs them).
 --
--- A waiting request joins the "pulse", a task that only sleeps; an
--- event cancels it, which wakes every joiner at once. The pulse lives
--- only while some request waits.
+-- A waiting request joins a "watch" of its own: a task that waits for
+-- the request's socket to turn readable (the client went away, or sent
+-- more) and ends then, or at the deadline; an event cancels every watch,
+-- which wakes their requests at once. A client that leaves so frees its
+-- connection slot at once, not 25 s later; and at most max_waiters()
+-- requests wait at a time, so long polls never hold the slots devices'
+-- requests and firmware downloads need.
 
 local sched = require "fotahost.sched"
 local sys = require "fotahost.sys"
@@ -23,11 +27,13 @@ E.methods = methods
 E.MAX = 1000        -- events kept
 E.MAX_WAIT = 25     -- s a request may wait for one (under the usual 30 s proxy and browser limits)
 E.MAX_VALUE = 200   -- bytes of a data point's value an event carries
+E.MAX_WAITERS = 8   -- requests waiting at once (and never more than half the connection slots)
 
 --- Sets up a new cloud's ring (at new()).
 function E.open(self)
   self.events = { seq = 0, ring = {} }
   self._event_waiters = 0
+  self._event_watches = {} -- watch task -> true, for every waiting request
 end
 
 -- `text` cut to at most `max` bytes, never inside a UTF-8 sequence.
@@ -46,11 +52,14 @@ function methods:emit(kind, fields)
   ev.seq = ev.seq + 1
   fields.seq, fields.at, fields.type = ev.seq, sys.time(), kind
   ev.ring[(ev.seq - 1) % E.MAX + 1] = fields
-  local pulse = self._pulse
-  if pulse then
-    self._pulse = nil
-    sched.cancel(pulse) -- its joiners wake
-  end
+  self:events_wake()
+end
+
+--- Wakes every waiting request (an event came, or the cloud closes).
+function methods:events_wake()
+  local watches = self._event_watches
+  self._event_watches = {}
+  for w in pairs(watches) do sched.cancel(w) end -- its request wakes
 end
 
 --- The events after `since`: list, and whether some were lost (since
@@ -68,53 +77,55 @@ function methods:events_since(since)
 end
 
 --- Records a data point `dev` sent: its value as text (the JSON of
--- `values` when it has no "value"), cut to MAX_VALUE bytes.
+-- `values` when it has no "value"), cut to MAX_VALUE bytes, and its
+-- channel cut to MAX_CHANNEL (the parsers refuse longer ones: this
+-- keeps the ring bounded whatever a new way in lets through).
 function methods:emit_point(dev, channel, timestamp, values)
-  local text = C.as_text(values.value) or C.encode(values)
+  -- (never raising: the point is stored already, and the rollout must still see it)
+  local text = C.as_text(values.value) or C.try_encode(values) or "(not JSON)"
   local value, cut = E.cut(text, E.MAX_VALUE)
-  self:emit("point", { device = dev.id, channel = channel, value = value, timestamp = timestamp,
-                       truncated = cut or nil })
+  self:emit("point", { device = dev.id, channel = (E.cut(channel, C.MAX_CHANNEL)), value = value,
+                       timestamp = timestamp, truncated = cut or nil })
 end
 
--- The pulse waiting requests join: a live one, or a new one.
-local function pulse(self)
-  local p = self._pulse
-  if not p or p.status == "done" or p.status == "failed" or p.status == "cancelled" then
-    p = sched.spawn({ name = "cloud events pulse", log_errors = false }, function()
-      while true do sched.sleep(3600) end
-    end)
-    self._pulse = p
-  end
-  return p
+-- A waiting request's watch: ends when the request's socket turns
+-- readable (the client closed it, or sent another request), or after
+-- `seconds`.
+local function watch(sock, seconds)
+  sched.wait_fd(sock:fd(), "r", seconds)
 end
 
--- The last waiter gone, the pulse goes too: no task lingers unasked.
-local function leave(self)
-  self._event_waiters = self._event_waiters - 1
-  local p = self._pulse
-  if self._event_waiters == 0 and p and p ~= sched.current() then
-    self._pulse = nil
-    sched.cancel(p)
-  end
+--- How many requests may wait at once: MAX_WAITERS, and at most half
+-- of the HTTP connection slots.
+function methods:events_max_waiters()
+  local slots = self.http and self.http.max_connections or E.MAX_WAITERS * 2
+  return math.min(E.MAX_WAITERS, slots // 2)
 end
 
---- Waits until an event comes after `since`, at most `seconds`.
-function methods:events_wait(since, seconds)
+--- Waits until an event comes after `since`, at most `seconds`, or until
+-- the client on `sock` goes away (or sends more).
+function methods:events_wait(since, seconds, sock)
   local deadline = sched.now() + seconds
   self._event_waiters = self._event_waiters + 1
-  local _ <close> = setmetatable({}, { __close = function() leave(self) end })
+  local _ <close> = setmetatable({}, { __close = function() self._event_waiters = self._event_waiters - 1 end })
   while self.events.seq == since and not self._closed do
     local left = deadline - sched.now()
     if left <= 0 then return end
-    sched.join(pulse(self), left)
+    local w = sched.spawn({ name = "cloud events watch", log_errors = false }, watch, sock, left)
+    self._event_watches[w] = true
+    local _ <close> = setmetatable({}, { __close = function()
+      self._event_watches[w] = nil
+      if w.status ~= "done" and w.status ~= "cancelled" and w.status ~= "failed" then sched.cancel(w) end
+    end })
+    sched.join(w, left + 1)
+    -- only an event (or close()) cancels a watch: anything else ends the wait
+    if w.status ~= "cancelled" then return end
   end
 end
 
---- Ends the pulse (close()).
+--- Wakes the waiting requests for good (close()).
 function methods:events_close()
-  local p = self._pulse
-  self._pulse = nil
-  if p and p ~= sched.current() then sched.cancel(p) end
+  self:events_wake()
 end
 
 -- A query parameter as an integer in [lo, hi], `default` when absent.
@@ -136,7 +147,10 @@ local function get_events(self, req, res)
   local wait
   if since then wait, err = int_arg(req.args, "wait", E.MAX_WAIT, 0, E.MAX_WAIT) end
   if not since or not wait then return fail(res, 400, err) end
-  if wait > 0 and since == self.events.seq then self:events_wait(since, wait) end
+  -- past the waiters' cap, answer at once, as for wait=0
+  if wait > 0 and since == self.events.seq and self._event_waiters < self:events_max_waiters() then
+    self:events_wait(since, wait, res.sock)
+  end
   local list, reset = self:events_since(since)
   return send_json(res, 200, { seq = self.events.seq, events = array(list), reset = reset })
 end

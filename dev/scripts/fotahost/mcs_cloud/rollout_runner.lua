@@ -27,19 +27,17 @@ RR.VERSION_GRACE = 2   -- s a connected device has to report its version before 
 
 local function path(self) return self.firmware_dir .. "/" .. C.ROLLOUT end
 
--- The rollout's state as an event, when it is new (the console follows).
-local function note_state(self)
-  local ro = self.rollout
-  if self._rollout_noted == ro and self._rollout_noted_state == ro.state then return end
-  self._rollout_noted, self._rollout_noted_state = ro, ro.state
-  self:emit("rollout", { firmware = ro.firmware, state = ro.state, reason = ro.reason })
-end
-
 --- Writes the rollout when it changed since the last save: the new file
--- replaces the old one whole (a cut leaves one or the other).
+-- replaces the old one whole (a cut leaves one or the other). Every
+-- change is an event, not only a new state: a device's timeout, a push
+-- that could not be sent, the next batch - the console shows progress.
 function methods:rollout_save()
-  note_state(self)
-  local text = C.encode(self.rollout) .. "\n"
+  local ro = self.rollout
+  local text = C.encode(ro) .. "\n"
+  if text ~= self._rollout_shown then
+    self._rollout_shown = text
+    self:emit("rollout", { firmware = ro.firmware, state = ro.state, reason = ro.reason })
+  end
   if text == self._rollout_saved then return end
   local ok, err = sys.write_file(path(self), text)
   if not ok then
@@ -62,7 +60,7 @@ function methods:rollout_load()
     R.restarted(ro, sys.time())
     log.info("rollout of %s resumed (%s, batch %d of %d)", ro.firmware, ro.state, ro.current, #ro.batches)
   end
-  self.rollout, self._rollout_saved = ro, text
+  self.rollout, self._rollout_saved, self._rollout_shown = ro, text, text
 end
 
 -- What the cloud knows of device `id`, for R.advance.
