@@ -15,6 +15,7 @@ local ihex = require "fotahost.ihex"
 local http = require "fotahost.http"
 local digest = require "fotahost.digest"
 local cjson = require "cjson"
+local tcp = require "fotahost.tcp"
 
 local WAIT = h.wait_limit(120) -- seconds for anything to happen (CI is a loaded 2-core machine)
 local FLASH_SIZE = 32768
@@ -123,8 +124,9 @@ return {
   it("pushes from the keyboard: the statuses arrive live, the version changes, the chip holds the image", function()
     local r = scenario("push", { version = VERSION })
     local feed = {}
-    for _, l in ipairs(r.steps["Enter pushes: downloading, verifying, flashing, done arrive live, in order"]
-        .detail.feed) do
+    local live = r.steps["downloading, verifying, flashing, done arrive live, in order, in the feed and the status "
+      .. "cell"]
+    for _, l in ipairs(live.detail.feed) do
       feed[#feed + 1] = l.value
     end
     assert.are.same({ "downloading", "verifying", "flashing", "done" }, feed)
@@ -181,5 +183,46 @@ return {
 
   it("fits a phone's 390 px: no horizontal scroll", function()
     scenario("phone")
+  end)
+
+  it("keeps the user logged in when the cloud answers 503, 500 or nothing for a while", function()
+    scenario("outage")
+  end)
+
+  it("shows a status the device sent while the console was logging in", function()
+    scenario("late", { key = KEY })
+    -- what the row shows is what the cloud holds
+    local points = admin("GET", "/devices/" .. ID .. "/datapoints?channel=fota_status").datapoints
+    assert.matches("^standby%-", points[#points].values.value)
+  end)
+
+  it("keeps the activity feed readable through a flood of heartbeats", function()
+    local id, key, beats = "flood1", "FloodKey1234", 900
+    admin("POST", "/devices", { id = id, key = key })
+    local function point(value)
+      local res = assert(http.request({ method = "POST", url = cloud.url .. "/mcs/v2/devices/" .. id .. "/datapoints",
+        headers = { deviceKey = key, ["Content-Type"] = "application/json" },
+        body = cjson.encode({ datapoints = { { dataChnId = "flood", values = { value = value } } } }) }))
+      assert(res.status == 200, res.status .. ": " .. res.body)
+    end
+    point("before")
+    local run = browser.start("flood", cloud.url, { token = token, device = id, first = "flood before",
+      last = "flood after", timeout = WAIT }, SHOTS)
+    local ok, err = pcall(function()
+      run:wait_signal("page open", WAIT)
+      -- the heartbeats as a device sends them, on the TCP command channel
+      local port = math.tointeger(tonumber(cloud.out:match(" tcp [%d.]+:(%d+)")))
+      local sock <close> = assert(tcp.connect("127.0.0.1", port, 5))
+      local lines = {}
+      for i = 1, beats do lines[i] = ("%s,%s,%d\n"):format(id, key, i) end
+      assert(sock:write(table.concat(lines), 10))
+      h.until_true("the cloud to count the heartbeats", WAIT, function()
+        return admin("GET", "/devices/" .. id).heartbeats.count >= beats
+      end)
+      point("after")
+    end)
+    local r = run:finish(WAIT * 2)
+    assert(ok, err)
+    assert(r.ok, r.report)
   end)
 end)

@@ -7,8 +7,8 @@ local JS, CSS = DIR .. "console.js", DIR .. "console.css"
 
 return {
   { name = "console-page-status-as-markup", file = JS,
-    from = [[setText($("td.status", tr), st ? pointValue(st) : "");]],
-    to = [[$("td.status", tr).innerHTML = st ? pointValue(st) : "";]],
+    from = [[setText($("td.status", tr), st ? st.text : "");]],
+    to = [[$("td.status", tr).innerHTML = st ? st.text : "";]],
     specs = SPEC,
     why = "a device's status is parsed as markup in the admin's page: <img onerror> runs wherever the "
       .. "CSP's trusted types are not enforced" },
@@ -33,4 +33,22 @@ return {
     to = ".scroll { ",
     specs = SPEC, filter = "phone",
     why = "on a phone the tables push the page wider than the screen: the Push buttons end up off it" },
+  { name = "console-page-busy-button-disabled", file = JS,
+    from = [[    if (busy) button.setAttribute("aria-disabled", "true");
+    else button.removeAttribute("aria-disabled");
+]],
+    to = "    button.disabled = busy;\n",
+    specs = SPEC,
+    why = "a button whose action runs is disabled: the keyboard focus falls to the page's top when Push "
+      .. "is pressed" },
+  { name = "console-page-push-twice", file = JS,
+    from = "    if (state.pushing.has(id)) return; // one push at a time a device\n",
+    to = "",
+    specs = SPEC,
+    why = "Enter pressed again while a push is under way sends the device a second push" },
+  { name = "console-page-heartbeats-fill-the-feed", file = JS,
+    from = "      if (!beat || showingHeartbeats()) shown.push(li);",
+    to = "      shown.push(li);",
+    specs = SPEC, filter = "flood of heartbeats",
+    why = "a device's heartbeats fill the activity feed: a flood pushes every other line out of it" },
 }

@@ -13,7 +13,10 @@
   const TOKEN_KEY = "fotahost-cloud-token";
   const MAX_ACTIVITY = 300;   // lines kept in the activity feed
   const MAX_POINT_ROWS = 300; // rows in a device's data point table
+  const STATUS_CHANNEL = "fota_status"; // where devices report their updates
+  const STATUS_MS = 300;      // a status shows at least this long when others wait
   const RETRY_MS = 2000;      // after a failed poll
+  const RELOAD_GAP_MS = 500;  // between two reloads of one kind
 
   const $ = (sel, root) => (root || document).querySelector(sel);
 
@@ -21,12 +24,17 @@
     token: null,
     session: 0,          // bumped at every login and logout: old loops stop
     abort: new AbortController(), // ends the session's requests under way
-    seq: 0,
+    seq: 0,              // the last event read
+    loadedSeq: 0,        // events up to this one are in what login read
     devices: [],
     firmwares: [],
     rollout: null,
     hasRollout: false,   // whether the cloud has one (GET /admin/devices says)
     device: null,        // the id of the device page shown, or null
+    pushing: new Set(),  // ids of the devices a push is under way to
+    pushingAll: new Set(), // versions a "Push to all" is under way for
+    uploading: false,
+    devicesSeq: 0,       // the devices read include every event up to this one
   };
 
   // ------------------------------------------------------------ helpers
@@ -65,6 +73,15 @@
     const t = text === undefined || text === null ? "" : String(text);
     if (node.textContent !== t) node.textContent = t;
     if (title !== undefined) node.title = title;
+  }
+
+  // A button whose action is under way stays focusable: disabling it
+  // would throw the keyboard focus to the page's top, and Enter pressed
+  // again would go nowhere the user expects. aria-disabled tells it is
+  // busy; the action itself refuses to run twice.
+  function setBusy(button, busy) {
+    if (busy) button.setAttribute("aria-disabled", "true");
+    else button.removeAttribute("aria-disabled");
   }
 
   let noticeTimer = null;
@@ -122,16 +139,35 @@
 
   // Reloads run one at a time per kind, the last asked for winning: a
   // burst of events costs one fetch, and a slow answer never overwrites
-  // a newer one.
-  const reloads = {};
+  // a newer one. A kind starts at most once every RELOAD_GAP_MS, so a
+  // flood of events costs a fetch now and then, not one after another.
+  // Each session has its own (newSession): one asked for just before a
+  // login or logout is neither lost nor run for the old session.
+  let reloads = new Map();
   function reload(kind, fn) {
-    const r = reloads[kind] || (reloads[kind] = { running: false, again: false });
-    if (r.running) { r.again = true; return; }
+    let r = reloads.get(kind);
+    if (!r) {
+      r = { running: false, fn: null, last: -Infinity, owner: reloads };
+      reloads.set(kind, r);
+    }
+    r.fn = fn; // the latest asked for
+    if (!r.running) runReload(r);
+  }
+
+  function runReload(r) {
     r.running = true;
-    const session = state.session;
+    const gap = r.last + RELOAD_GAP_MS - performance.now();
+    if (gap > 0) {
+      setTimeout(() => runReload(r), gap);
+      return;
+    }
+    if (r.owner !== reloads) return; // the session ended meanwhile
+    const fn = r.fn;
+    r.fn = null;
+    r.last = performance.now();
     Promise.resolve().then(fn).catch(report).finally(() => {
       r.running = false;
-      if (r.again && session === state.session) { r.again = false; reload(kind, fn); }
+      if (r.fn && r.owner === reloads) runReload(r);
     });
   }
 
@@ -146,6 +182,8 @@
     state.session++;
     state.abort.abort();
     state.abort = new AbortController();
+    reloads = new Map();
+    statusQueues = new Map();
   }
 
   function showLogin(message) {
@@ -177,23 +215,57 @@
     try { return decodeURIComponent(m[1]); } catch (e) { return m[1]; }
   }
 
+  // Only a 401 sends the user back to the form. Another failure (the
+  // cloud restarting, a proxy's 502, the network gone) keeps the token:
+  // the console says so and tries again until the session ends.
   async function login(token) {
     state.token = token;
     newSession();
-    state.seq = 0;
     const session = state.session;
-    try {
-      await loadAll();
-    } catch (err) {
-      if (session === state.session) showLogin(err.message);
-      return;
+    sessionStorage.setItem(TOKEN_KEY, token); // (a 401 takes it out again)
+    let ring;
+    while (!ring) {
+      try {
+        ring = await loadSession();
+      } catch (err) {
+        if (err instanceof Unauthorized || err instanceof Stale || session !== state.session) return;
+        showApp();
+        setLive(false);
+        notice("The cloud does not answer (" + (err.message || String(err)) + "): trying again.", true);
+        await new Promise((ok) => setTimeout(ok, RETRY_MS));
+        if (session !== state.session) return;
+      }
     }
-    sessionStorage.setItem(TOKEN_KEY, token);
+    $("#notice").hidden = true;
     $("#login-error").textContent = "";
     showApp();
     route();
-    $("#activity").replaceChildren();
+    clearActivity();
+    addActivity(ring.events);
     poll(session);
+  }
+
+  // What the cloud holds, and where its events take over. The ring is
+  // read first (the recent activity, and its last seq): every event up to
+  // that seq is in what loadAll() reads after it, and each later one is
+  // applied when the poll brings it. A cloud that says which event its
+  // /admin/devices answer includes (seq) moves that line further: the
+  // events up to it change nothing either. Devices are read before the
+  // rest, so that line holds for firmwares and the rollout too.
+  async function loadSession() {
+    state.devices = []; // (what a session's events told stays in it)
+    const ring = await api("GET", "/admin/events?since=0&wait=0");
+    state.seq = state.loadedSeq = seqOf(ring);
+    await loadAll();
+    if (typeof state.devicesSeq === "number" && state.devicesSeq > state.loadedSeq) {
+      state.loadedSeq = state.devicesSeq;
+    }
+    return { events: Array.isArray(ring.events) ? ring.events : [] };
+  }
+
+  // An answer's seq (a number, else 0).
+  function seqOf(doc) {
+    return doc && typeof doc.seq === "number" && isFinite(doc.seq) ? doc.seq : 0;
   }
 
   // ------------------------------------------------------------ live updates
@@ -205,22 +277,26 @@
     setText($(".live-text", live), ok ? "live" : "reconnecting");
   }
 
-  // Long-polls /admin/events until the session ends. The first call
-  // takes what the ring holds (the recent activity) without waiting.
+  // Long-polls /admin/events until the session ends.
   async function poll(session) {
-    let wait = 0;
     while (session === state.session) {
       try {
-        const r = await api("GET", "/admin/events?since=" + state.seq + "&wait=" + wait);
+        const r = await api("GET", "/admin/events?since=" + state.seq + "&wait=25");
         if (session !== state.session) return;
         setLive(true);
-        if (r.reset && wait > 0) {
-          $("#activity").replaceChildren();
+        const events = Array.isArray(r.events) ? r.events : [];
+        if (r.reset) {
+          // events were lost (or the cloud restarted: its seqs too)
+          clearActivity();
+          state.loadedSeq = 0;
+          state.devicesSeq = 0;
+          for (const dev of state.devices) delete dev.liveStatus;
+          statusQueues = new Map();
           reloadAll();
         }
-        state.seq = r.seq;
-        for (const ev of r.events) onEvent(ev, wait === 0);
-        wait = 25;
+        state.seq = seqOf(r);
+        addActivity(events);
+        for (const ev of events) onEvent(ev);
       } catch (err) {
         if (err instanceof Unauthorized || err instanceof Stale || session !== state.session) return;
         setLive(false);
@@ -229,12 +305,13 @@
     }
   }
 
-  // What an event changes on the page. `old`: from the ring at login,
-  // already in what loadAll() read.
-  function onEvent(ev, old) {
-    addActivity(ev);
-    if (old) return;
+  // What an event changes on the page (one login read already, none).
+  function onEvent(ev) {
+    if (ev.seq <= state.loadedSeq) return;
     switch (ev.type) {
+      case "heartbeat":
+        onHeartbeat(ev);
+        return;
       case "firmware":
         reload("firmwares", loadFirmwares);
         break;
@@ -242,13 +319,68 @@
         state.hasRollout = true;
         reload("rollout", loadRollout);
         break;
+      case "point":
+        // the row shows only the status: other channels change nothing there
+        if (ev.channel === STATUS_CHANNEL) {
+          onStatus(ev);
+          reload("devices", loadDevices);
+        }
+        break;
       default:
         reload("devices", loadDevices);
-        if (state.rollout && (ev.type === "point" || ev.type === "version" || ev.type === "command")) {
-          reload("rollout", loadRollout);
-        }
+    }
+    if (state.rollout && (ev.type === "point" || ev.type === "version" || ev.type === "command")) {
+      reload("rollout", loadRollout);
     }
     if (state.device !== null && ev.device === state.device) reload("device", loadDevicePage);
+  }
+
+  // A heartbeat changes a time, no more: the row (and the device page)
+  // take it from the event. Nothing is read again, so a device beating
+  // fast costs no reloads. (A device the page does not know yet is read.)
+  function onHeartbeat(ev) {
+    const dev = findDevice(ev.device);
+    if (!dev) return reload("devices", loadDevices);
+    if (typeof ev.at === "number" && !(dev.last_heartbeat >= ev.at)) dev.last_heartbeat = ev.at;
+    const tr = deviceRow(dev.id);
+    if (tr) showHeartbeat(tr, dev);
+    if (state.device === String(dev.id)) showDeviceHeartbeat(dev.last_heartbeat);
+  }
+
+  // A status shows in its row as it comes. Those a poll brings together
+  // show one after another, STATUS_MS each, so a quick step (verifying)
+  // is seen, not skipped; meanwhile the row keeps to them, and after the
+  // last the devices read (the reload it asked for) show again if newer.
+  let statusQueues = new Map(); // device id -> statuses waiting their turn
+
+  function onStatus(ev) {
+    const dev = findDevice(ev.device);
+    if (!dev || !(ev.seq > state.devicesSeq)) return; // the row has it already
+    const id = String(dev.id);
+    const st = { seq: ev.seq, text: String(ev.value) + (ev.truncated ? "…" : ""), at: ev.at };
+    const queue = statusQueues.get(id);
+    if (queue) return queue.push(st);
+    statusQueues.set(id, []);
+    showLiveStatus(id, st, statusQueues);
+  }
+
+  function showLiveStatus(id, st, queues) {
+    const dev = findDevice(id);
+    if (dev) dev.liveStatus = st;
+    refreshStatus(id);
+    setTimeout(() => {
+      const queue = queues.get(id);
+      if (!queue || queues !== statusQueues) return; // a new session
+      if (queue.length) return showLiveStatus(id, queue.shift(), queues);
+      queues.delete(id);
+      refreshStatus(id);
+    }, STATUS_MS);
+  }
+
+  function refreshStatus(id) {
+    const dev = findDevice(id);
+    const tr = dev && deviceRow(id);
+    if (tr) showStatus(tr, dev);
   }
 
   // One line of the feed: "HH:MM:SS device what".
@@ -271,22 +403,68 @@
     return clock(ev.at) + " " + who + what;
   }
 
-  function addActivity(ev) {
-    const feed = $("#activity");
-    const li = el("li", { "data-type": ev.type }, activityText(ev));
+  function activityLine(ev) {
+    const li = el("li", { "data-type": ev.type, "data-seq": ev.seq }, activityText(ev));
     if (ev.type === "device") li.dataset.connected = ev.connected ? "yes" : "no";
     if (ev.type === "device" && ev.peer) li.title = ev.transport + " " + ev.peer;
+    return li;
+  }
+
+  // The feed's lines, heartbeats kept apart (at most MAX_ACTIVITY of
+  // each): heartbeats show only when asked for, and a flood of them never
+  // pushes the other lines out.
+  let feedLines = { events: [], beats: [] };
+
+  function keepLine(list, li) {
+    list.push(li);
+    if (list.length > MAX_ACTIVITY) list.splice(0, list.length - MAX_ACTIVITY);
+  }
+
+  function showingHeartbeats() { return $("#show-heartbeats").checked; }
+
+  // Adds a poll answer's events to the feed in one go: the feed's scroll
+  // is read once before and set once after, so a thousand events cost
+  // one layout, not one each.
+  function addActivity(events) {
+    const shown = [];
+    for (const ev of events) {
+      const li = activityLine(ev);
+      const beat = ev.type === "heartbeat";
+      keepLine(beat ? feedLines.beats : feedLines.events, li);
+      if (!beat || showingHeartbeats()) shown.push(li);
+    }
+    if (!shown.length) return;
+    const feed = $("#activity");
     const atEnd = feed.scrollTop + feed.clientHeight >= feed.scrollHeight - 4;
-    feed.append(li);
-    while (feed.childElementCount > MAX_ACTIVITY) feed.firstElementChild.remove();
+    const lines = document.createDocumentFragment();
+    lines.append(...shown.slice(-MAX_ACTIVITY));
+    feed.append(lines);
+    for (let extra = feed.childElementCount - MAX_ACTIVITY; extra > 0; extra--) feed.firstElementChild.remove();
     if (atEnd) feed.scrollTop = feed.scrollHeight;
+  }
+
+  // The feed again from the lines kept (heartbeats shown or not), in the
+  // order the events came.
+  function redrawActivity() {
+    let lines = feedLines.events;
+    if (showingHeartbeats()) {
+      lines = lines.concat(feedLines.beats).sort((a, b) => Number(a.dataset.seq) - Number(b.dataset.seq));
+    }
+    const feed = $("#activity");
+    feed.replaceChildren(...lines.slice(-MAX_ACTIVITY));
+    feed.scrollTop = feed.scrollHeight;
+  }
+
+  function clearActivity() {
+    feedLines = { events: [], beats: [] };
+    $("#activity").replaceChildren();
   }
 
   // ------------------------------------------------------------ loading
 
   async function loadAll() {
-    await Promise.all([loadDevices(), loadFirmwares()]);
-    await loadRollout();
+    await loadDevices();
+    await Promise.all([loadFirmwares(), loadRollout()]);
   }
 
   function reloadAll() {
@@ -297,10 +475,25 @@
   }
 
   async function loadDevices() {
+    const asked = state.seq; // the answer includes every event up to this one
     const doc = await api("GET", "/admin/devices");
+    state.devicesSeq = typeof doc.seq === "number" ? doc.seq : asked;
+    const before = state.devices;
     state.devices = Array.isArray(doc.devices) ? doc.devices : [];
+    for (const dev of state.devices) keepNewer(dev, before.find((d) => String(d.id) === String(dev.id)));
     state.hasRollout = doc.rollout === true;
     renderDevices();
+  }
+
+  // What the events told of `old` (the same device, read before) that a
+  // new answer may predate: its last heartbeat, its last status event
+  // (shownStatus weighs it).
+  function keepNewer(dev, old) {
+    if (!old) return;
+    if (old.liveStatus) dev.liveStatus = old.liveStatus;
+    if (typeof old.last_heartbeat === "number" && !(dev.last_heartbeat >= old.last_heartbeat)) {
+      dev.last_heartbeat = old.last_heartbeat;
+    }
   }
 
   async function loadFirmwares() {
@@ -366,8 +559,40 @@
   // ------------------------------------------------------------ devices
 
   function lastStatus(dev) {
-    const list = dev.datapoints && dev.datapoints.fota_status;
+    const list = dev.datapoints && dev.datapoints[STATUS_CHANNEL];
     return Array.isArray(list) && list.length ? list[list.length - 1] : null;
+  }
+
+  // The status a row shows: from an event while some wait their turn, or
+  // newer than the devices read; else the last one read.
+  // @return { text, at (epoch s) } | null
+  function shownStatus(dev) {
+    const live = dev.liveStatus;
+    if (live && (live.seq > state.devicesSeq || statusQueues.has(String(dev.id)))) return live;
+    const p = lastStatus(dev);
+    return p ? { text: pointValue(p), at: p.received / 1000 } : null;
+  }
+
+  function showStatus(tr, dev) {
+    const st = shownStatus(dev);
+    setText($("td.status", tr), st ? st.text : "");
+    const at = st ? st.at : null;
+    setText($("td.status-at", tr), clock(at), fullDate(at));
+  }
+
+  function findDevice(id) {
+    return state.devices.find((d) => String(d.id) === String(id));
+  }
+
+  function deviceRow(id) {
+    for (const tr of $("#devices tbody").rows) {
+      if (tr.getAttribute("data-device") === String(id)) return tr;
+    }
+    return null;
+  }
+
+  function showHeartbeat(tr, dev) {
+    setText($("td.heartbeat", tr), clock(dev.last_heartbeat), fullDate(dev.last_heartbeat));
   }
 
   function makeDeviceRow(dev) {
@@ -379,7 +604,7 @@
     const push = el("td", { class: "push-cell" });
     const select = el("select", { class: "push-version", "aria-label": "Version to push to " + dev.id });
     const button = el("button", { type: "button", class: "push primary" }, "Push");
-    button.addEventListener("click", () => pushTo(dev.id, select.value, button));
+    button.addEventListener("click", () => pushTo(String(dev.id), select.value));
     const group = el("div", { class: "push-group" });
     group.append(select, button);
     push.append(group);
@@ -394,15 +619,22 @@
     dot.dataset.state = online ? "online" : "offline";
     dot.title = online ? "online (" + dev.transport + ")" : "offline";
     setText($("td.peer", tr), online ? dev.peer : "");
-    setText($("td.heartbeat", tr), clock(dev.last_heartbeat), fullDate(dev.last_heartbeat));
+    showHeartbeat(tr, dev);
     setText($("td.version", tr), dev.version);
-    const st = lastStatus(dev);
-    setText($("td.status", tr), st ? pointValue(st) : "");
-    const at = st ? st.received / 1000 : null;
-    setText($("td.status-at", tr), clock(at), fullDate(at));
+    showStatus(tr, dev);
     const select = $("select.push-version", tr);
     fillVersions(select);
-    $("button.push", tr).disabled = select.options.length === 0;
+    const button = $("button.push", tr);
+    button.disabled = select.options.length === 0;
+    setBusy(button, state.pushing.has(String(dev.id)));
+  }
+
+  // Marks a device's push under way (or over), on its row if shown.
+  function markPushing(id, on) {
+    if (on) state.pushing.add(id);
+    else state.pushing.delete(id);
+    const tr = deviceRow(id);
+    if (tr) setBusy($("button.push", tr), on);
   }
 
   function renderDevices() {
@@ -411,9 +643,10 @@
     $("#devices-empty").hidden = state.devices.length > 0;
   }
 
-  async function pushTo(id, version, button) {
+  async function pushTo(id, version) {
     if (!version) return;
-    button.disabled = true;
+    if (state.pushing.has(id)) return; // one push at a time a device
+    markPushing(id, true);
     try {
       const r = await api("POST", "/admin/devices/" + encodeURIComponent(id) + "/fota", { version });
       const signed = r.firmware && r.firmware.signed ? "signed" : "unsigned";
@@ -421,7 +654,7 @@
     } catch (err) {
       report(err);
     } finally {
-      button.disabled = false;
+      markPushing(id, false);
     }
   }
 
@@ -431,7 +664,7 @@
     const tr = el("tr");
     const actions = el("td", { class: "actions" });
     const button = el("button", { type: "button", class: "push-all" }, "Push to all");
-    button.addEventListener("click", () => pushToAll(String(fw.version), button));
+    button.addEventListener("click", () => pushToAll(String(fw.version)));
     actions.append(button);
     tr.append(el("td", { class: "version" }), el("td", { class: "size" }), el("td", { class: "md5" }),
       el("td", { class: "signed" }), el("td", { class: "key-id" }), actions);
@@ -446,6 +679,21 @@
     setText(signed, fw.signed ? "signed" : "unsigned", fw.trusted_comment || "");
     signed.dataset.signed = fw.signed ? "yes" : "no";
     setText($("td.key-id", tr), fw.key_id);
+    setBusy($("button.push-all", tr), state.pushingAll.has(String(fw.version)));
+  }
+
+  function firmwareRow(version) {
+    for (const tr of $("#firmwares tbody").rows) {
+      if (tr.getAttribute("data-firmware") === version) return tr;
+    }
+    return null;
+  }
+
+  function markPushingAll(version, on) {
+    if (on) state.pushingAll.add(version);
+    else state.pushingAll.delete(version);
+    const tr = firmwareRow(version);
+    if (tr) setBusy($("button.push-all", tr), on);
   }
 
   function renderFirmwares() {
@@ -456,24 +704,35 @@
     fillVersions($("#rollout-start select[name=firmware]"));
   }
 
-  async function pushToAll(version, button) {
-    button.disabled = true;
+  // Pushes `version` to every device in turn; one already being pushed
+  // to is left out (and named).
+  async function pushToAll(version) {
+    if (state.pushingAll.has(version)) return;
+    markPushingAll(version, true);
     const failed = [];
     let sent = 0;
+    const devices = state.devices.map((d) => String(d.id));
     try {
-      for (const dev of state.devices) {
+      for (const id of devices) {
+        if (state.pushing.has(id)) {
+          failed.push(id + ": a push to it is under way");
+          continue;
+        }
+        markPushing(id, true);
         try {
-          await api("POST", "/admin/devices/" + encodeURIComponent(dev.id) + "/fota", { version });
+          await api("POST", "/admin/devices/" + encodeURIComponent(id) + "/fota", { version });
           sent++;
         } catch (err) {
-          if (err instanceof Unauthorized) return;
-          failed.push(dev.id + ": " + err.message);
+          if (err instanceof Unauthorized || err instanceof Stale) return;
+          failed.push(id + ": " + err.message);
+        } finally {
+          markPushing(id, false);
         }
       }
-      notice(version + " pushed to " + sent + " of " + state.devices.length + " devices"
+      notice(version + " pushed to " + sent + " of " + devices.length + " devices"
         + (failed.length ? "; not to " + failed.join("; ") : ""), failed.length > 0);
     } finally {
-      button.disabled = false;
+      markPushingAll(version, false);
     }
   }
 
@@ -485,9 +744,10 @@
     const sig = form.elements.sig.files[0];
     const version = form.elements.version.value.trim();
     out.classList.remove("error");
-    if (!hex || !version) return;
+    if (!hex || !version || state.uploading) return;
     const button = $("button[type=submit]", form);
-    button.disabled = true;
+    state.uploading = true;
+    setBusy(button, true);
     setText(out, "Uploading " + hex.name + "…");
     try {
       const body = { version, name: hex.name, content: await hex.text() };
@@ -501,7 +761,8 @@
       out.classList.add("error");
       setText(out, err.message);
     } finally {
-      button.disabled = false;
+      state.uploading = false;
+      setBusy(button, false);
     }
   }
 
@@ -588,13 +849,15 @@
 
   // ------------------------------------------------------------ the device page
 
+  // One read: the device with its latest MAX_POINT_ROWS points a channel
+  // (?recent; a cloud that does not know it sends them all, still one read).
   async function loadDevicePage() {
     const id = state.device;
     if (id === null) return;
-    const path = "/admin/devices/" + encodeURIComponent(id);
-    const [dev, points] = await Promise.all([api("GET", path), api("GET", path + "/datapoints")]);
+    const dev = await api("GET", "/admin/devices/" + encodeURIComponent(id) + "?recent=" + MAX_POINT_ROWS);
     if (id !== state.device) return;
-    renderDevicePage(dev, points.channels || {});
+    const channels = dev.datapoints && typeof dev.datapoints === "object" ? dev.datapoints : {};
+    renderDevicePage(dev, channels);
   }
 
   function renderDevicePage(dev, channels) {
@@ -603,13 +866,14 @@
     setText($("h2", page), dev.id);
     setText($(".d-connection", page), online ? "online (" + dev.transport + ")" : "offline");
     setText($(".d-peer", page), online ? dev.peer : "");
-    setText($(".d-heartbeat", page), dev.last_heartbeat ? fullDate(dev.last_heartbeat) : "none yet");
+    showDeviceHeartbeat(dev.last_heartbeat);
     setText($(".d-version", page), dev.version || "not reported");
-    const history = (channels.fota_status || []).map((p) => el("li", null, clock(p.received / 1000) + " " + pointValue(p)));
+    const statuses = Array.isArray(channels[STATUS_CHANNEL]) ? channels[STATUS_CHANNEL] : [];
+    const history = statuses.map((p) => el("li", null, clock(p.received / 1000) + " " + pointValue(p)));
     $("#history").replaceChildren(...history);
     const rows = [];
     for (const [chn, list] of Object.entries(channels)) {
-      for (const p of list) rows.push({ chn, p });
+      if (Array.isArray(list)) for (const p of list) rows.push({ chn, p });
     }
     rows.sort((a, b) => b.p.received - a.p.received);
     const trs = rows.slice(0, MAX_POINT_ROWS).map(({ chn, p }) => {
@@ -619,6 +883,10 @@
       return tr;
     });
     $("#points tbody").replaceChildren(...trs);
+  }
+
+  function showDeviceHeartbeat(at) {
+    setText($("#device-page .d-heartbeat"), at ? fullDate(at) : "none yet");
   }
 
   // #device/ID shows that device's page; anything else the dashboard.
@@ -655,9 +923,7 @@
     for (const action of ["pause", "resume", "abort"]) {
       $("#rollout button." + action).addEventListener("click", () => rolloutAction(action));
     }
-    $("#show-heartbeats").addEventListener("change", (e) => {
-      $("#activity").classList.toggle("with-heartbeats", e.target.checked);
-    });
+    $("#show-heartbeats").addEventListener("change", redrawActivity);
     window.addEventListener("hashchange", () => {
       const token = tokenFromFragment();
       if (token) login(token);
