@@ -9,7 +9,7 @@ return {
   { name = "console-page-status-as-markup", file = JS,
     from = [[setText($("td.status", tr), st ? st.text : "");]],
     to = [[$("td.status", tr).innerHTML = st ? st.text : "";]],
-    specs = SPEC,
+    specs = SPEC, filter = "shows what a device sends as text",
     why = "a device's status is parsed as markup in the admin's page: <img onerror> runs wherever the "
       .. "CSP's trusted types are not enforced" },
   { name = "console-page-token-in-local-storage", file = JS,
