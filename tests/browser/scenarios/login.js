@@ -39,6 +39,9 @@ module.exports = async function (page, ctx, step) {
     await page.locator('#login').waitFor({ state: 'hidden' });
     await page.locator('#devices ' + row(device)).waitFor();
     const rows = await page.locator('#devices tr[data-device]').count();
+    // the header says the page follows the cloud once it has loaded, not from the first event on
+    const live = (await page.locator('#live .live-text').textContent()).trim();
+    ctx.expect(live === 'live', 'the header says "' + live + '" once the devices show');
     return rows + ' device row(s)';
   });
 

@@ -239,6 +239,7 @@
     $("#notice").hidden = true;
     $("#login-error").textContent = "";
     showApp();
+    setLive(true); // the cloud answered; the poll says when it stops
     route();
     clearActivity();
     addActivity(ring.events);
