@@ -6,6 +6,7 @@
 -- returns. (spec/rollout_unit_spec.lua checks the state machine alone.)
 local h = require "helper"
 local cjson = require "cjson"
+local sys = require "fotahost.sys"
 
 local WAIT = h.wait_limit(90) -- seconds for anything to happen (CI is a loaded 2-core machine)
 
@@ -78,8 +79,24 @@ return {
     end)
   end
 
+  -- Whether the cloud would push to `t` now: connected, and its version
+  -- reported since, or VERSION_GRACE s gone by (a fresh chip reports none).
+  -- Until then a rollout leaves it pending, and a canary started a moment
+  -- later may fail first: the rollout is aborted before it is pushed.
+  local GRACE = require("fotahost.mcs_cloud.rollout_runner").VERSION_GRACE
+  local function ready(f, t)
+    local d = admin(f, "GET", "/devices/" .. t.id)
+    if not d.connected then return false end
+    local reported = d.version_reported_at ~= cjson.null and d.version_reported_at >= d.connected_since
+    return reported or sys.time() - d.connected_since >= GRACE
+  end
+
+  -- Starts the apps of devices from..to, and waits until the cloud would push to each.
   local function start_apps(f, from, to)
     for i = from or 1, to or #f.devices do start_app(f, f.devices[i]) end
+    for i = from or 1, to or #f.devices do
+      h.until_true(f.devices[i].id .. " to be ready for a push", WAIT, function() return ready(f, f.devices[i]) end)
+    end
   end
 
   local function rollout_cli(f, ...)
