@@ -418,7 +418,7 @@ clean:
 # libFuzzer on the C cores that read untrusted text, nothing else: Intel
 # HEX (plugins/ihex/ihex.c) and minisign's key and signature files
 # (plugins/minisign/minisign.c); clang with ASan+UBSan (Debian: clang,
-# libclang-rt-14-dev). Each fuzzer runs FUZZ_SECONDS (CI: 60 each) on a
+# libclang-rt-14-dev). Each fuzzer runs FUZZ_SECONDS (CI: 30 each) on a
 # scratch copy of its seed corpus, so the inputs it finds stay out of the
 # checkout; a crash, a sanitizer report or a failed property (the target
 # abort()s) fails the target, leaving the input in build-fuzz/.
