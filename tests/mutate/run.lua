@@ -222,6 +222,10 @@ end
 -- loaded machine an event that comes at all comes within a few seconds.
 -- The whole-suite run of a survivor keeps both.
 local SPEC_WAIT = 30
+-- A mutant's own run also stops at its first failure (tests/mutate/fail_fast.lua):
+-- the tests after it would only confirm the kill. A survivor's whole-suite run
+-- runs everything.
+local FAIL_FAST = "--helper=tests/mutate/fail_fast.lua"
 
 local function start_job(w, m, log)
   local done = logdir .. "/done" .. w
@@ -231,7 +235,7 @@ local function start_job(w, m, log)
   local script = ("echo $$ > %s/sid%d; if %s; then cd %s && %sBUSTED_ARGS=%s BUSTED_FILTER=%s " ..
     "timeout 900 sh tests/run > %s 2>&1; echo ran > %s; else echo build > %s; fi")
     :format(q(logdir), w, make_cmd(w), q(tree_of(w)), narrow,
-    q(m and table.concat(m.specs or {}, " ") or ""), q(m and m.filter or ""),
+    q(m and (FAIL_FAST .. " " .. table.concat(m.specs or {}, " ")) or ""), q(m and m.filter or ""),
     q(log), q(done), q(done))
   -- in a session of its own (timeout makes a process group of its own
   -- inside it), so an interrupted run can stop all of it
@@ -303,7 +307,8 @@ local function judge(w, ended)
   elseif failed > 0 then
     score.killed = score.killed + 1
     if not keep then os.remove(b.log) end
-    return ("killed %s (%d failed%s)"):format(m.name, failed,
+    local by = text:match("\nfail%-fast: first failure: ([^\n]*)")
+    return ("killed %s (%s%s)"):format(m.name, by and ("by: " .. by) or (failed .. " failed"),
       b.phase == "specs" and "" or ", by the whole suite only")
   elseif b.phase == "specs" and (m.specs or m.filter) and not quick then
     b.phase, b.log = "full", logdir .. "/" .. m.name .. ".full.log"
