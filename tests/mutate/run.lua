@@ -34,7 +34,7 @@
 -- --quick skips that whole-suite run (for working on one area's specs).
 --
 -- Environment: MUTATE_DIR (scratch directory; default build-mutate),
--- MUTATE_WORKERS (mutants run at once, default 3).
+-- MUTATE_WORKERS (mutants run at once, default 4).
 
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
@@ -176,7 +176,7 @@ end
 -- Several mutants run at once, each in a tree of its own: the suite
 -- spends most of its time waiting on servers and timers, not computing.
 local scratch = os.getenv("MUTATE_DIR") or (top .. "/build-mutate")
-local workers = tonumber(os.getenv("MUTATE_WORKERS") or "3")
+local workers = tonumber(os.getenv("MUTATE_WORKERS") or "4")
 local logdir = scratch .. "/logs"
 
 local function tree_of(w) return scratch .. "/tree" .. w end
