@@ -79,6 +79,10 @@ describe("fotahost scripts", function()
     assert.are.equal(1, r.status, r.err)
     -- (the line after it is blank: the next `local` is where Lua sees the mistake)
     assert.are.equal(("%s:%d: unexpected symbol near 'local'"):format(file, n + 2), lines_of(r.out)[2])
+    -- list's "ok" is about where the copy came from: it says the copy is broken too
+    r = run({ "scripts", "list" })
+    assert.are.same({ ("%s: ok: from fotahost %s, edited; does not compile: line %d: unexpected symbol near "
+      .. "'local' (the bundled one runs instead)"):format(file, VERSION, n + 2) }, lines_of(r.out))
   end)
 
   it("list, diff, check and doctor say stale when the bundled file changed since the copy", function()
@@ -124,11 +128,15 @@ describe("fotahost scripts", function()
     h.must("mkdir -p " .. h.q(ov .. "/fotahost") .. " " .. h.q(ov .. "/site"))
     h.write(file, bundled)
     h.write(ov .. "/site/hooks.lua", "return {}\n")
+    h.write(ov .. "/site/typo.lua", "return {\n")
     r = run({ "scripts", "list" })
     assert.are.same({
       file .. ": no marker: copied by hand, so a change of the bundled file cannot be told (fotahost scripts edit "
         .. "makes copies that can)",
-      ov .. "/site/hooks.lua: no bundled twin: a script of your own" }, lines_of(r.out))
+      ov .. "/site/hooks.lua: no bundled twin: a script of your own",
+      ov .. "/site/typo.lua: no bundled twin: a script of your own; does not compile: line 2: unexpected symbol "
+        .. "near <eof> (it fails to load)" }, lines_of(r.out))
+    os.remove(ov .. "/site/typo.lua")
     r = run({ "scripts", "diff", "fotahost.fota" })
     assert.matches("^" .. h.literal(file) .. ": no marker %(copied by hand%): against today's bundled ", r.out)
 

@@ -12,7 +12,8 @@ usage: fotahost scripts edit NAME    copy the bundled NAME into the override dir
                                      from and, when that moved on, against today's
        fotahost scripts list         every override and its state: ok, stale (the bundled
                                      file changed since the copy), no marker (copied by
-                                     hand), no bundled twin (a script of your own)
+                                     hand), no bundled twin (a script of your own); and
+                                     where one does not compile
   NAME   a path in the scripts directory (fotahost/fota.lua, tools/app.lua) or a
          module name (fotahost.fota)
   -h, --help   this help
@@ -117,11 +118,18 @@ local function show_diff(rel)
   os.remove(tmp)
 end
 
+-- One line per override: where it came from and, when it does not
+-- compile, where and what runs instead ("ok" is about the copy's source,
+-- so it must not be read as "it works").
 local function list()
   local rels = overrides.list()
   if #rels == 0 then print(("no overrides in %s: the bundled scripts run"):format(overrides.dir())) end
   for _, rel in ipairs(rels) do
-    print(("%s: %s"):format(overrides.dir() .. "/" .. rel, overrides.describe(overrides.state(rel))))
+    local file, state = overrides.dir() .. "/" .. rel, overrides.state(rel)
+    local line, msg = require("fotahost.check").compile(file)
+    local broken = msg and ("; does not compile: %s%s (%s)"):format(line and ("line " .. line .. ": ") or "",
+      msg, state.bundled and "the bundled one runs instead" or "it fails to load") or ""
+    print(("%s: %s%s"):format(file, overrides.describe(state), broken))
   end
 end
 

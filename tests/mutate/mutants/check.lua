@@ -69,4 +69,9 @@ return {
     to = "  local skipped, body = \"\", text\n  local first",
     specs = SCRIPTS, filter = "first line Lua skips",
     why = "scripts edit of a file starting with #! or a BOM makes a copy that does not compile" },
+  { name = "scripts-list-broken-silent", file = "scripts/tools/scripts.lua",
+    from = [[local line, msg = require("fotahost.check").compile(file)]],
+    to = "local line, msg = nil, nil",
+    specs = SCRIPTS, filter = "with the line the bundled file has",
+    why = "scripts list says ok for an override that does not compile, and the user thinks their edit runs" },
 }
