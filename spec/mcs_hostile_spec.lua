@@ -77,7 +77,7 @@ describe("the app and a server that floods commands", function()
     local dir = h.tmpdir()
     local report = dir .. "/report"
     local srv = h.start_server({ "spec/support/mcs_flood_server.lua", "--device", ID .. ":" .. KEY,
-      "--seconds", "4", "--delay", "1", "--report", report })
+      "--count", "24000", "--watch", "4", "--delay", "1", "--report", report })
     local t = new_device(ID, KEY, srv.url)
     local ok, err = pcall(function()
       start_app(t)

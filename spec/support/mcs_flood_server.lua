@@ -5,7 +5,12 @@
 -- pause for --seconds (or --count N commands, a multiple of 2000), as fast
 -- as the device reads them.
 --
---   fotahost spec/support/mcs_flood_server.lua --device ID:KEY (--seconds S | --count N) [--delay S] --report FILE
+--   fotahost spec/support/mcs_flood_server.lua --device ID:KEY (--seconds S | --count N [--watch S]) [--delay S]
+--     --report FILE
+--
+-- --watch S: with --count, heartbeats are timed (and the report written)
+-- until S seconds after the flood began, though the kernel's buffers took
+-- the N commands long before: the device is still reading them then.
 --
 -- Prints "listening HOST:PORT" (the REST side) when ready; exits at the end
 -- of its stdin. FILE gets, once the flood is over, one line per fact:
@@ -92,6 +97,7 @@ sched.run(function()
             sent = sent + #parts
             sched.yield() -- the heartbeat reader's turn: arrival times are taken there
           end
+          while count and opts.watch and sched.now() - t0 < tonumber(opts.watch) do sched.sleep(0.05) end
           local times = {}
           for k, t in ipairs(beats) do times[k] = ("%.3f"):format(t - t0) end
           append("sent " .. sent)

@@ -340,6 +340,13 @@ return {
     specs = MCS,
     filter = "bounded queue",
     why = "every command gets a task of its own: a flood of slow commands grows the app without bound" },
+  { name = "mcs-handler-runs-in-reader", file = "scripts/fotahost/mcs.lua",
+    from = [[sched.spawn({ name = "mcs handlers", log_errors = false }, function() run_handlers(self) end)]],
+    to = "run_handlers(self)",
+    specs = MCS,
+    filter = "while a handler sleeps",
+    why = "a handler runs in the reader's task: one slow handler (a download and a flash) stops every "
+      .. "command behind it" },
   { name = "mcs-burst-logged-line-by-line", file = "scripts/fotahost/mcs.lua",
     from = "if b.shown < show then",
     to = "if true then",
